@@ -1,0 +1,34 @@
+"""What a handler receives: the step's resolved params and everything it may need to know."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """The argument of every action and compensation handler.
+
+    `idempotency_key` is stable for one attempt (workflow id, step, attempt), so a handler can
+    pass it to an external API and make a re-run of that attempt harmless.
+    """
+
+    workflow_id: str
+    step: str
+    attempt: int
+    params: Mapping[str, Any]
+    input: Mapping[str, Any]
+    results: Mapping[str, Any]
+    idempotency_key: str
+    session_id: str | None = None
+    compensating: bool = False
+    #: For a compensation: the result of the action being undone.
+    result: Any = None
+    _beat: Callable[[], None] | None = field(default=None, repr=False)
+
+    def heartbeat(self) -> None:
+        """Record that this long-running handler is alive (recovery looks for stale ones)."""
+        if self._beat is not None:
+            self._beat()

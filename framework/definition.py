@@ -1,0 +1,340 @@
+"""WorkflowDefinition: a user's saga written as a table of steps (YAML or a dict)."""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ._yaml import LineMap, load_yaml_file, pydantic_problems
+from .errors import DefinitionError, Problem
+from .models import (
+    CompensationAction,
+    CompensationStrategy,
+    RetryPolicy,
+    SagaStep,
+    WorkflowState,
+    new_id,
+    utcnow,
+)
+
+if TYPE_CHECKING:
+    from .registry import Registry
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CompensationSpec(_Strict):
+    action: str = Field(min_length=1)
+    params: dict[str, Any] = Field(default_factory=dict)
+    retry: RetryPolicy | None = None
+
+
+class StepSpec(_Strict):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+    action: str = Field(min_length=1)
+    description: str = ""
+    params: dict[str, Any] = Field(default_factory=dict)
+    compensation: CompensationSpec | None = None
+    retry: RetryPolicy | None = None
+    timeout: float | None = Field(None, gt=0)
+    pivot: bool = False
+    depends_on: tuple[str, ...] | None = Field(
+        None, description="absent: the previous step; [] : none (starts at once)"
+    )
+
+    @field_validator("compensation", mode="before", json_schema_input_type=str | dict[str, Any] | None)
+    @classmethod
+    def _short_compensation(cls, v: Any) -> Any:
+        return {"action": v} if isinstance(v, str) else v
+
+    @field_validator("depends_on", mode="before", json_schema_input_type=str | list[str] | None)
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        return (v,) if isinstance(v, str) else v
+
+
+class Defaults(_Strict):
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    compensation_retry: RetryPolicy = Field(default_factory=lambda: RetryPolicy(max_attempts=5))
+    timeout: float | None = Field(None, gt=0)
+
+
+class DefinitionSpec(_Strict):
+    """The YAML format of a workflow definition."""
+
+    workflow: str = Field(min_length=1, description="the workflow's name")
+    version: str = "1"
+    description: str = ""
+    handlers: tuple[str, ...] = Field(
+        (), description="modules to import; they register the handlers the steps name"
+    )
+    strategy: CompensationStrategy = CompensationStrategy.BACKWARD
+    defaults: Defaults = Field(default_factory=Defaults)
+    steps: tuple[StepSpec, ...] = Field(min_length=1)
+
+    @field_validator("version", mode="before", json_schema_input_type=str | int | float)
+    @classmethod
+    def _version_text(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, int | float) else v
+
+    @field_validator("handlers", mode="before", json_schema_input_type=str | list[str])
+    @classmethod
+    def _handler_list(cls, v: Any) -> Any:
+        return (v,) if isinstance(v, str) else v
+
+
+class WorkflowDefinition:
+    """A validated saga definition; `instantiate` makes a new WorkflowState from it."""
+
+    def __init__(self, spec: DefinitionSpec, file: str | None, lines: LineMap) -> None:
+        self.spec = spec
+        self.file = file
+        self.lines = lines
+        self.name = spec.workflow
+        self.version = spec.version
+        self.steps = spec.steps
+        self.dependencies: dict[str, tuple[str, ...]] = _dependencies(spec)
+
+    def __repr__(self) -> str:
+        return f"<WorkflowDefinition {self.name} v{self.version} ({len(self.steps)} steps)>"
+
+    @property
+    def pivot(self) -> str | None:
+        return next((s.name for s in self.steps if s.pivot), None)
+
+    def import_handlers(self) -> None:
+        """Import the handler modules the definition lists (they register their handlers)."""
+        problems = []
+        for i, mod in enumerate(self.spec.handlers):
+            try:
+                importlib.import_module(mod)
+            except ImportError as exc:
+                problems.append(
+                    self.lines.problem(("handlers", i), f"cannot import handlers module {mod!r}: {exc}")
+                )
+        if problems:
+            raise DefinitionError(problems)
+
+    def check_handlers(self, registry: Registry) -> None:
+        """Every action and compensation must name a registered handler."""
+        problems = []
+        for i, s in enumerate(self.steps):
+            if not registry.has_handler(s.action):
+                problems.append(
+                    self.lines.problem(("steps", i, "action"), f"unknown handler {s.action!r}")
+                )
+            if s.compensation and not registry.has_handler(s.compensation.action):
+                problems.append(
+                    self.lines.problem(
+                        ("steps", i, "compensation"),
+                        f"unknown compensation handler {s.compensation.action!r}",
+                    )
+                )
+        if problems:
+            raise DefinitionError(problems)
+
+    def instantiate(
+        self, input: Mapping[str, Any] | None = None, session_id: str | None = None
+    ) -> WorkflowState:
+        now = utcnow()
+        wf_id = new_id("WF", now)
+        d = self.spec.defaults
+        steps = []
+        for s in self.steps:
+            comp = None
+            if s.compensation is not None:
+                comp = CompensationAction(
+                    id=new_id("COMP", now),
+                    step_id=s.name,
+                    action_type=s.compensation.action,
+                    params=dict(s.compensation.params),
+                    retry=s.compensation.retry or d.compensation_retry,
+                )
+            steps.append(
+                SagaStep(
+                    id=f"{wf_id}:{s.name}",
+                    name=s.name,
+                    action_type=s.action,
+                    params=dict(s.params),
+                    depends_on=list(self.dependencies[s.name]),
+                    retry=s.retry or d.retry,
+                    timeout=s.timeout or d.timeout,
+                    pivot=s.pivot,
+                    compensation=comp,
+                )
+            )
+        return WorkflowState(
+            id=wf_id,
+            name=self.name,
+            version=self.version,
+            session_id=session_id,
+            strategy=self.spec.strategy,
+            handlers=list(self.spec.handlers),
+            input=dict(input or {}),
+            steps=steps,
+            created_at=now,
+            updated_at=now,
+        )
+
+
+def _dependencies(spec: DefinitionSpec) -> dict[str, tuple[str, ...]]:
+    deps: dict[str, tuple[str, ...]] = {}
+    prev: str | None = None
+    for s in spec.steps:
+        if s.depends_on is None:
+            deps[s.name] = (prev,) if prev else ()
+        else:
+            deps[s.name] = s.depends_on
+        prev = s.name
+    return deps
+
+
+def _problems(spec: DefinitionSpec, lines: LineMap) -> list[Problem]:
+    problems: list[Problem] = []
+    index: dict[str, int] = {}
+    for i, s in enumerate(spec.steps):
+        if s.name in index:
+            problems.append(lines.problem(("steps", i, "name"), f"duplicate step name {s.name!r}"))
+        else:
+            index[s.name] = i
+    deps = _dependencies(spec)
+    for i, s in enumerate(spec.steps):
+        for j, d in enumerate(s.depends_on or ()):
+            if d not in index:
+                problems.append(
+                    lines.problem(
+                        ("steps", i, "depends_on", j), f"step {s.name!r} depends on unknown step {d!r}"
+                    )
+                )
+            elif d == s.name:
+                problems.append(
+                    lines.problem(("steps", i, "depends_on", j), f"step {s.name!r} depends on itself")
+                )
+    # Cycles: depth-first search over known dependencies.
+    state: dict[str, int] = {}
+
+    def visit(name: str, path: list[str]) -> None:
+        state[name] = 1
+        for d in deps.get(name, ()):
+            if d not in index or d == name:
+                continue
+            if state.get(d) == 1:
+                cycle = path[path.index(d) :] + [d] if d in path else [name, d]
+                problems.append(
+                    lines.problem(
+                        ("steps", index[name], "depends_on"),
+                        "dependency cycle: " + " -> ".join(cycle),
+                    )
+                )
+            elif d not in state:
+                visit(d, [*path, d])
+        state[name] = 2
+
+    for name in index:
+        if name not in state:
+            visit(name, [name])
+
+    pivots = [s.name for s in spec.steps if s.pivot]
+    for extra in pivots[1:]:
+        problems.append(
+            lines.problem(("steps", index[extra], "pivot"), f"more than one pivot step ({extra!r})")
+        )
+    if pivots and not any("dependency cycle" in p.message for p in problems):
+        pivot = pivots[0]
+        if spec.steps[index[pivot]].compensation is not None:
+            problems.append(
+                lines.problem(
+                    ("steps", index[pivot], "compensation"),
+                    f"pivot step {pivot!r} cannot have a compensation: it is the point of no return",
+                )
+            )
+        for s in spec.steps:
+            if s.compensation is not None and _depends_on(s.name, pivot, deps):
+                problems.append(
+                    lines.problem(
+                        ("steps", index[s.name], "compensation"),
+                        f"step {s.name!r} runs after the pivot {pivot!r} and so cannot be compensated"
+                        " (remove its compensation; it is retried forward instead)",
+                    )
+                )
+    return problems
+
+
+def _depends_on(name: str, target: str, deps: Mapping[str, tuple[str, ...]]) -> bool:
+    seen: set[str] = set()
+    todo = list(deps.get(name, ()))
+    while todo:
+        d = todo.pop()
+        if d == target:
+            return True
+        if d not in seen:
+            seen.add(d)
+            todo.extend(deps.get(d, ()))
+    return False
+
+
+def definition_from_data(data: Any, lines: LineMap | None = None, file: str | None = None) -> WorkflowDefinition:
+    lines = lines or LineMap(file)
+    if not isinstance(data, Mapping):
+        raise DefinitionError([lines.problem((), "a workflow definition must be a mapping")])
+    try:
+        spec = DefinitionSpec.model_validate(data)
+    except ValidationError as exc:
+        raise DefinitionError(pydantic_problems(exc, lines)) from None
+    problems = _problems(spec, lines)
+    if problems:
+        raise DefinitionError(problems)
+    return WorkflowDefinition(spec, file, lines)
+
+
+def load_definition(source: str | Path | Mapping[str, Any]) -> WorkflowDefinition:
+    """Load a workflow definition from a YAML path or a dict; every problem is reported."""
+    if isinstance(source, Mapping):
+        return definition_from_data(source)
+    data, lines = load_yaml_file(source)
+    return definition_from_data(data, lines, str(source))
+
+
+def is_definition(data: Any) -> bool:
+    """A YAML document is a workflow definition (not a chart) when it has `workflow:`."""
+    return isinstance(data, Mapping) and "workflow" in data and "chart" not in data
+
+
+_REF = re.compile(r"\$\{([^}]+)\}")
+
+
+def resolve_params(value: Any, scope: Mapping[str, Any]) -> Any:
+    """Replace `${input.x}`, `${steps.NAME.key}` or `${result.key}` with values from scope.
+
+    A string that is exactly one reference takes the referenced value (any JSON type);
+    references inside longer strings are formatted as text. Unknown paths raise KeyError.
+    """
+    if isinstance(value, dict):
+        return {k: resolve_params(v, scope) for k, v in value.items()}
+    if isinstance(value, list):
+        return [resolve_params(v, scope) for v in value]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+    whole = _REF.fullmatch(value)
+    if whole:
+        return _lookup(whole.group(1), scope)
+    return _REF.sub(lambda m: str(_lookup(m.group(1), scope)), value)
+
+
+def _lookup(path: str, scope: Mapping[str, Any]) -> Any:
+    cur: Any = scope
+    for part in path.strip().split("."):
+        if isinstance(cur, Mapping) and part in cur:
+            cur = cur[part]
+        elif isinstance(cur, list) and part.isdigit() and int(part) < len(cur):
+            cur = cur[int(part)]
+        else:
+            raise KeyError(f"reference ${{{path}}}: {part!r} not found")
+    return cur

@@ -1,0 +1,104 @@
+"""The one exception tree of statesaga: every error a user can catch derives from StatesagaError."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+
+class StatesagaError(Exception):
+    """Raised for anything statesaga itself reports; the root of every framework error."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a table or definition, located as precisely as the input allows."""
+
+    message: str
+    file: str | None = None
+    line: int | None = None
+    field: str | None = None
+
+    def __str__(self) -> str:
+        where = self.file or "<dict>"
+        if self.line is not None:
+            where = f"{where}:{self.line}"
+        field = f" [{self.field}]" if self.field else ""
+        return f"{where}:{field} {self.message}"
+
+
+class DefinitionError(StatesagaError):
+    """Raised when a chart, a workflow definition or a stored document is invalid.
+
+    Carries every problem found (validation collects, it does not stop at the first).
+    """
+
+    def __init__(self, problems: Iterable[Problem]) -> None:
+        self.problems: list[Problem] = list(problems)
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        if len(self.problems) == 1:
+            return str(self.problems[0])
+        lines = [f"{len(self.problems)} problems:"] + [f"  {p}" for p in self.problems]
+        return "\n".join(lines)
+
+
+class TransitionError(StatesagaError):
+    """Raised when a trigger cannot fire from the current state; the state is left unchanged."""
+
+    def __init__(
+        self,
+        chart: str,
+        state: str,
+        trigger: str,
+        allowed: Sequence[str],
+        reason: str | None = None,
+    ) -> None:
+        self.chart = chart
+        self.state = state
+        self.trigger = trigger
+        self.allowed = sorted(allowed)
+        self.reason = reason
+        allowed_text = ", ".join(self.allowed) if self.allowed else "none (final state)"
+        why = reason or "not allowed"
+        super().__init__(
+            f"{chart}: can't {trigger!r} when in {state} ({why}); allowed triggers: {allowed_text}"
+        )
+
+
+class ConflictError(StatesagaError):
+    """Raised when a save loses the revision check (another writer saved first) or an id exists."""
+
+    def __init__(self, workflow_id: str, expected: int | None, actual: int | None) -> None:
+        self.workflow_id = workflow_id
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"{workflow_id}: revision conflict (expected {expected}, store has {actual})"
+        )
+
+
+class NotFoundError(StatesagaError):
+    """Raised when a workflow id is not in the store."""
+
+    def __init__(self, workflow_id: str) -> None:
+        self.workflow_id = workflow_id
+        super().__init__(f"workflow {workflow_id} not found")
+
+
+class CompensationError(StatesagaError):
+    """Raised when a compensation cannot succeed and the workflow is left FAILED."""
+
+
+class AdapterError(StatesagaError):
+    """Raised when an adapter cannot be found, loaded or reached (URL, plugin, connection)."""
+
+
+class RegistryError(StatesagaError):
+    """Raised when a handler, effect or guard name is unknown or registered twice."""
+
+
+class StateError(StatesagaError):
+    """Raised when an operation does not apply to a workflow in its current state (e.g. cancel
+    of a finished workflow)."""

@@ -1,0 +1,110 @@
+"""The ports the core needs from the outside world. Adapters implement them; the core never
+imports an adapter (see plugins.py for how a URL picks one)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from .models import WorkflowState, WorkflowStatus
+
+JobKind = Literal["step", "compensation"]
+
+
+@dataclass(frozen=True)
+class Job:
+    """What travels on a queue: ids and small JSON only, never pickled objects.
+
+    `attempt` is the attempt token: a job whose attempt is not the one the stored step expects
+    is stale and ignored, so duplicates and zombies cannot apply twice.
+    """
+
+    kind: JobKind
+    workflow_id: str
+    step: str
+    attempt: int
+    timeout: float | None = None
+    description: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Job:
+        return cls(**data)
+
+
+JobRunner = Callable[[Job], None]
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Persistence of workflow documents with optimistic concurrency.
+
+    Contract (checked by statesaga.testing's store conformance suite):
+    - create() stores a new document at revision 1 (sets wf.revision); an existing id raises
+      ConflictError.
+    - get() returns the stored document or raises NotFoundError.
+    - save() succeeds only if wf.revision equals the stored revision, then stores it at
+      revision + 1 (and sets wf.revision); otherwise ConflictError and nothing is written.
+    - heartbeat() records a heartbeat time without changing the revision.
+    - list() filters by session and/or status, oldest first; list_stale() returns workflows in
+      one of `statuses` whose heartbeat is older than `before` (or missing).
+    """
+
+    def initialize(self) -> None: ...
+
+    def create(self, wf: WorkflowState) -> None: ...
+
+    def get(self, workflow_id: str) -> WorkflowState: ...
+
+    def save(self, wf: WorkflowState) -> None: ...
+
+    def heartbeat(self, workflow_id: str, at: datetime) -> None: ...
+
+    def list(
+        self,
+        *,
+        session_id: str | None = None,
+        status: WorkflowStatus | None = None,
+        limit: int | None = None,
+    ) -> list[WorkflowState]: ...
+
+    def list_stale(
+        self, before: datetime, statuses: Iterable[WorkflowStatus]
+    ) -> list[WorkflowState]: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class Queue(Protocol):
+    """Dispatch of step and compensation jobs.
+
+    Contract: every enqueued job is eventually given to a runner once (at least once under
+    crashes), not before `delay` seconds have passed.
+    """
+
+    def bind(self, runner: JobRunner) -> None:
+        """Give the queue the function that runs a job (used by in-process queues)."""
+        ...
+
+    def enqueue(self, job: Job, delay: float = 0.0) -> None: ...
+
+    def drain(self, until: Callable[[], bool], timeout: float | None = None) -> None:
+        """Block until `until()` is true or no work is left (in-process queues run the jobs
+        here; distributed queues wait for their workers)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
