@@ -6,6 +6,8 @@ serialisation as a real store (no shared mutable objects between callers).
 
 from __future__ import annotations
 
+import builtins
+
 import threading
 from collections.abc import Iterable
 from datetime import datetime
@@ -29,7 +31,9 @@ class MemoryStore:
     def create(self, wf: WorkflowState) -> None:
         with self._lock:
             if wf.id in self._docs:
-                raise ConflictError(wf.id, None, WorkflowState.from_json(self._docs[wf.id]).revision)
+                raise ConflictError(
+                    wf.id, None, WorkflowState.from_json(self._docs[wf.id]).revision
+                )
             wf.revision = 1
             self._docs[wf.id] = wf.to_json()
 
@@ -49,7 +53,9 @@ class MemoryStore:
             if stored.revision != wf.revision:
                 raise ConflictError(wf.id, wf.revision, stored.revision)
             new = wf.model_copy(update={"revision": wf.revision + 1})
-            if stored.heartbeat_at and (new.heartbeat_at is None or stored.heartbeat_at > new.heartbeat_at):
+            if stored.heartbeat_at and (
+                new.heartbeat_at is None or stored.heartbeat_at > new.heartbeat_at
+            ):
                 new.heartbeat_at = stored.heartbeat_at
             self._docs[wf.id] = new.to_json()
             wf.revision = new.revision
@@ -81,7 +87,9 @@ class MemoryStore:
         out.sort(key=lambda d: (d.created_at, d.id))
         return out[:limit] if limit is not None else out
 
-    def list_stale(self, before: datetime, statuses: Iterable[WorkflowStatus]) -> list[WorkflowState]:
+    def list_stale(
+        self, before: datetime, statuses: Iterable[WorkflowStatus]
+    ) -> builtins.list[WorkflowState]:
         wanted = set(statuses)
         return [
             d

@@ -30,7 +30,10 @@ def _ref(prefix: str, ctx: StepContext) -> str:
 @handler()
 def reserve_flight(ctx: StepContext) -> dict[str, Any]:
     _maybe_fail(ctx)
-    return {"booking": _ref("FL", ctx), "route": f"{ctx.params['origin']}->{ctx.params['destination']}"}
+    return {
+        "booking": _ref("FL", ctx),
+        "route": f"{ctx.params['origin']}->{ctx.params['destination']}",
+    }
 
 
 @handler()

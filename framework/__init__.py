@@ -13,9 +13,9 @@ except PackageNotFoundError:  # running from a source tree without an install
 
 def statecharts_dir() -> Path:
     """Where the shipped lifecycle tables are installed."""
-    from . import statecharts
+    import importlib
 
-    return Path(statecharts.__file__).parent
+    return Path(str(importlib.import_module("statesaga.statecharts").__file__)).parent
 
 
 from .chart import Chart, ChartSpec, load_chart  # noqa: E402
@@ -63,6 +63,7 @@ __all__ = [
     "Problem",
     "Queue",
     "Registry",
+    "RegistryError",
     "RetryPolicy",
     "SagaStep",
     "StateError",

@@ -60,9 +60,7 @@ def _construct(node: yaml.Node, loc: Loc, lines: LineMap, problems: list[Problem
             out[key] = _construct(value_node, child, lines, problems)
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [
-            _construct(item, (*loc, i), lines, problems) for i, item in enumerate(node.value)
-        ]
+        return [_construct(item, (*loc, i), lines, problems) for i, item in enumerate(node.value)]
     # Scalars: let the safe constructor decide the type (int, bool, null, str...).
     return yaml.SafeLoader.construct_object(_SCALAR_LOADER, node)  # type: ignore[arg-type]
 

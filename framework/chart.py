@@ -65,21 +65,24 @@ class TransitionSpec(_Strict):
     def _guard_list(cls, v: Any) -> Any:
         return (v,) if isinstance(v, str) else v
 
-    @field_validator(
-        "effects", mode="before", json_schema_input_type=list[str | dict[str, Any]]
-    )
+    @field_validator("effects", mode="before", json_schema_input_type=list[str | dict[str, Any]])
     @classmethod
     def _effect_refs(cls, v: Any) -> Any:
         """Accept `persist`, `{enqueue: {delay: retry}}` or `{name: ..., args: ...}`."""
         if isinstance(v, str | dict):
             v = [v]
-        out = []
+        out: list[Any] = []
         for item in v or ():
             if isinstance(item, str):
                 out.append({"name": item})
             elif isinstance(item, dict) and len(item) == 1 and "name" not in item:
                 ((name, args),) = item.items()
-                out.append({"name": name, "args": args if args is not None else {}})
+                if args is None:
+                    args = {}
+                elif not isinstance(args, dict):
+                    # `{workflow: advance}`: a single scalar argument is passed as `value`.
+                    args = {"value": args}
+                out.append({"name": name, "args": args})
             else:
                 out.append(item)
         return out
@@ -129,7 +132,9 @@ class Chart:
                 self._by_source[s].append(t)
 
     def __repr__(self) -> str:
-        return f"<Chart {self.name} ({len(self.states)} states, {len(self.transitions)} transitions)>"
+        return (
+            f"<Chart {self.name} ({len(self.states)} states, {len(self.transitions)} transitions)>"
+        )
 
     @property
     def triggers(self) -> list[str]:
@@ -139,7 +144,9 @@ class Chart:
         return sorted({t.trigger for t in self._by_source.get(state, ())})
 
     def transitions_from(self, state: str, trigger: str | None = None) -> list[TransitionSpec]:
-        return [t for t in self._by_source.get(state, ()) if trigger is None or t.trigger == trigger]
+        return [
+            t for t in self._by_source.get(state, ()) if trigger is None or t.trigger == trigger
+        ]
 
     def is_final(self, state: str) -> bool:
         return state in self.final_states
@@ -156,7 +163,9 @@ class Chart:
             for j, e in enumerate(t.effect_names):
                 if not registry.has_effect(e):
                     problems.append(
-                        self.lines.problem(("transitions", i, "effects", j), f"unknown effect {e!r}")
+                        self.lines.problem(
+                            ("transitions", i, "effects", j), f"unknown effect {e!r}"
+                        )
                     )
         if problems:
             raise DefinitionError(problems)
@@ -176,7 +185,9 @@ def _graph_problems(spec: ChartSpec, lines: LineMap) -> list[Problem]:
             names[s.name] = i
     finals = {s.name for s in spec.states if s.final}
     if spec.initial not in names:
-        problems.append(lines.problem(("initial",), f"initial state {spec.initial!r} is not defined"))
+        problems.append(
+            lines.problem(("initial",), f"initial state {spec.initial!r} is not defined")
+        )
 
     outgoing: dict[str, set[str]] = defaultdict(set)
     unguarded: dict[tuple[str, str], int] = {}
@@ -188,30 +199,30 @@ def _graph_problems(spec: ChartSpec, lines: LineMap) -> list[Problem]:
                     lines.problem(("transitions", i, "source"), "'*' cannot be mixed with states")
                 )
             sources = tuple(n for n in names if n not in finals)
-        for s in sources:
-            if s not in names:
+        for src in sources:
+            if src not in names:
                 problems.append(
                     lines.problem(
                         ("transitions", i, "source"),
-                        f"transition {t.trigger!r} comes from undefined state {s!r}",
+                        f"transition {t.trigger!r} comes from undefined state {src!r}",
                     )
                 )
-            elif s in finals:
+            elif src in finals:
                 problems.append(
                     lines.problem(
                         ("transitions", i, "source"),
-                        f"final state {s!r} has an outgoing transition {t.trigger!r}",
+                        f"final state {src!r} has an outgoing transition {t.trigger!r}",
                     )
                 )
             else:
-                outgoing[s].add(t.dest)
+                outgoing[src].add(t.dest)
             if not t.guards:
-                key = (s, t.trigger)
+                key = (src, t.trigger)
                 if key in unguarded:
                     problems.append(
                         lines.problem(
                             ("transitions", i, "trigger"),
-                            f"non-deterministic: trigger {t.trigger!r} from {s!r} has two "
+                            f"non-deterministic: trigger {t.trigger!r} from {src!r} has two "
                             f"unguarded transitions (see also transitions[{unguarded[key]}])",
                         )
                     )

@@ -49,7 +49,9 @@ class StepSpec(_Strict):
         None, description="absent: the previous step; [] : none (starts at once)"
     )
 
-    @field_validator("compensation", mode="before", json_schema_input_type=str | dict[str, Any] | None)
+    @field_validator(
+        "compensation", mode="before", json_schema_input_type=str | dict[str, Any] | None
+    )
     @classmethod
     def _short_compensation(cls, v: Any) -> Any:
         return {"action": v} if isinstance(v, str) else v
@@ -117,7 +119,9 @@ class WorkflowDefinition:
                 importlib.import_module(mod)
             except ImportError as exc:
                 problems.append(
-                    self.lines.problem(("handlers", i), f"cannot import handlers module {mod!r}: {exc}")
+                    self.lines.problem(
+                        ("handlers", i), f"cannot import handlers module {mod!r}: {exc}"
+                    )
                 )
         if problems:
             raise DefinitionError(problems)
@@ -210,12 +214,15 @@ def _problems(spec: DefinitionSpec, lines: LineMap) -> list[Problem]:
             if d not in index:
                 problems.append(
                     lines.problem(
-                        ("steps", i, "depends_on", j), f"step {s.name!r} depends on unknown step {d!r}"
+                        ("steps", i, "depends_on", j),
+                        f"step {s.name!r} depends on unknown step {d!r}",
                     )
                 )
             elif d == s.name:
                 problems.append(
-                    lines.problem(("steps", i, "depends_on", j), f"step {s.name!r} depends on itself")
+                    lines.problem(
+                        ("steps", i, "depends_on", j), f"step {s.name!r} depends on itself"
+                    )
                 )
     # Cycles: depth-first search over known dependencies.
     state: dict[str, int] = {}
@@ -252,7 +259,8 @@ def _problems(spec: DefinitionSpec, lines: LineMap) -> list[Problem]:
             problems.append(
                 lines.problem(
                     ("steps", index[pivot], "compensation"),
-                    f"pivot step {pivot!r} cannot have a compensation: it is the point of no return",
+                    f"pivot step {pivot!r} cannot have a compensation: it is the point of no "
+                    "return",
                 )
             )
         for s in spec.steps:
@@ -260,7 +268,8 @@ def _problems(spec: DefinitionSpec, lines: LineMap) -> list[Problem]:
                 problems.append(
                     lines.problem(
                         ("steps", index[s.name], "compensation"),
-                        f"step {s.name!r} runs after the pivot {pivot!r} and so cannot be compensated"
+                        f"step {s.name!r} runs after the pivot {pivot!r} and so cannot be "
+                        "compensated"
                         " (remove its compensation; it is retried forward instead)",
                     )
                 )
@@ -280,7 +289,9 @@ def _depends_on(name: str, target: str, deps: Mapping[str, tuple[str, ...]]) -> 
     return False
 
 
-def definition_from_data(data: Any, lines: LineMap | None = None, file: str | None = None) -> WorkflowDefinition:
+def definition_from_data(
+    data: Any, lines: LineMap | None = None, file: str | None = None
+) -> WorkflowDefinition:
     lines = lines or LineMap(file)
     if not isinstance(data, Mapping):
         raise DefinitionError([lines.problem((), "a workflow definition must be a mapping")])

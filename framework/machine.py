@@ -47,8 +47,8 @@ class CompiledChart:
             ignore_invalid_triggers=False,
         )
         for idx, t in enumerate(chart.transitions):
-            conditions: list[Callable[..., bool]] = []
-            unless: list[Callable[..., bool]] = []
+            conditions: list[Any] = []
+            unless: list[Any] = []
             for raw, name in zip(t.guards, t.guard_names, strict=True):
                 if registry is None:
                     raise TransitionError(chart.name, "-", t.trigger, [], "guards need a registry")

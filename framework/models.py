@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 import secrets
 from datetime import UTC, datetime
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .errors import DefinitionError, Problem
 
 
-class WorkflowStatus(str, Enum):
+class WorkflowStatus(StrEnum):
     PENDING = "PENDING"
     RUNNING = "RUNNING"
     CANCELLING = "CANCELLING"
@@ -29,7 +29,7 @@ class WorkflowStatus(str, Enum):
     CANCELLED = "CANCELLED"
 
 
-class StepStatus(str, Enum):
+class StepStatus(StrEnum):
     PENDING = "PENDING"
     QUEUED = "QUEUED"
     EXECUTING = "EXECUTING"
@@ -42,7 +42,7 @@ class StepStatus(str, Enum):
     SKIPPED = "SKIPPED"
 
 
-class TodoStatus(str, Enum):
+class TodoStatus(StrEnum):
     PENDING = "pending"
     DISPATCHED = "dispatched"
     IN_PROGRESS = "in_progress"
@@ -52,7 +52,7 @@ class TodoStatus(str, Enum):
     CANCELLED = "cancelled"
 
 
-class CompensationStrategy(str, Enum):
+class CompensationStrategy(StrEnum):
     """How completed steps are undone when a saga unwinds.
 
     backward: one at a time, in reverse completion order (the default).
@@ -104,7 +104,9 @@ class RetryPolicy(_Doc):
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
         """Seconds to wait after failed attempt number `attempt` (1-based)."""
-        base = min(self.initial_interval * self.backoff_rate ** max(attempt - 1, 0), self.max_interval)
+        base = min(
+            self.initial_interval * self.backoff_rate ** max(attempt - 1, 0), self.max_interval
+        )
         if self.jitter:
             r = (rng or random).random()
             base = base * (1 - self.jitter) + base * self.jitter * r

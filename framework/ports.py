@@ -3,6 +3,8 @@ imports an adapter (see plugins.py for how a URL picks one)."""
 
 from __future__ import annotations
 
+import builtins
+
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -70,11 +72,11 @@ class Store(Protocol):
         session_id: str | None = None,
         status: WorkflowStatus | None = None,
         limit: int | None = None,
-    ) -> list[WorkflowState]: ...
+    ) -> builtins.list[WorkflowState]: ...
 
     def list_stale(
         self, before: datetime, statuses: Iterable[WorkflowStatus]
-    ) -> list[WorkflowState]: ...
+    ) -> builtins.list[WorkflowState]: ...
 
     def close(self) -> None: ...
 

@@ -12,22 +12,24 @@ import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from .errors import RegistryError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-#: "commit" effects change the working copy before the save; "after" effects reach outside
-#: (enqueue, notify) and run only once the save has succeeded.
-Phase = Literal["commit", "after"]
-
 
 @dataclass(frozen=True)
 class Effect:
+    """A named callback a transition triggers: `func(ctx, **args)`.
+
+    It runs before the save and may change only the working copy (`ctx.workflow`, `ctx.step`).
+    Anything that reaches outside (enqueue a job, post a webhook) it returns as a callable,
+    which the engine runs only once the save has succeeded: the save is the commit point.
+    """
+
     name: str
-    func: Callable[..., Any]
-    phase: Phase
+    func: Callable[..., Callable[[], None] | None]
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,9 @@ class Registry:
         self._guards: dict[str, Callable[..., bool]] = {}
 
     # -- handlers ------------------------------------------------------------------------
-    def register_handler(self, name: str, func: Callable[..., Any], *, replace: bool = False) -> None:
+    def register_handler(
+        self, name: str, func: Callable[..., Any], *, replace: bool = False
+    ) -> None:
         if not callable(func):
             raise RegistryError(f"handler {name!r} is not callable: {func!r}")
         if name in self._handlers and not replace and self._handlers[name].func is not func:
@@ -99,9 +103,8 @@ class Registry:
         try:
             return self._handlers[name]
         except KeyError:
-            raise RegistryError(
-                f"no handler registered as {name!r}; registered: {', '.join(sorted(self._handlers)) or 'none'}"
-            ) from None
+            known = ", ".join(sorted(self._handlers)) or "none"
+            raise RegistryError(f"no handler registered as {name!r}; registered: {known}") from None
 
     def has_handler(self, name: str) -> bool:
         return name in self._handlers
@@ -112,15 +115,15 @@ class Registry:
 
     # -- effects -------------------------------------------------------------------------
     def register_effect(
-        self, name: str, func: Callable[..., Any], *, phase: Phase = "after", replace: bool = False
+        self, name: str, func: Callable[..., Any], *, replace: bool = False
     ) -> None:
         if name in self._effects and not replace:
             raise RegistryError(f"effect {name!r} is already registered")
-        self._effects[name] = Effect(name, func, phase)
+        self._effects[name] = Effect(name, func)
 
-    def effect(self, name: str | None = None, *, phase: Phase = "after") -> Callable[[F], F]:
+    def effect(self, name: str | None = None) -> Callable[[F], F]:
         def deco(func: F) -> F:
-            self.register_effect(name or func.__name__, func, phase=phase)
+            self.register_effect(name or func.__name__, func)
             return func
 
         return deco

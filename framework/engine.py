@@ -1,0 +1,568 @@
+"""The Engine: reacts to one event at a time (start, a job's outcome, cancel, resume).
+
+Each event is a small transaction: load the instance, fire triggers on a working copy (the
+effects of each transition run on that copy and may ask for follow-up workflow triggers), save
+with the revision check, and only then run what the effects deferred (enqueue, notify). If the
+save loses the revision check nothing happened and the event is re-evaluated against the new
+state, so replaying an event can never apply a transition twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from .context import StepContext
+from .definition import WorkflowDefinition, resolve_params
+from .effects import install_builtins
+from .errors import ConflictError, RegistryError, StateError, TransitionError
+from .lifecycles import lifecycle
+from .machine import CompiledChart
+from .models import (
+    ACTIVE_WORKFLOW,
+    HistoryEntry,
+    SagaStep,
+    StepError,
+    StepStatus,
+    WorkflowState,
+    WorkflowStatus,
+)
+from .ports import Clock, Job, Queue, Store, SystemClock
+from .registry import Registry
+
+log = logging.getLogger("statesaga.engine")
+
+Listener = Callable[[WorkflowState, HistoryEntry], None]
+_CONFLICT_RETRIES = 20
+
+
+@dataclass
+class Txn:
+    """The working copy of one event, and what its transitions asked for."""
+
+    wf: WorkflowState
+    by: str | None = None
+    persist: bool = False
+    deferred: list[Callable[[], None]] = field(default_factory=list)
+    followups: deque[str] = field(default_factory=deque)
+    entries: list[HistoryEntry] = field(default_factory=list)
+    emitted: list[HistoryEntry] = field(default_factory=list)
+
+
+@dataclass
+class TransitionContext:
+    """What guards and effects see: the engine, the working copy and the step (if any)."""
+
+    engine: Engine
+    txn: Txn
+    step: SagaStep | None
+    entry: HistoryEntry | None = None
+
+    @property
+    def workflow(self) -> WorkflowState:
+        return self.txn.wf
+
+    @property
+    def now(self) -> datetime:
+        return self.engine.clock.now()
+
+    def then(self, trigger: str) -> None:
+        """Fire a workflow trigger once the current transition is done."""
+        self.txn.followups.append(trigger)
+
+    def fire_step(self, step: SagaStep, trigger: str, detail: str | None = None) -> None:
+        self.engine._fire(self.txn, step, trigger, detail)
+
+
+class Engine:
+    """Runs sagas: `start` a definition, then each job's outcome moves it on.
+
+    Collaborators are passed in: a Store, a Queue (bound to this engine's `run_job`), a
+    Registry of handlers (the built-in effects and guards are added to it) and a Clock.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        queue: Queue,
+        registry: Registry | None = None,
+        *,
+        clock: Clock | None = None,
+        worker: str | None = None,
+        heartbeat_interval: float = 5.0,
+    ) -> None:
+        self.store = store
+        self.queue = queue
+        self.registry = registry if registry is not None else Registry()
+        install_builtins(self.registry)
+        self.clock: Clock = clock or SystemClock()
+        self.worker = worker
+        self.heartbeat_interval = heartbeat_interval
+        self.workflow_chart = CompiledChart(lifecycle("workflow"), self.registry)
+        self.step_chart = CompiledChart(lifecycle("step"), self.registry)
+        self.listeners: list[Listener] = []
+        self._heartbeats = _Heartbeats(self)
+        queue.bind(self.run_job)
+
+    # -- public API ----------------------------------------------------------------------
+    def load(self, definition: WorkflowDefinition) -> None:
+        """Register the handler modules a definition names and check every handler exists."""
+        for module in definition.spec.handlers:
+            try:
+                self.registry.register_module(module)
+            except ImportError:
+                definition.import_handlers()  # raises a located DefinitionError
+            except RegistryError:
+                pass  # already registered by an earlier load of the same module
+        definition.check_handlers(self.registry)
+
+    def start(
+        self,
+        definition: WorkflowDefinition,
+        input: Mapping[str, Any] | None = None,
+        *,
+        session_id: str | None = None,
+        by: str | None = None,
+    ) -> WorkflowState:
+        """Create a workflow from a definition and start it (PENDING --start--> RUNNING)."""
+        self.load(definition)
+        wf = definition.instantiate(input, session_id)
+        txn = Txn(wf, by=by)
+        self._fire(txn, None, "start")
+        self._drain_followups(txn)
+        wf.updated_at = self.clock.now()
+        self.store.create(wf)
+        self._after_commit(txn)
+        return wf
+
+    def run(
+        self,
+        definition: WorkflowDefinition,
+        input: Mapping[str, Any] | None = None,
+        *,
+        session_id: str | None = None,
+        timeout: float | None = None,
+    ) -> WorkflowState:
+        """Start a workflow and wait until it ends (in-process queues run it right here)."""
+        wf = self.start(definition, input, session_id=session_id)
+        return self.wait(wf.id, timeout)
+
+    def wait(self, workflow_id: str, timeout: float | None = None) -> WorkflowState:
+        self.queue.drain(lambda: self.store.get(workflow_id).status not in _OPEN, timeout)
+        return self.store.get(workflow_id)
+
+    def cancel(
+        self, workflow_id: str, *, force: bool = False, by: str | None = None
+    ) -> WorkflowState:
+        """Graceful: the step in flight finishes, nothing new starts, then completed steps are
+        compensated. Forced: compensate at once; a late result is compensated too."""
+        trigger = "force_cancel" if force else "cancel"
+
+        def apply(txn: Txn) -> bool:
+            status = txn.wf.status
+            if self.workflow_chart.chart.is_final(status.value):
+                raise StateError(f"{workflow_id} is already {status.value}; nothing to cancel")
+            self._fire(txn, None, trigger)
+            return True
+
+        return self._command(workflow_id, apply, by)
+
+    def resume(self, workflow_id: str, *, by: str | None = None) -> WorkflowState:
+        """Re-enqueue exactly the work that was in flight (a lost worker's attempt counts as
+        timed out, so a zombie finishing it later is rejected)."""
+
+        def apply(txn: Txn) -> bool:
+            self._fire(txn, None, "resume")
+            return True
+
+        return self._command(workflow_id, apply, by)
+
+    def suspend(
+        self, workflow_id: str, *, by: str | None = None, reason: str | None = None
+    ) -> WorkflowState:
+        def apply(txn: Txn) -> bool:
+            self._fire(txn, None, "suspend", reason)
+            return True
+
+        return self._command(workflow_id, apply, by)
+
+    def get(self, workflow_id: str) -> WorkflowState:
+        return self.store.get(workflow_id)
+
+    # -- jobs ----------------------------------------------------------------------------
+    def run_job(self, job: Job) -> None:
+        """Run one step or compensation job; stale and duplicate jobs are ignored."""
+        if job.kind == "step":
+            self._run_step(job)
+        elif job.kind == "compensation":
+            self._run_compensation(job)
+        else:
+            log.error("unknown job kind %r for %s", job.kind, job.workflow_id)
+
+    def _run_step(self, job: Job) -> None:
+        def claim(txn: Txn) -> bool:
+            step = txn.wf.step(job.step)
+            if (
+                txn.wf.status is not WorkflowStatus.RUNNING
+                or step.status not in (StepStatus.QUEUED, StepStatus.RETRYING)
+                or job.attempt != step.attempts + 1
+            ):
+                log.info(
+                    "stale job %s ignored (%s is %s, attempt %s)",
+                    _jobname(job),
+                    step.name,
+                    step.status.value,
+                    step.attempts,
+                )
+                return False
+            self._fire(txn, step, "dispatch")
+            return True
+
+        claimed = self._transact(job.workflow_id, claim, by=self.worker, job=job)
+        if claimed is None:
+            return
+        step = claimed.step(job.step)
+        outcome, value = self._call(claimed, step, job, compensating=False)
+
+        def settle(txn: Txn) -> bool:
+            s = txn.wf.step(job.step)
+            if s.status is not StepStatus.EXECUTING or s.attempts != job.attempt:
+                log.info(
+                    "late result of %s ignored (step is %s, attempt %s)",
+                    _jobname(job),
+                    s.status.value,
+                    s.attempts,
+                )
+                return False
+            now = self.clock.now()
+            if outcome == "ok":
+                s.result = value
+                s.error = None
+                s.completed_at = now
+                txn.wf.results[s.name] = value
+                self._fire(txn, s, "succeed")
+            else:
+                s.error = value
+                self._fire(txn, s, "time_out" if outcome == "timeout" else "fail", value.message)
+                if StepStatus(s.status) is StepStatus.FAILED and txn.wf.error is None:
+                    txn.wf.error = value
+            return True
+
+        self._transact(job.workflow_id, settle, by=self.worker, job=job)
+
+    def _run_compensation(self, job: Job) -> None:
+        def claim(txn: Txn) -> bool:
+            step = txn.wf.step(job.step)
+            comp = step.compensation
+            if (
+                step.status is not StepStatus.COMPENSATING
+                or comp is None
+                or job.attempt != comp.attempts + 1
+            ):
+                log.info("stale compensation job %s ignored", _jobname(job))
+                return False
+            comp.attempts += 1
+            comp.started_at = self.clock.now()
+            txn.persist = True
+            return True
+
+        claimed = self._transact(job.workflow_id, claim, by=self.worker, job=job)
+        if claimed is None:
+            return
+        step = claimed.step(job.step)
+        outcome, value = self._call(claimed, step, job, compensating=True)
+
+        def settle(txn: Txn) -> bool:
+            s = txn.wf.step(job.step)
+            comp = s.compensation
+            if (
+                s.status is not StepStatus.COMPENSATING
+                or comp is None
+                or comp.attempts != job.attempt
+            ):
+                log.info("late compensation result of %s ignored", _jobname(job))
+                return False
+            comp.finished_at = self.clock.now()
+            if outcome == "ok":
+                comp.result = value
+                comp.error = None
+                self._fire(txn, s, "compensated")
+            else:
+                comp.error = value
+                self._fire(txn, s, "compensation_failed", value.message)
+                if StepStatus(s.status) is StepStatus.COMPENSATION_FAILED:
+                    txn.wf.reason = (
+                        f"compensation of {s.name} failed: {value.type}: {value.message}"
+                    )
+            return True
+
+        self._transact(job.workflow_id, settle, by=self.worker, job=job)
+
+    def _call(
+        self, wf: WorkflowState, step: SagaStep, job: Job, *, compensating: bool
+    ) -> tuple[str, Any]:
+        """Run the handler; return ("ok", result) or ("error"|"timeout", StepError)."""
+        comp = step.compensation
+        action = comp.action_type if compensating and comp is not None else step.action_type
+        scope = {"input": wf.input, "steps": wf.results, "result": step.result}
+        try:
+            handler = self.registry.get_handler(action)
+            raw = comp.params if compensating and comp is not None else step.params
+            params = resolve_params(raw, scope)
+        except (RegistryError, KeyError) as exc:
+            return "error", StepError(
+                type=type(exc).__name__, message=str(exc), attempt=job.attempt
+            )
+        ctx = StepContext(
+            workflow_id=wf.id,
+            step=step.name,
+            attempt=job.attempt,
+            params=params,
+            input=wf.input,
+            results=wf.results,
+            idempotency_key=f"{wf.id}:{step.name}:{'undo:' if compensating else ''}{job.attempt}",
+            session_id=wf.session_id,
+            compensating=compensating,
+            result=step.result,
+            _beat=lambda: self.store.heartbeat(wf.id, self.clock.now()),
+        )
+        timeout = None if compensating else step.timeout
+        if self.heartbeat_interval > 0:
+            self._heartbeats.add(wf.id)
+        try:
+            return "ok", _invoke(handler.func, handler.is_async, ctx, timeout)
+        except _Timeout:
+            return "timeout", StepError(
+                type="TimeoutError",
+                message=f"{step.name} timed out after {timeout}s",
+                attempt=job.attempt,
+            )
+        except Exception as exc:
+            return "error", StepError(
+                type=type(exc).__name__,
+                message=str(exc),
+                traceback="".join(traceback.format_exception(exc)[-3:])[-2000:],
+                attempt=job.attempt,
+            )
+        finally:
+            self._heartbeats.discard(wf.id)
+
+    def _command(
+        self, workflow_id: str, apply: Callable[[Txn], bool], by: str | None
+    ) -> WorkflowState:
+        wf = self._transact(workflow_id, apply, by=by)
+        assert wf is not None  # commands always apply or raise
+        return wf
+
+    # -- the transaction -----------------------------------------------------------------
+    def _transact(
+        self,
+        workflow_id: str,
+        apply: Callable[[Txn], bool],
+        *,
+        by: str | None = None,
+        job: Job | None = None,
+    ) -> WorkflowState | None:
+        """Load, apply on a working copy, save with the revision check, then run deferred
+        effects. A lost revision check re-runs `apply` on the fresh document. Returns the saved
+        document, or None when `apply` decided there was nothing to do."""
+        for _ in range(_CONFLICT_RETRIES):
+            wf = self.store.get(workflow_id)
+            txn = Txn(wf, by=by)
+            if not apply(txn):
+                return None
+            self._drain_followups(txn)
+            if not txn.persist:
+                self._after_commit(txn)
+                return wf
+            wf.updated_at = self.clock.now()
+            try:
+                self.store.save(wf)
+            except ConflictError:
+                log.debug("revision conflict on %s, re-evaluating", workflow_id)
+                continue
+            self._after_commit(txn)
+            return wf
+        raise ConflictError(workflow_id, None, None)
+
+    def _fire(
+        self, txn: Txn, step: SagaStep | None, trigger: str, detail: str | None = None
+    ) -> None:
+        """Fire one trigger on the workflow (step None) or a step, and run its effects."""
+        wf = txn.wf
+        compiled = self.workflow_chart if step is None else self.step_chart
+        source = wf.status.value if step is None else step.status.value
+        ctx = TransitionContext(self, txn, step)
+        spec = compiled.fire(source, trigger, ctx)
+        now = self.clock.now()
+        if step is None:
+            wf.status = WorkflowStatus(spec.dest)
+            if self.workflow_chart.chart.is_final(spec.dest):
+                wf.finished_at = now
+        else:
+            step.status = StepStatus(spec.dest)
+        entry = HistoryEntry(
+            at=now,
+            chart=compiled.name,
+            trigger=trigger,
+            source=source,
+            dest=spec.dest,
+            step=step.name if step else None,
+            attempt=step.attempts if step else None,
+            by=txn.by,
+            detail=detail,
+        )
+        wf.history.append(entry)
+        txn.entries.append(entry)
+        ctx.entry = entry
+        for ref in spec.effects:
+            deferred = self.registry.get_effect(ref.name).func(ctx, **ref.args)
+            if deferred is not None:
+                txn.deferred.append(deferred)
+
+    def _drain_followups(self, txn: Txn) -> None:
+        while txn.followups:
+            trigger = txn.followups.popleft()
+            if not self.workflow_chart.can_fire(txn.wf.status.value, trigger):
+                # A final workflow ignores late news (e.g. a step finishing after FAILED).
+                log.info("%s: %s ignored in %s", txn.wf.id, trigger, txn.wf.status.value)
+                continue
+            try:
+                self._fire(txn, None, trigger)
+            except TransitionError as exc:
+                log.info("%s: %s", txn.wf.id, exc)
+
+    def _after_commit(self, txn: Txn) -> None:
+        for action in txn.deferred:
+            action()
+        for entry in txn.emitted:
+            for listener in self.listeners:
+                try:
+                    listener(txn.wf, entry)
+                except Exception:  # a display must never break the saga
+                    log.exception("listener failed")
+
+    # -- helpers the built-in effects use ------------------------------------------------
+    def step_job(self, wf: WorkflowState, step: SagaStep) -> Job:
+        return Job(
+            kind="step",
+            workflow_id=wf.id,
+            step=step.name,
+            attempt=step.attempts + 1,
+            timeout=step.timeout,
+            description=f"{wf.name} {wf.id} step {step.name} attempt {step.attempts + 1}",
+        )
+
+    def compensation_job(self, wf: WorkflowState, step: SagaStep) -> Job:
+        assert step.compensation is not None
+        attempt = step.compensation.attempts + 1
+        return Job(
+            kind="compensation",
+            workflow_id=wf.id,
+            step=step.name,
+            attempt=attempt,
+            timeout=None,
+            description=f"{wf.name} {wf.id} undo {step.name} attempt {attempt}",
+        )
+
+
+_OPEN = frozenset(ACTIVE_WORKFLOW | {WorkflowStatus.PENDING, WorkflowStatus.SUSPENDED})
+
+
+def _jobname(job: Job) -> str:
+    return f"{job.kind}:{job.workflow_id}:{job.step}#{job.attempt}"
+
+
+class _Timeout(Exception):
+    pass
+
+
+def _invoke(
+    func: Callable[..., Any], is_async: bool, ctx: StepContext, timeout: float | None
+) -> Any:
+    """Call a sync or async handler with an optional timeout.
+
+    A sync handler that overruns cannot be killed from Python; its thread is abandoned and its
+    late result discarded (the RQ worker enforces hard timeouts by killing the work horse).
+    """
+    if is_async:
+        coro = func(ctx)
+        if timeout is not None:
+            coro = asyncio.wait_for(coro, timeout)
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            try:
+                return asyncio.run(coro)
+            except TimeoutError:
+                raise _Timeout() from None
+        # Called from inside an event loop (e.g. the async managers): run on a fresh loop.
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            try:
+                return pool.submit(asyncio.run, coro).result()
+            except TimeoutError:
+                raise _Timeout() from None
+    if timeout is None:
+        return func(ctx)
+    pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="statesaga-step")
+    future = pool.submit(func, ctx)
+    try:
+        return future.result(timeout=timeout)
+    except concurrent.futures.TimeoutError:
+        raise _Timeout() from None
+    finally:
+        pool.shutdown(wait=False)
+
+
+class _Heartbeats:
+    """One thread per engine beats for every workflow whose handler is running.
+
+    A thread per step would cost a thread start on the hot path of every step.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._active: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def add(self, workflow_id: str) -> None:
+        with self._lock:
+            self._active[workflow_id] = self._active.get(workflow_id, 0) + 1
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._loop, daemon=True, name="statesaga-heartbeat"
+                )
+                self._thread.start()
+
+    def discard(self, workflow_id: str) -> None:
+        with self._lock:
+            n = self._active.get(workflow_id, 0) - 1
+            if n > 0:
+                self._active[workflow_id] = n
+            else:
+                self._active.pop(workflow_id, None)
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(self._engine.heartbeat_interval)
+            with self._lock:
+                ids = list(self._active)
+            for workflow_id in ids:
+                try:
+                    self._engine.store.heartbeat(workflow_id, self._engine.clock.now())
+                except Exception:  # a missed beat is what recovery is for; never crash a step
+                    log.warning("heartbeat for %s failed", workflow_id, exc_info=True)
+
+
+def heartbeat_cutoff(clock: Clock, timeout: float) -> datetime:
+    return clock.now() - timedelta(seconds=timeout)
