@@ -7,7 +7,6 @@ serialisation as a real store (no shared mutable objects between callers).
 from __future__ import annotations
 
 import builtins
-
 import threading
 from collections.abc import Iterable
 from datetime import datetime

@@ -18,6 +18,13 @@ def statecharts_dir() -> Path:
     return Path(str(importlib.import_module("statesaga.statecharts").__file__)).parent
 
 
+def examples_dir() -> Path:
+    """Where the example sagas are installed."""
+    import importlib
+
+    return Path(str(importlib.import_module("statesaga.examples").__file__)).parent
+
+
 from .chart import Chart, ChartSpec, load_chart  # noqa: E402
 from .errors import (  # noqa: E402
     AdapterError,

@@ -86,4 +86,234 @@ def _guard(func: Any) -> Any:
     return wrapper
 
 
-__all__ = ["main", "Path"]
+def _load_input(value: str | None) -> dict[str, Any]:
+    """`--input '{"a": 1}'` or `--input @file.json`."""
+    if not value:
+        return {}
+    text = Path(value[1:]).read_text(encoding="utf-8") if value.startswith("@") else value
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint="--input") from None
+    if not isinstance(data, dict):
+        raise click.BadParameter("must be a JSON object", param_hint="--input")
+    return data
+
+
+_store_option = click.option(
+    "--store",
+    "store",
+    default=None,
+    help="store URL (default: $STATESAGA_STORE or sqlite:///statesaga.db)",
+)
+_queue_option = click.option(
+    "--queue", "queue", default=None, help="queue URL (default: $STATESAGA_QUEUE or inline://)"
+)
+
+
+@main.command()
+@click.argument("definition", type=click.Path(exists=True, dir_okay=False))
+@click.option("--input", "input_", default=None, help="JSON object, or @file.json")
+@click.option("--session", default=None, help="session id to file the workflow under")
+@_store_option
+@_queue_option
+@click.option("--json", "as_json", is_flag=True, help="print the final WorkflowState document")
+@click.option("--timeout", type=float, default=None, help="give up waiting after S seconds")
+@_guard
+def run(
+    definition: str,
+    input_: str | None,
+    session: str | None,
+    store: str | None,
+    queue: str | None,
+    as_json: bool,
+    timeout: float | None,
+) -> None:
+    """Run a workflow definition to its end; exit 0 when COMPLETED, 1 otherwise."""
+    from rich.console import Console
+
+    from .console import import_path_for, open_engine, run_with_progress
+    from .definition import load_definition
+    from .models import WorkflowStatus
+
+    data = _load_input(input_)
+    import_path_for(definition)
+    d = load_definition(definition)
+    engine = open_engine(store, queue)
+    console = Console(stderr=as_json, quiet=as_json)
+    wf = run_with_progress(engine, d, data, console, session_id=session, timeout=timeout)
+    if as_json:
+        click.echo(wf.model_dump_json(indent=2))
+    sys.exit(0 if wf.status is WorkflowStatus.COMPLETED else 1)
+
+
+@main.command()
+@click.argument("workflow_id")
+@_store_option
+@click.option("--json", "as_json", is_flag=True, help="print the stored document")
+@click.option("--history", is_flag=True, help="also print every transition")
+@_guard
+def status(workflow_id: str, store: str | None, as_json: bool, history: bool) -> None:
+    """Show one workflow: its status and its steps."""
+    from rich.console import Console
+
+    from .console import describe, steps_table, store_url
+    from .plugins import open_store
+
+    wf = open_store(store_url(store)).get(workflow_id)
+    if as_json:
+        click.echo(wf.model_dump_json(indent=2))
+        return
+    console = Console()
+    console.print(steps_table(wf))
+    if history:
+        for entry in wf.history:
+            console.print(describe(entry))
+
+
+@main.command(name="list")
+@click.option("--session", default=None)
+@click.option("--status", "status_", default=None, help="e.g. RUNNING, COMPENSATED")
+@click.option("--limit", type=int, default=None)
+@_store_option
+@click.option("--json", "as_json", is_flag=True, help="one JSON summary per line")
+@_guard
+def list_(
+    session: str | None, status_: str | None, limit: int | None, store: str | None, as_json: bool
+) -> None:
+    """List workflows, oldest first, filtered by session and/or status."""
+    from .console import store_url
+    from .models import WorkflowStatus
+    from .plugins import open_store
+
+    try:
+        wanted = WorkflowStatus(status_.upper()) if status_ else None
+    except ValueError:
+        raise click.BadParameter(
+            f"{status_!r}; one of {', '.join(s.value for s in WorkflowStatus)}",
+            param_hint="--status",
+        ) from None
+    for wf in open_store(store_url(store)).list(session_id=session, status=wanted, limit=limit):
+        if as_json:
+            click.echo(
+                json.dumps(
+                    {
+                        "id": wf.id,
+                        "name": wf.name,
+                        "version": wf.version,
+                        "session_id": wf.session_id,
+                        "status": wf.status.value,
+                        "created_at": wf.created_at.isoformat(),
+                        "updated_at": wf.updated_at.isoformat(),
+                    }
+                )
+            )
+        else:
+            click.echo(
+                f"{wf.id}  {wf.status.value:<13} {wf.name} v{wf.version}  {wf.session_id or ''}"
+            )
+
+
+@main.command()
+@click.option("--store", default=None, help="store URL (default: sqlite:///statesaga-demo.db)")
+@_guard
+def demo(store: str | None) -> None:
+    """Run the trip-booking saga twice: one completes, one is compensated in reverse order."""
+    from .console import demo as run_demo
+
+    sys.exit(run_demo(store))
+
+
+@main.command()
+@click.argument("paths", nargs=-1, type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--format",
+    "fmt",
+    default="mermaid",
+    show_default=True,
+    help="a renderer (mermaid, dot, svg, md, or a plugin's) or `all` (needs -o)",
+)
+@click.option("--detail", is_flag=True, help="charts: also effects and state descriptions")
+@click.option(
+    "-o",
+    "--output",
+    "out_dir",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="write NAME.EXT files here instead of printing",
+)
+@click.option("--instance", default=None, metavar="WF-ID", help="draw a stored workflow, live")
+@click.option(
+    "--store",
+    "store_url",
+    default=None,
+    help="store URL for --instance (default: $STATESAGA_STORE or sqlite:///statesaga.db)",
+)
+@click.option(
+    "--view",
+    type=click.Choice(["steps", "workflow"]),
+    default="steps",
+    show_default=True,
+    help="--instance: the steps by status, or the workflow lifecycle with the path taken",
+)
+@_guard
+def diagram(
+    paths: tuple[str, ...],
+    fmt: str,
+    detail: bool,
+    out_dir: str | None,
+    instance: str | None,
+    store_url: str | None,
+    view: str,
+) -> None:
+    """Draw charts or workflow definitions (PATH...), or a stored workflow (--instance)."""
+    import os
+
+    from . import plugins
+    from .diagram import Diagram, from_instance, from_loaded, get_renderer, renderer_names
+
+    if bool(paths) == bool(instance):
+        raise click.UsageError("give either PATH... or --instance WF-ID")
+    names = renderer_names()
+    if fmt != "all" and fmt not in names:
+        raise click.BadParameter(
+            f"{fmt!r}; one of {', '.join([*names, 'all'])}", param_hint="--format"
+        )
+    if fmt == "all" and out_dir is None:
+        raise click.UsageError("--format all writes several files; give -o DIR")
+    renderers = [get_renderer(n) for n in (names if fmt == "all" else [fmt])]
+
+    todo: list[tuple[str, Diagram]] = []
+    if instance:
+        url = store_url or os.environ.get("STATESAGA_STORE") or "sqlite:///statesaga.db"
+        wf = plugins.open_store(url).get(instance)
+        suffix = "" if view == "steps" else f".{view}"
+        todo.append(
+            (
+                f"{wf.id}{suffix}",
+                from_instance(wf, None, "workflow" if view == "workflow" else "steps"),
+            )
+        )
+    else:
+        for path in paths:
+            todo.append((Path(path).stem, from_loaded(validate_file(path), detail=detail)))
+
+    for name, drawing in todo:
+        for r in renderers:
+            content = r.render(drawing)
+            if out_dir is None:
+                if isinstance(content, bytes):
+                    click.get_binary_stream("stdout").write(content)
+                else:
+                    click.echo(content, nl=not content.endswith("\n"))
+                continue
+            target = Path(out_dir) / f"{name}.{r.extension}"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(content, bytes):
+                target.write_bytes(content)
+            else:
+                target.write_text(content, encoding="utf-8", newline="\n")
+            click.echo(f"wrote {target}", err=True)
+
+
+__all__ = ["main"]

@@ -42,7 +42,7 @@ def heartbeat(ctx: TransitionContext) -> Deferred:
 
 
 def emit(ctx: TransitionContext) -> Deferred:
-    """Tell the engine's listeners (progress displays, plugins) once the save succeeded."""
+    """Publish the transition on the `statesaga.events` logger once the save succeeded."""
     if ctx.entry is not None:
         ctx.txn.emitted.append(ctx.entry)
     return None

@@ -40,8 +40,13 @@ from .ports import Clock, Job, Queue, Store, SystemClock
 from .registry import Registry
 
 log = logging.getLogger("statesaga.engine")
+#: Transitions whose table names the `emit` effect are published here after the save.
+events = logging.getLogger("statesaga.events")
 
 Listener = Callable[[WorkflowState, HistoryEntry], None]
+#: Fault injection (statesaga.crashcheck): called with a boundary name and the job at
+#: before_action, after_action, after_save, before_compensation, after_compensation.
+Probe = Callable[[str, Job], None]
 _CONFLICT_RETRIES = 20
 
 
@@ -99,6 +104,7 @@ class Engine:
         clock: Clock | None = None,
         worker: str | None = None,
         heartbeat_interval: float = 5.0,
+        probe: Probe | None = None,
     ) -> None:
         self.store = store
         self.queue = queue
@@ -107,6 +113,7 @@ class Engine:
         self.clock: Clock = clock or SystemClock()
         self.worker = worker
         self.heartbeat_interval = heartbeat_interval
+        self.probe = probe
         self.workflow_chart = CompiledChart(lifecycle("workflow"), self.registry)
         self.step_chart = CompiledChart(lifecycle("step"), self.registry)
         self.listeners: list[Listener] = []
@@ -156,9 +163,26 @@ class Engine:
         wf = self.start(definition, input, session_id=session_id)
         return self.wait(wf.id, timeout)
 
-    def wait(self, workflow_id: str, timeout: float | None = None) -> WorkflowState:
-        self.queue.drain(lambda: self.store.get(workflow_id).status not in _OPEN, timeout)
-        return self.store.get(workflow_id)
+    def wait(
+        self,
+        workflow_id: str,
+        timeout: float | None = None,
+        on_progress: Callable[[WorkflowState], None] | None = None,
+    ) -> WorkflowState:
+        """Block until the workflow is in a final state (or timeout); in-process queues run
+        its jobs here. `on_progress` sees the stored document each time the queue checks."""
+
+        def done() -> bool:
+            wf = self.store.get(workflow_id)
+            if on_progress is not None:
+                on_progress(wf)
+            return wf.status not in _OPEN
+
+        self.queue.drain(done, timeout)
+        wf = self.store.get(workflow_id)
+        if on_progress is not None:
+            on_progress(wf)
+        return wf
 
     def cancel(
         self, workflow_id: str, *, force: bool = False, by: str | None = None
@@ -231,7 +255,11 @@ class Engine:
         if claimed is None:
             return
         step = claimed.step(job.step)
+        if self.probe is not None:
+            self.probe("before_action", job)
         outcome, value = self._call(claimed, step, job, compensating=False)
+        if self.probe is not None:
+            self.probe("after_action", job)
 
         def settle(txn: Txn) -> bool:
             s = txn.wf.step(job.step)
@@ -279,7 +307,11 @@ class Engine:
         if claimed is None:
             return
         step = claimed.step(job.step)
+        if self.probe is not None:
+            self.probe("before_compensation", job)
         outcome, value = self._call(claimed, step, job, compensating=True)
+        if self.probe is not None:
+            self.probe("after_compensation", job)
 
         def settle(txn: Txn) -> bool:
             s = txn.wf.step(job.step)
@@ -390,6 +422,8 @@ class Engine:
             except ConflictError:
                 log.debug("revision conflict on %s, re-evaluating", workflow_id)
                 continue
+            if self.probe is not None and job is not None and txn.deferred:
+                self.probe("after_save", job)
             self._after_commit(txn)
             return wf
         raise ConflictError(workflow_id, None, None)
@@ -445,6 +479,15 @@ class Engine:
         for action in txn.deferred:
             action()
         for entry in txn.emitted:
+            events.info(
+                "%s %s%s: %s -> %s",
+                txn.wf.id,
+                entry.chart,
+                f" {entry.step}" if entry.step else "",
+                entry.source,
+                entry.dest,
+            )
+        for entry in txn.entries:
             for listener in self.listeners:
                 try:
                     listener(txn.wf, entry)

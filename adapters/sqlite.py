@@ -1,0 +1,321 @@
+"""`sqlite:///relative.db`, `sqlite:////abs/path.db`: the embedded default store.
+
+One file, shared by every thread and process on one machine:
+
+- WAL journal, so readers never wait for the writer and a writer never waits for readers.
+- `synchronous=FULL` by default: a save that returned is on disk, because the save is the
+  engine's commit point. `?synchronous=normal` trades the last transactions before a power
+  loss (never consistency) for lower write latency.
+- `busy_timeout` (`?timeout=30`, seconds) makes a writer wait for the lock instead of failing
+  with "database is locked" while another process writes.
+- Every write runs in `BEGIN IMMEDIATE`: it takes the write lock before reading, so the busy
+  handler applies; a deferred transaction that upgrades from read to write can get SQLITE_BUSY
+  at once, without waiting, when another connection wrote in between.
+
+The document is JSON text from `WorkflowState.to_json()` and comes back through
+`WorkflowState.from_json` (never pickle). Columns duplicate what queries filter on. Heartbeats
+touch only the `heartbeat_at` column (a heartbeat is frequent and must not bump the revision or
+rewrite the document); reads put the later of the column and the document's own value into the
+returned document.
+"""
+
+from __future__ import annotations
+
+import builtins
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+from statesaga.errors import AdapterError, ConflictError, NotFoundError
+from statesaga.models import WorkflowState, WorkflowStatus
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS workflows (
+    id           TEXT PRIMARY KEY,
+    revision     INTEGER NOT NULL,
+    session_id   TEXT,
+    status       TEXT NOT NULL,
+    heartbeat_at INTEGER,
+    created_at   INTEGER NOT NULL,
+    doc          TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS workflows_session ON workflows (session_id, created_at, id);
+CREATE INDEX IF NOT EXISTS workflows_status ON workflows (status, created_at, id);
+CREATE INDEX IF NOT EXISTS workflows_heartbeat ON workflows (status, heartbeat_at);
+"""
+
+_SYNCHRONOUS = {"full": "FULL", "normal": "NORMAL"}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _micros(at: datetime) -> int:
+    """Integer microseconds since the epoch: exact (a float would round microseconds) and
+    ordered, so the heartbeat and created_at indexes compare instants, not text.
+
+    A naive datetime is taken as UTC, the zone every statesaga timestamp is made in.
+    """
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    return (at - _EPOCH) // timedelta(microseconds=1)
+
+
+def _from_micros(value: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=value)
+
+
+def _heartbeat_micros(wf: WorkflowState) -> int | None:
+    return None if wf.heartbeat_at is None else _micros(wf.heartbeat_at)
+
+
+def _stale_query(n_statuses: int) -> str:
+    marks = ", ".join("?" * n_statuses)
+    # Two range scans of the (status, heartbeat_at) index joined by UNION ALL: with an OR of
+    # "IS NULL" and "<" in one WHERE, SQLite uses the index for the status only and reads
+    # every row of those statuses.
+    return (
+        "SELECT doc, heartbeat_at, created_at, id FROM workflows"
+        f" WHERE status IN ({marks}) AND heartbeat_at IS NULL"
+        " UNION ALL"
+        " SELECT doc, heartbeat_at, created_at, id FROM workflows"
+        f" WHERE status IN ({marks}) AND heartbeat_at < ?"
+        " ORDER BY created_at, id"
+    )
+
+
+class SQLiteStore:
+    """A `Store` in one SQLite file; safe to share between threads (one connection each)."""
+
+    def __init__(
+        self, path: str | Path, *, synchronous: str = "full", timeout: float = 30.0
+    ) -> None:
+        if str(path) in ("", ":memory:"):
+            # Each thread has its own connection, and each in-memory connection its own database.
+            raise AdapterError(
+                "sqlite store needs a file path; use memory:// for an in-memory store"
+            )
+        if synchronous.lower() not in _SYNCHRONOUS:
+            raise AdapterError(
+                f"sqlite synchronous={synchronous!r} is not supported (use: full, normal)"
+            )
+        self.path = Path(path)
+        self.synchronous = _SYNCHRONOUS[synchronous.lower()]
+        self.timeout = timeout
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._initialized = False
+
+    @classmethod
+    def from_url(cls, url: str) -> SQLiteStore:
+        parts = urlsplit(url)
+        if parts.scheme != "sqlite" or parts.netloc:
+            raise AdapterError(
+                f"not a sqlite store URL: {url!r} "
+                "(expected sqlite:///relative.db or sqlite:////absolute/path.db)"
+            )
+        # urlsplit keeps the slash that separates the empty host from the path.
+        path = parts.path[1:]
+        query = parse_qs(parts.query)
+        unknown = set(query) - {"synchronous", "timeout"}
+        if unknown:
+            raise AdapterError(f"unknown sqlite URL option(s) {sorted(unknown)} in {url!r}")
+        synchronous = query.get("synchronous", ["full"])[-1]
+        try:
+            timeout = float(query.get("timeout", ["30"])[-1])
+        except ValueError:
+            raise AdapterError(f"sqlite URL option timeout must be seconds: {url!r}") from None
+        return cls(path, synchronous=synchronous, timeout=timeout)
+
+    # -- connections ---------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        if self.path.parent != Path("."):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: the module must not open transactions behind our back; writes
+        # say BEGIN IMMEDIATE themselves. check_same_thread=False only so close() can close
+        # every thread's connection; each connection is still used by its own thread alone.
+        conn = sqlite3.connect(
+            self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
+        )
+        conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            # Without WAL, readers and the writer block each other across processes.
+            conn.close()
+            raise AdapterError(f"{self.path}: sqlite cannot use WAL here (journal_mode={mode})")
+        conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+        with self._lock:
+            self._connections.append(conn)
+        return conn
+
+    def _thread_conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+        return conn
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = self._thread_conn()
+        if not self._initialized:
+            self.initialize()
+        return conn
+
+    @contextmanager
+    def _transaction(self, conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _write(self) -> AbstractContextManager[sqlite3.Connection]:
+        return self._transaction(self._conn())
+
+    def initialize(self) -> None:
+        """Create the table and indexes if missing (also done on first use)."""
+        # Statement by statement: executescript() would COMMIT the transaction that makes
+        # two processes creating the schema at once wait for each other.
+        with self._transaction(self._thread_conn()) as conn:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        self._initialized = True
+
+    def close(self) -> None:
+        with self._lock:
+            connections, self._connections = self._connections, []
+            self._local = threading.local()
+        for conn in connections:
+            conn.close()
+
+    # -- documents -----------------------------------------------------------------------------
+
+    def _load(self, doc: str, heartbeat: int | None) -> WorkflowState:
+        wf = WorkflowState.from_json(doc)
+        if heartbeat is not None:
+            column = _from_micros(heartbeat)
+            # Keep the document's own value when it is the same instant, so a document reads
+            # back exactly as written (same offset), not re-expressed in UTC.
+            if wf.heartbeat_at is None or _micros(wf.heartbeat_at) < heartbeat:
+                wf.heartbeat_at = column
+        return wf
+
+    def create(self, wf: WorkflowState) -> None:
+        doc = wf.model_copy(update={"revision": 1})
+        with self._write() as conn:
+            row = conn.execute("SELECT revision FROM workflows WHERE id = ?", (wf.id,)).fetchone()
+            if row is not None:
+                raise ConflictError(wf.id, None, row[0])
+            conn.execute(
+                "INSERT INTO workflows (id, revision, session_id, status, heartbeat_at,"
+                " created_at, doc) VALUES (?, 1, ?, ?, ?, ?, ?)",
+                (
+                    wf.id,
+                    wf.session_id,
+                    wf.status.value,
+                    _heartbeat_micros(wf),
+                    _micros(wf.created_at),
+                    doc.to_json(),
+                ),
+            )
+        wf.revision = 1
+
+    def get(self, workflow_id: str) -> WorkflowState:
+        row = (
+            self._conn()
+            .execute("SELECT doc, heartbeat_at FROM workflows WHERE id = ?", (workflow_id,))
+            .fetchone()
+        )
+        if row is None:
+            raise NotFoundError(workflow_id)
+        return self._load(row[0], row[1])
+
+    def save(self, wf: WorkflowState) -> None:
+        new_revision = wf.revision + 1
+        doc = wf.model_copy(update={"revision": new_revision})
+        heartbeat = _heartbeat_micros(wf)
+        with self._write() as conn:
+            # The revision check and the write are one statement; the heartbeat column only
+            # moves forward, so a save carrying an old heartbeat cannot hide a newer one.
+            cursor = conn.execute(
+                "UPDATE workflows SET revision = :new_revision, session_id = :session_id,"
+                " status = :status, created_at = :created_at, doc = :doc,"
+                " heartbeat_at = CASE WHEN heartbeat_at IS NULL OR heartbeat_at < :heartbeat"
+                "   THEN :heartbeat ELSE heartbeat_at END"
+                " WHERE id = :id AND revision = :revision",
+                {
+                    "new_revision": new_revision,
+                    "session_id": wf.session_id,
+                    "status": wf.status.value,
+                    "created_at": _micros(wf.created_at),
+                    "doc": doc.to_json(),
+                    "heartbeat": heartbeat,
+                    "id": wf.id,
+                    "revision": wf.revision,
+                },
+            )
+            if cursor.rowcount == 0:
+                row = conn.execute(
+                    "SELECT revision FROM workflows WHERE id = ?", (wf.id,)
+                ).fetchone()
+                if row is None:
+                    raise NotFoundError(wf.id)
+                raise ConflictError(wf.id, wf.revision, row[0])
+        wf.revision = new_revision
+
+    def heartbeat(self, workflow_id: str, at: datetime) -> None:
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE workflows SET heartbeat_at = CASE"
+                " WHEN heartbeat_at IS NULL OR heartbeat_at < :at THEN :at ELSE heartbeat_at END"
+                " WHERE id = :id",
+                {"at": _micros(at), "id": workflow_id},
+            )
+            if cursor.rowcount == 0:
+                raise NotFoundError(workflow_id)
+
+    def list(
+        self,
+        *,
+        session_id: str | None = None,
+        status: WorkflowStatus | None = None,
+        limit: int | None = None,
+    ) -> list[WorkflowState]:
+        where: list[str] = []
+        params: list[object] = []
+        if session_id is not None:
+            where.append("session_id = ?")
+            params.append(session_id)
+        if status is not None:
+            where.append("status = ?")
+            params.append(WorkflowStatus(status).value)
+        sql = "SELECT doc, heartbeat_at FROM workflows"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at, id"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        rows = self._conn().execute(sql, params).fetchall()
+        return [self._load(doc, heartbeat) for doc, heartbeat in rows]
+
+    def list_stale(
+        self, before: datetime, statuses: Iterable[WorkflowStatus]
+    ) -> builtins.list[WorkflowState]:
+        wanted = sorted({WorkflowStatus(s).value for s in statuses})
+        if not wanted:
+            return []
+        sql = _stale_query(len(wanted))
+        rows = self._conn().execute(sql, [*wanted, *wanted, _micros(before)]).fetchall()
+        return [self._load(doc, heartbeat) for doc, heartbeat, _, _ in rows]

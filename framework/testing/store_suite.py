@@ -1,0 +1,425 @@
+"""The Store conformance suite: every clause of the `statesaga.ports.Store` contract as a test.
+
+Run it against your adapter by subclassing it in a test module and providing a `store`
+fixture that yields a fresh, empty store (closed afterwards)::
+
+    import pytest
+    from statesaga.testing import StoreConformance
+    from my_plugin import MyStore
+
+    class TestMyStore(StoreConformance):
+        @pytest.fixture
+        def store(self, tmp_path):
+            store = MyStore.from_url(f"mystore://{tmp_path}")
+            store.initialize()
+            yield store
+            store.close()
+
+        # Optional: lets the suite check that a stored document with an unknown field is
+        # rejected on read. Without it, that test is skipped.
+        def write_raw(self, store, workflow_id, text):
+            store._collection.replace(workflow_id, text)
+
+`write_raw(store, workflow_id, text)` must replace the stored JSON document of an existing
+workflow with `text`, bypassing validation. The thread test shares one store object between
+threads, as the engine does; set `concurrency_threads` / `concurrency_rounds` on the subclass
+to make it lighter or heavier.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from statesaga.errors import ConflictError, DefinitionError, NotFoundError
+from statesaga.models import (
+    CompensationAction,
+    CompensationStrategy,
+    HistoryEntry,
+    RetryPolicy,
+    SagaStep,
+    StepError,
+    StepStatus,
+    WorkflowState,
+    WorkflowStatus,
+)
+from statesaga.ports import Store
+
+T0 = datetime(2026, 2, 8, 9, 30, 0, 123456, tzinfo=UTC)
+
+
+def make_workflow(
+    *,
+    session_id: str | None = None,
+    status: WorkflowStatus = WorkflowStatus.PENDING,
+    created_at: datetime = T0,
+    heartbeat_at: datetime | None = None,
+    name: str = "conformance",
+    input: dict[str, Any] | None = None,
+) -> WorkflowState:
+    """A small workflow document with the fields the listing queries look at."""
+    return WorkflowState(
+        name=name,
+        session_id=session_id,
+        status=status,
+        created_at=created_at,
+        updated_at=created_at,
+        heartbeat_at=heartbeat_at,
+        input=input or {},
+    )
+
+
+def rich_workflow() -> WorkflowState:
+    """A document that exercises every kind of value a store must carry back unchanged."""
+    paris = timezone(timedelta(hours=1), "CET")
+    steps: list[SagaStep] = []
+    for i, name in enumerate(["réserver_vol", "hôtel", "voiture", "paiement", "courriel"]):
+        steps.append(
+            SagaStep(
+                id=f"STEP-20260208-{i:08x}",
+                name=name,
+                action_type=f"trip.{name}",
+                params={"ville": "Zürich → 東京 🚆", "n": i, "prix": 12.5 * i, "tags": ["a", None]},
+                depends_on=[s.name for s in steps[-1:]],
+                status=StepStatus.COMPLETED if i < 3 else StepStatus.FAILED,
+                attempts=i + 1,
+                retry=RetryPolicy(max_attempts=5, jitter=0.25, non_retryable=["ValueError"]),
+                timeout=30.0,
+                pivot=i == 2,
+                result={"confirmation": f"C-{i}", "nested": {"deep": [1, {"x": "ÿ"}]}},
+                error=(
+                    StepError(type="Timeout", message="délai dépassé", attempt=i) if i > 3 else None
+                ),
+                compensation=CompensationAction(
+                    id=f"COMP-20260208-{i:08x}",
+                    step_id=f"STEP-20260208-{i:08x}",
+                    action_type=f"trip.annuler_{name}",
+                    params={"raison": "échec du paiement"},
+                    attempts=1,
+                    started_at=T0 + timedelta(seconds=i),
+                    finished_at=T0 + timedelta(seconds=i, microseconds=999999),
+                ),
+                first_started_at=T0.astimezone(paris),
+                started_at=T0 + timedelta(minutes=i),
+                completed_at=T0 + timedelta(minutes=i, microseconds=1) if i < 3 else None,
+            )
+        )
+    return WorkflowState(
+        id="WF-20260208-5b193f0d",
+        name="voyage",
+        version="2",
+        session_id="session-ü",
+        status=WorkflowStatus.COMPENSATING,
+        strategy=CompensationStrategy.PARALLEL,
+        handlers=["examples.trip_handlers"],
+        input={"voyageur": "Zoë", "big": 2**53 + 1, "ratio": 0.1, "ok": True, "none": None},
+        results={"réserver_vol": {"siège": "12A"}},
+        steps=steps,
+        error=StepError(type="PaymentDeclined", message="carte refusée", traceback="…", attempt=2),
+        reason="paiement refusé",
+        created_at=T0,
+        updated_at=T0 + timedelta(hours=1),
+        history=[
+            HistoryEntry(
+                at=T0 + timedelta(seconds=k),
+                chart="step",
+                trigger="succeed",
+                source="EXECUTING",
+                dest="COMPLETED",
+                step=steps[k].name,
+                attempt=1,
+                by="worker-1",
+                detail="ok ✓",
+            )
+            for k in range(3)
+        ],
+    )
+
+
+class StoreConformance:
+    """Pytest tests for the Store contract; subclass and provide a `store` fixture."""
+
+    concurrency_threads = 8
+    concurrency_rounds = 25
+
+    def write_raw(self, store: Store, workflow_id: str, text: str) -> None:
+        """Replace a stored document with raw JSON text (adapter-specific; optional)."""
+        raise NotImplementedError
+
+    # -- create / get --------------------------------------------------------------------------
+
+    def test_create_sets_revision_1(self, store: Store) -> None:
+        wf = make_workflow()
+        store.create(wf)
+        assert wf.revision == 1
+        assert store.get(wf.id).revision == 1
+
+    def test_create_of_an_existing_id_conflicts_and_keeps_the_first(self, store: Store) -> None:
+        first = make_workflow(name="first")
+        store.create(first)
+        second = make_workflow(name="second")
+        second.id = first.id
+        with pytest.raises(ConflictError) as caught:
+            store.create(second)
+        assert caught.value.workflow_id == first.id
+        assert store.get(first.id).name == "first"
+
+    def test_get_of_an_unknown_id_raises_not_found(self, store: Store) -> None:
+        with pytest.raises(NotFoundError) as caught:
+            store.get("WF-20260208-00000000")
+        assert caught.value.workflow_id == "WF-20260208-00000000"
+
+    def test_get_returns_a_copy(self, store: Store) -> None:
+        wf = make_workflow(input={"k": 1})
+        store.create(wf)
+        got = store.get(wf.id)
+        got.input["k"] = 2
+        wf.input["k"] = 3
+        assert store.get(wf.id).input == {"k": 1}
+
+    # -- save ----------------------------------------------------------------------------------
+
+    def test_save_bumps_the_revision(self, store: Store) -> None:
+        wf = make_workflow()
+        store.create(wf)
+        wf.status = WorkflowStatus.RUNNING
+        store.save(wf)
+        assert wf.revision == 2
+        got = store.get(wf.id)
+        assert (got.revision, got.status) == (2, WorkflowStatus.RUNNING)
+        store.save(got)
+        assert got.revision == 3
+        assert store.get(wf.id).revision == 3
+
+    def test_stale_save_conflicts_and_the_first_writer_wins(self, store: Store) -> None:
+        wf = make_workflow(input={"by": "nobody"})
+        store.create(wf)
+        a, b = store.get(wf.id), store.get(wf.id)
+        a.input["by"] = "a"
+        store.save(a)
+        b.input["by"] = "b"
+        with pytest.raises(ConflictError) as caught:
+            store.save(b)
+        assert (caught.value.expected, caught.value.actual) == (1, 2)
+        assert b.revision == 1, "a failed save must not change the caller's revision"
+        got = store.get(wf.id)
+        assert (got.revision, got.input) == (2, {"by": "a"})
+
+    def test_save_of_an_unknown_id_raises_not_found(self, store: Store) -> None:
+        wf = make_workflow()
+        wf.revision = 1
+        with pytest.raises(NotFoundError):
+            store.save(wf)
+
+    # -- heartbeat -----------------------------------------------------------------------------
+
+    def test_heartbeat_records_the_time_without_a_new_revision(self, store: Store) -> None:
+        wf = make_workflow(status=WorkflowStatus.RUNNING)
+        store.create(wf)
+        at = T0 + timedelta(minutes=5, microseconds=7)
+        store.heartbeat(wf.id, at)
+        got = store.get(wf.id)
+        assert got.heartbeat_at == at
+        assert got.revision == 1
+        # The copy read before the heartbeat can still be saved: no revision was taken.
+        wf.reason = "after heartbeat"
+        store.save(wf)
+        assert store.get(wf.id).revision == 2
+
+    def test_a_save_does_not_move_the_heartbeat_backwards(self, store: Store) -> None:
+        wf = make_workflow(status=WorkflowStatus.RUNNING)
+        store.create(wf)
+        stale_copy = store.get(wf.id)  # read before the heartbeat: heartbeat_at is None
+        later = T0 + timedelta(minutes=10)
+        store.heartbeat(wf.id, later)
+        stale_copy.reason = "saved by a worker that never saw the heartbeat"
+        store.save(stale_copy)
+        assert store.get(wf.id).heartbeat_at == later
+
+        older = store.get(wf.id)
+        older.heartbeat_at = T0 + timedelta(minutes=1)
+        store.save(older)
+        assert store.get(wf.id).heartbeat_at == later
+
+    def test_a_save_can_move_the_heartbeat_forwards(self, store: Store) -> None:
+        wf = make_workflow(status=WorkflowStatus.RUNNING, heartbeat_at=T0)
+        store.create(wf)
+        wf.heartbeat_at = T0 + timedelta(minutes=3)
+        store.save(wf)
+        assert store.get(wf.id).heartbeat_at == T0 + timedelta(minutes=3)
+
+    def test_heartbeat_of_an_unknown_id_raises_not_found(self, store: Store) -> None:
+        with pytest.raises(NotFoundError):
+            store.heartbeat("WF-20260208-00000000", T0)
+
+    # -- list ----------------------------------------------------------------------------------
+
+    def _populate(self, store: Store) -> dict[str, WorkflowState]:
+        # Created out of order, so "oldest first" cannot come from insertion order.
+        specs = {
+            "a3": ("A", WorkflowStatus.RUNNING, 3),
+            "b1": ("B", WorkflowStatus.RUNNING, 1),
+            "a0": ("A", WorkflowStatus.COMPLETED, 0),
+            "a2": ("A", WorkflowStatus.RUNNING, 2),
+            "n4": (None, WorkflowStatus.FAILED, 4),
+        }
+        out = {}
+        for key, (session, status, minute) in specs.items():
+            wf = make_workflow(
+                name=key,
+                session_id=session,
+                status=status,
+                created_at=T0 + timedelta(minutes=minute),
+            )
+            store.create(wf)
+            out[key] = wf
+        return out
+
+    @staticmethod
+    def _names(docs: Iterable[WorkflowState]) -> list[str]:
+        return [d.name for d in docs]
+
+    def test_list_everything_oldest_first(self, store: Store) -> None:
+        self._populate(store)
+        assert self._names(store.list()) == ["a0", "b1", "a2", "a3", "n4"]
+
+    def test_list_by_session(self, store: Store) -> None:
+        self._populate(store)
+        assert self._names(store.list(session_id="A")) == ["a0", "a2", "a3"]
+        assert self._names(store.list(session_id="nobody")) == []
+
+    def test_list_by_status(self, store: Store) -> None:
+        self._populate(store)
+        assert self._names(store.list(status=WorkflowStatus.RUNNING)) == ["b1", "a2", "a3"]
+
+    def test_list_by_session_and_status(self, store: Store) -> None:
+        self._populate(store)
+        got = store.list(session_id="A", status=WorkflowStatus.RUNNING)
+        assert self._names(got) == ["a2", "a3"]
+
+    def test_list_limit_keeps_the_oldest(self, store: Store) -> None:
+        self._populate(store)
+        assert self._names(store.list(limit=2)) == ["a0", "b1"]
+        assert self._names(store.list(session_id="A", limit=1)) == ["a0"]
+        assert self._names(store.list(status=WorkflowStatus.RUNNING, limit=10)) == [
+            "b1",
+            "a2",
+            "a3",
+        ]
+
+    def test_list_returns_whole_documents(self, store: Store) -> None:
+        wf = rich_workflow()
+        store.create(wf)
+        (got,) = store.list(session_id=wf.session_id)
+        assert got.to_json() == wf.to_json()
+
+    # -- list_stale ----------------------------------------------------------------------------
+
+    def test_list_stale_by_status_and_heartbeat(self, store: Store) -> None:
+        now = T0 + timedelta(hours=1)
+        cutoff = now - timedelta(seconds=30)
+        docs = {
+            "fresh": make_workflow(name="fresh", status=WorkflowStatus.RUNNING),
+            "old": make_workflow(name="old", status=WorkflowStatus.RUNNING),
+            "never": make_workflow(name="never", status=WorkflowStatus.COMPENSATING),
+            "at_cutoff": make_workflow(name="at_cutoff", status=WorkflowStatus.RUNNING),
+            "in_doc": make_workflow(
+                name="in_doc",
+                status=WorkflowStatus.RUNNING,
+                heartbeat_at=cutoff - timedelta(microseconds=1),
+            ),
+            "fresh_in_doc": make_workflow(
+                name="fresh_in_doc", status=WorkflowStatus.RUNNING, heartbeat_at=now
+            ),
+            "done": make_workflow(name="done", status=WorkflowStatus.COMPLETED),
+        }
+        for minute, wf in enumerate(docs.values()):
+            wf.created_at = T0 + timedelta(minutes=minute)
+            store.create(wf)
+        store.heartbeat(docs["fresh"].id, now - timedelta(seconds=1))
+        store.heartbeat(docs["old"].id, cutoff - timedelta(seconds=60))
+        store.heartbeat(docs["at_cutoff"].id, cutoff)  # "older than" is strict
+
+        stale = store.list_stale(cutoff, [WorkflowStatus.RUNNING, WorkflowStatus.COMPENSATING])
+        assert self._names(stale) == ["old", "never", "in_doc"]
+        assert self._names(store.list_stale(cutoff, [WorkflowStatus.COMPENSATING])) == ["never"]
+        assert self._names(store.list_stale(cutoff, iter([WorkflowStatus.COMPLETED]))) == ["done"]
+        assert store.list_stale(cutoff, []) == []
+
+    def test_list_stale_sees_a_heartbeat_made_after_the_last_save(self, store: Store) -> None:
+        wf = make_workflow(status=WorkflowStatus.RUNNING, heartbeat_at=T0)
+        store.create(wf)
+        store.heartbeat(wf.id, T0 + timedelta(minutes=5))
+        assert store.list_stale(T0 + timedelta(minutes=1), [WorkflowStatus.RUNNING]) == []
+        (stale,) = store.list_stale(T0 + timedelta(minutes=6), [WorkflowStatus.RUNNING])
+        assert stale.heartbeat_at == T0 + timedelta(minutes=5)
+
+    # -- documents -----------------------------------------------------------------------------
+
+    def test_json_round_trip_is_exact(self, store: Store) -> None:
+        original = rich_workflow()
+        expected = original.model_copy(deep=True)
+        store.create(original)
+        expected.revision = 1
+        got = store.get(original.id)
+        assert got == expected
+        assert got.to_json() == expected.to_json()
+        assert got.steps[0].first_started_at is not None
+        assert got.steps[0].first_started_at.utcoffset() == timedelta(hours=1)
+
+        got.steps[3].status = StepStatus.COMPENSATED
+        store.save(got)
+        again = store.get(original.id)
+        assert again.to_json() == got.to_json()
+
+    def test_a_stored_document_with_an_unknown_field_is_rejected(self, store: Store) -> None:
+        wf = make_workflow()
+        store.create(wf)
+        doc = store.get(wf.id).model_dump(mode="json")
+        doc["surprise"] = "a field this version does not know"
+        try:
+            self.write_raw(store, wf.id, json.dumps(doc))
+        except NotImplementedError:
+            pytest.skip("this adapter's suite does not implement write_raw()")
+        with pytest.raises(DefinitionError) as caught:
+            store.get(wf.id)
+        assert any(p.field == "surprise" for p in caught.value.problems)
+
+    # -- concurrency ---------------------------------------------------------------------------
+
+    def test_concurrent_load_modify_save_loses_no_update(self, store: Store) -> None:
+        wf = make_workflow(input={"counter": 0})
+        store.create(wf)
+        errors: list[BaseException] = []
+        start = threading.Barrier(self.concurrency_threads)
+
+        def worker() -> None:
+            try:
+                start.wait()
+                for _ in range(self.concurrency_rounds):
+                    while True:
+                        doc = store.get(wf.id)
+                        doc.input["counter"] += 1
+                        try:
+                            store.save(doc)
+                            break
+                        except ConflictError:
+                            continue
+            except BaseException as exc:  # reported below; a thread's exception is otherwise lost
+                errors.append(exc)
+
+        threads = [threading.Thread(target=worker) for _ in range(self.concurrency_threads)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert not any(t.is_alive() for t in threads), "a thread is stuck"
+        assert errors == []
+        expected = self.concurrency_threads * self.concurrency_rounds
+        got = store.get(wf.id)
+        assert got.input["counter"] == expected
+        assert got.revision == expected + 1

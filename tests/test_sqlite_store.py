@@ -1,0 +1,108 @@
+"""What the SQLite store promises beyond the Store contract: URLs, pragmas, index use, threads."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from statesaga.adapters.sqlite import SQLiteStore, _stale_query
+from statesaga.errors import AdapterError
+from statesaga.models import WorkflowState, WorkflowStatus
+from statesaga.plugins import open_store
+
+
+def test_relative_url_is_relative_to_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    store = SQLiteStore.from_url("sqlite:///data/relative.db")
+    store.create(WorkflowState(name="x"))  # schema made lazily, directory created
+    store.close()
+    assert (tmp_path / "data" / "relative.db").is_file()
+
+
+def test_absolute_url_and_the_entry_point(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path}/abs.db")
+    assert isinstance(store, SQLiteStore)
+    assert store.path == tmp_path / "abs.db"
+    assert store.path.is_absolute()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite:///x.db?synchronous=off",
+        "sqlite:///x.db?sync=normal",
+        "sqlite:///x.db?timeout=soon",
+        "sqlite://host/x.db",
+        "sqlite:///:memory:",
+        "sqlite://",
+    ],
+)
+def test_bad_urls_are_adapter_errors(url: str) -> None:
+    with pytest.raises(AdapterError):
+        SQLiteStore.from_url(url)
+
+
+@pytest.mark.parametrize(("option", "expected"), [("", 2), ("?synchronous=normal", 1)])
+def test_pragmas(sqlite_url: str, option: str, expected: int) -> None:
+    store = SQLiteStore.from_url(sqlite_url + option + ("&" if option else "?") + "timeout=7.5")
+    conn = store._conn()
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == expected  # FULL=2, NORMAL=1
+    assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == 7500
+    store.close()
+
+
+def test_list_stale_searches_the_heartbeat_index(sqlite_url: str) -> None:
+    store = SQLiteStore.from_url(sqlite_url)
+    store.initialize()
+    plan = (
+        store._conn()
+        .execute("EXPLAIN QUERY PLAN " + _stale_query(2), ["RUNNING", "COMPENSATING"] * 2 + [0])
+        .fetchall()
+    )
+    details = [row[-1] for row in plan]
+    searches = [d for d in details if "USING INDEX workflows_heartbeat" in d]
+    assert len(searches) == 2, details
+    assert not any(d.startswith("SCAN workflows") for d in details), details
+    store.close()
+
+
+def test_heartbeat_touches_only_its_column(sqlite_url: str) -> None:
+    store = SQLiteStore.from_url(sqlite_url)
+    wf = WorkflowState(name="x", status=WorkflowStatus.RUNNING)
+    store.create(wf)
+    before = store._conn().execute("SELECT doc, revision FROM workflows").fetchone()
+    store.heartbeat(wf.id, datetime(2026, 2, 8, tzinfo=UTC))
+    after = store._conn().execute("SELECT doc, revision FROM workflows").fetchone()
+    assert after == before
+    store.close()
+
+
+def test_each_thread_has_its_own_connection_and_close_closes_them_all(sqlite_url: str) -> None:
+    store = SQLiteStore.from_url(sqlite_url)
+    wf = WorkflowState(name="x")
+    store.create(wf)
+    seen: list[sqlite3.Connection] = []
+
+    def read() -> None:
+        store.get(wf.id)
+        seen.append(store._conn())
+
+    threads = [threading.Thread(target=read) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len({id(c) for c in seen} | {id(store._conn())}) == 4
+    store.close()
+    for conn in seen:
+        with pytest.raises(sqlite3.ProgrammingError):
+            conn.execute("SELECT 1")
+    # A closed store opens new connections when used again.
+    assert store.get(wf.id).id == wf.id
+    store.close()
