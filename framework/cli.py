@@ -303,7 +303,7 @@ def diagram(
             content = r.render(drawing)
             if out_dir is None:
                 if isinstance(content, bytes):
-                    click.get_binary_stream("stdout").write(content)
+                    sys.stdout.buffer.write(content)
                 else:
                     click.echo(content, nl=not content.endswith("\n"))
                 continue
@@ -316,4 +316,69 @@ def diagram(
             click.echo(f"wrote {target}", err=True)
 
 
+# -- statesaga worker (issue 5: distributed execution on RQ) -----------------------------------
+@main.command()
+@click.option(
+    "--queue",
+    "queue",
+    default=None,
+    help="rq:// queue URL (default: $STATESAGA_QUEUE or rq://127.0.0.1:6379/0?queue=statesaga)",
+)
+@click.option(
+    "--store",
+    "store",
+    default=None,
+    help="store URL shared by every worker (default: $STATESAGA_STORE or sqlite:///statesaga.db)",
+)
+@click.option(
+    "--handlers",
+    "handlers",
+    multiple=True,
+    metavar="MODULE",
+    help="handler module to import (repeat it, or separate with commas); the only code run",
+)
+@click.option("--burst", is_flag=True, help="quit once the queue is empty")
+@click.option(
+    "--with-scheduler", is_flag=True, help="also move due delayed jobs (retries) onto the queue"
+)
+@click.option(
+    "--heartbeat", type=float, default=5.0, show_default=True, help="seconds between heartbeats"
+)
+@click.option("--name", default=None, help="worker name (default: statesaga.HOST.PID.RANDOM)")
+@click.option("--log-level", default="INFO", show_default=True)
+@_guard
+def worker(
+    queue: str | None,
+    store: str | None,
+    handlers: tuple[str, ...],
+    burst: bool,
+    with_scheduler: bool,
+    heartbeat: float,
+    name: str | None,
+    log_level: str,
+) -> None:
+    """Run step and compensation jobs from an RQ queue (SIGTERM: finish the step, then exit)."""
+    import os
+
+    from .worker import DEFAULT_WORKER_QUEUE, WorkerSettings, run_worker
+
+    modules = [m.strip() for value in handlers for m in value.split(",") if m.strip()]
+    sys.path.insert(0, os.getcwd())  # handler modules may live in the working directory
+    run_worker(
+        WorkerSettings(
+            queue_url=queue or os.environ.get("STATESAGA_QUEUE") or DEFAULT_WORKER_QUEUE,
+            store_url=store or os.environ.get("STATESAGA_STORE") or "sqlite:///statesaga.db",
+            handlers=modules,
+            burst=burst,
+            with_scheduler=with_scheduler,
+            heartbeat=heartbeat,
+            name=name,
+            log_level=log_level.upper(),
+        )
+    )
+
+
 __all__ = ["main"]
+
+if __name__ == "__main__":
+    main()
