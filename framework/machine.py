@@ -46,6 +46,22 @@ class CompiledChart:
             send_event=False,
             ignore_invalid_triggers=False,
         )
+        # Which transition fired is read from the destination when that is unambiguous; only
+        # (source, trigger) groups with two candidates to the same destination need a callback.
+        self._candidates: dict[tuple[str, str], list[int]] = {}
+        for idx, t in enumerate(chart.transitions):
+            for src in t.source:
+                self._candidates.setdefault((src, t.trigger), []).append(idx)
+        ambiguous = {
+            i
+            for group in self._candidates.values()
+            for i in group
+            if sum(chart.transitions[j].dest == chart.transitions[i].dest for j in group) > 1
+        }
+        self._by_dest: dict[tuple[str, str, str], int] = {}
+        for (src, trig), group in self._candidates.items():
+            for i in group:
+                self._by_dest.setdefault((src, trig, chart.transitions[i].dest), i)
         for idx, t in enumerate(chart.transitions):
             conditions: list[Any] = []
             unless: list[Any] = []
@@ -60,8 +76,9 @@ class CompiledChart:
                 t.dest,
                 conditions=conditions,
                 unless=unless,
-                after=[partial(self._record, idx)],
+                after=[partial(self._record, idx)] if idx in ambiguous else [],
             )
+        self._ambiguous = frozenset(ambiguous)
         self._cursor = _Cursor()
         self._machine.add_model(self._cursor, initial=chart.initial)
         self._events = self._machine.events
@@ -88,18 +105,22 @@ class CompiledChart:
         Raises TransitionError (and changes nothing) when the trigger is not allowed from
         state or every candidate transition's guards reject it.
         """
-        if state not in self.chart.states:
-            raise TransitionError(self.name, state, trigger, [], f"unknown state {state!r}")
-        if not self.chart.transitions_from(state, trigger):
+        group = self._candidates.get((state, trigger))
+        if group is None:
+            if state not in self.chart.states:
+                raise TransitionError(self.name, state, trigger, [], f"unknown state {state!r}")
             raise TransitionError(self.name, state, trigger, self.allowed(state))
         with self._lock:
             cursor = self._cursor
             self._machine.set_state(state, model=cursor)
             cursor.taken = None
-            self._events[trigger].trigger(cursor, ctx)
+            fired = self._events[trigger].trigger(cursor, ctx)
             taken = cursor.taken
-        if taken is None:
+            dest = cursor.state
+        if not fired:
             raise TransitionError(
                 self.name, state, trigger, self.allowed(state), "every guard rejected it"
             )
+        if taken is None:
+            taken = self._by_dest[(state, trigger, dest)]
         return self.chart.transitions[taken]
