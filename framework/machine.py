@@ -11,7 +11,6 @@ compiled chart keeps a single cursor, sets its state, fires, and reads the resul
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
