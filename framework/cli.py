@@ -378,6 +378,38 @@ def worker(
     )
 
 
+@main.command()
+@click.option("--group", "groups", multiple=True, help="only this entry-point group (repeatable)")
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per plugin")
+@click.option("--strict", is_flag=True, help="exit 1 when a plugin fails to load")
+def plugins(groups: tuple[str, ...], as_json: bool, strict: bool) -> None:
+    """List installed plugins (group, name, module, version); report any that fail to load."""
+    from dataclasses import asdict
+
+    from .plugins import installed
+
+    found = [p for p in installed() if not groups or p.group in groups]
+    broken = [p for p in found if p.error]
+    if as_json:
+        for p in found:
+            click.echo(json.dumps(asdict(p), sort_keys=True))
+    else:
+        rows = [
+            (p.group, p.name, p.value or p.module, p.version or "-", p.error or "ok")
+            for p in found
+        ]
+        header = ("GROUP", "NAME", "MODULE", "VERSION", "STATUS")
+        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
+        for row in [header, *rows]:
+            cells = [c.ljust(w) for c, w in zip(row[:4], widths, strict=True)]
+            click.echo("  ".join([*cells, row[4]]))
+    if broken:
+        # A broken third-party plugin must not hide the others: report it and go on.
+        names = ", ".join(f"{p.group}:{p.name}" for p in broken)
+        click.echo(f"{len(broken)} plugin(s) failed to load: {names}", err=True)
+    sys.exit(1 if broken and strict else 0)
+
+
 __all__ = ["main"]
 
 if __name__ == "__main__":

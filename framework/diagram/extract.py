@@ -1,0 +1,299 @@
+"""Extractors: the same objects that run (Chart, WorkflowDefinition, WorkflowState) -> Diagram.
+
+Everything is emitted in table order (states, transitions, steps as written), so the output
+of a renderer is deterministic and a diff of a regenerated picture follows a diff of the table.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from statesaga._yaml import load_yaml_file
+from statesaga.chart import Chart, chart_from_data
+from statesaga.definition import WorkflowDefinition, definition_from_data, is_definition
+from statesaga.lifecycles import lifecycle
+from statesaga.models import StepStatus, WorkflowState, WorkflowStatus
+
+from .model import Diagram, DiagramEdge, DiagramNode, DiagramNote, EdgeKind, NodeKind
+
+# Workflow outcomes drawn after the steps of a definition. The ids contain `:`, which a step
+# name cannot (StepSpec.name's pattern), so they can never clash with a step.
+DONE = "workflow:COMPLETED"
+UNDONE = "workflow:COMPENSATED"
+
+_TAG_STYLES = ("failure", "rolled_back", "success")  # first match wins
+_IN_FLIGHT = frozenset(
+    {StepStatus.QUEUED, StepStatus.EXECUTING, StepStatus.RETRYING, StepStatus.COMPENSATING}
+)
+
+
+def _tag_style(tags: tuple[str, ...]) -> str:
+    return next((t for t in _TAG_STYLES if t in tags), "default")
+
+
+def from_chart(chart: Chart, detail: bool = False) -> Diagram:
+    """A chart's states and transitions. Guards are always shown (they tell apart two
+    transitions on the same trigger); effects and state descriptions only with `detail`."""
+    nodes = []
+    for s in chart.states.values():
+        # A chart whose initial state is also final has nowhere to go; the start marker is the
+        # more useful of the two to draw.
+        kind: NodeKind = "initial" if s.name == chart.initial else "final" if s.final else "normal"
+        nodes.append(
+            DiagramNode(
+                id=s.name,
+                label=s.name,
+                kind=kind,
+                description=s.description,
+                tags=s.tags,
+                style=_tag_style(s.tags),
+            )
+        )
+    edges = []
+    for t in chart.transitions:
+        effects = tuple(t.effect_names)
+        kind_e: EdgeKind = (
+            "compensation" if any("compensat" in e for e in effects) else "forward"
+        )
+        for src in t.source:
+            edges.append(
+                DiagramEdge(
+                    src=src,
+                    dst=t.dest,
+                    label=t.trigger,
+                    guards=t.guards,
+                    effects=effects if detail else (),
+                    kind=kind_e,
+                    description=t.description,
+                )
+            )
+    notes = (
+        tuple(DiagramNote(n.id, n.description) for n in nodes if n.description) if detail else ()
+    )
+    return Diagram(
+        title=chart.name,
+        nodes=tuple(nodes),
+        edges=tuple(edges),
+        notes=notes,
+        kind="chart",
+        description=chart.spec.description,
+        detail=detail,
+    )
+
+
+def _dag(
+    steps: list[tuple[str, str, tuple[str, ...], bool, str | None]],
+) -> tuple[list[DiagramNode], list[DiagramEdge], list[DiagramNote]]:
+    """Steps (name, description, depends_on, pivot, compensation action) -> nodes and edges.
+
+    Forward edges follow depends_on. Every step that an unwinding saga passes through (those
+    neither the pivot nor after it) gets a back edge to each step it depends on, labelled with
+    its compensation, or to the COMPENSATED outcome when it depends on nothing.
+    """
+    names = [s[0] for s in steps]
+    deps = {s[0]: s[2] for s in steps}
+    has_dependents = {d for s in steps for d in s[2]}
+    pivot = next((s[0] for s in steps if s[3]), None)
+
+    def after_pivot(name: str) -> bool:
+        seen: set[str] = set()
+        todo = list(deps[name])
+        while todo:
+            d = todo.pop()
+            if d == pivot:
+                return True
+            if d not in seen:
+                seen.add(d)
+                todo.extend(deps.get(d, ()))
+        return False
+
+    nodes: list[DiagramNode] = []
+    edges: list[DiagramEdge] = []
+    notes: list[DiagramNote] = []
+    undoable = [n for n in names if n != pivot and not (pivot and after_pivot(n))]
+    for name, desc, depends_on, is_pivot, _comp in steps:
+        nodes.append(
+            DiagramNode(
+                id=name,
+                label=name,
+                kind="initial" if not depends_on else "normal",
+                description=desc,
+                tags=("pivot",) if is_pivot else (),
+                style="pivot" if is_pivot else "default",
+            )
+        )
+        if is_pivot:
+            notes.append(
+                DiagramNote(name, "pivot, the point of no return; later steps are retried, "
+                            "never compensated")
+            )
+        elif desc:
+            notes.append(DiagramNote(name, desc))
+    nodes.append(DiagramNode(DONE, "COMPLETED", "final", "every step completed",
+                             ("success",), "success"))
+    if undoable:
+        nodes.append(DiagramNode(UNDONE, "COMPENSATED", "final", "every completed step was undone",
+                                 ("rolled_back",), "rolled_back"))
+    for name, _desc, depends_on, _p, _c in steps:
+        for d in depends_on:
+            edges.append(DiagramEdge(d, name))
+        if name not in has_dependents:
+            edges.append(DiagramEdge(name, DONE))
+    for name, _desc, depends_on, _p, comp in steps:
+        if name in undoable:
+            label = f"undo {comp}" if comp else "nothing to undo"
+            for d in depends_on or (UNDONE,):
+                edges.append(DiagramEdge(name, d, label, kind="compensation"))
+    return nodes, edges, notes
+
+
+def from_definition(definition: WorkflowDefinition) -> Diagram:
+    """A saga: its steps as a chain or DAG, compensations as back edges, the pivot marked."""
+    steps = [
+        (
+            s.name,
+            s.description,
+            definition.dependencies[s.name],
+            s.pivot,
+            s.compensation.action if s.compensation else None,
+        )
+        for s in definition.steps
+    ]
+    nodes, edges, notes = _dag(steps)
+    return Diagram(
+        title=definition.name,
+        nodes=tuple(nodes),
+        edges=tuple(edges),
+        notes=tuple(notes),
+        kind="definition",
+        description=definition.spec.description,
+        direction="LR",
+    )
+
+
+def from_instance(
+    wf: WorkflowState,
+    definition: WorkflowDefinition | None = None,
+    view: Literal["steps", "workflow"] = "steps",
+) -> Diagram:
+    """A live picture of one workflow.
+
+    view="steps": the saga's steps, each coloured by its status (in-flight ones marked
+    current), the workflow's outcome node marked when it has finished, and the edges the
+    history shows were traversed numbered in order. view="workflow": the workflow lifecycle
+    with the current status marked and the path taken from the history numbered.
+    The instance carries its steps' dependencies, so `definition` only adds descriptions.
+    """
+    title = f"{wf.name} {wf.id}: {wf.status.value}"
+    if view == "workflow":
+        return _workflow_view(wf, title)
+    descriptions = {s.name: s.description for s in definition.steps} if definition else {}
+    steps = [
+        (
+            s.name,
+            descriptions.get(s.name, ""),
+            tuple(s.depends_on),
+            s.pivot,
+            s.compensation.action_type if s.compensation else None,
+        )
+        for s in wf.steps
+    ]
+    nodes, edges, notes = _dag(steps)
+    by_name = {s.name: s for s in wf.steps}
+
+    # The position in the history where each step was first dispatched / first unwound.
+    started: dict[str, int] = {}
+    unwound: dict[str, int] = {}
+    for i, h in enumerate(wf.history, 1):
+        if h.chart != "step" or h.step is None:
+            continue
+        if h.dest == StepStatus.EXECUTING.value:
+            started.setdefault(h.step, i)
+        if h.dest in (StepStatus.COMPENSATING.value, StepStatus.COMPENSATED.value) and (
+            h.source == StepStatus.COMPLETED.value
+        ):
+            unwound.setdefault(h.step, i)
+    outcome = {WorkflowStatus.COMPLETED: DONE, WorkflowStatus.COMPENSATED: UNDONE}.get(wf.status)
+
+    live_nodes = []
+    for n in nodes:
+        step = by_name.get(n.id)
+        if step is not None:
+            n = DiagramNode(
+                n.id, n.label, n.kind, n.description, n.tags,
+                style=step.status.value.lower(),
+                status=step.status.value,
+                current=step.status in _IN_FLIGHT,
+            )
+        elif n.id == outcome:
+            n = DiagramNode(n.id, n.label, n.kind, n.description, n.tags, "current",
+                            wf.status.value, True)
+        live_nodes.append(n)
+    live_edges = []
+    for e in edges:
+        if e.kind == "forward":
+            taken = started.get(e.dst)
+            if e.dst == DONE:
+                done = by_name[e.src].status == StepStatus.COMPLETED
+                taken = started.get(e.src) if done and outcome == DONE else None
+        else:
+            taken = unwound.get(e.src)
+        live_edges.append(DiagramEdge(e.src, e.dst, e.label, e.guards, e.effects, e.kind,
+                                      e.description, taken))
+    for s in wf.steps:
+        if s.error is not None:
+            notes.append(DiagramNote(s.name, f"{s.error.type}: {s.error.message}"))
+    return Diagram(
+        title=title,
+        nodes=tuple(live_nodes),
+        edges=tuple(live_edges),
+        notes=tuple(notes),
+        kind="instance",
+        direction="LR",
+    )
+
+
+def _workflow_view(wf: WorkflowState, title: str) -> Diagram:
+    base = from_chart(lifecycle("workflow"))
+    taken: dict[tuple[str, str, str], int] = {}
+    visited = {base.initial[0].id} if base.initial else set()
+    n = 0
+    for h in wf.history:
+        if h.chart != "workflow":
+            continue
+        n += 1
+        taken.setdefault((h.source, h.dest, h.trigger), n)
+        visited.update((h.source, h.dest))
+    current = wf.status.value
+    nodes = tuple(
+        DiagramNode(
+            s.id, s.label, s.kind, s.description, s.tags,
+            style="current" if s.id == current else "visited" if s.id in visited else "default",
+            status=current if s.id == current else None,
+            current=s.id == current,
+        )
+        for s in base.nodes
+    )
+    edges = tuple(
+        DiagramEdge(e.src, e.dst, e.label, e.guards, e.effects, e.kind, e.description,
+                    taken.get((e.src, e.dst, e.label)))
+        for e in base.edges
+    )
+    return Diagram(title=title, nodes=nodes, edges=edges, kind="instance",
+                   description=base.description)
+
+
+def from_loaded(obj: Chart | WorkflowDefinition, detail: bool = False) -> Diagram:
+    """The diagram of whatever a YAML file held: a chart or a workflow definition."""
+    if isinstance(obj, WorkflowDefinition):
+        return from_definition(obj)
+    return from_chart(obj, detail=detail)
+
+
+def from_path(path: str | Path, detail: bool = False) -> Diagram:
+    """Load a chart or a workflow definition (told apart by `workflow:`) and extract it."""
+    data, lines = load_yaml_file(path)
+    if is_definition(data):
+        return from_definition(definition_from_data(data, lines, str(path)))
+    return from_chart(chart_from_data(data, lines, str(path)), detail=detail)

@@ -1,0 +1,120 @@
+"""The diagram IR: small frozen dataclasses that every renderer reads.
+
+Extractors (extract.py) turn a Chart, a WorkflowDefinition or a live WorkflowState into a
+Diagram; renderers (the `statesaga.renderers` plugins) turn a Diagram into text. Ids here are
+the raw names from the tables: escaping is the renderer's job, because it differs per notation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+NodeKind = Literal["initial", "final", "normal"]
+EdgeKind = Literal["forward", "compensation"]
+DiagramKind = Literal["chart", "definition", "instance"]
+
+# Semantic styles -> (fill, stroke). Shared by every renderer so that Mermaid and DOT pictures
+# of the same thing use the same colours; a renderer may ignore styles it cannot draw.
+PALETTE: dict[str, tuple[str, str]] = {
+    "default": ("#ffffff", "#34495e"),
+    "success": ("#d4efdf", "#1e8449"),
+    "failure": ("#fadbd8", "#c0392b"),
+    "rolled_back": ("#fdebd0", "#ca6f1e"),
+    "pivot": ("#e8daef", "#6c3483"),
+    "visited": ("#d6eaf8", "#2e86c1"),
+    "current": ("#2e86c1", "#1b4f72"),
+    # Live step statuses (StepStatus values, lower-cased).
+    "pending": ("#f2f3f4", "#7f8c8d"),
+    "queued": ("#d6eaf8", "#2e86c1"),
+    "executing": ("#aed6f1", "#1b4f72"),
+    "retrying": ("#fcf3cf", "#b7950b"),
+    "completed": ("#d4efdf", "#1e8449"),
+    "failed": ("#fadbd8", "#c0392b"),
+    "compensating": ("#fdebd0", "#ca6f1e"),
+    "compensated": ("#fef5e7", "#ca6f1e"),
+    "compensation_failed": ("#f5b7b1", "#922b21"),
+    "skipped": ("#eaeded", "#95a5a6"),
+}
+
+
+@dataclass(frozen=True)
+class DiagramNode:
+    """One box: a state of a chart, a step of a definition, or a workflow outcome."""
+
+    id: str
+    label: str
+    kind: NodeKind = "normal"
+    description: str = ""
+    tags: tuple[str, ...] = ()
+    style: str = "default"
+    status: str | None = None  # live status of the step (instance diagrams only)
+    current: bool = False  # where the instance is now (instance diagrams only)
+
+
+@dataclass(frozen=True)
+class DiagramEdge:
+    """One arrow. `taken` is the 1-based position in the history where it was first traversed."""
+
+    src: str
+    dst: str
+    label: str = ""
+    guards: tuple[str, ...] = ()
+    effects: tuple[str, ...] = ()
+    kind: EdgeKind = "forward"
+    description: str = ""
+    taken: int | None = None
+
+
+@dataclass(frozen=True)
+class DiagramNote:
+    """Text attached to one node (Mermaid `note right of`, a DOT tooltip or note box)."""
+
+    target: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Diagram:
+    title: str
+    nodes: tuple[DiagramNode, ...]
+    edges: tuple[DiagramEdge, ...] = ()
+    notes: tuple[DiagramNote, ...] = ()
+    kind: DiagramKind = "chart"
+    description: str = ""
+    detail: bool = False
+    direction: Literal["TB", "LR"] = "TB"
+    _index: dict[str, DiagramNode] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        ids = [n.id for n in self.nodes]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"duplicate node ids in diagram {self.title!r}")
+        known = set(ids)
+        for e in self.edges:
+            if e.src not in known or e.dst not in known:
+                raise ValueError(f"edge {e.src!r} -> {e.dst!r} names an unknown node")
+        for n in self.notes:
+            if n.target not in known:
+                raise ValueError(f"note on unknown node {n.target!r}")
+        self._index.update({n.id: n for n in self.nodes})
+
+    def node(self, node_id: str) -> DiagramNode:
+        return self._index[node_id]
+
+    @property
+    def initial(self) -> tuple[DiagramNode, ...]:
+        return tuple(n for n in self.nodes if n.kind == "initial")
+
+    @property
+    def finals(self) -> tuple[DiagramNode, ...]:
+        return tuple(n for n in self.nodes if n.kind == "final")
+
+    @property
+    def styles(self) -> dict[str, list[str]]:
+        """style -> node ids using it (sorted, without `default`), for class statements."""
+        out: dict[str, list[str]] = {}
+        for n in self.nodes:
+            if n.style != "default":
+                out.setdefault(n.style, []).append(n.id)
+        return {k: sorted(v) for k, v in sorted(out.items())}
