@@ -25,7 +25,6 @@ from .context import StepContext
 from .definition import WorkflowDefinition, resolve_params
 from .effects import install_builtins
 from .errors import ConflictError, RegistryError, StateError, TransitionError
-from .lifecycles import lifecycle
 from .machine import CompiledChart
 from .models import (
     ACTIVE_WORKFLOW,
@@ -36,6 +35,7 @@ from .models import (
     WorkflowState,
     WorkflowStatus,
 )
+from .plugins import ChartSource, lifecycle_chart, load_registry_plugins
 from .ports import Clock, Job, Queue, Store, SystemClock
 from .registry import Registry
 
@@ -92,7 +92,10 @@ class Engine:
     """Runs sagas: `start` a definition, then each job's outcome moves it on.
 
     Collaborators are passed in: a Store, a Queue (bound to this engine's `run_job`), a
-    Registry of handlers (the built-in effects and guards are added to it) and a Clock.
+    Registry of handlers (the effects and guards of installed plugins, then the built-in ones,
+    are added to it) and a Clock. `workflow_chart` / `step_chart` replace a shipped lifecycle
+    with a user's copy of it (a Chart, a YAML path or a dict), checked by
+    `plugins.lifecycle_chart` to keep every state and trigger the engine relies on.
     """
 
     def __init__(
@@ -105,17 +108,24 @@ class Engine:
         worker: str | None = None,
         heartbeat_interval: float = 5.0,
         probe: Probe | None = None,
+        workflow_chart: ChartSource | None = None,
+        step_chart: ChartSource | None = None,
     ) -> None:
         self.store = store
         self.queue = queue
         self.registry = registry if registry is not None else Registry()
+        # Plugins first: the built-ins only fill names nobody registered.
+        load_registry_plugins(self.registry)
         install_builtins(self.registry)
         self.clock: Clock = clock or SystemClock()
         self.worker = worker
         self.heartbeat_interval = heartbeat_interval
         self.probe = probe
-        self.workflow_chart = CompiledChart(lifecycle("workflow"), self.registry)
-        self.step_chart = CompiledChart(lifecycle("step"), self.registry)
+        # A user's copy of a shipped lifecycle (e.g. with a plugin's effect on a transition).
+        self.workflow_chart = CompiledChart(
+            lifecycle_chart("workflow", workflow_chart), self.registry
+        )
+        self.step_chart = CompiledChart(lifecycle_chart("step", step_chart), self.registry)
         self.listeners: list[Listener] = []
         self._heartbeats = _Heartbeats(self)
         queue.bind(self.run_job)
@@ -150,6 +160,17 @@ class Engine:
         self.store.create(wf)
         self._after_commit(txn)
         return wf
+
+    def start_stored(self, workflow_id: str, *, by: str | None = None) -> WorkflowState:
+        """Start a PENDING workflow already in the store (PENDING --start--> RUNNING): one built
+        by hand or from todos and saved with `store.create`, rather than from a definition.
+        Its handlers must already be in this engine's registry."""
+
+        def apply(txn: Txn) -> bool:
+            self._fire(txn, None, "start")
+            return True
+
+        return self._command(workflow_id, apply, by)
 
     def run(
         self,

@@ -104,3 +104,29 @@ def test_demo_shows_one_completed_and_one_compensated_in_reverse(tmp_path: Path)
     assert "compensation order: reserve_car -> reserve_hotel -> reserve_flight" in res.stdout
     assert ": COMPLETED" in res.stdout and ": COMPENSATED" in res.stdout
     assert (tmp_path / "statesaga-demo.db").exists()
+
+
+def test_live_diagram_of_a_stored_instance_renders_with_dot(tmp_path: Path) -> None:
+    import shutil
+
+    store = f"sqlite:///{tmp_path / 'live.db'}"
+    trip = str(ROOT / "examples" / "trip.yaml")
+    data = {
+        "origin": "A",
+        "destination": "B",
+        "nights": 1,
+        "amount": 5,
+        "email": "x@y.z",
+        "fail_at": "charge_payment",
+    }
+    run = cli("run", trip, "--input", json.dumps(data), "--store", store, "--json")
+    wf_id = json.loads(run.stdout)["id"]
+    mermaid = cli("diagram", "--instance", wf_id, "--store", store, "--format", "mermaid")
+    assert mermaid.returncode == 0, mermaid.stderr
+    assert "stateDiagram-v2" in mermaid.stdout and "COMPENSATED" in mermaid.stdout
+    dot = cli("diagram", "--instance", wf_id, "--store", store, "--format", "dot")
+    assert dot.returncode == 0 and "digraph" in dot.stdout
+    if shutil.which("dot") is None:
+        return  # SVG needs graphviz; the DOT source was still checked above
+    svg = subprocess.run(["dot", "-Tsvg"], input=dot.stdout, capture_output=True, text=True)
+    assert svg.returncode == 0 and "<svg" in svg.stdout
