@@ -63,6 +63,10 @@ def _arango(request: pytest.FixtureRequest) -> Store:
     return store
 
 
+def _arango_raw(store: Any, workflow_id: str, text: str) -> None:
+    store.write_raw(workflow_id, text)
+
+
 def _arango_drop(store: Any) -> None:
     store.drop()
 
@@ -89,7 +93,9 @@ BACKENDS: dict[str, Backend] = {
     "memory": Backend(_memory, _memory_raw),
     "sqlite": Backend(_sqlite, _sqlite_raw),
     "redis": Backend(_redis, _redis_raw, marks=(pytest.mark.redis,)),
-    "arango": Backend(_arango, discard=_arango_drop, marks=(pytest.mark.arango, _NO_ARANGO)),
+    "arango": Backend(
+        _arango, _arango_raw, discard=_arango_drop, marks=(pytest.mark.arango, _NO_ARANGO)
+    ),
 }
 
 
