@@ -139,7 +139,7 @@ def run(
     data = _load_input(input_)
     import_path_for(definition)
     d = load_definition(definition)
-    engine = open_engine(store, queue)
+    engine = open_engine(store, queue, d)
     console = Console(stderr=as_json, quiet=as_json)
     wf = run_with_progress(engine, d, data, console, session_id=session, timeout=timeout)
     if as_json:
@@ -408,6 +408,165 @@ def plugins(groups: tuple[str, ...], as_json: bool, strict: bool) -> None:
         names = ", ".join(f"{p.group}:{p.name}" for p in broken)
         click.echo(f"{len(broken)} plugin(s) failed to load: {names}", err=True)
     sys.exit(1 if broken and strict else 0)
+
+
+# -- statesaga recover / cancel / check-crashes (issue 7: recovery, cancel, crash matrix) ------
+def _recovery_engine(store: str | None, queue: str | None, handlers: tuple[str, ...]) -> Any:
+    """An engine for recovery commands: with `inline://` this process runs the jobs itself,
+    so it needs the handler modules (an explicit allow-list, as for `statesaga worker`)."""
+    import os
+
+    from .console import queue_url, store_url
+    from .engine import Engine
+    from .plugins import open_queue, open_store
+    from .registry import Registry
+
+    sys.path.insert(0, os.getcwd())  # handler modules may live in the working directory
+    registry = Registry()
+    for module in (m.strip() for value in handlers for m in value.split(",") if m.strip()):
+        registry.register_module(module)
+    return Engine(open_store(store_url(store)), open_queue(queue_url(queue)), registry)
+
+
+def _run_inline(engine: Any, ids: list[str], timeout: float | None) -> None:
+    """With an in-process queue the re-enqueued jobs run here, until those workflows end."""
+    from .models import ACTIVE_WORKFLOW
+
+    if not ids or not hasattr(engine.queue, "pending"):
+        return
+    engine.queue.drain(
+        lambda: all(engine.store.get(i).status not in ACTIVE_WORKFLOW for i in ids), timeout
+    )
+
+
+_handlers_option = click.option(
+    "--handlers",
+    "handlers",
+    multiple=True,
+    metavar="MODULE",
+    help="handler modules, for the jobs this process runs itself (inline:// queue)",
+)
+
+
+@main.command()
+@_store_option
+@_queue_option
+@_handlers_option
+@click.option("--timeout", type=float, default=30.0, show_default=True,
+              help="a workflow whose heartbeat is older than S seconds is taken as lost")
+@click.option("--resume/--cancel", "resume", default=True,
+              help="resume lost workflows (default) or cancel them (compensate at once)")
+@click.option("--once", "every", flag_value=0.0, default=True, help="scan once (default)")
+@click.option("--every", "every", type=float, help="scan every S seconds until interrupted")
+@click.option("--session", default=None, help="only the workflows of this session")
+@_guard
+def recover(
+    store: str | None,
+    queue: str | None,
+    handlers: tuple[str, ...],
+    timeout: float,
+    resume: bool,
+    every: float | bool,
+    session: str | None,
+) -> None:
+    """Find workflows whose worker was lost (stale heartbeat, or SUSPENDED) and resume or
+    cancel them; their lost jobs are re-enqueued from what the store says is in flight."""
+    from .recovery import Recovery, RecoveryAction
+
+    engine = _recovery_engine(store, queue, handlers)
+    recovery = Recovery(
+        engine, timeout=timeout, action=RecoveryAction.RESUME if resume else RecoveryAction.CANCEL
+    )
+    interval = 0.0 if every is True else float(every)
+    while True:
+        report = recovery.run_once(session)
+        for wf_id in report.resumed:
+            click.echo(f"resumed {wf_id}")
+        for wf_id in report.cancelled:
+            click.echo(f"cancelled {wf_id}")
+        for wf_id, why in report.errors.items():
+            click.echo(f"skipped {wf_id}: {why}", err=True)
+        _run_inline(engine, report.resumed + report.cancelled, None)
+        if interval <= 0:
+            if not report.handled and not report.errors:
+                click.echo("nothing to recover")
+            return
+        import time
+
+        time.sleep(interval)
+
+
+@main.command()
+@click.argument("workflow_id")
+@click.option("--force", is_flag=True, help="compensate at once; a late result is undone too")
+@_store_option
+@_queue_option
+@_handlers_option
+@_guard
+def cancel(
+    workflow_id: str,
+    force: bool,
+    store: str | None,
+    queue: str | None,
+    handlers: tuple[str, ...],
+) -> None:
+    """Cancel a workflow: the step in flight finishes, nothing new starts, completed steps are
+    compensated in reverse. A finished workflow cannot be cancelled (exit 1)."""
+    engine = _recovery_engine(store, queue, handlers)
+    wf = engine.cancel(workflow_id, force=force, by="cli")
+    click.echo(f"{wf.id} {wf.status.value}")
+    _run_inline(engine, [wf.id], None)
+    final = engine.get(workflow_id)
+    if final.status is not wf.status:
+        click.echo(f"{final.id} {final.status.value}")
+
+
+@main.command(name="check-crashes")
+@click.argument("definition", type=click.Path(exists=True, dir_okay=False))
+@click.option("--input", "inputs", multiple=True,
+              help="JSON object or @file.json; repeat for several scenarios")
+@click.option("--queue", "queue", default="inline://", show_default=True,
+              help="inline:// or rq://host:port/db (each run gets its own queue name)")
+@click.option("--store", "store", default=None,
+              help="shared store URL (default: a fresh SQLite file per run)")
+@click.option("--handlers", "handlers", multiple=True, metavar="MODULE",
+              help="handler modules the workers import (default: the definition's)")
+@click.option("--boundary", "boundaries", multiple=True,
+              help="only these boundaries (default: all)")
+@click.option("--parallel", type=int, default=None, help="runs side by side")
+@click.option("--keep", is_flag=True, help="keep the run directories (stores, ledgers, logs)")
+@_guard
+def check_crashes_command(
+    definition: str,
+    inputs: tuple[str, ...],
+    queue: str,
+    store: str | None,
+    handlers: tuple[str, ...],
+    boundaries: tuple[str, ...],
+    parallel: int | None,
+    keep: bool,
+) -> None:
+    """Run a saga with its worker process SIGKILLed at every job boundary in turn, recover,
+    and check it converges with each side effect applied at most once; print the table."""
+    from .crashcheck import BOUNDARIES, Scenario, check_crashes, format_table
+
+    name = Path(definition).stem
+    modules = tuple(m.strip() for value in handlers for m in value.split(",") if m.strip())
+    scenarios = [
+        Scenario(f"{name}-{i}" if len(inputs) > 1 else name, str(Path(definition).resolve()),
+                 _load_input(value), modules)
+        for i, value in enumerate(inputs or ("",), 1)
+    ]
+    results = check_crashes(
+        scenarios,
+        queue=queue,
+        store=store,
+        boundaries=boundaries or BOUNDARIES,
+        parallel=parallel,
+        keep=keep,
+    )
+    click.echo(format_table(results))
+    sys.exit(0 if all(r.ok for r in results) else 1)
 
 
 __all__ = ["main"]

@@ -48,8 +48,11 @@ def queue_url(url: str | None) -> str:
     return url or os.environ.get("STATESAGA_QUEUE") or DEFAULT_QUEUE
 
 
-def open_engine(store: str | None, queue: str | None) -> Engine:
-    return Engine(open_store(store_url(store)), open_queue(queue_url(queue)))
+def open_engine(
+    store: str | None, queue: str | None, definition: WorkflowDefinition | None = None
+) -> Engine:
+    step_chart = definition.step_chart() if definition is not None else None
+    return Engine(open_store(store_url(store)), open_queue(queue_url(queue)), step_chart=step_chart)
 
 
 def _state(value: str) -> Text:

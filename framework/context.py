@@ -26,9 +26,20 @@ class StepContext:
     compensating: bool = False
     #: For a compensation: the result of the action being undone.
     result: Any = None
+    #: With an extended step lifecycle: the sub-state an earlier attempt reached, so a retried
+    #: or resumed handler can pick up where it was (None on a first attempt).
+    resumed_from: str | None = None
     _beat: Callable[[], None] | None = field(default=None, repr=False)
+    _progress: Callable[..., Any] | None = field(default=None, repr=False)
 
     def heartbeat(self) -> None:
         """Record that this long-running handler is alive (recovery looks for stale ones)."""
         if self._beat is not None:
             self._beat()
+
+    def progress(self, trigger: str, detail: str | None = None) -> None:
+        """Fire a sub-state trigger of this step's lifecycle (e.g. `tool_called`), so the
+        stored document, the history and the live diagram show where the handler is."""
+        if self._progress is None:
+            raise RuntimeError("progress triggers apply to a running step's action only")
+        self._progress(trigger, detail)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ._yaml import LineMap, load_yaml_file, pydantic_problems
+from .chart import Chart, load_chart
 from .errors import DefinitionError, Problem
 from .models import (
     CompensationAction,
@@ -78,6 +79,11 @@ class DefinitionSpec(_Strict):
         (), description="modules to import; they register the handlers the steps name"
     )
     strategy: CompensationStrategy = CompensationStrategy.BACKWARD
+    step_lifecycle: str | None = Field(
+        None,
+        description="a chart file (relative to this definition) extending the step lifecycle, "
+        "e.g. with sub-states inside EXECUTING; the engine running this saga must use it",
+    )
     defaults: Defaults = Field(default_factory=Defaults)
     steps: tuple[StepSpec, ...] = Field(min_length=1)
 
@@ -110,6 +116,16 @@ class WorkflowDefinition:
     @property
     def pivot(self) -> str | None:
         return next((s.name for s in self.steps if s.pivot), None)
+
+    def step_chart(self) -> Chart | None:
+        """The step lifecycle this saga runs on, when it names its own (`step_lifecycle`)."""
+        ref = self.spec.step_lifecycle
+        if ref is None:
+            return None
+        path = Path(ref)
+        if self.file is not None and not path.is_absolute():
+            path = Path(self.file).parent / path
+        return load_chart(path)
 
     def import_handlers(self) -> None:
         """Import the handler modules the definition lists (they register their handlers)."""

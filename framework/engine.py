@@ -24,8 +24,8 @@ from typing import Any
 from .context import StepContext
 from .definition import WorkflowDefinition, resolve_params
 from .effects import install_builtins
-from .errors import ConflictError, RegistryError, StateError, TransitionError
-from .machine import CompiledChart
+from .errors import ConflictError, DefinitionError, RegistryError, StateError, TransitionError
+from .machine import CompiledChart, State, below_top, top
 from .models import (
     ACTIVE_WORKFLOW,
     HistoryEntry,
@@ -141,6 +141,20 @@ class Engine:
             except RegistryError:
                 pass  # already registered by an earlier load of the same module
         definition.check_handlers(self.registry)
+        wanted = definition.spec.step_lifecycle
+        if wanted is not None:
+            chart = definition.step_chart()
+            if chart is not None and chart.name != self.step_chart.name:
+                raise DefinitionError(
+                    [
+                        definition.lines.problem(
+                            ("step_lifecycle",),
+                            f"this saga runs on the step lifecycle {chart.name!r} but the engine "
+                            f"runs {self.step_chart.name!r}: build it with "
+                            "Engine(..., step_chart=definition.step_chart())",
+                        )
+                    ]
+                )
 
     def start(
         self,
@@ -239,6 +253,41 @@ class Engine:
             return True
 
         return self._command(workflow_id, apply, by)
+
+    def progress(
+        self,
+        workflow_id: str,
+        step: str,
+        attempt: int,
+        trigger: str,
+        detail: str | None = None,
+    ) -> WorkflowState:
+        """Fire a sub-state trigger of a running step (e.g. CALLING_MODEL -> WAITING_FOR_TOOL
+        in a user's extended step lifecycle), saved and recorded in history like any other
+        transition. Only triggers that keep the step inside EXECUTING are accepted; the
+        attempt must still be the running one."""
+
+        def apply(txn: Txn) -> bool:
+            s = txn.wf.step(step)
+            if s.status is not StepStatus.EXECUTING or s.attempts != attempt:
+                raise StateError(
+                    f"{workflow_id}: step {step!r} attempt {attempt} is not running "
+                    f"(it is {s.status.value}, attempt {s.attempts})"
+                )
+            source = _full_state(s.status.value, s.substate)
+            self._fire(txn, s, trigger, detail)
+            if StepStatus(s.status) is not StepStatus.EXECUTING:
+                raise TransitionError(
+                    self.step_chart.name,
+                    _label(source),
+                    trigger,
+                    self.step_chart.allowed(source),
+                    "a progress trigger must keep the step inside EXECUTING",
+                )
+            txn.persist = True
+            return True
+
+        return self._command(workflow_id, apply, self.worker)
 
     def get(self, workflow_id: str) -> WorkflowState:
         return self.store.get(workflow_id)
@@ -386,7 +435,13 @@ class Engine:
             session_id=wf.session_id,
             compensating=compensating,
             result=step.result,
+            resumed_from=None if compensating else _last_substate(wf, step, job.attempt),
             _beat=lambda: self.store.heartbeat(wf.id, self.clock.now()),
+            _progress=None
+            if compensating
+            else lambda trigger, detail=None: self.progress(
+                wf.id, step.name, job.attempt, trigger, detail
+            ),
         )
         timeout = None if compensating else step.timeout
         if self.heartbeat_interval > 0:
@@ -455,22 +510,25 @@ class Engine:
         """Fire one trigger on the workflow (step None) or a step, and run its effects."""
         wf = txn.wf
         compiled = self.workflow_chart if step is None else self.step_chart
-        source = wf.status.value if step is None else step.status.value
+        holder: WorkflowState | SagaStep = wf if step is None else step
+        source = _full_state(holder.status.value, holder.substate)
         ctx = TransitionContext(self, txn, step)
-        spec = compiled.fire(source, trigger, ctx)
+        spec, reached = compiled.fire_to(source, trigger, ctx)
         now = self.clock.now()
+        dest = top(reached)
+        holder.substate = below_top(reached)
         if step is None:
-            wf.status = WorkflowStatus(spec.dest)
-            if self.workflow_chart.chart.is_final(spec.dest):
+            wf.status = WorkflowStatus(dest)
+            if self.workflow_chart.chart.is_final(dest):
                 wf.finished_at = now
         else:
-            step.status = StepStatus(spec.dest)
+            step.status = StepStatus(dest)
         entry = HistoryEntry(
             at=now,
             chart=compiled.name,
             trigger=trigger,
-            source=source,
-            dest=spec.dest,
+            source=_label(source),
+            dest=_label(reached),
             step=step.name if step else None,
             attempt=step.attempts if step else None,
             by=txn.by,
@@ -483,6 +541,8 @@ class Engine:
             deferred = self.registry.get_effect(ref.name).func(ctx, **ref.args)
             if deferred is not None:
                 txn.deferred.append(deferred)
+        if step is not None:
+            entry.attempt = step.attempts  # `dispatch` starts the next attempt in its effects
 
     def _drain_followups(self, txn: Txn) -> None:
         while txn.followups:
@@ -540,6 +600,27 @@ class Engine:
 
 
 _OPEN = frozenset(ACTIVE_WORKFLOW | {WorkflowStatus.PENDING, WorkflowStatus.SUSPENDED})
+
+
+def _last_substate(wf: WorkflowState, step: SagaStep, attempt: int) -> str | None:
+    """Where an earlier attempt of this step got to inside EXECUTING, if anywhere."""
+    prefix = f"{StepStatus.EXECUTING.value}."
+    for entry in reversed(wf.history):
+        if entry.step == step.name and (entry.attempt or 0) < attempt:
+            if entry.dest.startswith(prefix):
+                return entry.dest[len(prefix) :]
+    return None
+
+
+def _full_state(status: str, substate: list[str]) -> State:
+    if not substate:
+        return status
+    paths = [f"{status}.{sub}" for sub in substate]
+    return paths[0] if len(paths) == 1 else paths
+
+
+def _label(state: State) -> str:
+    return state if isinstance(state, str) else ",".join(state)
 
 
 def _jobname(job: Job) -> str:

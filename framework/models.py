@@ -166,6 +166,11 @@ class SagaStep(_Doc):
     started_at: datetime | None = None
     completed_at: datetime | None = None
     todo_id: str | None = None
+    substate: list[str] = Field(
+        default_factory=list,
+        description="the active sub-state(s) under status, for a step lifecycle with compound "
+        "states (e.g. ['CALLING_MODEL'] while EXECUTING)",
+    )
 
     def idempotency_key(self, workflow_id: str, attempt: int | None = None) -> str:
         return f"{workflow_id}:{self.name}:{attempt if attempt is not None else self.attempts}"
@@ -189,6 +194,7 @@ class WorkflowState(_Doc):
     finished_at: datetime | None = None
     heartbeat_at: datetime | None = None
     revision: int = 0
+    substate: list[str] = Field(default_factory=list, description="as SagaStep.substate")
     history: list[HistoryEntry] = Field(default_factory=list)
 
     def step(self, name: str) -> SagaStep:

@@ -6,13 +6,21 @@ would be. Nothing is imported until asked for, so `import statesaga` stays light
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from .errors import AdapterError
+from .chart import Chart, load_chart
+from .errors import AdapterError, DefinitionError, Problem
+from .lifecycles import lifecycle
 from .ports import Queue, Store
+
+if TYPE_CHECKING:
+    from .registry import Registry
 
 GROUPS = (
     "statesaga.stores",
@@ -30,11 +38,15 @@ _EXTRAS = {"redis": "rq", "rq": "rq", "arango": "arango"}
 
 @dataclass(frozen=True)
 class PluginInfo:
+    """One entry point as `statesaga plugins` shows it; `error` is set when it cannot load."""
+
     group: str
     name: str
     module: str
     version: str | None
     error: str | None = None
+    value: str = ""
+    dist: str | None = None
 
 
 def _entry_points(group: str) -> dict[str, EntryPoint]:
@@ -87,5 +99,133 @@ def installed() -> list[PluginInfo]:
                 ep.load()
             except Exception as exc:  # a broken plugin is reported, not fatal
                 error = f"{type(exc).__name__}: {exc}"
-            out.append(PluginInfo(group, ep.name, ep.module, version, error))
+            dist = ep.dist.name if ep.dist is not None else None
+            out.append(PluginInfo(group, ep.name, ep.module, version, error, ep.value, dist))
     return out
+
+
+# -- effects and guards -------------------------------------------------------------------
+def _origin(ep: EntryPoint) -> str:
+    dist = f" from {ep.dist.name} {ep.dist.version}" if ep.dist is not None else ""
+    return f"{ep.group} plugin {ep.name!r} ({ep.value}{dist})"
+
+
+def _check_callable(ep: EntryPoint, func: Any, *, guard: bool) -> None:
+    """Check the object against its role when it is registered, not when a transition fires."""
+    if not callable(func):
+        raise AdapterError(f"{_origin(ep)} is not callable: {func!r}")
+    try:
+        sig = inspect.signature(func)
+    except (TypeError, ValueError):  # e.g. some C callables: nothing to check against
+        return
+    if guard:
+        try:
+            sig.bind(None)
+        except TypeError:
+            raise AdapterError(
+                f"{_origin(ep)}: a guard is called as func(ctx) -> bool; its signature is {sig}"
+            ) from None
+        return
+    takes_ctx = any(
+        p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
+        for p in sig.parameters.values()
+    )
+    if not takes_ctx:
+        raise AdapterError(
+            f"{_origin(ep)}: an effect is called as func(ctx, **args); its signature is {sig}"
+        )
+
+
+def load_registry_plugins(registry: Registry) -> list[str]:
+    """Register every effect and guard plugin (`statesaga.effects`, `statesaga.guards`).
+
+    Called when an Engine is built, never on import, so a table can name a plugin's effect.
+    A name already in the registry is kept (what the application registered wins over a
+    plugin, and a plugin over a built-in, which are added afterwards). Returns the
+    `group:name` of each plugin registered. Raises AdapterError naming the plugin and its
+    group when one cannot be loaded, or when two distributions claim the same name.
+    """
+    registered: list[str] = []
+    installed_eps = entry_points()  # one scan of the installed metadata for both groups
+    for group, has, register, is_guard in (
+        ("statesaga.effects", registry.has_effect, registry.register_effect, False),
+        ("statesaga.guards", registry.has_guard, registry.register_guard, True),
+    ):
+        seen: dict[str, EntryPoint] = {}
+        for ep in sorted(installed_eps.select(group=group), key=lambda e: e.name):
+            if ep.name in seen and seen[ep.name].value != ep.value:
+                raise AdapterError(
+                    f"{group} name {ep.name!r} is claimed twice: by {_origin(seen[ep.name])} "
+                    f"and by {_origin(ep)}; uninstall one of them"
+                )
+            seen[ep.name] = ep
+            if has(ep.name):
+                continue
+            try:
+                func = ep.load()
+            except Exception as exc:  # any import-time failure of third-party code
+                raise AdapterError(
+                    f"{_origin(ep)} failed to load: {type(exc).__name__}: {exc}"
+                ) from exc
+            _check_callable(ep, func, guard=is_guard)
+            register(ep.name, func)
+            registered.append(f"{group}:{ep.name}")
+    return registered
+
+
+# -- user-supplied lifecycles -------------------------------------------------------------
+#: A chart, or a YAML path or dict to load one from.
+ChartSource = Chart | str | Path | Mapping[str, Any]
+
+
+def lifecycle_chart(name: str, source: ChartSource | None) -> Chart:
+    """The lifecycle chart the engine runs: the shipped one, or a user's copy of it.
+
+    A user's copy (typically the shipped YAML with plugin effects or guards added to its
+    transitions) must keep what the engine relies on: the same chart name, initial state,
+    states and final states (the models' status enums), and every trigger the shipped chart
+    accepts from each state (the engine fires them). Transitions, guards and effects may be
+    added or changed. Raises DefinitionError listing every difference.
+    """
+    shipped = lifecycle(name)
+    if source is None:
+        return shipped
+    chart = source if isinstance(source, Chart) else load_chart(source)
+    if chart is shipped:
+        return chart
+    problems: list[str] = []
+    if chart.name != shipped.name and chart.spec.extends != shipped.name:
+        problems.append(f"the chart must be named {shipped.name!r}, not {chart.name!r}")
+    if chart.initial != shipped.initial:
+        problems.append(f"the initial state must be {shipped.initial!r}, not {chart.initial!r}")
+    # Sub-states inside the shipped states are the user's own (the status stays a shipped
+    # state; the engine keeps the path below it in `substate`).
+    missing, extra = (
+        set(shipped.states) - set(chart.top_states),
+        set(chart.top_states) - set(shipped.states),
+    )
+    if missing:
+        problems.append(f"states of the shipped {name} lifecycle are missing: {sorted(missing)}")
+    if extra:
+        problems.append(
+            f"states unknown to the engine cannot be added: {sorted(extra)} "
+            f"(the {name} status is one of the shipped states)"
+        )
+    if {st for st in chart.final_states if st in chart.top_states} != shipped.final_states:
+        problems.append(
+            f"the final states must be {sorted(shipped.final_states)}, "
+            f"not {sorted(chart.final_states)}"
+        )
+    for state in shipped.states:
+        if state not in chart.states:
+            continue
+        lost = set(shipped.allowed_triggers(state)) - set(chart.allowed_triggers(state))
+        if lost:
+            problems.append(
+                f"state {state!r} no longer accepts {sorted(lost)}, which the engine fires"
+            )
+    if problems:
+        raise DefinitionError(
+            Problem(f"not a valid {name} lifecycle: {p}", chart.file) for p in problems
+        )
+    return chart
