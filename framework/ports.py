@@ -4,7 +4,6 @@ imports an adapter (see plugins.py for how a URL picks one)."""
 from __future__ import annotations
 
 import builtins
-
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime

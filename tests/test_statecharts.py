@@ -6,7 +6,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from statesaga import (
     CompiledChart,
     DefinitionError,
@@ -199,7 +198,8 @@ def test_a_broken_extension_is_rejected_precisely(
 ) -> None:
     text = (
         "chart: my_step\nextends: step\nstates:\n"
-        "  - name: EXECUTING\n    initial: THINKING\n    states: [{name: THINKING}, {name: ACTING}]\n"
+        "  - name: EXECUTING\n    initial: THINKING\n"
+        "    states: [{name: THINKING}, {name: ACTING}]\n"
         "transitions:\n  - {trigger: act, source: EXECUTING.THINKING, dest: EXECUTING.ACTING}\n"
     )
     lines = text.splitlines(keepends=True)
