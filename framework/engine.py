@@ -128,6 +128,7 @@ class Engine:
         self.step_chart = CompiledChart(lifecycle_chart("step", step_chart), self.registry)
         self.listeners: list[Listener] = []
         self._heartbeats = _Heartbeats(self)
+        self._ended: dict[str, None] = {}  # ids of workflows this engine saw end, oldest first
         queue.bind(self.run_job)
 
     # -- public API ----------------------------------------------------------------------
@@ -207,13 +208,25 @@ class Engine:
         """Block until the workflow is in a final state (or timeout); in-process queues run
         its jobs here. `on_progress` sees the stored document each time the queue checks."""
 
+        # Workflows this process finished are known without a read; others (finished by
+        # workers elsewhere) are polled from the store, at most every _POLL seconds.
+        last_read = 0.0
+
         def done() -> bool:
+            nonlocal last_read
+            if workflow_id in self._ended:
+                return True
+            now = time.monotonic()
+            if on_progress is None and now - last_read < _POLL:
+                return False
+            last_read = now
             wf = self.store.get(workflow_id)
             if on_progress is not None:
                 on_progress(wf)
             return wf.status not in _OPEN
 
         self.queue.drain(done, timeout)
+        self._ended.pop(workflow_id, None)
         wf = self.store.get(workflow_id)
         if on_progress is not None:
             on_progress(wf)
@@ -557,6 +570,10 @@ class Engine:
                 log.info("%s: %s", txn.wf.id, exc)
 
     def _after_commit(self, txn: Txn) -> None:
+        if txn.wf.status not in _OPEN:
+            self._ended[txn.wf.id] = None
+            while len(self._ended) > _ENDED_KEPT:  # forget the oldest; waiters re-read the store
+                self._ended.pop(next(iter(self._ended)))
         for action in txn.deferred:
             action()
         for entry in txn.emitted:
@@ -599,6 +616,8 @@ class Engine:
         )
 
 
+_POLL = 0.05
+_ENDED_KEPT = 10_000
 _OPEN = frozenset(ACTIVE_WORKFLOW | {WorkflowStatus.PENDING, WorkflowStatus.SUSPENDED})
 
 

@@ -65,7 +65,8 @@ def test_schema_is_json_schema_of_the_table_format() -> None:
     res = cli("schema")
     schema = json.loads(res.stdout)
     assert schema["title"] == "statesaga chart"
-    assert set(schema["required"]) >= {"chart", "initial", "states"}
+    assert schema["required"] == ["chart"]
+    assert {"initial", "states", "transitions", "extends"} <= set(schema["properties"])
 
 
 def test_run_exit_codes_and_json(tmp_path: Path) -> None:
