@@ -4,6 +4,15 @@ Escaping. Every id is a quoted DOT ID (`"` and `\\` escaped, so a name cannot en
 every label is a quoted escString in which `\\` is doubled (so `\\N`, `\\G`, `\\l` … stay text),
 newlines become `\\n` line breaks and `&`, `<`, `>` become entities (Graphviz decodes them and
 re-escapes them in the SVG, so a label cannot add an element to the picture).
+
+Compound states. A compound state is a `subgraph "cluster_<path>"` holding its children and
+its own start/end markers (the regions of a parallel state are dashed clusters inside it).
+DOT edges join nodes, not clusters, so a transition to (or from) a compound state is drawn to
+(from) the leaf it enters first, its initial child followed down, and clipped at the cluster's
+border with `lhead` (`ltail`) under `compound=true`: it reads as an arrow to the composite box,
+while the leaf it touches is the one the chart actually enters. Clipping is left out when the
+other end lies inside the same cluster (Graphviz cannot clip an edge at a cluster holding both
+ends), e.g. a transition from a compound state to one of its own children.
 """
 
 from __future__ import annotations
@@ -79,6 +88,27 @@ def _markers(diagram: Diagram) -> dict[str, object]:
     }
 
 
+def _cluster(node_id: str) -> str:
+    return f"cluster_{node_id}"
+
+
+def edge_ends(diagram: Diagram, src: str, dst: str) -> dict[str, str | None]:
+    """The nodes an edge between two diagram nodes joins, and the clusters it is clipped at."""
+    tail, head = diagram.entry(src), diagram.entry(dst)
+    return {
+        "tail": tail,
+        "head": head,
+        "ltail": _cluster(src) if tail != src and src not in diagram.ancestors(dst) else None,
+        "lhead": _cluster(dst) if head != dst and dst not in diagram.ancestors(src) else None,
+    }
+
+
+def entry_end(diagram: Diagram, node_id: str) -> dict[str, str | None]:
+    """The node an arrow to `node_id` from outside it joins, and the cluster it is clipped at."""
+    leaf = diagram.entry(node_id)
+    return {"node": leaf, "cluster": _cluster(node_id) if leaf != node_id else None}
+
+
 class DotRenderer:
     """Graphviz DOT source: point marker for the start, doublecircle markers for the ends,
     descriptions as tooltips."""
@@ -98,6 +128,10 @@ class DotRenderer:
             markers=_markers(diagram),
             edge_text=edge_text,
             node_text=node_text,
+            ends=[edge_ends(diagram, e.src, e.dst) for e in diagram.edges],
+            note_ends=[entry_end(diagram, n.target) for n in diagram.notes],
+            ends_of=lambda node_id: entry_end(diagram, node_id),
+            cluster=_cluster,
         ))
 
 

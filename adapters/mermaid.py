@@ -6,6 +6,15 @@ safe identifier is kept; anything else becomes `s_<sanitised>_<hash>`), so the s
 always gives the same ids. Labels are single-line text with every character that Mermaid
 treats as syntax replaced by a harmless look-alike: a hostile label can neither end a
 statement, start a new one, open a comment nor reach the HTML Mermaid produces.
+
+Composites. A compound state is drawn as `state ID { ... }` with its children, its own `[*]`
+markers and the transitions between its children inside; the regions of a parallel state are
+composites separated by `--`. A nested state's id is built from its path (`EXECUTING_CALLING_MODEL`,
+labelled `CALLING_MODEL`), because Mermaid's ids are global to the diagram. Each transition is
+written in the innermost composite holding both its ends. Mermaid cannot draw a transition
+between states inside two different composites (nor apply a classDef within a composite), so
+such a transition is still emitted with its real ends at their common level, where Mermaid's
+layout may draw it loosely, and live states inside composites show their status as text.
 """
 
 from __future__ import annotations
@@ -14,7 +23,7 @@ import hashlib
 import re
 from typing import Any
 
-from statesaga.diagram.model import PALETTE, Diagram, DiagramEdge
+from statesaga.diagram.model import PALETTE, Diagram, DiagramEdge, DiagramNote
 from statesaga.diagram.render import template_env
 
 _SAFE_ID = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
@@ -65,7 +74,8 @@ def mermaid_ids(diagram: Diagram) -> dict[str, str]:
     out: dict[str, str] = {}
     used: set[str] = set()
     for n in diagram.nodes:
-        mid = base = mermaid_id(n.id)
+        # Top-level ids keep their historical form, so flat charts render exactly as before.
+        mid = base = mermaid_id(n.id if n.parent is None else n.id.replace(".", "_"))
         i = 2
         while mid in used:
             mid, i = f"{base}_{i}", i + 1
@@ -88,7 +98,8 @@ def edge_text(e: DiagramEdge) -> str:
 
 
 class MermaidRenderer:
-    """A Mermaid `stateDiagram-v2` (composite-free): `[*] -->` for initial, `--> [*]` for finals."""
+    """A Mermaid `stateDiagram-v2`: `[*] -->` for initial, `--> [*]` for finals (inside the
+    composite of a nested state), composites for compound states."""
 
     name = "mermaid"
     extension = "mmd"
@@ -100,17 +111,30 @@ class MermaidRenderer:
 
     def render(self, diagram: Diagram) -> str:
         ids = mermaid_ids(diagram)
+        # Mermaid applies no classDef to a composite or to a state inside one.
+        plain = {n.id for n in diagram.children(None) if not diagram.is_compound(n.id)}
         classes: list[dict[str, Any]] = [
             {
                 "name": mermaid_id(style),
                 "fill": PALETTE.get(style, PALETTE["default"])[0],
                 "stroke": PALETTE.get(style, PALETTE["default"])[1],
-                "members": sorted(ids[m] for m in members),
+                "members": sorted(ids[m] for m in members if m in plain),
             }
             for style, members in diagram.styles.items()
         ]
+        edges: dict[str | None, list[DiagramEdge]] = {}
+        for e in diagram.edges:
+            edges.setdefault(diagram.scope(e), []).append(e)
+        notes: dict[str | None, list[DiagramNote]] = {}
+        for note in diagram.notes:
+            notes.setdefault(diagram.node(note.target).parent, []).append(note)
         return str(self._template.render(
-            diagram=diagram, ids=ids, classes=classes, edge_text=edge_text
+            diagram=diagram,
+            ids=ids,
+            classes=[c for c in classes if c["members"]],
+            edge_text=edge_text,
+            edges=edges,
+            notes=notes,
         ))
 
 

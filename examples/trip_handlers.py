@@ -23,7 +23,8 @@ def _maybe_fail(ctx: StepContext) -> None:
 
 
 def _ref(prefix: str, ctx: StepContext) -> str:
-    # Derived from the idempotency key: re-running an attempt yields the same booking.
+    # Derived from the idempotency key, which is the same for every attempt of the step:
+    # a retry after a lost worker finds the same booking instead of making a second one.
     return f"{prefix}-{hashlib.sha1(ctx.idempotency_key.encode()).hexdigest()[:6].upper()}"
 
 

@@ -11,8 +11,10 @@ from typing import Any
 class StepContext:
     """The argument of every action and compensation handler.
 
-    `idempotency_key` is stable for one attempt (workflow id, step, attempt), so a handler can
-    pass it to an external API and make a re-run of that attempt harmless.
+    `idempotency_key` names the operation (workflow id and step; `:undo` for a compensation)
+    and is the same for every attempt, so a handler that passes it to an external API makes a
+    re-run harmless even when a worker died after the call but before its outcome was saved.
+    `attempt_key` adds the attempt number, for calls that must differ per attempt.
     """
 
     workflow_id: str
@@ -22,6 +24,7 @@ class StepContext:
     input: Mapping[str, Any]
     results: Mapping[str, Any]
     idempotency_key: str
+    attempt_key: str = ""
     session_id: str | None = None
     compensating: bool = False
     #: For a compensation: the result of the action being undone.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -337,25 +337,33 @@ def is_definition(data: Any) -> bool:
 _REF = re.compile(r"\$\{([^}]+)\}")
 
 
-def resolve_params(value: Any, scope: Mapping[str, Any]) -> Any:
+def resolve_params(
+    value: Any, scope: Mapping[str, Any], missing_ok: set[str] | frozenset[str] = frozenset()
+) -> Any:
     """Replace `${input.x}`, `${steps.NAME.key}` or `${result.key}` with values from scope.
 
     A string that is exactly one reference takes the referenced value (any JSON type);
-    references inside longer strings are formatted as text. Unknown paths raise KeyError.
+    references inside longer strings are formatted as text. Unknown paths raise KeyError,
+    except under a root named in `missing_ok`, which resolve to None.
     """
     if isinstance(value, dict):
-        return {k: resolve_params(v, scope) for k, v in value.items()}
+        return {k: resolve_params(v, scope, missing_ok) for k, v in value.items()}
     if isinstance(value, list):
-        return [resolve_params(v, scope) for v in value]
+        return [resolve_params(v, scope, missing_ok) for v in value]
     if not isinstance(value, str) or "${" not in value:
         return value
     whole = _REF.fullmatch(value)
     if whole:
-        return _lookup(whole.group(1), scope)
-    return _REF.sub(lambda m: str(_lookup(m.group(1), scope)), value)
+        return _lookup(whole.group(1), scope, missing_ok)
+    return _REF.sub(lambda m: str(_lookup(m.group(1), scope, missing_ok)), value)
 
 
-def _lookup(path: str, scope: Mapping[str, Any]) -> Any:
+def _lookup(path: str, scope: Mapping[str, Any], missing_ok: Set[str] = frozenset()) -> Any:
+    if path.strip().split(".")[0] in missing_ok:
+        try:
+            return _lookup(path, scope)
+        except KeyError:
+            return None
     cur: Any = scope
     for part in path.strip().split("."):
         if isinstance(cur, Mapping) and part in cur:

@@ -432,11 +432,16 @@ class Engine:
         try:
             handler = self.registry.get_handler(action)
             raw = comp.params if compensating and comp is not None else step.params
-            params = resolve_params(raw, scope)
+            # An action whose outcome is unknown (its worker was lost) is undone without a
+            # result: its `${result...}` references resolve to None and the compensation finds
+            # the effect by its idempotency key instead.
+            lenient = {"result"} if compensating and step.result is None else set()
+            params = resolve_params(raw, scope, missing_ok=lenient)
         except (RegistryError, KeyError) as exc:
             return "error", StepError(
                 type=type(exc).__name__, message=str(exc), attempt=job.attempt
             )
+        operation = f"{wf.id}:{step.name}{':undo' if compensating else ''}"
         ctx = StepContext(
             workflow_id=wf.id,
             step=step.name,
@@ -444,7 +449,8 @@ class Engine:
             params=params,
             input=wf.input,
             results=wf.results,
-            idempotency_key=f"{wf.id}:{step.name}:{'undo:' if compensating else ''}{job.attempt}",
+            idempotency_key=operation,
+            attempt_key=f"{operation}:{job.attempt}",
             session_id=wf.session_id,
             compensating=compensating,
             result=step.result,

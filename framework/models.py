@@ -172,8 +172,9 @@ class SagaStep(_Doc):
         "states (e.g. ['CALLING_MODEL'] while EXECUTING)",
     )
 
-    def idempotency_key(self, workflow_id: str, attempt: int | None = None) -> str:
-        return f"{workflow_id}:{self.name}:{attempt if attempt is not None else self.attempts}"
+    def idempotency_key(self, workflow_id: str) -> str:
+        """The key handlers receive: the same for every attempt of this step."""
+        return f"{workflow_id}:{self.name}"
 
 
 class WorkflowState(_Doc):

@@ -92,13 +92,116 @@ def live_trip() -> WorkflowState:
     return wf
 
 
+def nested_chart() -> dict[str, Any]:
+    """A compound state (with a final child that its parent's transition leaves from), a
+    parallel state with two regions, transitions into and out of both, and a deep edge."""
+    return {
+        "chart": "nested",
+        "initial": "IDLE",
+        "states": [
+            {"name": "IDLE"},
+            {
+                "name": "WORKING",
+                "description": "busy",
+                "initial": "PLANNING",
+                "states": [
+                    {"name": "PLANNING", "description": "thinking"},
+                    {"name": "DOING"},
+                    {"name": "DONE_HERE", "final": True},
+                ],
+            },
+            {
+                "name": "SYNCING",
+                "parallel": True,
+                "states": [
+                    {
+                        "name": "UPLOAD",
+                        "initial": "SENDING",
+                        "states": [{"name": "SENDING"}, {"name": "SENT", "final": True}],
+                    },
+                    {
+                        "name": "INDEX",
+                        "initial": "SCANNING",
+                        "states": [{"name": "SCANNING"}, {"name": "INDEXED", "final": True}],
+                    },
+                ],
+            },
+            {"name": "FINISHED", "final": True, "tags": ["success"]},
+        ],
+        "transitions": [
+            {"trigger": "start", "source": "IDLE", "dest": "WORKING"},
+            {"trigger": "act", "source": "WORKING.PLANNING", "dest": "WORKING.DOING"},
+            {"trigger": "finish", "source": "WORKING.DOING", "dest": "WORKING.DONE_HERE"},
+            {"trigger": "sync", "source": "WORKING", "dest": "SYNCING"},
+            {"trigger": "abort", "source": "WORKING.DOING", "dest": "IDLE"},
+            {"trigger": "sent", "source": "SYNCING.UPLOAD.SENDING", "dest": "SYNCING.UPLOAD.SENT"},
+            {
+                "trigger": "indexed",
+                "source": "SYNCING.INDEX.SCANNING",
+                "dest": "SYNCING.INDEX.INDEXED",
+            },
+            {"trigger": "close", "source": "SYNCING", "dest": "FINISHED"},
+        ],
+    }
+
+
+def hostile_nested_chart() -> dict[str, Any]:
+    """hostile_chart's names as the children of a compound state with a hostile name, inside
+    a parallel state whose regions have hostile names too."""
+    names = HOSTILE_NAMES
+    inner = hostile_chart()
+    return {
+        "chart": 'nested "evil" {chart}',
+        "description": HOSTILE_LABEL,
+        "initial": "x]-->y",
+        "states": [
+            {
+                "name": "x]-->y",
+                "description": HOSTILE_LABEL,
+                "initial": names[0],
+                "states": inner["states"],
+            },
+            {
+                "name": "%% par {",
+                "parallel": True,
+                "description": HOSTILE_LABEL,
+                "states": [
+                    {
+                        "name": n,
+                        "initial": "<b>",
+                        "states": [{"name": "<b>"}, {"name": "end", "final": True}],
+                    }
+                    for n in ("-- region }", "end")
+                ],
+            },
+            {"name": "}", "final": True},
+        ],
+        "transitions": [
+            *(
+                {**t, "source": f"x]-->y.{t['source']}", "dest": f"x]-->y.{t['dest']}"}
+                for t in inner["transitions"]
+            ),
+            {"trigger": HOSTILE_LABEL, "source": "x]-->y", "dest": "%% par {"},
+            *(
+                {"trigger": "t", "source": f"%% par {{.{r}.<b>", "dest": f"%% par {{.{r}.end"}
+                for r in ("-- region }", "end")
+            ),
+            {"trigger": "out", "source": "%% par {", "dest": "}"},
+        ],
+    }
+
+
 _ID = r"[A-Za-z0-9_]+"
 _END = rf"(?:\[\*\]|{_ID})"
+_PAD = r"(?:    )+"
 MERMAID_LINES = {
-    "transition": re.compile(rf"^    {_END} --> {_END}(?: : (?P<label>[^\n]+))?$"),
-    "state": re.compile(rf'^    state "(?P<label>[^"\n]+)" as {_ID}$'),
-    "description": re.compile(rf"^    {_ID} : (?P<label>[^\n]+)$"),
-    "note": re.compile(rf"^    note right of {_ID} : (?P<label>[^\n]+)$"),
+    "transition": re.compile(rf"^{_PAD}{_END} --> {_END}(?: : (?P<label>[^\n]+))?$"),
+    "state": re.compile(rf'^{_PAD}state "(?P<label>[^"\n]+)" as {_ID}$'),
+    "composite": re.compile(rf"^{_PAD}state {_ID} \{{$"),
+    "close": re.compile(rf"^{_PAD}\}}$"),
+    "region": re.compile(rf"^{_PAD}--$"),
+    "description": re.compile(rf"^{_PAD}{_ID} : (?P<label>[^\n]+)$"),
+    "note": re.compile(rf"^{_PAD}note right of {_ID} : (?P<label>[^\n]+)$"),
     "classDef": re.compile(
         rf"^    classDef {_ID} fill:#[0-9a-f]{{6}},stroke:#[0-9a-f]{{6}},color:#000$"
     ),
@@ -129,6 +232,23 @@ def check_mermaid(text: str, diagram: Diagram) -> dict[str, list[str]]:
         if kinds[0] != "classDef":
             assert ":" not in label, line
         found[kinds[0]].append(label)
+    # Composites are balanced and nested by indentation; one per compound node.
+    depth = 0
+    for line in lines[4:]:
+        pad = (len(line) - len(line.lstrip(" "))) // 4
+        if MERMAID_LINES["close"].match(line):
+            depth -= 1
+            assert pad == depth + 1, line
+        else:
+            assert pad == depth + 1, f"{line!r} at depth {depth}"
+        if MERMAID_LINES["composite"].match(line):
+            depth += 1
+    assert depth == 0
+    compound = [n for n in diagram.nodes if diagram.is_compound(n.id)]
+    assert len(found["composite"]) == len(found["close"]) == len(compound)
+    assert len(found["region"]) == sum(
+        len(diagram.children(n.id)) - 1 for n in compound if n.parallel
+    )
     # One line per intended statement: edges + a start per initial + an end per final.
     assert len(found["transition"]) == (
         len(diagram.edges) + len(diagram.initial) + len(diagram.finals)

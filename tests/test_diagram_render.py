@@ -15,8 +15,16 @@ import pytest
 from statesaga.adapters.graphviz import DOT_MISSING, dot_id, dot_label, run_dot
 from statesaga.adapters.mermaid import mermaid_id, mermaid_ids, mermaid_label
 from statesaga.chart import load_chart
+from statesaga.cli import validate_file
 from statesaga.definition import load_definition
-from statesaga.diagram import Diagram, DiagramNode, from_chart, from_definition, from_instance
+from statesaga.diagram import (
+    Diagram,
+    DiagramNode,
+    from_chart,
+    from_definition,
+    from_instance,
+    from_loaded,
+)
 from statesaga.diagram import get_renderer as renderer
 from statesaga.errors import AdapterError
 from statesaga.examples import DIR as EXAMPLES
@@ -49,7 +57,9 @@ def _all_diagrams() -> list[tuple[str, Diagram]]:
         out.append((name, from_chart(lifecycle(name))))
         out.append((f"{name}-detail", from_chart(lifecycle(name), detail=True)))
     for p in sorted(Path(EXAMPLES).glob("*.yaml")):
-        out.append((p.stem, from_definition(load_definition(p))))
+        # examples hold workflow definitions and charts (agent_step extends `step`)
+        out.append((p.stem, from_loaded(validate_file(str(p)))))
+        out.append((f"{p.stem}-detail", from_loaded(validate_file(str(p)), detail=True)))
     wf = H.live_trip()
     out.append(("live-steps", from_instance(wf)))
     out.append(("live-workflow", from_instance(wf, view="workflow")))
@@ -57,6 +67,10 @@ def _all_diagrams() -> list[tuple[str, Diagram]]:
     out.append(("live-fresh", from_instance(fresh)))
     out.append(("hostile", from_chart(load_chart(H.hostile_chart()))))
     out.append(("hostile-detail", from_chart(load_chart(H.hostile_chart()), detail=True)))
+    out.append(("nested", from_chart(load_chart(H.nested_chart()))))
+    out.append(("nested-detail", from_chart(load_chart(H.nested_chart()), detail=True)))
+    hostile_nested = load_chart(H.hostile_nested_chart())
+    out.append(("hostile-nested", from_chart(hostile_nested, detail=True)))
     return out
 
 
@@ -71,10 +85,14 @@ def test_dot_accepts_every_diagram(diagram: Diagram) -> None:
     assert isinstance(svg, str)
     root = ET.fromstring(svg)  # well-formed XML
     nodes = [g for g in root.iter(f"{SVG}g") if g.get("class") == "node"]
-    # every node, plus one start marker per initial and one end marker per final, plus notes
+    # every leaf node, plus one start marker per initial and one end marker per final, plus
+    # notes; every compound node is a cluster
+    leaves = [n for n in diagram.nodes if not diagram.is_compound(n.id)]
     assert len(nodes) == (
-        len(diagram.nodes) + len(diagram.initial) + len(diagram.finals) + len(diagram.notes)
+        len(leaves) + len(diagram.initial) + len(diagram.finals) + len(diagram.notes)
     )
+    clusters = [g for g in root.iter(f"{SVG}g") if g.get("class") == "cluster"]
+    assert len(clusters) == len(diagram.nodes) - len(leaves)
     edges = [g for g in root.iter(f"{SVG}g") if g.get("class") == "edge"]
     assert len(edges) == (
         len(diagram.edges) + len(diagram.initial) + len(diagram.finals) + len(diagram.notes)

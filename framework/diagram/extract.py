@@ -13,7 +13,7 @@ from statesaga._yaml import load_yaml_file
 from statesaga.chart import Chart, chart_from_data
 from statesaga.definition import WorkflowDefinition, definition_from_data, is_definition
 from statesaga.lifecycles import lifecycle
-from statesaga.models import StepStatus, WorkflowState, WorkflowStatus
+from statesaga.models import HistoryEntry, StepStatus, WorkflowState, WorkflowStatus
 
 from .model import Diagram, DiagramEdge, DiagramNode, DiagramNote, EdgeKind, NodeKind
 
@@ -34,20 +34,33 @@ def _tag_style(tags: tuple[str, ...]) -> str:
 
 def from_chart(chart: Chart, detail: bool = False) -> Diagram:
     """A chart's states and transitions. Guards are always shown (they tell apart two
-    transitions on the same trigger); effects and state descriptions only with `detail`."""
+    transitions on the same trigger); effects and state descriptions only with `detail`.
+
+    A compound state becomes a node with its children inside it (`parent`); its initial child
+    is the child's `initial` kind, so the start marker is drawn inside the compound state.
+    """
     nodes = []
-    for s in chart.states.values():
+    for path, s in chart.states.items():
+        parent = chart.parent(path)
+        if parent is None:
+            first = path == chart.initial
+        else:
+            outer = chart.states[parent]
+            # Every region of a parallel state is entered; none is "the" initial one.
+            first = not outer.parallel and s.name == outer.initial
         # A chart whose initial state is also final has nowhere to go; the start marker is the
         # more useful of the two to draw.
-        kind: NodeKind = "initial" if s.name == chart.initial else "final" if s.final else "normal"
+        kind: NodeKind = "initial" if first else "final" if s.final else "normal"
         nodes.append(
             DiagramNode(
-                id=s.name,
+                id=path,
                 label=s.name,
                 kind=kind,
                 description=s.description,
                 tags=s.tags,
                 style=_tag_style(s.tags),
+                parent=parent,
+                parallel=s.parallel,
             )
         )
     edges = []
@@ -175,19 +188,43 @@ def from_definition(definition: WorkflowDefinition) -> Diagram:
 def from_instance(
     wf: WorkflowState,
     definition: WorkflowDefinition | None = None,
-    view: Literal["steps", "workflow"] = "steps",
+    view: Literal["steps", "workflow", "step"] = "steps",
+    *,
+    step: str | None = None,
+    chart: Chart | None = None,
 ) -> Diagram:
     """A live picture of one workflow.
 
     view="steps": the saga's steps, each coloured by its status (in-flight ones marked
-    current), the workflow's outcome node marked when it has finished, and the edges the
-    history shows were traversed numbered in order. view="workflow": the workflow lifecycle
-    with the current status marked and the path taken from the history numbered.
+    current, with the active sub-state path when the step lifecycle is nested), the workflow's
+    outcome node marked when it has finished, and the edges the history shows were traversed
+    numbered in order. view="workflow": the workflow lifecycle (or `chart`) with the current
+    state marked, down to the active leaf when the lifecycle is nested, and the path taken
+    from the history numbered. view="step": the lifecycle of one `step` the same way; the
+    chart is `chart`, else the definition's `step_lifecycle`, else the shipped step lifecycle.
     The instance carries its steps' dependencies, so `definition` only adds descriptions.
     """
     title = f"{wf.name} {wf.id}: {wf.status.value}"
     if view == "workflow":
-        return _workflow_view(wf, title)
+        return _live_chart(
+            chart or lifecycle("workflow"),
+            _leaves(wf.status.value, wf.substate),
+            [h for h in wf.history if h.step is None],
+            title,
+        )
+    if view == "step":
+        if step is None:
+            raise ValueError("view='step' needs the name of a step")
+        s = wf.step(step)
+        here = _leaves(s.status.value, s.substate)
+        if chart is None:
+            chart = (definition.step_chart() if definition else None) or lifecycle("step")
+        return _live_chart(
+            chart,
+            here,
+            [h for h in wf.history if h.step == s.name],
+            f"{wf.name} {wf.id} step {s.name}: {', '.join(here)}",
+        )
     descriptions = {s.name: s.description for s in definition.steps} if definition else {}
     steps = [
         (
@@ -202,29 +239,32 @@ def from_instance(
     nodes, edges, notes = _dag(steps)
     by_name = {s.name: s for s in wf.steps}
 
-    # The position in the history where each step was first dispatched / first unwound.
+    # The position in the history where each step was first dispatched / first unwound. The
+    # step's own entries are those naming it (its chart may be a user's extension of `step`);
+    # their states may be paths (`EXECUTING.CALLING_MODEL`), of which the top level counts here.
     started: dict[str, int] = {}
     unwound: dict[str, int] = {}
     for i, h in enumerate(wf.history, 1):
-        if h.chart != "step" or h.step is None:
+        if h.step is None:
             continue
-        if h.dest == StepStatus.EXECUTING.value:
+        dest, source = _top(h.dest), _top(h.source)
+        if dest == StepStatus.EXECUTING.value and source != dest:
             started.setdefault(h.step, i)
-        if h.dest in (StepStatus.COMPENSATING.value, StepStatus.COMPENSATED.value) and (
-            h.source == StepStatus.COMPLETED.value
+        if dest in (StepStatus.COMPENSATING.value, StepStatus.COMPENSATED.value) and (
+            source == StepStatus.COMPLETED.value
         ):
             unwound.setdefault(h.step, i)
     outcome = {WorkflowStatus.COMPLETED: DONE, WorkflowStatus.COMPENSATED: UNDONE}.get(wf.status)
 
     live_nodes = []
     for n in nodes:
-        step = by_name.get(n.id)
-        if step is not None:
+        step_state = by_name.get(n.id)
+        if step_state is not None:
             n = DiagramNode(
                 n.id, n.label, n.kind, n.description, n.tags,
-                style=step.status.value.lower(),
-                status=step.status.value,
-                current=step.status in _IN_FLIGHT,
+                style=step_state.status.value.lower(),
+                status=", ".join(_leaves(step_state.status.value, step_state.substate)),
+                current=step_state.status in _IN_FLIGHT,
             )
         elif n.id == outcome:
             n = DiagramNode(n.id, n.label, n.kind, n.description, n.tags, "current",
@@ -254,31 +294,64 @@ def from_instance(
     )
 
 
-def _workflow_view(wf: WorkflowState, title: str) -> Diagram:
-    base = from_chart(lifecycle("workflow"))
-    taken: dict[tuple[str, str, str], int] = {}
-    visited = {base.initial[0].id} if base.initial else set()
+def _top(path: str) -> str:
+    return path.split(".", 1)[0]
+
+
+def _leaves(status: str, substate: list[str]) -> list[str]:
+    """The full paths of the active leaf states: `EXECUTING.CALLING_MODEL`, or the status."""
+    return [f"{status}.{sub}" for sub in substate] or [status]
+
+
+def _live_chart(
+    chart: Chart, current: list[str], entries: list[HistoryEntry], title: str
+) -> Diagram:
+    """A chart with the active leaves marked (their compound ancestors outlined) and the
+    transitions the history entries went through numbered in order."""
+    base = from_chart(chart)
+    known = {n.id for n in base.nodes}
+    current = [c for c in current if c in known]  # a stale substate cannot break the picture
+    around = {a for c in current for a in base.ancestors(c)[1:]}
+    visited = set(base.ancestors(base.entry(chart.initial)))
+
+    def within(path: str) -> tuple[str, ...]:
+        return base.ancestors(path) if path in known else ()
+
+    taken: dict[int, int] = {}
     n = 0
-    for h in wf.history:
-        if h.chart != "workflow":
-            continue
+    for h in entries:
         n += 1
-        taken.setdefault((h.source, h.dest, h.trigger), n)
-        visited.update((h.source, h.dest))
-    current = wf.status.value
+        src, dst = within(h.source), within(h.dest)
+        visited.update(src + dst)
+        # The history names the leaves; the chart's transition may name a compound state
+        # around either end. The most specific transition matching the trigger is the one.
+        best = max(
+            (
+                (len(base.ancestors(e.src)), len(base.ancestors(e.dst)), -i)
+                for i, e in enumerate(base.edges)
+                if e.label == h.trigger and e.src in src and e.dst in dst
+            ),
+            default=None,
+        )
+        if best is not None:
+            taken.setdefault(-best[2], n)
     nodes = tuple(
         DiagramNode(
             s.id, s.label, s.kind, s.description, s.tags,
-            style="current" if s.id == current else "visited" if s.id in visited else "default",
-            status=current if s.id == current else None,
-            current=s.id == current,
+            style="current" if s.id in current else "visited" if s.id in visited else "default",
+            status="current" if s.id in current and s.parent is not None else (
+                s.id if s.id in current else None
+            ),
+            current=s.id in current or s.id in around,
+            parent=s.parent,
+            parallel=s.parallel,
         )
         for s in base.nodes
     )
     edges = tuple(
         DiagramEdge(e.src, e.dst, e.label, e.guards, e.effects, e.kind, e.description,
-                    taken.get((e.src, e.dst, e.label)))
-        for e in base.edges
+                    taken.get(i))
+        for i, e in enumerate(base.edges)
     )
     return Diagram(title=title, nodes=nodes, edges=edges, kind="instance",
                    description=base.description)

@@ -2,7 +2,12 @@
 
 Extractors (extract.py) turn a Chart, a WorkflowDefinition or a live WorkflowState into a
 Diagram; renderers (the `statesaga.renderers` plugins) turn a Diagram into text. Ids here are
-the raw names from the tables: escaping is the renderer's job, because it differs per notation.
+the raw names from the tables (a nested state's id is its path, `EXECUTING.CALLING_MODEL`):
+escaping is the renderer's job, because it differs per notation.
+
+Nesting. A node with `parent` set lies inside that (compound) node; a compound node with
+`parallel` has regions as children, all active at once. `kind="initial"` / `"final"` are
+relative to the node's parent: the start and end markers are drawn inside the parent.
 """
 
 from __future__ import annotations
@@ -50,6 +55,8 @@ class DiagramNode:
     style: str = "default"
     status: str | None = None  # live status of the step (instance diagrams only)
     current: bool = False  # where the instance is now (instance diagrams only)
+    parent: str | None = None  # the compound node this one lies in
+    parallel: bool = False  # a compound node whose children are parallel regions
 
 
 @dataclass(frozen=True)
@@ -98,9 +105,58 @@ class Diagram:
             if n.target not in known:
                 raise ValueError(f"note on unknown node {n.target!r}")
         self._index.update({n.id: n for n in self.nodes})
+        for node in self.nodes:
+            seen = {node.id}
+            up = node.parent
+            while up is not None:
+                if up not in known:
+                    raise ValueError(f"node {node.id!r} lies in unknown node {up!r}")
+                if up in seen:
+                    raise ValueError(f"node {node.id!r} lies inside itself")
+                seen.add(up)
+                up = self._index[up].parent
 
     def node(self, node_id: str) -> DiagramNode:
         return self._index[node_id]
+
+    @property
+    def hierarchical(self) -> bool:
+        return any(n.parent is not None for n in self.nodes)
+
+    def children(self, node_id: str | None) -> tuple[DiagramNode, ...]:
+        """The nodes directly inside `node_id` (None: the top level), in table order."""
+        return tuple(n for n in self.nodes if n.parent == node_id)
+
+    def is_compound(self, node_id: str) -> bool:
+        return any(n.parent == node_id for n in self.nodes)
+
+    def ancestors(self, node_id: str) -> tuple[str, ...]:
+        """The node itself, then the compound nodes around it, outwards."""
+        out = [node_id]
+        while (up := self._index[out[-1]].parent) is not None:
+            out.append(up)
+        return tuple(out)
+
+    def entry(self, node_id: str) -> str:
+        """The leaf drawn as the way into a compound node: its initial child, recursively (the
+        first region's for a parallel node). A leaf is its own entry."""
+        kids = self.children(node_id)
+        if not kids:
+            return node_id
+        first = next((k for k in kids if k.kind == "initial"), kids[0])
+        return self.entry(first.id)
+
+    def scope(self, edge: DiagramEdge) -> str | None:
+        """The innermost compound node holding both ends of an edge (None: the top level); the
+        edge is written inside it."""
+        outer = set(self.ancestors(edge.dst)[1:])
+        return next((a for a in self.ancestors(edge.src)[1:] if a in outer), None)
+
+    def initial_in(self, node_id: str | None) -> tuple[DiagramNode, ...]:
+        return tuple(n for n in self.children(node_id) if n.kind == "initial")
+
+    def finals_in(self, node_id: str | None) -> tuple[DiagramNode, ...]:
+        return tuple(n for n in self.children(node_id) if n.kind == "final")
 
     @property
     def initial(self) -> tuple[DiagramNode, ...]:

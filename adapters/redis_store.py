@@ -1,0 +1,287 @@
+"""`redis://host:port/db?prefix=statesaga:`: workflow documents in Redis, shareable by every
+worker on every host that reaches the server.
+
+Layout (every key starts with the prefix):
+
+- `wf:<id>`: a hash: `doc` (the JSON text of `WorkflowState.to_json()`, read back through
+  `WorkflowState.from_json`, never pickle), `rev`, and the fields the indexes are kept from
+  (`status`, `session`, `created`).
+- `all`, `status:<STATUS>`, `session:<SESSION>`: sorted sets of ids scored by the creation
+  time, so a listing is one range read, oldest first (equal scores order by id, as SQL's
+  `ORDER BY created_at, id` does).
+- `heartbeat`: a sorted set of ids scored by their latest heartbeat.
+
+Times are scored in integer microseconds since the epoch, not float seconds: a float of
+epoch seconds cannot hold every microsecond exactly, and a heartbeat must read back as written
+and compare strictly against a cutoff. Integers up to 2**53 are exact in a sorted-set score
+(until the year 2255).
+
+Every write is one Lua script, so one round trip and atomic: `save` checks the revision,
+writes the document and moves the indexes together, and a lost revision check writes nothing.
+The scripts build index key names from the prefix, so they suit a single Redis server (or a
+replicated one), not Redis Cluster.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
+
+from statesaga.errors import AdapterError, ConflictError, NotFoundError
+from statesaga.models import WorkflowState, WorkflowStatus
+
+if TYPE_CHECKING:
+    import redis
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+DEFAULT_PREFIX = "statesaga:"
+
+# KEYS[1] = the document hash. ARGV: prefix, id, doc, status, has_session, session, created,
+# heartbeat ('' for none). Returns the stored revision when the id exists, else 0.
+_CREATE = """
+local rev = redis.call('HGET', KEYS[1], 'rev')
+if rev then return tonumber(rev) end
+local p, id, created = ARGV[1], ARGV[2], ARGV[7]
+redis.call('HSET', KEYS[1], 'doc', ARGV[3], 'rev', 1, 'status', ARGV[4], 'created', created)
+redis.call('ZADD', p .. 'all', created, id)
+redis.call('ZADD', p .. 'status:' .. ARGV[4], created, id)
+if ARGV[5] == '1' then
+  redis.call('HSET', KEYS[1], 'session', ARGV[6])
+  redis.call('ZADD', p .. 'session:' .. ARGV[6], created, id)
+end
+if ARGV[8] ~= '' then redis.call('ZADD', p .. 'heartbeat', ARGV[8], id) end
+return 0
+"""
+
+# KEYS[1] = the document hash. ARGV: prefix, id, doc, expected revision, status, has_session,
+# session, created, heartbeat. Returns {code, revision}: 1 saved, 0 conflict, -1 not found.
+_SAVE = """
+local cur = redis.call('HMGET', KEYS[1], 'rev', 'status', 'session', 'created')
+if not cur[1] then return {-1, 0} end
+if tonumber(cur[1]) ~= tonumber(ARGV[4]) then return {0, tonumber(cur[1])} end
+local p, id, status, created = ARGV[1], ARGV[2], ARGV[5], ARGV[8]
+local new = tonumber(ARGV[4]) + 1
+redis.call('HSET', KEYS[1], 'doc', ARGV[3], 'rev', new, 'status', status, 'created', created)
+if cur[2] ~= status then redis.call('ZREM', p .. 'status:' .. cur[2], id) end
+redis.call('ZADD', p .. 'status:' .. status, created, id)
+if cur[4] ~= created then redis.call('ZADD', p .. 'all', created, id) end
+local session = false
+if ARGV[6] == '1' then session = ARGV[7] end
+if cur[3] and cur[3] ~= session then redis.call('ZREM', p .. 'session:' .. cur[3], id) end
+if session then
+  redis.call('HSET', KEYS[1], 'session', session)
+  redis.call('ZADD', p .. 'session:' .. session, created, id)
+elseif cur[3] then
+  redis.call('HDEL', KEYS[1], 'session')
+end
+if ARGV[9] ~= '' then
+  -- A save carrying an old heartbeat must not hide a newer one recorded meanwhile.
+  local hb = redis.call('ZSCORE', p .. 'heartbeat', id)
+  if not hb or tonumber(hb) < tonumber(ARGV[9]) then
+    redis.call('ZADD', p .. 'heartbeat', ARGV[9], id)
+  end
+end
+return {1, new}
+"""
+
+# KEYS[1] = the document hash, KEYS[2] = the heartbeat index. ARGV: id, time. Returns 0 when
+# the id is unknown. The revision is not touched: a beat must not make a worker's copy stale.
+_HEARTBEAT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local hb = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if not hb or tonumber(hb) < tonumber(ARGV[2]) then redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1]) end
+return 1
+"""
+
+
+def _micros(at: datetime) -> int:
+    """Integer microseconds since the epoch; a naive datetime is taken as UTC."""
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    return (at - _EPOCH) // timedelta(microseconds=1)
+
+
+def _from_micros(value: float) -> datetime:
+    return _EPOCH + timedelta(microseconds=int(value))
+
+
+class RedisStore:
+    """The Store port on Redis: documents as JSON, revision check and indexes in Lua."""
+
+    def __init__(self, client: redis.Redis, prefix: str = DEFAULT_PREFIX) -> None:
+        self.client = client
+        self.prefix = prefix
+        self._create = client.register_script(_CREATE)
+        self._save = client.register_script(_SAVE)
+        self._heartbeat = client.register_script(_HEARTBEAT)
+
+    @classmethod
+    def from_url(cls, url: str) -> RedisStore:
+        """`redis://[:password@]host:port/db?prefix=statesaga:` (also `rediss://` for TLS);
+        other query options are redis-py's own (e.g. `socket_timeout`)."""
+        try:
+            import redis
+        except ImportError:
+            raise AdapterError(
+                "the redis store needs redis-py; install it with: pip install 'statesaga[rq]'"
+            ) from None
+        parts = urlsplit(url)
+        if parts.scheme not in ("redis", "rediss", "unix"):
+            raise AdapterError(f"not a redis store URL: {url!r} (expected redis://host:port/db)")
+        query = parse_qs(parts.query, keep_blank_values=True)
+        prefix = query.pop("prefix", [DEFAULT_PREFIX])[-1]
+        rest = urlunsplit(parts._replace(query=urlencode(query, doseq=True)))
+        try:
+            client = redis.Redis.from_url(rest, decode_responses=True)
+        except ValueError as exc:
+            raise AdapterError(f"bad redis store URL: {exc}") from None
+        return cls(client, prefix)
+
+    # -- keys ------------------------------------------------------------------------------
+    def _doc_key(self, workflow_id: str) -> str:
+        return f"{self.prefix}wf:{workflow_id}"
+
+    @property
+    def _heartbeat_key(self) -> str:
+        return f"{self.prefix}heartbeat"
+
+    def _args(self, wf: WorkflowState, doc: str) -> list[Any]:
+        session = wf.session_id
+        heartbeat = "" if wf.heartbeat_at is None else _micros(wf.heartbeat_at)
+        return [
+            doc,
+            wf.status.value,
+            "0" if session is None else "1",
+            session or "",
+            _micros(wf.created_at),
+            heartbeat,
+        ]
+
+    # -- the port --------------------------------------------------------------------------
+    def initialize(self) -> None:
+        """Nothing to create; check that the server answers, so a bad URL fails early."""
+        try:
+            self.client.ping()
+        except Exception as exc:
+            raise AdapterError(f"redis store cannot reach the server: {exc}") from None
+
+    def create(self, wf: WorkflowState) -> None:
+        doc = wf.model_copy(update={"revision": 1}).to_json()
+        args = self._args(wf, doc)
+        existing = int(
+            self._create(keys=[self._doc_key(wf.id)], args=[self.prefix, wf.id, *args])
+        )
+        if existing:
+            raise ConflictError(wf.id, None, existing)
+        wf.revision = 1
+
+    def get(self, workflow_id: str) -> WorkflowState:
+        (got,) = self._fetch([workflow_id])
+        if got is None:
+            raise NotFoundError(workflow_id)
+        return got
+
+    def save(self, wf: WorkflowState) -> None:
+        new_revision = wf.revision + 1
+        doc = wf.model_copy(update={"revision": new_revision}).to_json()
+        d, status, has_session, session, created, heartbeat = self._args(wf, doc)
+        code, stored = self._save(
+            keys=[self._doc_key(wf.id)],
+            args=[
+                self.prefix, wf.id, d, wf.revision, status, has_session, session, created,
+                heartbeat,
+            ],
+        )
+        if int(code) == -1:
+            raise NotFoundError(wf.id)
+        if int(code) == 0:
+            raise ConflictError(wf.id, wf.revision, int(stored))
+        wf.revision = new_revision
+
+    def heartbeat(self, workflow_id: str, at: datetime) -> None:
+        found = self._heartbeat(
+            keys=[self._doc_key(workflow_id), self._heartbeat_key],
+            args=[workflow_id, _micros(at)],
+        )
+        if not int(found):
+            raise NotFoundError(workflow_id)
+
+    def list(
+        self,
+        *,
+        session_id: str | None = None,
+        status: WorkflowStatus | None = None,
+        limit: int | None = None,
+    ) -> builtins.list[WorkflowState]:
+        if session_id is not None:
+            index = f"{self.prefix}session:{session_id}"
+        elif status is not None:
+            index = f"{self.prefix}status:{WorkflowStatus(status).value}"
+        else:
+            index = f"{self.prefix}all"
+        # With both filters the session index is read whole and filtered by status: sessions
+        # are small (one conversation's workflows), statuses are not.
+        both = session_id is not None and status is not None
+        stop = -1 if limit is None or both else limit - 1
+        if limit is not None and limit <= 0:
+            return []
+        ids: builtins.list[str] = self.client.zrange(index, 0, stop)
+        docs = [d for d in self._fetch(ids) if d is not None]
+        if both:
+            docs = [d for d in docs if d.status == status]
+            if limit is not None:
+                docs = docs[:limit]
+        return docs
+
+    def list_stale(
+        self, before: datetime, statuses: Iterable[WorkflowStatus]
+    ) -> builtins.list[WorkflowState]:
+        wanted = sorted({WorkflowStatus(s).value for s in statuses})
+        if not wanted:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for s in wanted:
+            pipe.zrange(f"{self.prefix}status:{s}", 0, -1, withscores=True)
+        ranges: builtins.list[builtins.list[tuple[str, float]]] = pipe.execute()
+        candidates = sorted((created, wid) for r in ranges for wid, created in r)
+        if not candidates:
+            return []
+        ids = [wid for _, wid in candidates]
+        beats = self.client.zmscore(self._heartbeat_key, ids)
+        cutoff = _micros(before)
+        stale = [wid for wid, beat in zip(ids, beats, strict=True) if beat is None or beat < cutoff]
+        return [d for d in self._fetch(stale) if d is not None]
+
+    def close(self) -> None:
+        self.client.close()
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _fetch(self, ids: builtins.list[str]) -> builtins.list[WorkflowState | None]:
+        """Documents by id in one round trip, each with the latest heartbeat folded in."""
+        if not ids:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for wid in ids:
+            pipe.hget(self._doc_key(wid), "doc")
+        pipe.zmscore(self._heartbeat_key, ids)
+        *docs, beats = pipe.execute()
+        out: builtins.list[WorkflowState | None] = []
+        for text, beat in zip(docs, beats, strict=True):
+            if text is None:
+                out.append(None)
+                continue
+            wf = WorkflowState.from_json(text)
+            # Keep the document's own value when it is the same instant, so a document reads
+            # back exactly as written (same UTC offset).
+            if beat is not None and (
+                wf.heartbeat_at is None or _micros(wf.heartbeat_at) < int(beat)
+            ):
+                wf.heartbeat_at = _from_micros(beat)
+            out.append(wf)
+        return out
+
+
+__all__ = ["RedisStore"]

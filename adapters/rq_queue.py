@@ -1,0 +1,166 @@
+"""`rq://host:port/db?queue=statesaga`: step and compensation jobs as RQ jobs on Redis, run by
+any number of `statesaga worker` processes on any number of hosts.
+
+- Each RQ job calls `statesaga.worker.run_job` with one argument, the statesaga job's dict
+  (ids and small JSON), serialized with RQ's JSONSerializer: nothing read back from Redis is
+  ever unpickled. The worker must use the same serializer, which `statesaga worker` does.
+- The RQ job's description names the workflow and the step, so `rq info` and rq-dashboard
+  show something a person can read.
+- The RQ job timeout (a hard kill by the worker) is the step's timeout plus a margin, so the
+  engine's own timeout fires first and is recorded as a step failure; RQ's is the backstop.
+- A delayed job (a retry's backoff) is put in RQ's ScheduledJobRegistry with `enqueue_at`
+  and moved to the queue by the scheduler of a worker started with `--with-scheduler`; no
+  worker sleeps on it. RQ scores scheduled jobs in whole seconds and enqueues every job whose
+  second has begun, so the due time is rounded *up* to the next second: a job never runs
+  before its delay, and at most about two seconds after (the rounding plus the scheduler's
+  one-second poll). Job ids start with the due time in milliseconds, so jobs falling due in
+  the same second are enqueued in the order they fall due.
+- `bind()` does nothing: workers build their own engine. `drain()` waits, polling the
+  condition, while workers elsewhere do the work.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
+
+from statesaga.errors import AdapterError
+from statesaga.ports import Job, JobRunner
+
+if TYPE_CHECKING:
+    import redis
+    import rq
+
+DEFAULT_QUEUE = "statesaga"
+#: The function every RQ job calls; a worker resolves it by this dotted name.
+JOB_FUNCTION = "statesaga.worker.run_job"
+#: Seconds added to a step's timeout for the RQ job timeout: the claim and the settle are two
+#: store round trips around the handler, and the engine's own timeout must fire first.
+TIMEOUT_MARGIN = 30
+
+
+def job_timeout(step_timeout: float | None, margin: int = TIMEOUT_MARGIN) -> int | None:
+    """The RQ job timeout for a step timeout; None lets RQ apply its default (180 s)."""
+    if step_timeout is None:
+        return None
+    return math.ceil(step_timeout) + margin
+
+
+def describe(job: Job) -> str:
+    """What `rq info` shows for a job: the workflow, the step and the attempt."""
+    if job.description:
+        return job.description
+    verb = "undo" if job.kind == "compensation" else "step"
+    return f"{job.workflow_id} {verb} {job.step} attempt {job.attempt}"
+
+
+def parse_url(url: str) -> tuple[str, str, dict[str, str]]:
+    """Split `rq://host:port/db?queue=NAME&k=v` into a redis URL, the queue name and the
+    remaining statesaga options (`timeout_margin`)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("rq", "rqs"):
+        raise AdapterError(f"not an rq queue URL: {url!r} (expected rq://host:port/db?queue=NAME)")
+    query = parse_qs(parts.query, keep_blank_values=True)
+    name = query.pop("queue", [DEFAULT_QUEUE])[-1]
+    if not name:
+        raise AdapterError(f"rq queue URL names an empty queue: {url!r}")
+    options = {k: query.pop(k)[-1] for k in ("timeout_margin",) if k in query}
+    scheme = "rediss" if parts.scheme == "rqs" else "redis"
+    redis_url = urlunsplit(parts._replace(scheme=scheme, query=urlencode(query, doseq=True)))
+    return redis_url, name, options
+
+
+class RQQueue:
+    """The Queue port on RQ: real RQ jobs, JSON-serialized, scheduled by RQ's scheduler."""
+
+    def __init__(
+        self,
+        connection: redis.Redis,
+        name: str = DEFAULT_QUEUE,
+        *,
+        timeout_margin: int = TIMEOUT_MARGIN,
+        poll_interval: float = 0.05,
+    ) -> None:
+        from rq import Queue
+        from rq.serializers import JSONSerializer
+
+        self.connection = connection
+        self.name = name
+        self.timeout_margin = timeout_margin
+        self.poll_interval = poll_interval
+        self.rq_queue: rq.Queue = Queue(name, connection=connection, serializer=JSONSerializer)
+
+    @classmethod
+    def from_url(cls, url: str) -> RQQueue:
+        try:
+            import redis
+            import rq  # noqa: F401  (checked here so the hint names the extra)
+        except ImportError:
+            raise AdapterError(
+                "the rq queue needs rq and redis-py; install them with: pip install 'statesaga[rq]'"
+            ) from None
+        redis_url, name, options = parse_url(url)
+        try:
+            margin = int(options.get("timeout_margin", TIMEOUT_MARGIN))
+        except ValueError:
+            raise AdapterError(f"rq URL option timeout_margin must be seconds: {url!r}") from None
+        try:
+            # Bytes, not decoded text: RQ reads job payloads as bytes.
+            connection = redis.Redis.from_url(redis_url)
+        except ValueError as exc:
+            raise AdapterError(f"bad rq queue URL: {exc}") from None
+        return cls(connection, name, timeout_margin=margin)
+
+    # -- the port --------------------------------------------------------------------------
+    def bind(self, runner: JobRunner) -> None:
+        """Nothing to do: jobs run in worker processes, each with its own engine."""
+
+    def enqueue(self, job: Job, delay: float = 0.0) -> None:
+        now = time.time()
+        due = now + max(delay, 0.0)
+        options: dict[str, Any] = {
+            "args": (job.to_dict(),),
+            "description": describe(job),
+            "job_id": f"ss-{int(due * 1000):013d}-{uuid.uuid4().hex[:16]}",
+            "job_timeout": job_timeout(job.timeout, self.timeout_margin),
+        }
+        if delay <= 0:
+            self.rq_queue.enqueue(JOB_FUNCTION, **options)
+            return
+        # RQ's scheduler enqueues a job once the second it is scored with has begun: score it
+        # with the next whole second so it can never run early.
+        at = datetime.fromtimestamp(math.ceil(due), UTC)
+        self.rq_queue.enqueue_at(at, JOB_FUNCTION, **options)
+
+    def drain(self, until: Callable[[], bool], timeout: float | None = None) -> None:
+        """Wait for `until()` while workers elsewhere run the jobs (polls, backing off to 0.5 s)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = self.poll_interval
+        while not until():
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                pause = min(pause, left)
+            time.sleep(pause)
+            pause = min(pause * 1.5, 0.5)
+
+    def close(self) -> None:
+        self.connection.close()
+
+    # -- what tests and operators look at --------------------------------------------------
+    def scheduled_job_ids(self) -> list[str]:
+        """Ids of jobs waiting in RQ's ScheduledJobRegistry for their due time."""
+        ids: list[str] = self.rq_queue.scheduled_job_registry.get_job_ids()
+        return ids
+
+    def __len__(self) -> int:
+        return int(self.rq_queue.count)
+
+
+__all__ = ["RQQueue", "describe", "job_timeout", "parse_url"]

@@ -1,0 +1,196 @@
+"""Row 5: store reads and writes per step, counted (not timed), against the design's minimum.
+
+A counting proxy wraps the SQLite store and the inline queue; the queue's runner is wrapped
+too, so every store call is attributed to where it happens: inside a job (the claim and the
+settle of a step), in `start` (creating the workflow), or in `engine.run`'s wait loop (which
+re-reads the document to see whether the workflow has ended, an artefact of waiting in-process).
+
+The design's minimum per step: 1 read (load the document) + 2 writes (the claim, which saves
+EXECUTING with the attempt token, and the settle, the step's outcome) + 1 enqueue (the next
+step's job). Redis commands per step belong to the RQ path (row 3, benchmarks/rq_throughput.py).
+
+    python -m benchmarks.roundtrips [--workflows N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import builtins
+import tempfile
+from collections import Counter
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from statesaga.adapters.inline import InlineQueue
+from statesaga.adapters.sqlite import SQLiteStore
+from statesaga.engine import Engine
+from statesaga.models import WorkflowState, WorkflowStatus
+from statesaga.ports import Job, JobRunner
+
+from ._common import STEPS, Mode, Row, noop_definition, noop_registry
+from .embedded import RESULTS
+
+READS = ("get", "list", "list_stale")
+WRITES = ("create", "save", "heartbeat")
+
+
+class CountingStore:
+    """A Store that counts each call by (where, operation) and forwards it."""
+
+    def __init__(self, inner: SQLiteStore) -> None:
+        self.inner = inner
+        self.where = "outside"
+        self.calls: Counter[tuple[str, str]] = Counter()
+
+    def _count(self, op: str) -> None:
+        self.calls[self.where, op] += 1
+
+    def initialize(self) -> None:
+        self.inner.initialize()
+
+    def create(self, wf: WorkflowState) -> None:
+        self._count("create")
+        self.inner.create(wf)
+
+    def get(self, workflow_id: str) -> WorkflowState:
+        self._count("get")
+        return self.inner.get(workflow_id)
+
+    def save(self, wf: WorkflowState) -> None:
+        self._count("save")
+        self.inner.save(wf)
+
+    def heartbeat(self, workflow_id: str, at: datetime) -> None:
+        self._count("heartbeat")
+        self.inner.heartbeat(workflow_id, at)
+
+    def list(
+        self,
+        *,
+        session_id: str | None = None,
+        status: WorkflowStatus | None = None,
+        limit: int | None = None,
+    ) -> builtins.list[WorkflowState]:
+        self._count("list")
+        found: builtins.list[WorkflowState] = self.inner.list(
+            session_id=session_id, status=status, limit=limit
+        )
+        return found
+
+    def list_stale(
+        self, before: datetime, statuses: Iterable[WorkflowStatus]
+    ) -> builtins.list[WorkflowState]:
+        self._count("list_stale")
+        stale: builtins.list[WorkflowState] = self.inner.list_stale(before, statuses)
+        return stale
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class CountingQueue:
+    """An inline queue that counts enqueues and marks the store's calls made inside jobs."""
+
+    def __init__(self, inner: InlineQueue, store: CountingStore) -> None:
+        self.inner = inner
+        self.store = store
+        self.enqueued = 0
+        self.jobs: Counter[str] = Counter()
+
+    def bind(self, runner: JobRunner) -> None:
+        def counted(job: Job) -> None:
+            self.jobs[job.kind] += 1
+            previous, self.store.where = self.store.where, "job"
+            try:
+                runner(job)
+            finally:
+                self.store.where = previous
+
+        self.inner.bind(counted)
+
+    def enqueue(self, job: Job, delay: float = 0.0) -> None:
+        self.enqueued += 1
+        self.inner.enqueue(job, delay)
+
+    def drain(self, until: Callable[[], bool], timeout: float | None = None) -> None:
+        previous, self.store.where = self.store.where, "wait"
+        try:
+            self.inner.drain(until, timeout)
+        finally:
+            self.store.where = previous
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def count(directory: Path, workflows: int) -> dict[str, Any]:
+    store = CountingStore(SQLiteStore(directory / "roundtrips.db", synchronous="normal"))
+    queue = CountingQueue(InlineQueue(), store)
+    engine = Engine(store, queue, noop_registry(), heartbeat_interval=0)
+    definition = noop_definition()
+    for _ in range(workflows):
+        store.where = "start"
+        wf = engine.start(definition)
+        store.where = "outside"
+        engine.wait(wf.id)
+    store.close()
+    steps = workflows * STEPS
+
+    def per_step(where: str, ops: tuple[str, ...]) -> float:
+        return sum(n for (w, op), n in store.calls.items() if w == where and op in ops) / steps
+
+    return {
+        "workflows": workflows,
+        "steps": steps,
+        "calls": {f"{w}.{op}": n for (w, op), n in sorted(store.calls.items())},
+        "job_reads_per_step": per_step("job", READS),
+        "job_writes_per_step": per_step("job", WRITES),
+        "start_writes_per_step": per_step("start", WRITES),
+        "wait_reads_per_step": per_step("wait", READS) + per_step("outside", READS),
+        "enqueues_per_step": queue.enqueued / steps,
+        "jobs_per_step": sum(queue.jobs.values()) / steps,
+    }
+
+
+def run(mode: Mode, directory: Path | None = None) -> list[Row]:
+    workflows = {"smoke": 3, "quick": 50, "full": 200}[mode]
+    base = directory or RESULTS
+    base.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="roundtrips-", dir=base) as tmp:
+        c = count(Path(tmp), workflows)
+    reads, writes = c["job_reads_per_step"], c["job_writes_per_step"]
+    ours = reads + writes + c["enqueues_per_step"]
+    minimum = 1 + 2 + 1
+    return [
+        Row(
+            name="5. round trips per step (store, inside jobs) + enqueues",
+            ours=ours,
+            baseline=float(minimum),
+            unit="calls/step",
+            ratio=ours / minimum,
+            target="design minimum: 1 read + 2 writes + 1 enqueue",
+            met=abs(ours - minimum) < 1e-9,
+            note=(
+                f"{reads:.2f} reads + {writes:.2f} writes + {c['enqueues_per_step']:.2f} enqueues"
+                f" per step; start adds {c['start_writes_per_step']:.2f} writes/step;"
+                f" engine.run's wait loop adds {c['wait_reads_per_step']:.2f} reads/step"
+            ),
+            details=c,
+        )
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workflows", type=int, default=50)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        c = count(Path(tmp), args.workflows)
+    for key, value in c.items():
+        print(f"{key}: {value}")
+
+
+if __name__ == "__main__":
+    main()

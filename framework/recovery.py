@@ -1,0 +1,169 @@
+"""Recovery: find the workflows whose worker was lost and resume or cancel them.
+
+A worker that dies leaves its workflow in an open state with a heartbeat that stops moving.
+The store says what should be in flight (the persisted step states), so recovery needs no log
+of jobs: `Engine.resume` times out the lost attempt (a new attempt token, so the zombie's late
+result is rejected) and puts back every job the queue may have lost (a killed worker, a Redis
+restart). Run it once (`statesaga recover --once`) or as a loop next to the workers.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from .engine import Engine, heartbeat_cutoff
+from .errors import StatesagaError
+from .models import ACTIVE_WORKFLOW, WorkflowState, WorkflowStatus
+from .ports import Clock, Store, SystemClock
+
+log = logging.getLogger("statesaga.recovery")
+
+#: Open states whose progress depends on a live worker (their heartbeat is what tells).
+STALE_STATES = ACTIVE_WORKFLOW
+#: Parked states recovery always picks up, whatever their heartbeat.
+PARKED_STATES = frozenset({WorkflowStatus.SUSPENDED})
+
+
+class RecoveryAction(StrEnum):
+    RESUME = "resume"
+    CANCEL = "cancel"
+
+
+def get_recoverable_workflows(
+    store: Store,
+    timeout: float,
+    session_id: str | None = None,
+    *,
+    clock: Clock | None = None,
+) -> list[WorkflowState]:
+    """RUNNING / CANCELLING / COMPENSATING workflows whose heartbeat is older than `timeout`
+    seconds (or missing), plus every SUSPENDED one; oldest first, each listed once."""
+    cutoff = heartbeat_cutoff(clock or SystemClock(), timeout)
+    found: dict[str, WorkflowState] = {}
+    for wf in store.list_stale(cutoff, STALE_STATES):
+        found[wf.id] = wf
+    for status in PARKED_STATES:
+        for wf in store.list(session_id=session_id, status=status):
+            found.setdefault(wf.id, wf)
+    out = [wf for wf in found.values() if session_id is None or wf.session_id == session_id]
+    return sorted(out, key=lambda wf: (wf.created_at, wf.id))
+
+
+@dataclass
+class RecoveryReport:
+    """What one scan did: ids resumed or cancelled, and the ids that could not be handled."""
+
+    resumed: list[str] = field(default_factory=list)
+    cancelled: list[str] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def handled(self) -> int:
+        return len(self.resumed) + len(self.cancelled)
+
+
+class Recovery:
+    """Scans a store for lost workflows and resumes (or cancels) each one through an Engine.
+
+    `timeout` must exceed the workers' heartbeat interval by a margin: a workflow whose handler
+    is running has its heartbeat refreshed every `Engine.heartbeat_interval` seconds, and one
+    that is merely waiting in a queue is harmlessly re-enqueued (the attempt token lets one
+    copy of a job claim the attempt; the other is ignored as stale).
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        timeout: float = 30.0,
+        action: RecoveryAction | str = RecoveryAction.RESUME,
+        by: str = "recovery",
+    ) -> None:
+        self.engine = engine
+        self.timeout = timeout
+        self.action = RecoveryAction(action)
+        self.by = by
+
+    def scan(self, session_id: str | None = None) -> list[WorkflowState]:
+        return get_recoverable_workflows(
+            self.engine.store, self.timeout, session_id, clock=self.engine.clock
+        )
+
+    def recover(self, workflow_id: str) -> WorkflowState:
+        """Resume one workflow, or cancel it: forced, since the step in flight belongs to a
+        lost worker and would never finish; then resumed, so that lost attempt is timed out
+        and undone and the compensations the queue lost are put back."""
+        if self.action is RecoveryAction.RESUME:
+            return self.engine.resume(workflow_id, by=self.by)
+        wf = self.engine.get(workflow_id)
+        if wf.status is not WorkflowStatus.COMPENSATING:
+            self.engine.cancel(workflow_id, force=True, by=self.by)
+        return self.engine.resume(workflow_id, by=self.by)
+
+    def run_once(self, session_id: str | None = None) -> RecoveryReport:
+        report = RecoveryReport()
+        for wf in self.scan(session_id):
+            try:
+                self.recover(wf.id)
+            except StatesagaError as exc:
+                # Finished or changed since the scan (a worker came back): nothing to recover.
+                log.info("recovery of %s skipped: %s", wf.id, exc)
+                report.errors[wf.id] = str(exc)
+                continue
+            target = (
+                report.resumed if self.action is RecoveryAction.RESUME else report.cancelled
+            )
+            target.append(wf.id)
+            log.info("%s %s (was %s)", self.action.value, wf.id, wf.status.value)
+        return report
+
+    def run_forever(
+        self,
+        every: float,
+        *,
+        session_id: str | None = None,
+        stop: threading.Event | None = None,
+    ) -> None:
+        """Scan every `every` seconds until `stop` is set."""
+        stop = stop or threading.Event()
+        while not stop.is_set():
+            try:
+                self.run_once(session_id)
+            except Exception:  # a store outage must not end the loop; the next scan retries
+                log.exception("recovery scan failed")
+            stop.wait(every)
+
+
+def recover_all(
+    engine: Engine,
+    ids: Iterable[str],
+    action: RecoveryAction | str = RecoveryAction.RESUME,
+) -> RecoveryReport:
+    """Resume or cancel the given workflows, whatever their heartbeat says."""
+    recovery = Recovery(engine, timeout=0.0, action=action)
+    report = RecoveryReport()
+    for workflow_id in ids:
+        try:
+            recovery.recover(workflow_id)
+        except StatesagaError as exc:
+            report.errors[workflow_id] = str(exc)
+            continue
+        (report.resumed if recovery.action is RecoveryAction.RESUME else report.cancelled).append(
+            workflow_id
+        )
+    return report
+
+
+__all__ = [
+    "PARKED_STATES",
+    "STALE_STATES",
+    "Recovery",
+    "RecoveryAction",
+    "RecoveryReport",
+    "get_recoverable_workflows",
+    "recover_all",
+]

@@ -1,0 +1,32 @@
+"""The plugin's store against statesaga's Store conformance suite.
+
+(Named check_*.py so statesaga's own test run does not collect it before the plugin is
+installed; a plugin's repository would call it test_store_conformance.py.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from statesaga.plugins import open_store
+from statesaga.testing import StoreConformance
+from statesaga_jsonfile import JsonFileStore
+
+
+class TestJsonFileStore(StoreConformance):
+    concurrency_threads = 4
+    concurrency_rounds = 10
+
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> Iterator[JsonFileStore]:
+        # Opened by URL, as the engine does, which also checks the entry point is installed.
+        store = open_store(f"jsonfile://{tmp_path}/docs")
+        assert isinstance(store, JsonFileStore)
+        store.initialize()
+        yield store
+        store.close()
+
+    def write_raw(self, store: JsonFileStore, workflow_id: str, text: str) -> None:
+        (store.directory / f"{workflow_id}.json").write_text(text, encoding="utf-8")

@@ -1,0 +1,38 @@
+"""`python -m benchmarks --smoke` keeps working: it runs every benchmark at tiny sizes and
+writes a JSON file with one row per benchmark. Nothing here checks a timing (benchmarks are
+not tests); it checks that the runner produces the rows a reader of the table relies on."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_smoke_run_writes_every_row(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--smoke", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(out.read_text())
+    assert data["mode"] == "smoke"
+    assert {"cpu", "cores", "python"} <= set(data["machine"])
+    rows = {row["name"].split(" ")[0]: row for row in data["rows"]}
+    # Every numbered row is present; none of them broke.
+    assert {"1.", "2.", "3.", "4.", "5."} <= set(rows)
+    assert not [r for r in data["rows"] if r["status"] == "error"], data["rows"]
+    # Measured rows carry their numbers; the counted round trips are exact.
+    assert rows["1."]["ours"] > 0 and rows["1."]["baseline"] > 0
+    trips = rows["5."]["details"]
+    assert trips["job_writes_per_step"] == 2.0  # the claim and the settle
+    assert trips["enqueues_per_step"] == 1.0
+    assert "| benchmark |" in proc.stdout

@@ -1,0 +1,119 @@
+"""The crash matrix on the example trip saga: a real worker process SIGKILLed at every job
+boundary in turn, then recovery and a fresh worker; every run must converge with each side
+effect applied at most once net of its compensation. On RQ + real Redis (the production
+shape) and on the embedded default (inline queue + a shared SQLite file)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import redis
+from statesaga.crashcheck import (
+    BOUNDARIES,
+    CellResult,
+    Ledger,
+    LedgerRecord,
+    check_crashes,
+    check_ledger,
+    format_table,
+    trip_scenarios,
+)
+from statesaga.definition import load_definition
+from statesaga.models import WorkflowState, WorkflowStatus
+
+#: What each boundary must produce on the trip saga (success) and its failing variant.
+EXPECTED_CELLS = {
+    "trip": {"before_action": 5, "after_action": 5, "after_save": 4},
+    "trip-fails": {
+        "before_action": 3,
+        "after_action": 3,
+        "after_save": 4,
+        "before_compensation": 2,
+        "after_compensation": 2,
+    },
+}
+EXPECTED_FINAL = {"trip": "COMPLETED", "trip-fails": "COMPENSATED"}
+
+
+def assert_all_green(results: list[CellResult], capsys: pytest.CaptureFixture[str]) -> None:
+    table = format_table(results)
+    with capsys.disabled():
+        print("\n" + table)
+    assert all(r.ok for r in results), table
+    cells: dict[str, dict[str, int]] = {}
+    for r in results:
+        if r.event is not None:
+            assert r.killed, table
+            per = cells.setdefault(r.scenario, {})
+            per[r.event.boundary] = per.get(r.event.boundary, 0) + 1
+    assert cells == {name: EXPECTED_CELLS[name] for name in cells}, table
+    final = {r.scenario: r.status for r in results}
+    assert final == {name: EXPECTED_FINAL[name] for name in final}
+
+
+@pytest.mark.redis
+def test_crash_matrix_on_rq_with_real_redis(
+    redis_client: redis.Redis, redis_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rq_url = "rq://" + redis_url.split("://", 1)[1]
+    results = check_crashes(trip_scenarios(), queue=rq_url, workdir=tmp_path)
+    assert_all_green(results, capsys)
+
+
+def test_crash_matrix_on_the_embedded_default(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The failing variant passes every kind of boundary (forward and compensation); the RQ
+    # test above runs both variants. Keeps this file's run time reasonable.
+    results = check_crashes(trip_scenarios()[1:], queue="inline://", workdir=tmp_path)
+    assert_all_green(results, capsys)
+    assert {b for r in results if r.event for b in [r.event.boundary]} == set(BOUNDARIES)
+
+
+def _wf(status: WorkflowStatus) -> WorkflowState:
+    wf = load_definition(trip_scenarios()[0].definition).instantiate({})
+    wf.status = status
+    return wf
+
+
+def _rec(op: str, wf_id: str, step: str, ref: str, fresh: bool = True) -> LedgerRecord:
+    return LedgerRecord(op, wf_id, step, f"{wf_id}:{step}:1", ref, fresh, 1)  # type: ignore[arg-type]
+
+
+def test_the_ledger_check_catches_double_and_leftover_effects() -> None:
+    done = _wf(WorkflowStatus.COMPLETED)
+    undone = _wf(WorkflowStatus.COMPENSATED)
+    ok = [_rec("apply", done.id, "reserve_flight", "FL-1")]
+    assert check_ledger(ok, [done]) == []
+
+    twice = [*ok, _rec("apply", done.id, "reserve_flight", "FL-2")]
+    assert any("applied 2 times" in p for p in check_ledger(twice, [done]))
+
+    left = [_rec("apply", undone.id, "reserve_hotel", "HT-1")]
+    assert check_ledger(left, [undone]) == [
+        "reserve_hotel: still applied on a COMPENSATED workflow"
+    ]
+    stray = [_rec("undo", undone.id, "reserve_hotel", "HT-9")]
+    assert any("never applied" in p for p in check_ledger(stray, [undone]))
+
+
+def test_attempt_scoped_keys_show_a_lost_attempt_applied_twice(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Why the example service keys operations by workflow and step: the attempt-scoped
+    idempotency key of a re-run lost attempt is new, so a service keyed by it books twice."""
+    results = check_crashes(
+        trip_scenarios()[:1],
+        workdir=tmp_path,
+        boundaries=["after_action"],
+        ledger_scope="attempt",
+    )
+    crashed = [r for r in results if r.event is not None and r.event.n == 1]
+    assert crashed == [results[1]]
+    [cell] = crashed
+    assert cell.status == "COMPLETED"
+    assert any("reserve_flight: applied 2 times" in p for p in cell.problems)
+    ledger = Ledger(tmp_path / "trip-after_action-1" / "ledger.jsonl", scope="attempt")
+    keys = [r.key for r in ledger.records() if r.step == "reserve_flight"]
+    assert [k.rsplit(":", 1)[1] for k in keys] == ["1", "2"]
