@@ -256,6 +256,19 @@ def demo(store: str | None) -> None:
     show_default=True,
     help="--instance: the steps by status, or the workflow lifecycle with the path taken",
 )
+@click.option(
+    "--step",
+    "step_name",
+    default=None,
+    help="--instance: draw this step's lifecycle, its active (sub-)state and path taken",
+)
+@click.option(
+    "--definition",
+    "definition_path",
+    default=None,
+    type=click.Path(exists=True, dir_okay=False),
+    help="--instance: the saga's definition (descriptions, and its own step lifecycle)",
+)
 @_guard
 def diagram(
     paths: tuple[str, ...],
@@ -265,6 +278,8 @@ def diagram(
     instance: str | None,
     store_url: str | None,
     view: str,
+    step_name: str | None,
+    definition_path: str | None,
 ) -> None:
     """Draw charts or workflow definitions (PATH...), or a stored workflow (--instance)."""
     import os
@@ -287,13 +302,15 @@ def diagram(
     if instance:
         url = store_url or os.environ.get("STATESAGA_STORE") or "sqlite:///statesaga.db"
         wf = plugins.open_store(url).get(instance)
-        suffix = "" if view == "steps" else f".{view}"
-        todo.append(
-            (
-                f"{wf.id}{suffix}",
-                from_instance(wf, None, "workflow" if view == "workflow" else "steps"),
-            )
-        )
+        from .definition import load_definition
+
+        d = load_definition(definition_path) if definition_path else None
+        if step_name is not None:
+            todo.append((f"{wf.id}.{step_name}", from_instance(wf, d, "step", step=step_name)))
+        else:
+            suffix = "" if view == "steps" else f".{view}"
+            mode = "workflow" if view == "workflow" else "steps"
+            todo.append((f"{wf.id}{suffix}", from_instance(wf, d, mode)))
     else:
         for path in paths:
             todo.append((Path(path).stem, from_loaded(validate_file(path), detail=detail)))

@@ -182,10 +182,11 @@ def lifecycle_chart(name: str, source: ChartSource | None) -> Chart:
     """The lifecycle chart the engine runs: the shipped one, or a user's copy of it.
 
     A user's copy (typically the shipped YAML with plugin effects or guards added to its
-    transitions) must keep what the engine relies on: the same chart name, initial state,
-    states and final states (the models' status enums), and every trigger the shipped chart
-    accepts from each state (the engine fires them). Transitions, guards and effects may be
-    added or changed. Raises DefinitionError listing every difference.
+    transitions, or a chart that `extends` it with sub-states) must keep what the engine
+    relies on: the same initial state, top-level states and final states (the models' status
+    enums), and every trigger the shipped chart accepts from each state (the engine fires
+    them); its name must be the shipped one unless it extends it. Transitions, guards and
+    effects may be added. Raises DefinitionError listing every difference.
     """
     shipped = lifecycle(name)
     if source is None:

@@ -131,3 +131,17 @@ def test_live_diagram_of_a_stored_instance_renders_with_dot(tmp_path: Path) -> N
         return  # SVG needs graphviz; the DOT source was still checked above
     svg = subprocess.run(["dot", "-Tsvg"], input=dot.stdout, capture_output=True, text=True)
     assert svg.returncode == 0 and "<svg" in svg.stdout
+
+
+def test_live_diagram_of_one_step_on_an_extended_lifecycle(tmp_path: Path) -> None:
+    store = f"sqlite:///{tmp_path / 'agent.db'}"
+    task = str(ROOT / "examples" / "agent_task.yaml")
+    run = cli("run", task, "--input", json.dumps({"topic": "sagas"}), "--store", store, "--json")
+    assert run.returncode == 0, run.stderr
+    wf_id = json.loads(run.stdout)["id"]
+    res = cli(
+        "diagram", "--instance", wf_id, "--store", store, "--step", "research", "--definition", task
+    )
+    assert res.returncode == 0, res.stderr
+    assert "state EXECUTING {" in res.stdout
+    assert "EXECUTING_CALLING_MODEL --> EXECUTING_WAITING_FOR_TOOL : 3. tool_called" in res.stdout
