@@ -228,7 +228,7 @@ class RedisStore:
         stop = -1 if limit is None or both else limit - 1
         if limit is not None and limit <= 0:
             return []
-        ids: builtins.list[str] = self.client.zrange(index, 0, stop)
+        ids = [str(i) for i in self.client.zrange(index, 0, stop)]
         docs = [d for d in self._fetch(ids) if d is not None]
         if both:
             docs = [d for d in docs if d.status == status]

@@ -54,8 +54,8 @@ def job_timeout(step_timeout: float | None, margin: int = TIMEOUT_MARGIN) -> int
 def describe(job: Job) -> str:
     """What `rq info` shows for a job: the workflow, the step and the attempt."""
     if job.description:
-        return job.description
-    verb = "undo" if job.kind == "compensation" else "step"
+        return str(job.description)
+    verb = {"compensation": "undo", "timer": "timer"}.get(job.kind, "step")
     return f"{job.workflow_id} {verb} {job.step} attempt {job.attempt}"
 
 

@@ -1,9 +1,12 @@
 """The DBOS side of row 2, run in its own process (DBOS is a process-wide singleton).
 
-    python -m benchmarks._dbos_peer --workflows N --db PATH [--wal]
+    python -m benchmarks._dbos_peer --db PATH [--wal]
 
-Runs N workflows of five no-op `@DBOS.step`s on DBOS's SQLite system database and prints one
-JSON line: {"workflows", "steps", "seconds", "journal_mode", "synchronous"}. DBOS checkpoints
+Launches DBOS on its SQLite system database, then reads block sizes from stdin, one per line:
+for each it runs that many workflows of five no-op `@DBOS.step`s and prints one JSON line
+{"workflows", "seconds"}. The caller interleaves these blocks with its own, so that both sides
+run under the same disk and CPU conditions (fsync latency on a shared disk drifts by several
+times within minutes). At end of input it prints {"journal_mode", "synchronous"}. DBOS checkpoints
 every step's output in its system database before the workflow goes on, with SQLite's default
 synchronous=FULL, so each step's outcome is on disk before the next starts.
 """
@@ -14,12 +17,12 @@ import argparse
 import json
 import logging
 import sqlite3
+import sys
 import time
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--workflows", type=int, required=True)
     parser.add_argument("--db", required=True)
     parser.add_argument(
         "--wal", action="store_true", help="put the database in WAL mode first (as ours is)"
@@ -53,10 +56,13 @@ def main() -> None:
     DBOS.launch()
     logging.getLogger("dbos").setLevel(logging.WARNING)
     five_steps()  # warm-up: first-call costs (imports, prepared statements) are not per-step
-    t0 = time.perf_counter()
-    for _ in range(args.workflows):
-        five_steps()
-    seconds = time.perf_counter() - t0
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        n = int(line)
+        t0 = time.perf_counter()
+        for _ in range(n):
+            five_steps()
+        print(json.dumps({"workflows": n, "seconds": time.perf_counter() - t0}), flush=True)
     DBOS.destroy()
     probe = sqlite3.connect(args.db)
     journal = probe.execute("PRAGMA journal_mode").fetchone()[0]
@@ -65,9 +71,6 @@ def main() -> None:
     print(
         json.dumps(
             {
-                "workflows": args.workflows,
-                "steps": args.workflows * 5,
-                "seconds": seconds,
                 "journal_mode": journal,
                 "synchronous": {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}.get(
                     synchronous, synchronous

@@ -21,7 +21,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import redis
-
 from statesaga.adapters.redis_store import RedisStore
 from statesaga.adapters.sqlite import SQLiteStore
 from statesaga.models import WorkflowState

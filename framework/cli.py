@@ -144,6 +144,11 @@ def run(
     wf = run_with_progress(engine, d, data, console, session_id=session, timeout=timeout)
     if as_json:
         click.echo(wf.model_dump_json(indent=2))
+    from .engine import waiting_for_signal
+
+    if waiting_for_signal(wf):  # a person must act (issue 11): say how, and leave it waiting
+        _echo_waiting(wf, err=as_json)
+        sys.exit(0)
     sys.exit(0 if wf.status is WorkflowStatus.COMPLETED else 1)
 
 
@@ -585,6 +590,155 @@ def check_crashes_command(
     click.echo(format_table(results))
     sys.exit(0 if all(r.ok for r in results) else 1)
 
+
+# -- statesaga signal / restart / check-upgrade (issue 11: people and time in the loop) ----------
+def _payload(value: str | None) -> Any:
+    """`--payload '{"by": "alice"}'` or `--payload @file.json`: any JSON value."""
+    if value is None:
+        return None
+    text = Path(value[1:]).read_text(encoding="utf-8") if value.startswith("@") else value
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint="--payload") from None
+
+
+def _run_until_waiting(engine: Any, workflow_id: str) -> Any:
+    """With an in-process queue the jobs a command enqueued run here, until the workflow ends
+    or waits for a signal again; with workers elsewhere, the stored document as it is."""
+    if hasattr(engine.queue, "pending"):
+        return engine.wait(workflow_id)
+    return engine.get(workflow_id)
+
+
+@main.command()
+@click.argument("workflow_id")
+@click.argument("name")
+@click.option("--payload", default=None, help="JSON value (the step's result), or @file.json")
+@click.option("--by", default=None, help="who sends it (kept in the history)")
+@_store_option
+@_queue_option
+@_handlers_option
+@_guard
+def signal(
+    workflow_id: str,
+    name: str,
+    payload: str | None,
+    by: str | None,
+    store: str | None,
+    queue: str | None,
+    handlers: tuple[str, ...],
+) -> None:
+    """Send the signal NAME to a workflow (e.g. `approve`); the step waiting for it completes
+    with the payload as its result. A signal sent before the step waits is kept for it; one
+    to a finished workflow, or that no step waits for, is an error (exit 1)."""
+    import getpass
+
+    data = _payload(payload)
+    engine = _recovery_engine(store, queue, handlers)
+    wf = engine.get(workflow_id)
+    for module in wf.handlers:  # the jobs the signal enqueues may run in this process
+        if module not in handlers:
+            try:
+                engine.registry.register_module(module)
+            except StatesagaError:
+                pass  # already registered
+    sender = by or (data.get("by") if isinstance(data, dict) else None) or getpass.getuser()
+    wf = engine.signal(workflow_id, name, data, by=str(sender))
+    click.echo(f"{wf.id} {name} sent ({wf.status.value})")
+    final = _run_until_waiting(engine, workflow_id)
+    _echo_waiting(final)
+    if final.revision != wf.revision:
+        click.echo(f"{final.id} {final.status.value}")
+
+
+def _echo_waiting(wf: Any, err: bool = False) -> None:
+    """Say which signals the workflow waits for, and the command that sends each."""
+    from .models import StepStatus
+
+    for s in wf.steps:
+        if s.status is StepStatus.WAITING and s.kind == "wait":
+            at = s.next_attempt_at
+            due = f" (timeout at {at:%Y-%m-%d %H:%M:%S} UTC)" if at is not None else ""
+            click.echo(
+                f"{wf.id} step {s.name} waits for the signal {s.signal!r}{due}:\n"
+                f"  statesaga signal {wf.id} {s.signal} --payload '{{\"by\": \"NAME\"}}'",
+                err=err,
+            )
+
+
+@main.command()
+@click.argument("workflow_id")
+@click.option("--from", "from_step", required=True, metavar="STEP", help="the step to re-run")
+@click.option("--reason", required=True, help="why (kept in the history)")
+@click.option("--by", default=None, help="who restarts it (default: the current user)")
+@_store_option
+@_queue_option
+@_handlers_option
+@_guard
+def restart(
+    workflow_id: str,
+    from_step: str,
+    reason: str,
+    by: str | None,
+    store: str | None,
+    queue: str | None,
+    handlers: tuple[str, ...],
+) -> None:
+    """Re-run a FAILED workflow from STEP (e.g. after fixing a bug): the steps before it keep
+    their results; it and the steps after it run again. Exit 0 when it completes (or waits
+    for a signal, or runs on workers elsewhere), 1 otherwise."""
+    import getpass
+
+    from .models import WorkflowStatus
+
+    engine = _recovery_engine(store, queue, handlers)
+    for module in engine.get(workflow_id).handlers:
+        if module not in handlers:
+            try:
+                engine.registry.register_module(module)
+            except StatesagaError:
+                pass  # already registered
+    wf = engine.restart(workflow_id, from_step, reason=reason, by=by or getpass.getuser())
+    click.echo(f"{wf.id} restarted from {from_step} ({wf.status.value})")
+    final = _run_until_waiting(engine, workflow_id)
+    _echo_waiting(final)
+    click.echo(f"{final.id} {final.status.value}")
+    sys.exit(0 if final.status in (WorkflowStatus.COMPLETED, WorkflowStatus.RUNNING) else 1)
+
+
+@main.command(name="check-upgrade")
+@click.argument("definition", type=click.Path(exists=True, dir_okay=False))
+@_store_option
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per instance")
+@_guard
+def check_upgrade_command(definition: str, store: str | None, as_json: bool) -> None:
+    """Can the in-flight instances of an older version continue under DEFINITION? Lists each
+    (its current step must still exist; its completed steps must keep their compensations);
+    exit 1 if any cannot."""
+    from .console import store_url
+    from .definition import load_definition
+    from .plugins import open_store
+    from .versions import check_upgrade
+
+    new = load_definition(definition)
+    checks = check_upgrade(open_store(store_url(store)), new)
+    blocked = [c for c in checks if not c.ok]
+    for c in checks:
+        if as_json:
+            click.echo(json.dumps(c.to_dict(), sort_keys=True))
+            continue
+        where = ", ".join(c.current) or "-"
+        verdict = "ok" if c.ok else "CANNOT continue"
+        click.echo(f"{c.workflow_id} v{c.version} {c.status} at {where}: {verdict}")
+        for p in c.problems:
+            click.echo(f"    {p}")
+    if not as_json:
+        click.echo(
+            f"{len(checks)} in-flight instance(s) of {new.name} on other versions; "
+            f"{len(blocked)} cannot continue under v{new.version}"
+        )
+    sys.exit(1 if blocked else 0)
 
 __all__ = ["main"]
 

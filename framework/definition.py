@@ -5,10 +5,18 @@ from __future__ import annotations
 import importlib
 import re
 from collections.abc import Mapping, Set
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ._yaml import LineMap, load_yaml_file, pydantic_problems
 from .chart import Chart, load_chart
@@ -16,8 +24,10 @@ from .errors import DefinitionError, Problem
 from .models import (
     CompensationAction,
     CompensationStrategy,
+    OnTimeout,
     RetryPolicy,
     SagaStep,
+    StepKind,
     WorkflowState,
     new_id,
     utcnow,
@@ -39,7 +49,24 @@ class CompensationSpec(_Strict):
 
 class StepSpec(_Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z_][A-Za-z0-9_.-]*$")
-    action: str = Field(min_length=1)
+    kind: StepKind = Field(
+        "action",
+        description="action (the default): runs `action`; wait: waits for `signal`; sleep: "
+        "waits `duration` seconds or `until` a time. Inferred from signal/duration/until",
+    )
+    action: str | None = Field(None, min_length=1, description="the handler of an action step")
+    signal: str | None = Field(
+        None, min_length=1, description="a wait step: the name of the signal it waits for"
+    )
+    await_signal: str | None = Field(None, description="the same as `signal`")
+    on_timeout: OnTimeout = Field(
+        "fail",
+        description="a wait step whose `timeout` passes: fail (the saga unwinds) or continue "
+        "with `default` as its result",
+    )
+    default: Any = Field(None, description="a wait step's result when it continues on timeout")
+    duration: float | None = Field(None, ge=0, description="a sleep step: seconds")
+    until: datetime | None = Field(None, description="a sleep step: the time to wake up")
     description: str = ""
     params: dict[str, Any] = Field(default_factory=dict)
     compensation: CompensationSpec | None = None
@@ -49,6 +76,57 @@ class StepSpec(_Strict):
     depends_on: tuple[str, ...] | None = Field(
         None, description="absent: the previous step; [] : none (starts at once)"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _infer_kind(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            return data
+        data = dict(data)
+        if data.get("await_signal") is not None and data.get("signal") is None:
+            data["signal"] = data["await_signal"]
+        if "kind" not in data:
+            if data.get("signal") is not None:
+                data["kind"] = "wait"
+            elif data.get("duration") is not None or data.get("until") is not None:
+                data["kind"] = "sleep"
+        return data
+
+    @model_validator(mode="after")
+    def _kind_fits(self) -> StepSpec:
+        kind = self.kind
+        if kind == "action":
+            if self.action is None:
+                raise ValueError(
+                    f"step {self.name!r} needs an `action` (or `kind: wait` with a `signal`, "
+                    "or `kind: sleep` with a `duration`)"
+                )
+            return self
+        if self.action is not None:
+            raise ValueError(f"a {kind} step runs no action; remove `action` from {self.name!r}")
+        if self.compensation is not None:
+            raise ValueError(f"a {kind} step has nothing to undo; remove its compensation")
+        if self.pivot:
+            raise ValueError(f"a {kind} step cannot be the pivot")
+        if kind == "wait":
+            if self.signal is None:
+                raise ValueError(f"wait step {self.name!r} needs a `signal` to wait for")
+            if self.duration is not None or self.until is not None:
+                raise ValueError("a wait step takes `timeout`, not `duration` or `until`")
+            if self.on_timeout == "continue" and self.timeout is None:
+                raise ValueError("`on_timeout: continue` needs a `timeout`")
+        else:
+            if self.signal is not None:
+                raise ValueError("a sleep step waits for time, not for a signal")
+            if (self.duration is None) == (self.until is None):
+                raise ValueError(f"sleep step {self.name!r} needs one of `duration` or `until`")
+        return self
+
+    @field_validator("until", mode="after")
+    @classmethod
+    def _aware(cls, v: datetime | None) -> datetime | None:
+        # A wake-up time without a zone is read as UTC, the zone every stored time is in.
+        return v.replace(tzinfo=UTC) if v is not None and v.tzinfo is None else v
 
     @field_validator(
         "compensation", mode="before", json_schema_input_type=str | dict[str, Any] | None
@@ -146,7 +224,7 @@ class WorkflowDefinition:
         """Every action and compensation must name a registered handler."""
         problems = []
         for i, s in enumerate(self.steps):
-            if not registry.has_handler(s.action):
+            if s.action is not None and not registry.has_handler(s.action):
                 problems.append(
                     self.lines.problem(("steps", i, "action"), f"unknown handler {s.action!r}")
                 )
@@ -177,17 +255,25 @@ class WorkflowDefinition:
                     params=dict(s.compensation.params),
                     retry=s.compensation.retry or d.compensation_retry,
                 )
+            waits = s.kind != "action"
             steps.append(
                 SagaStep(
                     id=f"{wf_id}:{s.name}",
                     name=s.name,
-                    action_type=s.action,
+                    action_type=s.action or "",
                     params=dict(s.params),
                     depends_on=list(self.dependencies[s.name]),
                     retry=s.retry or d.retry,
-                    timeout=s.timeout or d.timeout,
+                    # The default timeout is for actions; a wait (for a person) has its own.
+                    timeout=s.timeout if waits else s.timeout or d.timeout,
                     pivot=s.pivot,
                     compensation=comp,
+                    kind=s.kind,
+                    signal=s.signal,
+                    on_timeout=s.on_timeout,
+                    default=s.default,
+                    sleep=s.duration,
+                    until=s.until,
                 )
             )
         return WorkflowState(

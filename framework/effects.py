@@ -7,10 +7,17 @@ callable, run after the save. A guard is a predicate on the working copy.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from .models import CompensationStrategy, SagaStep, StepStatus, WorkflowStatus
+from .models import (
+    CompensationStrategy,
+    SagaStep,
+    StepError,
+    StepStatus,
+    WorkflowStatus,
+    new_id,
+)
 
 if TYPE_CHECKING:
     from .engine import TransitionContext
@@ -19,7 +26,11 @@ if TYPE_CHECKING:
 Deferred = Callable[[], None] | None
 
 _UNDONE = frozenset({StepStatus.COMPENSATED, StepStatus.COMPENSATION_FAILED})
-_NOT_STARTED = frozenset({StepStatus.PENDING, StepStatus.QUEUED, StepStatus.RETRYING})
+# A WAITING step has not started any work (it waits for a signal or for time), so an unwinding
+# saga skips it like a queued one.
+_NOT_STARTED = frozenset(
+    {StepStatus.PENDING, StepStatus.QUEUED, StepStatus.RETRYING, StepStatus.WAITING}
+)
 _BUSY = frozenset({StepStatus.EXECUTING, StepStatus.COMPENSATING})
 
 
@@ -132,13 +143,162 @@ def compensate(ctx: TransitionContext) -> Deferred:
 
 def resume_in_flight(ctx: TransitionContext) -> Deferred:
     """Re-enqueue what was in flight: a running attempt whose worker was lost times out (so a
-    zombie finishing it later is rejected); queued jobs and compensations are put back."""
+    zombie finishing it later is rejected); queued jobs, compensations and the timers of
+    waiting steps (with the time they have left) are put back."""
     for step in ctx.workflow.steps:
         if step.status is StepStatus.EXECUTING:
             ctx.fire_step(step, "time_out", "worker lost (heartbeat stale); resumed")
         elif step.status in (StepStatus.QUEUED, StepStatus.RETRYING, StepStatus.COMPENSATING):
             ctx.fire_step(step, "requeue", "resumed")
+        elif step.status is StepStatus.WAITING and step.next_attempt_at is not None:
+            ctx.fire_step(step, "requeue", "resumed")
     return None
+
+
+# -- waits, sleeps and signals --------------------------------------------------------------
+def start_wait(ctx: TransitionContext) -> Deferred:
+    """Enter WAITING: persist the timer's due time (a wait's timeout, a sleep's end) and
+    count the wait as an attempt, so each wait's timer carries its own attempt token."""
+    step = _step(ctx)
+    step.attempts += 1
+    step.started_at = ctx.now
+    if step.first_started_at is None:
+        step.first_started_at = ctx.now
+    step.next_attempt_at = _due(step, ctx.now)
+    return None
+
+
+def _due(step: SagaStep, now: datetime) -> datetime | None:
+    if step.kind == "sleep":
+        if step.until is not None:
+            return step.until
+        return now + timedelta(seconds=step.sleep or 0.0)
+    if step.timeout is not None:
+        return now + timedelta(seconds=step.timeout)
+    return None
+
+
+def take_early_signal(ctx: TransitionContext) -> Deferred:
+    """A signal that arrived before the step waited was kept in the inbox: take it now."""
+    step = _step(ctx)
+    if step.kind == "wait" and step.signal and ctx.workflow.signals.get(step.signal):
+        ctx.fire_step(step, "signal", f"{step.signal} (received before the step waited)")
+    return None
+
+
+def enqueue_timer(ctx: TransitionContext) -> Deferred:
+    """Put the step's timer on the queue for the time left until its persisted due time.
+
+    The due time is the durable part: if the queue loses the job (every worker died, a Redis
+    restart), recovery's `requeue` enqueues it again with whatever time is left.
+    """
+    step, wf, engine = _step(ctx), ctx.workflow, ctx.engine
+    if step.status is not StepStatus.WAITING or step.next_attempt_at is None:
+        return None  # a wait without a timeout needs no timer (or the signal was taken)
+    delay = max((step.next_attempt_at - ctx.now).total_seconds(), 0.0)
+    job = engine.timer_job(wf, step)
+    return lambda: engine.queue.enqueue(job, delay)
+
+
+def take_signal(ctx: TransitionContext) -> Deferred:
+    """The oldest payload of the step's signal becomes its result."""
+    step, wf = _step(ctx), ctx.workflow
+    assert step.signal is not None  # the signal_received guard checked the inbox
+    inbox = wf.signals[step.signal]
+    payload = inbox.pop(0)
+    if not inbox:
+        del wf.signals[step.signal]
+    _complete(ctx, step, payload)
+    return None
+
+
+def finish_sleep(ctx: TransitionContext) -> Deferred:
+    step = _step(ctx)
+    due = step.next_attempt_at
+    _complete(ctx, step, {"slept_until": due.isoformat() if due else None})
+    return None
+
+
+def take_default(ctx: TransitionContext) -> Deferred:
+    step = _step(ctx)
+    _complete(ctx, step, step.default)
+    return None
+
+
+def timeout_error(ctx: TransitionContext) -> Deferred:
+    step, wf = _step(ctx), ctx.workflow
+    step.next_attempt_at = None
+    step.error = StepError(
+        type="WaitTimeout",
+        message=f"{step.name}: no {step.signal!r} signal within {step.timeout}s",
+        attempt=step.attempts,
+    )
+    if wf.error is None:
+        wf.error = step.error
+    return None
+
+
+def _complete(ctx: TransitionContext, step: SagaStep, result: object) -> None:
+    step.result = result
+    step.error = None
+    step.next_attempt_at = None
+    step.completed_at = ctx.now
+    ctx.workflow.results[step.name] = result
+
+
+def deliver_signals(ctx: TransitionContext) -> Deferred:
+    """Hand kept signals to the wait steps waiting for them (the rest stay in the inbox)."""
+    wf = ctx.workflow
+    for step in wf.steps:
+        if (
+            step.status is StepStatus.WAITING
+            and step.kind == "wait"
+            and step.signal
+            and wf.signals.get(step.signal)
+        ):
+            ctx.fire_step(step, "signal", step.signal)
+    return None
+
+
+def reset_steps(ctx: TransitionContext) -> Deferred:
+    """Restart: the chosen step and every step after it (in table order, or depending on a
+    reset one) start afresh from their own specs; results before it are kept."""
+    wf = ctx.workflow
+    start = ctx.txn.params["from_step"]
+    names = [s.name for s in wf.steps]
+    reset = set(names[names.index(start) :])
+    for step in wf.steps:  # table order lists dependencies first
+        if any(d in reset for d in step.depends_on):
+            reset.add(step.name)
+    wf.steps = [fresh_step(s, ctx.now) if s.name in reset else s for s in wf.steps]
+    for name in reset:
+        wf.results.pop(name, None)
+    wf.error = None
+    wf.reason = None
+    wf.finished_at = None
+    return None
+
+
+def fresh_step(step: SagaStep, now: datetime) -> SagaStep:
+    """The same step as a new one: same action, params, retry and compensation (a new id)."""
+    comp = step.compensation
+    if comp is not None:
+        comp = comp.model_copy(
+            update={
+                "id": new_id("COMP", now),
+                "attempts": 0,
+                "error": None,
+                "result": None,
+                "started_at": None,
+                "finished_at": None,
+            }
+        )
+    keep = {
+        "id", "name", "action_type", "params", "depends_on", "retry", "timeout", "pivot",
+        "todo_id", "kind", "signal", "on_timeout", "default", "sleep", "until",
+    }  # fmt: skip
+    spec = step.model_dump(include=keep)
+    return SagaStep.model_validate({**spec, "compensation": comp})
 
 
 # -- guards -------------------------------------------------------------------------------
@@ -201,6 +361,20 @@ def workflow_running(ctx: TransitionContext) -> bool:
     return ctx.workflow.status is WorkflowStatus.RUNNING
 
 
+def is_waiting_kind(ctx: TransitionContext) -> bool:
+    """A wait or sleep step: it waits in WAITING instead of running a handler."""
+    return _step(ctx).kind in ("wait", "sleep")
+
+
+def signal_received(ctx: TransitionContext) -> bool:
+    step = _step(ctx)
+    return bool(step.signal and ctx.workflow.signals.get(step.signal))
+
+
+def timeout_continues(ctx: TransitionContext) -> bool:
+    return _step(ctx).on_timeout == "continue"
+
+
 EFFECTS: dict[str, Callable[..., Deferred]] = {
     f.__name__: f
     for f in (
@@ -214,6 +388,15 @@ EFFECTS: dict[str, Callable[..., Deferred]] = {
         schedule_ready,
         compensate,
         resume_in_flight,
+        start_wait,
+        take_early_signal,
+        enqueue_timer,
+        take_signal,
+        finish_sleep,
+        take_default,
+        timeout_error,
+        deliver_signals,
+        reset_steps,
     )
 }
 GUARDS: dict[str, Callable[..., bool]] = {
@@ -228,6 +411,9 @@ GUARDS: dict[str, Callable[..., bool]] = {
         has_compensation,
         can_retry_compensation,
         workflow_running,
+        is_waiting_kind,
+        signal_received,
+        timeout_continues,
     )
 }
 
@@ -242,4 +428,4 @@ def install_builtins(registry: Registry) -> None:
             registry.register_guard(name, guard)
 
 
-__all__ = ["EFFECTS", "GUARDS", "install_builtins"]
+__all__ = ["EFFECTS", "GUARDS", "fresh_step", "install_builtins"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import json
 import logging
 import threading
 import time
@@ -61,6 +62,8 @@ class Txn:
     followups: deque[str] = field(default_factory=deque)
     entries: list[HistoryEntry] = field(default_factory=list)
     emitted: list[HistoryEntry] = field(default_factory=list)
+    #: A command's arguments for the effects of its transition (e.g. restart's from_step).
+    params: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -129,6 +132,14 @@ class Engine:
         self.listeners: list[Listener] = []
         self._heartbeats = _Heartbeats(self)
         self._ended: dict[str, None] = {}  # ids of workflows this engine saw end, oldest first
+        # Ids of workflows this engine saw waiting only for signals (see `waiting_for_signal`).
+        self._parked: set[str] = set()
+        chart = self.workflow_chart.chart
+        #: Where a workflow has ended: the final states, and those tagged `halted` (FAILED: only
+        #: an operator's restart moves it on).
+        self.ended_states = frozenset(
+            s for s in chart.top_states if chart.is_final(s) or "halted" in chart.states[s].tags
+        )
         queue.bind(self.run_job)
 
     # -- public API ----------------------------------------------------------------------
@@ -204,9 +215,15 @@ class Engine:
         workflow_id: str,
         timeout: float | None = None,
         on_progress: Callable[[WorkflowState], None] | None = None,
+        *,
+        until_signal: bool = True,
     ) -> WorkflowState:
-        """Block until the workflow is in a final state (or timeout); in-process queues run
-        its jobs here. `on_progress` sees the stored document each time the queue checks."""
+        """Block until the workflow has ended (or timeout); in-process queues run its jobs
+        here. `on_progress` sees the stored document each time the queue checks.
+
+        With `until_signal` (the default) it also returns when the workflow only waits for
+        signals (a person's approval): nothing would happen here before someone signals it.
+        Without it, an in-process queue keeps running and a wait's timeout fires here."""
 
         # Workflows this process finished are known without a read; others (finished by
         # workers elsewhere) are polled from the store, at most every _POLL seconds.
@@ -216,6 +233,8 @@ class Engine:
             nonlocal last_read
             if workflow_id in self._ended:
                 return True
+            if until_signal and workflow_id in self._parked:
+                return True
             now = time.monotonic()
             if on_progress is None and now - last_read < _POLL:
                 return False
@@ -223,7 +242,7 @@ class Engine:
             wf = self.store.get(workflow_id)
             if on_progress is not None:
                 on_progress(wf)
-            return wf.status not in _OPEN
+            return wf.status not in _OPEN or (until_signal and waiting_for_signal(wf))
 
         self.queue.drain(done, timeout)
         self._ended.pop(workflow_id, None)
@@ -241,7 +260,7 @@ class Engine:
 
         def apply(txn: Txn) -> bool:
             status = txn.wf.status
-            if self.workflow_chart.chart.is_final(status.value):
+            if self.has_ended(status.value):
                 raise StateError(f"{workflow_id} is already {status.value}; nothing to cancel")
             self._fire(txn, None, trigger)
             return True
@@ -305,13 +324,104 @@ class Engine:
     def get(self, workflow_id: str) -> WorkflowState:
         return self.store.get(workflow_id)
 
+    def has_ended(self, status: str) -> bool:
+        """Final, or halted for an operator (FAILED): nothing moves it on by itself."""
+        return status in self.ended_states
+
+    def signal(
+        self,
+        workflow_id: str,
+        name: str,
+        payload: Any = None,
+        *,
+        by: str | None = None,
+    ) -> WorkflowState:
+        """Send a named signal (e.g. `approve`) with a JSON payload to a workflow.
+
+        The step waiting for it completes with the payload as its result; a signal that
+        arrives before its step waits is kept and taken when the step gets there. A signal to
+        a workflow that has ended, or one no step of the workflow waits for (or will wait for),
+        raises StateError and changes nothing. The signal is recorded in the history.
+        """
+        try:
+            summary = json.dumps(payload, sort_keys=True, default=str)
+        except (TypeError, ValueError) as exc:
+            raise StateError(f"the payload of signal {name!r} is not JSON: {exc}") from None
+        if len(summary) > _SUMMARY:
+            summary = summary[: _SUMMARY - 1] + "…"
+
+        def apply(txn: Txn) -> bool:
+            wf = txn.wf
+            if self.has_ended(wf.status.value):
+                raise StateError(
+                    f"{workflow_id} is already {wf.status.value}; it takes no signals"
+                )
+            awaiting = [s for s in wf.steps if s.kind == "wait" and s.signal == name]
+            if not awaiting:
+                known = sorted({s.signal for s in wf.steps if s.kind == "wait" and s.signal})
+                raise StateError(
+                    f"{workflow_id}: no step waits for the signal {name!r}"
+                    + (f" (it waits for {', '.join(known)})" if known else " (it has no waits)")
+                )
+            open_ = [s for s in awaiting if s.status in (StepStatus.PENDING, StepStatus.WAITING)]
+            kept = len(wf.signals.get(name, ()))
+            if len(open_) <= kept:
+                states = ", ".join(f"{s.name} is {s.status.value}" for s in awaiting)
+                raise StateError(
+                    f"{workflow_id}: no step is left to take the signal {name!r} ({states}"
+                    + (f"; {kept} already kept" if kept else "")
+                    + ")"
+                )
+            wf.signals.setdefault(name, []).append(payload)
+            self._fire(txn, None, "signal", f"{name} {summary}")
+            return True
+
+        return self._command(workflow_id, apply, by)
+
+    def restart(
+        self, workflow_id: str, from_step: str, *, reason: str, by: str | None = None
+    ) -> WorkflowState:
+        """Run a FAILED workflow again from `from_step` (after a fix): the steps before it
+        keep their results; it and the steps after it start afresh from their own specs. The
+        history records who restarted it, from where and why."""
+        if not reason.strip():
+            raise StateError("a restart needs a reason (it is kept in the history)")
+
+        def apply(txn: Txn) -> bool:
+            wf = txn.wf
+            if wf.status is not WorkflowStatus.FAILED:
+                raise StateError(
+                    f"{workflow_id} is {wf.status.value}; only a FAILED workflow can be restarted"
+                )
+            names = [s.name for s in wf.steps]
+            try:
+                start = wf.step(from_step).name
+            except KeyError:
+                raise StateError(
+                    f"{workflow_id} has no step {from_step!r} (steps: {', '.join(names)})"
+                ) from None
+            kept = names[: names.index(start)]
+            for s in wf.steps:
+                if s.name in kept and s.status is not StepStatus.COMPLETED:
+                    raise StateError(
+                        f"{workflow_id}: step {s.name!r} before {start!r} is {s.status.value}, "
+                        f"so its result cannot be kept; restart from {s.name!r} or earlier"
+                    )
+            txn.params["from_step"] = start
+            self._fire(txn, None, "restart", f"from {start}: {reason}")
+            return True
+
+        return self._command(workflow_id, apply, by)
+
     # -- jobs ----------------------------------------------------------------------------
     def run_job(self, job: Job) -> None:
-        """Run one step or compensation job; stale and duplicate jobs are ignored."""
+        """Run one step, compensation or timer job; stale and duplicate jobs are ignored."""
         if job.kind == "step":
             self._run_step(job)
         elif job.kind == "compensation":
             self._run_compensation(job)
+        elif job.kind == "timer":
+            self._run_timer(job)
         else:
             log.error("unknown job kind %r for %s", job.kind, job.workflow_id)
 
@@ -369,6 +479,33 @@ class Engine:
             return True
 
         self._transact(job.workflow_id, settle, by=self.worker, job=job)
+
+    def _run_timer(self, job: Job) -> None:
+        """A WAITING step's due time: a sleep wakes, a wait times out. A timer that fires
+        before the persisted due time (a clock running ahead, an early scheduler) puts itself
+        back for the time left."""
+
+        def fire(txn: Txn) -> bool:
+            step = txn.wf.step(job.step)
+            due = step.next_attempt_at
+            if (
+                txn.wf.status is not WorkflowStatus.RUNNING
+                or step.status is not StepStatus.WAITING
+                or job.attempt != step.attempts
+                or due is None
+            ):
+                log.info("stale timer %s ignored (%s is %s)", _jobname(job), step.name,
+                         step.status.value)
+                return False
+            if self.clock.now() < due:
+                self._fire(txn, step, "requeue", "the timer fired early")
+            elif step.kind == "sleep":
+                self._fire(txn, step, "wake")
+            else:
+                self._fire(txn, step, "wait_timeout", f"no {step.signal!r} signal in time")
+            return True
+
+        self._transact(job.workflow_id, fire, by=self.worker, job=job)
 
     def _run_compensation(self, job: Job) -> None:
         def claim(txn: Txn) -> bool:
@@ -538,7 +675,7 @@ class Engine:
         holder.substate = below_top(reached)
         if step is None:
             wf.status = WorkflowStatus(dest)
-            if self.workflow_chart.chart.is_final(dest):
+            if self.has_ended(dest):
                 wf.finished_at = now
         else:
             step.status = StepStatus(dest)
@@ -580,6 +717,12 @@ class Engine:
             self._ended[txn.wf.id] = None
             while len(self._ended) > _ENDED_KEPT:  # forget the oldest; waiters re-read the store
                 self._ended.pop(next(iter(self._ended)))
+        else:
+            self._ended.pop(txn.wf.id, None)  # a restarted workflow runs again
+        if waiting_for_signal(txn.wf):
+            self._parked.add(txn.wf.id)
+        else:
+            self._parked.discard(txn.wf.id)
         for action in txn.deferred:
             action()
         for entry in txn.emitted:
@@ -609,6 +752,17 @@ class Engine:
             description=f"{wf.name} {wf.id} step {step.name} attempt {step.attempts + 1}",
         )
 
+    def timer_job(self, wf: WorkflowState, step: SagaStep) -> Job:
+        """The job that fires a WAITING step's due time; its token is the wait's attempt."""
+        what = "wake" if step.kind == "sleep" else "timeout"
+        return Job(
+            kind="timer",
+            workflow_id=wf.id,
+            step=step.name,
+            attempt=step.attempts,
+            description=f"{wf.name} {wf.id} {what} {step.name} attempt {step.attempts}",
+        )
+
     def compensation_job(self, wf: WorkflowState, step: SagaStep) -> Job:
         assert step.compensation is not None
         attempt = step.compensation.attempts + 1
@@ -623,6 +777,23 @@ class Engine:
 
 
 _POLL = 0.05
+_SUMMARY = 200  # characters of a signal's payload kept in the history
+_BUSY_STEP = frozenset(
+    {StepStatus.QUEUED, StepStatus.EXECUTING, StepStatus.RETRYING, StepStatus.COMPENSATING}
+)
+
+
+def waiting_for_signal(wf: WorkflowState) -> bool:
+    """Running, with nothing queued or running and no sleep under way: only a signal (or a
+    wait's timeout) can move it on."""
+    if wf.status is not WorkflowStatus.RUNNING:
+        return False
+    waiting = False
+    for s in wf.steps:
+        if s.status in _BUSY_STEP or (s.status is StepStatus.WAITING and s.kind == "sleep"):
+            return False
+        waiting = waiting or (s.status is StepStatus.WAITING and s.kind == "wait")
+    return waiting
 _ENDED_KEPT = 10_000
 _OPEN = frozenset(ACTIVE_WORKFLOW | {WorkflowStatus.PENDING, WorkflowStatus.SUSPENDED})
 

@@ -225,7 +225,7 @@ class WorkflowExecutor:
             wf = store.get(workflow.id)
             return StepStatus(
                 wf.step(name).status
-            ) in _SETTLED_STEP or engine.workflow_chart.chart.is_final(wf.status.value)
+            ) in _SETTLED_STEP or engine.has_ended(wf.status.value)
 
         await asyncio.to_thread(prepare)
         await _drain(engine, settled, timeout)
@@ -239,7 +239,7 @@ class WorkflowExecutor:
             and done.completed_at is not None
         ):
             return done.result
-        if done.status not in _SETTLED_STEP and not engine.workflow_chart.chart.is_final(
+        if done.status not in _SETTLED_STEP and not engine.has_ended(
             stored.status.value
         ):
             still = f"{workflow.id} step {name} is still {done.status.value}"

@@ -10,7 +10,7 @@ import random
 import secrets
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -32,6 +32,7 @@ class WorkflowStatus(StrEnum):
 class StepStatus(StrEnum):
     PENDING = "PENDING"
     QUEUED = "QUEUED"
+    WAITING = "WAITING"
     EXECUTING = "EXECUTING"
     RETRYING = "RETRYING"
     COMPLETED = "COMPLETED"
@@ -50,6 +51,12 @@ class TodoStatus(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+
+
+#: What a step does: run a handler (action), wait for a named signal (wait), or sleep.
+StepKind = Literal["action", "wait", "sleep"]
+#: What a wait's timeout does: fail the step (the saga unwinds) or continue with `default`.
+OnTimeout = Literal["fail", "continue"]
 
 
 class CompensationStrategy(StrEnum):
@@ -166,6 +173,16 @@ class SagaStep(_Doc):
     started_at: datetime | None = None
     completed_at: datetime | None = None
     todo_id: str | None = None
+    kind: StepKind = Field(
+        "action", description="action: runs a handler; wait: waits for a signal; sleep: a timer"
+    )
+    signal: str | None = Field(None, description="the signal a wait step waits for")
+    on_timeout: OnTimeout = Field(
+        "fail", description="a wait's timeout (`timeout`) fails the step or continues"
+    )
+    default: Any = Field(None, description="a wait's result when it continues on timeout")
+    sleep: float | None = Field(None, ge=0, description="a sleep step's duration in seconds")
+    until: datetime | None = Field(None, description="a sleep step's wake-up time")
     substate: list[str] = Field(
         default_factory=list,
         description="the active sub-state(s) under status, for a step lifecycle with compound "
@@ -196,6 +213,10 @@ class WorkflowState(_Doc):
     heartbeat_at: datetime | None = None
     revision: int = 0
     substate: list[str] = Field(default_factory=list, description="as SagaStep.substate")
+    signals: dict[str, list[Any]] = Field(
+        default_factory=dict,
+        description="signals received and not yet taken by a waiting step, oldest first",
+    )
     history: list[HistoryEntry] = Field(default_factory=list)
 
     def step(self, name: str) -> SagaStep:

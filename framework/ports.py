@@ -11,7 +11,8 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from .models import WorkflowState, WorkflowStatus
 
-JobKind = Literal["step", "compensation"]
+#: A timer job fires a WAITING step's due time (a wait's timeout or a sleep's wake-up).
+JobKind = Literal["step", "compensation", "timer"]
 
 
 @dataclass(frozen=True)

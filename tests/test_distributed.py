@@ -24,7 +24,6 @@ from typing import Any
 import pytest
 from rq import Worker
 from rq.job import Job as RQJob
-
 from statesaga.adapters.rq_queue import RQQueue
 from statesaga.definition import load_definition
 from statesaga.engine import Engine
@@ -37,7 +36,11 @@ pytestmark = [pytest.mark.redis, pytest.mark.slow]
 TESTS = Path(__file__).parent
 TRIP = files("statesaga.examples") / "trip.yaml"
 STEPS = ["reserve_flight", "reserve_hotel", "reserve_car", "charge_payment", "send_confirmation"]
-UNDO = {"reserve_flight": "cancel_flight", "reserve_hotel": "cancel_hotel", "reserve_car": "cancel_car"}
+UNDO = {
+    "reserve_flight": "cancel_flight",
+    "reserve_hotel": "cancel_hotel",
+    "reserve_car": "cancel_car",
+}
 BASE = {"origin": "CDG", "destination": "NRT", "nights": 3, "amount": 1200, "email": "z@x.io"}
 # Ten kinds of trip, five of each: plain, retried (flaky first attempt), refused (fail_at,
 # unwound by compensation), and both. A failure after the pivot would end FAILED, not
@@ -215,7 +218,9 @@ def test_a_retry_waits_in_rqs_scheduler_not_in_a_sleeping_worker(
         wf = engine.start(load_definition(RETRY_ONCE), {})
         wait_until(lambda: bool(queue.scheduled_job_ids()), "the retry is scheduled")
         (job_id,) = queue.scheduled_job_ids()
-        rq_job = RQJob.fetch(job_id, connection=queue.connection, serializer=queue.rq_queue.serializer)
+        rq_job = RQJob.fetch(
+            job_id, connection=queue.connection, serializer=queue.rq_queue.serializer
+        )
         (payload,) = rq_job.args  # the statesaga job's dict, and nothing else
         assert (payload["kind"], payload["workflow_id"], payload["step"], payload["attempt"]) == (
             "step", wf.id, "flaky", 2

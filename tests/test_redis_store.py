@@ -5,11 +5,10 @@ with redis-cli, and the separation of prefixes."""
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-
 from statesaga.adapters.redis_store import RedisStore
 from statesaga.errors import AdapterError
 from statesaga.models import WorkflowStatus
@@ -48,8 +47,7 @@ def test_documents_are_json_and_indexes_are_sorted_sets(
     store.save(wf)
     doc = json.loads(redis_client.hget(f"app:wf:{wf.id}", "doc"))
     assert (doc["id"], doc["status"], doc["revision"]) == (wf.id, "COMPLETED", 2)
-    micros = int((T0 - T0.replace(year=1970, month=1, day=1, hour=0, minute=0, second=0,
-                                  microsecond=0)) / timedelta(microseconds=1))
+    micros = (T0 - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
     assert redis_client.zscore("app:session:chat-1", wf.id) == micros
     assert redis_client.zscore("app:status:COMPLETED", wf.id) == micros
     # Moving status moves the index entry: a stale entry would list the workflow twice.

@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 from rq.job import Job as RQJob
 from rq.scheduler import RQScheduler
-
 from statesaga.adapters.rq_queue import TIMEOUT_MARGIN, RQQueue, job_timeout, parse_url
 from statesaga.errors import AdapterError, StatesagaError
 from statesaga.ports import Job, Queue

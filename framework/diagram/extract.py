@@ -24,8 +24,44 @@ UNDONE = "workflow:COMPENSATED"
 
 _TAG_STYLES = ("failure", "rolled_back", "success")  # first match wins
 _IN_FLIGHT = frozenset(
-    {StepStatus.QUEUED, StepStatus.EXECUTING, StepStatus.RETRYING, StepStatus.COMPENSATING}
+    {
+        StepStatus.QUEUED,
+        StepStatus.WAITING,
+        StepStatus.EXECUTING,
+        StepStatus.RETRYING,
+        StepStatus.COMPENSATING,
+    }
 )
+#: The glyphs that mark a step that waits: for a signal (a person, another system), for time.
+WAIT_MARK = "\u23f8"  # ⏸
+SLEEP_MARK = "\u23f1"  # ⏱
+
+
+def _seconds(value: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if value >= size and value % size == 0:
+            return f"{int(value // size)}{unit}"
+    return f"{value:g}s"
+
+
+def wait_text(
+    kind: str,
+    signal: str | None,
+    timeout: float | None,
+    on_timeout: str,
+    duration: float | None,
+    until: object | None,
+) -> str | None:
+    """What a wait or sleep step waits for, as drawn: `⏸ signal approve, timeout 3d: fail`
+    or `⏱ 5s`; None for an action step."""
+    if kind == "wait":
+        text = f"{WAIT_MARK} signal {signal}"
+        if timeout is not None:
+            text += f", timeout {_seconds(timeout)}: {on_timeout}"
+        return text
+    if kind == "sleep":
+        return f"{SLEEP_MARK} " + (_seconds(duration) if duration is not None else f"until {until}")
+    return None
 
 
 def _tag_style(tags: tuple[str, ...]) -> str:
@@ -96,9 +132,11 @@ def from_chart(chart: Chart, detail: bool = False) -> Diagram:
 
 
 def _dag(
-    steps: list[tuple[str, str, tuple[str, ...], bool, str | None]],
+    steps: list[tuple[str, str, tuple[str, ...], bool, str | None, str | None]],
 ) -> tuple[list[DiagramNode], list[DiagramEdge], list[DiagramNote]]:
-    """Steps (name, description, depends_on, pivot, compensation action) -> nodes and edges.
+    """Steps (name, description, depends_on, pivot, compensation action, wait text) -> nodes
+    and edges. A wait or sleep step is tagged `wait` / `sleep`, its label marked with the
+    glyph and a note saying what it waits for (`wait_text`).
 
     Forward edges follow depends_on. Every step that an unwinding saga passes through (those
     neither the pivot nor after it) gets a back edge to each step it depends on, labelled with
@@ -125,17 +163,22 @@ def _dag(
     edges: list[DiagramEdge] = []
     notes: list[DiagramNote] = []
     undoable = [n for n in names if n != pivot and not (pivot and after_pivot(n))]
-    for name, desc, depends_on, is_pivot, _comp in steps:
+    for name, desc, depends_on, is_pivot, _comp, waits in steps:
+        tags: tuple[str, ...] = ("pivot",) if is_pivot else ()
+        if waits:
+            tags = ("sleep",) if waits.startswith(SLEEP_MARK) else ("wait",)
         nodes.append(
             DiagramNode(
                 id=name,
-                label=name,
+                label=f"{waits[0]} {name}" if waits else name,
                 kind="initial" if not depends_on else "normal",
                 description=desc,
-                tags=("pivot",) if is_pivot else (),
-                style="pivot" if is_pivot else "default",
+                tags=tags,
+                style="pivot" if is_pivot else "waiting" if waits else "default",
             )
         )
+        if waits:
+            notes.append(DiagramNote(name, waits))
         if is_pivot:
             notes.append(
                 DiagramNote(name, "pivot, the point of no return; later steps are retried, "
@@ -148,12 +191,12 @@ def _dag(
     if undoable:
         nodes.append(DiagramNode(UNDONE, "COMPENSATED", "final", "every completed step was undone",
                                  ("rolled_back",), "rolled_back"))
-    for name, _desc, depends_on, _p, _c in steps:
+    for name, _desc, depends_on, _p, _c, _w in steps:
         for d in depends_on:
             edges.append(DiagramEdge(d, name))
         if name not in has_dependents:
             edges.append(DiagramEdge(name, DONE))
-    for name, _desc, depends_on, _p, comp in steps:
+    for name, _desc, depends_on, _p, comp, _w in steps:
         if name in undoable:
             label = f"undo {comp}" if comp else "nothing to undo"
             for d in depends_on or (UNDONE,):
@@ -170,6 +213,7 @@ def from_definition(definition: WorkflowDefinition) -> Diagram:
             definition.dependencies[s.name],
             s.pivot,
             s.compensation.action if s.compensation else None,
+            wait_text(s.kind, s.signal, s.timeout, s.on_timeout, s.duration, s.until),
         )
         for s in definition.steps
     ]
@@ -233,6 +277,7 @@ def from_instance(
             tuple(s.depends_on),
             s.pivot,
             s.compensation.action_type if s.compensation else None,
+            wait_text(s.kind, s.signal, s.timeout, s.on_timeout, s.sleep, s.until),
         )
         for s in wf.steps
     ]

@@ -27,6 +27,7 @@ PALETTE: dict[str, tuple[str, str]] = {
     "failure": ("#fadbd8", "#c0392b"),
     "rolled_back": ("#fdebd0", "#ca6f1e"),
     "pivot": ("#e8daef", "#6c3483"),
+    "waiting": ("#fdf2e9", "#af601a"),  # a step waiting for a signal or for time
     "visited": ("#d6eaf8", "#2e86c1"),
     "current": ("#2e86c1", "#1b4f72"),
     # Live step statuses (StepStatus values, lower-cased).
