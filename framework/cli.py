@@ -314,8 +314,10 @@ def diagram(
             todo.append((f"{wf.id}.{step_name}", from_instance(wf, d, "step", step=step_name)))
         else:
             suffix = "" if view == "steps" else f".{view}"
-            mode = "workflow" if view == "workflow" else "steps"
-            todo.append((f"{wf.id}{suffix}", from_instance(wf, d, mode)))
+            if view == "workflow":
+                todo.append((f"{wf.id}{suffix}", from_instance(wf, d, "workflow")))
+            else:
+                todo.append((f"{wf.id}{suffix}", from_instance(wf, d, "steps")))
     else:
         for path in paths:
             todo.append((Path(path).stem, from_loaded(validate_file(path), detail=detail)))
@@ -636,13 +638,7 @@ def signal(
 
     data = _payload(payload)
     engine = _recovery_engine(store, queue, handlers)
-    wf = engine.get(workflow_id)
-    for module in wf.handlers:  # the jobs the signal enqueues may run in this process
-        if module not in handlers:
-            try:
-                engine.registry.register_module(module)
-            except StatesagaError:
-                pass  # already registered
+    _require_handlers(engine, engine.get(workflow_id))
     sender = by or (data.get("by") if isinstance(data, dict) else None) or getpass.getuser()
     wf = engine.signal(workflow_id, name, data, by=str(sender))
     click.echo(f"{wf.id} {name} sent ({wf.status.value})")
@@ -650,6 +646,30 @@ def signal(
     _echo_waiting(final)
     if final.revision != wf.revision:
         click.echo(f"{final.id} {final.status.value}")
+
+
+def _require_handlers(engine: Any, wf: Any) -> None:
+    """With an in-process queue this command runs the steps it sets going, so their handler
+    modules must be on the allow-list (`--handlers`): a module is never imported because a
+    stored document names it."""
+    if not hasattr(engine.queue, "pending"):
+        return  # workers elsewhere run the jobs, with their own allow-list
+    if engine.has_ended(wf.status.value) and wf.status.value != "FAILED":
+        return  # nothing will run; the command itself reports why
+    missing = sorted(
+        {
+            action
+            for s in wf.steps
+            for action in (s.action_type, s.compensation.action_type if s.compensation else None)
+            if action and not engine.registry.has_handler(action)
+        }
+    )
+    if missing:
+        hint = " ".join(f"--handlers {m}" for m in wf.handlers) or "--handlers MODULE"
+        raise click.UsageError(
+            f"{wf.id} runs in this process (inline queue) and needs the handlers "
+            f"{', '.join(missing)}; pass {hint}"
+        )
 
 
 def _echo_waiting(wf: Any, err: bool = False) -> None:
@@ -662,7 +682,8 @@ def _echo_waiting(wf: Any, err: bool = False) -> None:
             due = f" (timeout at {at:%Y-%m-%d %H:%M:%S} UTC)" if at is not None else ""
             click.echo(
                 f"{wf.id} step {s.name} waits for the signal {s.signal!r}{due}:\n"
-                f"  statesaga signal {wf.id} {s.signal} --payload '{{\"by\": \"NAME\"}}'",
+                f"  statesaga signal {wf.id} {s.signal} --payload '{{\"by\": \"NAME\"}}'"
+                + "".join(f" --handlers {m}" for m in wf.handlers),
                 err=err,
             )
 
@@ -693,12 +714,7 @@ def restart(
     from .models import WorkflowStatus
 
     engine = _recovery_engine(store, queue, handlers)
-    for module in engine.get(workflow_id).handlers:
-        if module not in handlers:
-            try:
-                engine.registry.register_module(module)
-            except StatesagaError:
-                pass  # already registered
+    _require_handlers(engine, engine.get(workflow_id))
     wf = engine.restart(workflow_id, from_step, reason=reason, by=by or getpass.getuser())
     click.echo(f"{wf.id} restarted from {from_step} ({wf.status.value})")
     final = _run_until_waiting(engine, workflow_id)

@@ -25,6 +25,7 @@ COLOURS: Mapping[str, str] = {
     StepStatus.QUEUED: "cyan",
     StepStatus.EXECUTING: "bold cyan",
     StepStatus.RETRYING: "yellow",
+    StepStatus.WAITING: "bold yellow",
     StepStatus.COMPLETED: "green",
     StepStatus.FAILED: "bold red",
     StepStatus.COMPENSATING: "magenta",

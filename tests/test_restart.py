@@ -153,3 +153,65 @@ def test_restart_needs_the_steps_before_it_completed(tmp_path: Path) -> None:
     assert wf.step("a").status is StepStatus.COMPENSATION_FAILED
     with pytest.raises(StateError, match="step 'a' before 'b' is COMPENSATION_FAILED"):
         engine.restart(wf.id, "b", reason="x", by="me")
+
+
+def test_restart_from_the_command_line_after_a_fix(tmp_path: Path) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "fixme_handlers.py").write_text(
+        "from pathlib import Path\n"
+        "from statesaga.registry import handler\n\n"
+        "@handler()\ndef pay(ctx):\n    return {'paid': True}\n\n"
+        "@handler()\ndef ship(ctx):\n"
+        "    if not Path('fixed').exists():\n        raise RuntimeError('label printer bug')\n"
+        "    return {'shipped': True}\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "order.yaml").write_text(
+        "workflow: order\nhandlers: fixme_handlers\n"
+        "defaults: {retry: {max_attempts: 1}}\n"
+        "steps:\n  - {name: pay, action: pay, pivot: true}\n  - {name: ship, action: ship}\n",
+        encoding="utf-8",
+    )
+    store = f"sqlite:///{tmp_path / 'o.db'}"
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+        return subprocess.run(
+            [sys.executable, "-m", "statesaga.cli", *args],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env=env,
+        )
+
+    run = cli("run", "order.yaml", "--store", store, "--json")
+    assert run.returncode == 1
+    doc = json.loads(run.stdout)
+    assert doc["status"] == "FAILED"
+    (tmp_path / "fixed").write_text("yes", encoding="utf-8")
+    res = cli(
+        "restart",
+        doc["id"],
+        "--from",
+        "ship",
+        "--reason",
+        "fixed the printer",
+        "--by",
+        "ops",
+        "--store",
+        store,
+        "--handlers",
+        "fixme_handlers",
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    from statesaga.adapters.sqlite import SQLiteStore
+
+    final = SQLiteStore(tmp_path / "o.db").get(doc["id"])
+    assert final.status.value == "COMPLETED"
+    assert final.step("pay").attempts == 1  # kept, not re-run
+    entry = next(h for h in final.history if h.trigger == "restart")
+    assert entry.by == "ops" and "fixed the printer" in (entry.detail or "")

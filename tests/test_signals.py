@@ -171,8 +171,15 @@ def test_the_readme_flow_run_then_signal_on_a_sqlite_file(tmp_path: Path) -> Non
     wf_id = next(w for w in run.stdout.split() if w.startswith("WF-"))
     assert f"statesaga signal {wf_id} approve --payload" in run.stdout
 
-    signal = _statesaga(
+    refused = _statesaga(
         "signal", wf_id, "approve", "--payload", '{"by": "alice"}', "--store", store, cwd=tmp_path
+    )
+    assert refused.returncode == 2
+    assert "--handlers statesaga.examples.expense_handlers" in refused.stderr
+    assert SQLiteStore(tmp_path / "expense.db").get(wf_id).signals == {}  # nothing was sent
+    signal = _statesaga(
+        "signal", wf_id, "approve", "--payload", '{"by": "alice"}', "--store", store,
+        "--handlers", "statesaga.examples.expense_handlers", cwd=tmp_path,
     )
     assert signal.returncode == 0, signal.stderr
     assert f"{wf_id} COMPLETED" in signal.stdout
