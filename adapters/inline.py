@@ -17,6 +17,10 @@ from statesaga.ports import Job, JobRunner
 
 
 class InlineQueue:
+    #: Jobs run in the process that enqueues them (the engine may then run the next ready
+    #: step itself instead of enqueueing it).
+    in_process = True
+
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._heap: list[tuple[float, int, Job]] = []
         self._seq = itertools.count()

@@ -30,10 +30,17 @@ def _book(action: Action, ctx: StepContext, ref_field: str) -> dict[str, Any]:
 
 
 def _cancel(action: Action, ctx: StepContext) -> dict[str, Any]:
-    result = dict(action(ctx))
     ledger = Ledger.from_env()
+    booking = ctx.params.get("booking")
+    if booking is None and ledger is not None:
+        # The action's outcome was never saved (its worker died): ask the service what it
+        # booked for this step, as a real client would by its idempotency key.
+        booking = ledger.applied_ref(ctx.workflow_id, ctx.step)
+        if booking is None:
+            return {"cancelled": None, "note": "nothing was booked"}
+    result = dict(action(ctx))
     if ledger is not None:
-        ledger.undo(ctx, str(ctx.params["booking"]))
+        ledger.undo(ctx, str(booking))
     return result
 
 

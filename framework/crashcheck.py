@@ -127,11 +127,13 @@ class Ledger:
         with self._locked() as (records, write):
             live = _live_applies(records, self.scope)
             if op in live:
-                write(LedgerRecord("apply", ctx.workflow_id, ctx.step, op,
-                                   live[op], False, os.getpid()))
+                write(
+                    LedgerRecord(
+                        "apply", ctx.workflow_id, ctx.step, op, live[op], False, os.getpid()
+                    )
+                )
                 return live[op]
-            write(LedgerRecord("apply", ctx.workflow_id, ctx.step, op, ref,
-                               True, os.getpid()))
+            write(LedgerRecord("apply", ctx.workflow_id, ctx.step, op, ref, True, os.getpid()))
             return ref
 
     def undo(self, ctx: StepContext, ref: str) -> bool:
@@ -140,9 +142,28 @@ class Ledger:
             applied = {r.ref for r in records if r.op == "apply" and r.fresh}
             undone = {r.ref for r in records if r.op == "undo" and r.fresh}
             fresh = ref in applied and ref not in undone
-            write(LedgerRecord("undo", ctx.workflow_id, ctx.step, self._operation(ctx), ref,
-                               fresh, os.getpid()))
+            write(
+                LedgerRecord(
+                    "undo", ctx.workflow_id, ctx.step, self._operation(ctx), ref, fresh, os.getpid()
+                )
+            )
             return fresh
+
+    def applied_ref(self, workflow_id: str, step: str) -> str | None:
+        """The reference of the step's effect still in force, if any: how a compensation finds
+        what to undo when the action's outcome was never saved (its worker died)."""
+        records = self.records()
+        undone = {r.ref for r in records if r.op == "undo" and r.fresh}
+        live = [
+            r.ref
+            for r in records
+            if r.op == "apply"
+            and r.fresh
+            and r.workflow_id == workflow_id
+            and r.step == step
+            and r.ref not in undone
+        ]
+        return live[-1] if live else None
 
     def records(self) -> list[LedgerRecord]:
         if not self.path.exists():
@@ -223,8 +244,10 @@ def check_ledger(records: Sequence[LedgerRecord], workflows: Iterable[WorkflowSt
                 and isinstance(stored.result, Mapping)
                 and stored.result.get("booking", applied[-1]) != applied[-1]
             ):
-                problems.append(f"{step}: stored result names {stored.result.get('booking')},"
-                                f" the service applied {applied[-1]}")
+                problems.append(
+                    f"{step}: stored result names {stored.result.get('booking')},"
+                    f" the service applied {applied[-1]}"
+                )
     return problems
 
 
@@ -374,9 +397,7 @@ class _Settings:
     ledger_scope: str
 
 
-def _run_worker(
-    settings: _Settings, celldir: Path, spec: dict[str, Any], name: str
-) -> int:
+def _run_worker(settings: _Settings, celldir: Path, spec: dict[str, Any], name: str) -> int:
     env = dict(os.environ)
     env[LEDGER_ENV] = str(celldir / "ledger.jsonl")
     env[LEDGER_SCOPE_ENV] = settings.ledger_scope
@@ -590,9 +611,9 @@ def format_table(results: Sequence[CellResult]) -> str:
     return "\n".join(lines)
 
 
-def trip_scenarios(handlers: Sequence[str] = ("statesaga.examples.ledger_handlers",)) -> list[
-    Scenario
-]:
+def trip_scenarios(
+    handlers: Sequence[str] = ("statesaga.examples.ledger_handlers",),
+) -> list[Scenario]:
     """The shipped trip saga: one run that completes and one that unwinds."""
     from importlib.resources import files
 

@@ -92,7 +92,8 @@ def enqueue_step(ctx: TransitionContext) -> Deferred:
         step.next_attempt_at = None
         delay = 0.0
     job = engine.step_job(wf, step)
-    return lambda: engine.queue.enqueue(job, delay)
+    ctx.txn.jobs.append((job, delay))
+    return None
 
 
 def enqueue_compensation(ctx: TransitionContext) -> Deferred:
@@ -104,7 +105,8 @@ def enqueue_compensation(ctx: TransitionContext) -> Deferred:
     if ctx.entry is not None and ctx.entry.trigger == "requeue":
         delay = 0.0
     job = engine.compensation_job(wf, step)
-    return lambda: engine.queue.enqueue(job, delay)
+    ctx.txn.jobs.append((job, delay))
+    return None
 
 
 def schedule_ready(ctx: TransitionContext) -> Deferred:
@@ -197,7 +199,8 @@ def enqueue_timer(ctx: TransitionContext) -> Deferred:
         return None  # a wait without a timeout needs no timer (or the signal was taken)
     delay = max((step.next_attempt_at - ctx.now).total_seconds(), 0.0)
     job = engine.timer_job(wf, step)
-    return lambda: engine.queue.enqueue(job, delay)
+    ctx.txn.jobs.append((job, delay))
+    return None
 
 
 def take_signal(ctx: TransitionContext) -> Deferred:
