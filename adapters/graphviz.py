@@ -122,17 +122,19 @@ class DotRenderer:
         )
 
     def render(self, diagram: Diagram) -> str:
-        return str(self._template.render(
-            diagram=diagram,
-            palette=PALETTE,
-            markers=_markers(diagram),
-            edge_text=edge_text,
-            node_text=node_text,
-            ends=[edge_ends(diagram, e.src, e.dst) for e in diagram.edges],
-            note_ends=[entry_end(diagram, n.target) for n in diagram.notes],
-            ends_of=lambda node_id: entry_end(diagram, node_id),
-            cluster=_cluster,
-        ))
+        return str(
+            self._template.render(
+                diagram=diagram,
+                palette=PALETTE,
+                markers=_markers(diagram),
+                edge_text=edge_text,
+                node_text=node_text,
+                ends=[edge_ends(diagram, e.src, e.dst) for e in diagram.edges],
+                note_ends=[entry_end(diagram, n.target) for n in diagram.notes],
+                ends_of=lambda node_id: entry_end(diagram, node_id),
+                cluster=_cluster,
+            )
+        )
 
 
 def run_dot(source: str, fmt: str = "svg", timeout: float = 60.0) -> str:

@@ -30,16 +30,43 @@ _SAFE_ID = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 # Words the stateDiagram grammar reads as keywords when they appear where an id is expected.
 _RESERVED = frozenset(
     {
-        "as", "choice", "class", "classdef", "click", "default", "direction", "end", "fork",
-        "join", "left", "note", "of", "over", "right", "state", "statediagram", "style",
+        "as",
+        "choice",
+        "class",
+        "classdef",
+        "click",
+        "default",
+        "direction",
+        "end",
+        "fork",
+        "join",
+        "left",
+        "note",
+        "of",
+        "over",
+        "right",
+        "state",
+        "statediagram",
+        "style",
     }
 )
 _LABEL_TABLE = str.maketrans(
     {
-        "\r": " ", "\n": " ", "\t": " ", "\x0b": " ", "\x0c": " ", "\u2028": " ", "\u2029": " ",
-        '"': "'", "`": "'",
-        "[": "(", "]": ")", "{": "(", "}": ")",
-        "<": "\u2039", ">": "\u203a",  # ‹ ›: no tag can be formed
+        "\r": " ",
+        "\n": " ",
+        "\t": " ",
+        "\x0b": " ",
+        "\x0c": " ",
+        "\u2028": " ",
+        "\u2029": " ",
+        '"': "'",
+        "`": "'",
+        "[": "(",
+        "]": ")",
+        "{": "(",
+        "}": ")",
+        "<": "\u2039",
+        ">": "\u203a",  # ‹ ›: no tag can be formed
         ":": "\ua789",  # ꞉ : a colon would start a description inside a transition line
         ";": ",",  # a statement separator in Mermaid
         "#": "\u266f",  # ♯ : `#quot;`-style entity codes are decoded by Mermaid
@@ -105,9 +132,9 @@ class MermaidRenderer:
     extension = "mmd"
 
     def __init__(self) -> None:
-        self._template = template_env(
-            {"mlabel": mermaid_label, "mid": mermaid_id}
-        ).get_template("mermaid.j2")
+        self._template = template_env({"mlabel": mermaid_label, "mid": mermaid_id}).get_template(
+            "mermaid.j2"
+        )
 
     def render(self, diagram: Diagram) -> str:
         ids = mermaid_ids(diagram)
@@ -128,14 +155,16 @@ class MermaidRenderer:
         notes: dict[str | None, list[DiagramNote]] = {}
         for note in diagram.notes:
             notes.setdefault(diagram.node(note.target).parent, []).append(note)
-        return str(self._template.render(
-            diagram=diagram,
-            ids=ids,
-            classes=[c for c in classes if c["members"]],
-            edge_text=edge_text,
-            edges=edges,
-            notes=notes,
-        ))
+        return str(
+            self._template.render(
+                diagram=diagram,
+                ids=ids,
+                classes=[c for c in classes if c["members"]],
+                edge_text=edge_text,
+                edges=edges,
+                notes=notes,
+            )
+        )
 
 
 def markdown_text(text: str) -> str:

@@ -171,9 +171,7 @@ class RedisStore:
     def create(self, wf: WorkflowState) -> None:
         doc = wf.model_copy(update={"revision": 1}).to_json()
         args = self._args(wf, doc)
-        existing = int(
-            self._create(keys=[self._doc_key(wf.id)], args=[self.prefix, wf.id, *args])
-        )
+        existing = int(self._create(keys=[self._doc_key(wf.id)], args=[self.prefix, wf.id, *args]))
         if existing:
             raise ConflictError(wf.id, None, existing)
         wf.revision = 1
@@ -191,7 +189,14 @@ class RedisStore:
         code, stored = self._save(
             keys=[self._doc_key(wf.id)],
             args=[
-                self.prefix, wf.id, d, wf.revision, status, has_session, session, created,
+                self.prefix,
+                wf.id,
+                d,
+                wf.revision,
+                status,
+                has_session,
+                session,
+                created,
                 heartbeat,
             ],
         )

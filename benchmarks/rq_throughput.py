@@ -136,8 +136,16 @@ def run_statesaga(url: str, workers: int, n: int, store_kind: str, tmp: Path) ->
     engine = Engine(store, queue)
     definition = load_definition(SAGA)
     cmd = [
-        bin_of("statesaga"), "worker", "--queue", queue_url, "--store", store_url,
-        "--handlers", "rq_throughput", "--log-level", "WARNING",
+        bin_of("statesaga"),
+        "worker",
+        "--queue",
+        queue_url,
+        "--store",
+        store_url,
+        "--handlers",
+        "rq_throughput",
+        "--log-level",
+        "WARNING",
     ]
     with processes([cmd] * workers):
         wait_for_workers(queue.connection, queue.rq_queue, workers)
@@ -162,8 +170,19 @@ def run_raw(url: str, workers: int, n: int, worker_class: str) -> float:
     queue = Queue(name, connection=conn, serializer=JSONSerializer)
     counter = f"{name}:count"
     cmd = [
-        bin_of("rq"), "worker", "-u", url, "-w", worker_class, "-S", "json", "-q",
-        "--disable-job-desc-logging", "-n", "", name,
+        bin_of("rq"),
+        "worker",
+        "-u",
+        url,
+        "-w",
+        worker_class,
+        "-S",
+        "json",
+        "-q",
+        "--disable-job-desc-logging",
+        "-n",
+        "",
+        name,
     ]
 
     cmds = []

@@ -419,8 +419,7 @@ def plugins(groups: tuple[str, ...], as_json: bool, strict: bool) -> None:
             click.echo(json.dumps(asdict(p), sort_keys=True))
     else:
         rows = [
-            (p.group, p.name, p.value or p.module, p.version or "-", p.error or "ok")
-            for p in found
+            (p.group, p.name, p.value or p.module, p.version or "-", p.error or "ok") for p in found
         ]
         header = ("GROUP", "NAME", "MODULE", "VERSION", "STATUS")
         widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
@@ -476,10 +475,19 @@ _handlers_option = click.option(
 @_store_option
 @_queue_option
 @_handlers_option
-@click.option("--timeout", type=float, default=30.0, show_default=True,
-              help="a workflow whose heartbeat is older than S seconds is taken as lost")
-@click.option("--resume/--cancel", "resume", default=True,
-              help="resume lost workflows (default) or cancel them (compensate at once)")
+@click.option(
+    "--timeout",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="a workflow whose heartbeat is older than S seconds is taken as lost",
+)
+@click.option(
+    "--resume/--cancel",
+    "resume",
+    default=True,
+    help="resume lost workflows (default) or cancel them (compensate at once)",
+)
 @click.option("--once", "every", flag_value=0.0, default=True, help="scan once (default)")
 @click.option("--every", "every", type=float, help="scan every S seconds until interrupted")
 @click.option("--session", default=None, help="only the workflows of this session")
@@ -547,16 +555,32 @@ def cancel(
 
 @main.command(name="check-crashes")
 @click.argument("definition", type=click.Path(exists=True, dir_okay=False))
-@click.option("--input", "inputs", multiple=True,
-              help="JSON object or @file.json; repeat for several scenarios")
-@click.option("--queue", "queue", default="inline://", show_default=True,
-              help="inline:// or rq://host:port/db (each run gets its own queue name)")
-@click.option("--store", "store", default=None,
-              help="shared store URL (default: a fresh SQLite file per run)")
-@click.option("--handlers", "handlers", multiple=True, metavar="MODULE",
-              help="handler modules the workers import (default: the definition's)")
-@click.option("--boundary", "boundaries", multiple=True,
-              help="only these boundaries (default: all)")
+@click.option(
+    "--input",
+    "inputs",
+    multiple=True,
+    help="JSON object or @file.json; repeat for several scenarios",
+)
+@click.option(
+    "--queue",
+    "queue",
+    default="inline://",
+    show_default=True,
+    help="inline:// or rq://host:port/db (each run gets its own queue name)",
+)
+@click.option(
+    "--store", "store", default=None, help="shared store URL (default: a fresh SQLite file per run)"
+)
+@click.option(
+    "--handlers",
+    "handlers",
+    multiple=True,
+    metavar="MODULE",
+    help="handler modules the workers import (default: the definition's)",
+)
+@click.option(
+    "--boundary", "boundaries", multiple=True, help="only these boundaries (default: all)"
+)
 @click.option("--parallel", type=int, default=None, help="runs side by side")
 @click.option("--keep", is_flag=True, help="keep the run directories (stores, ledgers, logs)")
 @_guard
@@ -577,8 +601,12 @@ def check_crashes_command(
     name = Path(definition).stem
     modules = tuple(m.strip() for value in handlers for m in value.split(",") if m.strip())
     scenarios = [
-        Scenario(f"{name}-{i}" if len(inputs) > 1 else name, str(Path(definition).resolve()),
-                 _load_input(value), modules)
+        Scenario(
+            f"{name}-{i}" if len(inputs) > 1 else name,
+            str(Path(definition).resolve()),
+            _load_input(value),
+            modules,
+        )
         for i, value in enumerate(inputs or ("",), 1)
     ]
     results = check_crashes(
@@ -682,7 +710,7 @@ def _echo_waiting(wf: Any, err: bool = False) -> None:
             due = f" (timeout at {at:%Y-%m-%d %H:%M:%S} UTC)" if at is not None else ""
             click.echo(
                 f"{wf.id} step {s.name} waits for the signal {s.signal!r}{due}:\n"
-                f"  statesaga signal {wf.id} {s.signal} --payload '{{\"by\": \"NAME\"}}'"
+                f'  statesaga signal {wf.id} {s.signal} --payload \'{{"by": "NAME"}}\''
                 + "".join(f" --handlers {m}" for m in wf.handlers),
                 err=err,
             )
@@ -755,6 +783,7 @@ def check_upgrade_command(definition: str, store: str | None, as_json: bool) -> 
             f"{len(blocked)} cannot continue under v{new.version}"
         )
     sys.exit(1 if blocked else 0)
+
 
 __all__ = ["main"]
 

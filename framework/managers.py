@@ -223,9 +223,9 @@ class WorkflowExecutor:
 
         def settled() -> bool:
             wf = store.get(workflow.id)
-            return StepStatus(
-                wf.step(name).status
-            ) in _SETTLED_STEP or engine.has_ended(wf.status.value)
+            return StepStatus(wf.step(name).status) in _SETTLED_STEP or engine.has_ended(
+                wf.status.value
+            )
 
         await asyncio.to_thread(prepare)
         await _drain(engine, settled, timeout)
@@ -239,9 +239,7 @@ class WorkflowExecutor:
             and done.completed_at is not None
         ):
             return done.result
-        if done.status not in _SETTLED_STEP and not engine.has_ended(
-            stored.status.value
-        ):
+        if done.status not in _SETTLED_STEP and not engine.has_ended(stored.status.value):
             still = f"{workflow.id} step {name} is still {done.status.value}"
             if timeout is not None:
                 raise TimeoutError(f"{still} after {timeout}s")

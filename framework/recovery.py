@@ -114,9 +114,7 @@ class Recovery:
                 log.info("recovery of %s skipped: %s", wf.id, exc)
                 report.errors[wf.id] = str(exc)
                 continue
-            target = (
-                report.resumed if self.action is RecoveryAction.RESUME else report.cancelled
-            )
+            target = report.resumed if self.action is RecoveryAction.RESUME else report.cancelled
             target.append(wf.id)
             log.info("%s %s (was %s)", self.action.value, wf.id, wf.status.value)
         return report

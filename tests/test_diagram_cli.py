@@ -51,8 +51,15 @@ def test_detail_and_dot_format() -> None:
 def test_all_formats_to_a_directory(tmp_path: Path) -> None:
     r = CliRunner().invoke(
         main,
-        ["diagram", str(example_path("trip")), str(chart_path("workflow")), "--format", "all",
-         "-o", str(tmp_path)],
+        [
+            "diagram",
+            str(example_path("trip")),
+            str(chart_path("workflow")),
+            "--format",
+            "all",
+            "-o",
+            str(tmp_path),
+        ],
     )
     assert r.exit_code == 0, r.output
     assert sorted(p.name for p in tmp_path.iterdir()) == [
@@ -78,8 +85,18 @@ def test_instance_from_a_store(monkeypatch: pytest.MonkeyPatch) -> None:
     assert urls == ["memory://from-env"]
     assert "reserve_car : FAILED" in r.output
     r = CliRunner().invoke(
-        main, ["diagram", "--instance", wf.id, "--store", "memory://x", "--view", "workflow",
-               "--format", "dot"]
+        main,
+        [
+            "diagram",
+            "--instance",
+            wf.id,
+            "--store",
+            "memory://x",
+            "--view",
+            "workflow",
+            "--format",
+            "dot",
+        ],
     )
     assert r.exit_code == 0, r.output
     assert urls[-1] == "memory://x"

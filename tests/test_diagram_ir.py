@@ -130,7 +130,9 @@ def test_definition_dag_from_depends_on() -> None:
     )
     assert {n.id for n in d.initial} == {"a", "b"}
     assert {(e.src, e.dst) for e in d.edges if e.kind == "forward"} == {
-        ("a", "c"), ("b", "c"), ("c", DONE)
+        ("a", "c"),
+        ("b", "c"),
+        ("c", DONE),
     }
     back = {(e.src, e.dst): e.label for e in d.edges if e.kind == "compensation"}
     assert back == {

@@ -101,9 +101,19 @@ def workers(
         log = open(tmp_path / f"worker-{i}.log", "wb")  # noqa: SIM115  (closed below)
         logs.append(log)
         cmd = [
-            *statesaga_command(), "worker", "--queue", queue_url, "--store", store_url,
-            "--handlers", "ledger_handlers", "--with-scheduler", "--heartbeat", "1",
-            "--name", f"test-worker-{i}-{uuid.uuid4().hex[:6]}",
+            *statesaga_command(),
+            "worker",
+            "--queue",
+            queue_url,
+            "--store",
+            store_url,
+            "--handlers",
+            "ledger_handlers",
+            "--with-scheduler",
+            "--heartbeat",
+            "1",
+            "--name",
+            f"test-worker-{i}-{uuid.uuid4().hex[:6]}",
         ]
         procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=environ))
     try:
@@ -157,9 +167,16 @@ def expected_runs(inp: dict[str, str]) -> tuple[WorkflowStatus, dict[str, int], 
 
 
 def all_final(store: Store, ids: list[str]) -> bool:
-    return all(store.get(i).status in (WorkflowStatus.COMPLETED, WorkflowStatus.COMPENSATED,
-                                       WorkflowStatus.FAILED, WorkflowStatus.CANCELLED)
-               for i in ids)
+    return all(
+        store.get(i).status
+        in (
+            WorkflowStatus.COMPLETED,
+            WorkflowStatus.COMPENSATED,
+            WorkflowStatus.FAILED,
+            WorkflowStatus.CANCELLED,
+        )
+        for i in ids
+    )
 
 
 def test_two_workers_run_fifty_trips_each_step_the_expected_number_of_times(
@@ -223,7 +240,10 @@ def test_a_retry_waits_in_rqs_scheduler_not_in_a_sleeping_worker(
         )
         (payload,) = rq_job.args  # the statesaga job's dict, and nothing else
         assert (payload["kind"], payload["workflow_id"], payload["step"], payload["attempt"]) == (
-            "step", wf.id, "flaky", 2
+            "step",
+            wf.id,
+            "flaky",
+            2,
         )
         assert wf.id in (rq_job.description or "") and "flaky" in (rq_job.description or "")
         due = queue.rq_queue.scheduled_job_registry.get_scheduled_time(job_id).timestamp()

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from statesaga import DefinitionError, StepStatus, WorkflowState, WorkflowStatus
 from statesaga.chart import chart_json_schema
 from statesaga.definition import load_definition

@@ -13,12 +13,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 CHECK = """
-import importlib.util as u, json
+import importlib.util as u, json, pathlib
 generic = [n for n in ("framework", "adapters", "statecharts", "examples") if u.find_spec(n)]
 import statesaga, statesaga.adapters, statesaga.statecharts, statesaga.examples
 from statesaga.lifecycles import lifecycle
 print(json.dumps({"generic": generic, "step_states": len(lifecycle("step").states),
-                  "typed": (__import__("pathlib").Path(statesaga.__file__).parent / "py.typed").exists()}))
+                  "typed": (pathlib.Path(statesaga.__file__).parent / "py.typed").exists()}))
 """
 
 

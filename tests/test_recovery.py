@@ -81,9 +81,7 @@ def test_recoverable_means_stale_active_or_suspended(tmp_path: Path, trip: Any) 
     found = {wf.id for wf in get_recoverable_workflows(store, 60, clock=later)}
     assert found == {stale.id, parked.id}
     assert done.status is WorkflowStatus.COMPLETED
-    assert {wf.id for wf in get_recoverable_workflows(store, 60, "s1", clock=later)} == {
-        stale.id
-    }
+    assert {wf.id for wf in get_recoverable_workflows(store, 60, "s1", clock=later)} == {stale.id}
     assert {wf.id for wf in get_recoverable_workflows(store, 0.0, clock=Later(6))} == {
         stale.id,
         fresh.id,
@@ -233,8 +231,19 @@ def test_cli_recover_after_a_worker_was_killed(tmp_path: Path, trip: Any) -> Non
     stuck = SQLiteStore(tmp_path / "s.db").list()
     assert [wf.step("reserve_car").status for wf in stuck] == [StepStatus.EXECUTING]
     proc = subprocess.run(
-        [sys.executable, "-m", "statesaga.cli", "recover", "--once", "--timeout", "0",
-         "--store", store, "--handlers", LEDGER_HANDLERS],
+        [
+            sys.executable,
+            "-m",
+            "statesaga.cli",
+            "recover",
+            "--once",
+            "--timeout",
+            "0",
+            "--store",
+            store,
+            "--handlers",
+            LEDGER_HANDLERS,
+        ],
         env=env,
         capture_output=True,
         text=True,
@@ -268,8 +277,19 @@ def test_cli_recover_cancel_compensates_a_lost_workflow(tmp_path: Path, trip: An
     }
     assert crash_worker(spec, env) == -signal.SIGKILL
     proc = subprocess.run(
-        [sys.executable, "-m", "statesaga.cli", "recover", "--cancel", "--timeout", "0",
-         "--store", store, "--handlers", LEDGER_HANDLERS],
+        [
+            sys.executable,
+            "-m",
+            "statesaga.cli",
+            "recover",
+            "--cancel",
+            "--timeout",
+            "0",
+            "--store",
+            store,
+            "--handlers",
+            LEDGER_HANDLERS,
+        ],
         env=env,
         capture_output=True,
         text=True,
@@ -307,8 +327,19 @@ class RedisServer:
     def start(self) -> None:
         # No persistence: a restart loses every queued job, the worst case recovery must cover.
         self.proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.workdir)],
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
         )
@@ -374,9 +405,21 @@ def test_redis_restart_mid_run_loses_no_workflow(
     report = Recovery(rescuer, timeout=0, action=RecoveryAction.RESUME).run_once()
     assert sorted(report.resumed) == sorted(ids)
     worker = subprocess.Popen(
-        [sys.executable, "-m", "statesaga.cli", "worker", "--queue", own_redis.url,
-         "--store", store, "--handlers", LEDGER_HANDLERS, "--with-scheduler",
-         "--log-level", "WARNING"],
+        [
+            sys.executable,
+            "-m",
+            "statesaga.cli",
+            "worker",
+            "--queue",
+            own_redis.url,
+            "--store",
+            store,
+            "--handlers",
+            LEDGER_HANDLERS,
+            "--with-scheduler",
+            "--log-level",
+            "WARNING",
+        ],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

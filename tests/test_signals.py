@@ -178,8 +178,16 @@ def test_the_readme_flow_run_then_signal_on_a_sqlite_file(tmp_path: Path) -> Non
     assert "--handlers statesaga.examples.expense_handlers" in refused.stderr
     assert SQLiteStore(tmp_path / "expense.db").get(wf_id).signals == {}  # nothing was sent
     signal = _statesaga(
-        "signal", wf_id, "approve", "--payload", '{"by": "alice"}', "--store", store,
-        "--handlers", "statesaga.examples.expense_handlers", cwd=tmp_path,
+        "signal",
+        wf_id,
+        "approve",
+        "--payload",
+        '{"by": "alice"}',
+        "--store",
+        store,
+        "--handlers",
+        "statesaga.examples.expense_handlers",
+        cwd=tmp_path,
     )
     assert signal.returncode == 0, signal.stderr
     assert f"{wf_id} COMPLETED" in signal.stdout

@@ -1,7 +1,7 @@
 """Diagrams drawn from the very objects that run: extract -> small IR -> renderer plugins.
 
-    from statesaga.diagram import from_chart, get_renderer
-    text = get_renderer("mermaid").render(from_chart(lifecycle("step")))
+from statesaga.diagram import from_chart, get_renderer
+text = get_renderer("mermaid").render(from_chart(lifecycle("step")))
 """
 
 from __future__ import annotations

@@ -102,9 +102,7 @@ def from_chart(chart: Chart, detail: bool = False) -> Diagram:
     edges = []
     for t in chart.transitions:
         effects = tuple(t.effect_names)
-        kind_e: EdgeKind = (
-            "compensation" if any("compensat" in e for e in effects) else "forward"
-        )
+        kind_e: EdgeKind = "compensation" if any("compensat" in e for e in effects) else "forward"
         for src in t.source:
             edges.append(
                 DiagramEdge(
@@ -181,16 +179,27 @@ def _dag(
             notes.append(DiagramNote(name, waits))
         if is_pivot:
             notes.append(
-                DiagramNote(name, "pivot, the point of no return; later steps are retried, "
-                            "never compensated")
+                DiagramNote(
+                    name,
+                    "pivot, the point of no return; later steps are retried, never compensated",
+                )
             )
         elif desc:
             notes.append(DiagramNote(name, desc))
-    nodes.append(DiagramNode(DONE, "COMPLETED", "final", "every step completed",
-                             ("success",), "success"))
+    nodes.append(
+        DiagramNode(DONE, "COMPLETED", "final", "every step completed", ("success",), "success")
+    )
     if undoable:
-        nodes.append(DiagramNode(UNDONE, "COMPENSATED", "final", "every completed step was undone",
-                                 ("rolled_back",), "rolled_back"))
+        nodes.append(
+            DiagramNode(
+                UNDONE,
+                "COMPENSATED",
+                "final",
+                "every completed step was undone",
+                ("rolled_back",),
+                "rolled_back",
+            )
+        )
     for name, _desc, depends_on, _p, _c, _w in steps:
         for d in depends_on:
             edges.append(DiagramEdge(d, name))
@@ -306,14 +315,19 @@ def from_instance(
         step_state = by_name.get(n.id)
         if step_state is not None:
             n = DiagramNode(
-                n.id, n.label, n.kind, n.description, n.tags,
+                n.id,
+                n.label,
+                n.kind,
+                n.description,
+                n.tags,
                 style=step_state.status.value.lower(),
                 status=", ".join(_leaves(step_state.status.value, step_state.substate)),
                 current=step_state.status in _IN_FLIGHT,
             )
         elif n.id == outcome:
-            n = DiagramNode(n.id, n.label, n.kind, n.description, n.tags, "current",
-                            wf.status.value, True)
+            n = DiagramNode(
+                n.id, n.label, n.kind, n.description, n.tags, "current", wf.status.value, True
+            )
         live_nodes.append(n)
     live_edges = []
     for e in edges:
@@ -324,8 +338,9 @@ def from_instance(
                 taken = started.get(e.src) if done and outcome == DONE else None
         else:
             taken = unwound.get(e.src)
-        live_edges.append(DiagramEdge(e.src, e.dst, e.label, e.guards, e.effects, e.kind,
-                                      e.description, taken))
+        live_edges.append(
+            DiagramEdge(e.src, e.dst, e.label, e.guards, e.effects, e.kind, e.description, taken)
+        )
     for s in wf.steps:
         if s.error is not None:
             notes.append(DiagramNote(s.name, f"{s.error.type}: {s.error.message}"))
@@ -382,11 +397,15 @@ def _live_chart(
             taken.setdefault(-best[2], n)
     nodes = tuple(
         DiagramNode(
-            s.id, s.label, s.kind, s.description, s.tags,
+            s.id,
+            s.label,
+            s.kind,
+            s.description,
+            s.tags,
             style="current" if s.id in current else "visited" if s.id in visited else "default",
-            status="current" if s.id in current and s.parent is not None else (
-                s.id if s.id in current else None
-            ),
+            status="current"
+            if s.id in current and s.parent is not None
+            else (s.id if s.id in current else None),
             current=s.id in current or s.id in around,
             parent=s.parent,
             parallel=s.parallel,
@@ -394,12 +413,12 @@ def _live_chart(
         for s in base.nodes
     )
     edges = tuple(
-        DiagramEdge(e.src, e.dst, e.label, e.guards, e.effects, e.kind, e.description,
-                    taken.get(i))
+        DiagramEdge(e.src, e.dst, e.label, e.guards, e.effects, e.kind, e.description, taken.get(i))
         for i, e in enumerate(base.edges)
     )
-    return Diagram(title=title, nodes=nodes, edges=edges, kind="instance",
-                   description=base.description)
+    return Diagram(
+        title=title, nodes=nodes, edges=edges, kind="instance", description=base.description
+    )
 
 
 def from_loaded(obj: Chart | WorkflowDefinition, detail: bool = False) -> Diagram:
