@@ -13,11 +13,12 @@ import logging
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 
 from .engine import Engine, heartbeat_cutoff
 from .errors import StatesagaError
-from .models import ACTIVE_WORKFLOW, WorkflowState, WorkflowStatus
+from .models import ACTIVE_WORKFLOW, StepStatus, WorkflowState, WorkflowStatus
 from .ports import Clock, Store, SystemClock
 
 log = logging.getLogger("statesaga.recovery")
@@ -49,8 +50,30 @@ def get_recoverable_workflows(
     for status in PARKED_STATES:
         for wf in store.list(session_id=session_id, status=status):
             found.setdefault(wf.id, wf)
-    out = [wf for wf in found.values() if session_id is None or wf.session_id == session_id]
+    now = (clock or SystemClock()).now()
+    out = [
+        wf
+        for wf in found.values()
+        if (session_id is None or wf.session_id == session_id) and not _only_waiting(wf, now)
+    ]
     return sorted(out, key=lambda wf: (wf.created_at, wf.id))
+
+
+_BUSY_STEPS = frozenset(
+    {StepStatus.QUEUED, StepStatus.EXECUTING, StepStatus.RETRYING, StepStatus.COMPENSATING}
+)
+
+
+def _only_waiting(wf: WorkflowState, now: datetime) -> bool:
+    """A RUNNING workflow whose only open work is waits not yet due (a signal, a sleep) has no
+    worker to lose: its heartbeat is stale because nothing runs. Once a wait's due time has
+    passed, its timer should have fired, so the workflow is recoverable again."""
+    if wf.status is not WorkflowStatus.RUNNING:
+        return False
+    waiting = [s for s in wf.steps if s.status is StepStatus.WAITING]
+    if not waiting or any(s.status in _BUSY_STEPS for s in wf.steps):
+        return False
+    return all(s.next_attempt_at is None or s.next_attempt_at > now for s in waiting)
 
 
 @dataclass

@@ -440,3 +440,33 @@ def test_redis_restart_mid_run_loses_no_workflow(
     ]
     assert get_recoverable_workflows(rescuer.store, 0.0) == []
     assert check_ledger(Ledger(ledger_path).records(), finals) == []
+
+
+def test_a_workflow_only_waiting_for_a_signal_is_not_lost_until_its_timeout_is_due(
+    tmp_path: Path,
+) -> None:
+    reg = Registry()
+    reg.register_handler("noop", lambda ctx: None)
+    engine = Engine(SQLiteStore(tmp_path / "w.db"), InlineQueue(), reg, heartbeat_interval=0)
+    definition = load_definition(
+        {
+            "workflow": "approval",
+            "steps": [
+                {"name": "ask", "action": "noop"},
+                {"name": "approval", "signal": "approve", "timeout": 3600},
+            ],
+        }
+    )
+    wf = engine.start(definition)
+    waiting = engine.wait(wf.id)
+    assert waiting.step("approval").status is StepStatus.WAITING
+    # Its heartbeat is stale (nothing runs), yet nothing is lost: no scan picks it up...
+    assert get_recoverable_workflows(engine.store, timeout=0) == []
+
+    # ...until the wait's due time has passed and its timer should have fired.
+    class Later:
+        def now(self) -> datetime:
+            return utcnow() + timedelta(hours=2)
+
+    found = get_recoverable_workflows(engine.store, timeout=0, clock=Later())
+    assert [w.id for w in found] == [wf.id]

@@ -21,6 +21,7 @@ from statesaga.adapters.inline import InlineQueue
 from statesaga.adapters.sqlite import SQLiteStore
 from statesaga.definition import load_definition
 from statesaga.engine import Engine
+from statesaga.models import utcnow
 from statesaga.ports import Job
 from statesaga.recovery import Recovery
 
@@ -84,6 +85,12 @@ def test_a_timer_that_fires_early_puts_itself_back(tmp_path: Path) -> None:
     assert store.get(wf.id).revision == after.revision
 
 
+def _wait_until_due(store: SQLiteStore, workflow_id: str) -> None:
+    due = store.get(workflow_id).step("nap").next_attempt_at
+    assert due is not None
+    wait_until(lambda: utcnow() > due, "the sleep's due time to pass")
+
+
 def _definition_file(tmp_path: Path, duration: float) -> Path:
     path = tmp_path / "nap.yaml"
     path.write_text(yaml.safe_dump(napping(duration)), encoding="utf-8")
@@ -118,6 +125,9 @@ def test_a_sleeping_workflow_whose_process_is_killed_wakes_after_recovery_sqlite
             runner.kill()
     wf = store.list()[0]
     assert wf.status is WorkflowStatus.RUNNING and wf.step("nap").status is StepStatus.WAITING
+    # Until the sleep is due nothing is lost (the scan leaves merely waiting workflows alone);
+    # once it is due, the timer that died with the process should have fired.
+    _wait_until_due(store, wf.id)
 
     recover = subprocess.run(
         [*statesaga_command(), "recover", "--once", "--timeout", "0", "--store", store_url,
@@ -172,6 +182,9 @@ def test_a_timer_whose_worker_is_killed_fires_after_recovery_on_rq(
         )
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=10)
+        # Not due yet: nothing is lost, so nothing is resumed (the scheduled job is in Redis).
+        assert Recovery(engine, timeout=0.0).run_once().resumed == []
+        _wait_until_due(store, wf.id)  # due, and no scheduler has fired it: recover it
 
         report = Recovery(engine, timeout=0.0).run_once()
         assert report.resumed == [wf.id]
