@@ -13,6 +13,24 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+
+def _register_sibling(name: str) -> None:
+    """Make a helper module next to the tests importable by name (pytest runs with
+    --import-mode=importlib, which puts no test folder on sys.path)."""
+    import importlib.util
+    import sys
+
+    if name in sys.modules:
+        return
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+
+
+_register_sibling("diagram_helpers")
+
 if TYPE_CHECKING:
     import redis
 

@@ -2,34 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
-import sys
 from pathlib import Path
-from types import ModuleType
 
+import diagram_helpers as H  # registered by conftest.py (importlib mode)
 import pytest
 from click.testing import CliRunner
 from statesaga.adapters.memory import MemoryStore
 from statesaga.cli import main
 from statesaga.examples import path as example_path
 from statesaga.statecharts import path as chart_path
-
-
-def _helpers() -> ModuleType:
-    # --import-mode=importlib puts no test folder on sys.path, so load the sibling by path.
-    if "diagram_helpers" not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            "diagram_helpers", Path(__file__).with_name("diagram_helpers.py")
-        )
-        assert spec is not None and spec.loader is not None
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules["diagram_helpers"] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules["diagram_helpers"]
-
-
-H = _helpers()
 
 
 def test_chart_to_stdout_as_mermaid() -> None:

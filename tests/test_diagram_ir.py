@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
-
+import diagram_helpers as H  # registered by conftest.py (importlib mode)
 import pytest
 from statesaga.chart import load_chart
 from statesaga.definition import load_definition
@@ -24,22 +20,6 @@ from statesaga.diagram.extract import DONE, UNDONE
 from statesaga.errors import AdapterError
 from statesaga.examples import path as example_path
 from statesaga.lifecycles import lifecycle
-
-
-def _helpers() -> ModuleType:
-    # --import-mode=importlib puts no test folder on sys.path, so load the sibling by path.
-    if "diagram_helpers" not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            "diagram_helpers", Path(__file__).with_name("diagram_helpers.py")
-        )
-        assert spec is not None and spec.loader is not None
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules["diagram_helpers"] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules["diagram_helpers"]
-
-
-H = _helpers()
 
 
 @pytest.mark.parametrize("name", ["workflow", "step", "todo"])

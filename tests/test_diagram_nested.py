@@ -3,15 +3,13 @@ agent_step example, and live diagrams of a step inside a nested lifecycle."""
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import subprocess
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
+import diagram_helpers as H  # registered by conftest.py (importlib mode)
 import pytest
 from statesaga.adapters.graphviz import run_dot
 from statesaga.adapters.inline import InlineQueue
@@ -26,21 +24,6 @@ from statesaga.engine import Engine
 from statesaga.examples import path as example_path
 from statesaga.models import StepStatus, WorkflowState, WorkflowStatus
 
-
-def _helpers() -> ModuleType:
-    # --import-mode=importlib puts no test folder on sys.path, so load the sibling by path.
-    if "diagram_helpers" not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            "diagram_helpers", Path(__file__).with_name("diagram_helpers.py")
-        )
-        assert spec is not None and spec.loader is not None
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules["diagram_helpers"] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules["diagram_helpers"]
-
-
-H = _helpers()
 needs_dot = pytest.mark.skipif(
     shutil.which("dot") is None, reason="graphviz `dot` not installed (apt-get install graphviz)"
 )

@@ -3,14 +3,12 @@ Mermaid output is checked statement by statement; hostile names cannot break or 
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import shutil
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from types import ModuleType
 
+import diagram_helpers as H  # registered by conftest.py (importlib mode)
 import pytest
 from statesaga.adapters.graphviz import DOT_MISSING, dot_id, dot_label, run_dot
 from statesaga.adapters.mermaid import mermaid_id, mermaid_ids, mermaid_label
@@ -30,21 +28,6 @@ from statesaga.errors import AdapterError
 from statesaga.examples import DIR as EXAMPLES
 from statesaga.lifecycles import lifecycle
 
-
-def _helpers() -> ModuleType:
-    # --import-mode=importlib puts no test folder on sys.path, so load the sibling by path.
-    if "diagram_helpers" not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            "diagram_helpers", Path(__file__).with_name("diagram_helpers.py")
-        )
-        assert spec is not None and spec.loader is not None
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules["diagram_helpers"] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules["diagram_helpers"]
-
-
-H = _helpers()
 needs_dot = pytest.mark.skipif(
     shutil.which("dot") is None, reason="graphviz `dot` not installed (apt-get install graphviz)"
 )
