@@ -455,7 +455,7 @@ def _run_inline(engine: Any, ids: list[str], timeout: float | None) -> None:
     """With an in-process queue the re-enqueued jobs run here, until those workflows end."""
     from .models import ACTIVE_WORKFLOW
 
-    if not ids or not hasattr(engine.queue, "pending"):
+    if not ids or not getattr(engine.queue, "in_process", False):
         return
     engine.queue.drain(
         lambda: all(engine.store.get(i).status not in ACTIVE_WORKFLOW for i in ids), timeout
@@ -636,7 +636,7 @@ def _payload(value: str | None) -> Any:
 def _run_until_waiting(engine: Any, workflow_id: str) -> Any:
     """With an in-process queue the jobs a command enqueued run here, until the workflow ends
     or waits for a signal again; with workers elsewhere, the stored document as it is."""
-    if hasattr(engine.queue, "pending"):
+    if getattr(engine.queue, "in_process", False):
         return engine.wait(workflow_id)
     return engine.get(workflow_id)
 
@@ -680,7 +680,7 @@ def _require_handlers(engine: Any, wf: Any) -> None:
     """With an in-process queue this command runs the steps it sets going, so their handler
     modules must be on the allow-list (`--handlers`): a module is never imported because a
     stored document names it."""
-    if not hasattr(engine.queue, "pending"):
+    if not getattr(engine.queue, "in_process", False):
         return  # workers elsewhere run the jobs, with their own allow-list
     if engine.has_ended(wf.status.value) and wf.status.value != "FAILED":
         return  # nothing will run; the command itself reports why
