@@ -370,6 +370,12 @@ def diagram(
 )
 @click.option("--name", default=None, help="worker name (default: statesaga.HOST.PID.RANDOM)")
 @click.option("--log-level", default="INFO", show_default=True)
+@click.option(
+    "--step-chart",
+    default=None,
+    type=click.Path(exists=True, dir_okay=False),
+    help="a step lifecycle that extends the shipped one (for sagas with `step_lifecycle:`)",
+)
 @_guard
 def worker(
     queue: str | None,
@@ -380,6 +386,7 @@ def worker(
     heartbeat: float,
     name: str | None,
     log_level: str,
+    step_chart: str | None,
 ) -> None:
     """Run step and compensation jobs from an RQ queue (SIGTERM: finish the step, then exit)."""
     import os
@@ -398,6 +405,7 @@ def worker(
             heartbeat=heartbeat,
             name=name,
             log_level=log_level.upper(),
+            step_chart=step_chart,
         )
     )
 

@@ -83,6 +83,8 @@ class WorkerSettings:
     heartbeat: float = 5.0
     name: str | None = None
     log_level: str = "INFO"
+    #: A chart file extending the step lifecycle, for sagas that name one (`step_lifecycle:`).
+    step_chart: str | None = None
 
 
 def worker_name() -> str:
@@ -100,7 +102,14 @@ def build_engine(settings: WorkerSettings, name: str) -> Engine:
             raise AdapterError(f"handler module {module!r} cannot be imported: {exc}") from None
     store = open_store(settings.store_url)
     queue = open_queue(settings.queue_url)
-    return Engine(store, queue, registry, worker=name, heartbeat_interval=settings.heartbeat)
+    return Engine(
+        store,
+        queue,
+        registry,
+        worker=name,
+        heartbeat_interval=settings.heartbeat,
+        step_chart=settings.step_chart,
+    )
 
 
 def rq_queue_of(engine: Engine) -> rq.Queue:

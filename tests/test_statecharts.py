@@ -287,3 +287,34 @@ def test_recovery_resumes_a_step_lost_in_a_sub_state(tmp_path: Path) -> None:
     assert final.status is WorkflowStatus.COMPLETED
     # The next attempt was told where the lost one got to.
     assert final.results["research"]["facts"][0] == "(resumed after a lost tool call)"
+
+
+@pytest.mark.redis
+def test_a_worker_runs_a_saga_on_an_extended_step_lifecycle(tmp_path: Path, redis_url: str) -> None:
+    import subprocess
+    import sys
+    import uuid
+
+    from statesaga.adapters.rq_queue import RQQueue
+
+    queue_url = redis_url.replace("redis://", "rq://", 1) + f"?queue=agent-{uuid.uuid4().hex[:8]}"
+    db = tmp_path / "agent.db"
+    definition = load_definition(example("agent_task"))
+    engine = Engine(
+        SQLiteStore(db), RQQueue.from_url(queue_url), step_chart=definition.step_chart()
+    )
+    wf = engine.start(definition, {"topic": "sagas"})
+    worker = [
+        sys.executable, "-m", "statesaga.cli", "worker", "--burst",
+        "--queue", queue_url, "--store", f"sqlite:///{db}",
+        "--handlers", "statesaga.examples.agent_handlers",
+        "--step-chart", str(example("agent_step")),
+    ]  # fmt: skip
+    for _ in range(3):  # each burst runs what is queued; the next step is queued by the last
+        done = subprocess.run(worker, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr[-2000:]
+        if engine.get(wf.id).status is WorkflowStatus.COMPLETED:
+            break
+    final = engine.get(wf.id)
+    assert final.status is WorkflowStatus.COMPLETED
+    assert "EXECUTING.WAITING_FOR_TOOL" in [h.dest for h in final.history if h.step == "research"]
