@@ -9,23 +9,22 @@ state, so replaying an event can never apply a transition twice.
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import json
 import logging
-import threading
 import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from .context import StepContext
 from .definition import WorkflowDefinition, resolve_params
 from .effects import install_builtins
 from .errors import ConflictError, DefinitionError, RegistryError, StateError, TransitionError
+from .heartbeat import Heartbeats
+from .invoke import HandlerTimeout, invoke
 from .machine import CompiledChart, State, below_top, top
 from .models import (
     ACTIVE_WORKFLOW,
@@ -141,7 +140,10 @@ class Engine:
         )
         self.step_chart = CompiledChart(lifecycle_chart("step", step_chart), self.registry)
         self.listeners: list[Listener] = []
-        self._heartbeats = _Heartbeats(self)
+        self._heartbeats = Heartbeats(
+            lambda workflow_id: self.store.heartbeat(workflow_id, self.clock.now()),
+            lambda: self.heartbeat_interval,
+        )
         self._ended: dict[str, None] = {}  # ids of workflows this engine saw end, oldest first
         # Ids of workflows this engine saw waiting only for signals (see `waiting_for_signal`).
         self._parked: set[str] = set()
@@ -646,8 +648,8 @@ class Engine:
         if self.heartbeat_interval > 0:
             self._heartbeats.add(wf.id)
         try:
-            return "ok", _invoke(handler.func, handler.is_async, ctx, timeout)
-        except _Timeout:
+            return "ok", invoke(handler.func, handler.is_async, ctx, timeout)
+        except HandlerTimeout:
             return "timeout", StepError(
                 type="TimeoutError",
                 message=f"{step.name} timed out after {timeout}s",
@@ -868,89 +870,3 @@ def _label(state: State) -> str:
 
 def _jobname(job: Job) -> str:
     return f"{job.kind}:{job.workflow_id}:{job.step}#{job.attempt}"
-
-
-class _Timeout(Exception):
-    pass
-
-
-def _invoke(
-    func: Callable[..., Any], is_async: bool, ctx: StepContext, timeout: float | None
-) -> Any:
-    """Call a sync or async handler with an optional timeout.
-
-    A sync handler that overruns cannot be killed from Python; its thread is abandoned and its
-    late result discarded (the RQ worker enforces hard timeouts by killing the work horse).
-    """
-    if is_async:
-        coro = func(ctx)
-        if timeout is not None:
-            coro = asyncio.wait_for(coro, timeout)
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            try:
-                return asyncio.run(coro)
-            except TimeoutError:
-                raise _Timeout() from None
-        # Called from inside an event loop (e.g. the async managers): run on a fresh loop.
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            try:
-                return pool.submit(asyncio.run, coro).result()
-            except TimeoutError:
-                raise _Timeout() from None
-    if timeout is None:
-        return func(ctx)
-    pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="statesaga-step")
-    future = pool.submit(func, ctx)
-    try:
-        return future.result(timeout=timeout)
-    except concurrent.futures.TimeoutError:
-        raise _Timeout() from None
-    finally:
-        pool.shutdown(wait=False)
-
-
-class _Heartbeats:
-    """One thread per engine beats for every workflow whose handler is running.
-
-    A thread per step would cost a thread start on the hot path of every step.
-    """
-
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-        self._active: dict[str, int] = {}
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-
-    def add(self, workflow_id: str) -> None:
-        with self._lock:
-            self._active[workflow_id] = self._active.get(workflow_id, 0) + 1
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._loop, daemon=True, name="statesaga-heartbeat"
-                )
-                self._thread.start()
-
-    def discard(self, workflow_id: str) -> None:
-        with self._lock:
-            n = self._active.get(workflow_id, 0) - 1
-            if n > 0:
-                self._active[workflow_id] = n
-            else:
-                self._active.pop(workflow_id, None)
-
-    def _loop(self) -> None:
-        while True:
-            time.sleep(self._engine.heartbeat_interval)
-            with self._lock:
-                ids = list(self._active)
-            for workflow_id in ids:
-                try:
-                    self._engine.store.heartbeat(workflow_id, self._engine.clock.now())
-                except Exception:  # a missed beat is what recovery is for; never crash a step
-                    log.warning("heartbeat for %s failed", workflow_id, exc_info=True)
-
-
-def heartbeat_cutoff(clock: Clock, timeout: float) -> datetime:
-    return clock.now() - timedelta(seconds=timeout)

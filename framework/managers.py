@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import recovery, worker
-from .engine import Engine, heartbeat_cutoff
+from .engine import Engine
 from .errors import ConflictError, NotFoundError, RegistryError, StateError, StatesagaError
+from .heartbeat import heartbeat_cutoff
 from .models import (
     ACTIVE_WORKFLOW,
     CompensationAction,

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
-from .engine import Engine, heartbeat_cutoff
+from .engine import Engine
 from .errors import StatesagaError
+from .heartbeat import heartbeat_cutoff
 from .models import ACTIVE_WORKFLOW, StepStatus, WorkflowState, WorkflowStatus
 from .ports import Clock, Store, SystemClock
 
