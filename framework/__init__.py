@@ -26,6 +26,9 @@ def examples_dir() -> Path:
 
 
 from .chart import Chart, ChartSpec, load_chart  # noqa: E402
+from .context import StepContext  # noqa: E402
+from .definition import WorkflowDefinition, load_definition  # noqa: E402
+from .engine import Engine  # noqa: E402
 from .errors import (  # noqa: E402
     AdapterError,
     CompensationError,
@@ -51,11 +54,19 @@ from .models import (  # noqa: E402
     WorkflowState,
     WorkflowStatus,
 )
+from .plugins import open_queue, open_store  # noqa: E402
 from .ports import Job, Queue, Store  # noqa: E402
-from .registry import Registry  # noqa: E402
+from .registry import Registry, handler  # noqa: E402
 
 __all__ = [
     "AdapterError",
+    "Engine",
+    "StepContext",
+    "WorkflowDefinition",
+    "handler",
+    "load_definition",
+    "open_queue",
+    "open_store",
     "Chart",
     "ChartSpec",
     "CompensationAction",
