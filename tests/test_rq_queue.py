@@ -9,6 +9,7 @@ import time
 import uuid
 import zlib
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -123,3 +124,39 @@ def test_drain_returns_when_the_condition_holds_or_the_time_is_up(rq_url: str) -
     assert next(calls, "exhausted") == "exhausted"
     queue.drain(lambda: False, timeout=0.1)  # returns: the workers elsewhere may be down
     queue.close()
+
+
+def test_run_with_an_rq_queue_waits_for_workers_elsewhere(rq_url: str, tmp_path: Path) -> None:
+    """The README's Redis flow: `statesaga run --queue rq://...` enqueues the saga and waits by
+    polling the store while a separate `statesaga worker` process runs it."""
+    import subprocess
+    import sys
+
+    store = f"sqlite:///{tmp_path / 'shared.db'}"
+    data = {"origin": "TPE", "destination": "NRT", "nights": 2, "amount": 10, "email": "a@b.c"}
+    cli = [sys.executable, "-m", "statesaga.cli"]
+    run = subprocess.Popen(
+        [*cli, "run", "examples/trip.yaml", "--input", json.dumps(data), "--queue", rq_url,
+         "--store", store, "--json", "--timeout", "60"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=str(Path(__file__).resolve().parents[1]),
+    )  # fmt: skip
+    try:
+        worker = None
+        deadline = time.monotonic() + 30
+        while run.poll() is None and time.monotonic() < deadline:
+            worker = subprocess.run(
+                [*cli, "worker", "--burst", "--queue", rq_url, "--store", store,
+                 "--handlers", "statesaga.examples.trip_handlers"],
+                capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            assert worker.returncode == 0, worker.stderr[-2000:]
+            time.sleep(0.2)
+        out, err = run.communicate(timeout=60)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 0, err[-2000:]
+    doc = json.loads(out)
+    assert doc["status"] == "COMPLETED"
+    assert [s["attempts"] for s in doc["steps"]] == [1, 1, 1, 1, 1]
