@@ -287,7 +287,6 @@ def diagram(
     definition_path: str | None,
 ) -> None:
     """Draw charts or workflow definitions (PATH...), or a stored workflow (--instance)."""
-    import os
 
     from . import plugins
     from .diagram import Diagram, from_instance, from_loaded, get_renderer, renderer_names
@@ -305,8 +304,9 @@ def diagram(
 
     todo: list[tuple[str, Diagram]] = []
     if instance:
-        url = store_url or os.environ.get("STATESAGA_STORE") or "sqlite:///statesaga.db"
-        wf = plugins.open_store(url).get(instance)
+        from .console import store_url as default_store
+
+        wf = plugins.open_store(default_store(store_url)).get(instance)
         from .definition import load_definition
 
         d = load_definition(definition_path) if definition_path else None
@@ -391,6 +391,7 @@ def worker(
     """Run step and compensation jobs from an RQ queue (SIGTERM: finish the step, then exit)."""
     import os
 
+    from .console import store_url
     from .worker import DEFAULT_WORKER_QUEUE, WorkerSettings, run_worker
 
     modules = [m.strip() for value in handlers for m in value.split(",") if m.strip()]
@@ -398,7 +399,7 @@ def worker(
     run_worker(
         WorkerSettings(
             queue_url=queue or os.environ.get("STATESAGA_QUEUE") or DEFAULT_WORKER_QUEUE,
-            store_url=store or os.environ.get("STATESAGA_STORE") or "sqlite:///statesaga.db",
+            store_url=store_url(store),
             handlers=modules,
             burst=burst,
             with_scheduler=with_scheduler,
@@ -674,7 +675,9 @@ def signal(
 
     data = _payload(payload)
     engine = _recovery_engine(store, queue, handlers)
-    _require_handlers(engine, engine.get(workflow_id))
+    current = engine.get(workflow_id)
+    if not engine.has_ended(current.status.value):  # an ended one: signal() says why
+        _require_handlers(engine, current)
     sender = by or (data.get("by") if isinstance(data, dict) else None) or getpass.getuser()
     wf = engine.signal(workflow_id, name, data, by=str(sender))
     click.echo(f"{wf.id} {name} sent ({wf.status.value})")
@@ -690,8 +693,6 @@ def _require_handlers(engine: Any, wf: Any) -> None:
     stored document names it."""
     if not getattr(engine.queue, "in_process", False):
         return  # workers elsewhere run the jobs, with their own allow-list
-    if engine.has_ended(wf.status.value) and wf.status.value != "FAILED":
-        return  # nothing will run; the command itself reports why
     missing = sorted(
         {
             action
@@ -750,7 +751,9 @@ def restart(
     from .models import WorkflowStatus
 
     engine = _recovery_engine(store, queue, handlers)
-    _require_handlers(engine, engine.get(workflow_id))
+    current = engine.get(workflow_id)
+    if current.status is WorkflowStatus.FAILED:  # anything else: restart() says why not
+        _require_handlers(engine, current)
     wf = engine.restart(workflow_id, from_step, reason=reason, by=by or getpass.getuser())
     click.echo(f"{wf.id} restarted from {from_step} ({wf.status.value})")
     final = _run_until_waiting(engine, workflow_id)

@@ -187,6 +187,7 @@ class WorkflowDefinition:
         self.version = spec.version
         self.steps = spec.steps
         self.dependencies: dict[str, tuple[str, ...]] = _dependencies(spec)
+        self._step_chart: Chart | None = None
 
     def __repr__(self) -> str:
         return f"<WorkflowDefinition {self.name} v{self.version} ({len(self.steps)} steps)>"
@@ -200,10 +201,12 @@ class WorkflowDefinition:
         ref = self.spec.step_lifecycle
         if ref is None:
             return None
-        path = Path(ref)
-        if self.file is not None and not path.is_absolute():
-            path = Path(self.file).parent / path
-        return load_chart(path)
+        if self._step_chart is None:  # parsed once: every start checks it
+            path = Path(ref)
+            if self.file is not None and not path.is_absolute():
+                path = Path(self.file).parent / path
+            self._step_chart = load_chart(path)
+        return self._step_chart
 
     def import_handlers(self) -> None:
         """Import the handler modules the definition lists (they register their handlers)."""

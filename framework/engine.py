@@ -13,6 +13,7 @@ import json
 import logging
 import time
 import traceback
+import weakref
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -145,6 +146,7 @@ class Engine:
             lambda: self.heartbeat_interval,
         )
         self._ended: dict[str, None] = {}  # ids of workflows this engine saw end, oldest first
+        self._loaded: weakref.WeakSet[WorkflowDefinition] = weakref.WeakSet()
         # Ids of workflows this engine saw waiting only for signals (see `waiting_for_signal`).
         self._parked: set[str] = set()
         chart = self.workflow_chart.chart
@@ -157,14 +159,15 @@ class Engine:
 
     # -- public API ----------------------------------------------------------------------
     def load(self, definition: WorkflowDefinition) -> None:
-        """Register the handler modules a definition names and check every handler exists."""
+        """Register the handler modules a definition names and check every handler exists
+        (once per definition object: `start` calls it for every new workflow)."""
+        if definition in self._loaded:
+            return
         for module in definition.spec.handlers:
             try:
                 self.registry.register_module(module)
             except ImportError:
                 definition.import_handlers()  # raises a located DefinitionError
-            except RegistryError:
-                pass  # already registered by an earlier load of the same module
         definition.check_handlers(self.registry)
         wanted = definition.spec.step_lifecycle
         if wanted is not None:
@@ -180,6 +183,7 @@ class Engine:
                         )
                     ]
                 )
+        self._loaded.add(definition)
 
     def start(
         self,
@@ -636,7 +640,9 @@ class Engine:
             session_id=wf.session_id,
             compensating=compensating,
             result=step.result,
-            resumed_from=None if compensating else _last_substate(wf, step, job.attempt),
+            resumed_from=_last_substate(wf, step, job.attempt)
+            if self.step_chart.hierarchical and not compensating
+            else None,
             _beat=lambda: self.store.heartbeat(wf.id, self.clock.now()),
             _progress=None
             if compensating

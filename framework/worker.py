@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from .engine import Engine
 from .errors import AdapterError, StatesagaError
-from .plugins import open_queue, open_store
+from .plugins import DEFAULT_STORE, open_queue, open_store
 from .ports import Job, JobRunner
 from .registry import Registry
 
@@ -76,7 +76,7 @@ class WorkerSettings:
     """What `statesaga worker` is started with."""
 
     queue_url: str = DEFAULT_WORKER_QUEUE
-    store_url: str = "sqlite:///statesaga.db"
+    store_url: str = DEFAULT_STORE
     handlers: Sequence[str] = field(default_factory=list)
     burst: bool = False
     with_scheduler: bool = False
