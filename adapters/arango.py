@@ -1,7 +1,7 @@
 """`arango://`: workflow documents in ArangoDB (python-arango), for many machines.
 
     arango://user:password@host:8529/dbname?collection_prefix=statesaga_&tls=0&initialize=1
-           &connect_retries=0&timeout=5
+           &connect_retries=0&timeout=5&long_timeout=300
 
 One document per workflow, keyed by the workflow id (`_key`):
 
@@ -22,10 +22,13 @@ password is never put in a repr, a log line or an error message.
 from __future__ import annotations
 
 import os
+import random
 import re
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+import time
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
@@ -42,7 +45,12 @@ try:
         DocumentInsertError,
     )
     from arango.http import DefaultHTTPClient
-    from requests import RequestException
+    from arango.response import Response
+    from requests import ConnectionError as RequestsConnectionError
+    from requests import ReadTimeout, RequestException, Session
+    from requests.adapters import HTTPAdapter
+    from urllib3.exceptions import ProtocolError
+    from urllib3.util.retry import Retry
 except ImportError as exc:  # pragma: no cover - exercised only without the extra installed
     raise ImportError(
         f"the arango:// store needs python-arango ({exc}); "
@@ -78,20 +86,36 @@ _PARAMS = (
     "connect_retries",
     "backoff",
     "timeout",
+    "long_timeout",
 )
-_HEARTBEAT_TRIES = 3
+# How often a one-document write runs again after meeting a concurrent write (error 1200), and
+# the longest pause between two runs (doubled from 1 ms, with jitter).
+_WRITE_TRIES = 8
+_WRITE_PAUSE_MAX = 0.05
 
 # Every query this adapter sends. Values are always bind variables and the collection a
 # collection bind parameter (@@coll): nothing a caller passes is ever formatted into AQL.
 QUERIES: dict[str, str] = {
-    # The revision check and the write are one AQL statement, executed by the server as one
-    # transaction: FILTER on our integer revision decides "conflict or not"; REPLACE with
-    # ignoreRevs:false additionally compares ArangoDB's _rev of the document the FILTER read,
-    # so a writer that committed in between makes the statement fail with error 1200 instead
-    # of overwriting (RocksDB reports the same write-write conflict even without it). This
-    # needs no _rev bookkeeping between get() and save(), and a losing writer gets either an
-    # empty result or error 1200, both ConflictError. REPLACE, not UPDATE: the document is
-    # exactly what the model says, no merged leftovers.
+    # The revision check and the write are one AQL statement, one transaction on the server.
+    # The integer FILTER on `revision` alone decides "conflict or not":
+    #
+    # - No match: another save took the revision (or the document is gone); save() reads the
+    #   document back to say which.
+    # - Error 1200 only says "the document changed after this statement's snapshot": by a
+    #   save, or by a heartbeat, which changes `_rev` but not `revision`. ignoreRevs:false
+    #   makes the REPLACE apply only to the very version the FILTER read (same `_rev`), and
+    #   RocksDB's snapshot check reports a document written after the snapshot the same way
+    #   (ArangoDB begins every transaction with set_snapshot: RocksDBTrxBaseMethods::
+    #   createTransaction; docs, "Locking and isolation": snapshot isolation, write-write
+    #   conflicts fail with 1200). So a 1200 is never taken as a conflict by itself: _write
+    #   runs the statement again, on a new snapshot, and the FILTER decides.
+    #
+    # Why not drop the `_rev` comparison instead: a heartbeat would still fail the save with
+    # 1200 through the snapshot check, and "no lost update" would rest on how the engine
+    # validates writes against the snapshot (which changed in 3.11, when writes to one
+    # document became serialized on key locks). Keeping it costs nothing.
+    #
+    # REPLACE, not UPDATE: the document is exactly what the model says, no merged leftovers.
     # heartbeat_at_us is merged with MAX (which skips null) so a save carrying an older copy
     # cannot move the heartbeat back.
     "save": (
@@ -100,15 +124,18 @@ QUERIES: dict[str, str] = {
         "{heartbeat_at_us: MAX([d.heartbeat_at_us, @doc.heartbeat_at_us])}) "
         "IN @@coll OPTIONS {ignoreRevs: false} RETURN NEW.revision"
     ),
-    # A heartbeat touches one attribute and leaves `revision` alone, so it never makes a
-    # concurrent save lose its revision check; it only moves forward, as in the SQLite store.
+    # A heartbeat touches one attribute and leaves `revision` alone, so a save's FILTER never
+    # fails because of it (a save that meets it mid-flight gets 1200 and runs again); it
+    # only moves forward, as in the SQLite store.
     "heartbeat": (
         "FOR d IN @@coll FILTER d._key == @key "
         "UPDATE d WITH {heartbeat_at_us: MAX([d.heartbeat_at_us, @at])} IN @@coll "
         "RETURN NEW._key"
     ),
     # The listing variants are fixed strings chosen by which filters are present (not built
-    # from values), so each one can use its persistent index. `_key` breaks ties in the order.
+    # from values), so each one reads its persistent index in order: equality on the leading
+    # attribute, then (created_at_us, _key) already sorted, and a LIMIT stops the scan early.
+    # `_key` breaks ties in the order.
     "list": "FOR d IN @@coll SORT d.created_at_us, d._key RETURN d",
     "list_session": (
         "FOR d IN @@coll FILTER d.session_id == @session_id SORT d.created_at_us, d._key RETURN d"
@@ -120,22 +147,26 @@ QUERIES: dict[str, str] = {
         "FOR d IN @@coll FILTER d.session_id == @session_id AND d.status == @status "
         "SORT d.created_at_us, d._key RETURN d"
     ),
+    # AQL orders null before every number, so `< @before` also matches a heartbeat that is
+    # null or missing (never beaten); written as one range, [status, heartbeat_at_us] serves
+    # it as one index lookup per status. Its result (the stale ones only) is sorted in memory.
     "stale": (
-        "FOR d IN @@coll FILTER d.status IN @statuses "
-        "AND (d.heartbeat_at_us == null OR d.heartbeat_at_us < @before) "
+        "FOR d IN @@coll FILTER d.status IN @statuses AND d.heartbeat_at_us < @before "
         "SORT d.created_at_us, d._key RETURN d"
     ),
 }
 _LIMIT = " LIMIT @limit"  # inserted before RETURN when a limit is given; @limit is bound
 
-# Persistent indexes: each list query filters on the leading attribute and sorts on the
-# creation time, so one index serves filter and sort; [status, heartbeat_at_us] serves
-# list_stale. Not sparse: list_stale looks for a null heartbeat too.
+# Persistent indexes. The first three serve the list queries' filter *and* sort (equality on
+# the leading attribute leaves the rest in index order; indexing `_key` is allowed, only
+# `_id` is not); [status, heartbeat_at_us] serves list_stale. Not sparse: list_stale looks for
+# a null heartbeat too. Built in the background, so initialize() on a populated collection
+# does not hold the collection's write lock while the index is built.
 INDEXES: tuple[tuple[str, ...], ...] = (
-    ("session_id", "created_at_us"),
-    ("status", "created_at_us"),
+    ("session_id", "created_at_us", "_key"),
+    ("status", "created_at_us", "_key"),
+    ("created_at_us", "_key"),
     ("status", "heartbeat_at_us"),
-    ("created_at_us",),
 )
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -188,7 +219,11 @@ class ArangoSettings:
     # with exponential backoff) take ~18 s to report a server that is down.
     connect_retries: int = 0
     backoff: float = 0.5
+    # `timeout` bounds connecting and every one-document request (get, create, save,
+    # heartbeat); `long_timeout` bounds what grows with the collection: index builds,
+    # listings, creating or dropping the collection or database.
     timeout: float = 5.0
+    long_timeout: float = 300.0
 
     @classmethod
     def from_url(cls, url: str, env: Mapping[str, str] | None = None) -> ArangoSettings:
@@ -228,12 +263,16 @@ class ArangoSettings:
                 values[key] = _flag(key, text)
             elif key == "connect_retries":
                 values[key] = _number(key, text, int)
-            elif key in ("backoff", "timeout"):
+            elif key in ("backoff", "timeout", "long_timeout"):
                 values[key] = _number(key, text, float)
             elif key == "tls_ca":
                 values[key] = text or None
             else:
                 values[key] = text
+        if not values.get("tls", False) and ("tls_verify" in values or "tls_ca" in values):
+            raise AdapterError(
+                "arango URL: tls_verify and tls_ca apply to https only; add tls=1 (or drop them)"
+            )
         settings = cls(
             host=parts.hostname or "127.0.0.1",
             port=port if port is not None else 8529,
@@ -251,8 +290,15 @@ class ArangoSettings:
                 f"arango: collection_prefix {self.collection_prefix!r} gives an invalid "
                 f"collection name {self.collection!r} (a letter, then letters, digits, _ or -)"
             )
-        if self.timeout == 0:
-            raise AdapterError("arango URL: timeout must be more than 0 seconds")
+        for name in ("timeout", "long_timeout"):
+            if getattr(self, name) <= 0:
+                raise AdapterError(f"arango URL: {name} must be more than 0 seconds")
+        if self.tls_ca and not self.tls_verify:
+            # requests would verify against the CA and ignore tls_verify=0: say so instead.
+            raise AdapterError(
+                "arango URL: tls_ca and tls_verify=0 contradict each other (a CA is for "
+                "verifying); keep one"
+            )
 
     @property
     def collection(self) -> str:
@@ -281,6 +327,110 @@ class ArangoSettings:
         return f"arango://{user}{secret}@{self.address}/{self.database}?{query}"
 
 
+class _OutcomeUnknown(Exception):
+    """A write was sent but no answer came within its timeout: it may or may not apply."""
+
+
+class _Busy(Exception):
+    """A one-document write met a concurrent write (error 1200); run it again."""
+
+
+def _dropped_connection(exc: RequestsConnectionError) -> bool:
+    """True when a connection broke after it was made (a pooled keep-alive connection the
+    server had closed, a reset mid-request): requests wraps urllib3's ProtocolError ("Connection
+    aborted.") directly. Refused or timed-out connects come wrapped in MaxRetryError instead."""
+    return bool(exc.args) and isinstance(exc.args[0], ProtocolError)
+
+
+class ArangoHTTPClient(DefaultHTTPClient):
+    """python-arango's HTTP client with statesaga's retry and timeout rules.
+
+    - Connecting fails fast: `connect_retries` retries (default 0) with `backoff`, and only for
+      connection failures (urllib3 `connect`); no retry on reads, no retry on status codes.
+      Every answer the server gives, 429 and 5xx included, is handed to python-arango, which
+      raises it as a server error (python-arango's client would turn a 429/5xx to a GET into
+      requests' RetryError once its retries are spent, reported as "cannot reach").
+    - A request whose connection broke after it was made (typically a keep-alive connection
+      the server closed while it sat in the pool) is sent once more on a new connection.
+      Every request this store makes tolerates one replay: reads and index creation are
+      idempotent, a heartbeat only moves forward, and a replayed create or save finds its
+      own write when it reads back (see ArangoStore.create / save).
+    - The read timeout is per operation: `timeout` unless a caller set `read_timeout` for the
+      current thread (ArangoStore does so for long operations); connecting is always bounded
+      by `timeout`.
+
+    `request_timeout` stays set as python-arango's ArangoClient.request_timeout reports it;
+    ArangoClient's own `request_timeout` argument is ignored once an HTTP client is passed.
+    """
+
+    def __init__(self, settings: ArangoSettings) -> None:
+        super().__init__(
+            request_timeout=settings.timeout,
+            retry_attempts=settings.connect_retries,
+            backoff_factor=settings.backoff,
+        )
+        self.connect_timeout = settings.timeout
+        # A ContextVar, so one thread's long listing does not lengthen another's save.
+        self.read_timeout: ContextVar[float] = ContextVar("arango_read_timeout")
+
+    def create_session(self, host: str) -> Session:
+        retry = Retry(
+            total=None,
+            connect=self._retry_attempts,
+            read=False,
+            redirect=False,
+            status=0,
+            other=0,
+            backoff_factor=self._backoff_factor,
+            status_forcelist=(),
+            raise_on_status=False,
+        )
+        adapter = HTTPAdapter(
+            max_retries=retry,
+            pool_connections=self._pool_connections,
+            pool_maxsize=self._pool_maxsize,
+        )
+        session = Session()
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        return session
+
+    def send_request(
+        self,
+        session: Session,
+        method: str,
+        url: str,
+        headers: MutableMapping[str, str] | None = None,
+        params: MutableMapping[str, str] | None = None,
+        data: Any = None,
+        auth: tuple[str, str] | None = None,
+    ) -> Response:
+        timeout = (self.connect_timeout, self.read_timeout.get(self.connect_timeout))
+        for attempt in (1, 2):
+            try:
+                response = session.request(
+                    method=method,
+                    url=url,
+                    params=params,
+                    data=data,
+                    headers=headers,
+                    auth=auth,
+                    timeout=timeout,
+                )
+                break
+            except RequestsConnectionError as exc:
+                if attempt == 2 or not _dropped_connection(exc):
+                    raise
+        return Response(
+            method=method,
+            url=response.url,
+            headers=response.headers,
+            status_code=response.status_code,
+            status_text=response.reason,
+            raw_body=response.text,
+        )
+
+
 class ArangoStore:
     """Store workflow documents in one ArangoDB collection, with optimistic revisions."""
 
@@ -293,6 +443,7 @@ class ArangoStore:
         self._client: Any = None
         self._initialized = False
         self._lock = threading.Lock()
+        self._http = ArangoHTTPClient(settings)
 
     @classmethod
     def from_url(cls, url: str, **overrides: Any) -> ArangoStore:
@@ -310,26 +461,36 @@ class ArangoStore:
 
     def _client_for(self) -> Any:
         s = self.settings
-        # A bounded HTTP client: `connect_retries` urllib3 retries with `backoff`, each request
-        # limited to `timeout` seconds. resolver_max_tries=1 because python-arango would
-        # otherwise repeat the whole retried request 3 times for a single host.
-        http = DefaultHTTPClient(
-            request_timeout=s.timeout,
-            retry_attempts=s.connect_retries,
-            backoff_factor=s.backoff,
-        )
         verify: bool | str | None = None
         if s.tls:
-            verify = s.tls_ca if s.tls_ca else s.tls_verify
+            verify = s.tls_ca or s.tls_verify  # check() refuses tls_ca with tls_verify=0
+        # resolver_max_tries=1: python-arango would otherwise send a request again on every
+        # connection error, up to 3 times for one host; ArangoHTTPClient decides instead.
         return ArangoClient(
             hosts=s.endpoint,
-            http_client=http,
+            http_client=self._http,
             resolver_max_tries=1,
             verify_override=verify,
-            request_timeout=s.timeout,
         )
 
-    def _connect(self) -> Any:
+    @contextmanager
+    def _long(self) -> Iterator[None]:
+        """Requests made inside get `long_timeout` to answer instead of `timeout`."""
+        token = self._http.read_timeout.set(self.settings.long_timeout)
+        try:
+            yield
+        finally:
+            self._http.read_timeout.reset(token)
+
+    def _connect(self, create: bool) -> Any:
+        """The connected database; None if it does not exist and `create` is false.
+
+        The server answers a missing database with 404 (1228) to root, but with 401 (errorNum
+        11, "not authorized to execute this request") to a user without a grant on that name,
+        so that names cannot be guessed (arangod CommTask::prepareExecution). A 401 therefore
+        means a wrong password, no grant, or no such database: only _system can tell, and
+        only a user allowed to read it.
+        """
         s = self.settings
         client = self._client_for()
         self._client = client
@@ -337,38 +498,60 @@ class ArangoStore:
             try:
                 return client.db(s.database, username=s.username, password=s.password, verify=True)
             except ArangoServerError as exc:
-                if exc.error_code != arango_errno.DATABASE_NOT_FOUND:
+                if exc.http_code != 401 and exc.error_code != arango_errno.DATABASE_NOT_FOUND:
                     raise
-                if not s.initialize:
-                    raise AdapterError(
-                        f"{s.where}: the database does not exist "
-                        "(create it, or allow it with initialize=1)"
-                    ) from None
-            # Only now is _system needed: a user with access to an existing database does
-            # not need the rights to list or create databases.
-            with self._errors("create the database"):
-                sys_db = client.db("_system", username=s.username, password=s.password)
-                if not sys_db.has_database(s.database):
-                    try:
-                        sys_db.create_database(s.database)
-                    except DatabaseCreateError as exc:
-                        if exc.error_code != arango_errno.DUPLICATE_NAME:  # lost a race: fine
-                            raise
+        exists = self._has_database(client)
+        if exists is not False:
+            # It exists (so the password or the grant is wrong), or _system would not say.
+            raise AdapterError(
+                f"{s.where}: authentication failed or no access to database {s.database!r} "
+                f"for user {s.username!r} (check the URL or {ENV_USER} / {ENV_PASSWORD}, and "
+                "the user's database permissions)"
+            )
+        if not create:
+            return None
+        if not s.initialize:
+            raise AdapterError(
+                f"{s.where}: the database does not exist (create it, or allow it with initialize=1)"
+            )
+        with self._errors("create the database"), self._long():
+            sys_db = client.db("_system", username=s.username, password=s.password)
+            try:
+                sys_db.create_database(s.database)
+            except DatabaseCreateError as exc:
+                if exc.error_code != arango_errno.DUPLICATE_NAME:  # lost a race: fine
+                    raise
+        with self._errors("connect"):
             return client.db(s.database, username=s.username, password=s.password, verify=True)
 
-    def _database(self, schema: bool = True) -> Any:
-        """The connected database, connecting on first use; with initialize=1 the collection
-        and indexes are made on first use too, so `from_url(url)` alone gives a working store."""
+    def _has_database(self, client: Any) -> bool | None:
+        """Whether the database exists, asked of _system; None when this user may not ask
+        (no access to _system, or the password is wrong)."""
+        s = self.settings
+        with self._errors("look up the database"):
+            sys_db = client.db("_system", username=s.username, password=s.password)
+            try:
+                return bool(sys_db.has_database(s.database))
+            except ArangoServerError as exc:
+                if exc.http_code in (401, 403):
+                    return None
+                raise
+
+    def _database(self, schema: bool = True, create: bool = True) -> Any:
+        """The connected database, connecting on first use; with initialize=1 the database,
+        collection and indexes are made on first use too, so `from_url(url)` alone gives a
+        working store. None only when `create` is false and the database does not exist."""
         with self._lock:
             if self._db is None:
-                self._db = self._connect()
-            if schema and self.settings.initialize and not self._initialized:
-                self._create_schema(self._db)
+                self._db = self._connect(create)
+            if self._db is not None and schema and self.settings.initialize:
+                if not self._initialized:
+                    self._create_schema(self._db)
         return self._db
 
     def _create_schema(self, db: Any) -> None:
         name = self.settings.collection
-        with self._errors("initialize"):
+        with self._errors("initialize"), self._long():
             if not db.has_collection(name):
                 try:
                     db.create_collection(name)
@@ -378,8 +561,8 @@ class ArangoStore:
             coll = db.collection(name)
             for fields in INDEXES:
                 # Creating an index that exists with the same definition returns the existing
-                # one, so this is safe to repeat. Not sparse: list_stale looks for null too.
-                coll.add_index({"type": "persistent", "fields": list(fields)})
+                # one, so this is safe to repeat.
+                coll.add_index({"type": "persistent", "fields": list(fields), "inBackground": True})
         self._initialized = True
 
     def initialize(self) -> None:
@@ -404,21 +587,27 @@ class ArangoStore:
 
     def drop(self) -> None:
         """Delete this store's collection and close the store (teardown for test runs that
-        use their own collection_prefix); works after close() too."""
-        db = self._database(schema=False)
-        with self._errors("drop"):
-            db.delete_collection(self.settings.collection, ignore_missing=True)
+        use their own collection_prefix); works after close() too. A missing database or
+        collection is nothing to drop: neither is created for it."""
+        db = self._database(schema=False, create=False)
+        if db is not None:
+            with self._errors("drop"), self._long():
+                db.delete_collection(self.settings.collection, ignore_missing=True)
         self.close()
 
     # -- errors -----------------------------------------------------------------------------
 
     @contextmanager
-    def _errors(self, op: str, workflow_id: str | None = None) -> Iterator[None]:
+    def _errors(
+        self, op: str, workflow_id: str | None = None, *, write: bool = False
+    ) -> Iterator[None]:
         """Translate python-arango and transport errors into statesaga's errors.
 
         Raised `from None`: the message names the server, the operation and the cause in one
         line, and the suppressed chain keeps python-arango's request objects (the requests
         library's prepared request holds the Authorization header) out of tracebacks.
+        With `write`, error 1200 raises _Busy and a read timeout _OutcomeUnknown, for the
+        caller to decide.
         """
         s = self.settings
         try:
@@ -426,15 +615,26 @@ class ArangoStore:
         except (AdapterError, ConflictError, NotFoundError, DefinitionError):
             raise
         except ArangoServerError as exc:
+            if write and exc.error_code == arango_errno.CONFLICT:
+                raise _Busy() from None
             self._raise_server_error(exc, op, workflow_id)
         except ArangoClientError as exc:
             # client.db(verify=True) wraps a refused or timed-out connection this way.
             raise AdapterError(
                 f"cannot reach {s.where} to {op}{self._budget()}: {self._scrub(exc.message)}"
             ) from None
+        except ReadTimeout:
+            # Connected and sent, but no answer in time: the server is there, and busy.
+            if write:
+                raise _OutcomeUnknown() from None
+            limit = self._http.read_timeout.get(s.timeout)
+            raise AdapterError(
+                f"{s.where}: no answer to {op} within {limit:g} s "
+                f"(timeout={s.timeout:g}, long_timeout={s.long_timeout:g})"
+            ) from None
         except (RequestException, OSError) as exc:
             # After connecting, python-arango lets these through: ConnectionAbortedError when
-            # its host tries are used up, requests' ReadTimeout when a reply is too slow.
+            # its host tries are used up (a refused connection included).
             raise AdapterError(
                 f"cannot reach {s.where} to {op}{self._budget()}: "
                 f"{type(exc).__name__}: {self._scrub(str(exc))}"
@@ -448,8 +648,8 @@ class ArangoStore:
         code, http = exc.error_code, exc.http_code
         if http == 401:
             raise AdapterError(
-                f"{s.where}: authentication failed for user {s.username!r} "
-                f"(check the URL or {ENV_USER} / {ENV_PASSWORD})"
+                f"{s.where}: authentication failed or no access to database {s.database!r} "
+                f"for user {s.username!r} (check the URL or {ENV_USER} / {ENV_PASSWORD})"
             ) from None
         if http == 403 or code == arango_errno.FORBIDDEN:
             raise AdapterError(f"{s.where}: user {s.username!r} is not allowed to {op}") from None
@@ -537,10 +737,37 @@ class ArangoStore:
     def _bind(self, **values: Any) -> dict[str, Any]:
         return {"@coll": self.settings.collection, **values}
 
-    def _run(self, query: str, bind_vars: dict[str, Any], op: str, wid: str | None) -> Any:
+    def _run(self, query: str, bind_vars: dict[str, Any], op: str) -> list[Any]:
+        """A listing: its requests (the cursor's later batches too) get `long_timeout`."""
         db = self._database()
-        with self._errors(op, wid):
+        with self._errors(op), self._long():
             return [row for row in db.aql.execute(query, bind_vars=bind_vars)]
+
+    def _write(self, query: str, bind_vars: dict[str, Any], op: str, wid: str) -> list[Any]:
+        """Run a one-document write statement; again when it meets a concurrent write.
+
+        Error 1200 means the document changed after the statement's snapshot (see QUERIES
+        ["save"]); the statement was aborted, so running it again is safe, and its FILTER
+        decides again on a new snapshot. Pauses double from 1 ms, with jitter, so two writers
+        that keep meeting fall out of step. `max_runtime` has the server stop a statement
+        that outlives the client's wait, so a timed-out write does not apply much later.
+        Raises _OutcomeUnknown when no answer came within `timeout`.
+        """
+        db = self._database()
+        for attempt in range(_WRITE_TRIES):
+            try:
+                with self._errors(op, wid, write=True):
+                    cursor = db.aql.execute(
+                        query, bind_vars=bind_vars, max_runtime=self.settings.timeout
+                    )
+                    return [row for row in cursor]
+            except _Busy:
+                pause = min(_WRITE_PAUSE_MAX, 0.001 * 2**attempt)
+                time.sleep(random.uniform(pause / 2, pause))
+        raise AdapterError(
+            f"{self.settings.where}: {op} of {wid} met a concurrent write to the same "
+            f"document (error 1200) {_WRITE_TRIES} times in a row"
+        )
 
     def create(self, wf: WorkflowState) -> None:
         if not _KEY_RE.match(wf.id):
@@ -559,8 +786,22 @@ class ArangoStore:
                     raise
                 duplicate = True
         if duplicate:
-            raise ConflictError(wf.id, None, self._stored_revision(wf.id))
+            stored = self._fetch(wf.id)
+            # A replayed insert (the connection broke after the first one was sent) finds
+            # its own document: that is a success, not a duplicate.
+            if stored is None or not self._is_ours(stored, doc):
+                rev = stored.get("revision") if stored else None
+                raise ConflictError(wf.id, None, rev if isinstance(rev, int) else None)
         wf.revision = 1
+
+    @staticmethod
+    def _is_ours(stored: Mapping[str, Any], doc: Mapping[str, Any]) -> bool:
+        """Whether `stored` is the document `doc` wrote: same revision, same JSON text (which
+        holds the revision, the updated_at time and the history, so another writer's
+        document differs). heartbeat_at_us is left out: a heartbeat may have moved it since."""
+        return bool(
+            stored.get("revision") == doc["revision"] and stored.get("state") == doc["state"]
+        )
 
     def _fetch(self, workflow_id: str) -> dict[str, Any] | None:
         if not _KEY_RE.match(workflow_id):
@@ -569,15 +810,6 @@ class ArangoStore:
         with self._errors("get", workflow_id):
             doc: dict[str, Any] | None = db.collection(self.settings.collection).get(workflow_id)
         return doc
-
-    def _stored_revision(self, workflow_id: str) -> int | None:
-        """The stored revision, for a conflict's fields only (read after the fact)."""
-        try:
-            doc = self._fetch(workflow_id)
-        except AdapterError:
-            return None
-        rev = doc.get("revision") if doc else None
-        return rev if isinstance(rev, int) else None
 
     def get(self, workflow_id: str) -> WorkflowState:
         doc = self._fetch(workflow_id)
@@ -588,39 +820,59 @@ class ArangoStore:
     def save(self, wf: WorkflowState) -> None:
         if not _KEY_RE.match(wf.id):
             raise NotFoundError(wf.id)
-        binds = self._bind(
-            key=wf.id, revision=wf.revision, doc=self.to_document(wf, wf.revision + 1)
-        )
+        doc = self.to_document(wf, wf.revision + 1)
+        binds = self._bind(key=wf.id, revision=wf.revision, doc=doc)
+        timed_out = False
         try:
-            saved = self._run(QUERIES["save"], binds, "save", wf.id)
-        except ConflictError:
-            raise ConflictError(wf.id, wf.revision, self._stored_revision(wf.id)) from None
-        if not saved:
-            # Nothing matched: no such document, or another revision. One more read tells
-            # which; it is only paid on this failure path.
-            doc = self._fetch(wf.id)
-            if doc is None:
-                raise NotFoundError(wf.id)
-            rev = doc.get("revision")
-            raise ConflictError(wf.id, wf.revision, rev if isinstance(rev, int) else None)
-        wf.revision += 1
+            if self._write(QUERIES["save"], binds, "save", wf.id):
+                wf.revision += 1
+                return
+        except _OutcomeUnknown:
+            timed_out = True
+        # Nothing matched, or no answer came: the stored document tells what happened. Only
+        # paid on these paths.
+        try:
+            stored = self._fetch(wf.id)
+        except AdapterError as exc:
+            if not timed_out:
+                raise
+            raise AdapterError(f"{self._unknown(wf)}; reading it back failed too: {exc}") from None
+        if stored is None:
+            raise NotFoundError(wf.id)
+        if self._is_ours(stored, doc):
+            # Our statement did commit: the answer was lost (timeout), or the request was
+            # replayed after a broken connection and the replay found the revision taken.
+            wf.revision += 1
+            return
+        rev = stored.get("revision")
+        if timed_out and rev == wf.revision:
+            # Not applied yet, but the statement may still be queued or running on the
+            # server: neither "saved" nor "conflict" would be true.
+            raise AdapterError(
+                f"{self._unknown(wf)}; the store still has revision {rev}, and the save may "
+                "yet apply (the server stops it after max_runtime): read it again before acting"
+            )
+        raise ConflictError(wf.id, wf.revision, rev if isinstance(rev, int) else None)
+
+    def _unknown(self, wf: WorkflowState) -> str:
+        return (
+            f"{self.settings.where}: save of {wf.id} at revision {wf.revision} got no answer "
+            f"within {self.settings.timeout:g} s, so its outcome is unknown"
+        )
 
     def heartbeat(self, workflow_id: str, at: datetime) -> None:
         if not _KEY_RE.match(workflow_id):
             raise NotFoundError(workflow_id)
         binds = self._bind(key=workflow_id, at=_micros(at))
-        for attempt in range(1, _HEARTBEAT_TRIES + 1):
-            try:
-                touched = self._run(QUERIES["heartbeat"], binds, "heartbeat", workflow_id)
-            except ConflictError:
-                # A concurrent save wrote the document first (error 1200); a heartbeat has no
-                # revision to defend, so writing it again is correct.
-                if attempt == _HEARTBEAT_TRIES:
-                    raise
-                continue
-            if not touched:
-                raise NotFoundError(workflow_id)
-            return
+        try:
+            touched = self._write(QUERIES["heartbeat"], binds, "heartbeat", workflow_id)
+        except _OutcomeUnknown:
+            raise AdapterError(
+                f"{self.settings.where}: heartbeat of {workflow_id} got no answer within "
+                f"{self.settings.timeout:g} s"
+            ) from None
+        if not touched:
+            raise NotFoundError(workflow_id)
 
     def list_stale(
         self, before: datetime, statuses: Iterable[WorkflowStatus]
@@ -629,7 +881,7 @@ class ArangoStore:
         if not wanted:
             return []
         binds = self._bind(statuses=wanted, before=_micros(before))
-        return [self.from_document(d) for d in self._run(QUERIES["stale"], binds, "list", None)]
+        return [self.from_document(d) for d in self._run(QUERIES["stale"], binds, "list")]
 
     def write_raw(self, workflow_id: str, text: str) -> None:
         """Replace the stored JSON text of an existing workflow, bypassing validation.
@@ -643,14 +895,15 @@ class ArangoStore:
                 {"_key": workflow_id, "state": text}, check_rev=False, silent=True
             )
 
-    # Last in the class: below this, `list` would name this method in annotations.
-    def list(
+    def list_query(
         self,
         *,
         session_id: str | None = None,
         status: WorkflowStatus | None = None,
         limit: int | None = None,
-    ) -> list[WorkflowState]:
+    ) -> tuple[str, dict[str, Any]]:
+        """The AQL and bind variables `list()` sends for these arguments (also what the
+        conformance tests `explain` on a real server)."""
         name = "list"
         binds = self._bind()
         if session_id is not None:
@@ -662,4 +915,15 @@ class ArangoStore:
         if limit is not None:
             query = query.replace(" RETURN d", _LIMIT + " RETURN d")
             binds["limit"] = max(int(limit), 0)
-        return [self.from_document(d) for d in self._run(query, binds, "list", None)]
+        return query, binds
+
+    # Last in the class: below this, `list` would name this method in annotations.
+    def list(
+        self,
+        *,
+        session_id: str | None = None,
+        status: WorkflowStatus | None = None,
+        limit: int | None = None,
+    ) -> list[WorkflowState]:
+        query, binds = self.list_query(session_id=session_id, status=status, limit=limit)
+        return [self.from_document(d) for d in self._run(query, binds, "list")]
