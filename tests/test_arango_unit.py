@@ -15,6 +15,7 @@ import json
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ from arango.exceptions import (
     AQLQueryExecuteError,
     ArangoClientError,
     CollectionCreateError,
+    DatabaseListError,
     DocumentGetError,
     DocumentInsertError,
     ServerConnectionError,
@@ -58,10 +60,16 @@ WID = "WF-20260208-5b193f0d"
 
 
 def server_error(
-    cls: type[Exception], http: int, errno: int | None, message: str = "", method: str = "post"
+    cls: type[Exception],
+    http: int,
+    errno: int | None,
+    message: str = "",
+    method: str = "post",
+    msg: str | None = None,
 ) -> Exception:
     """A python-arango server exception, built as its response handlers build them: from a
-    Response filled in as Connection.prep_response fills it from ArangoDB's error body."""
+    Response filled in as Connection.prep_response fills it from ArangoDB's error body
+    (`msg` overrides the message, as python-arango's ping does for 401/403)."""
     body = {"error": True, "code": http, "errorNum": errno, "errorMessage": message}
     resp = Response(
         method=method,
@@ -75,7 +83,7 @@ def server_error(
     resp.error_code = errno
     resp.error_message = message or None
     resp.is_success = False
-    return cls(resp, Request(method=method, endpoint="/_api/cursor"))
+    return cls(resp, Request(method=method, endpoint="/_api/cursor"), *([msg] if msg else []))
 
 
 # -- the recording stand-in for python-arango's database object --------------------------------
@@ -86,6 +94,7 @@ class RecordingCollection:
     name: str
     log: list[tuple[Any, ...]]
     answers: deque[Any]
+    recorder: Recorder
 
     def _answer(self) -> Any:
         answer = self.answers.popleft() if self.answers else None
@@ -107,6 +116,7 @@ class RecordingCollection:
 
     def add_index(self, data: dict[str, Any], **kw: Any) -> Any:
         self.log.append(("add_index", self.name, data))
+        self.recorder.options.append((kw, self.recorder.timeout_probe()))
         return {"isNewlyCreated": True}
 
 
@@ -122,6 +132,11 @@ class Recorder:
     doc_answers: list[Any] = field(default_factory=list)
     collections: set[str] = field(default_factory=set)
     log: list[tuple[Any, ...]] = field(default_factory=list)
+    # For each AQL query: its keyword options (max_runtime) and the read timeout in force.
+    options: list[tuple[dict[str, Any], float | None]] = field(default_factory=list)
+    timeout_probe: Any = lambda: None
+    # What has_database() sees on _system: the names, or the error it raises.
+    databases: set[str] | Exception = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self._aql = deque(self.aql_answers)
@@ -130,13 +145,14 @@ class Recorder:
 
     def execute(self, query: str, bind_vars: dict[str, Any] | None = None, **kw: Any) -> Any:
         self.log.append(("aql", query, bind_vars))
+        self.options.append((kw, self.timeout_probe()))
         answer = self._aql.popleft()
         if isinstance(answer, Exception):
             raise answer
         return iter(answer)
 
     def collection(self, name: str) -> RecordingCollection:
-        return RecordingCollection(name, self.log, self._docs)
+        return RecordingCollection(name, self.log, self._docs, self)
 
     def has_collection(self, name: str) -> bool:
         self.log.append(("has_collection", name))
@@ -148,6 +164,16 @@ class Recorder:
             raise server_error(CollectionCreateError, 409, 1207, "duplicate name")
         self.collections.add(name)
         return self.collection(name)
+
+    def has_database(self, name: str) -> bool:
+        self.log.append(("has_database", name))
+        if isinstance(self.databases, Exception):
+            raise self.databases
+        return name in self.databases
+
+    def create_database(self, name: str, **kw: Any) -> bool:
+        self.log.append(("create_database", name))
+        return True
 
     def delete_collection(self, name: str, ignore_missing: bool = False) -> bool:
         self.log.append(("delete_collection", name, ignore_missing))
@@ -164,7 +190,9 @@ def store_with(
     """A store whose database is the recorder; initialize=0 so only the call under test is
     recorded (the schema calls have their own tests)."""
     settings = ArangoSettings.from_url(url + ("&" if "?" in url else "?") + "initialize=0")
-    return ArangoStore(settings, database=recorder)
+    store = ArangoStore(settings, database=recorder)
+    recorder.timeout_probe = lambda: store._http.read_timeout.get(None)
+    return store
 
 
 def stored(wf: WorkflowState, revision: int = 1, **extra: Any) -> dict[str, Any]:
@@ -419,12 +447,24 @@ def test_save_is_one_conditional_replace() -> None:
         "doc": ArangoStore.to_document(wf, 4),
     }
     assert json.loads(binds["doc"]["state"])["revision"] == 4
+    # A one-document request: `timeout` to answer (no long_timeout in force), and the server
+    # stops the statement when the client would have stopped waiting.
+    assert rec.options == [({"max_runtime": 5.0}, None)]
+
+
+def another_writers(wf: WorkflowState) -> WorkflowState:
+    """The same workflow as another writer saved it (its JSON text differs from ours)."""
+    other = wf.model_copy(deep=True)
+    other.reason = "saved by another worker"
+    return other
 
 
 def test_save_that_matches_nothing_is_a_conflict_or_not_found() -> None:
     wf = make_workflow()
     wf.revision = 1
-    rec = Recorder(aql_answers=[[], []], doc_answers=[stored(wf, revision=2), None])
+    rec = Recorder(
+        aql_answers=[[], []], doc_answers=[stored(another_writers(wf), revision=2), None]
+    )
     store = store_with(rec)
     with pytest.raises(ConflictError) as caught:
         store.save(wf)
@@ -434,15 +474,113 @@ def test_save_that_matches_nothing_is_a_conflict_or_not_found() -> None:
         store.save(wf)
 
 
-def test_a_write_write_conflict_is_a_conflict() -> None:
+def test_a_replayed_save_that_finds_its_own_write_succeeded() -> None:
+    # The request was sent again after its connection broke (ArangoHTTPClient), and the first
+    # send had committed: the replay matches nothing, and reading back finds our document.
     wf = make_workflow()
     wf.revision = 1
-    conflict = server_error(AQLQueryExecuteError, 409, 1200, "write-write conflict")
-    rec = Recorder(aql_answers=[conflict], doc_answers=[stored(wf, revision=2)])
+    ours = {"_key": wf.id, "_rev": "_hXyz---", **ArangoStore.to_document(wf, 2)}
+    ours["heartbeat_at_us"] = T0_US  # a heartbeat since then does not make it someone else's
+    rec = Recorder(aql_answers=[[]], doc_answers=[ours])
+    store_with(rec).save(wf)
+    assert wf.revision == 2
+
+
+# Error 1200 as ArangoDB 3.11+ reports a write that cannot lock the document's key, and as
+# older versions (and RocksDB's snapshot check) report it; both HTTP 409.
+LOCKED = "timeout waiting to lock key - in index primary of type primary over '_key'"
+
+
+def write_conflict(message: str = "write-write conflict") -> Exception:
+    return server_error(AQLQueryExecuteError, 409, 1200, message)
+
+
+def test_a_heartbeat_between_snapshot_and_write_does_not_fail_the_save() -> None:
+    # A heartbeat changed _rev after the statement's snapshot: ArangoDB aborts the statement
+    # with 1200. The save runs the same statement again; its revision FILTER still matches.
+    wf = make_workflow()
+    wf.revision = 3
+    rec = Recorder(aql_answers=[write_conflict(), write_conflict(LOCKED), [4]])
+    store_with(rec).save(wf)
+    assert wf.revision == 4
+    first, second, third = rec.queries
+    assert first == second == third
+    assert first[0] == QUERIES["save"] and first[1]["revision"] == 3
+    assert rec.log == [e for e in rec.log if e[0] == "aql"], "no read-back when it succeeds"
+
+
+def test_a_1200_then_a_taken_revision_is_a_conflict() -> None:
+    wf = make_workflow()
+    wf.revision = 1
+    rec = Recorder(
+        aql_answers=[write_conflict(), []], doc_answers=[stored(another_writers(wf), revision=2)]
+    )
     with pytest.raises(ConflictError) as caught:
         store_with(rec).save(wf)
     assert (caught.value.workflow_id, caught.value.expected, caught.value.actual) == (wf.id, 1, 2)
     assert wf.revision == 1
+
+
+def test_a_write_that_keeps_meeting_1200_says_so() -> None:
+    wf = make_workflow()
+    wf.revision = 1
+    rec = Recorder(aql_answers=[write_conflict() for _ in range(8)])
+    with pytest.raises(AdapterError, match=r"save of .* \(error 1200\) 8 times in a row"):
+        store_with(rec).save(wf)
+    assert len(rec.queries) == 8 and wf.revision == 1
+
+
+# -- a save whose answer never came: re-read to decide ----------------------------------------
+# python-arango lets requests' ReadTimeout through (Connection.process_request catches only
+# ConnectionError), which is what the recorder raises here.
+
+
+def test_a_timed_out_save_that_committed_is_a_success() -> None:
+    wf = make_workflow()
+    wf.revision = 2
+    ours = {"_key": wf.id, **ArangoStore.to_document(wf, 3)}
+    rec = Recorder(aql_answers=[ReadTimeout("read timed out")], doc_answers=[ours])
+    store_with(rec).save(wf)
+    assert wf.revision == 3
+    assert [e[0] for e in rec.log] == ["aql", "get"]
+
+
+def test_a_timed_out_save_overtaken_by_another_writer_is_a_conflict() -> None:
+    wf = make_workflow()
+    wf.revision = 2
+    rec = Recorder(
+        aql_answers=[ReadTimeout("read timed out")],
+        doc_answers=[stored(another_writers(wf), revision=3)],
+    )
+    with pytest.raises(ConflictError) as caught:
+        store_with(rec).save(wf)
+    assert (caught.value.expected, caught.value.actual) == (2, 3)
+    assert wf.revision == 2
+
+
+def test_a_timed_out_save_not_applied_yet_is_unknown_not_failed() -> None:
+    wf = make_workflow()
+    wf.revision = 2
+    rec = Recorder(
+        aql_answers=[ReadTimeout("read timed out")], doc_answers=[stored(wf, revision=2)]
+    )
+    with pytest.raises(AdapterError) as caught:
+        store_with(rec).save(wf)
+    text = str(caught.value)
+    assert f"save of {wf.id} at revision 2 got no answer within 5 s" in text
+    assert "outcome is unknown" in text and "still has revision 2" in text
+    assert "may yet apply" in text
+    assert wf.revision == 2
+
+
+def test_a_timed_out_save_whose_read_back_fails_is_unknown() -> None:
+    wf = make_workflow()
+    wf.revision = 2
+    rec = Recorder(
+        aql_answers=[ReadTimeout("read timed out")], doc_answers=[ReadTimeout("read timed out")]
+    )
+    with pytest.raises(AdapterError, match="outcome is unknown; reading it back failed too"):
+        store_with(rec).save(wf)
 
 
 def test_heartbeat_updates_one_attribute_and_only_forwards() -> None:
@@ -501,6 +639,26 @@ def test_list_queries(kwargs: dict[str, Any], query: str, binds: dict[str, Any])
     (got,) = store_with(rec).list(**kwargs)
     assert got.id == wf.id
     assert rec.queries == [(query, {"@coll": COLL, **binds})]
+    # A listing grows with the collection: long_timeout (300 s), not the 5 s of one document.
+    assert rec.options == [({}, 300.0)]
+
+
+def test_each_list_query_has_an_index_that_serves_its_filter_and_sort() -> None:
+    # The optimizer serves FILTER a == x SORT b, c from a persistent index [a, b, c] (equality
+    # on the leading attribute, the rest in index order); ArangoDB's explain on a real server
+    # checks the plan (tests/test_arango_server.py).
+    serving = {
+        "list": ("created_at_us", "_key"),
+        "list_session": ("session_id", "created_at_us", "_key"),
+        "list_status": ("status", "created_at_us", "_key"),
+        "list_session_status": ("session_id", "created_at_us", "_key"),
+    }
+    for name, index in serving.items():
+        assert index in INDEXES
+        assert QUERIES[name].endswith(" SORT d.created_at_us, d._key RETURN d")
+        for attribute in index[:-2]:
+            assert f"d.{attribute} == @{attribute}" in QUERIES[name]
+    assert ("status", "heartbeat_at_us") in INDEXES  # the stale scan's range
 
 
 def test_list_stale_query() -> None:
@@ -509,12 +667,12 @@ def test_list_stale_query() -> None:
     assert store.list_stale(T0, iter([WorkflowStatus.RUNNING, WorkflowStatus.COMPENSATING])) == []
     assert rec.queries == [
         (
-            "FOR d IN @@coll FILTER d.status IN @statuses "
-            "AND (d.heartbeat_at_us == null OR d.heartbeat_at_us < @before) "
+            "FOR d IN @@coll FILTER d.status IN @statuses AND d.heartbeat_at_us < @before "
             "SORT d.created_at_us, d._key RETURN d",
             {"@coll": COLL, "statuses": ["COMPENSATING", "RUNNING"], "before": T0_US},
         )
     ]
+    assert rec.options == [({}, 300.0)]
     assert store.list_stale(T0, []) == []
     assert len(rec.queries) == 1, "no statuses: nothing to ask"
 
@@ -552,11 +710,24 @@ def test_write_raw_replaces_the_json_text_only() -> None:
 def test_initialize_creates_the_collection_and_indexes() -> None:
     rec = Recorder()
     store = ArangoStore(ArangoSettings.from_url("arango://root@h/statesaga"), database=rec)
+    rec.timeout_probe = lambda: store._http.read_timeout.get(None)
     store.initialize()
     store.initialize()  # idempotent, and done once per connection
-    index_calls = [("add_index", COLL, {"type": "persistent", "fields": list(f)}) for f in INDEXES]
-    assert rec.log == [("has_collection", COLL), ("create_collection", COLL), *index_calls]
-    assert {"session_id", "status", "heartbeat_at_us"} <= {f for fs in INDEXES for f in fs}
+    # Index builds on a populated collection take long: each gets long_timeout.
+    assert rec.options == [({}, 300.0)] * 4
+    assert rec.log == [
+        ("has_collection", COLL),
+        ("create_collection", COLL),
+        *[
+            ("add_index", COLL, {"type": "persistent", "fields": fields, "inBackground": True})
+            for fields in (
+                ["session_id", "created_at_us", "_key"],
+                ["status", "created_at_us", "_key"],
+                ["created_at_us", "_key"],
+                ["status", "heartbeat_at_us"],
+            )
+        ],
+    ]
 
 
 def test_first_use_initializes_when_allowed() -> None:
@@ -599,9 +770,13 @@ def failing_get(exc: Exception) -> BaseException:
     ("exc", "kind", "fragment"),
     [
         (
-            server_error(ServerConnectionError, 401, 401, "bad username/password", "get"),
+            # arangod answers a wrong password, and a database the user has no grant on,
+            # with 401 and errorNum 11 (CommTask::prepareExecution).
+            server_error(
+                ServerConnectionError, 401, 11, "not authorized to execute this request", "get"
+            ),
             AdapterError,
-            "authentication failed for user 'alice'",
+            "authentication failed or no access to database 'orders' for user 'alice'",
         ),
         (
             server_error(DocumentGetError, 403, 11, "forbidden", "get"),
@@ -624,9 +799,16 @@ def failing_get(exc: Exception) -> BaseException:
             WID,
         ),
         (
-            server_error(DocumentGetError, 503, 503, f"echoing {SECRET} back", "get"),
+            # arangod's answer while it shuts down (CommTask::prepareExecution, step 1).
+            server_error(DocumentGetError, 503, 30, "shutdown in progress", "get"),
             AdapterError,
-            "get failed: [HTTP 503][ERR 503] echoing *** back",
+            "get failed: [HTTP 503][ERR 30] shutdown in progress",
+        ),
+        (
+            # No server echoes the password today; _scrub keeps it so if one ever does.
+            server_error(DocumentGetError, 500, 4, f"internal error near {SECRET}", "get"),
+            AdapterError,
+            "get failed: [HTTP 500][ERR 4] internal error near ***",
         ),
         (ArangoClientError("bad connection: refused"), AdapterError, "cannot reach"),
         (
@@ -634,7 +816,7 @@ def failing_get(exc: Exception) -> BaseException:
             AdapterError,
             "cannot reach",
         ),
-        (ReadTimeout("read timed out"), AdapterError, "ReadTimeout"),
+        (ReadTimeout("read timed out"), AdapterError, "no answer to get within 5 s"),
     ],
 )
 def test_errors_are_translated(exc: Exception, kind: type[Exception], fragment: str) -> None:
@@ -643,6 +825,274 @@ def test_errors_are_translated(exc: Exception, kind: type[Exception], fragment: 
     assert fragment in str(err)
     if kind is AdapterError:
         assert "ArangoDB at db.example:8529 (database 'orders')" in str(err)
+
+
+# -- connecting: a missing database, no grant, a wrong password ------------------------------
+
+
+@dataclass
+class RecordingClient:
+    """Stands where python-arango's ArangoClient goes: `db(name, ..., verify)` hands back the
+    next scripted answer for that database (a Recorder, or the exception python-arango raises
+    from the verifying ping). Without verify, python-arango sends nothing, so neither does
+    this."""
+
+    answers: dict[str, list[Any]]
+    log: list[tuple[Any, ...]] = field(default_factory=list)
+
+    def db(self, name: str, username: str = "root", password: str = "", verify: bool = False) -> Any:
+        self.log.append(("db", name, verify))
+        answer = self.answers[name][0] if not verify else self.answers[name].pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    def close(self) -> None:
+        self.log.append(("close",))
+
+
+# What the verifying ping (GET /_api/collection) raises, as python-arango's BaseConnection.ping
+# builds it from arangod's answers (CommTask::prepareExecution): to a user without a grant on
+# the name, a missing database looks exactly like a wrong password.
+NO_ACCESS = server_error(
+    ServerConnectionError,
+    401,
+    11,
+    "not authorized to execute this request",
+    "get",
+    msg="bad username/password or token is expired",
+)
+NOT_FOUND_DB = server_error(ServerConnectionError, 404, 1228, "database not found", "get")
+SYSTEM_DENIED = server_error(
+    DatabaseListError, 401, 11, "not authorized to execute this request", "get"
+)
+
+
+def connecting_store(client: RecordingClient, query: str = "") -> ArangoStore:
+    store = ArangoStore.from_url(f"arango://alice:{SECRET_URL}@db.example:8529/orders{query}")
+    store._client_for = lambda: client  # type: ignore[method-assign]
+    return store
+
+
+def test_no_grant_or_missing_database_is_worded_as_either() -> None:
+    client = RecordingClient({"orders": [NO_ACCESS], "_system": [Recorder(databases=SYSTEM_DENIED)]})
+    with pytest.raises(AdapterError) as caught:
+        connecting_store(client).initialize()
+    assert str(caught.value).startswith(
+        "ArangoDB at db.example:8529 (database 'orders'): authentication failed or no access "
+        "to database 'orders' for user 'alice'"
+    )
+    assert SECRET not in str(caught.value)
+    assert client.log == [("db", "orders", True), ("db", "_system", False)]
+
+
+def test_a_401_for_a_missing_database_creates_it_when_allowed() -> None:
+    # A user who may read _system but has no grant on a database that does not exist yet:
+    # arangod answers 401, not 1228. has_database() tells, and initialize=1 creates it.
+    system, orders = Recorder(databases={"_system"}), Recorder()
+    client = RecordingClient({"orders": [NO_ACCESS, orders], "_system": [system]})
+    connecting_store(client).initialize()
+    assert system.log == [("has_database", "orders"), ("create_database", "orders")]
+    assert client.log == [
+        ("db", "orders", True),
+        ("db", "_system", False),
+        ("db", "_system", False),
+        ("db", "orders", True),
+    ]
+    assert orders.log[:2] == [("has_collection", COLL), ("create_collection", COLL)]
+
+
+def test_a_401_for_an_existing_database_is_never_a_create() -> None:
+    system = Recorder(databases={"_system", "orders"})
+    client = RecordingClient({"orders": [NO_ACCESS], "_system": [system]})
+    with pytest.raises(AdapterError, match="authentication failed or no access"):
+        connecting_store(client).initialize()
+    assert system.log == [("has_database", "orders")]
+
+
+def test_a_missing_database_with_initialize_off_is_named() -> None:
+    system = Recorder(databases={"_system"})
+    client = RecordingClient({"orders": [NOT_FOUND_DB], "_system": [system]})
+    with pytest.raises(AdapterError, match="the database does not exist .*initialize=1"):
+        connecting_store(client, "?initialize=0").initialize()
+    assert system.log == [("has_database", "orders")]
+
+
+def test_drop_does_not_create_a_missing_database() -> None:
+    system = Recorder(databases={"_system"})
+    client = RecordingClient({"orders": [NOT_FOUND_DB], "_system": [system]})
+    store = connecting_store(client)
+    store.drop()
+    assert system.log == [("has_database", "orders")]
+    assert ("create_database", "orders") not in system.log
+    assert client.log[-1] == ("close",)
+
+
+# -- the HTTP layer over real sockets ---------------------------------------------------------
+
+
+class ScriptedHTTP:
+    """A local TCP listener for testing statesaga's HTTP client (ArangoHTTPClient) over real
+    sockets: for each request it reads, it does the next scripted thing: answer with a status
+    and a JSON body (bodies as arangod writes them, cited where used), answer late, or close
+    the connection without answering. It is not ArangoDB and decides nothing; it speaks just
+    enough HTTP/1.1 (keep-alive, Content-Length) for requests' connection pool."""
+
+    def __init__(self, script: list[tuple[Any, ...]]) -> None:
+        self.script = deque(script)
+        self.seen: list[tuple[int, str, str]] = []  # (connection number, method, path)
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port: int = self.sock.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        number = 0
+        while self.script:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            number += 1
+            threading.Thread(target=self._talk, args=(conn, number), daemon=True).start()
+
+    def _talk(self, conn: socket.socket, number: int) -> None:
+        with conn:
+            reader = conn.makefile("rb")
+            while True:
+                line = reader.readline()
+                if not line:
+                    return
+                method, path, _ = line.decode().split(" ", 2)
+                length = 0
+                while (header := reader.readline()) not in (b"\r\n", b""):
+                    name, _, value = header.decode().partition(":")
+                    if name.lower() == "content-length":
+                        length = int(value)
+                reader.read(length)
+                self.seen.append((number, method, path))
+                action = self.script.popleft()
+                if action[0] == "drop":
+                    return  # closed with the request read and no answer
+                _, status, body, delay = action
+                time.sleep(delay)
+                data = json.dumps(body).encode()
+                conn.sendall(
+                    f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n"
+                    f"Content-Length: {len(data)}\r\nConnection: Keep-Alive\r\n\r\n".encode()
+                    + data
+                )
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def answer(status: int, body: dict[str, Any], delay: float = 0.0) -> tuple[Any, ...]:
+    return ("answer", status, body, delay)
+
+
+# GET /_api/collection as arangod answers it (docs: HTTP API, "List all collections").
+COLLECTIONS = {"error": False, "code": 200, "result": [{"name": COLL, "type": 2, "status": 3}]}
+
+
+@pytest.fixture
+def scripted() -> Iterator[Any]:
+    servers: list[ScriptedHTTP] = []
+
+    def start(*script: tuple[Any, ...]) -> ScriptedHTTP:
+        servers.append(ScriptedHTTP(list(script)))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def test_a_server_answer_is_never_reported_as_unreachable(scripted: Any) -> None:
+    # arangod answers 503 / errorNum 30 while it shuts down (CommTask::prepareExecution).
+    # python-arango's own client retries a 5xx to a GET and then raises requests' RetryError,
+    # which reads as "cannot reach"; this store's client hands the answer over, once.
+    server = scripted(
+        answer(503, {"error": True, "code": 503, "errorNum": 30, "errorMessage": "shutdown in progress"})
+    )
+    store = ArangoStore.from_url(f"arango://root@127.0.0.1:{server.port}/orders?initialize=0")
+    with pytest.raises(AdapterError) as caught:
+        store.initialize()
+    assert str(caught.value) == (
+        f"ArangoDB at 127.0.0.1:{server.port} (database 'orders'): "
+        "connect failed: [HTTP 503][ERR 30] shutdown in progress"
+    )
+    assert server.seen == [(1, "GET", "/_db/orders/_api/collection")]
+
+
+def test_a_dropped_keep_alive_connection_is_retried_once(scripted: Any) -> None:
+    # The ping is answered on connection 1; the next request on that pooled connection meets
+    # a server that closed it; it is sent once more, on connection 2.
+    server = scripted(answer(200, COLLECTIONS), ("drop",), answer(200, COLLECTIONS))
+    store = ArangoStore.from_url(f"arango://root@127.0.0.1:{server.port}/orders?initialize=0")
+    store.initialize()
+    path = "/_db/orders/_api/collection"
+    assert server.seen == [(1, "GET", path), (1, "GET", path), (2, "GET", path)]
+    store.close()
+
+
+def test_a_connection_dropped_twice_is_an_error(scripted: Any) -> None:
+    server = scripted(answer(200, COLLECTIONS), ("drop",), ("drop",))
+    store = ArangoStore.from_url(f"arango://root@127.0.0.1:{server.port}/orders?initialize=0")
+    with pytest.raises(AdapterError, match="cannot reach .* to initialize"):
+        store.initialize()
+    assert len(server.seen) == 3
+
+
+def test_one_document_gets_timeout_and_a_listing_gets_long_timeout(scripted: Any) -> None:
+    # Both answers come 0.6 s late: too late for a get (timeout=0.3), in time for a listing
+    # (long_timeout=3). The cursor body is POST /_api/cursor's answer (docs: HTTP API, AQL).
+    cursor = {"error": False, "code": 201, "result": [], "hasMore": False, "cached": False}
+    server = scripted(
+        answer(200, COLLECTIONS),
+        answer(200, {"error": False, "code": 200, "_key": WID}, delay=0.6),
+        answer(201, cursor, delay=0.6),
+    )
+    store = ArangoStore.from_url(
+        f"arango://root@127.0.0.1:{server.port}/orders?initialize=0&timeout=0.3&long_timeout=3"
+    )
+    with pytest.raises(AdapterError) as caught:
+        store.get(WID)
+    assert str(caught.value).endswith(
+        "no answer to get within 0.3 s (timeout=0.3, long_timeout=3)"
+    )
+    assert store.list() == []
+    assert [(m, p) for _, m, p in server.seen][1:] == [
+        ("GET", f"/_db/orders/_api/document/{COLL}/{WID}"),
+        ("POST", "/_db/orders/_api/cursor"),
+    ]
+    store.close()
+
+
+# -- TLS and the client's settings -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("query", "fragment"),
+    [
+        ("tls=1&tls_verify=0&tls_ca=/etc/ssl/ca.pem", "tls_ca and tls_verify=0 contradict"),
+        ("tls_verify=0", "apply to https only"),
+        ("tls_ca=/etc/ssl/ca.pem", "apply to https only"),
+        ("long_timeout=0", "long_timeout must be more than 0"),
+    ],
+)
+def test_contradictory_settings_are_refused(query: str, fragment: str) -> None:
+    with pytest.raises(AdapterError, match=fragment):
+        ArangoSettings.from_url(f"arango://root@h/db?{query}", env={})
+
+
+def test_tls_settings_reach_the_sessions() -> None:
+    for query, verify in (("tls=1", True), ("tls=1&tls_verify=0", False), ("tls=1&tls_ca=/ca.pem", "/ca.pem")):
+        client = ArangoStore.from_url(f"arango://root@h/db?{query}")._client_for()
+        assert [session.verify for session in client._sessions] == [verify]
+        client.close()
 
 
 # -- a real client against a real closed port -------------------------------------------------
