@@ -840,7 +840,9 @@ class RecordingClient:
     answers: dict[str, list[Any]]
     log: list[tuple[Any, ...]] = field(default_factory=list)
 
-    def db(self, name: str, username: str = "root", password: str = "", verify: bool = False) -> Any:
+    def db(
+        self, name: str, username: str = "root", password: str = "", verify: bool = False
+    ) -> Any:
         self.log.append(("db", name, verify))
         answer = self.answers[name][0] if not verify else self.answers[name].pop(0)
         if isinstance(answer, Exception):
@@ -875,7 +877,9 @@ def connecting_store(client: RecordingClient, query: str = "") -> ArangoStore:
 
 
 def test_no_grant_or_missing_database_is_worded_as_either() -> None:
-    client = RecordingClient({"orders": [NO_ACCESS], "_system": [Recorder(databases=SYSTEM_DENIED)]})
+    client = RecordingClient(
+        {"orders": [NO_ACCESS], "_system": [Recorder(databases=SYSTEM_DENIED)]}
+    )
     with pytest.raises(AdapterError) as caught:
         connecting_store(client).initialize()
     assert str(caught.value).startswith(
@@ -1015,7 +1019,10 @@ def test_a_server_answer_is_never_reported_as_unreachable(scripted: Any) -> None
     # python-arango's own client retries a 5xx to a GET and then raises requests' RetryError,
     # which reads as "cannot reach"; this store's client hands the answer over, once.
     server = scripted(
-        answer(503, {"error": True, "code": 503, "errorNum": 30, "errorMessage": "shutdown in progress"})
+        answer(
+            503,
+            {"error": True, "code": 503, "errorNum": 30, "errorMessage": "shutdown in progress"},
+        )
     )
     store = ArangoStore.from_url(f"arango://root@127.0.0.1:{server.port}/orders?initialize=0")
     with pytest.raises(AdapterError) as caught:
@@ -1060,9 +1067,7 @@ def test_one_document_gets_timeout_and_a_listing_gets_long_timeout(scripted: Any
     )
     with pytest.raises(AdapterError) as caught:
         store.get(WID)
-    assert str(caught.value).endswith(
-        "no answer to get within 0.3 s (timeout=0.3, long_timeout=3)"
-    )
+    assert str(caught.value).endswith("no answer to get within 0.3 s (timeout=0.3, long_timeout=3)")
     assert store.list() == []
     assert [(m, p) for _, m, p in server.seen][1:] == [
         ("GET", f"/_db/orders/_api/document/{COLL}/{WID}"),
@@ -1089,7 +1094,11 @@ def test_contradictory_settings_are_refused(query: str, fragment: str) -> None:
 
 
 def test_tls_settings_reach_the_sessions() -> None:
-    for query, verify in (("tls=1", True), ("tls=1&tls_verify=0", False), ("tls=1&tls_ca=/ca.pem", "/ca.pem")):
+    for query, verify in (
+        ("tls=1", True),
+        ("tls=1&tls_verify=0", False),
+        ("tls=1&tls_ca=/ca.pem", "/ca.pem"),
+    ):
         client = ArangoStore.from_url(f"arango://root@h/db?{query}")._client_for()
         assert [session.verify for session in client._sessions] == [verify]
         client.close()
