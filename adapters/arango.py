@@ -21,6 +21,7 @@ password is never put in a repr, a log line or an error message.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -342,6 +343,15 @@ def _dropped_connection(exc: RequestsConnectionError) -> bool:
     return bool(exc.args) and isinstance(exc.args[0], ProtocolError)
 
 
+def _error_message(body: str) -> str:
+    """The errorMessage of an ArangoDB error body, or the start of the text."""
+    try:
+        message = json.loads(body).get("errorMessage")
+    except (ValueError, AttributeError):
+        message = None
+    return str(message) if message else body[:200]
+
+
 class ArangoHTTPClient(DefaultHTTPClient):
     """python-arango's HTTP client with statesaga's retry and timeout rules.
 
@@ -372,6 +382,10 @@ class ArangoHTTPClient(DefaultHTTPClient):
         self.connect_timeout = settings.timeout
         # A ContextVar, so one thread's long listing does not lengthen another's save.
         self.read_timeout: ContextVar[float] = ContextVar("arango_read_timeout")
+        # The status and text of the error answer this thread last received, None after a
+        # request that got no answer or a good one: python-arango turns a 503 whose errorNum is 503 (arangod starting up
+        # or in maintenance) into a connection error of its own, and this tells them apart.
+        self.last_answer: ContextVar[tuple[int, str] | None] = ContextVar("arango_last_answer")
 
     def create_session(self, host: str) -> Session:
         retry = Retry(
@@ -406,6 +420,7 @@ class ArangoHTTPClient(DefaultHTTPClient):
         auth: tuple[str, str] | None = None,
     ) -> Response:
         timeout = (self.connect_timeout, self.read_timeout.get(self.connect_timeout))
+        self.last_answer.set(None)
         for attempt in (1, 2):
             try:
                 response = session.request(
@@ -421,6 +436,8 @@ class ArangoHTTPClient(DefaultHTTPClient):
             except RequestsConnectionError as exc:
                 if attempt == 2 or not _dropped_connection(exc):
                     raise
+        if response.status_code >= 400:  # error bodies are small; results are not kept
+            self.last_answer.set((response.status_code, response.text))
         return Response(
             method=method,
             url=response.url,
@@ -620,9 +637,7 @@ class ArangoStore:
             self._raise_server_error(exc, op, workflow_id)
         except ArangoClientError as exc:
             # client.db(verify=True) wraps a refused or timed-out connection this way.
-            raise AdapterError(
-                f"cannot reach {s.where} to {op}{self._budget()}: {self._scrub(exc.message)}"
-            ) from None
+            self._raise_unreachable(op, self._scrub(exc.message))
         except ReadTimeout:
             # Connected and sent, but no answer in time: the server is there, and busy.
             if write:
@@ -635,10 +650,20 @@ class ArangoStore:
         except (RequestException, OSError) as exc:
             # After connecting, python-arango lets these through: ConnectionAbortedError when
             # its host tries are used up (a refused connection included).
+            self._raise_unreachable(op, f"{type(exc).__name__}: {self._scrub(str(exc))}")
+
+    def _raise_unreachable(self, op: str, detail: str) -> NoReturn:
+        # Called from the except clauses of _errors, hence `from None` (see there).
+        s = self.settings
+        answered = self._http.last_answer.get(None)
+        if answered is not None:
+            # python-arango's "can't connect" after an answer: a 503 with errorNum 503.
             raise AdapterError(
-                f"cannot reach {s.where} to {op}{self._budget()}: "
-                f"{type(exc).__name__}: {self._scrub(str(exc))}"
+                f"{s.where}: the server answered {op} with HTTP {answered[0]}: "
+                f"{self._scrub(_error_message(answered[1]))} (starting up or in "
+                "maintenance mode; try again later)"
             ) from None
+        raise AdapterError(f"cannot reach {s.where} to {op}{self._budget()}: {detail}") from None
 
     def _raise_server_error(
         self, exc: ArangoServerError, op: str, workflow_id: str | None

@@ -1034,6 +1034,29 @@ def test_a_server_answer_is_never_reported_as_unreachable(scripted: Any) -> None
     assert server.seen == [(1, "GET", "/_db/orders/_api/collection")]
 
 
+def test_a_server_starting_up_is_named_as_such(scripted: Any) -> None:
+    # While starting, arangod answers basic-auth requests 503 with errorNum 503, "service
+    # unavailable due to startup" (CommTask::prepareExecution). python-arango takes exactly
+    # that pair for a host to fail over from (BaseConnection.prep_response) and raises its
+    # own "Can't connect to host(s)"; the store still says what the server answered.
+    startup = {
+        "error": True,
+        "code": 503,
+        "errorNum": 503,
+        "errorMessage": "service unavailable due to startup",
+    }
+    server = scripted(answer(503, startup))
+    store = ArangoStore.from_url(f"arango://root@127.0.0.1:{server.port}/orders?initialize=0")
+    with pytest.raises(AdapterError) as caught:
+        store.initialize()
+    assert str(caught.value) == (
+        f"ArangoDB at 127.0.0.1:{server.port} (database 'orders'): the server answered connect "
+        "with HTTP 503: service unavailable due to startup (starting up or in maintenance "
+        "mode; try again later)"
+    )
+    assert len(server.seen) == 1
+
+
 def test_a_dropped_keep_alive_connection_is_retried_once(scripted: Any) -> None:
     # The ping is answered on connection 1; the next request on that pooled connection meets
     # a server that closed it; it is sent once more, on connection 2.
