@@ -1014,47 +1014,37 @@ def scripted() -> Iterator[Any]:
         server.close()
 
 
-def test_a_server_answer_is_never_reported_as_unreachable(scripted: Any) -> None:
-    # arangod answers 503 / errorNum 30 while it shuts down (CommTask::prepareExecution).
-    # python-arango's own client retries a 5xx to a GET and then raises requests' RetryError,
-    # which reads as "cannot reach"; this store's client hands the answer over, once.
-    server = scripted(
-        answer(
+@pytest.mark.parametrize(
+    ("errno", "message", "expected"),
+    [
+        # arangod's answer while it shuts down (CommTask::prepareExecution, step 1).
+        # python-arango's own client retries a 5xx to a GET and then raises requests'
+        # RetryError, which read as "cannot reach"; this store's client hands it over, once.
+        (30, "shutdown in progress", "connect failed: [HTTP 503][ERR 30] shutdown in progress"),
+        # While it starts, arangod answers basic-auth requests 503 with errorNum 503 (same
+        # function). python-arango takes exactly that pair for a host to fail over from
+        # (BaseConnection.prep_response) and raises its own "Can't connect to host(s)"; the
+        # store still says what the server answered.
+        (
             503,
-            {"error": True, "code": 503, "errorNum": 30, "errorMessage": "shutdown in progress"},
-        )
-    )
+            "service unavailable due to startup",
+            "the server answered connect with HTTP 503: service unavailable due to startup "
+            "(starting up or in maintenance mode; try again later)",
+        ),
+    ],
+)
+def test_a_server_answer_is_never_reported_as_unreachable(
+    scripted: Any, errno: int, message: str, expected: str
+) -> None:
+    body = {"error": True, "code": 503, "errorNum": errno, "errorMessage": message}
+    server = scripted(answer(503, body))
     store = ArangoStore.from_url(f"arango://root@127.0.0.1:{server.port}/orders?initialize=0")
     with pytest.raises(AdapterError) as caught:
         store.initialize()
-    assert str(caught.value) == (
-        f"ArangoDB at 127.0.0.1:{server.port} (database 'orders'): "
-        "connect failed: [HTTP 503][ERR 30] shutdown in progress"
+    assert (
+        str(caught.value) == f"ArangoDB at 127.0.0.1:{server.port} (database 'orders'): {expected}"
     )
     assert server.seen == [(1, "GET", "/_db/orders/_api/collection")]
-
-
-def test_a_server_starting_up_is_named_as_such(scripted: Any) -> None:
-    # While starting, arangod answers basic-auth requests 503 with errorNum 503, "service
-    # unavailable due to startup" (CommTask::prepareExecution). python-arango takes exactly
-    # that pair for a host to fail over from (BaseConnection.prep_response) and raises its
-    # own "Can't connect to host(s)"; the store still says what the server answered.
-    startup = {
-        "error": True,
-        "code": 503,
-        "errorNum": 503,
-        "errorMessage": "service unavailable due to startup",
-    }
-    server = scripted(answer(503, startup))
-    store = ArangoStore.from_url(f"arango://root@127.0.0.1:{server.port}/orders?initialize=0")
-    with pytest.raises(AdapterError) as caught:
-        store.initialize()
-    assert str(caught.value) == (
-        f"ArangoDB at 127.0.0.1:{server.port} (database 'orders'): the server answered connect "
-        "with HTTP 503: service unavailable due to startup (starting up or in maintenance "
-        "mode; try again later)"
-    )
-    assert len(server.seen) == 1
 
 
 def test_a_dropped_keep_alive_connection_is_retried_once(scripted: Any) -> None:
