@@ -383,8 +383,9 @@ class ArangoHTTPClient(DefaultHTTPClient):
         # A ContextVar, so one thread's long listing does not lengthen another's save.
         self.read_timeout: ContextVar[float] = ContextVar("arango_read_timeout")
         # The status and text of the error answer this thread last received, None after a
-        # request that got no answer or a good one: python-arango turns a 503 whose errorNum is 503 (arangod starting up
-        # or in maintenance) into a connection error of its own, and this tells them apart.
+        # request that got no answer or a good one: python-arango turns a 503 whose errorNum
+        # is 503 (arangod starting up or in maintenance) into a connection error of its own,
+        # and this tells the two apart.
         self.last_answer: ContextVar[tuple[int, str] | None] = ContextVar("arango_last_answer")
 
     def create_session(self, host: str) -> Session:

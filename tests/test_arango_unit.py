@@ -1148,7 +1148,15 @@ def test_connect_retries_and_backoff_reach_the_http_client(closed_port: int) -> 
     client = store._client_for()
     try:
         assert client._host_resolver.max_tries == 1
-        assert client.request_timeout == 1.0
+        # The store's own HTTP client carries the timeout (ArangoClient ignores its
+        # request_timeout argument once an HTTP client is passed, so none is passed).
+        assert client._http is store._http and client.request_timeout == 1.0
+        (session,) = client._sessions
+        retry = session.get_adapter("http://127.0.0.1").max_retries
+        # Connect failures only: no read retries, no status retries, answers handed over.
+        assert (retry.total, retry.connect, retry.read, retry.status) == (None, 3, False, 0)
+        assert not retry.status_forcelist and not retry.raise_on_status
+        assert retry.backoff_factor == 0.2
     finally:
         client.close()
     # urllib3 sleeps backoff * 2**(n-1) before retry n>1: 0 + 0.4 + 0.8 s for three retries.
