@@ -510,6 +510,8 @@ class ArangoStore:
         only a user allowed to read it.
         """
         s = self.settings
+        if self._client is not None:  # an earlier attempt's, which failed
+            self._client.close()
         client = self._client_for()
         self._client = client
         with self._errors("connect"):
@@ -518,20 +520,30 @@ class ArangoStore:
             except ArangoServerError as exc:
                 if exc.http_code != 401 and exc.error_code != arango_errno.DATABASE_NOT_FOUND:
                     raise
+                denied = exc.http_code == 401
         exists = self._has_database(client)
-        if exists is not False:
+        if exists and not denied:
+            pass  # 1228, yet it exists now: another process just created it; connect again
+        elif exists is not False:
             # It exists (so the password or the grant is wrong), or _system would not say.
             raise AdapterError(
                 f"{s.where}: authentication failed or no access to database {s.database!r} "
                 f"for user {s.username!r} (check the URL or {ENV_USER} / {ENV_PASSWORD}, and "
                 "the user's database permissions)"
             )
-        if not create:
+        elif not create:
             return None
-        if not s.initialize:
+        elif not s.initialize:
             raise AdapterError(
                 f"{s.where}: the database does not exist (create it, or allow it with initialize=1)"
             )
+        else:
+            self._create_database(client)
+        with self._errors("connect"):
+            return client.db(s.database, username=s.username, password=s.password, verify=True)
+
+    def _create_database(self, client: Any) -> None:
+        s = self.settings
         with self._errors("create the database"), self._long():
             sys_db = client.db("_system", username=s.username, password=s.password)
             try:
@@ -539,8 +551,6 @@ class ArangoStore:
             except DatabaseCreateError as exc:
                 if exc.error_code != arango_errno.DUPLICATE_NAME:  # lost a race: fine
                     raise
-        with self._errors("connect"):
-            return client.db(s.database, username=s.username, password=s.password, verify=True)
 
     def _has_database(self, client: Any) -> bool | None:
         """Whether the database exists, asked of _system; None when this user may not ask

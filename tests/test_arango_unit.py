@@ -914,6 +914,14 @@ def test_a_401_for_an_existing_database_is_never_a_create() -> None:
     assert system.log == [("has_database", "orders")]
 
 
+def test_a_database_created_meanwhile_is_connected_not_created() -> None:
+    system, orders = Recorder(databases={"_system", "orders"}), Recorder(collections={COLL})
+    client = RecordingClient({"orders": [NOT_FOUND_DB, orders], "_system": [system]})
+    connecting_store(client, "?initialize=0").initialize()
+    assert system.log == [("has_database", "orders")]
+    assert client.log == [("db", "orders", True), ("db", "_system", False), ("db", "orders", True)]
+
+
 def test_a_missing_database_with_initialize_off_is_named() -> None:
     system = Recorder(databases={"_system"})
     client = RecordingClient({"orders": [NOT_FOUND_DB], "_system": [system]})
