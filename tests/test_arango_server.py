@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -44,9 +45,10 @@ def store() -> Iterator[Any]:
 
 def test_heartbeats_racing_saves_never_make_a_conflict(store: Any) -> None:
     # One thread saves the document over and over, the only writer of revisions, so no save
-    # may lose; another heartbeats it as fast as it can. Each heartbeat changes the
-    # document's _rev, so saves meet error 1200 on the server; the store must run them again
-    # and let the integer revision decide (issue #22, point 1).
+    # may lose; another heartbeats it every couple of milliseconds (a worker beats every few
+    # seconds; this makes overlaps certain). Each heartbeat changes the document's _rev, so
+    # saves meet error 1200 on the server; the store must run them again and let the integer
+    # revision decide (issue #22, point 1).
     wf = make_workflow(status=WorkflowStatus.RUNNING, input={"n": 0})
     store.create(wf)
     rounds = 150
@@ -60,6 +62,7 @@ def test_heartbeats_racing_saves_never_make_a_conflict(store: Any) -> None:
             while not done.is_set():
                 beats += 1
                 store.heartbeat(wf.id, T0 + timedelta(microseconds=beats))
+                time.sleep(0.002)
         except BaseException as exc:
             errors.append(exc)
 
