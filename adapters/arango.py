@@ -270,6 +270,9 @@ class ArangoSettings:
                 values[key] = text or None
             else:
                 values[key] = text
+        ca = values.get("tls_ca")
+        if ca and not os.path.exists(ca):
+            raise AdapterError(f"arango URL: tls_ca {ca!r} does not exist")
         if not values.get("tls", False) and ("tls_verify" in values or "tls_ca" in values):
             raise AdapterError(
                 "arango URL: tls_verify and tls_ca apply to https only; add tls=1 (or drop them)"
