@@ -953,6 +953,7 @@ class ScriptedHTTP:
     def __init__(self, script: list[tuple[Any, ...]]) -> None:
         self.script = deque(script)
         self.seen: list[tuple[int, str, str]] = []  # (connection number, method, path)
+        self.bodies: list[bytes] = []
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(8)
@@ -983,7 +984,7 @@ class ScriptedHTTP:
                     name, _, value = header.decode().partition(":")
                     if name.lower() == "content-length":
                         length = int(value)
-                reader.read(length)
+                self.bodies.append(reader.read(length))
                 self.seen.append((number, method, path))
                 action = self.script.popleft()
                 if action[0] == "drop":
@@ -1094,6 +1095,30 @@ def test_one_document_gets_timeout_and_a_listing_gets_long_timeout(scripted: Any
         ("GET", f"/_db/orders/_api/document/{COLL}/{WID}"),
         ("POST", "/_db/orders/_api/cursor"),
     ]
+    store.close()
+
+
+def test_a_save_over_the_wire_runs_again_after_1200(scripted: Any) -> None:
+    # POST /_api/cursor answered as arangod answers a statement aborted by a write-write
+    # conflict (HTTP 409, errorNum 1200), then as it answers the statement's result.
+    conflict = {
+        "code": 409,
+        "error": True,
+        "errorMessage": "write-write conflict",
+        "errorNum": 1200,
+    }
+    result = {"error": False, "code": 201, "result": [4], "hasMore": False, "cached": False}
+    server = scripted(answer(200, COLLECTIONS), answer(409, conflict), answer(201, result))
+    store = ArangoStore.from_url(f"arango://root@127.0.0.1:{server.port}/orders?initialize=0")
+    wf = make_workflow()
+    wf.revision = 3
+    store.save(wf)
+    assert wf.revision == 4
+    sent = [json.loads(body) for body in server.bodies[1:]]
+    assert sent[0] == sent[1]
+    assert sent[0]["query"] == QUERIES["save"]
+    assert sent[0]["bindVars"]["revision"] == 3 and sent[0]["bindVars"]["@coll"] == COLL
+    assert sent[0]["options"]["maxRuntime"] == 5.0
     store.close()
 
 
