@@ -777,10 +777,12 @@ class ArangoStore:
         return {"@coll": self.settings.collection, **values}
 
     def _run(self, query: str, bind_vars: dict[str, Any], op: str) -> list[Any]:
-        """A listing: its requests (the cursor's later batches too) get `long_timeout`."""
+        """A listing: its requests (the cursor's later batches too) get `long_timeout`, and
+        the server stops the query when nobody waits for it any more."""
         db = self._database()
+        limit = self.settings.long_timeout
         with self._errors(op), self._long():
-            return [row for row in db.aql.execute(query, bind_vars=bind_vars)]
+            return [row for row in db.aql.execute(query, bind_vars=bind_vars, max_runtime=limit)]
 
     def _write(self, query: str, bind_vars: dict[str, Any], op: str, wid: str) -> list[Any]:
         """Run a one-document write statement; again when it meets a concurrent write.

@@ -640,7 +640,7 @@ def test_list_queries(kwargs: dict[str, Any], query: str, binds: dict[str, Any])
     assert got.id == wf.id
     assert rec.queries == [(query, {"@coll": COLL, **binds})]
     # A listing grows with the collection: long_timeout (300 s), not the 5 s of one document.
-    assert rec.options == [({}, 300.0)]
+    assert rec.options == [({"max_runtime": 300.0}, 300.0)]
 
 
 def test_each_list_query_has_an_index_that_serves_its_filter_and_sort() -> None:
@@ -672,7 +672,7 @@ def test_list_stale_query() -> None:
             {"@coll": COLL, "statuses": ["COMPENSATING", "RUNNING"], "before": T0_US},
         )
     ]
-    assert rec.options == [({}, 300.0)]
+    assert rec.options == [({"max_runtime": 300.0}, 300.0)]
     assert store.list_stale(T0, []) == []
     assert len(rec.queries) == 1, "no statuses: nothing to ask"
 
