@@ -330,14 +330,15 @@ class Telemetry:
                 if span is not None:
                     span.record_exception(exc)
                     span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
-                    attempt.settled = True
                 raise
             finally:
                 if ctx_token is not None:
                     otel_context.detach(ctx_token)
                 _attempt.reset(token)
-                # An attempt whose outcome another process saved (recovery timed it out, a
-                # late result was refused) is that process's span: not ending it keeps it out.
+                # An attempt's span is ended by the process that saved its outcome. One whose
+                # outcome this process did not save (it died or failed mid-attempt, recovery
+                # timed it out, its late result was refused) is closed by the process that
+                # did: not ending it here keeps it from being exported twice.
                 if span is not None and attempt.settled:
                     span.end()
 
@@ -363,7 +364,7 @@ class Telemetry:
             self._close_lost(tracer, wf, step, entry, "step", entry.attempt or step.attempts)
         elif entry.trigger == "requeue" and entry.source == StepStatus.COMPENSATING.value:
             comp = step.compensation
-            if comp is not None and comp.started_at is not None and comp.finished_at is None:
+            if comp is not None and _in_flight(comp.started_at, comp.finished_at):
                 self._close_lost(tracer, wf, step, entry, "compensation", comp.attempts)
 
     # -- steps ----------------------------------------------------------------------------------
@@ -513,6 +514,11 @@ def _run_start(wf: WorkflowState) -> HistoryEntry | None:
         if e.step is None and e.trigger in ("start", "restart"):
             return e
     return None
+
+
+def _in_flight(started: datetime | None, finished: datetime | None) -> bool:
+    """A compensation attempt was claimed and its outcome never saved."""
+    return started is not None and (finished is None or finished < started)
 
 
 def _attempt_id(parent: SpanContext, job: Job) -> int:
