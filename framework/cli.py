@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from click.core import ParameterSource
 
 from . import __version__
 from ._yaml import load_yaml_file
@@ -30,10 +29,10 @@ def _fail(message: str, code: int = 1) -> None:
 @click.option(
     "--log-level",
     type=click.Choice(LOG_LEVELS, case_sensitive=False),
-    default="WARNING",
-    show_default=True,
+    default=None,
     envvar="STATESAGA_LOG_LEVEL",
-    help="log records at this level and above go to stderr ($STATESAGA_LOG_LEVEL)",
+    help="log records at this level and above go to stderr ($STATESAGA_LOG_LEVEL; "
+    "default WARNING, INFO for a worker)",
 )
 @click.option(
     "--log-format",
@@ -44,13 +43,15 @@ def _fail(message: str, code: int = 1) -> None:
     help="text for people, json for log collectors ($STATESAGA_LOG_FORMAT)",
 )
 @click.pass_context
-def main(ctx: click.Context, log_level: str, log_format: LogFormat) -> None:
+def main(ctx: click.Context, log_level: str | None, log_format: LogFormat) -> None:
     """statesaga: durable workflows with saga compensation, as declarative state tables.
 
     Tracing and metrics: set the standard OTEL_* variables (OTEL_TRACES_EXPORTER=console or
     otlp) with `pip install 'statesaga[otel]'`.
     """
-    configure_logging(log_level, log_format)
+    # A worker says what it serves (and each job's outcome) at INFO.
+    default = "INFO" if ctx.invoked_subcommand == "worker" else "WARNING"
+    configure_logging(log_level or default, log_format)
     if ctx.invoked_subcommand in _OBSERVED:
         from .otel import configure_from_env
 
@@ -411,7 +412,7 @@ def diagram(
     "--log-level",
     type=click.Choice(LOG_LEVELS, case_sensitive=False),
     default=None,
-    help="this worker's level (default: statesaga --log-level when given, else INFO)",
+    help="this worker's level (default: statesaga --log-level, else INFO)",
 )
 @click.option(
     "--step-chart",
@@ -457,13 +458,10 @@ def worker(
 
 
 def _worker_log_level(given: str | None) -> str:
-    """A worker says what it serves at INFO, unless told otherwise (here or on the group)."""
-    root = click.get_current_context().find_root()
-    if given is None and root.get_parameter_source("log_level") is not ParameterSource.DEFAULT:
-        given = root.params["log_level"]
-    level = (given or "INFO").upper()
-    logging.getLogger().setLevel(level)
-    return level
+    """The worker's own --log-level, else the one `statesaga --log-level` set."""
+    if given is not None:
+        logging.getLogger().setLevel(given.upper())
+    return logging.getLevelName(logging.getLogger().getEffectiveLevel())
 
 
 @main.command()
