@@ -14,7 +14,7 @@ import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
@@ -39,8 +39,17 @@ class StepScope:
 _scope: ContextVar[StepScope | None] = ContextVar("statesaga_step_scope", default=None)
 
 
+def set_scope(scope: StepScope) -> Token[StepScope | None]:
+    return _scope.set(scope)
+
+
+def reset_scope(token: Token[StepScope | None]) -> None:
+    _scope.reset(token)
+
+
 @contextmanager
 def step_scope(scope: StepScope) -> Iterator[None]:
+    """Log records written inside belong to this step (what a worker does around each job)."""
     token = _scope.set(scope)
     try:
         yield
@@ -142,5 +151,7 @@ __all__ = [
     "TextFormatter",
     "configure_logging",
     "current_scope",
+    "reset_scope",
+    "set_scope",
     "step_scope",
 ]

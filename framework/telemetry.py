@@ -25,10 +25,11 @@ hook returns after a type check: tracing off costs nothing measurable.
 from __future__ import annotations
 
 import hashlib
+import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -37,7 +38,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, Status, StatusCode, TraceFlags
 
-from .logs import StepScope, step_scope
+from .logs import StepScope, reset_scope, set_scope
 from .models import HistoryEntry, SagaStep, StepStatus, WorkflowState, WorkflowStatus
 from .ports import Job
 
@@ -180,12 +181,30 @@ _ATTEMPT_TRIGGERS = frozenset({"dispatch", "succeed", "fail", "time_out"})
 _attempt: ContextVar[_Attempt | None] = ContextVar("statesaga_attempt", default=None)
 
 
-def _tracing_on(provider: object) -> bool:
-    return not isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider)
+# `get_tracer_provider()` reads os.environ on every call while no provider is set: too slow
+# for every transition. The API keeps the installed provider in a module global, None until
+# set; read it directly (and through the public getter should a version not have it).
+_metrics_api = sys.modules.get("opentelemetry.metrics._internal", metrics)
+_UNKNOWN = object()
+
+
+def _tracer_provider() -> object | None:
+    """The installed tracer provider, None while tracing is off."""
+    provider = getattr(trace, "_TRACER_PROVIDER", _UNKNOWN)
+    if provider is _UNKNOWN:
+        provider = trace.get_tracer_provider()
+    if provider is None or isinstance(
+        provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider
+    ):
+        return None
+    return provider
 
 
 def _metrics_on() -> bool:
-    return type(metrics.get_meter_provider()).__name__ not in (
+    provider = getattr(_metrics_api, "_METER_PROVIDER", _UNKNOWN)
+    if provider is _UNKNOWN:
+        provider = metrics.get_meter_provider()
+    return provider is not None and type(provider).__name__ not in (
         "_ProxyMeterProvider",
         "NoOpMeterProvider",
     )
@@ -221,15 +240,19 @@ class Telemetry:
         self._tracer: Tracer | None = None
         self._pins = False
         self._instruments: _Instruments | None = None
+        # Once through the public getters: they install a provider named by
+        # OTEL_PYTHON_TRACER_PROVIDER / OTEL_PYTHON_METER_PROVIDER (auto-instrumentation).
+        trace.get_tracer_provider()
+        metrics.get_meter_provider()
 
     # -- providers --------------------------------------------------------------------------
     def tracer(self) -> Tracer | None:
         """statesaga's tracer from the current global provider, or None while tracing is off."""
-        provider = trace.get_tracer_provider()
+        provider = _tracer_provider()
         if provider is not self._provider:
             self._provider = provider
             self._tracer = None
-            if _tracing_on(provider):
+            if isinstance(provider, trace.TracerProvider):
                 from . import __version__
 
                 tracer = provider.get_tracer(SCOPE, __version__)
@@ -292,55 +315,33 @@ class Telemetry:
             trace=traceparent(ctx) if ctx is not None else "",
         )
 
-    @contextmanager
-    def job(self, job: Job) -> Iterator[None]:
+    def job(self, job: Job) -> _JobRun:
         """Around one job: the attempt's span (current while the handler runs) and the step
         scope of every log record written meanwhile."""
-        if job.kind == "timer":  # a timer's transitions are events of the workflow span
-            yield
-            return
-        with step_scope(StepScope(job.workflow_id, job.step, job.attempt, job.kind)):
-            tracer = self.tracer()
-            if tracer is None and not _metrics_on():
-                yield
-                return
-            span = None
-            if tracer is not None:
-                parent = parse_traceparent(job.trace)
-                pin = None if parent is None else (parent.trace_id, _attempt_id(parent, job))
-                span = self._span(
-                    tracer,
-                    f"{'compensate' if job.kind == 'compensation' else 'step'} {job.step}",
-                    parent,
-                    pin,
-                    None,
-                    {
-                        "statesaga.workflow.id": job.workflow_id,
-                        "statesaga.step": job.step,
-                        "statesaga.attempt": job.attempt,
-                        "statesaga.job.kind": job.kind,
-                    },
-                )
-            attempt = _Attempt(job, span, claimed=job.claimed, taken=time.time())
-            token = _attempt.set(attempt)
-            ctx_token = otel_context.attach(trace.set_span_in_context(span)) if span else None
-            try:
-                yield
-            except BaseException as exc:
-                if span is not None:
-                    span.record_exception(exc)
-                    span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
-                raise
-            finally:
-                if ctx_token is not None:
-                    otel_context.detach(ctx_token)
-                _attempt.reset(token)
-                # An attempt's span is ended by the process that saved its outcome. One whose
-                # outcome this process did not save (it died or failed mid-attempt, recovery
-                # timed it out, its late result was refused) is closed by the process that
-                # did: not ending it here keeps it from being exported twice.
-                if span is not None and attempt.settled:
-                    span.end()
+        return _JobRun(self, job)
+
+    def _start_attempt(self, job: Job) -> _Attempt | None:
+        tracer = self.tracer()
+        if tracer is None and not _metrics_on():
+            return None
+        span = None
+        if tracer is not None:
+            parent = parse_traceparent(job.trace)
+            pin = None if parent is None else (parent.trace_id, _attempt_id(parent, job))
+            span = self._span(
+                tracer,
+                f"{'compensate' if job.kind == 'compensation' else 'step'} {job.step}",
+                parent,
+                pin,
+                None,
+                {
+                    "statesaga.workflow.id": job.workflow_id,
+                    "statesaga.step": job.step,
+                    "statesaga.attempt": job.attempt,
+                    "statesaga.job.kind": job.kind,
+                },
+            )
+        return _Attempt(job, span, claimed=job.claimed, taken=time.time())
 
     def observe(self, wf: WorkflowState, entry: HistoryEntry) -> None:
         """An engine listener: called once for every committed transition."""
@@ -506,6 +507,53 @@ class Telemetry:
         if end.dest != WorkflowStatus.COMPLETED.value:
             span.set_status(Status(StatusCode.ERROR, wf.reason or end.dest))
         span.end(_ns(end.at))
+
+
+class _JobRun:
+    """The context of one job (a class, not a generator: it is on every job's path)."""
+
+    __slots__ = ("_telemetry", "_job", "_scope", "_attempt", "_token", "_ctx")
+
+    def __init__(self, telemetry: Telemetry, job: Job) -> None:
+        self._telemetry = telemetry
+        self._job = job
+        self._scope: Token[StepScope | None] | None = None
+        self._attempt: _Attempt | None = None
+        self._token: Token[_Attempt | None] | None = None
+        self._ctx: object = None
+
+    def __enter__(self) -> None:
+        job = self._job
+        if job.kind == "timer":  # a timer's transitions are events of the workflow span
+            return
+        self._scope = set_scope(StepScope(job.workflow_id, job.step, job.attempt, job.kind))
+        attempt = self._attempt = self._telemetry._start_attempt(job)
+        if attempt is None:
+            return
+        self._token = _attempt.set(attempt)
+        if attempt.span is not None:
+            self._ctx = otel_context.attach(trace.set_span_in_context(attempt.span))
+
+    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
+        attempt = self._attempt
+        if attempt is not None:
+            span = attempt.span
+            if self._ctx is not None:
+                otel_context.detach(self._ctx)  # type: ignore[arg-type]
+            if self._token is not None:
+                _attempt.reset(self._token)
+            if span is not None:
+                if exc is not None:
+                    span.record_exception(exc)
+                    span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+                # An attempt's span is ended by the process that saved its outcome. One whose
+                # outcome this process did not save (it died or failed mid-attempt, recovery
+                # timed it out, its late result was refused) is closed by the process that
+                # did: not ending it here keeps it from being exported twice.
+                if attempt.settled:
+                    span.end()
+        if self._scope is not None:
+            reset_scope(self._scope)
 
 
 def _run_start(wf: WorkflowState) -> HistoryEntry | None:

@@ -163,7 +163,8 @@ def test_a_saga_that_retries_is_one_trace_with_a_span_per_attempt_and_handler_sp
             "workflow": "quote_retry",
             "defaults": {"retry": {"max_attempts": 3, "initial_interval": 0.01}},
             "steps": [
-                {"name": "fetch", "action": "fetch"},
+                # With a timeout, a sync handler runs on a thread of its own.
+                {"name": "fetch", "action": "fetch", "timeout": 10},
                 {"name": "store", "action": "store", "params": {"quote": "${steps.fetch.quote}"}},
             ],
         }
