@@ -1,6 +1,6 @@
 """Logs a person can read: the CLI's logging set-up, and the step every record belongs to.
 
-While a worker runs a job, `step_scope` names the workflow, the step and the attempt in a
+While a worker runs a job, `set_scope` names the workflow, the step and the attempt in a
 ContextVar; `StepFilter` copies them (and the trace id, when a span is recording) onto every
 log record, whichever logger wrote it: the engine's, RQ's or a handler's own. As a library,
 statesaga configures no logging; an application that wants these fields adds `StepFilter` to
@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -40,25 +38,12 @@ _scope: ContextVar[StepScope | None] = ContextVar("statesaga_step_scope", defaul
 
 
 def set_scope(scope: StepScope) -> Token[StepScope | None]:
+    """Log records written from here on belong to this step, until `reset_scope`."""
     return _scope.set(scope)
 
 
 def reset_scope(token: Token[StepScope | None]) -> None:
     _scope.reset(token)
-
-
-@contextmanager
-def step_scope(scope: StepScope) -> Iterator[None]:
-    """Log records written inside belong to this step (what a worker does around each job)."""
-    token = _scope.set(scope)
-    try:
-        yield
-    finally:
-        _scope.reset(token)
-
-
-def current_scope() -> StepScope | None:
-    return _scope.get()
 
 
 #: The record attributes StepFilter sets (None outside a step, or with tracing off).
@@ -150,8 +135,6 @@ __all__ = [
     "StepScope",
     "TextFormatter",
     "configure_logging",
-    "current_scope",
     "reset_scope",
     "set_scope",
-    "step_scope",
 ]
