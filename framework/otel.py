@@ -38,6 +38,15 @@ def _names(value: str | None) -> list[str]:
     return [n.strip().lower() for n in (value or "").split(",") if n.strip()]
 
 
+def _importable(*modules: str) -> bool:
+    from importlib.util import find_spec
+
+    try:
+        return all(find_spec(m) is not None for m in modules)
+    except ModuleNotFoundError:  # a parent package is missing
+        return False
+
+
 def _plugin(group: str, name: str, variable: str, known: str) -> Any:
     from importlib.metadata import entry_points
 
@@ -87,13 +96,15 @@ def configure_from_env(
         return []
     traces = [n for n in _names(env.get("OTEL_TRACES_EXPORTER")) if n != "none"]
     meters = [n for n in _names(env.get("OTEL_METRICS_EXPORTER")) if n != "none"]
-    if prometheus and "prometheus" not in meters:
-        meters.append("prometheus")
+    if (
+        prometheus
+        and "prometheus" not in meters
+        and _importable("opentelemetry.sdk", "opentelemetry.exporter.prometheus")
+    ):
+        meters.append("prometheus")  # asked for, not required: /metrics says what is missing
     if not traces and not meters:
         return []
-    try:
-        import opentelemetry.sdk  # noqa: F401
-    except ImportError:
+    if not _importable("opentelemetry.sdk"):
         raise StatesagaError(
             f"OTEL_*_EXPORTER is set but the OpenTelemetry SDK is not installed: {_INSTALL}"
         ) from None

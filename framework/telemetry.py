@@ -210,9 +210,20 @@ def _metrics_on() -> bool:
     )
 
 
+#: Histogram buckets in seconds (the SDK's defaults suit milliseconds): from a fast in-process
+#: step to a long human wait.
+_SECONDS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600]
+
+
 class _Instruments:
     def __init__(self, meter: metrics.Meter) -> None:
-        c, h = meter.create_counter, meter.create_histogram
+        c = meter.create_counter
+
+        def h(name: str, unit: str, description: str) -> metrics.Histogram:
+            return meter.create_histogram(
+                name, unit, description, explicit_bucket_boundaries_advisory=_SECONDS
+            )
+
         self.started = c("statesaga.steps.started", "{attempt}", "step attempts claimed")
         self.completed = c("statesaga.steps.completed", "{step}", "steps completed")
         self.failed = c("statesaga.steps.failed", "{step}", "steps failed for good")
@@ -267,7 +278,9 @@ class Telemetry:
         if not _metrics_on():
             return None
         if self._instruments is None:
-            self._instruments = _Instruments(metrics.get_meter(SCOPE))
+            from . import __version__
+
+            self._instruments = _Instruments(metrics.get_meter(SCOPE, __version__))
         return self._instruments
 
     def _span(

@@ -529,3 +529,33 @@ def test_log_options_are_choices() -> None:
     done = _run_cli("--log-format", "xml", "list", env={}, cwd=Path.cwd())
     assert done.returncode == 2
     assert "'xml' is not one of 'text', 'json'" in done.stderr
+
+
+def test_prometheus_text_serves_the_metrics_of_the_workflows_run_here() -> None:
+    code = (
+        "from statesaga.otel import configure_from_env, prometheus_text\n"
+        "assert configure_from_env(prometheus=True, environ={}) == ['metrics: prometheus']\n"
+        "from statesaga import Engine, load_definition\n"
+        "from statesaga.adapters.memory import MemoryStore\n"
+        "from statesaga.adapters.inline import InlineQueue\n"
+        f"d = load_definition({str(TRIP)!r})\n"
+        f"Engine(MemoryStore(), InlineQueue()).run(d, {BASE!r})\n"
+        "body, content_type = prometheus_text()\n"
+        "print(content_type)\n"
+        "print(body.decode())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("text/plain; version=")
+    lines = done.stdout.splitlines()
+    completed = [
+        line
+        for line in lines
+        if line.startswith("statesaga_steps_completed_total{")
+        and 'statesaga_step="charge_payment"' in line
+    ]
+    assert len(completed) == 1 and completed[0].endswith(" 1.0"), completed
+    assert any(line.startswith('statesaga_step_duration_seconds_bucket{le="0.5"') for line in lines)
