@@ -559,3 +559,91 @@ def test_prometheus_text_serves_the_metrics_of_the_workflows_run_here() -> None:
     ]
     assert len(completed) == 1 and completed[0].endswith(" 1.0"), completed
     assert any(line.startswith('statesaga_step_duration_seconds_bucket{le="0.5"') for line in lines)
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+def test_a_killed_worker_s_attempt_span_is_closed_by_the_recovery_that_finds_it(
+    otel: Telemetry, tmp_path: Path, redis_url: str, redis_client: Any
+) -> None:
+    import signal
+    import time
+
+    from statesaga.adapters.rq_queue import RQQueue
+
+    queue_url = redis_url.replace("redis://", "rq://", 1) + f"?queue=t-{uuid.uuid4().hex[:8]}"
+    store_url = f"sqlite:///{tmp_path / 'shared.db'}"
+    store = SQLiteStore(tmp_path / "shared.db")
+    store.initialize()
+    reg = Registry()  # the workers run the handler; this process only starts the workflow
+    reg.register_handler("wait_for_release", lambda ctx: pytest.fail("ran in the test process"))
+    engine = Engine(store, RQQueue.from_url(queue_url), reg, worker="test")
+    definition = load_definition(
+        {
+            "workflow": "held",
+            "steps": [
+                {
+                    "name": "hold",
+                    "action": "wait_for_release",
+                    "retry": {"max_attempts": 2, "initial_interval": 0},
+                }
+            ],
+        }
+    )
+    ledger, release = tmp_path / "ledger.jsonl", tmp_path / "release"
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")])
+        ),
+        "STATESAGA_TEST_LEDGER": str(ledger),
+        "STATESAGA_TEST_RELEASE": str(release),
+        "OTEL_TRACES_EXPORTER": "console",
+    }
+
+    def worker(name: str) -> subprocess.Popen[bytes]:
+        cmd = [*_statesaga(), "worker", "--queue", queue_url, "--store", store_url,
+               "--handlers", "ledger_handlers", "--heartbeat", "0.5", "--name", name]  # fmt: skip
+        return subprocess.Popen(
+            cmd, stdout=subprocess.DEVNULL, stderr=(tmp_path / f"{name}.log").open("wb"), env=env
+        )
+
+    def until(cond: Any, what: str) -> None:
+        deadline = time.monotonic() + 60
+        while not cond():
+            assert time.monotonic() < deadline, f"gave up waiting: {what}"
+            time.sleep(0.05)
+
+    doomed = worker("doomed")
+    try:
+        wf = engine.start(definition, {})
+        until(lambda: ledger.exists() and ledger.read_text().strip(), "the first attempt to start")
+    finally:
+        doomed.send_signal(signal.SIGKILL)
+        doomed.wait(timeout=10)
+    release.touch()
+    recovery = Recovery(engine, timeout=1.5)
+    until(lambda: wf.id in recovery.run_once().resumed, "recovery to find the lost attempt")
+    rescuer = worker("rescuer")
+    try:
+        done = engine.wait(wf.id, timeout=60)
+    finally:
+        rescuer.terminate()
+        rescuer.wait(timeout=30)
+    assert done.status is WorkflowStatus.COMPLETED
+
+    trace_id = int(done.trace["traceparent"].split("-")[1], 16)
+    workflow_span = int(done.trace["traceparent"].split("-")[2], 16)
+    lost = [s for s in otel.trace_of(done) if s.name == "step hold"]
+    assert len(lost) == 1
+    attrs = dict(lost[0].attributes or {})
+    assert (attrs["statesaga.attempt"], attrs["statesaga.outcome"]) == (1, "lost")
+    assert lost[0].parent is not None and lost[0].parent.span_id == workflow_span
+    assert parse_console_spans((tmp_path / "doomed.log").read_text()) == []  # it died first
+    exported = parse_console_spans((tmp_path / "rescuer.log").read_text())
+    assert {s["context"]["trace_id"] for s in exported} == {f"0x{trace_id:032x}"}
+    by_name = {(s["name"], s["attributes"].get("statesaga.attempt")): s for s in exported}
+    assert set(by_name) == {("step hold", 2), ("workflow held", None)}
+    assert by_name[("step hold", 2)]["parent_id"] == f"0x{workflow_span:016x}"
+    assert by_name[("workflow held", None)]["context"]["span_id"] == f"0x{workflow_span:016x}"
+    assert "recovery" in [e["name"] for e in by_name[("workflow held", None)]["events"]]
