@@ -69,8 +69,9 @@ def _otlp(signal: str, env: Mapping[str, str]) -> Any:
         mod = __import__(f"{module}.{kind}", fromlist=[cls])
     except ImportError:
         package = module.replace(".", "-")
+        hint = f"pip install {package}" if protocol == "grpc" else _INSTALL
         raise StatesagaError(
-            f"OTEL_{signal.upper()}_EXPORTER=otlp over {protocol} needs {package}: {_INSTALL}"
+            f"OTEL_{signal.upper()}_EXPORTER=otlp over {protocol} needs {package}: {hint}"
         ) from None
     return getattr(mod, cls)()
 

@@ -666,7 +666,10 @@ def _entry_attributes(e: HistoryEntry) -> dict[str, Any]:
         attrs["statesaga.attempt"] = e.attempt
     if e.by:
         attrs["statesaga.by"] = e.by
-    if e.detail:
+    if e.trigger == "signal" and e.detail:
+        # The name only: a payload is the application's data, not the trace backend's.
+        attrs["statesaga.signal"] = e.detail.split(" ", 1)[0]
+    elif e.detail:
         attrs["statesaga.detail"] = e.detail
     return attrs
 

@@ -310,7 +310,8 @@ def test_recovery_closes_the_span_of_an_attempt_whose_worker_died(
     wf = doomed.start(definition, {})
     with pytest.raises(WorkerDied):
         doomed.wait(wf.id, timeout=10)
-    assert otel.trace_of(wf) == [s for s in otel.trace_of(wf) if s.name == "POST /charges"]
+    # Dead before saving the outcome: only the handler's own span got out, not the attempt's.
+    assert [s.name for s in otel.trace_of(wf)] == ["POST /charges"]
 
     rescuer = Engine(store, InlineQueue(), reg, heartbeat_interval=0, worker="w2")
     report = Recovery(rescuer, timeout=0).run_once()
@@ -319,7 +320,7 @@ def test_recovery_closes_the_span_of_an_attempt_whose_worker_died(
     assert wf.status is WorkflowStatus.COMPLETED
 
     spans = otel.trace_of(wf)
-    root, children = tree([s for s in spans if s.name != "POST /charges"] + [])
+    root, children = tree([s for s in spans if s.name != "POST /charges"])
     assert [(s.name, dict(s.attributes or {})["statesaga.attempt"]) for s in children] == [
         ("step charge", 1),
         ("step charge", 2),
