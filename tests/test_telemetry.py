@@ -648,3 +648,45 @@ def test_a_killed_worker_s_attempt_span_is_closed_by_the_recovery_that_finds_it(
     assert by_name[("step hold", 2)]["parent_id"] == f"0x{workflow_span:016x}"
     assert by_name[("workflow held", None)]["context"]["span_id"] == f"0x{workflow_span:016x}"
     assert "recovery" in [e["name"] for e in by_name[("workflow held", None)]["events"]]
+
+
+def test_waits_signals_and_cancels_are_events_of_the_workflow_span(
+    otel: Telemetry, tmp_path: Path
+) -> None:
+    reg = Registry()
+    reg.register_handler("book", lambda ctx: {"booked": True})
+    reg.register_handler("unbook", lambda ctx: {"unbooked": True})
+    definition = load_definition(
+        {
+            "workflow": "approved_booking",
+            "steps": [
+                {"name": "book", "action": "book", "compensation": {"action": "unbook"}},
+                {"name": "approval", "kind": "wait", "signal": "approve"},
+                {"name": "confirm", "action": "book"},
+            ],
+        }
+    )
+    engine = Engine(SQLiteStore(tmp_path / "t.db"), InlineQueue(), reg, heartbeat_interval=0)
+    approved = engine.run(definition, {})
+    declined = engine.run(definition, {})
+    engine.signal(approved.id, "approve", {"secret": "not for the trace"}, by="alice")
+    approved = engine.wait(approved.id, timeout=10)
+    engine.cancel(declined.id, by="bob")
+    declined = engine.wait(declined.id, timeout=10)
+    assert (approved.status, declined.status) == (
+        WorkflowStatus.COMPLETED,
+        WorkflowStatus.COMPENSATED,  # cancelled after `book`: undone, then COMPENSATED
+    )
+
+    root, children = tree(otel.trace_of(approved))
+    events = {e.name: dict(e.attributes or {}) for e in root.events}
+    assert {"wait", "signal"} <= set(events)
+    assert events["signal"]["statesaga.signal"] == "approve"
+    assert "secret" not in json.dumps([dict(e.attributes or {}) for e in root.events])
+    assert [s.name for s in children] == ["step book", "step confirm"]
+
+    root, children = tree(otel.trace_of(declined))
+    assert dict(root.attributes or {})["statesaga.state"] == "COMPENSATED"
+    cancel = [dict(e.attributes or {}) for e in root.events if e.name == "cancel"]
+    assert [c["statesaga.by"] for c in cancel] == ["bob"]
+    assert [s.name for s in children] == ["step book", "compensate book"]
