@@ -25,6 +25,7 @@ hook returns after a type check: tracing off costs nothing measurable.
 from __future__ import annotations
 
 import hashlib
+import logging
 import sys
 import time
 from collections.abc import Iterator, Mapping
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
     from opentelemetry.trace import Span, Tracer
 
 SCOPE = "statesaga"
+log = logging.getLogger("statesaga.telemetry")
 _ENDED = frozenset(
     {
         WorkflowStatus.COMPLETED.value,
@@ -102,7 +104,8 @@ def traceparent(ctx: SpanContext) -> str:
 
 
 def parse_traceparent(value: str | None) -> SpanContext | None:
-    if not value:
+    """The span context of a `traceparent`; None for anything else (a job is outside input)."""
+    if not value or not isinstance(value, str):
         return None
     parts = value.split("-")
     if len(parts) != 4:
@@ -302,6 +305,12 @@ class Telemetry:
     def begin(self, wf: WorkflowState) -> None:
         """Give a new workflow its trace: the span context of its workflow span, kept in the
         document. The caller's current span (a request in the application) is its parent."""
+        try:
+            self._begin(wf)
+        except Exception:  # telemetry must never stop a workflow
+            log.exception("tracing the start of %s failed", wf.id)
+
+    def _begin(self, wf: WorkflowState) -> None:
         tracer = self.tracer()
         if tracer is None:
             return
@@ -321,7 +330,11 @@ class Telemetry:
         workflow span it belongs under."""
         if not wf.trace and not _metrics_on():
             return job
-        ctx = workflow_span_context(wf)
+        try:
+            ctx = workflow_span_context(wf)
+        except Exception:  # telemetry must never stop a job
+            log.exception("tracing a job of %s failed", wf.id)
+            ctx = None
         return replace(
             job,
             ready_at=time.time() + max(delay, 0.0),
@@ -540,7 +553,11 @@ class _JobRun:
         if job.kind == "timer":  # a timer's transitions are events of the workflow span
             return
         self._scope = set_scope(StepScope(job.workflow_id, job.step, job.attempt, job.kind))
-        attempt = self._attempt = self._telemetry._start_attempt(job)
+        try:
+            attempt = self._attempt = self._telemetry._start_attempt(job)
+        except Exception:  # telemetry must never stop a job
+            log.exception("tracing job %s failed", job)
+            return
         if attempt is None:
             return
         self._token = _attempt.set(attempt)
