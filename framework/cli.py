@@ -16,7 +16,7 @@ from ._yaml import load_yaml_file
 from .chart import chart_from_data, chart_json_schema
 from .definition import definition_from_data, is_definition
 from .errors import DefinitionError, StatesagaError
-from .logs import LOG_FORMATS, LOG_LEVELS, LogFormat, configure_logging
+from .logs import LOG_FORMATS, LOG_LEVELS, LogFormat, configure_logging, set_level
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -460,7 +460,7 @@ def worker(
 def _worker_log_level(given: str | None) -> str:
     """The worker's own --log-level, else the one `statesaga --log-level` set."""
     if given is not None:
-        logging.getLogger().setLevel(given.upper())
+        set_level(given)
     return logging.getLevelName(logging.getLogger().getEffectiveLevel())
 
 

@@ -113,7 +113,7 @@ class JsonFormatter(logging.Formatter):
 def configure_logging(level: str = "INFO", fmt: LogFormat = "text") -> logging.Handler:
     """The CLI's logging: one handler on stderr for the root logger, with StepFilter.
 
-    Called again (a command overriding the level), it replaces its own handler only.
+    Called again, it replaces its own handler only.
     """
     root = logging.getLogger()
     for old in [h for h in root.handlers if getattr(h, "_statesaga", False)]:
@@ -123,8 +123,16 @@ def configure_logging(level: str = "INFO", fmt: LogFormat = "text") -> logging.H
     handler.addFilter(StepFilter())
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root.addHandler(handler)
-    root.setLevel(level.upper())
+    set_level(level)
     return handler
+
+
+def set_level(level: str) -> None:
+    """The root logger's level (what a worker's own --log-level changes)."""
+    root = logging.getLogger()
+    root.setLevel(level.upper())
+    # `transitions` logs every state's enter and exit at INFO: the history says it better.
+    logging.getLogger("transitions").setLevel(max(logging.WARNING, root.level))
 
 
 __all__ = [
@@ -135,6 +143,7 @@ __all__ = [
     "StepScope",
     "TextFormatter",
     "configure_logging",
+    "set_level",
     "reset_scope",
     "set_scope",
 ]

@@ -371,6 +371,8 @@ class Telemetry:
 
     def observe(self, wf: WorkflowState, entry: HistoryEntry) -> None:
         """An engine listener: called once for every committed transition."""
+        if entry.step is not None and entry.dest in _FAILED_ATTEMPT:
+            _log_failure(wf, entry)
         tracer = self.tracer()
         meters = self.instruments()
         if tracer is None and meters is None:
@@ -584,6 +586,25 @@ class _JobRun:
                     span.end()
         if self._scope is not None:
             reset_scope(self._scope)
+
+
+_FAILED_ATTEMPT = frozenset({StepStatus.RETRYING.value, StepStatus.FAILED.value})
+_steps_log = logging.getLogger("statesaga.steps")
+
+
+def _log_failure(wf: WorkflowState, entry: HistoryEntry) -> None:
+    """A failed attempt, said once, by the process that saved it (the history keeps it too)."""
+    step = wf.step(entry.step or "")
+    error = step.error
+    what = f"{error.type}: {error.message}" if error is not None else entry.detail or entry.trigger
+    if entry.dest == StepStatus.RETRYING.value and step.next_attempt_at is not None:
+        wait = max((step.next_attempt_at - entry.at).total_seconds(), 0.0)
+        _steps_log.info(
+            "%s step %s attempt %s failed (%s); retry in %.2fs",
+            wf.id, step.name, entry.attempt, what, wait,
+        )  # fmt: skip
+    else:
+        _steps_log.warning("%s step %s failed (%s)", wf.id, step.name, what)
 
 
 def _run_start(wf: WorkflowState) -> HistoryEntry | None:
