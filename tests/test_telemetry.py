@@ -512,7 +512,8 @@ def test_an_unknown_exporter_is_one_clear_line(tmp_path: Path) -> None:
 
 
 def test_json_logs_carry_the_step_of_each_record(tmp_path: Path) -> None:
-    done = _run_cli("--log-format", "json", "run", str(TRIP), "--input", json.dumps(BASE),
+    inp = json.dumps({**BASE, "flaky": "reserve_car"})
+    done = _run_cli("--log-format", "json", "run", str(TRIP), "--input", inp,
                     "--store", f"sqlite:///{tmp_path / 's.db'}", "--json",
                     env={"STATESAGA_LOG_LEVEL": "info"}, cwd=tmp_path)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
@@ -524,6 +525,10 @@ def test_json_logs_carry_the_step_of_each_record(tmp_path: Path) -> None:
         (wf.id, "send_confirmation", 1),
     }
     assert all("trace_id" not in r for r in records)  # tracing is off
+    failed = [r for r in records if r["logger"] == "statesaga.steps"]
+    assert [(r["level"], r["step"], r["attempt"]) for r in failed] == [("INFO", "reserve_car", 1)]
+    assert "ConnectionError: reserve_car: provider timed out" in failed[0]["message"]
+    assert not [r for r in records if r["logger"].startswith("transitions")]
 
 
 def test_log_options_are_choices() -> None:
