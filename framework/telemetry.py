@@ -28,10 +28,10 @@ import hashlib
 import logging
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -165,6 +165,8 @@ class _Attempt:
     #: When this process took the job (the end of its queue wait).
     taken: float = 0.0
     waited: bool = False
+    #: What to emit once this attempt's span has ended (the workflow span it completed).
+    then: list[Callable[[], None]] = field(default_factory=list)
 
     def owns(self, wf: WorkflowState, entry: HistoryEntry) -> bool:
         """Is this transition one of this attempt's own (its claim, its outcome)?"""
@@ -498,7 +500,11 @@ class Telemetry:
                 seconds = max((entry.at - started.at).total_seconds(), 0.0)
                 meters.workflow_duration.record(seconds, attrs)
         if tracer is not None:
-            self._emit_workflow(tracer, wf, entry, started)
+            current = _attempt.get()
+            if current is None:
+                self._emit_workflow(tracer, wf, entry, started)
+            else:  # once the attempt that ended it has ended: a parent outlasts its children
+                current.then.append(lambda: self._emit_workflow(tracer, wf, entry, started))
 
     def _emit_workflow(
         self, tracer: Tracer, wf: WorkflowState, end: HistoryEntry, started: HistoryEntry | None
@@ -534,7 +540,7 @@ class Telemetry:
                 span.add_event(name, _entry_attributes(e), _ns(e.at))
         if end.dest != WorkflowStatus.COMPLETED.value:
             span.set_status(Status(StatusCode.ERROR, wf.reason or end.dest))
-        span.end(_ns(end.at))
+        span.end(max(_ns(end.at) or 0, time.time_ns()))
 
 
 class _JobRun:
@@ -584,6 +590,11 @@ class _JobRun:
                 # did: not ending it here keeps it from being exported twice.
                 if attempt.settled:
                     span.end()
+            for emit in attempt.then:
+                try:
+                    emit()
+                except Exception:  # telemetry must never stop a job
+                    log.exception("tracing the end of %s failed", self._job.workflow_id)
         if self._scope is not None:
             reset_scope(self._scope)
 

@@ -112,6 +112,9 @@ def tree(spans: list[ReadableSpan]) -> tuple[ReadableSpan, list[ReadableSpan]]:
     children = [
         s for s in spans if s.parent is not None and s.parent.span_id == root.context.span_id
     ]
+    for child in children:  # the workflow span covers its attempts
+        assert (root.start_time or 0) <= (child.start_time or 0), child.name
+        assert (child.end_time or 0) <= (root.end_time or 0), child.name
     return root, sorted(children, key=lambda s: s.start_time or 0)
 
 
