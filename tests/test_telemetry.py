@@ -367,36 +367,56 @@ def parse_console_spans(text: str) -> list[dict[str, Any]]:
     return spans
 
 
+class Shared:
+    """A store file and an RQ queue on the test Redis, shared with worker processes that
+    export their spans with the console exporter (stderr, into NAME.log)."""
+
+    def __init__(self, tmp_path: Path, redis_url: str) -> None:
+        from statesaga.adapters.rq_queue import RQQueue
+
+        self.dir = tmp_path
+        self.queue_url = (
+            redis_url.replace("redis://", "rq://", 1) + f"?queue=t-{uuid.uuid4().hex[:8]}"
+        )
+        self.store_url = f"sqlite:///{tmp_path / 'shared.db'}"
+        self.store = SQLiteStore(tmp_path / "shared.db")
+        self.store.initialize()
+        self.queue = RQQueue.from_url(self.queue_url)
+
+    def worker(self, name: str, handlers: str, **env: str) -> subprocess.Popen[bytes]:
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+        environ.update(OTEL_TRACES_EXPORTER="console", **env)
+        cmd = [*_statesaga(), "worker", "--queue", self.queue_url, "--store", self.store_url,
+               "--handlers", handlers, "--with-scheduler", "--heartbeat", "0.5",
+               "--name", f"{name}-{uuid.uuid4().hex[:6]}"]  # fmt: skip
+        log = (self.dir / f"{name}.log").open("wb")
+        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, env=environ)
+
+    def spans(self, name: str) -> list[dict[str, Any]]:
+        return parse_console_spans("\n" + self.log(name))
+
+    def log(self, name: str) -> str:
+        return (self.dir / f"{name}.log").read_text(errors="replace")
+
+
+@pytest.fixture
+def shared(tmp_path: Path, redis_url: str, redis_client: Any) -> Shared:
+    return Shared(tmp_path, redis_url)  # redis_client flushes the database around the test
+
+
 @pytest.mark.redis
 @pytest.mark.slow
 def test_two_rq_workers_add_their_spans_to_the_one_trace_of_each_workflow(
-    otel: Telemetry, tmp_path: Path, redis_url: str, redis_client: Any
+    otel: Telemetry, shared: Shared
 ) -> None:
-    from statesaga.adapters.rq_queue import RQQueue
-
-    queue_url = redis_url.replace("redis://", "rq://", 1) + f"?queue=t-{uuid.uuid4().hex[:8]}"
-    store_url = f"sqlite:///{tmp_path / 'shared.db'}"
-    store = SQLiteStore(tmp_path / "shared.db")
-    store.initialize()
-    engine = Engine(store, RQQueue.from_url(queue_url))
+    store = shared.store
+    engine = Engine(store, shared.queue)
     definition = load_definition(str(TRIP))
-    env = {
-        **os.environ,
-        "OTEL_TRACES_EXPORTER": "console",
-        "OTEL_SERVICE_NAME": "trip-worker",
-        "STATESAGA_LOG_LEVEL": "INFO",
-    }
-    env.pop("OTEL_METRICS_EXPORTER", None)
-    procs, logs = [], []
-    for i in range(2):
-        log = tmp_path / f"worker-{i}.log"
-        logs.append(log)
-        cmd = [*_statesaga(), "worker", "--queue", queue_url, "--store", store_url,
-               "--handlers", "statesaga.examples.trip_handlers", "--with-scheduler",
-               "--heartbeat", "1", "--name", f"otel-{i}-{uuid.uuid4().hex[:6]}"]  # fmt: skip
-        procs.append(
-            subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log.open("wb"), env=env)
-        )
+    names = ["otel-0", "otel-1"]
+    procs = [
+        shared.worker(n, "statesaga.examples.trip_handlers", OTEL_SERVICE_NAME="trip-worker")
+        for n in names
+    ]
     try:
         flaky = engine.start(definition, {**BASE, "flaky": "reserve_hotel"})
         unwound = engine.start(definition, {**BASE, "fail_at": "reserve_car"})
@@ -407,8 +427,8 @@ def test_two_rq_workers_add_their_spans_to_the_one_trace_of_each_workflow(
             p.terminate()
         for p in procs:
             p.wait(timeout=30)
-    text = "\n".join(log.read_text(errors="replace") for log in logs)
-    exported = parse_console_spans(text)
+    text = "\n".join(shared.log(n) for n in names)
+    exported = [span for n in names for span in shared.spans(n)]
     flaky, unwound = store.get(flaky.id), store.get(unwound.id)
     assert flaky.status is WorkflowStatus.COMPLETED, text[-3000:]
     assert unwound.status is WorkflowStatus.COMPENSATED, text[-3000:]
@@ -573,20 +593,14 @@ def test_prometheus_text_serves_the_metrics_of_the_workflows_run_here() -> None:
 @pytest.mark.redis
 @pytest.mark.slow
 def test_a_killed_worker_s_attempt_span_is_closed_by_the_recovery_that_finds_it(
-    otel: Telemetry, tmp_path: Path, redis_url: str, redis_client: Any
+    otel: Telemetry, shared: Shared, tmp_path: Path
 ) -> None:
     import signal
     import time
 
-    from statesaga.adapters.rq_queue import RQQueue
-
-    queue_url = redis_url.replace("redis://", "rq://", 1) + f"?queue=t-{uuid.uuid4().hex[:8]}"
-    store_url = f"sqlite:///{tmp_path / 'shared.db'}"
-    store = SQLiteStore(tmp_path / "shared.db")
-    store.initialize()
     reg = Registry()  # the workers run the handler; this process only starts the workflow
     reg.register_handler("wait_for_release", lambda ctx: pytest.fail("ran in the test process"))
-    engine = Engine(store, RQQueue.from_url(queue_url), reg, worker="test")
+    engine = Engine(shared.store, shared.queue, reg, worker="test")
     definition = load_definition(
         {
             "workflow": "held",
@@ -601,21 +615,15 @@ def test_a_killed_worker_s_attempt_span_is_closed_by_the_recovery_that_finds_it(
     )
     ledger, release = tmp_path / "ledger.jsonl", tmp_path / "release"
     env = {
-        **os.environ,
         "PYTHONPATH": os.pathsep.join(
             filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")])
         ),
         "STATESAGA_TEST_LEDGER": str(ledger),
         "STATESAGA_TEST_RELEASE": str(release),
-        "OTEL_TRACES_EXPORTER": "console",
     }
 
     def worker(name: str) -> subprocess.Popen[bytes]:
-        cmd = [*_statesaga(), "worker", "--queue", queue_url, "--store", store_url,
-               "--handlers", "ledger_handlers", "--heartbeat", "0.5", "--name", name]  # fmt: skip
-        return subprocess.Popen(
-            cmd, stdout=subprocess.DEVNULL, stderr=(tmp_path / f"{name}.log").open("wb"), env=env
-        )
+        return shared.worker(name, "ledger_handlers", **env)
 
     def until(cond: Any, what: str) -> None:
         deadline = time.monotonic() + 60
@@ -648,8 +656,8 @@ def test_a_killed_worker_s_attempt_span_is_closed_by_the_recovery_that_finds_it(
     attrs = dict(lost[0].attributes or {})
     assert (attrs["statesaga.attempt"], attrs["statesaga.outcome"]) == (1, "lost")
     assert lost[0].parent is not None and lost[0].parent.span_id == workflow_span
-    assert parse_console_spans((tmp_path / "doomed.log").read_text()) == []  # it died first
-    exported = parse_console_spans((tmp_path / "rescuer.log").read_text())
+    assert shared.spans("doomed") == []  # it died first
+    exported = shared.spans("rescuer")
     assert {s["context"]["trace_id"] for s in exported} == {f"0x{trace_id:032x}"}
     by_name = {(s["name"], s["attributes"].get("statesaga.attempt")): s for s in exported}
     assert set(by_name) == {("step hold", 2), ("workflow held", None)}
