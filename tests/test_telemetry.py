@@ -503,24 +503,35 @@ def test_tracing_off_stores_no_trace_and_prints_no_span(tmp_path: Path) -> None:
     assert '"trace_id"' not in done.stderr
 
 
-def test_a_library_user_gets_no_provider_installed(tmp_path: Path) -> None:
+def _trip_in_python(before: str, after: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run `before`, one trip on an in-process engine (as `wf`), then `after`, in a fresh
+    interpreter (the SDK's global providers are set once per process)."""
     code = (
-        "from opentelemetry import trace, metrics\n"
+        f"{before}\n"
         "from statesaga import Engine, load_definition\n"
         "from statesaga.adapters.memory import MemoryStore\n"
         "from statesaga.adapters.inline import InlineQueue\n"
         f"d = load_definition({str(TRIP)!r})\n"
         f"wf = Engine(MemoryStore(), InlineQueue()).run(d, {BASE!r})\n"
-        "assert wf.status.value == 'COMPLETED' and wf.trace == {}, wf\n"
-        "assert isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)\n"
-        "assert type(metrics.get_meter_provider()).__name__ == '_ProxyMeterProvider'\n"
+        f"{after}\n"
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     done = subprocess.run(
-        [sys.executable, "-c", code], env={**env, "OTEL_TRACES_EXPORTER": "console"},
-        capture_output=True, text=True, timeout=60,
+        [sys.executable, "-c", code], env={**environ, **env}, capture_output=True, text=True,
+        timeout=60,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
+    return done
+
+
+def test_a_library_user_gets_no_provider_installed() -> None:
+    _trip_in_python(
+        "from opentelemetry import trace, metrics",
+        "assert wf.status.value == 'COMPLETED' and wf.trace == {}, wf\n"
+        "assert isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)\n"
+        "assert type(metrics.get_meter_provider()).__name__ == '_ProxyMeterProvider'",
+        OTEL_TRACES_EXPORTER="console",  # read by the CLI only
+    )
 
 
 def test_an_unknown_exporter_is_one_clear_line(tmp_path: Path) -> None:
@@ -561,23 +572,11 @@ def test_log_options_are_choices() -> None:
 
 
 def test_prometheus_text_serves_the_metrics_of_the_workflows_run_here() -> None:
-    code = (
+    done = _trip_in_python(
         "from statesaga.otel import configure_from_env, prometheus_text\n"
-        "assert configure_from_env(prometheus=True, environ={}) == ['metrics: prometheus']\n"
-        "from statesaga import Engine, load_definition\n"
-        "from statesaga.adapters.memory import MemoryStore\n"
-        "from statesaga.adapters.inline import InlineQueue\n"
-        f"d = load_definition({str(TRIP)!r})\n"
-        f"Engine(MemoryStore(), InlineQueue()).run(d, {BASE!r})\n"
-        "body, content_type = prometheus_text()\n"
-        "print(content_type)\n"
-        "print(body.decode())\n"
+        "assert configure_from_env(prometheus=True, environ={}) == ['metrics: prometheus']",
+        "body, content_type = prometheus_text()\nprint(content_type)\nprint(body.decode())",
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    done = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("text/plain; version=")
     lines = done.stdout.splitlines()
     completed = [
