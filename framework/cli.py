@@ -4,6 +4,7 @@ complete, 2 usage errors (click's own convention)."""
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from ._yaml import load_yaml_file
 from .chart import chart_from_data, chart_json_schema
 from .definition import definition_from_data, is_definition
 from .errors import DefinitionError, StatesagaError
+from .logs import LOG_FORMATS, LOG_LEVELS, LogFormat, configure_logging, set_level
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -24,8 +26,45 @@ def _fail(message: str, code: int = 1) -> None:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="statesaga")
-def main() -> None:
-    """statesaga: durable workflows with saga compensation, as declarative state tables."""
+@click.option(
+    "--log-level",
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    default=None,
+    envvar="STATESAGA_LOG_LEVEL",
+    help="log records at this level and above go to stderr ($STATESAGA_LOG_LEVEL; "
+    "default WARNING, INFO for a worker)",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS),
+    default="text",
+    show_default=True,
+    envvar="STATESAGA_LOG_FORMAT",
+    help="text for people, json for log collectors ($STATESAGA_LOG_FORMAT)",
+)
+@click.pass_context
+def main(ctx: click.Context, log_level: str | None, log_format: LogFormat) -> None:
+    """statesaga: durable workflows with saga compensation, as declarative state tables.
+
+    Tracing and metrics: set the standard OTEL_* variables (OTEL_TRACES_EXPORTER=console or
+    otlp) with `pip install 'statesaga[otel]'`.
+    """
+    # A worker says what it serves (and each job's outcome) at INFO.
+    default = "INFO" if ctx.invoked_subcommand == "worker" else "WARNING"
+    configure_logging(log_level or default, log_format)
+    if ctx.invoked_subcommand in _OBSERVED:
+        from .otel import configure_from_env
+
+        try:
+            done = configure_from_env(prometheus=ctx.invoked_subcommand == "serve")
+        except StatesagaError as exc:
+            _fail(str(exc))
+        if done:
+            logging.getLogger("statesaga.otel").info("OpenTelemetry: %s", "; ".join(done))
+
+
+#: Commands that run or move workflows: they export traces and metrics when OTEL_* says so.
+_OBSERVED = frozenset({"run", "worker", "recover", "serve", "cancel", "signal", "restart"})
 
 
 def validate_file(path: str) -> Any:
@@ -369,7 +408,12 @@ def diagram(
     "--heartbeat", type=float, default=5.0, show_default=True, help="seconds between heartbeats"
 )
 @click.option("--name", default=None, help="worker name (default: statesaga.HOST.PID.RANDOM)")
-@click.option("--log-level", default="INFO", show_default=True)
+@click.option(
+    "--log-level",
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    default=None,
+    help="this worker's level (default: statesaga --log-level, else INFO)",
+)
 @click.option(
     "--step-chart",
     default=None,
@@ -385,11 +429,13 @@ def worker(
     with_scheduler: bool,
     heartbeat: float,
     name: str | None,
-    log_level: str,
+    log_level: str | None,
     step_chart: str | None,
 ) -> None:
     """Run step and compensation jobs from an RQ queue (SIGTERM: finish the step, then exit)."""
     import os
+
+    log_level = _worker_log_level(log_level)
 
     from .console import store_url
     from .worker import DEFAULT_WORKER_QUEUE, WorkerSettings, run_worker
@@ -409,6 +455,13 @@ def worker(
             step_chart=step_chart,
         )
     )
+
+
+def _worker_log_level(given: str | None) -> str:
+    """The worker's own --log-level, else the one `statesaga --log-level` set."""
+    if given is not None:
+        set_level(given)
+    return logging.getLevelName(logging.getLogger().getEffectiveLevel())
 
 
 @main.command()

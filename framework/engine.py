@@ -39,6 +39,7 @@ from .models import (
 from .plugins import ChartSource, lifecycle_chart, load_registry_plugins
 from .ports import Clock, Job, Queue, Store, SystemClock
 from .registry import Registry
+from .telemetry import Telemetry
 
 log = logging.getLogger("statesaga.engine")
 #: Transitions whose table names the `emit` effect are published here after the save.
@@ -140,7 +141,9 @@ class Engine:
             lifecycle_chart("workflow", workflow_chart), self.registry
         )
         self.step_chart = CompiledChart(lifecycle_chart("step", step_chart), self.registry)
-        self.listeners: list[Listener] = []
+        #: Traces and metrics (OpenTelemetry API): the first listener, and the job hooks.
+        self.telemetry = Telemetry()
+        self.listeners: list[Listener] = [self.telemetry.observe]
         self._heartbeats = Heartbeats(
             lambda workflow_id: self.store.heartbeat(workflow_id, self.clock.now()),
             lambda: self.heartbeat_interval,
@@ -197,6 +200,7 @@ class Engine:
         self.load(definition)
         wf = definition.instantiate(input, session_id)
         txn = Txn(wf, by=by)
+        self.telemetry.begin(wf)
         self._fire(txn, None, "start")
         self._drain_followups(txn)
         wf.updated_at = self.clock.now()
@@ -210,6 +214,7 @@ class Engine:
         Its handlers must already be in this engine's registry."""
 
         def apply(txn: Txn) -> bool:
+            self.telemetry.begin(txn.wf)
             self._fire(txn, None, "start")
             return True
 
@@ -431,14 +436,15 @@ class Engine:
     # -- jobs ----------------------------------------------------------------------------
     def run_job(self, job: Job) -> None:
         """Run one step, compensation or timer job; stale and duplicate jobs are ignored."""
-        if job.kind == "step":
-            self._run_step(job)
-        elif job.kind == "compensation":
-            self._run_compensation(job)
-        elif job.kind == "timer":
-            self._run_timer(job)
-        else:
-            log.error("unknown job kind %r for %s", job.kind, job.workflow_id)
+        with self.telemetry.job(job):
+            if job.kind == "step":
+                self._run_step(job)
+            elif job.kind == "compensation":
+                self._run_compensation(job)
+            elif job.kind == "timer":
+                self._run_timer(job)
+            else:
+                log.error("unknown job kind %r for %s", job.kind, job.workflow_id)
 
     def _run_step(self, job: Job) -> None:
         if job.claimed:
@@ -775,7 +781,7 @@ class Engine:
         else:
             self._parked.discard(txn.wf.id)
         for queued, delay in txn.jobs:
-            self.queue.enqueue(queued, delay)
+            self.queue.enqueue(self.telemetry.stamp(queued, delay, txn.wf), delay)
         for action in txn.deferred:
             action()
         for entry in txn.emitted:

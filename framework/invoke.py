@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 from collections.abc import Callable
 from typing import Any
 
@@ -36,13 +37,14 @@ def invoke(
         # Called from inside an event loop (e.g. the async managers): run on a fresh loop.
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             try:
-                return pool.submit(asyncio.run, coro).result()
+                return pool.submit(contextvars.copy_context().run, asyncio.run, coro).result()
             except TimeoutError:
                 raise HandlerTimeout() from None
     if timeout is None:
         return func(ctx)
     pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="statesaga-step")
-    future = pool.submit(func, ctx)
+    # In this caller's context: the step's span and log scope (statesaga.telemetry, .logs).
+    future = pool.submit(contextvars.copy_context().run, func, ctx)
     try:
         return future.result(timeout=timeout)
     except concurrent.futures.TimeoutError:

@@ -218,6 +218,11 @@ class WorkflowState(_Doc):
         description="signals received and not yet taken by a waiting step, oldest first",
     )
     history: list[HistoryEntry] = Field(default_factory=list)
+    trace: dict[str, str] = Field(
+        default_factory=dict,
+        description="W3C trace context of the workflow's span (`traceparent`, and the caller's "
+        "as `parent`), kept when tracing was on at its start; see statesaga.telemetry",
+    )
 
     def step(self, name: str) -> SagaStep:
         for s in self.steps:

@@ -31,6 +31,10 @@ class Job:
     description: str = ""
     #: Already dispatched by the transaction that enqueued it (in-process queues only).
     claimed: bool = False
+    #: When it may run (epoch seconds), for the queue-wait metric; 0 when not measured.
+    ready_at: float = 0.0
+    #: W3C traceparent of its workflow's span: the attempt's span is its child (tracing on).
+    trace: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

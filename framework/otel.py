@@ -1,0 +1,190 @@
+"""The CLI's OpenTelemetry SDK, configured the standard way: from the OTEL_* variables.
+
+Only the CLI calls `configure_from_env` (a library never installs providers: it uses the
+application's, see statesaga.telemetry). It needs `pip install 'statesaga[otel]'`.
+
+- `OTEL_TRACES_EXPORTER`: `console` prints each span (as JSON, on stderr, so a command's own
+  output on stdout stays clean), `otlp` sends them to `OTEL_EXPORTER_OTLP_ENDPOINT`
+  (http/protobuf by default, as the specification says; `OTEL_EXPORTER_OTLP_PROTOCOL=grpc`
+  needs opentelemetry-exporter-otlp-proto-grpc), `none`, or the name of an installed
+  exporter plugin (entry-point group `opentelemetry_traces_exporter`). Several, comma-separated.
+- `OTEL_METRICS_EXPORTER`: `console`, `otlp`, `prometheus` (served by `prometheus_text`,
+  which the dashboard's `/metrics` returns), `none`.
+- `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER`,
+  `OTEL_METRIC_EXPORT_INTERVAL`, `OTEL_SDK_DISABLED` as the SDK reads them.
+
+Unlike the zero-code distro, nothing is exported unless an exporter variable is set: a plain
+`statesaga run` must not try to reach a collector that is not there.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+from opentelemetry import metrics, trace
+
+from .errors import StatesagaError
+
+log = logging.getLogger("statesaga.otel")
+
+_INSTALL = "pip install 'statesaga[otel]'"
+
+
+def _names(value: str | None) -> list[str]:
+    return [n.strip().lower() for n in (value or "").split(",") if n.strip()]
+
+
+def _importable(*modules: str) -> bool:
+    from importlib.util import find_spec
+
+    try:
+        return all(find_spec(m) is not None for m in modules)
+    except ModuleNotFoundError:  # a parent package is missing
+        return False
+
+
+def _plugin(group: str, name: str, variable: str, known: str) -> Any:
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=group):
+        if ep.name == name:
+            return ep.load()()
+    raise StatesagaError(f"{variable}: unknown exporter {name!r} (known: {known})")
+
+
+def _otlp(signal: str, env: Mapping[str, str]) -> Any:
+    protocol = (
+        env.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL")
+        or env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+        or "http/protobuf"
+    )
+    kind = "trace_exporter" if signal == "traces" else "metric_exporter"
+    cls = "OTLPSpanExporter" if signal == "traces" else "OTLPMetricExporter"
+    module = f"opentelemetry.exporter.otlp.proto.{'grpc' if protocol == 'grpc' else 'http'}"
+    try:
+        mod = __import__(f"{module}.{kind}", fromlist=[cls])
+    except ImportError:
+        package = module.replace(".", "-")
+        hint = f"pip install {package}" if protocol == "grpc" else _INSTALL
+        raise StatesagaError(
+            f"OTEL_{signal.upper()}_EXPORTER=otlp over {protocol} needs {package}: {hint}"
+        ) from None
+    return getattr(mod, cls)()
+
+
+def _resource(service: str, env: Mapping[str, str]) -> Any:
+    from opentelemetry.sdk.resources import Resource
+
+    named = "OTEL_SERVICE_NAME" in env or "service.name=" in env.get("OTEL_RESOURCE_ATTRIBUTES", "")
+    return Resource.create({} if named else {"service.name": service})
+
+
+def configure_from_env(
+    service: str = "statesaga",
+    *,
+    prometheus: bool = False,
+    environ: Mapping[str, str] | None = None,
+) -> list[str]:
+    """Install SDK providers as the OTEL_* variables say (and a Prometheus reader when asked,
+    for a process that serves /metrics). Providers already installed are left alone.
+    Returns what was set up, e.g. ["traces: console"], for the start-up log line."""
+    env = os.environ if environ is None else environ
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return []
+    traces = [n for n in _names(env.get("OTEL_TRACES_EXPORTER")) if n != "none"]
+    meters = [n for n in _names(env.get("OTEL_METRICS_EXPORTER")) if n != "none"]
+    if (
+        prometheus
+        and "prometheus" not in meters
+        and _importable("opentelemetry.sdk", "opentelemetry.exporter.prometheus")
+    ):
+        meters.append("prometheus")  # asked for, not required: /metrics says what is missing
+    if not traces and not meters:
+        return []
+    if not _importable("opentelemetry.sdk"):
+        raise StatesagaError(
+            f"OTEL_*_EXPORTER is set but the OpenTelemetry SDK is not installed: {_INSTALL}"
+        ) from None
+    done: list[str] = []
+    resource = _resource(service, env)
+    if traces and isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        trace.set_tracer_provider(_tracer_provider(traces, resource, env))
+        done.append(f"traces: {', '.join(traces)}")
+    if meters and type(metrics.get_meter_provider()).__name__ == "_ProxyMeterProvider":
+        metrics.set_meter_provider(_meter_provider(meters, resource, env))
+        done.append(f"metrics: {', '.join(meters)}")
+    return done
+
+
+def _tracer_provider(names: list[str], resource: Any, env: Mapping[str, str]) -> Any:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        ConsoleSpanExporter,
+        SimpleSpanProcessor,
+    )
+
+    provider = TracerProvider(resource=resource)
+    for name in names:
+        if name == "console":
+            # At once, so spans show while a person watches (and are not lost on exit).
+            provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter(out=sys.stderr)))
+        elif name == "otlp":
+            provider.add_span_processor(BatchSpanProcessor(_otlp("traces", env)))
+        else:
+            exporter = _plugin(
+                "opentelemetry_traces_exporter", name, "OTEL_TRACES_EXPORTER", "console, otlp, none"
+            )
+            provider.add_span_processor(BatchSpanProcessor(exporter))
+    return provider
+
+
+def _meter_provider(names: list[str], resource: Any, env: Mapping[str, str]) -> Any:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import (
+        ConsoleMetricExporter,
+        PeriodicExportingMetricReader,
+    )
+
+    readers: list[Any] = []
+    for name in names:
+        if name == "console":
+            readers.append(PeriodicExportingMetricReader(ConsoleMetricExporter(out=sys.stderr)))
+        elif name == "otlp":
+            readers.append(PeriodicExportingMetricReader(_otlp("metrics", env)))
+        elif name == "prometheus":
+            try:
+                from opentelemetry.exporter.prometheus import PrometheusMetricReader
+            except ImportError:
+                raise StatesagaError(
+                    f"OTEL_METRICS_EXPORTER=prometheus needs opentelemetry-exporter-prometheus: "
+                    f"{_INSTALL}"
+                ) from None
+            readers.append(PrometheusMetricReader())
+        else:
+            exporter = _plugin(
+                "opentelemetry_metrics_exporter",
+                name,
+                "OTEL_METRICS_EXPORTER",
+                "console, otlp, prometheus, none",
+            )
+            readers.append(PeriodicExportingMetricReader(exporter))
+    return MeterProvider(metric_readers=readers, resource=resource)
+
+
+def prometheus_text() -> tuple[bytes, str]:
+    """The body and content type of a Prometheus `/metrics` page: the metrics of this process,
+    read when `configure_from_env(prometheus=True)` (or the application) installed a
+    PrometheusMetricReader. Empty (just the process's default collectors) otherwise."""
+    try:
+        from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+    except ImportError:
+        raise StatesagaError(f"/metrics needs prometheus_client: {_INSTALL}") from None
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+__all__ = ["configure_from_env", "prometheus_text"]
