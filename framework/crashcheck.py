@@ -491,12 +491,20 @@ def _cell(
 
 
 def _with_handlers(scenario: Scenario) -> Scenario:
-    """Workers import an explicit list of handler modules: default to the definition's."""
+    """Workers import an explicit list of handler modules: default to the definition's
+    `handlers` hint, each of which must be on the operator's allow-list."""
     if scenario.handlers:
         return scenario
+    from .allowlist import AllowList
     from .definition import load_definition
+    from .errors import RegistryError
 
-    modules = tuple(load_definition(scenario.definition).spec.handlers)
+    allowed = AllowList.for_operator()
+    hints = load_definition(scenario.definition).spec.handlers
+    refused = [hint for hint in hints if allowed.resolve(hint) is None]
+    if refused:
+        raise RegistryError(allowed.refusal(refused[0]))
+    modules = tuple(str(allowed.resolve(hint)) for hint in hints)
     return Scenario(scenario.name, scenario.definition, scenario.input, modules)
 
 
