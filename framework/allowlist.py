@@ -185,11 +185,20 @@ def _pyproject_handlers(path: Path) -> list[str]:
 def search_path(folders: Sequence[Path]) -> Iterator[None]:
     """Let allowed modules live in the working directory or next to a definition: those
     folders go at the END of sys.path, so installed packages and the standard library always
-    win over a file planted there. They stay, for imports the handler modules make later."""
-    for folder in dict.fromkeys([*(Path(f).resolve() for f in folders), Path.cwd().resolve()]):
-        if str(folder) not in sys.path:
-            sys.path.append(str(folder))
-    yield
+    win over a file planted there, and only while the allowed module is imported."""
+    added = [
+        str(folder)
+        for folder in dict.fromkeys([*(Path(f).resolve() for f in folders), Path.cwd().resolve()])
+        if str(folder) not in sys.path
+    ]
+    sys.path.extend(added)
+    importlib.invalidate_caches()
+    try:
+        yield
+    finally:
+        for folder in added:
+            if folder in sys.path:
+                sys.path.remove(folder)
 
 
 def import_allowed(registry: Registry, module: str, search: Sequence[Path] = ()) -> list[str]:

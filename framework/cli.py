@@ -73,7 +73,14 @@ def check_handler_hints(loaded: Any, handlers: tuple[str, ...]) -> None:
     allowed = AllowList.for_operator(handlers)
     search = [Path(loaded.file).parent] if loaded.file else []
     absent = set(allowed.missing(search))
-    problems = []
+    problems = [
+        loaded.lines.problem(
+            (), f"allowed handler module {module!r} ({allowed.modules[module]}) is missing: "
+            "not installed, not in the working directory nor next to the definition"
+        )
+        for module in allowed.eager
+        if module in absent
+    ]
     for i, hint in enumerate(loaded.spec.handlers):
         module = allowed.resolve(hint)
         if module is None:

@@ -110,17 +110,16 @@ class GuardedWorker(SimpleWorker):
         if reason is None:
             super().execute_job(job, queue)
             return
-        quarantine(job, queue, reason)
+        quarantine(job, queue, self.name, reason)
 
 
-def quarantine(job: RQJob, queue: Queue, reason: str) -> None:
-    """Log a refused job and move it, unrun, to the queue's FailedJobRegistry."""
+def quarantine(job: RQJob, queue: Queue, worker_name: str, reason: str) -> None:
+    """Log a refused job and move it, unrun, to the queue's FailedJobRegistry, with the reason
+    as its failure (RQ's own failure path would run the job's callbacks and webhooks)."""
     log.error("refused job %r on queue %r: %s", redact(job.id), queue.name, redact(reason))
     with queue.connection.pipeline() as pipe:
         job.set_status(JobStatus.FAILED, pipeline=pipe)
-        queue.failed_job_registry.add(
-            job, ttl=job.failure_ttl, exc_string=f"refused by statesaga: {reason}", pipeline=pipe
-        )
+        job._handle_failure(f"refused by statesaga: {reason}", pipe, worker_name=worker_name)
         pipe.lrem(queue.intermediate_queue_key, 1, job.id)
         pipe.execute()
 
