@@ -243,9 +243,11 @@ def test_a_definition_cannot_make_the_engine_import_a_module(planted: Path) -> N
         engine.start(evil, {})
     assert "antigravity" not in sys.modules
 
+    path = list(sys.path)
     allowed = Engine(MemoryStore(), InlineQueue(), allowed=AllowList.of(["sec_handlers"]))
     assert allowed.run(d, {}).status is WorkflowStatus.COMPLETED
     assert (planted / "imported.marker").exists()
+    assert sys.path == path, "the working directory was left on sys.path"
 
 
 def test_a_stored_workflow_cannot_make_a_worker_import_a_module(planted: Path) -> None:
