@@ -126,9 +126,7 @@ class Engine:
         self.queue = queue
         self.registry = registry if registry is not None else Registry()
         self.registry.register(*handlers)
-        #: The handler modules a definition's `handlers:` hint may make this engine import:
-        #: by default only installed packages' (statesaga.allowlist).
-        self.allowed = allowed if allowed is not None else AllowList.installed()
+        self._allowed = allowed
         # Plugins first: the built-ins only fill names nobody registered.
         load_registry_plugins(self.registry)
         install_builtins(self.registry)
@@ -167,6 +165,14 @@ class Engine:
             s for s in chart.top_states if chart.is_final(s) or "halted" in chart.states[s].tags
         )
         queue.bind(self.run_job)
+
+    @property
+    def allowed(self) -> AllowList:
+        """The handler modules a definition's `handlers:` hint may make this engine import:
+        by default only installed packages' (statesaga.allowlist), read when first needed."""
+        if self._allowed is None:
+            self._allowed = AllowList.installed()
+        return self._allowed
 
     # -- public API ----------------------------------------------------------------------
     def load(self, definition: WorkflowDefinition) -> None:
