@@ -12,7 +12,9 @@ anything is imported or called, and refuses a job that
   import a name or reach a URL the job chose).
 
 A refused job is logged and moved, without being run, to the queue's FailedJobRegistry (what
-`rq info` and rq-dashboard show as failed), with the reason as its error.
+`rq info` and rq-dashboard show as failed), with the reason as its error; one too malformed
+for RQ to read at all goes to the list `statesaga:quarantine:QUEUE` instead of stopping the
+worker.
 
 `StatesagaJob` is the job class of the worker and of its queues (RQ's registry clean-up
 fetches jobs with it too): its function resolves from a fixed table, never by import, and its
@@ -112,6 +114,20 @@ class GuardedWorker(SimpleWorker):
             return
         quarantine(job, queue, self.name, reason)
 
+    def dequeue_job_and_maintain_ttl(
+        self, timeout: int | None, max_idle_time: int | None = None
+    ) -> tuple[RQJob, Queue] | None:
+        # RQ stops the worker on a job hash it cannot even read (a forged `created_at`, say),
+        # and leaves the id to be taken again: set such a job aside and take the next one.
+        while True:
+            try:
+                return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+            except Exception as exc:  # RQ tags a failed fetch with the job and its queue
+                job_id, queue = getattr(exc, "job_id", None), getattr(exc, "queue", None)
+                if not isinstance(job_id, str) or not isinstance(queue, Queue):
+                    raise
+                set_aside(job_id, queue, f"it cannot be read: {type(exc).__name__}: {exc}")
+
 
 def quarantine(job: RQJob, queue: Queue, worker_name: str, reason: str) -> None:
     """Log a refused job and move it, unrun, to the queue's FailedJobRegistry, with the reason
@@ -121,6 +137,21 @@ def quarantine(job: RQJob, queue: Queue, worker_name: str, reason: str) -> None:
         job.set_status(JobStatus.FAILED, pipeline=pipe)
         job._handle_failure(f"refused by statesaga: {reason}", pipe, worker_name=worker_name)
         pipe.lrem(queue.intermediate_queue_key, 1, job.id)
+        pipe.execute()
+
+
+def quarantine_key(queue: Queue) -> str:
+    """The Redis list of ids of jobs too malformed for RQ to read (kept for inspection)."""
+    return f"statesaga:quarantine:{queue.name}"
+
+
+def set_aside(job_id: str, queue: Queue, reason: str) -> None:
+    """Log an unreadable job and move its id from RQ's intermediate queue to the quarantine
+    list, so that no worker takes it again."""
+    log.error("refused job %r on queue %r: %s", redact(job_id), queue.name, redact(reason))
+    with queue.connection.pipeline() as pipe:
+        pipe.lrem(queue.intermediate_queue_key, 1, job_id)
+        pipe.rpush(quarantine_key(queue), job_id)
         pipe.execute()
 
 
@@ -141,4 +172,11 @@ def guarded_worker(rq_queue: Queue, name: str) -> GuardedWorker:
     )
 
 
-__all__ = ["JOB_FUNCTIONS", "GuardedWorker", "StatesagaJob", "guarded_worker", "refusal"]
+__all__ = [
+    "JOB_FUNCTIONS",
+    "GuardedWorker",
+    "StatesagaJob",
+    "guarded_worker",
+    "quarantine_key",
+    "refusal",
+]

@@ -107,6 +107,8 @@ def test_a_real_worker_refuses_forged_jobs_and_runs_only_statesagas(
         "extra kwargs": json_q.enqueue("statesaga.worker.run_job", good, extra=1),
         "an unknown field": json_q.enqueue("statesaga.worker.run_job", {**good, "run": "x"}),
     }
+    unreadable = json_q.enqueue("statesaga.worker.run_job", good)
+    redis_client.hset(f"rq:job:{unreadable.id}", "created_at", "not a time")  # RQ cannot read it
     # ... and statesaga's own job after them: the worker goes on and completes the saga.
     store = plugins.open_store(store_url)
     engine = Engine(store, RQQueue.from_url(queue_url))
@@ -133,11 +135,15 @@ def test_a_real_worker_refuses_forged_jobs_and_runs_only_statesagas(
     pickled = RQJob.fetch(forged["a pickle"].id, connection=redis_client).latest_result()
     assert pickled is not None and "is not JSON" in (pickled.exc_string or "")
     assert len(json_q) == 0
+    assert f"refused job '{unreadable.id}'" in log and "cannot be read" in log
+    assert redis_client.lrange(f"statesaga:quarantine:{name}", 0, -1) == [unreadable.id.encode()]
+    assert redis_client.llen(json_q.intermediate_queue_key) == 0
 
 
 def test_the_job_guard_reads_no_name_and_no_pickle() -> None:
     """The job class itself resolves only statesaga's function and never a callback."""
     import redis as redis_py
+    from rq import Callback
     from rq.serializers import JSONSerializer
     from statesaga.jobguard import StatesagaJob, refusal
     from statesaga.worker import run_job
@@ -159,7 +165,22 @@ def test_the_job_guard_reads_no_name_and_no_pickle() -> None:
     reread = StatesagaJob(connection=conn, serializer=JSONSerializer)
     reread.data = pickle.dumps(("statesaga.worker.run_job", None, ({},), {}))
     assert "not JSON" in str(refusal(reread))
-    assert ok.failure_callback is None and ok.success_callback is None
+    hooked = StatesagaJob.create(
+        "statesaga.worker.run_job",
+        args=(Job("step", "WF-1", "s", 1).to_dict(),),
+        connection=conn,
+        serializer=JSONSerializer,
+        on_success=Callback("no_such_module_anywhere.f"),
+        on_failure=Callback("no_such_module_anywhere.f"),
+        on_stopped=Callback("no_such_module_anywhere.f"),
+    )
+    assert "callbacks" in str(refusal(hooked))
+    # Resolving them would import (and fail); the guarded job class never does.
+    assert (hooked.success_callback, hooked.failure_callback, hooked.stopped_callback) == (
+        None,
+        None,
+        None,
+    )
 
 
 # -- a job payload never widens what it may do ------------------------------------------------
