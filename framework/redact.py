@@ -20,6 +20,11 @@ _USERINFO = re.compile(
     r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^:/@\s'\"]*):(?P<password>[^\s'\"]*)@"
     r"(?=[^@\s'\"]*(?:[\s'\"]|$))"
 )
+# The same without a scheme (`:PW@host:6379`, a URL missing its `redis://`), as a word of
+# its own (a `/` in it means a URL the pattern above has handled).
+_BARE = re.compile(
+    r"(?P<pre>^|[\s'\"(=,])(?P<user>[^\s:/@'\"]*):(?P<password>[^\s'\"@/]+)@(?=[\w\[])"
+)
 # ?password=...&token=... (redis-py and others accept credentials as query options)
 _QUERY = re.compile(
     r"(?P<key>[?&;](?:password|passwd|pwd|token|secret|api_key|apikey|access_token)=)"
@@ -31,6 +36,7 @@ _QUERY = re.compile(
 def redact(text: object) -> str:
     """`text` (any object, as `str()` shows it) with every password and token masked."""
     out = _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", str(text))
+    out = _BARE.sub(lambda m: f"{m['pre']}{m['user']}:{MASK}@", out)
     return _QUERY.sub(lambda m: f"{m['key']}{MASK}" if m["value"] else m[0], out)
 
 

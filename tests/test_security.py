@@ -512,3 +512,23 @@ def test_rediss_is_a_registered_store_scheme() -> None:
     store = plugins.open_store("rediss://127.0.0.1:6380/0?prefix=t:")
     assert isinstance(store, RedisStore)
     assert store.client.connection_pool.connection_class.__name__ == "SSLConnection"
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("redis://:PW@h:6379/0", "redis://:***@h:6379/0"),
+        ("arango://root:PW@db:8529/x and rq://u:PW@h/0?queue=q", None),
+        ("rediss://:a@b@host:1/0 then", "rediss://:***@host:1/0 then"),
+        ("not an adapter URL: ':PW@host:6379/0'", "not an adapter URL: ':***@host:6379/0'"),
+        ("redis://h/0?password=PW&db=1", "redis://h/0?password=***&db=1"),
+        ("redis://h:6379/0 at 10:30 @noon", "redis://h:6379/0 at 10:30 @noon"),
+        ("sqlite:///var/x.db", "sqlite:///var/x.db"),
+    ],
+)
+def test_redact_masks_every_password_and_keeps_the_rest(text: str, shown: str | None) -> None:
+    out = redact(text)
+    assert "PW" not in out and "a@b" not in out
+    if shown is not None:
+        assert out == shown
+    assert redact(out) == out
