@@ -5,7 +5,8 @@ come only from what the operator allows:
 
 - `--handlers MODULE` on every command that runs handlers (repeat it, or separate with
   commas), else the `STATESAGA_HANDLERS` environment variable (same format);
-- `[tool.statesaga] handlers = ["module", ...]` in the working directory's pyproject.toml;
+- `[tool.statesaga] handlers = ["module", ...]` in the working directory's pyproject.toml
+  (trusted like the directory itself, as pytest trusts a conftest.py there);
 - installed packages, which register handler modules under the `statesaga.handlers`
   entry-point group (`trip = "statesaga.examples.trip_handlers"`): installing a package is
   allowing it. statesaga registers its own examples there.
@@ -17,9 +18,9 @@ allowed module (or an entry point's name), else the definition is refused, locat
 entry, with nothing imported. In Python, pass handlers or modules directly:
 `Engine(store, queue, handlers=[my_module, my_function])`.
 
-Allowed modules are imported with the working directory and the definition's folder at the
-*end* of `sys.path`, so a file next to a YAML (say a `redis.py`) can never shadow an installed
-package.
+Allowed modules are imported with the working directory, then the definition's folder, at
+the *end* of `sys.path`, so a file next to a YAML (say a `redis.py`) can never shadow an
+installed package.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import re
 import sys
 import tomllib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -43,6 +45,7 @@ if TYPE_CHECKING:
 
 GROUP = "statesaga.handlers"
 ENV = "STATESAGA_HANDLERS"
+_MODULE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
 
 def split_modules(values: Iterable[str]) -> list[str]:
@@ -76,6 +79,11 @@ class AllowList:
     @classmethod
     def of(cls, modules: Iterable[str], source: str = "the caller") -> AllowList:
         listed = split_modules(modules)
+        bad = [m for m in listed if not _MODULE.fullmatch(m)]
+        if bad:
+            raise RegistryError(
+                f"not a module name ({source}): {bad[0]!r}; give dotted names like my_app.handlers"
+            )
         return cls(dict.fromkeys(listed, source), {}, tuple(dict.fromkeys(listed)))
 
     @classmethod
@@ -188,7 +196,7 @@ def search_path(folders: Sequence[Path]) -> Iterator[None]:
     win over a file planted there, and only while the allowed module is imported."""
     added = [
         str(folder)
-        for folder in dict.fromkeys([*(Path(f).resolve() for f in folders), Path.cwd().resolve()])
+        for folder in dict.fromkeys([Path.cwd().resolve(), *(Path(f).resolve() for f in folders)])
         if str(folder) not in sys.path
     ]
     sys.path.extend(added)

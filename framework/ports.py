@@ -71,6 +71,9 @@ def _job_fields(data: Any) -> dict[str, Any]:
     for name, value in fields.items():
         if isinstance(value, bool) or not isinstance(value, _JOB_TYPES[name]):
             raise TypeError(f"job field {name!r} has the wrong type: {type(value).__name__}")
+    timeout = fields.get("timeout")
+    if timeout is not None and not 0 < timeout < float("inf"):
+        raise ValueError(f"job field 'timeout' must be a positive number of seconds: {timeout}")
     if fields["kind"] not in ("step", "compensation", "timer"):
         raise ValueError(f"unknown job kind {fields['kind']!r}")
     return fields

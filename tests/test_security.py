@@ -532,3 +532,32 @@ def test_redact_masks_every_password_and_keeps_the_rest(text: str, shown: str | 
     if shown is not None:
         assert out == shown
     assert redact(out) == out
+
+
+def test_operator_lists_and_job_payloads_are_checked_field_by_field(tmp_path: Path) -> None:
+    from statesaga.errors import RegistryError
+
+    with pytest.raises(RegistryError, match=r"not a module name \(--handlers\): '\.\./evil'"):
+        AllowList.for_operator(["ok_mod,../evil"])
+    with pytest.raises(RegistryError, match=r"\$STATESAGA_HANDLERS"):
+        AllowList.for_operator([], environ={"STATESAGA_HANDLERS": "a b /tmp/x.py"})
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.statesaga]\nhandlers = ["mine.handlers"]\n', encoding="utf-8"
+    )
+    allowed = AllowList.for_operator(["cli_mod"], environ={"STATESAGA_HANDLERS": "env_mod"},
+                                     project=tmp_path)
+    assert allowed.eager == ("cli_mod", "mine.handlers")  # --handlers wins over the variable
+    assert allowed.resolve("trip") == "statesaga.examples.trip_handlers"
+    good = Job("step", "WF-1", "s", 1).to_dict()
+    for bad in (
+        {**good, "attempt": "1"},
+        {**good, "attempt": True},
+        {**good, "kind": "shell"},
+        {**good, "timeout": float("nan")},
+        {**good, "timeout": -1},
+        {k: v for k, v in good.items() if k != "step"},
+        [good],
+    ):
+        with pytest.raises((TypeError, ValueError)):
+            Job.from_dict(bad)  # type: ignore[arg-type]
+    assert Job.from_dict({**good, "claimed": False}) == Job("step", "WF-1", "s", 1)
