@@ -73,26 +73,20 @@ def check_handler_hints(loaded: Any, handlers: tuple[str, ...]) -> None:
     allowed = AllowList.for_operator(handlers)
     search = [Path(loaded.file).parent] if loaded.file else []
     absent = set(allowed.missing(search))
-    problems = [
-        loaded.lines.problem(
-            (), f"allowed handler module {module!r} ({allowed.modules[module]}) is missing: "
+
+    def missing(module: str) -> str:
+        return (
+            f"allowed handler module {module!r} ({allowed.modules[module]}) is missing: "
             "not installed, not in the working directory nor next to the definition"
         )
-        for module in allowed.eager
-        if module in absent
-    ]
+
+    problems = [loaded.lines.problem((), missing(m)) for m in allowed.eager if m in absent]
     for i, hint in enumerate(loaded.spec.handlers):
         module = allowed.resolve(hint)
         if module is None:
             problems.append(loaded.lines.problem(("handlers", i), allowed.refusal(hint)))
         elif module in absent:
-            problems.append(
-                loaded.lines.problem(
-                    ("handlers", i),
-                    f"allowed handler module {module!r} ({allowed.modules[module]}) is missing: "
-                    "not installed, not in the working directory nor next to the definition",
-                )
-            )
+            problems.append(loaded.lines.problem(("handlers", i), missing(module)))
     if problems:
         raise DefinitionError(problems)
     registry = Registry()
