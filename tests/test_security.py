@@ -82,6 +82,7 @@ def test_a_real_worker_refuses_forged_jobs_and_runs_only_statesagas(
 ) -> None:
     from rq import Callback, Queue
     from rq.job import Job as RQJob
+    from rq.job import JobStatus
     from rq.registry import FailedJobRegistry
     from rq.serializers import DefaultSerializer, JSONSerializer
     from statesaga.adapters.rq_queue import RQQueue
@@ -107,6 +108,21 @@ def test_a_real_worker_refuses_forged_jobs_and_runs_only_statesagas(
         "extra kwargs": json_q.enqueue("statesaga.worker.run_job", good, extra=1),
         "an unknown field": json_q.enqueue("statesaga.worker.run_job", {**good, "run": "x"}),
     }
+    # A forged "abandoned" job in RQ's StartedJobRegistry: RQ's clean-up calls its failure
+    # callback, which a plain RQ worker imports by name.
+    markers["cleanup"] = tmp_path / "cleanup.marker"
+    plant(tmp_path, "evilcleanup", markers["cleanup"], "def boom(*a, **k):\n    pass\n")
+    abandoned = RQJob.create(
+        "statesaga.worker.run_job",
+        args=(good,),
+        connection=redis_client,
+        serializer=JSONSerializer,
+        origin=name,
+        status=JobStatus.STARTED,
+        on_failure=Callback("evilcleanup.boom"),
+    )
+    abandoned.save()
+    redis_client.zadd(f"rq:wip:{name}", {f"{abandoned.id}:forged": 1})  # long expired
     unreadable = json_q.enqueue("statesaga.worker.run_job", good)
     redis_client.hset(f"rq:job:{unreadable.id}", "created_at", "not a time")  # RQ cannot read it
     # ... and statesaga's own job after them: the worker goes on and completes the saga.
@@ -124,7 +140,7 @@ def test_a_real_worker_refuses_forged_jobs_and_runs_only_statesagas(
     assert store.get(wf.id).status is WorkflowStatus.COMPLETED
 
     failed = FailedJobRegistry(name, connection=redis_client)
-    assert set(failed.get_job_ids()) == {j.id for j in forged.values()}
+    assert set(failed.get_job_ids()) == {j.id for j in forged.values()} | {abandoned.id}
     log = work.stdout + work.stderr
     for why, job in forged.items():
         stored = RQJob.fetch(job.id, connection=redis_client, serializer=JSONSerializer)
