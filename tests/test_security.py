@@ -577,3 +577,19 @@ def test_operator_lists_and_job_payloads_are_checked_field_by_field(tmp_path: Pa
         with pytest.raises((TypeError, ValueError)):
             Job.from_dict(bad)  # type: ignore[arg-type]
     assert Job.from_dict({**good, "claimed": False}) == Job("step", "WF-1", "s", 1)
+
+
+def test_a_handlers_error_is_stored_without_its_password() -> None:
+    from statesaga.adapters.inline import InlineQueue
+    from statesaga.adapters.memory import MemoryStore
+
+    @handler()
+    def connect(ctx: Any) -> None:
+        raise ConnectionError(f"cannot reach postgres://app:{PASSWORD}@db:5432/app")
+
+    engine = Engine(MemoryStore(), InlineQueue(), handlers=[connect])
+    steps = [{"name": "a", "action": "connect", "retry": {"max_attempts": 1}}]
+    wf = engine.run(load_definition({"workflow": "w", "steps": steps}), {})
+    assert wf.status is WorkflowStatus.COMPENSATED  # the saga unwound (nothing to undo)
+    stored = engine.store.get(wf.id).model_dump_json()
+    assert PASSWORD not in stored and "postgres://app:***@db:5432/app" in stored
