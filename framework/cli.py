@@ -843,4 +843,10 @@ def check_upgrade_command(definition: str, store: str | None, as_json: bool) -> 
 __all__ = ["main"]
 
 if __name__ == "__main__":
+    # `python -m statesaga.cli` puts the working directory first on sys.path, where a planted
+    # `redis.py` would shadow the library; allowed handler modules are looked up there last.
+    import os
+
+    if sys.path and sys.path[0] in ("", os.getcwd()):
+        del sys.path[0]
     main()

@@ -417,6 +417,18 @@ def test_a_planted_redis_or_rq_module_never_shadows_the_library(
     pending = next(w for w in submitted.split() if w.startswith("WF-"))
     ok("cancel", waiting_id, "--store", store, code=1)  # already completed: refused, cleanly
     assert plugins.open_store(store).get(pending).status is WorkflowStatus.COMPLETED
+    # `python -m` puts the working directory first on sys.path: the CLI takes it off before
+    # it imports redis or rq (what Python imports to start the module, the CLI cannot guard:
+    # `python -P -m` or the `statesaga` script can).
+    lazy = tmp_path / "lazy"
+    lazy.mkdir()
+    for name in ("redis", "rq"):
+        plant(lazy, name, tmp_path / f"shadow-{name}.marker", "raise SystemExit(3)\n")
+    module_run = subprocess.run(
+        [sys.executable, "-m", "statesaga.cli", "list", "--store", store],
+        cwd=lazy, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert module_run.returncode == 0 and pending in module_run.stdout, module_run.stderr
     assert not list(tmp_path.glob("shadow-*.marker"))
 
 
