@@ -603,3 +603,39 @@ def test_a_handlers_error_is_stored_without_its_password() -> None:
     assert wf.status is WorkflowStatus.COMPENSATED  # the saga unwound (nothing to undo)
     stored = engine.store.get(wf.id).model_dump_json()
     assert PASSWORD not in stored and "postgres://app:***@db:5432/app" in stored
+
+
+def test_an_installed_package_allows_its_handlers_by_entry_point(tmp_path: Path) -> None:
+    """A third-party distribution (its metadata as pip leaves it) registers a handler module
+    under `statesaga.handlers`: installing it is what allows it."""
+    site = tmp_path / "site"
+    (site / "greeter_pkg").mkdir(parents=True)
+    (site / "greeter_pkg" / "__init__.py").write_text("", encoding="utf-8")
+    (site / "greeter_pkg" / "handlers.py").write_text(
+        "from statesaga import handler\n\n@handler()\ndef greet(ctx):\n"
+        "    return {'hello': ctx.input['who']}\n",
+        encoding="utf-8",
+    )
+    info = site / "greeter-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: greeter\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[statesaga.handlers]\ngreeter = greeter_pkg.handlers\n")
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "hello.yaml").write_text(
+        "workflow: hello\nhandlers: greeter\nsteps:\n  - {name: a, action: greet}\n",
+        encoding="utf-8",
+    )
+    path = [str(site), os.environ.get("PYTHONPATH")]
+    env = {"PYTHONPATH": os.pathsep.join(p for p in path if p)}
+    store = f"sqlite:///{tmp_path / 'h.db'}"
+    ran = statesaga("run", "hello.yaml", "--store", store, "--input", '{"who": "ann"}',
+                    "--json", cwd=work, env=env)
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout)["results"] == {"a": {"hello": "ann"}}
+    listed = statesaga("plugins", "--group", "statesaga.handlers", cwd=work, env=env)
+    row = next(line.split() for line in listed.stdout.splitlines() if "greeter" in line)
+    assert row == ["statesaga.handlers", "greeter", "greeter_pkg.handlers", "1.0", "ok"]
+    # Uninstalled, the same definition is refused and nothing is imported.
+    refused = statesaga("run", "hello.yaml", "--store", store, cwd=work)
+    assert refused.returncode == 1 and "'greeter' is not on the operator's allow" in refused.stderr
