@@ -68,12 +68,14 @@ class AllowList:
     def installed(cls) -> AllowList:
         """The modules installed packages register under `statesaga.handlers`."""
         modules: dict[str, str] = {}
-        names: dict[str, str] = {}
+        claims: dict[str, set[str]] = {}
         for ep in sorted(entry_points(group=GROUP), key=lambda e: e.name):
-            module = ep.module
             dist = f" {ep.dist.name}" if ep.dist is not None else ""
-            modules.setdefault(module, f"entry point {GROUP}:{ep.name} of{dist or ' a package'}")
-            names.setdefault(ep.name, module)
+            modules.setdefault(ep.module, f"entry point {GROUP}:{ep.name} of{dist or ' a package'}")
+            claims.setdefault(ep.name, set()).add(ep.module)
+        # A name two packages give to different modules stands for neither: a definition
+        # must then name the module itself.
+        names = {name: next(iter(m)) for name, m in claims.items() if len(m) == 1}
         return cls(modules, names)
 
     @classmethod

@@ -639,3 +639,16 @@ def test_an_installed_package_allows_its_handlers_by_entry_point(tmp_path: Path)
     # Uninstalled, the same definition is refused and nothing is imported.
     refused = statesaga("run", "hello.yaml", "--store", store, cwd=work)
     assert refused.returncode == 1 and "'greeter' is not on the operator's allow" in refused.stderr
+    # A name two packages claim for different modules stands for neither.
+    other = site / "other-1.0.dist-info"
+    other.mkdir()
+    (other / "METADATA").write_text("Metadata-Version: 2.1\nName: other\nVersion: 1.0\n")
+    (other / "entry_points.txt").write_text("[statesaga.handlers]\ngreeter = other_pkg.mod\n")
+    clash = statesaga("run", "hello.yaml", "--store", store, cwd=work, env=env)
+    assert clash.returncode == 1 and "'greeter' is not on the operator's allow" in clash.stderr
+    (work / "hello.yaml").write_text(
+        (work / "hello.yaml").read_text().replace("greeter", "greeter_pkg.handlers")
+    )
+    by_module = statesaga("run", "hello.yaml", "--store", store, "--input", '{"who": "bo"}',
+                          cwd=work, env=env)
+    assert by_module.returncode == 0, by_module.stderr
