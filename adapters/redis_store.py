@@ -118,6 +118,9 @@ class RedisStore:
         self._save = client.register_script(_SAVE)
         self._heartbeat = client.register_script(_HEARTBEAT)
 
+    def __repr__(self) -> str:
+        return f"RedisStore({location(self.client)!r}, prefix={self.prefix!r})"
+
     @classmethod
     def from_url(cls, url: str) -> RedisStore:
         """`redis://[:password@]host:port/db?prefix=statesaga:` (also `rediss://` for TLS);
@@ -289,4 +292,15 @@ class RedisStore:
         return out
 
 
-__all__ = ["RedisStore"]
+def location(client: redis.Redis) -> str:
+    """Where a redis-py client connects, as a URL whose password (if any) is masked."""
+    kw = client.connection_pool.connection_kwargs
+    scheme = "rediss" if "SSL" in client.connection_pool.connection_class.__name__ else "redis"
+    auth = f"{kw.get('username') or ''}:***@" if kw.get("password") else ""
+    if kw.get("path"):
+        return f"unix://{auth}{kw['path']}?db={kw.get('db', 0)}"
+    host, port, db = kw.get("host", "localhost"), kw.get("port", 6379), kw.get("db", 0)
+    return f"{scheme}://{auth}{host}:{port}/{db}"
+
+
+__all__ = ["RedisStore", "location"]

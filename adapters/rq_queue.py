@@ -153,6 +153,11 @@ class RQQueue:
     def close(self) -> None:
         self.connection.close()
 
+    def __repr__(self) -> str:
+        from statesaga.adapters.redis_store import location
+
+        return f"RQQueue({location(self.connection)!r}, queue={self.name!r})"
+
     # -- what tests and operators look at --------------------------------------------------
     def scheduled_job_ids(self) -> list[str]:
         """Ids of jobs waiting in RQ's ScheduledJobRegistry for their due time."""

@@ -39,9 +39,10 @@ def _delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
 def count_commands(url: str, n: int, store_kind: str, tmp: Path) -> dict[str, Any]:
     import redis
     import rq_throughput as rt
-    from rq import Queue
+    from rq import Queue, SimpleWorker
     from rq.serializers import JSONSerializer
     from statesaga.adapters.rq_queue import RQQueue
+    from statesaga.allowlist import AllowList
     from statesaga.definition import load_definition
     from statesaga.engine import Engine
     from statesaga.models import WorkflowStatus
@@ -56,7 +57,9 @@ def count_commands(url: str, n: int, store_kind: str, tmp: Path) -> dict[str, An
     store = open_store(store_url)
     store.initialize()
     queue = RQQueue.from_url(url.replace("redis://", "rq://", 1) + f"?queue={name}")
-    engine = Engine(store, queue, heartbeat_interval=0)
+    engine = Engine(
+        store, queue, heartbeat_interval=0, allowed=AllowList.of(["rq_throughput"])
+    )
     definition = load_definition(rt.SAGA)
     engine.load(definition)
     worker = make_rq_worker(queue.rq_queue)
@@ -70,7 +73,8 @@ def count_commands(url: str, n: int, store_kind: str, tmp: Path) -> dict[str, An
         raise RuntimeError(f"only {done} of {n} workflows completed in the counting run")
 
     raw_queue = Queue(f"raw-{name}", connection=client, serializer=JSONSerializer)
-    raw_worker = make_rq_worker(raw_queue)
+    # A plain RQ worker: statesaga's own refuses any job function but statesaga's.
+    raw_worker = SimpleWorker([raw_queue], connection=client, serializer=JSONSerializer)
     counter = f"raw-{name}:count"
     before = _commands(client)
     for _ in range(n):

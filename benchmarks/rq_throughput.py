@@ -32,6 +32,7 @@ import redis
 from rq import Queue, Worker
 from rq.serializers import JSONSerializer
 from statesaga.adapters.rq_queue import RQQueue
+from statesaga.allowlist import AllowList
 from statesaga.context import StepContext
 from statesaga.definition import load_definition
 from statesaga.engine import Engine
@@ -133,7 +134,8 @@ def run_statesaga(url: str, workers: int, n: int, store_kind: str, tmp: Path) ->
     store = open_store(store_url)
     store.initialize()
     queue = RQQueue.from_url(queue_url)
-    engine = Engine(store, queue)
+    # SAGA names its handler module: a hint the allow-list must match.
+    engine = Engine(store, queue, allowed=AllowList.of(["rq_throughput"]))
     definition = load_definition(SAGA)
     cmd = [
         bin_of("statesaga"),

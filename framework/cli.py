@@ -20,8 +20,33 @@ from .logs import LOG_FORMATS, LOG_LEVELS, LogFormat, configure_logging, set_lev
 
 
 def _fail(message: str, code: int = 1) -> None:
-    click.echo(f"error: {message}", err=True)
+    from .redact import redact
+
+    click.echo(f"error: {redact(message)}", err=True)
     sys.exit(code)
+
+
+_handlers_option = click.option(
+    "--handlers",
+    "handlers",
+    multiple=True,
+    metavar="MODULE",
+    help="allow this handler module (repeat it, or separate with commas; default: "
+    "$STATESAGA_HANDLERS); also allowed: [tool.statesaga] handlers in ./pyproject.toml and "
+    "installed packages' statesaga.handlers entry points. Nothing else is imported.",
+)
+
+
+def _allowed(handlers: tuple[str, ...], near: str | None = None) -> Any:
+    """The operator's allow-list (statesaga.allowlist) and a registry holding the handlers of
+    the modules the operator named (found installed, in the working directory, or `near`)."""
+    from .allowlist import AllowList
+    from .registry import Registry
+
+    allowed = AllowList.for_operator(handlers)
+    registry = Registry()
+    allowed.load_eager(registry, [Path(near).parent] if near else [])
+    return allowed, registry
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -75,14 +100,53 @@ def validate_file(path: str) -> Any:
     return chart_from_data(data, lines, path)
 
 
+def check_handler_hints(loaded: Any, handlers: tuple[str, ...]) -> None:
+    """A definition's `handlers:` must each name an allowed module that can be found; then
+    its steps' handlers must be registered (only allowed modules are imported to see)."""
+    from .allowlist import AllowList
+    from .definition import WorkflowDefinition
+    from .registry import Registry
+
+    if not isinstance(loaded, WorkflowDefinition) or not (loaded.spec.handlers or handlers):
+        return
+    allowed = AllowList.for_operator(handlers)
+    search = [Path(loaded.file).parent] if loaded.file else []
+    absent = set(allowed.missing(search))
+
+    def missing(module: str) -> str:
+        return (
+            f"allowed handler module {module!r} ({allowed.modules[module]}) is missing: "
+            "not installed, not in the working directory nor next to the definition"
+        )
+
+    problems = [loaded.lines.problem((), missing(m)) for m in allowed.eager if m in absent]
+    for i, hint in enumerate(loaded.spec.handlers):
+        module = allowed.resolve(hint)
+        if module is None:
+            problems.append(loaded.lines.problem(("handlers", i), allowed.refusal(hint)))
+        elif module in absent:
+            problems.append(loaded.lines.problem(("handlers", i), missing(module)))
+    if problems:
+        raise DefinitionError(problems)
+    registry = Registry()
+    try:
+        allowed.load_eager(registry, search)
+    except StatesagaError as exc:
+        raise DefinitionError([loaded.lines.problem((), str(exc))]) from None
+    loaded.load_handlers(registry, allowed)
+    loaded.check_handlers(registry)
+
+
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(dir_okay=False))
-def validate(paths: tuple[str, ...]) -> None:
-    """Validate state tables and workflow definitions; print every error as PATH:LINE: message."""
+@_handlers_option
+def validate(paths: tuple[str, ...], handlers: tuple[str, ...]) -> None:
+    """Validate state tables and workflow definitions; print every error as PATH:LINE: message.
+    A definition's `handlers:` must name modules the operator allows (see --handlers)."""
     bad = False
     for path in paths:
         try:
-            validate_file(path)
+            check_handler_hints(validate_file(path), handlers)
         except DefinitionError as exc:
             bad = True
             for p in exc.problems:
@@ -158,6 +222,7 @@ _queue_option = click.option(
 @_queue_option
 @click.option("--json", "as_json", is_flag=True, help="print the final WorkflowState document")
 @click.option("--timeout", type=float, default=None, help="give up waiting after S seconds")
+@_handlers_option
 @_guard
 def run(
     definition: str,
@@ -167,18 +232,18 @@ def run(
     queue: str | None,
     as_json: bool,
     timeout: float | None,
+    handlers: tuple[str, ...],
 ) -> None:
     """Run a workflow definition to its end; exit 0 when COMPLETED, 1 otherwise."""
     from rich.console import Console
 
-    from .console import import_path_for, open_engine, run_with_progress
+    from .console import open_engine, run_with_progress
     from .definition import load_definition
     from .models import WorkflowStatus
 
     data = _load_input(input_)
-    import_path_for(definition)
     d = load_definition(definition)
-    engine = open_engine(store, queue, d)
+    engine = open_engine(store, queue, d, *_allowed(handlers, definition))
     console = Console(stderr=as_json, quiet=as_json)
     wf = run_with_progress(engine, d, data, console, session_id=session, timeout=timeout)
     if as_json:
@@ -393,13 +458,7 @@ def diagram(
     default=None,
     help="store URL shared by every worker (default: $STATESAGA_STORE or sqlite:///statesaga.db)",
 )
-@click.option(
-    "--handlers",
-    "handlers",
-    multiple=True,
-    metavar="MODULE",
-    help="handler module to import (repeat it, or separate with commas); the only code run",
-)
+@_handlers_option
 @click.option("--burst", is_flag=True, help="quit once the queue is empty")
 @click.option(
     "--with-scheduler", is_flag=True, help="also move due delayed jobs (retries) onto the queue"
@@ -437,16 +496,17 @@ def worker(
 
     log_level = _worker_log_level(log_level)
 
+    from .allowlist import AllowList
     from .console import store_url
     from .worker import DEFAULT_WORKER_QUEUE, WorkerSettings, run_worker
 
-    modules = [m.strip() for value in handlers for m in value.split(",") if m.strip()]
-    sys.path.insert(0, os.getcwd())  # handler modules may live in the working directory
+    allowed = AllowList.for_operator(handlers)
     run_worker(
         WorkerSettings(
             queue_url=queue or os.environ.get("STATESAGA_QUEUE") or DEFAULT_WORKER_QUEUE,
             store_url=store_url(store),
-            handlers=modules,
+            handlers=list(allowed.eager),
+            allowed=allowed,
             burst=burst,
             with_scheduler=with_scheduler,
             heartbeat=heartbeat,
@@ -499,18 +559,14 @@ def plugins(groups: tuple[str, ...], as_json: bool, strict: bool) -> None:
 def _recovery_engine(store: str | None, queue: str | None, handlers: tuple[str, ...]) -> Any:
     """An engine for recovery commands: with `inline://` this process runs the jobs itself,
     so it needs the handler modules (an explicit allow-list, as for `statesaga worker`)."""
-    import os
-
     from .console import queue_url, store_url
     from .engine import Engine
     from .plugins import open_queue, open_store
-    from .registry import Registry
 
-    sys.path.insert(0, os.getcwd())  # handler modules may live in the working directory
-    registry = Registry()
-    for module in (m.strip() for value in handlers for m in value.split(",") if m.strip()):
-        registry.register_module(module)
-    return Engine(open_store(store_url(store)), open_queue(queue_url(queue)), registry)
+    allowed, registry = _allowed(handlers)
+    return Engine(
+        open_store(store_url(store)), open_queue(queue_url(queue)), registry, allowed=allowed
+    )
 
 
 def _run_inline(engine: Any, ids: list[str], timeout: float | None) -> None:
@@ -522,15 +578,6 @@ def _run_inline(engine: Any, ids: list[str], timeout: float | None) -> None:
     engine.queue.drain(
         lambda: all(engine.store.get(i).status not in ACTIVE_WORKFLOW for i in ids), timeout
     )
-
-
-_handlers_option = click.option(
-    "--handlers",
-    "handlers",
-    multiple=True,
-    metavar="MODULE",
-    help="handler modules, for the jobs this process runs itself (inline:// queue)",
-)
 
 
 @main.command()
@@ -633,13 +680,7 @@ def cancel(
 @click.option(
     "--store", "store", default=None, help="shared store URL (default: a fresh SQLite file per run)"
 )
-@click.option(
-    "--handlers",
-    "handlers",
-    multiple=True,
-    metavar="MODULE",
-    help="handler modules the workers import (default: the definition's)",
-)
+@_handlers_option
 @click.option(
     "--boundary", "boundaries", multiple=True, help="only these boundaries (default: all)"
 )
@@ -661,7 +702,9 @@ def check_crashes_command(
     from .crashcheck import BOUNDARIES, Scenario, check_crashes, format_table
 
     name = Path(definition).stem
-    modules = tuple(m.strip() for value in handlers for m in value.split(",") if m.strip())
+    from .allowlist import AllowList
+
+    modules = AllowList.for_operator(handlers).eager
     scenarios = [
         Scenario(
             f"{name}-{i}" if len(inputs) > 1 else name,
@@ -746,6 +789,7 @@ def _require_handlers(engine: Any, wf: Any) -> None:
     stored document names it."""
     if not getattr(engine.queue, "in_process", False):
         return  # workers elsewhere run the jobs, with their own allow-list
+    engine.allowed.load(engine.registry, wf.handlers)  # only what the allow-list allows
     missing = sorted(
         {
             action
@@ -852,4 +896,10 @@ def check_upgrade_command(definition: str, store: str | None, as_json: bool) -> 
 __all__ = ["main"]
 
 if __name__ == "__main__":
+    # `python -m statesaga.cli` puts the working directory first on sys.path, where a planted
+    # `redis.py` would shadow the library; allowed handler modules are looked up there last.
+    import os
+
+    if sys.path and sys.path[0] in ("", os.getcwd()):
+        del sys.path[0]
     main()

@@ -6,19 +6,20 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from .allowlist import AllowList
 from .definition import WorkflowDefinition, load_definition
 from .engine import Engine
 from .models import HistoryEntry, StepStatus, WorkflowState, WorkflowStatus
 from .plugins import DEFAULT_QUEUE, DEFAULT_STORE, open_queue, open_store
+from .redact import redact
+from .registry import Registry
 
 COLOURS: Mapping[str, str] = {
     StepStatus.PENDING: "dim",
@@ -50,10 +51,20 @@ def queue_url(url: str | None) -> str:
 
 
 def open_engine(
-    store: str | None, queue: str | None, definition: WorkflowDefinition | None = None
+    store: str | None,
+    queue: str | None,
+    definition: WorkflowDefinition | None = None,
+    allowed: AllowList | None = None,
+    registry: Registry | None = None,
 ) -> Engine:
     step_chart = definition.step_chart() if definition is not None else None
-    return Engine(open_store(store_url(store)), open_queue(queue_url(queue)), step_chart=step_chart)
+    return Engine(
+        open_store(store_url(store)),
+        open_queue(queue_url(queue)),
+        registry,
+        step_chart=step_chart,
+        allowed=allowed,
+    )
 
 
 def _state(value: str) -> Text:
@@ -151,15 +162,10 @@ def demo(store: str | None = None, console: Console | None = None) -> int:
     console.print(f"compensation order: {' -> '.join(order)}")
     console.print(
         f"\n{ok.id}: {ok.status.value}    {undone.id}: {undone.status.value}    "
-        f"(store: {store_url(store or 'sqlite:///statesaga-demo.db')}; "
+        f"(store: {redact(store_url(store or 'sqlite:///statesaga-demo.db'))}; "
         f"try `statesaga status {undone.id} --store ...`)"
     )
     good = ok.status is WorkflowStatus.COMPLETED and undone.status is WorkflowStatus.COMPENSATED
     return 0 if good else 1
 
 
-def import_path_for(definition_file: str | Path) -> None:
-    """Let a definition's handler modules live next to it or in the working directory."""
-    for folder in (str(Path(definition_file).resolve().parent), os.getcwd()):
-        if folder not in sys.path:
-            sys.path.insert(0, folder)

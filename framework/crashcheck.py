@@ -292,6 +292,7 @@ def make_probe(
 def _worker_main(spec: dict[str, Any]) -> int:
     """One crash-worker process: optionally recover, optionally start the saga, then run jobs
     until every workflow of the store is final (or the queue has nothing left)."""
+    from .allowlist import import_allowed
     from .definition import load_definition
     from .engine import Engine
     from .plugins import open_queue, open_store
@@ -299,8 +300,8 @@ def _worker_main(spec: dict[str, Any]) -> int:
     from .registry import Registry
 
     registry = Registry()
-    for module in spec["handlers"]:
-        registry.register_module(module)
+    for module in spec["handlers"]:  # the operator's, or allowed hints (see _with_handlers)
+        import_allowed(registry, module)
     kill_at = tuple(spec["kill_at"]) if spec.get("kill_at") else None
     record = Path(spec["record"]) if spec.get("record") else None
     store = open_store(spec["store"])
@@ -403,7 +404,9 @@ def _run_worker(settings: _Settings, celldir: Path, spec: dict[str, Any], name: 
     env[LEDGER_SCOPE_ENV] = settings.ledger_scope
     with open(celldir / f"{name}.log", "wb") as log:
         proc = subprocess.run(
-            [sys.executable, "-m", "statesaga.crashcheck", json.dumps(spec)],
+            # -P: `-m` would put the working directory first on sys.path, where a planted
+            # `redis.py` would shadow the library; handler modules are found there last.
+            [sys.executable, "-P", "-m", "statesaga.crashcheck", json.dumps(spec)],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -491,12 +494,20 @@ def _cell(
 
 
 def _with_handlers(scenario: Scenario) -> Scenario:
-    """Workers import an explicit list of handler modules: default to the definition's."""
+    """Workers import an explicit list of handler modules: default to the definition's
+    `handlers` hint, each of which must be on the operator's allow-list."""
     if scenario.handlers:
         return scenario
+    from .allowlist import AllowList
     from .definition import load_definition
+    from .errors import RegistryError
 
-    modules = tuple(load_definition(scenario.definition).spec.handlers)
+    allowed = AllowList.for_operator()
+    hints = load_definition(scenario.definition).spec.handlers
+    refused = [hint for hint in hints if allowed.resolve(hint) is None]
+    if refused:
+        raise RegistryError(allowed.refusal(refused[0]))
+    modules = tuple(str(allowed.resolve(hint)) for hint in hints)
     return Scenario(scenario.name, scenario.definition, scenario.input, modules)
 
 

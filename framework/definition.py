@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import re
 from collections.abc import Mapping, Set
 from datetime import UTC, datetime
@@ -34,7 +33,14 @@ from .models import (
 )
 
 if TYPE_CHECKING:
+    from .allowlist import AllowList
     from .registry import Registry
+
+# How a handler gets registered; a plain script's @handler functions are not until given.
+_HOW = (
+    " (register it: Engine(..., handlers=[module or function]) in Python, "
+    "--handlers MODULE or STATESAGA_HANDLERS on the command line)"
+)
 
 
 class _Strict(BaseModel):
@@ -154,7 +160,10 @@ class DefinitionSpec(_Strict):
     version: str = "1"
     description: str = ""
     handlers: tuple[str, ...] = Field(
-        (), description="modules to import; they register the handlers the steps name"
+        (),
+        description="the handler modules the steps' handlers come from: each must be on the "
+        "operator's allow-list (--handlers, STATESAGA_HANDLERS, an installed package's "
+        "statesaga.handlers entry point); a hint, never an import instruction",
     )
     strategy: CompensationStrategy = CompensationStrategy.BACKWARD
     step_lifecycle: str | None = Field(
@@ -208,18 +217,15 @@ class WorkflowDefinition:
             self._step_chart = load_chart(path)
         return self._step_chart
 
-    def import_handlers(self) -> None:
-        """Import the handler modules the definition lists (they register their handlers)."""
-        problems = []
-        for i, mod in enumerate(self.spec.handlers):
-            try:
-                importlib.import_module(mod)
-            except ImportError as exc:
-                problems.append(
-                    self.lines.problem(
-                        ("handlers", i), f"cannot import handlers module {mod!r}: {exc}"
-                    )
-                )
+    def load_handlers(self, registry: Registry, allowed: AllowList) -> None:
+        """Register the handler modules `handlers:` names. Each is a hint the operator's
+        allow-list must match (statesaga.allowlist), never an import instruction: a module
+        not allowed is refused here, located at its entry, and nothing is imported."""
+        search = [Path(self.file).parent] if self.file is not None else []
+        problems = [
+            self.lines.problem(("handlers", i), why)
+            for i, why in allowed.load(registry, self.spec.handlers, search)
+        ]
         if problems:
             raise DefinitionError(problems)
 
@@ -229,13 +235,15 @@ class WorkflowDefinition:
         for i, s in enumerate(self.steps):
             if s.action is not None and not registry.has_handler(s.action):
                 problems.append(
-                    self.lines.problem(("steps", i, "action"), f"unknown handler {s.action!r}")
+                    self.lines.problem(
+                        ("steps", i, "action"), f"unknown handler {s.action!r}{_HOW}"
+                    )
                 )
             if s.compensation and not registry.has_handler(s.compensation.action):
                 problems.append(
                     self.lines.problem(
                         ("steps", i, "compensation"),
-                        f"unknown compensation handler {s.compensation.action!r}",
+                        f"unknown compensation handler {s.compensation.action!r}{_HOW}",
                     )
                 )
         if problems:

@@ -15,11 +15,13 @@ import time
 import traceback
 import weakref
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from types import ModuleType
 from typing import Any
 
+from .allowlist import AllowList
 from .context import StepContext
 from .definition import WorkflowDefinition, resolve_params
 from .effects import install_builtins
@@ -38,7 +40,7 @@ from .models import (
 )
 from .plugins import ChartSource, lifecycle_chart, load_registry_plugins
 from .ports import Clock, Job, Queue, Store, SystemClock
-from .registry import Registry
+from .registry import Handler, Registry
 from .telemetry import Telemetry
 
 log = logging.getLogger("statesaga.engine")
@@ -118,10 +120,14 @@ class Engine:
         eager: bool = False,
         workflow_chart: ChartSource | None = None,
         step_chart: ChartSource | None = None,
+        handlers: Iterable[ModuleType | Callable[..., Any]] = (),
+        allowed: AllowList | None = None,
     ) -> None:
         self.store = store
         self.queue = queue
         self.registry = registry if registry is not None else Registry()
+        self.registry.register(*handlers)
+        self._allowed = allowed
         # Plugins first: the built-ins only fill names nobody registered.
         load_registry_plugins(self.registry)
         install_builtins(self.registry)
@@ -152,6 +158,9 @@ class Engine:
         self._loaded: weakref.WeakSet[WorkflowDefinition] = weakref.WeakSet()
         # Ids of workflows this engine saw waiting only for signals (see `waiting_for_signal`).
         self._parked: set[str] = set()
+        # The attempts this engine claimed eagerly (workflow, step, attempt): only these may
+        # run as `claimed` jobs. The flag on a job is never trusted by itself.
+        self._claims: set[tuple[str, str, int]] = set()
         chart = self.workflow_chart.chart
         #: Where a workflow has ended: the final states, and those tagged `halted` (FAILED: only
         #: an operator's restart moves it on).
@@ -160,17 +169,21 @@ class Engine:
         )
         queue.bind(self.run_job)
 
+    @property
+    def allowed(self) -> AllowList:
+        """The handler modules a definition's `handlers:` hint may make this engine import:
+        by default only installed packages' (statesaga.allowlist), read when first needed."""
+        if self._allowed is None:
+            self._allowed = AllowList.installed()
+        return self._allowed
+
     # -- public API ----------------------------------------------------------------------
     def load(self, definition: WorkflowDefinition) -> None:
         """Register the handler modules a definition names and check every handler exists
         (once per definition object: `start` calls it for every new workflow)."""
         if definition in self._loaded:
             return
-        for module in definition.spec.handlers:
-            try:
-                self.registry.register_module(module)
-            except ImportError:
-                definition.import_handlers()  # raises a located DefinitionError
+        definition.load_handlers(self.registry, self.allowed)
         definition.check_handlers(self.registry)
         wanted = definition.spec.step_lifecycle
         if wanted is not None:
@@ -449,6 +462,10 @@ class Engine:
     def _run_step(self, job: Job) -> None:
         if job.claimed:
             # Claimed by the settle of the previous step in this process (see _claim_eagerly).
+            if (job.workflow_id, job.step, job.attempt) not in self._claims:
+                log.warning("claimed job %s refused: this engine did not claim it", _jobname(job))
+                return
+            self._claims.discard((job.workflow_id, job.step, job.attempt))
             wf = self.store.get(job.workflow_id)
             step = wf.step(job.step)
             if step.status is not StepStatus.EXECUTING or step.attempts != job.attempt:
@@ -532,6 +549,7 @@ class Engine:
                     continue
                 self._fire(txn, step, "dispatch", "claimed by the worker that ran the last step")
                 txn.jobs[i] = (replace(queued, claimed=True), 0.0)
+                self._claims.add((queued.workflow_id, queued.step, queued.attempt))
                 return
 
     def _run_timer(self, job: Job) -> None:
@@ -614,6 +632,15 @@ class Engine:
 
         self._transact(job.workflow_id, settle, by=self.worker, job=job)
 
+    def _handler(self, wf: WorkflowState, name: str) -> Handler:
+        """A step's handler; one not yet registered may come from the workflow's `handlers`
+        hint, only when the allow-list allows that module."""
+        if not self.registry.has_handler(name) and wf.handlers:
+            refused = self.allowed.load(self.registry, wf.handlers)
+            if refused and not self.registry.has_handler(name):
+                raise RegistryError(f"no handler registered as {name!r}: {refused[0][1]}")
+        return self.registry.get_handler(name)
+
     def _call(
         self, wf: WorkflowState, step: SagaStep, job: Job, *, compensating: bool
     ) -> tuple[str, Any]:
@@ -622,7 +649,7 @@ class Engine:
         action = comp.action_type if compensating and comp is not None else step.action_type
         scope = {"input": wf.input, "steps": wf.results, "result": step.result}
         try:
-            handler = self.registry.get_handler(action)
+            handler = self._handler(wf, action)
             raw = comp.params if compensating and comp is not None else step.params
             # An action whose outcome is unknown (its worker was lost) is undone without a
             # result: its `${result...}` references resolve to None and the compensation finds

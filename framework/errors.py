@@ -5,9 +5,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from .redact import redact
+
 
 class StatesagaError(Exception):
-    """Raised for anything statesaga itself reports; the root of every framework error."""
+    """Raised for anything statesaga itself reports; the root of every framework error.
+
+    Its message never holds a secret: passwords in URLs are masked (statesaga.redact)."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(redact(a) if isinstance(a, str) else a for a in args))
 
 
 @dataclass(frozen=True)

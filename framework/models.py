@@ -12,9 +12,10 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import DefinitionError, Problem
+from .redact import redact
 
 
 class WorkflowStatus(StrEnum):
@@ -125,6 +126,13 @@ class StepError(_Doc):
     message: str
     traceback: str = ""
     attempt: int = 0
+
+    @field_validator("message", "traceback")
+    @classmethod
+    def _no_secrets(cls, v: str) -> str:
+        # A handler's exception may quote a URL with its password; stored errors are shown
+        # by `status`, diagrams and logs.
+        return redact(v)
 
 
 class HistoryEntry(_Doc):

@@ -28,6 +28,7 @@ GROUPS = (
     "statesaga.renderers",
     "statesaga.effects",
     "statesaga.guards",
+    "statesaga.handlers",
 )
 DEFAULT_STORE = "sqlite:///statesaga.db"
 DEFAULT_QUEUE = "inline://"

@@ -37,11 +37,50 @@ class Job:
     trace: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The payload that travels: `claimed` stays in the process that claimed the step."""
+        out = asdict(self)
+        del out["claimed"]
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Job:
-        return cls(**data)
+        """A job read from a queue, checked field by field. A payload can never widen what a
+        job may do: `claimed` (which skips the claim) is refused unless false, as payloads
+        stored by earlier versions carry it."""
+        return cls(**_job_fields(data))
+
+
+_JOB_TYPES: dict[str, tuple[type, ...]] = {
+    "kind": (str,),
+    "workflow_id": (str,),
+    "step": (str,),
+    "attempt": (int,),
+    "timeout": (int, float, type(None)),
+    "description": (str,),
+}
+
+
+def _job_fields(data: Any) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise TypeError(f"a job payload is a JSON object, not {type(data).__name__}")
+    fields = dict(data)
+    if fields.pop("claimed", False) is not False:
+        raise ValueError("a job payload cannot say it is claimed")
+    unknown = sorted(set(fields) - set(_JOB_TYPES))
+    if unknown:
+        raise ValueError(f"unknown job fields: {', '.join(map(repr, unknown))}")
+    for name in ("kind", "workflow_id", "step", "attempt"):
+        if name not in fields:
+            raise ValueError(f"job field {name!r} is missing")
+    for name, value in fields.items():
+        if isinstance(value, bool) or not isinstance(value, _JOB_TYPES[name]):
+            raise TypeError(f"job field {name!r} has the wrong type: {type(value).__name__}")
+    timeout = fields.get("timeout")
+    if timeout is not None and not 0 < timeout < float("inf"):
+        raise ValueError(f"job field 'timeout' must be a positive number of seconds: {timeout}")
+    if fields["kind"] not in ("step", "compensation", "timer"):
+        raise ValueError(f"unknown job kind {fields['kind']!r}")
+    return fields
 
 
 JobRunner = Callable[[Job], None]

@@ -45,8 +45,10 @@ _MARK = "__statesaga_handler__"
 def handler(name: str | None = None) -> Callable[[F], F]:
     """Mark a function in a handlers module as the handler `name` (default: its own name).
 
-    Marking changes nothing global: `Registry.register_module` collects marked functions
-    when the module is named by a definition or a worker.
+    Marking changes nothing global: the functions of a module are registered when the module
+    is given to an engine (`Engine(..., handlers=[module])`, `Registry.register_module`) or
+    allowed by the operator (`--handlers`, see statesaga.allowlist). In a plain script, pass
+    the script's functions or module: `Engine(store, queue, handlers=[sys.modules[__name__]])`.
     """
 
     def deco(func: F) -> F:
@@ -63,6 +65,7 @@ class Registry:
         self._handlers: dict[str, Handler] = {}
         self._effects: dict[str, Effect] = {}
         self._guards: dict[str, Callable[..., bool]] = {}
+        self._modules: set[str] = set()
 
     # -- handlers ------------------------------------------------------------------------
     def register_handler(
@@ -97,7 +100,23 @@ class Registry:
         found.update(listed)
         for name, func in found.items():
             self.register_handler(name, func)
+        self._modules.add(mod.__name__)
         return sorted(found)
+
+    def register(self, *items: ModuleType | Callable[..., Any]) -> Registry:
+        """Register handler modules and functions directly (the Python API's allow-list): a
+        module's @handler functions, or a function under its @handler name (else its own)."""
+        for item in items:
+            if isinstance(item, ModuleType):
+                self.register_module(item)
+            else:
+                mark = getattr(item, _MARK, None)
+                self.register_handler(mark if isinstance(mark, str) else item.__name__, item)
+        return self
+
+    def has_module(self, name: str) -> bool:
+        """Whether the handlers of the module `name` are registered."""
+        return name in self._modules
 
     def get_handler(self, name: str) -> Handler:
         try:
@@ -166,4 +185,5 @@ class Registry:
         new._handlers = dict(self._handlers)
         new._effects = dict(self._effects)
         new._guards = dict(self._guards)
+        new._modules = set(self._modules)
         return new

@@ -34,10 +34,12 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .allowlist import AllowList
 from .engine import Engine
 from .errors import AdapterError, StatesagaError
 from .plugins import DEFAULT_STORE, open_queue, open_store
 from .ports import Job, JobRunner
+from .redact import redact
 from .registry import Registry
 
 if TYPE_CHECKING:
@@ -85,6 +87,9 @@ class WorkerSettings:
     log_level: str = "INFO"
     #: A chart file extending the step lifecycle, for sagas that name one (`step_lifecycle:`).
     step_chart: str | None = None
+    #: The operator's allow-list of handler modules (default: `handlers` and installed
+    #: packages' statesaga.handlers entry points).
+    allowed: AllowList | None = None
 
 
 def worker_name() -> str:
@@ -94,12 +99,7 @@ def worker_name() -> str:
 
 def build_engine(settings: WorkerSettings, name: str) -> Engine:
     """The process's engine: the store, the RQ queue and the allow-listed handler modules."""
-    registry = Registry()
-    for module in settings.handlers:
-        try:
-            registry.register_module(module)
-        except ImportError as exc:
-            raise AdapterError(f"handler module {module!r} cannot be imported: {exc}") from None
+    allowed, registry = worker_handlers(settings)
     store = open_store(settings.store_url)
     queue = open_queue(settings.queue_url)
     return Engine(
@@ -109,7 +109,19 @@ def build_engine(settings: WorkerSettings, name: str) -> Engine:
         worker=name,
         heartbeat_interval=settings.heartbeat,
         step_chart=settings.step_chart,
+        allowed=allowed,
     )
+
+
+def worker_handlers(settings: WorkerSettings) -> tuple[AllowList, Registry]:
+    """The worker's allow-list, and a registry with the modules the operator named imported
+    now (an installed package's are imported when a workflow's `handlers` hint names them)."""
+    allowed = settings.allowed or AllowList.of(settings.handlers, "--handlers")
+    if settings.allowed is None:
+        allowed = allowed | AllowList.installed()
+    registry = Registry()
+    allowed.load_eager(registry)
+    return allowed, registry
 
 
 def rq_queue_of(engine: Engine) -> rq.Queue:
@@ -123,15 +135,11 @@ def rq_queue_of(engine: Engine) -> rq.Queue:
 
 
 def make_rq_worker(rq_queue: rq.Queue, name: str | None = None) -> rq.SimpleWorker:
-    """An RQ SimpleWorker on `rq_queue` with the serializer the queue adapter writes with."""
-    from rq import SimpleWorker
+    """An RQ SimpleWorker on `rq_queue` that reads JSON only and runs statesaga's job function
+    and nothing else (see statesaga.jobguard)."""
+    from .jobguard import guarded_worker
 
-    return SimpleWorker(
-        [rq_queue],
-        connection=rq_queue.connection,
-        serializer=rq_queue.serializer,
-        name=name or worker_name(),
-    )
+    return guarded_worker(rq_queue, name or worker_name())
 
 
 def run_worker(settings: WorkerSettings) -> bool:
@@ -141,8 +149,8 @@ def run_worker(settings: WorkerSettings) -> bool:
     """
     name = settings.name or worker_name()
     engine = build_engine(settings, name)
-    if not settings.handlers:
-        log.warning("no --handlers given: every step will fail with an unknown handler")
+    if not engine.allowed.modules:
+        log.warning("no handler module is allowed: every step will fail with an unknown handler")
     # Fail now on an unreachable store, not on the first job. Then drop the connections: RQ
     # forks its scheduler process after this, and a forked child must not inherit a SQLite
     # connection. Stores reconnect on first use.
@@ -153,7 +161,7 @@ def run_worker(settings: WorkerSettings) -> bool:
         "worker %s: queue %s, store %s, handlers %s",
         name,
         worker.queues[0].name,
-        _redact(settings.store_url),
+        redact(settings.store_url),
         ", ".join(engine.registry.handler_names) or "none",
     )
     try:
@@ -166,17 +174,6 @@ def run_worker(settings: WorkerSettings) -> bool:
     finally:
         engine.store.close()
         engine.queue.close()
-
-
-def _redact(url: str) -> str:
-    """A URL without its password, for logs."""
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return parts._replace(netloc=netloc).geturl()
 
 
 __all__ = [

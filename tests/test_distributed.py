@@ -25,6 +25,7 @@ import pytest
 from rq import Worker
 from rq.job import Job as RQJob
 from statesaga.adapters.rq_queue import RQQueue
+from statesaga.allowlist import AllowList
 from statesaga.definition import load_definition
 from statesaga.engine import Engine
 from statesaga.models import StepStatus, WorkflowState, WorkflowStatus
@@ -230,7 +231,8 @@ def test_a_retry_waits_in_rqs_scheduler_not_in_a_sleeping_worker(
     store_url = f"sqlite:///{tmp_path / 'retry.db'}"
     store = open_store(store_url)
     queue = RQQueue.from_url(queue_url)
-    engine = Engine(store, queue)
+    # The definition's `handlers: ledger_handlers` is a hint the allow-list must match.
+    engine = Engine(store, queue, allowed=AllowList.of(["ledger_handlers"]))
     with workers(1, queue_url, store_url, ledger, tmp_path):
         wf = engine.start(load_definition(RETRY_ONCE), {})
         wait_until(lambda: bool(queue.scheduled_job_ids()), "the retry is scheduled")
@@ -289,7 +291,8 @@ def test_sigterm_lets_the_step_in_flight_finish_and_takes_nothing_new(
     release = tmp_path / "release"
     store = open_store(store_url)
     queue = RQQueue.from_url(queue_url)
-    engine = Engine(store, queue)
+    # The definition's `handlers: ledger_handlers` is a hint the allow-list must match.
+    engine = Engine(store, queue, allowed=AllowList.of(["ledger_handlers"]))
     with workers(
         1, queue_url, store_url, ledger, tmp_path, STATESAGA_TEST_RELEASE=str(release)
     ) as (proc,):

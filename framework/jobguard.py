@@ -1,0 +1,182 @@
+"""What a `statesaga worker` accepts from its RQ queue: statesaga's own job, nothing else.
+
+RQ stores a job as a function name, arguments and callback names, and a plain RQ worker
+imports and calls whatever name it reads (`rq.utils.import_attribute`), so anyone who can
+write to the Redis could run code on every worker. A statesaga worker checks each job before
+anything is imported or called, and refuses a job that
+
+- is not JSON (statesaga writes with RQ's JSONSerializer; nothing read back is unpickled),
+- names any function but `statesaga.worker.run_job`, or an instance to call it on,
+- does not carry exactly one statesaga job payload (`Job.from_dict` accepts nothing else), or
+- asks for callbacks, webhooks or dependencies (statesaga enqueues none: each would make RQ
+  import a name or reach a URL the job chose).
+
+A refused job is logged and moved, without being run, to the queue's FailedJobRegistry (what
+`rq info` and rq-dashboard show as failed), with the reason as its error; one too malformed
+for RQ to read at all goes to the list `statesaga:quarantine:QUEUE` instead of stopping the
+worker.
+
+`StatesagaJob` is the job class of the worker and of its queues (RQ's registry clean-up
+fetches jobs with it too): its function resolves from a fixed table, never by import, and its
+callbacks are always none, so even a path that skips the check cannot import a forged name.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from rq import Queue, SimpleWorker
+from rq.exceptions import DeserializationError
+from rq.job import Job as RQJob
+from rq.job import JobStatus
+from rq.serializers import JSONSerializer
+
+from .ports import Job
+from .redact import redact
+
+log = logging.getLogger("statesaga.worker")
+
+#: The job function names a worker runs: the one statesaga enqueues (also the name of jobs
+#: stored by earlier versions, which must keep working).
+JOB_FUNCTIONS = ("statesaga.worker.run_job",)
+
+
+def _job_function() -> Callable[[dict[str, Any]], None]:
+    from .worker import run_job
+
+    return run_job
+
+
+class StatesagaJob(RQJob):
+    """An RQ job whose function comes from `JOB_FUNCTIONS`, never from an import."""
+
+    @property
+    def func(self) -> Callable[..., Any]:
+        if self.func_name not in JOB_FUNCTIONS or self.instance is not None:
+            raise PermissionError(f"job {self.id!r}: {refusal(self)}")
+        return _job_function()
+
+    # RQ imports callback names when a job succeeds, fails, stops or is cleaned up.
+    @property
+    def success_callback(self) -> None:
+        return None
+
+    @property
+    def failure_callback(self) -> None:
+        return None
+
+    @property
+    def stopped_callback(self) -> None:
+        return None
+
+
+def refusal(job: RQJob) -> str | None:
+    """Why a worker must not run this job, or None for statesaga's own job."""
+    try:
+        name, instance, args, kwargs = job.func_name, job.instance, job.args, job.kwargs
+    except DeserializationError:
+        return "its payload is not JSON (a statesaga worker never unpickles)"
+    if name not in JOB_FUNCTIONS:
+        return f"it names the function {name!r}; a statesaga worker runs only {JOB_FUNCTIONS[0]}"
+    if instance is not None:
+        return "it names an instance to call the function on"
+    if kwargs or len(args) != 1 or not isinstance(args[0], dict):
+        return "its arguments are not one statesaga job payload"
+    try:
+        Job.from_dict(args[0])
+    except (TypeError, ValueError) as exc:
+        return f"its payload is not a statesaga job: {exc}"
+    callbacks = [
+        kind
+        for kind in ("success", "failure", "stopped")
+        if getattr(job, f"_{kind}_callback_name", None)
+    ]
+    if callbacks:
+        return f"it asks for {'/'.join(callbacks)} callbacks"
+    if getattr(job, "webhooks", None):
+        return "it asks for webhooks"
+    if job._dependency_ids:
+        return "it depends on other jobs"
+    return None
+
+
+class GuardedWorker(SimpleWorker):
+    """An RQ SimpleWorker that runs only statesaga's job (see the module docstring)."""
+
+    job_class = StatesagaJob
+
+    def execute_job(self, job: RQJob, queue: Queue) -> None:
+        reason = refusal(job)
+        if reason is None:
+            super().execute_job(job, queue)
+            return
+        quarantine(job, queue, self.name, reason)
+
+    def dequeue_job_and_maintain_ttl(
+        self, timeout: int | None, max_idle_time: int | None = None
+    ) -> tuple[RQJob, Queue] | None:
+        # RQ stops the worker on a job hash it cannot even read (a forged `created_at`, say),
+        # and leaves the id to be taken again: set such a job aside and take the next one.
+        while True:
+            try:
+                return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+            except Exception as exc:  # RQ tags a failed fetch with the job and its queue
+                job_id, queue = getattr(exc, "job_id", None), getattr(exc, "queue", None)
+                if not isinstance(job_id, str) or not isinstance(queue, Queue):
+                    raise
+                set_aside(job_id, queue, f"it cannot be read: {type(exc).__name__}: {exc}")
+
+
+def quarantine(job: RQJob, queue: Queue, worker_name: str, reason: str) -> None:
+    """Log a refused job and move it, unrun, to the queue's FailedJobRegistry, with the reason
+    as its failure (RQ's own failure path would run the job's callbacks and webhooks)."""
+    log.error("refused job %r on queue %r: %s", redact(job.id), queue.name, redact(reason))
+    with queue.connection.pipeline() as pipe:
+        job.set_status(JobStatus.FAILED, pipeline=pipe)
+        job._handle_failure(f"refused by statesaga: {reason}", pipe, worker_name=worker_name)
+        pipe.lrem(queue.intermediate_queue_key, 1, job.id)
+        pipe.execute()
+
+
+def quarantine_key(queue: Queue) -> str:
+    """The Redis list of ids of jobs too malformed for RQ to read (kept for inspection)."""
+    return f"statesaga:quarantine:{queue.name}"
+
+
+def set_aside(job_id: str, queue: Queue, reason: str) -> None:
+    """Log an unreadable job and move its id from RQ's intermediate queue to the quarantine
+    list, so that no worker takes it again."""
+    log.error("refused job %r on queue %r: %s", redact(job_id), queue.name, redact(reason))
+    with queue.connection.pipeline() as pipe:
+        pipe.lrem(queue.intermediate_queue_key, 1, job_id)
+        pipe.rpush(quarantine_key(queue), job_id)
+        pipe.execute()
+
+
+def guarded_worker(rq_queue: Queue, name: str) -> GuardedWorker:
+    """A worker on `rq_queue`'s Redis and name that reads jobs only as JSON `StatesagaJob`s."""
+    queue = Queue(
+        rq_queue.name,
+        connection=rq_queue.connection,
+        serializer=JSONSerializer,
+        job_class=StatesagaJob,
+    )
+    return GuardedWorker(
+        [queue],
+        connection=rq_queue.connection,
+        serializer=JSONSerializer,
+        job_class=StatesagaJob,
+        name=name,
+    )
+
+
+__all__ = [
+    "JOB_FUNCTIONS",
+    "GuardedWorker",
+    "StatesagaJob",
+    "guarded_worker",
+    "quarantine_key",
+    "refusal",
+]
