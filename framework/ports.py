@@ -57,6 +57,8 @@ _JOB_TYPES: dict[str, tuple[type, ...]] = {
     "attempt": (int,),
     "timeout": (int, float, type(None)),
     "description": (str,),
+    "ready_at": (int, float),
+    "trace": (str,),
 }
 
 
@@ -78,6 +80,10 @@ def _job_fields(data: Any) -> dict[str, Any]:
     timeout = fields.get("timeout")
     if timeout is not None and not 0 < timeout < float("inf"):
         raise ValueError(f"job field 'timeout' must be a positive number of seconds: {timeout}")
+    if not 0 <= fields.get("ready_at", 0) < float("inf"):
+        raise ValueError(f"job field 'ready_at' must be a finite time: {fields['ready_at']}")
+    if len(fields.get("trace", "")) > 128:
+        raise ValueError("job field 'trace' is longer than a W3C traceparent")
     if fields["kind"] not in ("step", "compensation", "timer"):
         raise ValueError(f"unknown job kind {fields['kind']!r}")
     return fields
