@@ -75,8 +75,9 @@ class Catalog:
                     continue
                 entries.append(DefinitionEntry(path, definition_from_data(data, lines, str(path))))
             except DefinitionError as exc:
-                first = exc.problems[0] if exc.problems else exc
-                entries.append(DefinitionEntry(path, None, str(first)))
+                # Located by file name only: the page need not show the server's directories.
+                text = "; ".join(str(p) for p in exc.problems) or str(exc)
+                entries.append(DefinitionEntry(path, None, text.replace(str(path), path.name)))
         self.entries = entries
 
     def definitions(self) -> list[WorkflowDefinition]:

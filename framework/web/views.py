@@ -204,6 +204,15 @@ def story(wf: WorkflowState) -> Story:
     done = sum(1 for s in wf.steps if s.status is StepStatus.COMPLETED)
     if status == "COMPLETED":
         return Story(f"Completed — all {len(wf.steps)} steps ran", tuple(lines), "completed")
+    cancels = [h for h in wf.history if h.trigger in ("cancel", "force_cancel") and h.step is None]
+    if status in ("COMPENSATED", "CANCELLED") and cancels and not failed:
+        how = "force-cancelled" if cancels[-1].trigger == "force_cancel" else "cancelled"
+        return Story(
+            f"{status.title()} — {how} by {cancels[-1].by or 'someone'}, "
+            f"so {len(undone)} completed step(s) were undone",
+            tuple(lines),
+            "compensated" if undone else "skipped",
+        )
     if status == "COMPENSATED":
         first = failed[0].name if failed else "a step"
         return Story(
