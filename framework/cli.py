@@ -834,7 +834,8 @@ def serve(
     from .console import queue_url, store_url
 
     try:
-        from .web import ServeSettings, serve as run_server
+        from .web import ServeSettings
+        from .web import serve as run_server
     except ImportError as exc:
         _fail(f"the dashboard needs its extra: pip install 'statesaga[ui]' ({exc.name} missing)")
     if token is not None and len(token) < 12:

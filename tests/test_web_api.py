@@ -71,7 +71,9 @@ def client(tmp_path: Path, sqlite_store_url: str) -> Iterator[TestClient]:
         yield c
 
 
-def wait_for(client: TestClient, wf_id: str, *statuses: str, waiting: bool = False) -> dict[str, Any]:
+def wait_for(
+    client: TestClient, wf_id: str, *statuses: str, waiting: bool = False
+) -> dict[str, Any]:
     deadline = time.monotonic() + LIMIT
     while True:
         doc: dict[str, Any] = client.get(f"/api/workflows/{wf_id}").json()
@@ -207,12 +209,17 @@ def test_restart_a_halted_saga_from_a_step(client: TestClient, tmp_path: Path) -
     assert halted["steps"][3]["status"] == "FAILED"
 
     early = client.post(
-        f"/api/workflows/{doc['id']}/restart", json={"from_step": "nope", "reason": "x"}, headers=AUTH
+        f"/api/workflows/{doc['id']}/restart",
+        json={"from_step": "nope", "reason": "x"},
+        headers=AUTH,
     )
     assert early.status_code == 409 and "nope" in early.json()["error"]
-    assert client.post(
-        f"/api/workflows/{doc['id']}/restart", json={"from_step": "notify"}, headers=AUTH
-    ).status_code == 400
+    assert (
+        client.post(
+            f"/api/workflows/{doc['id']}/restart", json={"from_step": "notify"}, headers=AUTH
+        ).status_code
+        == 400
+    )
     flag.unlink()  # the fix
     r = client.post(
         f"/api/workflows/{doc['id']}/restart",
@@ -308,8 +315,11 @@ def test_pages_need_a_session_and_the_csrf_value(client: TestClient) -> None:
 
     bad = client.post("/login", data={"user": "alice", "token": "nope"})
     assert bad.status_code == 401 and "nope" not in bad.text
-    ok = client.post("/login", data={"user": "alice", "token": TOKEN, "next": "//evil.example"},
-                     follow_redirects=False)
+    ok = client.post(
+        "/login",
+        data={"user": "alice", "token": TOKEN, "next": "//evil.example"},
+        follow_redirects=False,
+    )
     assert ok.status_code == 303 and ok.headers["location"] == "/"
     cookie = ok.headers["set-cookie"].lower()
     assert "httponly" in cookie and "samesite=strict" in cookie
@@ -334,8 +344,15 @@ def test_the_token_never_leaves_the_server(client: TestClient) -> None:
     client.post("/login", data={"user": "alice", "token": TOKEN})
     bodies = [
         client.get(p).text
-        for p in ("/", f"/workflows/{doc['id']}", "/definitions", "/login", "/api/openapi.json",
-                  f"/workflows/{doc['id']}/cancel?force=1", "/workflows/WF-x")
+        for p in (
+            "/",
+            f"/workflows/{doc['id']}",
+            "/definitions",
+            "/login",
+            "/api/openapi.json",
+            f"/workflows/{doc['id']}/cancel?force=1",
+            "/workflows/WF-x",
+        )
     ]
     bodies.append(client.post("/api/workflows", json={"definition": TOKEN}, headers=AUTH).text)
     bodies.append(client.post(f"/api/workflows/{doc['id']}/signal/{TOKEN}", headers=AUTH).text)

@@ -16,14 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._yaml import load_yaml_file
-from ..definition import WorkflowDefinition, definition_from_data, is_definition
-from ..engine import Engine
-from ..errors import DefinitionError, StateError, StatesagaError
-from ..models import WorkflowState
-from ..plugins import open_queue, open_store
-from ..ports import Store
-from ..registry import Registry
+from statesaga._yaml import load_yaml_file
+from statesaga.definition import WorkflowDefinition, definition_from_data, is_definition
+from statesaga.engine import Engine
+from statesaga.errors import DefinitionError, StateError, StatesagaError
+from statesaga.models import WorkflowState
+from statesaga.plugins import open_queue, open_store
+from statesaga.ports import Store
+from statesaga.registry import Registry
 
 log = logging.getLogger("statesaga.web")
 _SLICE = 0.5  # seconds
@@ -40,7 +40,8 @@ class ServeSettings:
     token: str | None = field(default=None, repr=False)
 
 
-class UnknownDefinition(StatesagaError):
+# mypy reads `statesaga` (the installed name) as untyped while it checks the source folder.
+class UnknownDefinition(StatesagaError):  # type: ignore[misc]
     """Raised when a start names a definition that is not under --definitions."""
 
 
@@ -154,7 +155,10 @@ class Operations:
             {
                 action
                 for s in wf.steps
-                for action in (s.action_type, s.compensation.action_type if s.compensation else None)
+                for action in (
+                    s.action_type,
+                    s.compensation.action_type if s.compensation else None,
+                )
                 if action and not engine.registry.has_handler(action)
             }
         )

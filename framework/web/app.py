@@ -21,14 +21,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.schemas import SchemaGenerator
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
-
-from .. import __version__
-from ..errors import (
+from statesaga import __version__
+from statesaga.errors import (
     ConflictError,
     DefinitionError,
     NotFoundError,
@@ -36,7 +35,8 @@ from ..errors import (
     StatesagaError,
     TransitionError,
 )
-from ..models import StepStatus, WorkflowState, WorkflowStatus
+from statesaga.models import StepStatus, WorkflowState, WorkflowStatus
+
 from .actions import Catalog, Operations, ServeSettings, UnknownDefinition
 from .auth import COOKIE, SESSION_SECONDS, AuthRefused, Gate, Session
 from .query import BadCursor, Filters, browse
@@ -230,9 +230,7 @@ class Dashboard:
             picture = await run_in_threadpool(self.pictures.definition, d) if d else None
             source = entry.path.read_text(encoding="utf-8")
             shown.append({"entry": entry, "picture": picture, "source": source})
-        return self.page(
-            request, "definitions.html", shown=shown, root=self.settings.definitions
-        )
+        return self.page(request, "definitions.html", shown=shown, root=self.settings.definitions)
 
     async def login_page(self, request: Request) -> Response:
         return self.page(request, "login.html", error=None, next=_local(request, "next"))

@@ -56,8 +56,9 @@ class Gate:
     def token_ok(self, offered: str) -> bool:
         if self._token is None:
             return False
-        return hmac.compare_digest(hashlib.sha256(offered.encode()).digest(),
-                                   hashlib.sha256(self._token).digest())
+        return hmac.compare_digest(
+            hashlib.sha256(offered.encode()).digest(), hashlib.sha256(self._token).digest()
+        )
 
     def check_bearer(self, header: str | None) -> None:
         """The API's check of `Authorization: Bearer TOKEN`."""

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from ..definition import WorkflowDefinition
-from ..diagram import Diagram, from_definition, from_instance, get_renderer
-from ..errors import AdapterError
-from ..models import IN_FLIGHT_STEP, RetryPolicy, SagaStep, StepStatus, WorkflowState
+from statesaga.definition import WorkflowDefinition
+from statesaga.diagram import Diagram, from_definition, from_instance, get_renderer
+from statesaga.errors import AdapterError
+from statesaga.models import IN_FLIGHT_STEP, RetryPolicy, SagaStep, StepStatus, WorkflowState
 
 View = Literal["steps", "workflow", "step"]
 _SVG_START = re.compile(r"<svg\b")
@@ -84,11 +84,11 @@ def focus_step(wf: WorkflowState) -> str | None:
     one the history touched last."""
     for s in wf.steps:
         if s.status in IN_FLIGHT_STEP or s.status is StepStatus.WAITING:
-            return s.name
+            return str(s.name)
     for h in reversed(wf.history):
         if h.step is not None:
-            return h.step
-    return wf.steps[0].name if wf.steps else None
+            return str(h.step)
+    return str(wf.steps[0].name) if wf.steps else None
 
 
 def retry_text(policy: RetryPolicy) -> str:
@@ -152,8 +152,7 @@ def current_steps(wf: WorkflowState) -> list[str]:
     return [
         f"{s.name} ({s.status.value})"
         for s in wf.steps
-        if s.status in IN_FLIGHT_STEP
-        or s.status in (StepStatus.WAITING, StepStatus.COMPENSATING)
+        if s.status in IN_FLIGHT_STEP or s.status in (StepStatus.WAITING, StepStatus.COMPENSATING)
     ]
 
 
@@ -237,7 +236,10 @@ def story(wf: WorkflowState) -> Story:
         return Story(head, tuple(lines), "waiting")
     if status in ("COMPENSATING", "CANCELLING"):
         return Story(f"{status.title()} — undoing completed steps", tuple(lines), "compensating")
-    now = ", ".join(f"{s.name} ({s.status.value}, attempt {s.attempts})" for s in running)
+    now = ", ".join(
+        f"{s.name} ({s.status.value}" + (f", attempt {s.attempts})" if s.attempts else ")")
+        for s in running
+    )
     return Story(
         f"{status.title()} — {now or 'between steps'} ({done}/{len(wf.steps)} steps done)",
         tuple(lines),
