@@ -114,7 +114,8 @@ def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     defs = tmp / "definitions"
     defs.mkdir()
     shutil.copy(TESTS / "web_order.yaml", defs)
-    shutil.copy(str(files("statesaga.examples") / "expense.yaml"), defs)
+    for example in ("expense.yaml", "trip.yaml"):
+        shutil.copy(str(files("statesaga.examples") / example), defs)
     store_url = f"sqlite:///{tmp / 'dashboard.db'}"
     queue_url = redis_url.replace("redis://", "rq://", 1) + f"?queue=web-{uuid.uuid4().hex[:8]}"
     env = {
@@ -134,7 +135,7 @@ def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
                 "--store",
                 store_url,
                 "--handlers",
-                "web_handlers,statesaga.examples.expense_handlers",
+                "web_handlers,statesaga.examples.expense_handlers,statesaga.examples.trip_handlers",
                 "--with-scheduler",
                 "--heartbeat",
                 "1",
@@ -239,7 +240,7 @@ def screenshot(driver: WebDriver, name: str) -> None:
     if not target:
         return
     height = int(driver.execute_script("return document.body.scrollHeight"))
-    driver.set_window_size(1700, min(height + 40, 4000))
+    driver.set_window_size(1700, min(height + 200, 4000))
     Path(target).mkdir(parents=True, exist_ok=True)
     driver.save_screenshot(str(Path(target) / f"{name}.png"))
     driver.set_window_size(1700, 1000)
@@ -247,22 +248,26 @@ def screenshot(driver: WebDriver, name: str) -> None:
 
 def test_list_counts_and_filters(stack: Stack, browser: WebDriver) -> None:
     done = [stack.start("web_order", {}, session="shop-1") for _ in range(2)]
-    undone = stack.start("web_order", {"fail_at": "charge"}, session="shop-2")
+    trip = {"origin": "TPE", "destination": "NRT", "nights": 3, "amount": 1250, "email": "a@b.c"}
+    undone = stack.start("trip_booking", {**trip, "fail_at": "charge_payment"}, session="shop-2")
+    halted = stack.start("web_order", {"fail_at": "notify"}, session="shop-1")
     waiting = stack.start("expense_claim", {"employee": "bob", "amount": 120}, session="shop-2")
     for wf_id in done:
         stack.wait_status(wf_id, "COMPLETED")
     stack.wait_status(undone, "COMPENSATED")
+    stack.wait_status(halted, "FAILED")
     stack.wait(waiting, lambda d: d["steps"][1]["status"] == "WAITING", "the approval wait")
 
     browser.get(stack.base + "/")
     rows = browser.find_elements(By.CSS_SELECTOR, "#workflows tbody tr")
     shown = [r.get_attribute("data-id") for r in rows]
-    assert shown[:4] == [waiting, undone, *reversed(done)]  # newest first
+    assert shown[:5] == [waiting, halted, undone, *reversed(done)]  # newest first
     chips = {
         c.get_attribute("data-status"): c.text
         for c in browser.find_elements(By.CSS_SELECTOR, "#counts a[data-status]")
     }
     assert chips["COMPLETED"].endswith(" 2") and chips["COMPENSATED"].endswith(" 1")
+    assert chips["FAILED"].endswith(" 1") and chips["RUNNING"].endswith(" 1")
     screenshot(browser, "dashboard-list")
 
     Select(browser.find_element(By.ID, "f-status")).select_by_visible_text("COMPENSATED")
@@ -281,7 +286,8 @@ def test_list_counts_and_filters(stack: Stack, browser: WebDriver) -> None:
 
     browser.get(f"{stack.base}/workflows/{undone}")
     story = browser.find_element(By.ID, "story").text
-    assert "charge failed" in story and "pack → reserve" in story
+    assert "charge_payment failed" in story
+    assert "reserve_car → reserve_hotel → reserve_flight" in story
     screenshot(browser, "dashboard-compensated")
 
 

@@ -43,8 +43,8 @@ from .query import BadCursor, Filters, browse
 from .views import (
     Pictures,
     compact,
-    current_steps,
     focus_step,
+    gist,
     outcome_text,
     redact_url,
     retry_text,
@@ -95,7 +95,7 @@ class Dashboard:
             undefined=jinja2.StrictUndefined,
         )
         env.filters.update(compact=compact, retry=retry_text, outcome=outcome_text)
-        env.globals.update(current_steps=current_steps, version=__version__)
+        env.globals.update(gist=gist, version=__version__)
         self.templates = Jinja2Templates(env=env)
         self._secrets = [s for s in (settings.token,) if s]
 

@@ -224,8 +224,15 @@ def story(wf: WorkflowState) -> Story:
             f"Cancelled — {len(undone)} completed step(s) were undone", tuple(lines), "skipped"
         )
     if status == "FAILED":
+        cause = (
+            f"could not undo {_names(not_undone)}"
+            if not_undone
+            else f"{failed[0].name} failed"
+            if failed
+            else "halted"
+        )
         return Story(
-            "Halted (FAILED) — it will not move on by itself: restart it from a step",
+            f"Halted (FAILED) — {cause}; it waits for an operator (restart it from a step)",
             tuple(lines),
             "failed",
         )
@@ -245,3 +252,8 @@ def story(wf: WorkflowState) -> Story:
         tuple(lines),
         "executing",
     )
+
+
+def gist(wf: WorkflowState) -> str:
+    """The story's headline without the status, for a row of the list."""
+    return story(wf).headline.split(" — ", 1)[-1]
