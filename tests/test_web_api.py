@@ -366,3 +366,23 @@ def test_store_passwords_are_redacted() -> None:
     assert redact_url("redis://:s3cret@db:6379/0") == "redis://:***@db:6379/0"
     assert redact_url("arango://root:pw@h:8529/x") == "arango://root:***@h:8529/x"
     assert redact_url("sqlite:///a.db") == "sqlite:///a.db"
+
+
+def test_diagrams_inline_no_markup_from_names_or_errors() -> None:
+    from statesaga.models import SagaStep, StepError, StepStatus
+    from statesaga.web.views import Pictures
+
+    step = SagaStep(
+        id="s1",
+        name='a"><script>alert(2)</script>',
+        action_type="h",
+        status=StepStatus.FAILED,
+        error=StepError(type="E<img src=x onerror=alert(3)>", message="<script>alert(4)</script>"),
+    )
+    wf = WorkflowState(name="x<script>alert(1)</script>", steps=[step])
+    pictures = Pictures()
+    for view in ("steps", "workflow", "step"):
+        svg = pictures.instance(wf, None, view, step=step.name if view == "step" else None).svg
+        if svg is None:
+            pytest.skip("graphviz `dot` is not installed")
+        assert "<script" not in svg and "<img" not in svg and "&lt;script" in svg

@@ -210,10 +210,15 @@ class Operations:
         self._kick(engine)
         return wf
 
-    def close(self) -> None:
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the job threads, then close the store. A job still running after `timeout`
+        keeps the store open: closing a SQLite connection under a running query crashes."""
         for runner in self._runners:
             runner.stop()
-        self.store.close()
+        if all(runner.join(timeout) for runner in self._runners):
+            self.store.close()
+        else:
+            log.warning("a job was still running at shutdown; the store is left open")
 
 
 class _Runner:
@@ -234,6 +239,11 @@ class _Runner:
     def stop(self) -> None:
         self._stopping = True
         self._wake.set()
+
+    def join(self, timeout: float) -> bool:
+        """Wait for the thread to end; True when it has."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
 
     def _loop(self) -> None:
         while not self._stopping:
