@@ -386,3 +386,48 @@ def test_diagrams_inline_no_markup_from_names_or_errors() -> None:
         if svg is None:
             pytest.skip("graphviz `dot` is not installed")
         assert "<script" not in svg and "<img" not in svg and "&lt;script" in svg
+
+
+def test_the_indexed_and_the_scanned_browse_agree(tmp_path: Path) -> None:
+    """SQLite answers the list with its indexes; any other store through Store.list. Both
+    give the same pages, ties on created_at included (the id breaks them)."""
+    from datetime import UTC, datetime, timedelta
+
+    from statesaga.models import WorkflowStatus
+    from statesaga.web.query import Browsable, Filters, browse
+
+    sqlite = open_store(f"sqlite:///{tmp_path / 'b.db'}")
+    memory = open_store("memory://")
+    assert isinstance(sqlite, Browsable) and not isinstance(memory, Browsable)
+    at = datetime(2026, 3, 1, tzinfo=UTC)
+    statuses = list(WorkflowStatus)
+    for i in range(57):
+        wf = WorkflowState(
+            id=f"WF-20260301-{i:08x}",
+            name=("trip", "expense")[i % 2],
+            session_id=f"s{i % 3}",
+            status=statuses[i % len(statuses)],
+            created_at=at + timedelta(seconds=i // 4),  # four at a time share an instant
+        )
+        sqlite.create(wf.model_copy())
+        memory.create(wf.model_copy())
+    for filters in (
+        Filters(),
+        Filters(status=WorkflowStatus.COMPLETED),
+        Filters(name="expense"),
+        Filters(session_id="s1", name="trip"),
+    ):
+        pages: list[list[list[str]]] = []
+        for store in (sqlite, memory):
+            ids, cursor = [], None
+            while True:
+                page = browse(store, filters, cursor, limit=5)
+                ids.append([w.id for w in page.workflows])
+                cursor = page.next_cursor
+                if cursor is None:
+                    break
+            pages.append(ids)
+            assert browse(store, filters).counts == browse(sqlite, filters).counts
+        assert pages[0] == pages[1], filters
+        flat = [i for page in pages[0] for i in page]
+        assert flat == sorted(flat, reverse=True) and len(flat) == len(set(flat))
