@@ -431,3 +431,33 @@ def test_the_indexed_and_the_scanned_browse_agree(tmp_path: Path) -> None:
         assert pages[0] == pages[1], filters
         flat = [i for page in pages[0] for i in page]
         assert flat == sorted(flat, reverse=True) and len(flat) == len(set(flat))
+
+
+def test_a_loopback_server_answers_only_loopback_host_names(
+    tmp_path: Path, sqlite_store_url: str
+) -> None:
+    settings = ServeSettings(
+        sqlite_store_url, "inline://", allowed_hosts=("127.0.0.1", "localhost")
+    )
+    with TestClient(create_app(settings), base_url="http://127.0.0.1:8080") as c:
+        assert c.get("/api/workflows").status_code == 200
+        rebound = c.get("/api/workflows", headers={"Host": "evil.example:8080"})
+        assert rebound.status_code == 400
+
+
+def test_an_unreachable_store_shows_no_password(caplog: pytest.LogCaptureFixture) -> None:
+    secret = "hunter2-in-the-url"
+    port = 1  # nothing listens there
+    settings = ServeSettings(
+        f"redis://:{secret}@127.0.0.1:{port}/0", f"rq://:{secret}@127.0.0.1:{port}/0", token=TOKEN
+    )
+    with (
+        caplog.at_level("INFO"),
+        TestClient(create_app(settings), raise_server_exceptions=False) as c,
+    ):
+        for path in ("/", "/api/workflows", "/workflows/WF-1", "/api/workflows/WF-1"):
+            r = c.get(path)
+            assert r.status_code in (500, 503), path
+            assert secret not in r.text
+        assert "redis://:***@127.0.0.1" in c.get("/definitions").text
+    assert caplog.records and secret not in caplog.text

@@ -38,6 +38,9 @@ class ServeSettings:
     handlers: tuple[str, ...] = ()
     definitions: Path | None = None
     token: str | None = field(default=None, repr=False)
+    #: The Host headers answered (None: any). `serve` on a loopback address allows only the
+    #: loopback names, so no other site can read the pages through DNS rebinding.
+    allowed_hosts: tuple[str, ...] | None = None
 
 
 # mypy reads `statesaga` (the installed name) as untyped while it checks the source folder.

@@ -13,13 +13,15 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import jinja2
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
@@ -28,6 +30,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from statesaga import __version__
 from statesaga.errors import (
+    AdapterError,
     ConflictError,
     DefinitionError,
     NotFoundError,
@@ -67,6 +70,8 @@ def _status_of(exc: Exception) -> int:
         return 404
     if isinstance(exc, StateError | TransitionError | ConflictError):
         return 409
+    if isinstance(exc, AdapterError):  # the store or the queue cannot be reached
+        return 503
     if isinstance(exc, BadRequest | BadCursor | DefinitionError | ValueError):
         return 400
     return 400 if isinstance(exc, StatesagaError) else 500
@@ -97,7 +102,9 @@ class Dashboard:
         env.filters.update(compact=compact, retry=retry_text, outcome=outcome_text)
         env.globals.update(gist=gist, version=__version__)
         self.templates = Jinja2Templates(env=env)
-        self._secrets = [s for s in (settings.token,) if s]
+        self._secrets = [
+            s for s in (settings.token, _password(settings.store), _password(settings.queue)) if s
+        ]
 
     # -- helpers ----------------------------------------------------------------------------
     def scrub(self, text: str) -> str:
@@ -121,7 +128,11 @@ class Dashboard:
     def error_page(self, request: Request, exc: Exception) -> Response:
         status = _status_of(exc)
         if status == 500:
-            log.error("request %s failed: %s", request.url.path, self.scrub(repr(exc)))
+            log.error(
+                "request %s failed: %s",
+                request.url.path,
+                self.scrub(f"{type(exc).__name__}: {exc}"),
+            )
             text = "the server failed; see its log"
         else:
             text = self.scrub(_message(exc))
@@ -130,7 +141,7 @@ class Dashboard:
     def api_error(self, exc: Exception) -> JSONResponse:
         status = _status_of(exc)
         if status == 500:
-            log.error("API request failed: %s", self.scrub(repr(exc)))
+            log.error("API request failed: %s", self.scrub(f"{type(exc).__name__}: {exc}"))
             text = "the server failed; see its log"
         else:
             text = self.scrub(_message(exc))
@@ -530,6 +541,13 @@ class Dashboard:
         )
 
 
+def _password(url: str) -> str | None:
+    try:
+        return urlsplit(url).password
+    except ValueError:
+        return None
+
+
 def _with(params: dict[str, str], key: str, value: str | None) -> dict[str, str]:
     """Query parameters with `key` set to `value`, or removed when value is empty."""
     out = {k: v for k, v in params.items() if k != key}
@@ -612,6 +630,16 @@ def create_app(settings: ServeSettings) -> Starlette:
         Route("/api/openapi.json", openapi, include_in_schema=False),
         Mount("/static", StaticFiles(packages=[("statesaga.web", "static")]), name="static"),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: not_found})
+    middleware = []
+    if settings.allowed_hosts:
+        # A page on another site cannot read this one through DNS rebinding: its requests
+        # carry that site's name in Host.
+        middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts))
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={404: not_found},
+        middleware=middleware,
+    )
     app.state.dashboard = d
     return app
