@@ -461,3 +461,27 @@ def test_an_unreachable_store_shows_no_password(caplog: pytest.LogCaptureFixture
             assert secret not in r.text
         assert "redis://:***@127.0.0.1" in c.get("/definitions").text
     assert caplog.records and secret not in caplog.text
+
+
+def test_serve_command_refusals(tmp_path: Path) -> None:
+    import subprocess
+
+    script = Path(sys.executable).with_name("statesaga")
+    short = subprocess.run(
+        [str(script), "serve", "--token", "short"], capture_output=True, text=True, check=False
+    )
+    assert short.returncode == 1 and "at least 12 characters" in short.stderr
+    assert "short" not in short.stderr.replace("--token must", "")
+    missing = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; sys.modules['starlette'] = None\n"
+            "from statesaga.cli import main; main(['serve'])",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert missing.returncode == 1
+    assert "pip install 'statesaga[ui]'" in missing.stderr and "starlette" in missing.stderr

@@ -188,9 +188,8 @@ class Dashboard:
     def _instance_context(self, request: Request, wf: WorkflowState) -> dict[str, Any]:
         definition = self.catalog.for_instance(wf)
         names = [s.name for s in wf.steps]
-        step = request.query_params.get("step")
-        if step not in names:
-            step = focus_step(wf)
+        chosen = request.query_params.get("step")
+        step = chosen if chosen in names else focus_step(wf)
         pictures = [
             self.pictures.instance(wf, definition, "steps"),
             self.pictures.instance(wf, definition, "workflow"),
@@ -201,6 +200,7 @@ class Dashboard:
             "wf": wf,
             "pictures": pictures,
             "focus": step,
+            "chosen": chosen if chosen in names else None,
             "ended": self.ops.engine(definition).has_ended(wf.status.value),
             "signals": sorted({s.signal for s in wf.steps if s.kind == "wait" and s.signal}),
             "history": list(enumerate(wf.history, 1)),

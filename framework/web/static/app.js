@@ -5,8 +5,13 @@
   var live = document.getElementById("live");
   if (!live) { return; }
   var busy = false;
+  function typing() {
+    // Someone filling in a form (a signal's payload, a restart's reason) keeps what they typed.
+    var active = document.activeElement;
+    return active && active.form && live.contains(active.form) && active.tagName !== "BUTTON";
+  }
   function tick() {
-    if (busy || document.hidden) { return; }
+    if (busy || document.hidden || typing()) { return; }
     busy = true;
     var url = "/workflows/" + encodeURIComponent(live.dataset.id) + "/live?rev=" +
       encodeURIComponent(live.dataset.rev) + "&step=" + encodeURIComponent(live.dataset.step);
