@@ -300,7 +300,10 @@ def test_definitions_and_openapi(client: TestClient) -> None:
         "/api/workflows/{id}/cancel",
         "/api/workflows/{id}/restart",
         "/api/definitions",
+        "/api/definitions/schema",
     }
+    schema = client.get("/api/definitions/schema").json()
+    assert schema["title"] == "statesaga workflow definition" and "steps" in schema["properties"]
     assert spec["paths"]["/api/workflows"]["post"]["security"] == [{"bearer": []}]
     assert client.get("/api/nothing").status_code == 404
 

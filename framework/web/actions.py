@@ -67,11 +67,17 @@ class Catalog:
     def __init__(self, root: Path | None) -> None:
         self.root = root
         self.entries: list[DefinitionEntry] = []
+        self._seen: list[tuple[Path, int, int]] | None = None
         self.refresh()
 
     def refresh(self) -> None:
-        entries = []
+        """Read the directory again if a file was added, removed or changed."""
         files = sorted(self.root.glob("*.y*ml")) if self.root is not None else []
+        seen = [(p, p.stat().st_mtime_ns, p.stat().st_size) for p in files]
+        if seen == self._seen:
+            return
+        self._seen = seen
+        entries = []
         for path in files:
             try:
                 data, lines = load_yaml_file(path)

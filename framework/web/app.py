@@ -540,6 +540,19 @@ class Dashboard:
             ]
         )
 
+    async def api_definition_schema(self, request: Request) -> Response:
+        """
+        summary: The JSON Schema of a workflow definition (the files under --definitions)
+        responses:
+          200: {description: a JSON Schema, draft 2020-12}
+        """
+        from statesaga.definition import DefinitionSpec
+
+        schema = DefinitionSpec.model_json_schema()
+        schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+        schema["title"] = "statesaga workflow definition"
+        return JSONResponse(schema)
+
 
 def _password(url: str) -> str | None:
     try:
@@ -627,6 +640,7 @@ def create_app(settings: ServeSettings) -> Starlette:
         Route("/api/workflows/{id}/cancel", d.api_cancel, methods=["POST"]),
         Route("/api/workflows/{id}/restart", d.api_restart, methods=["POST"]),
         Route("/api/definitions", d.api_definitions, methods=["GET"]),
+        Route("/api/definitions/schema", d.api_definition_schema, methods=["GET"]),
         Route("/api/openapi.json", openapi, include_in_schema=False),
         Mount("/static", StaticFiles(packages=[("statesaga.web", "static")]), name="static"),
     ]
