@@ -292,7 +292,7 @@ def test_list_counts_and_filters(stack: Stack, browser: WebDriver) -> None:
 
 
 def test_an_instance_page_follows_the_running_saga(stack: Stack, browser: WebDriver) -> None:
-    wf_id = stack.start("web_order", {"delay": 0.7})
+    wf_id = stack.start("web_order", {"delay": 1.2})
     browser.get(f"{stack.base}/workflows/{wf_id}")
     browser.execute_script("window.__noReload = 'still here';")
     pictures: list[str] = []
@@ -344,7 +344,7 @@ def test_approve_a_waiting_expense_from_the_page(stack: Stack, browser: WebDrive
 
 def test_force_cancel_a_running_saga(stack: Stack, browser: WebDriver) -> None:
     login(browser, stack.base)
-    wf_id = stack.start("web_order", {"delay": 1.5})
+    wf_id = stack.start("web_order", {"delay": 3})
     stack.wait(wf_id, lambda d: d["steps"][1]["status"] == "EXECUTING", "pack running")
     browser.get(f"{stack.base}/workflows/{wf_id}")
     browser.find_element(By.ID, "force-cancel").click()
