@@ -488,3 +488,52 @@ def test_serve_command_refusals(tmp_path: Path) -> None:
     )
     assert missing.returncode == 1
     assert "pip install 'statesaga[ui]'" in missing.stderr and "starlette" in missing.stderr
+
+
+@pytest.mark.slow
+def test_the_wheel_ships_every_template_and_asset(tmp_path: Path) -> None:
+    """No CDN: the pages work offline only if every file they load is in the package."""
+    import subprocess
+    import zipfile
+
+    root = TESTS.parent
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(tmp_path),
+            str(root),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("statesaga-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    web = root / "framework" / "web"
+    shipped = {
+        f"statesaga/web/{p.relative_to(web).as_posix()}"
+        for sub in ("templates", "static")
+        for p in (web / sub).iterdir()
+    }
+    assert shipped and shipped <= names, sorted(shipped - names)
+    for page in (web / "templates").glob("*.html"):
+        text = page.read_text()
+        assert "http://" not in text and "https://" not in text, page.name  # nothing remote
+
+
+def test_importing_the_cli_loads_no_web_framework() -> None:
+    import subprocess
+
+    out = subprocess.run(
+        [sys.executable, "-c", "import sys, statesaga.cli; print('starlette' in sys.modules)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.strip() == "False"
