@@ -329,6 +329,15 @@ def test_pages_need_a_session_and_the_csrf_value(client: TestClient) -> None:
 
     forged = client.post(f"/workflows/{wf_id}/signal", data=form, follow_redirects=False)
     assert forged.status_code == 403 and "CSRF" in forged.text
+    odd = client.post(f"/workflows/{wf_id}/signal", data={**form, "csrf": "é"})
+    assert odd.status_code == 403
+    for target in ("//evil.example/x", "/\\evil.example", "https://evil.example", "/ok?x=1"):
+        moved = client.post(
+            "/login",
+            data={"user": "alice", "token": TOKEN, "next": target},
+            follow_redirects=False,
+        )
+        assert moved.headers["location"] == ("/ok?x=1" if target == "/ok?x=1" else "/"), target
     page = client.get(f"/workflows/{wf_id}").text
     csrf = page.split('name="csrf" value="', 1)[1].split('"', 1)[0]
     sent = client.post(

@@ -573,7 +573,8 @@ def _local(request: Request, key: str) -> str:
 
 def _local_value(target: str) -> str:
     """Only a path on this server (no open redirect to another host)."""
-    return target if target.startswith("/") and not target.startswith("//") else "/"
+    # `//host` and `/\host` both leave the site in a browser.
+    return target if target[:1] == "/" and target[1:2] not in ("/", "\\") else "/"
 
 
 def _json(text: str, what: str) -> Any:

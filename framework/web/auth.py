@@ -106,7 +106,7 @@ class Gate:
         s = self.session(cookie)
         if s is None:
             raise AuthRefused(401, "log in first")
-        if not csrf or not hmac.compare_digest(csrf, s.csrf):
+        if not csrf or not hmac.compare_digest(csrf.encode(), s.csrf.encode()):
             raise AuthRefused(403, "the form is stale or forged (CSRF check); reload the page")
         return s
 
