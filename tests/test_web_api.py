@@ -546,3 +546,26 @@ def test_importing_the_cli_loads_no_web_framework() -> None:
         check=True,
     )
     assert out.stdout.strip() == "False"
+
+
+def test_a_long_history_is_cut_on_the_page_not_in_the_json(
+    client: TestClient, sqlite_store_url: str
+) -> None:
+    from datetime import UTC, datetime
+
+    from statesaga.models import HistoryEntry
+
+    store = open_store(sqlite_store_url)
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    wf = WorkflowState(
+        name="long",
+        history=[
+            HistoryEntry(at=at, chart="workflow", trigger=f"t{i}", source="A", dest="B")
+            for i in range(1200)
+        ],
+    )
+    store.create(wf)
+    page = client.get(f"/workflows/{wf.id}").text
+    assert "The 700 oldest entries are left out" in page
+    assert "<code>t1199</code>" in page and "<code>t699</code>" not in page
+    assert len(client.get(f"/api/workflows/{wf.id}").json()["history"]) == 1200

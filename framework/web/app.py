@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -56,7 +56,7 @@ from .views import (
 )
 
 log = logging.getLogger("statesaga.web")
-Handler = Callable[[Request], Awaitable[Response]]
+HISTORY_SHOWN = 500
 
 
 class BadRequest(Exception):
@@ -203,7 +203,10 @@ class Dashboard:
             "chosen": chosen if chosen in names else None,
             "ended": self.ops.engine(definition).has_ended(wf.status.value),
             "signals": sorted({s.signal for s in wf.steps if s.kind == "wait" and s.signal}),
-            "history": list(enumerate(wf.history, 1)),
+            # The newest entries; a saga that ran for months keeps its page light (the
+            # JSON has them all).
+            "history": list(enumerate(wf.history, 1))[-HISTORY_SHOWN:],
+            "history_hidden": max(len(wf.history) - HISTORY_SHOWN, 0),
             "tale": story(wf),
             "restart_from": next(
                 (s.name for s in wf.steps if s.status is not StepStatus.COMPLETED), None
