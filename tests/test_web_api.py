@@ -368,6 +368,8 @@ def test_the_token_never_leaves_the_server(client: TestClient) -> None:
     ]
     bodies.append(client.post("/api/workflows", json={"definition": TOKEN}, headers=AUTH).text)
     bodies.append(client.post(f"/api/workflows/{doc['id']}/signal/{TOKEN}", headers=AUTH).text)
+    spoof = client.get(f"/workflows/{doc['id']}", params={"done": "Call 555-0100 now"}).text
+    assert "555-0100" not in spoof  # the flash after an action says only what the server says
     for body in bodies:
         assert TOKEN not in body
     assert "***" in client.post("/api/workflows", json={"definition": TOKEN}, headers=AUTH).text

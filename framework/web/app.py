@@ -57,6 +57,13 @@ from .views import (
 
 log = logging.getLogger("statesaga.web")
 HISTORY_SHOWN = 500
+#: What the page says after an action (a key in the URL, so a link cannot make it say more).
+DONE = {
+    "started": "Started.",
+    "signal": "Signal sent.",
+    "cancel": "Cancel requested.",
+    "restart": "Restarted.",
+}
 
 
 class BadRequest(Exception):
@@ -219,7 +226,7 @@ class Dashboard:
             context = await run_in_threadpool(self._instance_context, request, wf)
         except Exception as exc:
             return self.error_page(request, exc)
-        message = request.query_params.get("done")
+        message = DONE.get(request.query_params.get("done", ""))
         return self.page(request, "instance.html", message=message, **context)
 
     async def instance_live(self, request: Request) -> Response:
@@ -305,7 +312,7 @@ class Dashboard:
                 raise BadRequest("the cancel was not confirmed")
             return self.ops.cancel(wf_id, force=form.get("force") == "1", by=by)
 
-        return await self._form_action(request, act, "cancel requested")
+        return await self._form_action(request, act, "cancel")
 
     async def signal_form(self, request: Request) -> Response:
         wf_id = request.path_params["id"]
@@ -317,7 +324,7 @@ class Dashboard:
             payload = _json(str(form.get("payload") or "null"), "the payload")
             return self.ops.signal(wf_id, name, payload, by=by)
 
-        return await self._form_action(request, act, "signal sent")
+        return await self._form_action(request, act, "signal")
 
     async def restart_form(self, request: Request) -> Response:
         wf_id = request.path_params["id"]
@@ -327,7 +334,7 @@ class Dashboard:
                 wf_id, str(form.get("from_step") or ""), str(form.get("reason") or ""), by=by
             )
 
-        return await self._form_action(request, act, "restarted")
+        return await self._form_action(request, act, "restart")
 
     async def start_form(self, request: Request) -> Response:
         name = request.path_params["name"]
