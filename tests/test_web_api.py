@@ -571,3 +571,23 @@ def test_a_long_history_is_cut_on_the_page_not_in_the_json(
     assert "The 700 oldest entries are left out" in page
     assert "<code>t1199</code>" in page and "<code>t699</code>" not in page
     assert len(client.get(f"/api/workflows/{wf.id}").json()["history"]) == 1200
+
+
+def test_a_saga_on_a_nested_step_lifecycle_shows_its_sub_states(
+    tmp_path: Path, sqlite_store_url: str
+) -> None:
+    root = tmp_path / "agents"
+    root.mkdir()
+    for name in ("agent_task.yaml", "agent_step.yaml"):
+        shutil.copy(str(files("statesaga.examples") / name), root)
+    settings = ServeSettings(sqlite_store_url, "inline://", definitions=root, token=TOKEN)
+    with TestClient(create_app(settings)) as c:
+        doc = start(c, "agent_task", {"topic": "sagas", "flaky_tool": True})
+        final = wait_for(c, doc["id"], "COMPLETED")
+        research = final["steps"][0]
+        assert research["attempts"] == 2  # the flaky tool failed the first attempt
+        trail = [h["dest"] for h in final["history"] if h["step"] == "research"]
+        assert "EXECUTING.CALLING_MODEL" in trail
+        page = c.get(f"/workflows/{doc['id']}", params={"step": "research"}).text
+        assert "Step research: its lifecycle" in page
+        assert "CALLING_MODEL" in page and "WAITING_FOR_TOOL" in page  # the nested states
