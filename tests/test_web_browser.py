@@ -194,6 +194,7 @@ def browser() -> Iterator[WebDriver]:
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
+    os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager must never download
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in (
