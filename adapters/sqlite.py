@@ -48,6 +48,9 @@ CREATE TABLE IF NOT EXISTS workflows (
 CREATE INDEX IF NOT EXISTS workflows_session ON workflows (session_id, created_at, id);
 CREATE INDEX IF NOT EXISTS workflows_status ON workflows (status, created_at, id);
 CREATE INDEX IF NOT EXISTS workflows_heartbeat ON workflows (status, heartbeat_at);
+CREATE INDEX IF NOT EXISTS workflows_created ON workflows (created_at, id);
+CREATE INDEX IF NOT EXISTS workflows_name
+    ON workflows (json_extract(doc, '$.name'), created_at, id, status);
 """
 
 _SYNCHRONOUS = {"full": "FULL", "normal": "NORMAL"}
@@ -292,14 +295,7 @@ class SQLiteStore:
         status: WorkflowStatus | None = None,
         limit: int | None = None,
     ) -> list[WorkflowState]:
-        where: list[str] = []
-        params: list[object] = []
-        if session_id is not None:
-            where.append("session_id = ?")
-            params.append(session_id)
-        if status is not None:
-            where.append("status = ?")
-            params.append(WorkflowStatus(status).value)
+        where, params = self._where(session_id, status, None)
         sql = "SELECT doc, heartbeat_at FROM workflows"
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -309,6 +305,59 @@ class SQLiteStore:
             params.append(limit)
         rows = self._conn().execute(sql, params).fetchall()
         return [self._load(doc, heartbeat) for doc, heartbeat in rows]
+
+    @staticmethod
+    def _where(
+        session_id: str | None, status: WorkflowStatus | None, name: str | None
+    ) -> tuple[builtins.list[str], builtins.list[object]]:
+        where: builtins.list[str] = []
+        params: builtins.list[object] = []
+        if session_id is not None:
+            where.append("session_id = ?")
+            params.append(session_id)
+        if status is not None:
+            where.append("status = ?")
+            params.append(WorkflowStatus(status).value)
+        if name is not None:
+            # The same expression as the workflows_name index, so the index answers it.
+            where.append("json_extract(doc, '$.name') = ?")
+            params.append(name)
+        return where, params
+
+    # -- browsing (the web dashboard): newest first, keyset paging -----------------------------
+
+    def browse(
+        self,
+        *,
+        session_id: str | None = None,
+        status: WorkflowStatus | None = None,
+        name: str | None = None,
+        before: tuple[datetime, str] | None = None,
+        limit: int = 50,
+    ) -> builtins.list[WorkflowState]:
+        """Newest first, strictly older than `before` (created_at, id): a keyset page, so the
+        cost of page 1,000 is the cost of page 1."""
+        where, params = self._where(session_id, status, name)
+        if before is not None:
+            where.append("(created_at, id) < (?, ?)")
+            params += [_micros(before[0]), before[1]]
+        sql = "SELECT doc, heartbeat_at FROM workflows"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
+        rows = self._conn().execute(sql, [*params, limit]).fetchall()
+        return [self._load(doc, heartbeat) for doc, heartbeat in rows]
+
+    def count_by_status(
+        self, *, session_id: str | None = None, name: str | None = None
+    ) -> dict[str, int]:
+        # workflows_name ends with status, so a count by definition reads no document.
+        where, params = self._where(session_id, None, name)
+        sql = "SELECT status, COUNT(*) FROM workflows"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " GROUP BY status"
+        return {status: n for status, n in self._conn().execute(sql, params).fetchall()}
 
     def list_stale(
         self, before: datetime, statuses: Iterable[WorkflowStatus]

@@ -893,6 +893,58 @@ def check_upgrade_command(definition: str, store: str | None, as_json: bool) -> 
     sys.exit(1 if blocked else 0)
 
 
+# -- statesaga serve (issue 19: the web dashboard and HTTP API) ----------------------------------
+@main.command()
+@_store_option
+@_queue_option
+@_handlers_option
+@click.option(
+    "--definitions",
+    default=None,
+    type=click.Path(exists=True, file_okay=False),
+    help="the directory of workflow definitions that may be started from the server",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="address to bind")
+@click.option("--port", type=int, default=8080, show_default=True)
+@click.option(
+    "--token",
+    default=None,
+    envvar="STATESAGA_TOKEN",
+    show_envvar=True,
+    help="allow changes for whoever presents it (default: read-only); prefer the env var, "
+    "which `ps` does not show",
+)
+@_guard
+def serve(
+    store: str | None,
+    queue: str | None,
+    handlers: tuple[str, ...],
+    definitions: str | None,
+    host: str,
+    port: int,
+    token: str | None,
+) -> None:
+    """Serve the dashboard and JSON API: every stored workflow, live diagrams, and (with a
+    token) signal, cancel, restart and start, each recorded in the history with who did it."""
+    from .console import queue_url, store_url
+
+    try:
+        from .web import ServeSettings
+        from .web import serve as run_server
+    except ImportError as exc:
+        _fail(f"the dashboard needs its extra: pip install 'statesaga[ui]' ({exc.name} missing)")
+    if token is not None and len(token) < 12:
+        _fail("--token must be at least 12 characters")
+    settings = ServeSettings(
+        store=store_url(store),
+        queue=queue_url(queue),
+        handlers=tuple(m.strip() for value in handlers for m in value.split(",") if m.strip()),
+        definitions=Path(definitions) if definitions else None,
+        token=token or None,
+    )
+    run_server(settings, host=host, port=port)
+
+
 __all__ = ["main"]
 
 if __name__ == "__main__":

@@ -1,0 +1,33 @@
+"""The web dashboard and HTTP API (`statesaga serve`; `pip install 'statesaga[ui]'`).
+
+Every asset ships in the package (no CDN): the pages work offline.
+"""
+
+from __future__ import annotations
+
+from .actions import ServeSettings
+from .app import create_app
+
+__all__ = ["ServeSettings", "create_app", "serve"]
+
+
+def serve(settings: ServeSettings, host: str = "127.0.0.1", port: int = 8080) -> None:
+    """Run the dashboard with uvicorn until interrupted."""
+    from dataclasses import replace
+
+    import uvicorn
+
+    if settings.allowed_hosts is None and _loopback(host):
+        settings = replace(settings, allowed_hosts=("127.0.0.1", "localhost", "[::1]", "::1"))
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", access_log=True)
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
