@@ -103,9 +103,13 @@ class Progress:
         self.seen = 0
 
     def __call__(self, wf: WorkflowState) -> None:
-        for entry in wf.history[self.seen :]:
+        # Counted with the folded entries: past the history limit the list stops growing,
+        # but new entries are always at its end.
+        total = wf.history_dropped + len(wf.history)
+        new = min(total - self.seen, len(wf.history))
+        for entry in wf.history[len(wf.history) - new :] if new > 0 else ():
             self.console.print(describe(entry), overflow="ellipsis", no_wrap=True)
-        self.seen = len(wf.history)
+        self.seen = total
 
 
 def run_with_progress(
