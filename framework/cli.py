@@ -55,8 +55,20 @@ def validate(paths: tuple[str, ...]) -> None:
 
 @main.command()
 @click.option("--definition", is_flag=True, help="the schema of workflow definitions instead")
-def schema(definition: bool) -> None:
-    """Print the JSON Schema of the chart YAML format (or of workflow definitions)."""
+@click.option(
+    "--input",
+    "input_of",
+    default=None,
+    metavar="DEFINITION",
+    type=click.Path(dir_okay=False),
+    help="the schema of this definition's input (its `input:` section)",
+)
+def schema(definition: bool, input_of: str | None) -> None:
+    """Print the JSON Schema of the chart YAML format (or of workflow definitions, or of one
+    definition's input)."""
+    if input_of is not None:
+        _input_schema(input_of)
+        return
     if definition:
         from .definition import DefinitionSpec
 
@@ -72,6 +84,8 @@ def _guard(func: Any) -> Any:
     """Show framework errors as one clean line instead of a traceback."""
     import functools
 
+    from .errors import InputError
+
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
@@ -79,25 +93,109 @@ def _guard(func: Any) -> Any:
         except DefinitionError as exc:
             for p in exc.problems:
                 click.echo(str(p), err=True)
-            sys.exit(1)
+            sys.exit(2 if isinstance(exc, InputError) else 1)
         except StatesagaError as exc:
             _fail(str(exc))
+        except Exception as exc:
+            why = _backend_error(exc)
+            if why is None:
+                raise
+            _fail(why)
 
     return wrapper
 
 
+@_guard
+def _input_schema(path: str) -> None:
+    from .definition import load_definition
+
+    d = load_definition(path)
+    if d.spec.input is None:
+        raise click.UsageError(f"{path} declares no `input:` schema")
+    click.echo(json.dumps(d.spec.input.json_schema(f"{d.name} input"), indent=2))
+
+
+def _backend_error(exc: BaseException) -> str | None:
+    """One line for what a store or queue backend raised (the server cannot be reached, a
+    password is refused, a file cannot be opened), or None for a bug that deserves its
+    traceback."""
+    import sqlite3
+
+    module = type(exc).__module__.split(".")[0]
+    if module in ("redis", "rq"):
+        return f"{module}: {type(exc).__name__}: {exc}".strip()
+    if isinstance(exc, sqlite3.Error):
+        return f"sqlite: {exc}"
+    if isinstance(exc, OSError):
+        target = f" {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror or exc}{':' if target else ''}{target}"
+    return None
+
+
+def _json_arg(value: str, option: str) -> Any:
+    """A JSON option: the text itself, `@FILE`, or `@-` for standard input. Strict JSON (no
+    NaN or Infinity, which a store would keep as null) and no larger than the input limit."""
+    from .limits import max_input_bytes, strict_json_loads
+
+    limit = max_input_bytes()
+    if value.startswith("@"):
+        name = value[1:]
+        try:
+            if name == "-":
+                raw = sys.stdin.buffer.read(limit + 1)
+            else:
+                with open(name, "rb") as f:
+                    raw = f.read(limit + 1)
+        except OSError as exc:
+            raise click.BadParameter(
+                f"cannot read {name}: {exc.strerror or exc}", param_hint=option
+            ) from None
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise click.BadParameter(f"{name} is not UTF-8 text", param_hint=option) from None
+    else:
+        text = value
+    if len(text.encode("utf-8")) > limit:
+        raise click.BadParameter(
+            f"larger than {limit} bytes (STATESAGA_MAX_INPUT_BYTES)", param_hint=option
+        )
+    try:
+        return strict_json_loads(text)
+    except ValueError as exc:  # JSONDecodeError, or NaN/Infinity refused
+        raise click.BadParameter(f"not JSON: {exc}", param_hint=option) from None
+    except RecursionError:
+        raise click.BadParameter("not JSON: nested too deeply", param_hint=option) from None
+
+
 def _load_input(value: str | None) -> dict[str, Any]:
-    """`--input '{"a": 1}'` or `--input @file.json`."""
+    """`--input '{"a": 1}'`, `--input @file.json` or `--input @-` (standard input)."""
     if not value:
         return {}
-    text = Path(value[1:]).read_text(encoding="utf-8") if value.startswith("@") else value
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise click.BadParameter(f"not JSON: {exc}", param_hint="--input") from None
+    data = _json_arg(value, "--input")
     if not isinstance(data, dict):
         raise click.BadParameter("must be a JSON object", param_hint="--input")
     return data
+
+
+class _Seconds(click.ParamType):  # type: ignore[type-arg]
+    """A number of seconds: finite, not negative, and within the limit tables have."""
+
+    name = "seconds"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+        from .limits import MAX_SECONDS
+
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        if not 0 <= seconds <= MAX_SECONDS:  # also refuses nan and inf
+            self.fail(f"{value!r} must be from 0 to {MAX_SECONDS:.0f} seconds", param, ctx)
+        return seconds
+
+
+SECONDS = _Seconds()
 
 
 _store_option = click.option(
@@ -118,7 +216,7 @@ _queue_option = click.option(
 @_store_option
 @_queue_option
 @click.option("--json", "as_json", is_flag=True, help="print the final WorkflowState document")
-@click.option("--timeout", type=float, default=None, help="give up waiting after S seconds")
+@click.option("--timeout", type=SECONDS, default=None, help="give up waiting after S seconds")
 @_guard
 def run(
     definition: str,
@@ -140,6 +238,7 @@ def run(
     import_path_for(definition)
     d = load_definition(definition)
     engine = open_engine(store, queue, d)
+    _check_reachable(engine)
     console = Console(stderr=as_json, quiet=as_json)
     wf = run_with_progress(engine, d, data, console, session_id=session, timeout=timeout)
     if as_json:
@@ -150,6 +249,15 @@ def run(
         _echo_waiting(wf, err=as_json)
         sys.exit(0)
     sys.exit(0 if wf.status is WorkflowStatus.COMPLETED else 1)
+
+
+def _check_reachable(engine: Any) -> None:
+    """Before a workflow is stored: the store answers (it is created if new) and the queue
+    does, so an unreachable queue does not leave a RUNNING workflow whose job never left."""
+    engine.store.initialize()
+    check = getattr(engine.queue, "check", None)
+    if check is not None:
+        check()
 
 
 @main.command()
@@ -165,7 +273,7 @@ def status(workflow_id: str, store: str | None, as_json: bool, history: bool) ->
     from .console import describe, steps_table, store_url
     from .plugins import open_store
 
-    wf = open_store(store_url(store)).get(workflow_id)
+    wf = open_store(store_url(store), must_exist=True).get(workflow_id)
     if as_json:
         click.echo(wf.model_dump_json(indent=2))
         return
@@ -198,7 +306,8 @@ def list_(
             f"{status_!r}; one of {', '.join(s.value for s in WorkflowStatus)}",
             param_hint="--status",
         ) from None
-    for wf in open_store(store_url(store)).list(session_id=session, status=wanted, limit=limit):
+    opened = open_store(store_url(store), must_exist=True)
+    for wf in opened.list(session_id=session, status=wanted, limit=limit):
         if as_json:
             click.echo(
                 json.dumps(
@@ -217,6 +326,16 @@ def list_(
             click.echo(
                 f"{wf.id}  {wf.status.value:<13} {wf.name} v{wf.version}  {wf.session_id or ''}"
             )
+    if _report_unreadable(opened):
+        sys.exit(1)
+
+
+def _report_unreadable(store: Any) -> bool:
+    """Name each stored document the last listing skipped because it cannot be read."""
+    unreadable: dict[str, str] = getattr(store, "unreadable", {})
+    for workflow_id, why in unreadable.items():
+        click.echo(f"error: stored workflow {workflow_id} cannot be read: {why}", err=True)
+    return bool(unreadable)
 
 
 @main.command()
@@ -306,7 +425,7 @@ def diagram(
     if instance:
         from .console import store_url as default_store
 
-        wf = plugins.open_store(default_store(store_url)).get(instance)
+        wf = plugins.open_store(default_store(store_url), must_exist=True).get(instance)
         from .definition import load_definition
 
         d = load_definition(definition_path) if definition_path else None
@@ -366,7 +485,7 @@ def diagram(
     "--with-scheduler", is_flag=True, help="also move due delayed jobs (retries) onto the queue"
 )
 @click.option(
-    "--heartbeat", type=float, default=5.0, show_default=True, help="seconds between heartbeats"
+    "--heartbeat", type=SECONDS, default=5.0, show_default=True, help="seconds between heartbeats"
 )
 @click.option("--name", default=None, help="worker name (default: statesaga.HOST.PID.RANDOM)")
 @click.option("--log-level", default="INFO", show_default=True)
@@ -486,7 +605,7 @@ _handlers_option = click.option(
 @_handlers_option
 @click.option(
     "--timeout",
-    type=float,
+    type=SECONDS,
     default=30.0,
     show_default=True,
     help="a workflow whose heartbeat is older than S seconds is taken as lost",
@@ -498,7 +617,7 @@ _handlers_option = click.option(
     help="resume lost workflows (default) or cancel them (compensate at once)",
 )
 @click.option("--once", "every", flag_value=0.0, default=True, help="scan once (default)")
-@click.option("--every", "every", type=float, help="scan every S seconds until interrupted")
+@click.option("--every", "every", type=SECONDS, help="scan every S seconds until interrupted")
 @click.option("--session", default=None, help="only the workflows of this session")
 @_guard
 def recover(
@@ -527,6 +646,7 @@ def recover(
             click.echo(f"cancelled {wf_id}")
         for wf_id, why in report.errors.items():
             click.echo(f"skipped {wf_id}: {why}", err=True)
+        _report_unreadable(engine.store)
         _run_inline(engine, report.resumed + report.cancelled, None)
         if interval <= 0:
             if not report.handled and not report.errors:
@@ -632,14 +752,10 @@ def check_crashes_command(
 
 # -- statesaga signal / restart / check-upgrade (issue 11: people and time in the loop) ----------
 def _payload(value: str | None) -> Any:
-    """`--payload '{"by": "alice"}'` or `--payload @file.json`: any JSON value."""
+    """`--payload '{"by": "alice"}'`, `--payload @file.json` or `@-`: any JSON value."""
     if value is None:
         return None
-    text = Path(value[1:]).read_text(encoding="utf-8") if value.startswith("@") else value
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise click.BadParameter(f"not JSON: {exc}", param_hint="--payload") from None
+    return _json_arg(value, "--payload")
 
 
 def _run_until_waiting(engine: Any, workflow_id: str) -> Any:
@@ -777,7 +893,7 @@ def check_upgrade_command(definition: str, store: str | None, as_json: bool) -> 
     from .versions import check_upgrade
 
     new = load_definition(definition)
-    checks = check_upgrade(open_store(store_url(store)), new)
+    checks = check_upgrade(open_store(store_url(store), must_exist=True), new)
     blocked = [c for c in checks if not c.ok]
     for c in checks:
         if as_json:

@@ -6,9 +6,11 @@ match the shipped lifecycle tables exactly.
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 import secrets
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -298,3 +300,27 @@ class WorkflowState(_Doc):
                 Problem(e["msg"], source, None, ".".join(str(p) for p in e["loc"]))
                 for e in exc.errors()
             ) from None
+
+
+log = logging.getLogger("statesaga.store")
+
+
+def readable_documents(
+    rows: Iterable[tuple[str, Callable[[], WorkflowState]]], skipped: dict[str, str]
+) -> list[WorkflowState]:
+    """Load each (id, loader) pair; a document that cannot be read is left out and noted in
+    `skipped` (id -> why, one line) instead of failing the listing of every workflow."""
+    out = []
+    for workflow_id, load in rows:
+        try:
+            out.append(load())
+        except (DefinitionError, ValueError, TypeError) as exc:
+            why = str(exc).splitlines()[0]
+            if isinstance(exc, DefinitionError) and exc.problems:
+                first = exc.problems[0]
+                more = len(exc.problems) - 1
+                field = f"{first.field}: " if first.field else ""
+                why = f"{field}{first.message}" + (f" (and {more} more)" if more else "")
+            skipped[workflow_id] = why
+            log.warning("workflow document %s cannot be read, skipped: %s", workflow_id, why)
+    return out
