@@ -20,7 +20,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self._docs: dict[str, str] = {}
         self._lock = threading.Lock()
-        #: Documents the latest list()/list_stale() could not read: id -> why.
+        #: Documents listings found unreadable (and left out), id -> why, until read again.
         self.unreadable: dict[str, str] = {}
 
     @classmethod
@@ -80,7 +80,6 @@ class MemoryStore:
     ) -> list[WorkflowState]:
         with self._lock:
             texts = list(self._docs.items())
-        self.unreadable = {}
         docs = readable_documents(
             ((wid, partial(WorkflowState.from_json, t, f"stored {wid}")) for wid, t in texts),
             self.unreadable,

@@ -116,7 +116,7 @@ class RedisStore:
     def __init__(self, client: redis.Redis, prefix: str = DEFAULT_PREFIX) -> None:
         self.client = client
         self.prefix = prefix
-        #: Documents the latest list()/list_stale() could not read: id -> why.
+        #: Documents listings found unreadable (and left out), id -> why, until read again.
         self.unreadable: dict[str, str] = {}
         self._create = client.register_script(_CREATE)
         self._save = client.register_script(_SAVE)
@@ -275,8 +275,6 @@ class RedisStore:
         """Documents by id in one round trip, each with the latest heartbeat folded in. A
         document that cannot be read raises when `strict` (a get), else it is left out and
         noted in `unreadable` (a listing goes on with the others)."""
-        if not strict:
-            self.unreadable = {}
         if not ids:
             return []
         pipe = self.client.pipeline(transaction=False)

@@ -111,7 +111,7 @@ class SQLiteStore:
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._initialized = False
-        #: Documents the latest list()/list_stale() could not read: id -> why.
+        #: Documents listings found unreadable (and left out), id -> why, until read again.
         self.unreadable: dict[str, str] = {}
 
     @classmethod
@@ -222,7 +222,6 @@ class SQLiteStore:
     # -- documents -----------------------------------------------------------------------------
 
     def _rows(self, rows: Iterable[tuple[str, int | None, str]]) -> builtins.list[WorkflowState]:
-        self.unreadable = {}
         docs: builtins.list[WorkflowState] = readable_documents(
             ((wid, partial(self._load, doc, hb, wid)) for doc, hb, wid in rows),
             self.unreadable,

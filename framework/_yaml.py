@@ -250,11 +250,20 @@ def load_yaml_file(path: str | Path) -> tuple[Any, LineMap]:
     return load_yaml_text(text, str(p))
 
 
+_TYPE_TAG = re.compile(r"^(function-\w+|[a-z_]+\[.*\]|str|int|float|bool|none|dict|list|tuple)$")
+
+
 def pydantic_problems(exc: Any, lines: LineMap) -> list[Problem]:
     """Translate a pydantic ValidationError into located problems."""
     problems = []
+    seen: set[Loc] = set()
     for err in exc.errors():
-        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        # A union's members appear in the location (`type.literal[...]`, `tuple[...]`): drop
+        # them, and report the first member's message once per field.
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and _TYPE_TAG.match(p)))
+        if loc in seen:
+            continue
+        seen.add(loc)
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = f"unknown key {loc[-1]!r}" if loc else "unknown key"

@@ -29,10 +29,12 @@ class StateSpec(_Strict):
 
     name: str = Field(min_length=1)
     description: str = ""
-    final: bool = False
+    final: bool = Field(False, strict=True)
     tags: tuple[str, ...] = ()
     initial: str | None = Field(None, description="the child entered first (compound states)")
-    parallel: bool = Field(False, description="children are regions, all active at once")
+    parallel: bool = Field(
+        False, strict=True, description="children are regions, all active at once"
+    )
     states: tuple[StateSpec, ...] = Field((), description="child states")
 
     @field_validator("name")

@@ -237,6 +237,7 @@ def run(
     data = _load_input(input_)
     import_path_for(definition)
     d = load_definition(definition)
+    d.check_input(data)  # before any store or queue is opened
     engine = open_engine(store, queue, d)
     _check_reachable(engine)
     console = Console(stderr=as_json, quiet=as_json)

@@ -309,11 +309,13 @@ def readable_documents(
     rows: Iterable[tuple[str, Callable[[], WorkflowState]]], skipped: dict[str, str]
 ) -> list[WorkflowState]:
     """Load each (id, loader) pair; a document that cannot be read is left out and noted in
-    `skipped` (id -> why, one line) instead of failing the listing of every workflow."""
+    `skipped` (id -> why, one line; dropped once it reads again) instead of failing the
+    listing of every workflow."""
     out = []
     for workflow_id, load in rows:
         try:
             out.append(load())
+            skipped.pop(workflow_id, None)
         except (DefinitionError, ValueError, TypeError) as exc:
             why = str(exc).splitlines()[0]
             if isinstance(exc, DefinitionError) and exc.problems:
