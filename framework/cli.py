@@ -272,9 +272,9 @@ def status(workflow_id: str, store: str | None, as_json: bool, history: bool) ->
     from rich.console import Console
 
     from .console import describe, steps_table, store_url
-    from .plugins import open_store
+    from .plugins import open_existing_store
 
-    wf = open_store(store_url(store), must_exist=True).get(workflow_id)
+    wf = open_existing_store(store_url(store)).get(workflow_id)
     if as_json:
         click.echo(wf.model_dump_json(indent=2))
         return
@@ -298,7 +298,7 @@ def list_(
     """List workflows, oldest first, filtered by session and/or status."""
     from .console import store_url
     from .models import WorkflowStatus
-    from .plugins import open_store
+    from .plugins import open_existing_store
 
     try:
         wanted = WorkflowStatus(status_.upper()) if status_ else None
@@ -307,7 +307,7 @@ def list_(
             f"{status_!r}; one of {', '.join(s.value for s in WorkflowStatus)}",
             param_hint="--status",
         ) from None
-    opened = open_store(store_url(store), must_exist=True)
+    opened = open_existing_store(store_url(store))
     for wf in opened.list(session_id=session, status=wanted, limit=limit):
         if as_json:
             click.echo(
@@ -426,7 +426,7 @@ def diagram(
     if instance:
         from .console import store_url as default_store
 
-        wf = plugins.open_store(default_store(store_url), must_exist=True).get(instance)
+        wf = plugins.open_existing_store(default_store(store_url)).get(instance)
         from .definition import load_definition
 
         d = load_definition(definition_path) if definition_path else None
@@ -890,11 +890,11 @@ def check_upgrade_command(definition: str, store: str | None, as_json: bool) -> 
     exit 1 if any cannot."""
     from .console import store_url
     from .definition import load_definition
-    from .plugins import open_store
+    from .plugins import open_existing_store
     from .versions import check_upgrade
 
     new = load_definition(definition)
-    checks = check_upgrade(open_store(store_url(store), must_exist=True), new)
+    checks = check_upgrade(open_existing_store(store_url(store)), new)
     blocked = [c for c in checks if not c.ok]
     for c in checks:
         if as_json:

@@ -15,10 +15,11 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from . import plugins
 from .definition import WorkflowDefinition, load_definition
 from .engine import Engine
 from .models import HistoryEntry, StepStatus, WorkflowState, WorkflowStatus
-from .plugins import DEFAULT_QUEUE, DEFAULT_STORE, open_queue, open_store
+from .plugins import DEFAULT_QUEUE, DEFAULT_STORE
 
 COLOURS: Mapping[str, str] = {
     StepStatus.PENDING: "dim",
@@ -53,7 +54,13 @@ def open_engine(
     store: str | None, queue: str | None, definition: WorkflowDefinition | None = None
 ) -> Engine:
     step_chart = definition.step_chart() if definition is not None else None
-    return Engine(open_store(store_url(store)), open_queue(queue_url(queue)), step_chart=step_chart)
+    # Looked up at call time (not bound at import), so a test's monkeypatch of
+    # plugins.open_store never outlives the test through this module.
+    return Engine(
+        plugins.open_store(store_url(store)),
+        plugins.open_queue(queue_url(queue)),
+        step_chart=step_chart,
+    )
 
 
 def _state(value: str) -> Text:

@@ -77,17 +77,23 @@ def scheme(url: str) -> str:
     return s
 
 
-def open_store(url: str, *, must_exist: bool = False) -> Store:
-    """Open the store a URL names (`sqlite:///x.db`, `memory://`, `redis://…`, `arango://…`).
-
-    `must_exist`: for commands that only read, refuse a store that is not there yet (a
-    store with an `exists()` method, such as SQLite's file) instead of creating it."""
+def open_store(url: str) -> Store:
+    """Open the store a URL names (`sqlite:///x.db`, `memory://`, `redis://…`, `arango://…`)."""
     name = scheme(url)
     store: Store = _from_url(load("statesaga.stores", name), url, f"{name} store")
+    return store
+
+
+def open_existing_store(url: str) -> Store:
+    """Open a store for a command that only reads: a store that is not there yet (one with
+    an `exists()` method, such as SQLite's file) is refused instead of created."""
+    store = open_store(url)
     exists = getattr(store, "exists", None)
-    if must_exist and exists is not None and not exists():
+    if exists is not None and not exists():
         where = getattr(store, "path", "that URL")
-        raise AdapterError(f"no {name} store at {where}: nothing has been stored there yet")
+        raise AdapterError(
+            f"no {scheme(url)} store at {where}: nothing has been stored there yet"
+        )
     return store
 
 
