@@ -44,7 +44,8 @@ def max_yaml_bytes() -> int:
 
 
 def max_yaml_depth() -> int:
-    """Nesting of mappings and lists in a YAML file (`STATESAGA_MAX_YAML_DEPTH`, default 64)."""
+    """Nesting of mappings and lists in a YAML file or an input (`STATESAGA_MAX_YAML_DEPTH`,
+    default 64)."""
     return _env_int("STATESAGA_MAX_YAML_DEPTH", 64)
 
 

@@ -8,11 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import sqlite3
-import subprocess
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -676,50 +672,6 @@ def seed_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder / "seed.db"
 
 
-@pytest.fixture(scope="module")
-def auth_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A second private redis-server that requires a password (PW), for wrong passwords."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("redis-server is not on PATH (apt-get install -y redis-server)")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--requirepass",
-            PW,
-            "--dir",
-            str(tmp_path_factory.mktemp("auth-redis")),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail("the password-protected redis-server did not start")
-                time.sleep(0.05)
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=5)
-
-
 def _corrupt(case: Case, folder: Path, redis_client: Any, redis_url: str) -> None:
     """A RUNNING workflow whose document is cut short, next to the good one."""
     bad = "WF-20260101-badbad01"
@@ -745,7 +697,7 @@ def test_hostile_input(
     tmp_path: Path,
     seed_db: Path,
     redis_url: str,
-    auth_redis: str,
+    redis_password_url: tuple[str, str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import redis
@@ -767,15 +719,16 @@ def test_hostile_input(
         _seed_store(redis5)
     if case.setup == "corrupt":
         _corrupt(case, folder, client, redis5)
+    auth_host = redis_password_url[0].split("://", 1)[1].rsplit("/", 1)[0]
     values = {
         "store": f"sqlite:///{folder / 'seed.db'}",
         "dir": str(folder),
         "def": str(folder / "def.yaml"),
         "redis": redis5,
         "redis_base": redis_base,
-        "redis_auth": f"redis://:wrong-{PW}@{auth_redis}/0",
+        "redis_auth": f"redis://:wrong-{PW}@{auth_host}/0",
         "rq": f"rq://{redis_base.split('://', 1)[1]}/5?queue=hostile",
-        "rq_auth": f"rq://:wrong-{PW}@{auth_redis}/0?queue=hostile",
+        "rq_auth": f"rq://:wrong-{PW}@{auth_host}/0?queue=hostile",
     }
     args = []
     for arg in case.args:  # not str.format: JSON arguments have braces of their own
