@@ -156,7 +156,7 @@ class _Builder:
                 self.active.discard(id(node))
         try:
             value = self.loader.construct_object(node)
-        except (yaml.YAMLError, ValueError) as exc:
+        except Exception as exc:  # PyYAML's constructors fail in many ways on bad scalars
             raise self.at(node, f"not a valid {node.tag.removeprefix(_TAG)}: {exc}", loc) from None
         if isinstance(value, float) and not math.isfinite(value):
             raise self.at(node, f"{node.value} is not a finite number", loc)

@@ -299,6 +299,9 @@ CASES: list[Case] = [
         env={"STATESAGA_MAX_YAML_BYTES": "2000"},
     ),
     V("int-overflow-float", with_retry("max_interval: 1e999"), "1e999 is not a finite number"),
+    V("int-5000-digits", with_retry("max_attempts: " + "9" * 5000), "not a valid int"),
+    V("bad-explicit-timestamp", with_step("    timeout: !!timestamp soon\n"), "not a valid"),
+    V("octal-yaml11", with_retry("max_attempts: 0o7777777"), "less than or equal to 100000"),
     V("chart-final-yes", CHART_ON.replace("final: true", "final: yes"), "write true or false"),
     V(
         "extends-cycle",
@@ -932,3 +935,32 @@ def test_env_limits_ignore_nonsense(monkeypatch: pytest.MonkeyPatch) -> None:
 if os.environ.get("STATESAGA_HOSTILE_LIST"):  # print the table (for the report)
     for c in CASES:
         print(f"{c.id:32} exit {c.code}  {c.expect}")
+
+
+def test_engine_start_refuses_an_input_missing_a_reference_and_stores_nothing() -> None:
+    from statesaga import Engine, load_definition, open_queue, open_store
+    from statesaga.errors import InputError
+    from statesaga.registry import Registry
+
+    registry = Registry()
+    registry.register_module("statesaga.examples.trip_handlers")
+    store = open_store("memory://")
+    engine = Engine(store, open_queue("inline://"), registry)
+    d = load_definition(ROOT / "examples" / "trip.yaml")
+    with pytest.raises(InputError) as caught:
+        engine.start(d, {"origin": "TPE"})
+    fields = {p.field for p in caught.value.problems}
+    assert fields == {"destination", "nights", "amount", "email"}
+    assert store.list() == []
+
+
+def test_memory_store_lists_around_an_unreadable_document() -> None:
+    from statesaga import load_definition, open_store
+
+    store = open_store("memory://")
+    good = load_definition(ROOT / "examples" / "trip.yaml").instantiate({})
+    store.create(good)
+    store._docs["WF-20260101-badbad01"] = '{"id": "WF-20260101-badbad01", "steps": 3}'  # type: ignore[attr-defined]
+    assert [wf.id for wf in store.list()] == [good.id]
+    assert list(store.unreadable) == ["WF-20260101-badbad01"]  # type: ignore[attr-defined]
+    assert "Field required" in store.unreadable["WF-20260101-badbad01"]  # type: ignore[attr-defined]
