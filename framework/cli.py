@@ -894,8 +894,10 @@ def check_upgrade_command(definition: str, store: str | None, as_json: bool) -> 
     from .versions import check_upgrade
 
     new = load_definition(definition)
-    checks = check_upgrade(open_existing_store(store_url(store)), new)
+    opened = open_existing_store(store_url(store))
+    checks = check_upgrade(opened, new)
     blocked = [c for c in checks if not c.ok]
+    unreadable = _report_unreadable(opened)
     for c in checks:
         if as_json:
             click.echo(json.dumps(c.to_dict(), sort_keys=True))
@@ -910,7 +912,7 @@ def check_upgrade_command(definition: str, store: str | None, as_json: bool) -> 
             f"{len(checks)} in-flight instance(s) of {new.name} on other versions; "
             f"{len(blocked)} cannot continue under v{new.version}"
         )
-    sys.exit(1 if blocked else 0)
+    sys.exit(1 if blocked or unreadable else 0)
 
 
 __all__ = ["main"]

@@ -119,6 +119,12 @@ def I(id: str, value: str, expect: str, yaml: str = BASE, **kw: Any) -> Case:  #
     return Case(id, args, expect, 2, files={"def.yaml": yaml, **kw.pop("files", {})}, **kw)
 
 
+def Q(id: str, queue: str, expect: str) -> Case:  # noqa: N802
+    """`run` with a queue that cannot take the job: refused before the workflow is stored."""
+    args = ("run", "{def}", "--store", "{store}", "--queue", queue, "--input", GOOD_INPUT)
+    return Case(id, (*args, "--timeout", "5"), expect, 1, files={"def.yaml": BASE})
+
+
 SCHEMA = definition(
     **{
         "steps:\n": "input:\n"
@@ -462,86 +468,13 @@ CASES: list[Case] = [
         1,
         backend="redis",
     ),
-    Case(
-        "rq-unreachable",
-        (
-            "run",
-            "{def}",
-            "--store",
-            "{store}",
-            "--queue",
-            "rq://127.0.0.1:1/0",
-            "--input",
-            GOOD_INPUT,
-        ),
-        "rq queue cannot reach redis",
-        1,
-        files={"def.yaml": BASE},
-    ),
-    Case(
-        "rq-wrong-password",
-        (
-            "run",
-            "{def}",
-            "--store",
-            "{store}",
-            "--queue",
-            "{rq_auth}",
-            "--input",
-            GOOD_INPUT,
-            "--timeout",
-            "5",
-        ),
-        "invalid username-password pair",
-        1,
-        files={"def.yaml": BASE},
-    ),
-    Case(
-        "rq-notadb",
-        (
-            "run",
-            "{def}",
-            "--store",
-            "{store}",
-            "--queue",
-            "rq://h:1/x?queue=q",
-            "--input",
-            GOOD_INPUT,
-        ),
-        "must be a number",
-        1,
-        files={"def.yaml": BASE},
-    ),
-    Case(
-        "rq-option",
-        ("run", "{def}", "--store", "{store}", "--queue", "{rq}&colour=red", "--input", GOOD_INPUT),
-        "unknown rq queue URL option",
-        1,
-        files={"def.yaml": BASE},
-    ),
-    Case(
-        "rq-empty-queue-name",
-        (
-            "run",
-            "{def}",
-            "--store",
-            "{store}",
-            "--queue",
-            "rq://h:1/0?queue=",
-            "--input",
-            GOOD_INPUT,
-        ),
-        "empty queue",
-        1,
-        files={"def.yaml": BASE},
-    ),
-    Case(
-        "queue-unknown-scheme",
-        ("run", "{def}", "--store", "{store}", "--queue", "kafka://x", "--input", GOOD_INPUT),
-        "no statesaga.queues plugin",
-        1,
-        files={"def.yaml": BASE},
-    ),
+    Q("rq-unreachable", "rq://127.0.0.1:1/0", "rq queue cannot reach redis"),
+    Q("rq-wrong-password", "{rq_auth}", "invalid username-password pair"),
+    Q("rq-notadb", "rq://h:1/x?queue=q", "must be a number"),
+    Q("rq-option", "{rq}&colour=red", "unknown rq queue URL option"),
+    Q("rq-empty-queue-name", "rq://h:1/0?queue=", "empty queue"),
+    Q("rq-bad-port", "rq://h:port/0", "Port could not be cast"),
+    Q("queue-unknown-scheme", "kafka://x", "no statesaga.queues plugin"),
     # -- read-only commands never create a store ---------------------------------------------
     Case(
         "status-no-store", ("status", "WF-1", "--store", "sqlite:///{dir}/new/x.db"), "no sqlite", 1
@@ -600,6 +533,15 @@ CASES: list[Case] = [
         "WF-20260101-badbad01 cannot be read",
         0,
         setup="corrupt",
+    ),
+    Case(
+        "check-upgrade-corrupt-sqlite",
+        ("check-upgrade", "{def}", "--store", "{store}"),
+        "WF-20260101-badbad01 cannot be read",
+        1,
+        files={"def.yaml": BASE},
+        setup="corrupt",
+        stdout="0 in-flight instance(s)",
     ),
     Case(
         "list-corrupt-redis",
