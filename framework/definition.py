@@ -316,6 +316,7 @@ class WorkflowDefinition:
             )
         if self.spec.input is not None:
             problems.extend(_schema_problems(self.spec.input, input))
+        missing: dict[str, list[str]] = {}  # input path -> who references it
         for step in self.steps:
             for where, params in _param_sets(step):
                 for ref in sorted(set(references(params))):
@@ -325,15 +326,16 @@ class WorkflowDefinition:
                     try:
                         _lookup(rest, input)
                     except KeyError:
-                        problems.append(
-                            Problem(
-                                f"step {step.name!r} {where} reference ${{{ref}}}, "
-                                "which the input does not have",
-                                "input",
-                                None,
-                                rest,
-                            )
-                        )
+                        missing.setdefault(rest, []).append(f"{step.name!r} {where}")
+        for path, users in missing.items():
+            problems.append(
+                Problem(
+                    f"missing: ${{input.{path}}} is referenced by {', '.join(users)}",
+                    "input",
+                    None,
+                    path,
+                )
+            )
         if problems:
             raise InputError(problems)
 

@@ -359,7 +359,11 @@ CASES: list[Case] = [
         env={"STATESAGA_MAX_INPUT_BYTES": "100"},
     ),
     I("input-deep", "[" * 100_000 + "]" * 100_000, "not JSON"),
-    I("input-missing-reference", '{"destination": "NRT"}', "reference ${input.origin}"),
+    I(
+        "input-missing-reference",
+        '{"destination": "NRT"}',
+        "missing: ${input.origin} is referenced by 'first' params",
+    ),
     I(
         "input-missing-nested-ref",
         '{"origin": {}}',
