@@ -1,5 +1,6 @@
-"""The `statesaga` command line. Exit codes: 0 ok, 1 a table is invalid or a workflow did not
-complete, 2 usage errors (click's own convention)."""
+"""The `statesaga` command line. Exit codes: 0 ok, 1 a table is invalid, a store or queue
+cannot be reached or read, or a workflow did not complete, 2 usage errors (click's own
+convention), including an input that is not JSON or does not fit the definition."""
 
 from __future__ import annotations
 
