@@ -28,6 +28,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, NoReturn
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
@@ -50,7 +51,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 from statesaga.errors import AdapterError, ConflictError, DefinitionError, NotFoundError, Problem
-from statesaga.models import WorkflowState, WorkflowStatus
+from statesaga.models import WorkflowState, WorkflowStatus, readable_documents
 
 __all__ = ["ArangoSettings", "ArangoStore", "QUERIES"]
 
@@ -293,6 +294,8 @@ class ArangoStore:
         self._client: Any = None
         self._initialized = False
         self._lock = threading.Lock()
+        #: Documents listings found unreadable (and left out), id -> why, until read again.
+        self.unreadable: dict[str, str] = {}
 
     @classmethod
     def from_url(cls, url: str, **overrides: Any) -> ArangoStore:
@@ -629,7 +632,15 @@ class ArangoStore:
         if not wanted:
             return []
         binds = self._bind(statuses=wanted, before=_micros(before))
-        return [self.from_document(d) for d in self._run(QUERIES["stale"], binds, "list", None)]
+        return self._readable(self._run(QUERIES["stale"], binds, "list", None))
+
+    def _readable(self, docs: Iterable[dict[str, Any]]) -> list[WorkflowState]:
+        """Listings leave out a document that cannot be read (named in `unreadable`)."""
+        read: list[WorkflowState] = readable_documents(
+            ((str(d.get("_key", "?")), partial(self.from_document, d)) for d in docs),
+            self.unreadable,
+        )
+        return read
 
     def write_raw(self, workflow_id: str, text: str) -> None:
         """Replace the stored JSON text of an existing workflow, bypassing validation.
@@ -662,4 +673,4 @@ class ArangoStore:
         if limit is not None:
             query = query.replace(" RETURN d", _LIMIT + " RETURN d")
             binds["limit"] = max(int(limit), 0)
-        return [self.from_document(d) for d in self._run(query, binds, "list", None)]
+        return self._readable(self._run(query, binds, "list", None))
