@@ -305,6 +305,8 @@ CASES: list[Case] = [
         env={"STATESAGA_MAX_YAML_BYTES": "2000"},
     ),
     V("int-overflow-float", with_retry("max_interval: 1e999"), "1e999 is not a finite number"),
+    V("depth-limit-env", BASE, "nested deeper than 3", env={"STATESAGA_MAX_YAML_DEPTH": "3"}),
+    V("values-limit-env", BASE, "more than 20 values", env={"STATESAGA_MAX_YAML_NODES": "20"}),
     V("int-5000-digits", with_retry("max_attempts: " + "9" * 5000), "not a valid int"),
     V("bad-explicit-timestamp", with_step("    timeout: !!timestamp soon\n"), "not a valid"),
     V("octal-yaml11", with_retry("max_attempts: 0o7777777"), "less than or equal to 100000"),
@@ -506,6 +508,56 @@ CASES: list[Case] = [
     ),
     Case(
         "list-bad-status", ("list", "--store", "{store}", "--status", "DONE"), "one of PENDING", 2
+    ),
+    # -- the same refusals against the Redis store: nothing written there either ----------
+    Case(
+        "redis-run-input-nan",
+        ("run", "{def}", "--store", "{redis}", "--input", '{"origin": NaN}'),
+        "NaN is not JSON",
+        2,
+        files={"def.yaml": BASE},
+        backend="redis",
+    ),
+    Case(
+        "redis-run-missing-input",
+        ("run", "{def}", "--store", "{redis}", "--input", "{}"),
+        "missing: ${input.origin}",
+        2,
+        files={"def.yaml": BASE},
+        backend="redis",
+    ),
+    Case(
+        "redis-run-schema",
+        ("run", "{def}", "--store", "{redis}", "--input", '{"origin": "TPE"}'),
+        "[nights] missing required value",
+        2,
+        files={"def.yaml": SCHEMA},
+        backend="redis",
+    ),
+    Case(
+        "redis-run-rq-unreachable",
+        (
+            "run",
+            "{def}",
+            "--store",
+            "{redis}",
+            "--queue",
+            "rq://127.0.0.1:1/0",
+            "--input",
+            GOOD_INPUT,
+        ),
+        "rq queue cannot reach redis",
+        1,
+        files={"def.yaml": BASE},
+        backend="redis",
+    ),
+    Case(
+        "redis-run-bad-definition",
+        ("run", "{def}", "--store", "{redis}", "--input", GOOD_INPUT),
+        "not a finite number",
+        1,
+        files={"def.yaml": with_retry("max_interval: .inf")},
+        backend="redis",
     ),
     # -- one unreadable stored document: named by id, the others still listed --------------
     Case(
