@@ -289,7 +289,7 @@ def status(workflow_id: str, store: str | None, as_json: bool, history: bool) ->
 @main.command(name="list")
 @click.option("--session", default=None)
 @click.option("--status", "status_", default=None, help="e.g. RUNNING, COMPENSATED")
-@click.option("--limit", type=int, default=None)
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="at most N workflows")
 @_store_option
 @click.option("--json", "as_json", is_flag=True, help="one JSON summary per line")
 @_guard

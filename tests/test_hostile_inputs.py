@@ -509,6 +509,15 @@ CASES: list[Case] = [
     Case(
         "list-bad-status", ("list", "--store", "{store}", "--status", "DONE"), "one of PENDING", 2
     ),
+    Case(
+        "list-limit-negative",
+        ("list", "--store", "{store}", "--limit", "-1"),
+        "not in the range",
+        2,
+    ),
+    Case(
+        "list-limit-zero", ("list", "--store", "{redis}", "--limit", "0"), "0", 2, backend="redis"
+    ),
     # -- the same refusals against the Redis store: nothing written there either ----------
     Case(
         "redis-run-input-nan",
