@@ -516,7 +516,11 @@ CASES: list[Case] = [
         2,
     ),
     Case(
-        "list-limit-zero", ("list", "--store", "{redis}", "--limit", "0"), "0", 2, backend="redis"
+        "list-limit-zero",
+        ("list", "--store", "{redis}", "--limit", "0"),
+        "not in the range",
+        2,
+        backend="redis",
     ),
     # -- the same refusals against the Redis store: nothing written there either ----------
     Case(
