@@ -32,6 +32,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, NoReturn
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
@@ -59,7 +60,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 from statesaga.errors import AdapterError, ConflictError, DefinitionError, NotFoundError, Problem
-from statesaga.models import WorkflowState, WorkflowStatus
+from statesaga.models import WorkflowState, WorkflowStatus, readable_documents
 
 __all__ = ["ArangoSettings", "ArangoStore", "QUERIES"]
 
@@ -465,6 +466,8 @@ class ArangoStore:
         self._initialized = False
         self._lock = threading.Lock()
         self._http = ArangoHTTPClient(settings)
+        #: Documents listings found unreadable (and left out), id -> why, until read again.
+        self.unreadable: dict[str, str] = {}
 
     @classmethod
     def from_url(cls, url: str, **overrides: Any) -> ArangoStore:
@@ -922,7 +925,15 @@ class ArangoStore:
         if not wanted:
             return []
         binds = self._bind(statuses=wanted, before=_micros(before))
-        return [self.from_document(d) for d in self._run(QUERIES["stale"], binds, "list")]
+        return self._readable(self._run(QUERIES["stale"], binds, "list"))
+
+    def _readable(self, docs: Iterable[dict[str, Any]]) -> list[WorkflowState]:
+        """Listings leave out a document that cannot be read (named in `unreadable`)."""
+        read: list[WorkflowState] = readable_documents(
+            ((str(d.get("_key", "?")), partial(self.from_document, d)) for d in docs),
+            self.unreadable,
+        )
+        return read
 
     def write_raw(self, workflow_id: str, text: str) -> None:
         """Replace the stored JSON text of an existing workflow, bypassing validation.
@@ -967,4 +978,4 @@ class ArangoStore:
         limit: int | None = None,
     ) -> list[WorkflowState]:
         query, binds = self.list_query(session_id=session_id, status=status, limit=limit)
-        return [self.from_document(d) for d in self._run(query, binds, "list")]
+        return self._readable(self._run(query, binds, "list"))

@@ -10,15 +10,18 @@ import builtins
 import threading
 from collections.abc import Iterable
 from datetime import datetime
+from functools import partial
 
 from statesaga.errors import ConflictError, NotFoundError
-from statesaga.models import WorkflowState, WorkflowStatus
+from statesaga.models import WorkflowState, WorkflowStatus, readable_documents
 
 
 class MemoryStore:
     def __init__(self) -> None:
         self._docs: dict[str, str] = {}
         self._lock = threading.Lock()
+        #: Documents listings found unreadable (and left out), id -> why, until read again.
+        self.unreadable: dict[str, str] = {}
 
     @classmethod
     def from_url(cls, url: str) -> MemoryStore:
@@ -76,7 +79,11 @@ class MemoryStore:
         limit: int | None = None,
     ) -> list[WorkflowState]:
         with self._lock:
-            docs = [WorkflowState.from_json(t) for t in self._docs.values()]
+            texts = list(self._docs.items())
+        docs = readable_documents(
+            ((wid, partial(WorkflowState.from_json, t, f"stored {wid}")) for wid, t in texts),
+            self.unreadable,
+        )
         out = [
             d
             for d in docs

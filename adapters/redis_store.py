@@ -27,11 +27,13 @@ from __future__ import annotations
 import builtins
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
+from statesaga.adapters._redis_url import check_redis_url
 from statesaga.errors import AdapterError, ConflictError, NotFoundError
-from statesaga.models import WorkflowState, WorkflowStatus
+from statesaga.models import WorkflowState, WorkflowStatus, readable_documents
 
 if TYPE_CHECKING:
     import redis
@@ -114,6 +116,8 @@ class RedisStore:
     def __init__(self, client: redis.Redis, prefix: str = DEFAULT_PREFIX) -> None:
         self.client = client
         self.prefix = prefix
+        #: Documents listings found unreadable (and left out), id -> why, until read again.
+        self.unreadable: dict[str, str] = {}
         self._create = client.register_script(_CREATE)
         self._save = client.register_script(_SAVE)
         self._heartbeat = client.register_script(_HEARTBEAT)
@@ -134,6 +138,7 @@ class RedisStore:
         parts = urlsplit(url)
         if parts.scheme not in ("redis", "rediss", "unix"):
             raise AdapterError(f"not a redis store URL: {url!r} (expected redis://host:port/db)")
+        check_redis_url(url, "redis store", own=("prefix",))
         query = parse_qs(parts.query, keep_blank_values=True)
         prefix = query.pop("prefix", [DEFAULT_PREFIX])[-1]
         rest = urlunsplit(parts._replace(query=urlencode(query, doseq=True)))
@@ -180,7 +185,7 @@ class RedisStore:
         wf.revision = 1
 
     def get(self, workflow_id: str) -> WorkflowState:
-        (got,) = self._fetch([workflow_id])
+        (got,) = self._fetch([workflow_id], strict=True)
         if got is None:
             raise NotFoundError(workflow_id)
         return got
@@ -267,8 +272,12 @@ class RedisStore:
         self.client.close()
 
     # -- helpers ---------------------------------------------------------------------------
-    def _fetch(self, ids: builtins.list[str]) -> builtins.list[WorkflowState | None]:
-        """Documents by id in one round trip, each with the latest heartbeat folded in."""
+    def _fetch(
+        self, ids: builtins.list[str], *, strict: bool = False
+    ) -> builtins.list[WorkflowState | None]:
+        """Documents by id in one round trip, each with the latest heartbeat folded in. A
+        document that cannot be read raises when `strict` (a get), else it is left out and
+        noted in `unreadable` (a listing goes on with the others)."""
         if not ids:
             return []
         pipe = self.client.pipeline(transaction=False)
@@ -277,11 +286,20 @@ class RedisStore:
         pipe.zmscore(self._heartbeat_key, ids)
         *docs, beats = pipe.execute()
         out: builtins.list[WorkflowState | None] = []
-        for text, beat in zip(docs, beats, strict=True):
+        for wid, text, beat in zip(ids, docs, beats, strict=True):
             if text is None:
                 out.append(None)
                 continue
-            wf = WorkflowState.from_json(text)
+            if strict:
+                wf = WorkflowState.from_json(text, f"stored {wid}")
+            else:
+                read = readable_documents(
+                    [(wid, partial(WorkflowState.from_json, text, f"stored {wid}"))],
+                    self.unreadable,
+                )
+                if not read:
+                    continue
+                wf = read[0]
             # Keep the document's own value when it is the same instant, so a document reads
             # back exactly as written (same UTC offset).
             if beat is not None and (

@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
+from statesaga.adapters._redis_url import check_redis_url
 from statesaga.errors import AdapterError
 from statesaga.ports import Job, JobRunner
 
@@ -65,6 +66,7 @@ def parse_url(url: str) -> tuple[str, str, dict[str, str]]:
     parts = urlsplit(url)
     if parts.scheme not in ("rq", "rqs"):
         raise AdapterError(f"not an rq queue URL: {url!r} (expected rq://host:port/db?queue=NAME)")
+    check_redis_url(url, "rq queue", own=("queue", "timeout_margin"))
     query = parse_qs(parts.query, keep_blank_values=True)
     name = query.pop("queue", [DEFAULT_QUEUE])[-1]
     if not name:
@@ -115,6 +117,15 @@ class RQQueue:
         except ValueError as exc:
             raise AdapterError(f"bad rq queue URL: {exc}") from None
         return cls(connection, name, timeout_margin=margin)
+
+    def check(self) -> None:
+        """Raise AdapterError unless the Redis server answers: called before a workflow is
+        stored, so a job that cannot go out leaves nothing behind."""
+        try:
+            self.connection.ping()
+        except Exception as exc:  # redis-py's ConnectionError, AuthenticationError, ...
+            why = f"{type(exc).__name__}: {exc}"
+            raise AdapterError(f"rq queue cannot reach redis: {why}") from None
 
     # -- the port --------------------------------------------------------------------------
     def bind(self, runner: JobRunner) -> None:

@@ -27,11 +27,12 @@ import threading
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from statesaga.errors import AdapterError, ConflictError, NotFoundError
-from statesaga.models import WorkflowState, WorkflowStatus
+from statesaga.models import WorkflowState, WorkflowStatus, readable_documents
 
 SCHEMA_VERSION = 1
 
@@ -113,6 +114,8 @@ class SQLiteStore:
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._initialized = False
+        #: Documents listings found unreadable (and left out), id -> why, until read again.
+        self.unreadable: dict[str, str] = {}
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteStore:
@@ -132,12 +135,29 @@ class SQLiteStore:
         try:
             timeout = float(query.get("timeout", ["30"])[-1])
         except ValueError:
-            raise AdapterError(f"sqlite URL option timeout must be seconds: {url!r}") from None
+            timeout = -1.0
+        if not 0 <= timeout <= 86400:  # also refuses nan and inf
+            raise AdapterError(
+                f"sqlite URL option timeout must be seconds from 0 to 86400: {url!r}"
+            ) from None
+        if not path:
+            raise AdapterError(f"sqlite store URL names no file: {url!r}")
         return cls(path, synchronous=synchronous, timeout=timeout)
+
+    def exists(self) -> bool:
+        """Whether the database file is there: read-only commands must not create it."""
+        return self.path.is_file()
 
     # -- connections ---------------------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
+        try:
+            return self._open()
+        except (OSError, sqlite3.Error) as exc:
+            why = getattr(exc, "strerror", None) or str(exc)
+            raise AdapterError(f"sqlite store {self.path} cannot be opened: {why}") from None
+
+    def _open(self) -> sqlite3.Connection:
         if self.path.parent != Path("."):
             self.path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: the module must not open transactions behind our back; writes
@@ -204,8 +224,15 @@ class SQLiteStore:
 
     # -- documents -----------------------------------------------------------------------------
 
-    def _load(self, doc: str, heartbeat: int | None) -> WorkflowState:
-        wf = WorkflowState.from_json(doc)
+    def _rows(self, rows: Iterable[tuple[str, int | None, str]]) -> builtins.list[WorkflowState]:
+        docs: builtins.list[WorkflowState] = readable_documents(
+            ((wid, partial(self._load, doc, hb, wid)) for doc, hb, wid in rows),
+            self.unreadable,
+        )
+        return docs
+
+    def _load(self, doc: str, heartbeat: int | None, workflow_id: str = "") -> WorkflowState:
+        wf = WorkflowState.from_json(doc, f"stored {workflow_id}" if workflow_id else "store")
         if heartbeat is not None:
             column = _from_micros(heartbeat)
             # Keep the document's own value when it is the same instant, so a document reads
@@ -242,7 +269,7 @@ class SQLiteStore:
         )
         if row is None:
             raise NotFoundError(workflow_id)
-        return self._load(row[0], row[1])
+        return self._load(row[0], row[1], workflow_id)
 
     def save(self, wf: WorkflowState) -> None:
         new_revision = wf.revision + 1
@@ -296,7 +323,7 @@ class SQLiteStore:
         limit: int | None = None,
     ) -> list[WorkflowState]:
         where, params = self._where(session_id, status, None)
-        sql = "SELECT doc, heartbeat_at FROM workflows"
+        sql = "SELECT doc, heartbeat_at, id FROM workflows"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY created_at, id"
@@ -304,7 +331,7 @@ class SQLiteStore:
             sql += " LIMIT ?"
             params.append(limit)
         rows = self._conn().execute(sql, params).fetchall()
-        return [self._load(doc, heartbeat) for doc, heartbeat in rows]
+        return self._rows(rows)
 
     @staticmethod
     def _where(
@@ -341,12 +368,11 @@ class SQLiteStore:
         if before is not None:
             where.append("(created_at, id) < (?, ?)")
             params += [_micros(before[0]), before[1]]
-        sql = "SELECT doc, heartbeat_at FROM workflows"
+        sql = "SELECT doc, heartbeat_at, id FROM workflows"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
-        rows = self._conn().execute(sql, [*params, limit]).fetchall()
-        return [self._load(doc, heartbeat) for doc, heartbeat in rows]
+        return self._rows(self._conn().execute(sql, [*params, limit]).fetchall())
 
     def count_by_status(
         self, *, session_id: str | None = None, name: str | None = None
@@ -367,4 +393,4 @@ class SQLiteStore:
             return []
         sql = _stale_query(len(wanted))
         rows = self._conn().execute(sql, [*wanted, *wanted, _micros(before)]).fetchall()
-        return [self._load(doc, heartbeat) for doc, heartbeat, _, _ in rows]
+        return self._rows((doc, heartbeat, wid) for doc, heartbeat, _, wid in rows)

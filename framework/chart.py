@@ -29,10 +29,12 @@ class StateSpec(_Strict):
 
     name: str = Field(min_length=1)
     description: str = ""
-    final: bool = False
+    final: bool = Field(False, strict=True)
     tags: tuple[str, ...] = ()
     initial: str | None = Field(None, description="the child entered first (compound states)")
-    parallel: bool = Field(False, description="children are regions, all active at once")
+    parallel: bool = Field(
+        False, strict=True, description="children are regions, all active at once"
+    )
     states: tuple[StateSpec, ...] = Field((), description="child states")
 
     @field_validator("name")
@@ -467,7 +469,7 @@ class _MergedLines(LineMap):
         return target.problem(routed, message)
 
 
-def _base_chart(extends: str, file: str | None) -> Chart:
+def _base_chart(extends: str, file: str | None, lines: LineMap, loading: tuple[str, ...]) -> Chart:
     from .lifecycles import ENUMS, lifecycle
 
     if extends in ENUMS:
@@ -475,7 +477,16 @@ def _base_chart(extends: str, file: str | None) -> Chart:
     path = Path(extends)
     if file is not None and not path.is_absolute():
         path = Path(file).parent / path
-    return load_chart(path)
+    if not path.is_file():
+        raise DefinitionError(
+            [lines.problem(("extends",), f"extends {extends!r}: no such chart file ({path})")]
+        )
+    key = str(path.resolve())
+    if key in loading:
+        cycle = " -> ".join(Path(p).name for p in (*loading[loading.index(key) :], key))
+        raise DefinitionError([lines.problem(("extends",), f"an extends cycle: {cycle}")])
+    data, base_lines = load_yaml_file(path)
+    return chart_from_data(data, base_lines, str(path), _loading=(*loading, key))
 
 
 def _extend(base: Chart, ext: ChartSpec, lines: LineMap) -> tuple[ChartSpec, LineMap]:
@@ -566,8 +577,17 @@ def _extend(base: Chart, ext: ChartSpec, lines: LineMap) -> tuple[ChartSpec, Lin
     return spec, _MergedLines(base, lines, ext_states, new_t)
 
 
-def chart_from_data(data: Any, lines: LineMap | None = None, file: str | None = None) -> Chart:
-    """Validate parsed data (a dict from YAML or Python) and return the Chart."""
+def chart_from_data(
+    data: Any,
+    lines: LineMap | None = None,
+    file: str | None = None,
+    *,
+    _loading: tuple[str, ...] = (),
+) -> Chart:
+    """Validate parsed data (a dict from YAML or Python) and return the Chart.
+
+    `_loading`: the chart files whose `extends` led here, so a cycle is an error, not a
+    RecursionError."""
     lines = lines or LineMap(file)
     if not isinstance(data, Mapping):
         raise DefinitionError([lines.problem((), "a chart must be a mapping")])
@@ -576,7 +596,10 @@ def chart_from_data(data: Any, lines: LineMap | None = None, file: str | None = 
     except ValidationError as exc:
         raise DefinitionError(pydantic_problems(exc, lines)) from None
     if spec.extends is not None:
-        spec, lines = _extend(_base_chart(spec.extends, file), spec, lines)
+        if not _loading and file is not None:
+            _loading = (str(Path(file).resolve()),)
+        base = _base_chart(spec.extends, file, lines, _loading)
+        spec, lines = _extend(base, spec, lines)
     problems = _graph_problems(spec, lines)
     if problems:
         raise DefinitionError(problems)

@@ -1,5 +1,6 @@
-"""The `statesaga` command line. Exit codes: 0 ok, 1 a table is invalid or a workflow did not
-complete, 2 usage errors (click's own convention)."""
+"""The `statesaga` command line. Exit codes: 0 ok, 1 a table is invalid, a store or queue
+cannot be reached or read, or a workflow did not complete, 2 usage errors (click's own
+convention), including an input that is not JSON or does not fit the definition."""
 
 from __future__ import annotations
 
@@ -158,8 +159,20 @@ def validate(paths: tuple[str, ...], handlers: tuple[str, ...]) -> None:
 
 @main.command()
 @click.option("--definition", is_flag=True, help="the schema of workflow definitions instead")
-def schema(definition: bool) -> None:
-    """Print the JSON Schema of the chart YAML format (or of workflow definitions)."""
+@click.option(
+    "--input",
+    "input_of",
+    default=None,
+    metavar="DEFINITION",
+    type=click.Path(dir_okay=False),
+    help="the schema of this definition's input (its `input:` section)",
+)
+def schema(definition: bool, input_of: str | None) -> None:
+    """Print the JSON Schema of the chart YAML format (or of workflow definitions, or of one
+    definition's input)."""
+    if input_of is not None:
+        _input_schema(input_of)
+        return
     if definition:
         from .definition import DefinitionSpec
 
@@ -175,6 +188,8 @@ def _guard(func: Any) -> Any:
     """Show framework errors as one clean line instead of a traceback."""
     import functools
 
+    from .errors import InputError
+
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
@@ -182,25 +197,109 @@ def _guard(func: Any) -> Any:
         except DefinitionError as exc:
             for p in exc.problems:
                 click.echo(str(p), err=True)
-            sys.exit(1)
+            sys.exit(2 if isinstance(exc, InputError) else 1)
         except StatesagaError as exc:
             _fail(str(exc))
+        except Exception as exc:
+            why = _backend_error(exc)
+            if why is None:
+                raise
+            _fail(why)
 
     return wrapper
 
 
+@_guard
+def _input_schema(path: str) -> None:
+    from .definition import load_definition
+
+    d = load_definition(path)
+    if d.spec.input is None:
+        raise click.UsageError(f"{path} declares no `input:` schema")
+    click.echo(json.dumps(d.spec.input.json_schema(f"{d.name} input"), indent=2))
+
+
+def _backend_error(exc: BaseException) -> str | None:
+    """One line for what a store or queue backend raised (the server cannot be reached, a
+    password is refused, a file cannot be opened), or None for a bug that deserves its
+    traceback."""
+    import sqlite3
+
+    module = type(exc).__module__.split(".")[0]
+    if module in ("redis", "rq"):
+        return f"{module}: {type(exc).__name__}: {exc}".strip()
+    if isinstance(exc, sqlite3.Error):
+        return f"sqlite: {exc}"
+    if isinstance(exc, OSError):
+        target = f" {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror or exc}{':' if target else ''}{target}"
+    return None
+
+
+def _json_arg(value: str, option: str) -> Any:
+    """A JSON option: the text itself, `@FILE`, or `@-` for standard input. Strict JSON (no
+    NaN or Infinity, which a store would keep as null) and no larger than the input limit."""
+    from .limits import max_input_bytes, strict_json_loads
+
+    limit = max_input_bytes()
+    if value.startswith("@"):
+        name = value[1:]
+        try:
+            if name == "-":
+                raw = sys.stdin.buffer.read(limit + 1)
+            else:
+                with open(name, "rb") as f:
+                    raw = f.read(limit + 1)
+        except OSError as exc:
+            raise click.BadParameter(
+                f"cannot read {name}: {exc.strerror or exc}", param_hint=option
+            ) from None
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise click.BadParameter(f"{name} is not UTF-8 text", param_hint=option) from None
+    else:
+        text = value
+    if len(text.encode("utf-8")) > limit:
+        raise click.BadParameter(
+            f"larger than {limit} bytes (STATESAGA_MAX_INPUT_BYTES)", param_hint=option
+        )
+    try:
+        return strict_json_loads(text)
+    except ValueError as exc:  # JSONDecodeError, or NaN/Infinity refused
+        raise click.BadParameter(f"not JSON: {exc}", param_hint=option) from None
+    except RecursionError:
+        raise click.BadParameter("not JSON: nested too deeply", param_hint=option) from None
+
+
 def _load_input(value: str | None) -> dict[str, Any]:
-    """`--input '{"a": 1}'` or `--input @file.json`."""
+    """`--input '{"a": 1}'`, `--input @file.json` or `--input @-` (standard input)."""
     if not value:
         return {}
-    text = Path(value[1:]).read_text(encoding="utf-8") if value.startswith("@") else value
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise click.BadParameter(f"not JSON: {exc}", param_hint="--input") from None
+    data = _json_arg(value, "--input")
     if not isinstance(data, dict):
         raise click.BadParameter("must be a JSON object", param_hint="--input")
     return data
+
+
+class _Seconds(click.ParamType):  # type: ignore[type-arg]
+    """A number of seconds: finite, not negative, and within the limit tables have."""
+
+    name = "seconds"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+        from .limits import MAX_SECONDS
+
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        if not 0 <= seconds <= MAX_SECONDS:  # also refuses nan and inf
+            self.fail(f"{value!r} must be from 0 to {MAX_SECONDS:.0f} seconds", param, ctx)
+        return seconds
+
+
+SECONDS = _Seconds()
 
 
 _store_option = click.option(
@@ -221,7 +320,7 @@ _queue_option = click.option(
 @_store_option
 @_queue_option
 @click.option("--json", "as_json", is_flag=True, help="print the final WorkflowState document")
-@click.option("--timeout", type=float, default=None, help="give up waiting after S seconds")
+@click.option("--timeout", type=SECONDS, default=None, help="give up waiting after S seconds")
 @_handlers_option
 @_guard
 def run(
@@ -243,7 +342,9 @@ def run(
 
     data = _load_input(input_)
     d = load_definition(definition)
+    d.check_input(data)  # before any store or queue is opened
     engine = open_engine(store, queue, d, *_allowed(handlers, definition))
+    _check_reachable(engine)
     console = Console(stderr=as_json, quiet=as_json)
     wf = run_with_progress(engine, d, data, console, session_id=session, timeout=timeout)
     if as_json:
@@ -254,6 +355,15 @@ def run(
         _echo_waiting(wf, err=as_json)
         sys.exit(0)
     sys.exit(0 if wf.status is WorkflowStatus.COMPLETED else 1)
+
+
+def _check_reachable(engine: Any) -> None:
+    """Before a workflow is stored: the store answers (it is created if new) and the queue
+    does, so an unreachable queue does not leave a RUNNING workflow whose job never left."""
+    engine.store.initialize()
+    check = getattr(engine.queue, "check", None)
+    if check is not None:
+        check()
 
 
 @main.command()
@@ -267,9 +377,9 @@ def status(workflow_id: str, store: str | None, as_json: bool, history: bool) ->
     from rich.console import Console
 
     from .console import describe, steps_table, store_url
-    from .plugins import open_store
+    from .plugins import open_existing_store
 
-    wf = open_store(store_url(store)).get(workflow_id)
+    wf = open_existing_store(store_url(store)).get(workflow_id)
     if as_json:
         click.echo(wf.model_dump_json(indent=2))
         return
@@ -283,7 +393,7 @@ def status(workflow_id: str, store: str | None, as_json: bool, history: bool) ->
 @main.command(name="list")
 @click.option("--session", default=None)
 @click.option("--status", "status_", default=None, help="e.g. RUNNING, COMPENSATED")
-@click.option("--limit", type=int, default=None)
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="at most N workflows")
 @_store_option
 @click.option("--json", "as_json", is_flag=True, help="one JSON summary per line")
 @_guard
@@ -293,7 +403,7 @@ def list_(
     """List workflows, oldest first, filtered by session and/or status."""
     from .console import store_url
     from .models import WorkflowStatus
-    from .plugins import open_store
+    from .plugins import open_existing_store
 
     try:
         wanted = WorkflowStatus(status_.upper()) if status_ else None
@@ -302,7 +412,8 @@ def list_(
             f"{status_!r}; one of {', '.join(s.value for s in WorkflowStatus)}",
             param_hint="--status",
         ) from None
-    for wf in open_store(store_url(store)).list(session_id=session, status=wanted, limit=limit):
+    opened = open_existing_store(store_url(store))
+    for wf in opened.list(session_id=session, status=wanted, limit=limit):
         if as_json:
             click.echo(
                 json.dumps(
@@ -321,6 +432,16 @@ def list_(
             click.echo(
                 f"{wf.id}  {wf.status.value:<13} {wf.name} v{wf.version}  {wf.session_id or ''}"
             )
+    if _report_unreadable(opened):
+        sys.exit(1)
+
+
+def _report_unreadable(store: Any) -> bool:
+    """Name each stored document the last listing skipped because it cannot be read."""
+    unreadable: dict[str, str] = getattr(store, "unreadable", {})
+    for workflow_id, why in unreadable.items():
+        click.echo(f"error: stored workflow {workflow_id} cannot be read: {why}", err=True)
+    return bool(unreadable)
 
 
 @main.command()
@@ -410,7 +531,7 @@ def diagram(
     if instance:
         from .console import store_url as default_store
 
-        wf = plugins.open_store(default_store(store_url)).get(instance)
+        wf = plugins.open_existing_store(default_store(store_url)).get(instance)
         from .definition import load_definition
 
         d = load_definition(definition_path) if definition_path else None
@@ -464,7 +585,7 @@ def diagram(
     "--with-scheduler", is_flag=True, help="also move due delayed jobs (retries) onto the queue"
 )
 @click.option(
-    "--heartbeat", type=float, default=5.0, show_default=True, help="seconds between heartbeats"
+    "--heartbeat", type=SECONDS, default=5.0, show_default=True, help="seconds between heartbeats"
 )
 @click.option("--name", default=None, help="worker name (default: statesaga.HOST.PID.RANDOM)")
 @click.option(
@@ -586,7 +707,7 @@ def _run_inline(engine: Any, ids: list[str], timeout: float | None) -> None:
 @_handlers_option
 @click.option(
     "--timeout",
-    type=float,
+    type=SECONDS,
     default=30.0,
     show_default=True,
     help="a workflow whose heartbeat is older than S seconds is taken as lost",
@@ -598,7 +719,7 @@ def _run_inline(engine: Any, ids: list[str], timeout: float | None) -> None:
     help="resume lost workflows (default) or cancel them (compensate at once)",
 )
 @click.option("--once", "every", flag_value=0.0, default=True, help="scan once (default)")
-@click.option("--every", "every", type=float, help="scan every S seconds until interrupted")
+@click.option("--every", "every", type=SECONDS, help="scan every S seconds until interrupted")
 @click.option("--session", default=None, help="only the workflows of this session")
 @_guard
 def recover(
@@ -627,6 +748,7 @@ def recover(
             click.echo(f"cancelled {wf_id}")
         for wf_id, why in report.errors.items():
             click.echo(f"skipped {wf_id}: {why}", err=True)
+        _report_unreadable(engine.store)
         _run_inline(engine, report.resumed + report.cancelled, None)
         if interval <= 0:
             if not report.handled and not report.errors:
@@ -728,14 +850,10 @@ def check_crashes_command(
 
 # -- statesaga signal / restart / check-upgrade (issue 11: people and time in the loop) ----------
 def _payload(value: str | None) -> Any:
-    """`--payload '{"by": "alice"}'` or `--payload @file.json`: any JSON value."""
+    """`--payload '{"by": "alice"}'`, `--payload @file.json` or `@-`: any JSON value."""
     if value is None:
         return None
-    text = Path(value[1:]).read_text(encoding="utf-8") if value.startswith("@") else value
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise click.BadParameter(f"not JSON: {exc}", param_hint="--payload") from None
+    return _json_arg(value, "--payload")
 
 
 def _run_until_waiting(engine: Any, workflow_id: str) -> Any:
@@ -870,12 +988,14 @@ def check_upgrade_command(definition: str, store: str | None, as_json: bool) -> 
     exit 1 if any cannot."""
     from .console import store_url
     from .definition import load_definition
-    from .plugins import open_store
+    from .plugins import open_existing_store
     from .versions import check_upgrade
 
     new = load_definition(definition)
-    checks = check_upgrade(open_store(store_url(store)), new)
+    opened = open_existing_store(store_url(store))
+    checks = check_upgrade(opened, new)
     blocked = [c for c in checks if not c.ok]
+    unreadable = _report_unreadable(opened)
     for c in checks:
         if as_json:
             click.echo(json.dumps(c.to_dict(), sort_keys=True))
@@ -890,7 +1010,7 @@ def check_upgrade_command(definition: str, store: str | None, as_json: bool) -> 
             f"{len(checks)} in-flight instance(s) of {new.name} on other versions; "
             f"{len(blocked)} cannot continue under v{new.version}"
         )
-    sys.exit(1 if blocked else 0)
+    sys.exit(1 if blocked or unreadable else 0)
 
 
 # -- statesaga serve (issue 19: the web dashboard and HTTP API) ----------------------------------

@@ -13,11 +13,12 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from . import plugins
 from .allowlist import AllowList
 from .definition import WorkflowDefinition, load_definition
 from .engine import Engine
 from .models import HistoryEntry, StepStatus, WorkflowState, WorkflowStatus
-from .plugins import DEFAULT_QUEUE, DEFAULT_STORE, open_queue, open_store
+from .plugins import DEFAULT_QUEUE, DEFAULT_STORE
 from .redact import redact
 from .registry import Registry
 
@@ -58,9 +59,11 @@ def open_engine(
     registry: Registry | None = None,
 ) -> Engine:
     step_chart = definition.step_chart() if definition is not None else None
+    # Looked up at call time (not bound at import), so a test's monkeypatch of
+    # plugins.open_store never outlives the test through this module.
     return Engine(
-        open_store(store_url(store)),
-        open_queue(queue_url(queue)),
+        plugins.open_store(store_url(store)),
+        plugins.open_queue(queue_url(queue)),
         registry,
         step_chart=step_chart,
         allowed=allowed,
@@ -114,9 +117,13 @@ class Progress:
         self.seen = 0
 
     def __call__(self, wf: WorkflowState) -> None:
-        for entry in wf.history[self.seen :]:
+        # Counted with the folded entries: past the history limit the list stops growing,
+        # but new entries are always at its end.
+        total = wf.history_dropped + len(wf.history)
+        new = min(total - self.seen, len(wf.history))
+        for entry in wf.history[len(wf.history) - new :] if new > 0 else ():
             self.console.print(describe(entry), overflow="ellipsis", no_wrap=True)
-        self.seen = len(wf.history)
+        self.seen = total
 
 
 def run_with_progress(

@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping, Set
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -17,15 +17,18 @@ from pydantic import (
     model_validator,
 )
 
-from ._yaml import LineMap, load_yaml_file, pydantic_problems
+from ._yaml import LineMap, Loc, load_yaml_file, pydantic_problems
 from .chart import Chart, load_chart
-from .errors import DefinitionError, Problem
+from .errors import DefinitionError, InputError, Problem
+from .limits import json_problems, json_size, max_input_bytes
 from .models import (
     CompensationAction,
     CompensationStrategy,
     OnTimeout,
+    PositiveSeconds,
     RetryPolicy,
     SagaStep,
+    Seconds,
     StepKind,
     WorkflowState,
     new_id,
@@ -71,14 +74,14 @@ class StepSpec(_Strict):
         "with `default` as its result",
     )
     default: Any = Field(None, description="a wait step's result when it continues on timeout")
-    duration: float | None = Field(None, ge=0, description="a sleep step: seconds")
+    duration: Seconds | None = Field(None, description="a sleep step: seconds")
     until: datetime | None = Field(None, description="a sleep step: the time to wake up")
     description: str = ""
     params: dict[str, Any] = Field(default_factory=dict)
     compensation: CompensationSpec | None = None
     retry: RetryPolicy | None = None
-    timeout: float | None = Field(None, gt=0)
-    pivot: bool = False
+    timeout: PositiveSeconds | None = None
+    pivot: bool = Field(False, strict=True)
     depends_on: tuple[str, ...] | None = Field(
         None, description="absent: the previous step; [] : none (starts at once)"
     )
@@ -150,7 +153,48 @@ class StepSpec(_Strict):
 class Defaults(_Strict):
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     compensation_retry: RetryPolicy = Field(default_factory=lambda: RetryPolicy(max_attempts=5))
-    timeout: float | None = Field(None, gt=0)
+    timeout: PositiveSeconds | None = None
+
+
+JsonType = Literal["string", "number", "integer", "boolean", "object", "array", "null"]
+
+
+class InputProperty(_Strict):
+    """One input value, as a JSON Schema subset (unknown keywords are errors, not ignored)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    type: JsonType | tuple[JsonType, ...] | None = None
+    description: str = ""
+    enum: tuple[Any, ...] | None = None
+    minimum: float | None = Field(None, allow_inf_nan=False)
+    maximum: float | None = Field(None, allow_inf_nan=False)
+    min_length: int | None = Field(None, alias="minLength", ge=0)
+    max_length: int | None = Field(None, alias="maxLength", ge=0)
+
+
+class InputSchema(_Strict):
+    """What a workflow's input must be (a JSON Schema subset), checked when it starts."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    type: Literal["object"] = "object"
+    properties: dict[str, InputProperty] = Field(default_factory=dict)
+    required: tuple[str, ...] = ()
+    additional_properties: bool = Field(True, alias="additionalProperties")
+
+    def json_schema(self, title: str) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "title": title,
+            **self.model_dump(by_alias=True, exclude_defaults=True),
+        }
+        out["type"] = "object"
+        out["properties"] = {
+            k: v.model_dump(by_alias=True, exclude_defaults=True)
+            for k, v in self.properties.items()
+        }
+        return out
 
 
 class DefinitionSpec(_Strict):
@@ -172,6 +216,12 @@ class DefinitionSpec(_Strict):
         "e.g. with sub-states inside EXECUTING; the engine running this saga must use it",
     )
     defaults: Defaults = Field(default_factory=Defaults)
+    input: InputSchema | None = Field(
+        None,
+        description="what the input must be (JSON Schema: type, properties, required, "
+        "additionalProperties; per property type, enum, minimum, maximum, minLength, "
+        "maxLength), checked when a workflow starts",
+    )
     steps: tuple[StepSpec, ...] = Field(min_length=1)
 
     @field_validator("version", mode="before", json_schema_input_type=str | int | float)
@@ -249,9 +299,58 @@ class WorkflowDefinition:
         if problems:
             raise DefinitionError(problems)
 
+    def check_input(self, input: Any) -> None:
+        """Refuse an input before anything is stored: not a JSON object of plain JSON values,
+        larger than the limit, against the definition's `input` schema, or missing a value
+        that a step's params reference (which would otherwise fail, and be retried, only
+        after earlier steps applied their effects). Raises InputError listing every problem."""
+        if input is None:
+            input = {}
+        if not isinstance(input, Mapping):
+            raise InputError([Problem("the input must be a JSON object", "input")])
+        problems = [Problem(m, "input") for m in json_problems(dict(input))]
+        if problems:
+            raise InputError(problems)
+        size, limit = json_size(input), max_input_bytes()
+        if size > limit:
+            raise InputError(
+                [
+                    Problem(
+                        f"the input is {size} bytes of JSON; the limit is {limit} "
+                        "(STATESAGA_MAX_INPUT_BYTES): pass a reference to large data instead",
+                        "input",
+                    )
+                ]
+            )
+        if self.spec.input is not None:
+            problems.extend(_schema_problems(self.spec.input, input))
+        missing: dict[str, list[str]] = {}  # input path -> who references it
+        for step in self.steps:
+            for where, params in _param_sets(step):
+                for ref in sorted(set(references(params))):
+                    root, _, rest = ref.partition(".")
+                    if root != "input" or not rest:
+                        continue
+                    try:
+                        _lookup(rest, input)
+                    except KeyError:
+                        missing.setdefault(rest, []).append(f"{step.name!r} {where}")
+        for path, users in missing.items():
+            problems.append(
+                Problem(
+                    f"missing: ${{input.{path}}} is referenced by {', '.join(users)}",
+                    "input",
+                    None,
+                    path,
+                )
+            )
+        if problems:
+            raise InputError(problems)
+
     def instantiate(
         self, input: Mapping[str, Any] | None = None, session_id: str | None = None
     ) -> WorkflowState:
+        """A new PENDING document (`Engine.start` first checks the input: `check_input`)."""
         now = utcnow()
         wf_id = new_id("WF", now)
         d = self.spec.defaults
@@ -299,6 +398,138 @@ class WorkflowDefinition:
             created_at=now,
             updated_at=now,
         )
+
+
+def references(value: Any) -> list[str]:
+    """Every `${...}` path in a params value (nested dicts and lists included)."""
+    out: list[str] = []
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, dict):
+            stack.extend(v.values())
+        elif isinstance(v, list | tuple):
+            stack.extend(v)
+        elif isinstance(v, str) and "${" in v:
+            out.extend(m.group(1).strip() for m in _REF.finditer(v))
+    return out
+
+
+def _param_sets(step: StepSpec) -> list[tuple[str, dict[str, Any]]]:
+    """The params of a step's action and of its compensation, each with how to name it."""
+    sets = [("params", dict(step.params))]
+    if step.compensation is not None:
+        sets.append(("compensation params", dict(step.compensation.params)))
+    return sets
+
+
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,),
+    "number": (int, float),
+    "integer": (int,),
+    "boolean": (bool,),
+    "object": (dict,),
+    "array": (list, tuple),
+    "null": (type(None),),
+}
+
+
+def _is_type(value: Any, name: str) -> bool:
+    if isinstance(value, bool) and name in ("number", "integer"):
+        return False  # JSON's true is not 1
+    if name == "integer" and isinstance(value, float):
+        return value.is_integer()
+    return isinstance(value, _JSON_TYPES[name])
+
+
+def _schema_problems(schema: InputSchema, input: Mapping[str, Any]) -> list[Problem]:
+    problems = [
+        Problem("missing required value", "input", None, name)
+        for name in schema.required
+        if name not in input
+    ]
+    for name, value in input.items():
+        prop = schema.properties.get(name)
+        if prop is None:
+            if not schema.additional_properties:
+                known = ", ".join(schema.properties) or "none"
+                problems.append(
+                    Problem(f"not a declared input (declared: {known})", "input", None, name)
+                )
+            continue
+        types = (prop.type,) if isinstance(prop.type, str) else prop.type
+        if types and not any(_is_type(value, t) for t in types):
+            problems.append(
+                Problem(f"must be {' or '.join(types)}, not {value!r:.60}", "input", None, name)
+            )
+            continue
+        if prop.enum is not None and value not in prop.enum:
+            allowed = ", ".join(repr(v) for v in prop.enum)
+            problems.append(Problem(f"must be one of {allowed}", "input", None, name))
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if number and prop.minimum is not None and value < prop.minimum:
+            problems.append(Problem(f"must be at least {prop.minimum:g}", "input", None, name))
+        if number and prop.maximum is not None and value > prop.maximum:
+            problems.append(Problem(f"must be at most {prop.maximum:g}", "input", None, name))
+        if isinstance(value, str):
+            if prop.min_length is not None and len(value) < prop.min_length:
+                problems.append(
+                    Problem(f"must be at least {prop.min_length} characters", "input", None, name)
+                )
+            if prop.max_length is not None and len(value) > prop.max_length:
+                problems.append(
+                    Problem(f"must be at most {prop.max_length} characters", "input", None, name)
+                )
+    return problems
+
+
+def _reference_problems(spec: DefinitionSpec, lines: LineMap) -> list[Problem]:
+    """A `${...}` must name something that exists when the handler runs: the input, a step
+    that has finished before this one (a dependency, directly or not), or, in a
+    compensation, the step's own `result`."""
+    names = {s.name for s in spec.steps}
+    deps = _dependencies(spec)
+    declared = spec.input
+    problems: list[Problem] = []
+    for i, step in enumerate(spec.steps):
+        for where, params in _param_sets(step):
+            loc: Loc = ("steps", i, "params") if where == "params" else (
+                "steps",
+                i,
+                "compensation",
+                "params",
+            )
+            for ref in references(params):
+                parts = ref.split(".")
+                root = parts[0]
+                why = None
+                if root == "input":
+                    if (
+                        declared is not None
+                        and not declared.additional_properties
+                        and len(parts) > 1
+                        and parts[1] not in declared.properties
+                    ):
+                        why = f"the input declares no {parts[1]!r}"
+                elif root == "steps":
+                    other = parts[1] if len(parts) > 1 else ""
+                    if other not in names:
+                        why = f"there is no step {other!r}"
+                    elif other == step.name and where == "params":
+                        why = f"step {other!r} has no result while it runs"
+                    elif other != step.name and not _depends_on(step.name, other, deps):
+                        why = (
+                            f"step {other!r} does not finish before {step.name!r} starts "
+                            f"(add it to depends_on)"
+                        )
+                elif root == "result":
+                    if where == "params":
+                        why = "`result` is the step's own result, only known to its compensation"
+                else:
+                    why = "a reference starts with input., steps. or result."
+                if why is not None:
+                    problems.append(lines.problem(loc, f"${{{ref}}}: {why}"))
+    return problems
 
 
 def _dependencies(spec: DefinitionSpec) -> dict[str, tuple[str, ...]]:
@@ -413,9 +644,39 @@ def definition_from_data(
     except ValidationError as exc:
         raise DefinitionError(pydantic_problems(exc, lines)) from None
     problems = _problems(spec, lines)
+    if not problems:  # references follow dependencies, which must make sense first
+        problems = _reference_problems(spec, lines)
     if problems:
         raise DefinitionError(problems)
-    return WorkflowDefinition(spec, file, lines)
+    definition = WorkflowDefinition(spec, file, lines)
+    if spec.step_lifecycle is not None:
+        _check_step_lifecycle(definition)
+    return definition
+
+
+def _check_step_lifecycle(definition: WorkflowDefinition) -> None:
+    """Load the saga's own step lifecycle now, so `validate` refuses what `run` would."""
+    from .plugins import lifecycle_chart
+
+    ref = definition.spec.step_lifecycle
+    where = definition.lines.problem(("step_lifecycle",), "")
+    path = Path(str(ref))
+    if definition.file is not None and not path.is_absolute():
+        path = Path(definition.file).parent / path
+    if not path.is_file():
+        raise DefinitionError(
+            [
+                Problem(
+                    f"step_lifecycle {ref!r}: no such chart file ({path})",
+                    where.file,
+                    where.line,
+                    where.field,
+                )
+            ]
+        )
+    chart = definition.step_chart()
+    assert chart is not None
+    lifecycle_chart("step", chart)
 
 
 def load_definition(source: str | Path | Mapping[str, Any]) -> WorkflowDefinition:

@@ -211,6 +211,7 @@ class Engine:
     ) -> WorkflowState:
         """Create a workflow from a definition and start it (PENDING --start--> RUNNING)."""
         self.load(definition)
+        definition.check_input(input)  # nothing is stored for an input the saga cannot use
         wf = definition.instantiate(input, session_id)
         txn = Txn(wf, by=by)
         self.telemetry.begin(wf)
@@ -774,7 +775,7 @@ class Engine:
             by=txn.by,
             detail=detail,
         )
-        wf.history.append(entry)
+        wf.record(entry)  # bounded: repeats fold past the history limit
         txn.entries.append(entry)
         ctx.entry = entry
         for ref in spec.effects:

@@ -109,3 +109,9 @@ class RegistryError(StatesagaError):
 class StateError(StatesagaError):
     """Raised when an operation does not apply to a workflow in its current state (e.g. cancel
     of a finished workflow)."""
+
+
+class InputError(DefinitionError):
+    """Raised when a workflow's input does not fit its definition (too large, not plain JSON,
+    against its declared `input` schema, or missing a value a step's params reference);
+    nothing is stored."""

@@ -6,15 +6,19 @@ match the shipped lifecycle tables exactly.
 
 from __future__ import annotations
 
+import logging
+import math
 import random
 import secrets
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import DefinitionError, Problem
+from .limits import MAX_ATTEMPTS, MAX_BACKOFF_RATE, MAX_SECONDS, max_history
 from .redact import redact
 
 
@@ -90,6 +94,13 @@ def new_id(prefix: str, now: datetime | None = None) -> str:
     return f"{prefix}-{(now or utcnow()):%Y%m%d}-{secrets.token_hex(4)}"
 
 
+#: A number of seconds: finite, never negative, at most MAX_SECONDS, and a number (strict: a
+#: YAML `yes` or a JSON `true` is not read as 1 second).
+Seconds = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0, le=MAX_SECONDS)]
+#: As Seconds, and more than zero (timeouts, deadlines).
+PositiveSeconds = Annotated[float, Field(strict=True, allow_inf_nan=False, gt=0, le=MAX_SECONDS)]
+
+
 class _Doc(BaseModel):
     # Stored documents must not grow fields silently: an unknown key is an error, not ignored.
     model_config = ConfigDict(extra="forbid", validate_assignment=False)
@@ -98,27 +109,45 @@ class _Doc(BaseModel):
 class RetryPolicy(_Doc):
     """Exponential backoff: initial_interval * backoff_rate**(attempt-1), capped, with jitter."""
 
-    max_attempts: int = Field(3, ge=1)
-    initial_interval: float = Field(1.0, ge=0)
-    backoff_rate: float = Field(2.0, ge=1)
-    max_interval: float = Field(60.0, ge=0)
-    jitter: float = Field(0.0, ge=0, le=1, description="fraction of the delay drawn at random")
+    max_attempts: int = Field(3, strict=True, ge=1, le=MAX_ATTEMPTS)
+    initial_interval: Seconds = 1.0
+    backoff_rate: float = Field(
+        2.0, strict=True, allow_inf_nan=False, ge=1, le=MAX_BACKOFF_RATE
+    )
+    max_interval: Seconds = 60.0
+    jitter: float = Field(
+        0.0,
+        strict=True,
+        allow_inf_nan=False,
+        ge=0,
+        le=1,
+        description="fraction of the delay drawn at random",
+    )
     non_retryable: list[str] = Field(
         default_factory=list, description="error type names that fail at once"
     )
-    deadline: float | None = Field(
-        None, gt=0, description="seconds across all attempts, from the first dispatch"
+    deadline: PositiveSeconds | None = Field(
+        None, description="seconds across all attempts, from the first dispatch"
     )
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
         """Seconds to wait after failed attempt number `attempt` (1-based)."""
-        base = min(
-            self.initial_interval * self.backoff_rate ** max(attempt - 1, 0), self.max_interval
-        )
+        base = min(_grown(self.initial_interval, self.backoff_rate, attempt), self.max_interval)
         if self.jitter:
             r = (rng or random).random()
             base = base * (1 - self.jitter) + base * self.jitter * r
         return base
+
+
+def _grown(initial: float, rate: float, attempt: int) -> float:
+    """initial * rate**(attempt-1) without overflow: past about 1e308 the power is infinite
+    (Python raises OverflowError), and any cap is smaller than that anyway."""
+    exponent = max(attempt - 1, 0)
+    if initial <= 0 or rate <= 1 or exponent == 0:
+        return initial
+    if exponent * math.log(rate) + math.log(initial) > math.log(MAX_SECONDS):
+        return MAX_SECONDS
+    return float(initial * rate**exponent)
 
 
 class StepError(_Doc):
@@ -171,7 +200,7 @@ class SagaStep(_Doc):
     status: StepStatus = StepStatus.PENDING
     attempts: int = 0
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
-    timeout: float | None = None
+    timeout: PositiveSeconds | None = None
     pivot: bool = False
     result: Any = None
     error: StepError | None = None
@@ -189,7 +218,7 @@ class SagaStep(_Doc):
         "fail", description="a wait's timeout (`timeout`) fails the step or continues"
     )
     default: Any = Field(None, description="a wait's result when it continues on timeout")
-    sleep: float | None = Field(None, ge=0, description="a sleep step's duration in seconds")
+    sleep: Seconds | None = Field(None, description="a sleep step's duration in seconds")
     until: datetime | None = Field(None, description="a sleep step's wake-up time")
     substate: list[str] = Field(
         default_factory=list,
@@ -200,6 +229,28 @@ class SagaStep(_Doc):
     def idempotency_key(self, workflow_id: str) -> str:
         """The key handlers receive: the same for every attempt of this step."""
         return f"{workflow_id}:{self.name}"
+
+
+def compact_history(history: list[HistoryEntry], limit: int) -> list[HistoryEntry]:
+    """The history with repeats folded: the first entry of every distinct transition (chart,
+    step, trigger, source, dest) and the latest `limit // 2` entries are kept, in order.
+
+    That is what the diagrams read (the first dispatch and first unwind of each step, every
+    edge taken) and what a resumed step reads (where its latest attempts got to); what goes
+    is the middle of long retry loops. The result may exceed `limit` only when the saga
+    itself has that many distinct transitions (bounded by its steps and charts).
+    """
+    if len(history) <= limit:
+        return history
+    tail_from = len(history) - max(limit // 2, 1)
+    seen: set[tuple[str, str | None, str, str, str]] = set()
+    kept = []
+    for i, h in enumerate(history):
+        key = (h.chart, h.step, h.trigger, h.source, h.dest)
+        if i >= tail_from or key not in seen:
+            kept.append(h)
+        seen.add(key)
+    return kept
 
 
 class WorkflowState(_Doc):
@@ -231,6 +282,17 @@ class WorkflowState(_Doc):
         description="W3C trace context of the workflow's span (`traceparent`, and the caller's "
         "as `parent`), kept when tracing was on at its start; see statesaga.telemetry",
     )
+    history_dropped: int = Field(
+        0, description="history entries folded away (repeats of a transition kept once)"
+    )
+
+    def record(self, entry: HistoryEntry) -> None:
+        """Append a history entry, folding repeats once the history passes its limit."""
+        self.history.append(entry)
+        if len(self.history) > max_history():
+            kept = compact_history(self.history, max_history())
+            self.history_dropped += len(self.history) - len(kept)
+            self.history = kept
 
     def step(self, name: str) -> SagaStep:
         for s in self.steps:
@@ -251,3 +313,29 @@ class WorkflowState(_Doc):
                 Problem(e["msg"], source, None, ".".join(str(p) for p in e["loc"]))
                 for e in exc.errors()
             ) from None
+
+
+log = logging.getLogger("statesaga.store")
+
+
+def readable_documents(
+    rows: Iterable[tuple[str, Callable[[], WorkflowState]]], skipped: dict[str, str]
+) -> list[WorkflowState]:
+    """Load each (id, loader) pair; a document that cannot be read is left out and noted in
+    `skipped` (id -> why, one line; dropped once it reads again) instead of failing the
+    listing of every workflow."""
+    out = []
+    for workflow_id, load in rows:
+        try:
+            out.append(load())
+            skipped.pop(workflow_id, None)
+        except (DefinitionError, ValueError, TypeError) as exc:
+            why = str(exc).splitlines()[0]
+            if isinstance(exc, DefinitionError) and exc.problems:
+                first = exc.problems[0]
+                more = len(exc.problems) - 1
+                field = f"{first.field}: " if first.field else ""
+                why = f"{field}{first.message}" + (f" (and {more} more)" if more else "")
+            skipped[workflow_id] = why
+            log.warning("workflow document %s cannot be read, skipped: %s", workflow_id, why)
+    return out

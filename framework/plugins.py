@@ -69,7 +69,10 @@ def load(group: str, name: str) -> Any:
 
 
 def scheme(url: str) -> str:
-    s = urlsplit(url).scheme
+    try:
+        s = urlsplit(url).scheme
+    except ValueError as exc:
+        raise AdapterError(f"not an adapter URL: {exc}") from None
     if not s:
         raise AdapterError(f"not an adapter URL (expected scheme://...): {url!r}")
     return s
@@ -77,16 +80,38 @@ def scheme(url: str) -> str:
 
 def open_store(url: str) -> Store:
     """Open the store a URL names (`sqlite:///x.db`, `memory://`, `redis://…`, `arango://…`)."""
-    cls = load("statesaga.stores", scheme(url))
-    store: Store = cls.from_url(url)
+    name = scheme(url)
+    store: Store = _from_url(load("statesaga.stores", name), url, f"{name} store")
+    return store
+
+
+def open_existing_store(url: str) -> Store:
+    """Open a store for a command that only reads: a store that is not there yet (one with
+    an `exists()` method, such as SQLite's file) is refused instead of created."""
+    store = open_store(url)
+    exists = getattr(store, "exists", None)
+    if exists is not None and not exists():
+        where = getattr(store, "path", "that URL")
+        raise AdapterError(
+            f"no {scheme(url)} store at {where}: nothing has been stored there yet"
+        )
     return store
 
 
 def open_queue(url: str) -> Queue:
     """Open the queue a URL names (`inline://`, `rq://host:6379/0?queue=statesaga`)."""
-    cls = load("statesaga.queues", scheme(url))
-    queue: Queue = cls.from_url(url)
+    name = scheme(url)
+    queue: Queue = _from_url(load("statesaga.queues", name), url, f"{name} queue")
     return queue
+
+
+def _from_url(cls: Any, url: str, what: str) -> Any:
+    """An adapter's from_url, with a malformed URL reported in one line (the adapter's own
+    AdapterError, or what urllib or the client library raised while parsing)."""
+    try:
+        return cls.from_url(url)
+    except (ValueError, TypeError) as exc:
+        raise AdapterError(f"bad {what} URL: {exc}") from None
 
 
 def installed() -> list[PluginInfo]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -46,7 +47,7 @@ def _redis_answers(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
             s.sendall(b"PING\r\n")
-            return s.recv(16).startswith(b"+PONG")
+            return s.recv(16).startswith((b"+PONG", b"-NOAUTH"))  # up (with a password or not)
     except OSError:
         return False
 
@@ -58,13 +59,28 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if configured:
         yield configured
         return
+    with _redis_server(tmp_path_factory.mktemp("redis")) as port:
+        yield f"redis://127.0.0.1:{port}/0"
+
+
+@pytest.fixture(scope="session")
+def redis_password_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """A second private redis-server that requires a password: (redis URL without the
+    password, the password), for tests of a wrong or missing one."""
+    password = "s3cr3t-pw-7781"
+    with _redis_server(tmp_path_factory.mktemp("redis-pw"), "--requirepass", password) as port:
+        yield f"redis://127.0.0.1:{port}/0", password
+
+
+@contextlib.contextmanager
+def _redis_server(workdir: Path, *extra: str) -> Iterator[int]:
+    """A redis-server on a free port for as long as the block runs; yields the port."""
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.fail(
             "redis-server is not on PATH: install it (apt-get install -y redis-server) "
             "or set STATESAGA_TEST_REDIS_URL=redis://host:port/db"
         )
-    workdir = tmp_path_factory.mktemp("redis")
     port = _free_port()
     # No persistence: the server lives for one test session and is flushed around each test.
     proc = subprocess.Popen(
@@ -80,6 +96,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             "no",
             "--dir",
             str(workdir),
+            *extra,
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.STDOUT,
@@ -90,7 +107,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             if proc.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"redis-server did not start on port {port} (exit code {proc.poll()})")
             time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
+        yield port
     finally:
         proc.terminate()
         try:

@@ -389,6 +389,28 @@ class StoreConformance:
             store.get(wf.id)
         assert any(p.field == "surprise" for p in caught.value.problems)
 
+    def test_a_listing_goes_on_past_an_unreadable_document(self, store: Store) -> None:
+        """One corrupt document must not hide every other workflow from list() and from
+        recovery's list_stale(): it is left out (and named in `store.unreadable` by the
+        adapters that keep that record), while get() of it still raises."""
+        good = make_workflow(status=WorkflowStatus.RUNNING)
+        bad = make_workflow(status=WorkflowStatus.RUNNING, created_at=T0 + timedelta(seconds=1))
+        store.create(good)
+        store.create(bad)
+        try:
+            self.write_raw(store, bad.id, '{"id": "' + bad.id + '", "steps": [')
+        except NotImplementedError:
+            pytest.skip("this adapter's suite does not implement write_raw()")
+        assert [wf.id for wf in store.list()] == [good.id]
+        assert [wf.id for wf in store.list(status=WorkflowStatus.RUNNING)] == [good.id]
+        stale = store.list_stale(T0 + timedelta(days=1), [WorkflowStatus.RUNNING])
+        assert [wf.id for wf in stale] == [good.id]
+        unreadable = getattr(store, "unreadable", None)
+        if unreadable is not None:
+            assert list(unreadable) == [bad.id]
+        with pytest.raises(DefinitionError):
+            store.get(bad.id)
+
     # -- concurrency ---------------------------------------------------------------------------
 
     def test_concurrent_load_modify_save_loses_no_update(self, store: Store) -> None:

@@ -1,0 +1,64 @@
+"""Checks shared by the Redis-based adapters' URLs (`redis://` store, `rq://` queue), so a
+mistake is refused when the URL is read, in one line, instead of surfacing as a TypeError
+from inside redis-py at the first command, or being silently ignored (`/notadb` read as 0)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from statesaga.errors import AdapterError
+
+#: Query options redis-py passes on to its connection class (anything else is a TypeError
+#: there, at the first command).
+_REDIS_OPTIONS = frozenset(
+    {
+        "client_name",
+        "db",
+        "health_check_interval",
+        "max_connections",
+        "protocol",
+        "retry_on_timeout",
+        "socket_connect_timeout",
+        "socket_keepalive",
+        "socket_timeout",
+        "ssl_ca_certs",
+        "ssl_ca_data",
+        "ssl_ca_path",
+        "ssl_cert_reqs",
+        "ssl_certfile",
+        "ssl_check_hostname",
+        "ssl_keyfile",
+        "ssl_min_version",
+        "ssl_password",
+        "timeout",
+    }
+)
+
+
+def check_redis_url(url: str, kind: str, own: Iterable[str] = ()) -> None:
+    """Raise AdapterError naming what is wrong with a redis-style URL: its port, its db
+    (a number after the host), or an option neither redis-py nor the adapter (`own`) knows.
+    The message never repeats the URL (it may carry a password)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (urlsplit checks the port only when it is read)
+    except ValueError as exc:
+        raise AdapterError(f"bad {kind} URL: {exc}") from None
+    if parts.scheme != "unix":
+        db = unquote(parts.path).strip("/")
+        if db and not db.isdigit():
+            raise AdapterError(
+                f"bad {kind} URL: the database after the host must be a number "
+                f"(e.g. /0), not {db!r}"
+            )
+        if not parts.hostname:
+            raise AdapterError(f"bad {kind} URL: no host (expected {parts.scheme}://HOST:PORT/DB)")
+    query = parse_qs(parts.query, keep_blank_values=True)
+    unknown = sorted(set(query) - _REDIS_OPTIONS - set(own))
+    if unknown:
+        known = ", ".join(sorted(_REDIS_OPTIONS | set(own)))
+        raise AdapterError(f"unknown {kind} URL option(s) {unknown} (known: {known})")
+    db_option = query.get("db", [""])[-1]
+    if "db" in query and not db_option.isdigit():
+        raise AdapterError(f"bad {kind} URL: db must be a number, not {db_option!r}")

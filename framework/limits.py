@@ -1,0 +1,120 @@
+"""The sizes statesaga accepts, in one place: what a table, an input or a stored history may
+grow to before it is refused (or, for history, compacted).
+
+Each limit is read from an environment variable when set (so an operator can change it
+without code), else the default below. The README's "Limits" section lists them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterator
+from typing import Any
+
+#: Seconds: the largest interval, timeout, duration or deadline a table may name (ten years).
+#: Bounded so that every sum with "now" is a representable time and every delay is finite.
+MAX_SECONDS = 10 * 366 * 86400.0
+#: The largest backoff rate: beyond it the first retries already hit any sane max_interval.
+MAX_BACKOFF_RATE = 1000.0
+#: The most attempts a retry policy may allow.
+MAX_ATTEMPTS = 100_000
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        return default
+    return value if value > 0 else default
+
+
+def max_input_bytes() -> int:
+    """A workflow's input as JSON text (`STATESAGA_MAX_INPUT_BYTES`, default 1 MiB)."""
+    return _env_int("STATESAGA_MAX_INPUT_BYTES", 1024 * 1024)
+
+
+def max_yaml_bytes() -> int:
+    """A chart or definition file (`STATESAGA_MAX_YAML_BYTES`, default 1 MiB)."""
+    return _env_int("STATESAGA_MAX_YAML_BYTES", 1024 * 1024)
+
+
+def max_yaml_depth() -> int:
+    """Nesting of mappings and lists in a YAML file or an input (`STATESAGA_MAX_YAML_DEPTH`,
+    default 64)."""
+    return _env_int("STATESAGA_MAX_YAML_DEPTH", 64)
+
+
+def max_yaml_nodes() -> int:
+    """Values a YAML file may expand to, aliases counted each time they are used
+    (`STATESAGA_MAX_YAML_NODES`, default 100,000): an alias bomb stops here."""
+    return _env_int("STATESAGA_MAX_YAML_NODES", 100_000)
+
+
+def max_history() -> int:
+    """History entries kept per workflow (`STATESAGA_MAX_HISTORY`, default 1,000); beyond it
+    repeated transitions are folded (see `models.compact_history`)."""
+    return _env_int("STATESAGA_MAX_HISTORY", 1000)
+
+
+def json_problems(value: Any, where: str = "") -> Iterator[str]:
+    """What keeps `value` from being plain JSON: non-finite numbers, non-string keys, other
+    types. Yields one message per problem, each naming the path inside `value`."""
+    stack: list[tuple[str, Any, int]] = [(where, value, 0)]
+    while stack:
+        path, v, depth = stack.pop()
+        if depth > max_yaml_depth():
+            yield f"{path or 'value'}: nested deeper than {max_yaml_depth()} levels"
+            continue
+        if v is None or isinstance(v, bool | str | int):
+            continue
+        if isinstance(v, float):
+            if not math.isfinite(v):
+                yield f"{path or 'value'}: {v} is not a finite number (JSON has no NaN/Infinity)"
+            continue
+        if isinstance(v, dict):
+            for k, item in v.items():
+                if not isinstance(k, str):
+                    yield f"{path or 'value'}: key {k!r} is not a string"
+                    continue
+                stack.append((f"{path}.{k}" if path else k, item, depth + 1))
+            continue
+        if isinstance(v, list | tuple):
+            for i, item in enumerate(v):
+                stack.append((f"{path}[{i}]", item, depth + 1))
+            continue
+        yield f"{path or 'value'}: {type(v).__name__} is not a JSON value"
+
+
+def json_size(value: Any) -> int:
+    """Bytes of `value` as compact JSON text (what a store keeps)."""
+    return len(json.dumps(value, separators=(",", ":"), default=str).encode("utf-8"))
+
+
+def strict_json_loads(text: str) -> Any:
+    """json.loads that refuses NaN, Infinity and -Infinity (Python's json accepts them; JSON
+    does not, and a store would keep them as null)."""
+
+    def refuse(name: str) -> Any:
+        raise ValueError(f"{name} is not JSON (use a number or null)")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+__all__ = [
+    "MAX_ATTEMPTS",
+    "MAX_BACKOFF_RATE",
+    "MAX_SECONDS",
+    "json_problems",
+    "json_size",
+    "max_history",
+    "max_input_bytes",
+    "max_yaml_bytes",
+    "max_yaml_depth",
+    "max_yaml_nodes",
+    "strict_json_loads",
+]
