@@ -305,14 +305,16 @@ class WorkflowState(_Doc):
 
     @classmethod
     def from_json(cls, text: str | bytes, source: str = "store") -> WorkflowState:
-        """Parse a stored document; unknown or invalid fields raise DefinitionError."""
+        """Parse a stored document; unknown or invalid fields raise DefinitionError with one
+        problem (the first field, and how many more), as a stored document is one thing to fix."""
         try:
             return cls.model_validate_json(text)
         except ValidationError as exc:
-            raise DefinitionError(
-                Problem(e["msg"], source, None, ".".join(str(p) for p in e["loc"]))
-                for e in exc.errors()
-            ) from None
+            errors = exc.errors()
+            first = errors[0]
+            more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+            field = ".".join(str(p) for p in first["loc"])
+            raise DefinitionError([Problem(first["msg"] + more, source, None, field)]) from None
 
 
 log = logging.getLogger("statesaga.store")
@@ -333,9 +335,8 @@ def readable_documents(
             why = str(exc).splitlines()[0]
             if isinstance(exc, DefinitionError) and exc.problems:
                 first = exc.problems[0]
-                more = len(exc.problems) - 1
-                field = f"{first.field}: " if first.field else ""
-                why = f"{field}{first.message}" + (f" (and {more} more)" if more else "")
+                why = f"{first.field}: {first.message}" if first.field else first.message
             skipped[workflow_id] = why
-            log.warning("workflow document %s cannot be read, skipped: %s", workflow_id, why)
+            # INFO, not WARNING: every caller reports `skipped` itself (the CLI as one line).
+            log.info("workflow document %s cannot be read, skipped: %s", workflow_id, why)
     return out

@@ -696,11 +696,13 @@ def _corrupt(case: Case, folder: Path, redis_client: Any, redis_url: str) -> Non
         for index in ("all", "status:RUNNING"):
             redis_client.zadd("statesaga:" + index, {bad: 1})
         return
+    # Well-formed JSON that no model reads (the store's name index refuses malformed JSON at
+    # write time): written by hand, or by a version that stored what this one rejects.
     with sqlite3.connect(folder / "seed.db") as conn:
         conn.execute(
             "INSERT INTO workflows (id, revision, session_id, status, heartbeat_at, created_at,"
             " doc) VALUES (?, 1, NULL, 'RUNNING', NULL, 1, ?)",
-            (bad, '{"id": "' + bad + '", "name": "x", "steps": [{"retry": {"max_interval": null'),
+            (bad, '{"id": "' + bad + '", "name": "x", "steps": [{"retry": {"max_interval": "x"}}]}'),
         )
     conn.close()
 
