@@ -74,7 +74,9 @@ def _not_applied_once(wf: WorkflowState, service: Service) -> list[str]:
         elif ref is None:
             problems.append(f"{step.name}: COMPLETED but its effect is not in force")
         elif isinstance(step.result, dict) and step.result.get("ref") != ref:
-            problems.append(f"{step.name}: stored result names {step.result.get('ref')}, in force {ref}")
+            problems.append(
+                f"{step.name}: stored result names {step.result.get('ref')}, in force {ref}"
+            )
     return problems
 
 

@@ -115,7 +115,8 @@ class Rates:
     progress: float = 0.5  # a step on a nested chart reports progress
 
 
-#: Scheduler events during the fault phase, by weight.
+#: Scheduler events during the fault phase, by weight. Each seed leaves some kinds out (see
+#: OPTIONAL), so some runs see no cancel at all and go forward past the pivot.
 EVENTS = {
     "deliver": 60.0,
     "duplicate": 4.0,
@@ -127,6 +128,15 @@ EVENTS = {
     "force_cancel": 1.5,
     "signal": 4.0,
     "tick": 3.0,
+}
+#: The chance that a seed's run includes each kind of event at all.
+OPTIONAL = {
+    "duplicate": 0.5,
+    "lose": 0.5,
+    "stale": 0.5,
+    "recover_cancel": 0.2,
+    "cancel": 0.25,
+    "force_cancel": 0.25,
 }
 
 
@@ -212,6 +222,11 @@ class Simulation:
         self.doomed = (
             self.rng.choice(actions) if actions and self.rng.random() < self.rates.doomed else None
         )
+        self.kinds = {
+            kind: weight
+            for kind, weight in EVENTS.items()
+            if self.rng.random() < OPTIONAL.get(kind, 1.0)
+        }
         self.healing = False
         self.depth = 0
         self.trace: list[str] = []
@@ -248,7 +263,8 @@ class Simulation:
         try:
             wf = self.engine.start(self.definition, self.input)
             self.wf_id = wf.id
-            self._note("start", f"doomed step: {self.doomed or 'none'}")
+            left_out = ", ".join(sorted(set(EVENTS) - set(self.kinds))) or "none"
+            self._note("start", f"doomed step: {self.doomed or 'none'}; events left out: {left_out}")
             self._check()
             for _ in range(self.fault_events):
                 if self._ended() and not self.queue.pending:
@@ -301,18 +317,18 @@ class Simulation:
         return []
 
     def _choose(self) -> str:
-        weights = dict(EVENTS)
+        weights = dict(self.kinds)
         if not self.queue.due():
-            weights.pop("deliver")
-            weights.pop("duplicate")
+            weights.pop("deliver", None)
+            weights.pop("duplicate", None)
             weights["wait"] = 30.0
         if not self.queue.pending:
-            weights.pop("lose")
+            weights.pop("lose", None)
             weights.pop("wait", None)
         if not self.queue.delivered:
-            weights.pop("stale")
+            weights.pop("stale", None)
         if not self._signals():
-            weights.pop("signal")
+            weights.pop("signal", None)
         return pick(self.rng, weights)
 
     def _event(self, kind: str) -> None:
@@ -362,7 +378,9 @@ class Simulation:
     def _do_recover_cancel(self) -> None:
         self.clock.advance(RECOVERY_TIMEOUT + 1)
         report = self.canceller.run_once()
-        self._note("recover --cancel", f"cancelled {len(report.cancelled)}" + _errors(report.errors))
+        self._note(
+            "recover --cancel", f"cancelled {len(report.cancelled)}" + _errors(report.errors)
+        )
 
     def _do_cancel(self, force: bool = False) -> None:
         name = "cancel --force" if force else "cancel"
@@ -453,7 +471,9 @@ class Simulation:
                 if all(str(src).startswith("EXECUTING.") for src in t.source)
             }
         )
-        return [self.rng.choice(triggers) for _ in range(self.rng.randint(1, 3))] if triggers else []
+        return (
+            [self.rng.choice(triggers) for _ in range(self.rng.randint(1, 3))] if triggers else []
+        )
 
     # -- helpers ---------------------------------------------------------------------------
     def _wf(self) -> WorkflowState:
@@ -506,6 +526,7 @@ _SHORT = {
     StepStatus.RETRYING: "retry",
     StepStatus.COMPLETED: "done",
     StepStatus.FAILED: "FAIL",
+    StepStatus.IN_DOUBT: "DOUBT",
     StepStatus.COMPENSATING: "undoing",
     StepStatus.COMPENSATED: "undone",
     StepStatus.COMPENSATION_FAILED: "UNDO-FAIL",
