@@ -592,10 +592,19 @@ def cancel(
 )
 @click.option("--parallel", type=int, default=None, help="runs side by side")
 @click.option("--keep", is_flag=True, help="keep the run directories (stores, ledgers, logs)")
+@click.option(
+    "--expect",
+    "expects",
+    multiple=True,
+    type=click.Choice(["COMPLETED", "COMPENSATED", "FAILED"]),
+    help="the correct outcome, one per --input in order (or one for all), e.g. FAILED for a "
+    "failure after the pivot",
+)
 @_guard
 def check_crashes_command(
     definition: str,
     inputs: tuple[str, ...],
+    expects: tuple[str, ...],
     queue: str,
     store: str | None,
     handlers: tuple[str, ...],
@@ -609,14 +618,24 @@ def check_crashes_command(
 
     name = Path(definition).stem
     modules = tuple(m.strip() for value in handlers for m in value.split(",") if m.strip())
+    runs = inputs or ("",)
+    if len(expects) not in (0, 1, len(runs)):
+        raise click.BadParameter(
+            f"{len(expects)} given for {len(runs)} --input: give one per --input, or one for all",
+            param_hint="--expect",
+        )
+    wanted: list[str | None] = [None] * len(runs)
+    if expects:
+        wanted = [*expects] * len(runs) if len(expects) == 1 else [*expects]
     scenarios = [
         Scenario(
             f"{name}-{i}" if len(inputs) > 1 else name,
             str(Path(definition).resolve()),
             _load_input(value),
             modules,
+            expect,
         )
-        for i, value in enumerate(inputs or ("",), 1)
+        for i, (value, expect) in enumerate(zip(runs, wanted, strict=True), 1)
     ]
     results = check_crashes(
         scenarios,
