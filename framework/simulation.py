@@ -127,6 +127,7 @@ EVENTS = {
     "recover_cancel": 1.0,
     "cancel": 1.5,
     "force_cancel": 1.5,
+    "suspend": 1.0,
     "signal": 8.0,
     "tick": 3.0,
 }
@@ -138,6 +139,7 @@ OPTIONAL = {
     "recover_cancel": 0.2,
     "cancel": 0.25,
     "force_cancel": 0.25,
+    "suspend": 0.25,
 }
 
 
@@ -430,6 +432,14 @@ class Simulation:
 
     def _do_force_cancel(self) -> None:
         self._do_cancel(force=True)
+
+    def _do_suspend(self) -> None:
+        try:
+            self.engine.suspend(self.wf_id, by="operator", reason="simulated")
+        except StatesagaError as exc:
+            self._note("suspend", f"refused: {exc}")
+            return
+        self._note("suspend", "accepted")
 
     def _do_signal(self) -> None:
         names = self._signals()

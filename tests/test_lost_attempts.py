@@ -252,3 +252,39 @@ def test_recover_cancel_past_the_pivot_halts_and_reports_no_error(tmp_path: Path
     assert report.cancelled == [wf.id] and not report.errors
     assert w.engine.get(wf.id).status is WorkflowStatus.FAILED
     assert w.undone == []
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_a_step_that_settles_while_suspended_is_taken_on_resume(
+    tmp_path: Path, fails: bool
+) -> None:
+    """Found by the simulation: a step finishing (or failing for good) while the workflow was
+    SUSPENDED was ignored, and once resumed it sat RUNNING forever."""
+    w = World(
+        tmp_path,
+        steps(
+            {"name": "a", "action": "do_a", "compensation": "undo_a"},
+            {"name": "b", "action": "do_b", "compensation": "undo_b"},
+        ),
+    )
+    wf = w.engine.start(w.definition)
+    suspended: list[str] = []
+
+    def suspend_then_settle(ctx: StepContext) -> dict[str, str]:
+        w.engine.suspend(ctx.workflow_id, by="ops", reason="maintenance")
+        suspended.append(ctx.step)
+        if fails:
+            raise ValueError("b refused")
+        return w._apply(ctx)
+
+    w.engine.registry.register_handler("do_b", suspend_then_settle, replace=True)
+    w.run()
+    assert suspended == ["b"]
+    assert w.engine.get(wf.id).status is WorkflowStatus.SUSPENDED
+    w.engine.resume(wf.id, by="ops")
+    w.engine.queue.drain()
+    wf = w.engine.get(wf.id)
+    if fails:
+        assert wf.status is WorkflowStatus.COMPENSATED and w.live() == []
+    else:
+        assert wf.status is WorkflowStatus.COMPLETED and w.live() == ["a", "b"]

@@ -44,6 +44,12 @@ def test_every_seed_converges_with_every_invariant_held(path: Path) -> None:
     assert summary.outcomes["COMPLETED"] > SEEDS // 20, summary.line()
 
 
+def test_eager_dispatch_keeps_every_invariant() -> None:
+    """The settle of a step claims the next one in the same save (Engine(eager=True))."""
+    summary = run_seeds(load_definition(SAGAS["trip"]), range(SEEDS // 2), eager=True)
+    assert summary.ok, summary.failed[0].report()
+
+
 def test_a_seed_replays_exactly() -> None:
     saga = load_definition(SAGAS["chaos (parallel fetches, pivot, retries after it)"])
     first, again, other = simulate(saga, 42), simulate(saga, 42), simulate(saga, 43)
