@@ -11,8 +11,10 @@ pass; then every recorded boundary is one cell: a fresh store, a worker **proces
 itself with SIGKILL when it reaches that boundary, then recovery (resume, heartbeat timeout 0:
 the worker is known dead) and a fresh worker, and the checks:
 
-- the workflow converges to the state the uninterrupted run reached (COMPLETED or
-  COMPENSATED), and nothing is left open or recoverable (no workflow stuck);
+- the workflow converges to the outcome the scenario expects (`Scenario.expect`, e.g. FAILED
+  for a failure after the pivot), else to the one the uninterrupted run reached (COMPLETED or
+  COMPENSATED), and nothing is left open or recoverable (no workflow stuck). A different
+  outcome is correct when a lost attempt was a step's last one: it counted as an attempt;
 - the side-effect ledger (handlers record what they do through `Ledger`) shows every action
   applied at most once, undone at most once, never undone without having been applied; on a
   COMPLETED workflow every ledgered action is applied, on a COMPENSATED one none is left.
