@@ -308,6 +308,9 @@ class Simulation:
             self._heal()
             wf = self._wf()
             problems = check_end(wf, self.service)
+            if not problems and self._restartable(wf):
+                problems = self._restart(wf)
+                wf = self._wf()
             if not problems and wf.status in ENDED:
                 problems = self._quiet_after_end(wf)
         except _Violation as exc:
@@ -341,6 +344,26 @@ class Simulation:
             if scans > 3:
                 return  # check_end reports it did not converge
             self._event("recover")
+
+    def _restartable(self, wf: WorkflowState) -> bool:
+        """A halted workflow nothing was undone on: half of them an operator fixes and
+        restarts (from its first step not completed), which must converge again."""
+        if wf.status is not WorkflowStatus.FAILED:
+            return False
+        if any(e.op == "undo" for e in self.service.entries):
+            return False  # a restart re-uses the keys, which an undo retired
+        return self.rng.random() < 0.5
+
+    def _restart(self, wf: WorkflowState) -> list[str]:
+        open_ = [s.name for s in wf.steps if s.status is not StepStatus.COMPLETED]
+        start = open_[0] if open_ else wf.steps[-1].name  # all done: halted by a late cancel
+        self.doomed = None  # the operator fixed what failed
+        self.ended_as = None
+        self.engine.restart(self.wf_id, start, reason="fixed", by="operator")
+        self._note(f"restart --from {start}", "accepted")
+        self._check()
+        self._heal()
+        return check_end(self._wf(), self.service)
 
     def _quiet_after_end(self, wf: WorkflowState) -> list[str]:
         """Recovery scans after the end must neither pick the workflow up nor add history."""
