@@ -4,7 +4,7 @@ without compensation after it, retries, waits, sleeps and a nested step chart co
 every invariant held; a seed replays exactly; and the simulation does catch a defective
 engine (the compensation order and in-doubt handling of before issue 15).
 
-A longer run: `statesaga simulate tests/sagas/chaos.yaml --seeds 100000` (about 30 minutes).
+A longer run: `statesaga simulate tests/sagas/chaos.yaml --seeds 100000` (about 40 minutes).
 """
 
 from __future__ import annotations
