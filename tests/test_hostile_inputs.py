@@ -702,7 +702,7 @@ def _corrupt(case: Case, folder: Path, redis_client: Any, redis_url: str) -> Non
         conn.execute(
             "INSERT INTO workflows (id, revision, session_id, status, heartbeat_at, created_at,"
             " doc) VALUES (?, 1, NULL, 'RUNNING', NULL, 1, ?)",
-            (bad, '{"id": "' + bad + '", "name": "x", "steps": [{"retry": {"max_interval": "x"}}]}'),
+            (bad, '{"id": "' + bad + '", "name": "x", "steps": [{"retry": {"x": 1}}]}'),
         )
     conn.close()
 
