@@ -14,12 +14,13 @@ import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from statesaga.errors import AdapterError, ConflictError, NotFoundError
-from statesaga.models import WorkflowState, WorkflowStatus
+from statesaga.models import WorkflowState, WorkflowStatus, readable_documents
 
 __all__ = ["JsonFileStore", "notify", "notify_wanted"]
 
@@ -116,7 +117,9 @@ class JsonFileStore:
     ) -> builtins.list[WorkflowState]:
         if not self.directory.exists():
             return []
-        docs = [self._read(p.stem) for p in self.directory.glob("*.json")]
+        # A document no model reads is left out (and noted), not a failure of every listing.
+        paths = self.directory.glob("*.json")
+        docs = readable_documents(((p.stem, partial(self._read, p.stem)) for p in paths), {})
         out = [
             d
             for d in docs
