@@ -1100,6 +1100,9 @@ def simulate(definition: str, seeds: int, seed: int | None, input_: str | None) 
     from .simulation import run_seeds
     from .simulation import simulate as simulate_seed
 
+    if click.get_current_context().find_root().params.get("log_level") is None:
+        # Simulated failures are the point, not news: the trace reports what matters.
+        logging.getLogger("statesaga").setLevel(logging.ERROR)
     saga = load_definition(definition)
     data = _load_input(input_)
     if seed is not None:
