@@ -10,7 +10,6 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from statesaga.definition import WorkflowDefinition
 from statesaga.diagram import Diagram, from_definition, from_instance, get_renderer
@@ -122,14 +121,6 @@ def outcome_text(step: SagaStep) -> str:
 def compact(value: Any, limit: int = 300) -> str:
     text = json.dumps(value, separators=(",", ":"), default=str, sort_keys=True)
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def redact_url(url: str) -> str:
-    """A store or queue URL for a page or a log line: the password replaced by ***."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    return url.replace(f":{parts.password}@", ":***@", 1)
 
 
 def summary(wf: WorkflowState) -> dict[str, Any]:
