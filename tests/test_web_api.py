@@ -5,11 +5,18 @@ token, a read-only server, an unknown id, a definition outside --definitions, ba
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
 import shutil
+import subprocess
 import sys
 import time
+import urllib.request
 import warnings
+from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -669,3 +676,136 @@ def test_refusals_name_what_was_wrong(client: TestClient) -> None:
     assert r.status_code == 404 and r.json()["error"] == "no workflow 'WF-nope' in the store"
     r = client.get("/api/workflows", params={"limit": "abc"})
     assert r.status_code == 400 and r.json()["error"].startswith("limit must be a whole number")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class Served:
+    base: str
+    stderr: str = ""
+
+    def call(self, path: str, body: Any = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.base + path, data=data, headers=AUTH)
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.read() if path == "/metrics" else json.loads(r.read())
+
+    def finish(self, wf_id: str) -> dict[str, Any]:
+        deadline = time.monotonic() + LIMIT
+        while (doc := self.call(f"/api/workflows/{wf_id}"))["status"] not in ENDED:
+            assert time.monotonic() < deadline, doc["status"]
+            time.sleep(0.05)
+        return dict(doc)
+
+
+ENDED = ("COMPLETED", "COMPENSATED", "CANCELLED", "FAILED")
+
+
+@contextmanager
+def serving(tmp_path: Path, defs: Path, *options: str) -> Iterator[Served]:
+    """A real `statesaga serve` process (inline queue, SQLite), stopped afterwards; its
+    stderr is in `.stderr` once the block has ended."""
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "STATESAGA_"))}
+    env.update(PYTHONPATH=str(TESTS), STATESAGA_TOKEN=TOKEN)
+    cmd = [str(Path(sys.executable).with_name("statesaga")), *options, "serve",
+           "--port", str(port), "--store", f"sqlite:///{tmp_path / 'm.db'}",
+           "--queue", "inline://", "--handlers", "web_handlers",
+           "--definitions", str(defs)]  # fmt: skip
+    server = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+    served = Served(f"http://127.0.0.1:{port}")
+    try:
+        deadline = time.monotonic() + LIMIT
+        while True:
+            try:
+                served.call("/api/workflows")
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "no server"
+                time.sleep(0.1)
+        yield served
+    finally:
+        server.terminate()
+        served.stderr = server.communicate(timeout=20)[1]
+
+
+@pytest.mark.slow
+def test_metrics_serves_the_counts_the_history_holds(tmp_path: Path) -> None:
+    """The CLI installs the Prometheus reader of the real SDK for `serve`."""
+    pytest.importorskip("opentelemetry.exporter.prometheus", reason="the otel extra")
+    from prometheus_client.parser import text_string_to_metric_families
+
+    defs = definitions_dir(tmp_path)
+    order = (defs / "web_order.yaml").read_text()
+    assert "non_retryable: [OrderError]" in order
+    (defs / "web_order.yaml").write_text(order.replace("non_retryable: [OrderError]", ""))
+    with serving(tmp_path, defs) as server:
+        ids = [
+            server.call("/api/workflows", {"definition": "web_order", "input": data})["id"]
+            for data in ({}, {"fail_at": "pack"}, {"fail_at": "reserve"})
+        ]
+        docs = [server.finish(wf_id) for wf_id in ids]
+        text = server.call("/metrics").decode()
+    assert [d["status"] for d in docs] == ["COMPLETED", "COMPENSATED", "COMPENSATED"]
+
+    got: Counter[tuple[str, str]] = Counter()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = sample.labels
+            if labels.get("statesaga_workflow_name") != "web_order":
+                continue
+            if sample.name.endswith("_total"):
+                key = labels.get("statesaga_step") or labels.get("statesaga_state", "")
+                got[(sample.name, key)] += int(sample.value)
+    want: Counter[tuple[str, str]] = Counter()
+    for doc in docs:
+        want[("statesaga_workflows_ended_total", doc["status"])] += 1
+        for h in doc["history"]:
+            step, dest = h["step"], h["dest"].split(".")[0]
+            if step is None:
+                continue
+            if h["trigger"] == "dispatch":
+                want[("statesaga_steps_started_total", step)] += 1
+            elif h["source"].startswith("EXECUTING") and dest in (
+                "COMPLETED",
+                "RETRYING",
+                "FAILED",
+            ):
+                name = {"COMPLETED": "completed", "RETRYING": "retried", "FAILED": "failed"}[dest]
+                want[(f"statesaga_steps_{name}_total", step)] += 1
+            elif h["trigger"] == "compensated":
+                want[("statesaga_compensations_total", step)] += 1
+    assert want[("statesaga_steps_retried_total", "pack")] == 1  # the saga did retry
+    assert want[("statesaga_compensations_total", "reserve")] == 1  # and undo
+    assert got == want
+
+
+def test_metrics_without_the_otel_extra_says_what_to_install(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "prometheus_client", None)
+    r = client.get("/metrics")
+    assert r.status_code == 501 and "pip install 'statesaga[otel]'" in r.text
+
+
+@pytest.mark.slow
+def test_the_server_logs_in_the_format_asked_for(tmp_path: Path) -> None:
+    """uvicorn's own lines (start-up, access) too: a log collector reads one format."""
+    with serving(tmp_path, definitions_dir(tmp_path), "--log-format", "json") as server:
+        wf_id = server.call("/api/workflows", {"definition": "web_order", "input": {}})["id"]
+        server.finish(wf_id)
+    lines = server.stderr.splitlines()
+    records = [json.loads(line) for line in lines if line.startswith("{")]
+    assert len(records) == len(lines), server.stderr[-2000:]
+    loggers = {r["logger"] for r in records}
+    assert {"uvicorn.error", "uvicorn.access", "statesaga.web"} <= loggers, loggers
+    assert any(f"started {wf_id}" in r["message"] for r in records)
+    assert TOKEN not in server.stderr

@@ -605,6 +605,26 @@ class Dashboard:
         return JSONResponse(schema)
 
 
+async def metrics(request: Request) -> Response:
+    """
+    summary: Prometheus metrics of this server process (OpenTelemetry)
+    description: >
+      What this process counted: the workflows it started, signalled, cancelled or restarted,
+      and the jobs it ran itself (an inline:// queue). Each worker counts the steps it runs and
+      exports them its own way (OTEL_METRICS_EXPORTER).
+    responses:
+      200: {description: the Prometheus text format}
+      501: {description: the otel extra is not installed}
+    """
+    from statesaga.otel import prometheus_text
+
+    try:
+        body, content_type = await run_in_threadpool(prometheus_text)
+    except StatesagaError as exc:
+        return Response(f"{exc}\n", 501, media_type="text/plain")
+    return Response(body, media_type=content_type)
+
+
 def _passwords(url: str) -> list[str]:
     """The secrets a store or queue URL holds, as written and as decoded: its password, and
     the values of its secret query options (redis-py takes `?password=`)."""
@@ -756,6 +776,7 @@ def create_app(settings: ServeSettings) -> Starlette:
         Route("/api/definitions", d.api_definitions, methods=["GET"]),
         Route("/api/definitions/schema", d.api_definition_schema, methods=["GET"]),
         Route("/api/openapi.json", openapi, include_in_schema=False),
+        Route("/metrics", metrics, methods=["GET"]),
         Mount("/static", StaticFiles(packages=[("statesaga.web", "static")]), name="static"),
     ]
     middleware = [Middleware(BodyLimit)]
