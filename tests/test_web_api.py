@@ -809,3 +809,43 @@ def test_the_server_logs_in_the_format_asked_for(tmp_path: Path) -> None:
     assert {"uvicorn.error", "uvicorn.access", "statesaga.web"} <= loggers, loggers
     assert any(f"started {wf_id}" in r["message"] for r in records)
     assert TOKEN not in server.stderr
+
+
+class WorkerDied(BaseException):
+    """Stands for a worker process dying mid-step (its outcome never saved)."""
+
+
+def test_the_page_tells_which_attempts_were_lost_with_their_worker(tmp_path: Path) -> None:
+    from statesaga import Engine, load_definition
+    from statesaga.adapters.inline import InlineQueue
+    from statesaga.recovery import Recovery
+    from statesaga.registry import Registry
+
+    reg = Registry()
+    reg.register_handler("pay", lambda ctx: {"paid": ctx.attempt})
+    definition = load_definition(
+        {"workflow": "lost_pay", "steps": [{"name": "pay", "action": "pay"}]}
+    )
+
+    def die(boundary: str, job: Any) -> None:
+        if boundary == "after_action" and job.attempt < 3:
+            raise WorkerDied()
+
+    store = open_store(f"sqlite:///{tmp_path / 'lost.db'}")
+    doomed = Engine(store, InlineQueue(), reg, heartbeat_interval=0, probe=die, worker="w1")
+    wf = doomed.start(definition, {})
+    with pytest.raises(WorkerDied):
+        doomed.wait(wf.id, timeout=10)
+    # The next worker dies on attempt 2 as well; attempt 3 goes through.
+    rescuer = Engine(store, InlineQueue(), reg, heartbeat_interval=0, probe=die, worker="w2")
+    assert Recovery(rescuer, timeout=0).run_once().resumed == [wf.id]
+    with pytest.raises(WorkerDied):
+        rescuer.wait(wf.id, timeout=10)
+    assert Recovery(rescuer, timeout=0).run_once().resumed == [wf.id]
+    assert rescuer.wait(wf.id, timeout=10).status.value == "COMPLETED"
+
+    settings = ServeSettings(f"sqlite:///{tmp_path / 'lost.db'}", "inline://")
+    with TestClient(create_app(settings)) as c:
+        page = c.get(f"/workflows/{wf.id}").text
+    story = page.split('id="story"')[1].split("</section>")[0]
+    assert "Step pay: attempts 1, 2 timed out (worker lost" in story, story

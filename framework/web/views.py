@@ -14,7 +14,14 @@ from typing import Any, Literal
 from statesaga.definition import WorkflowDefinition
 from statesaga.diagram import Diagram, from_definition, from_instance, get_renderer
 from statesaga.errors import AdapterError
-from statesaga.models import IN_FLIGHT_STEP, RetryPolicy, SagaStep, StepStatus, WorkflowState
+from statesaga.models import (
+    IN_FLIGHT_STEP,
+    HistoryEntry,
+    RetryPolicy,
+    SagaStep,
+    StepStatus,
+    WorkflowState,
+)
 
 View = Literal["steps", "workflow", "step"]
 _SVG_START = re.compile(r"<svg\b")
@@ -160,6 +167,21 @@ def _names(names: list[str]) -> str:
     return ", ".join(names) if names else "nothing"
 
 
+def _timed_out(wf: WorkflowState) -> list[str]:
+    """Attempts whose worker was lost or that overran, per step: each may have applied its
+    effect before it was given up, which an operator checking a saga wants to know."""
+    by_step: dict[str, list[HistoryEntry]] = {}
+    for h in wf.history:
+        if h.step is not None and h.trigger == "time_out":
+            by_step.setdefault(h.step, []).append(h)
+    lines = []
+    for name, entries in by_step.items():
+        numbers = [str(h.attempt) for h in entries if h.attempt]
+        which = f"attempt{'s' if len(numbers) > 1 else ''} {', '.join(numbers)}".strip()
+        lines.append(f"Step {name}: {which} timed out ({entries[-1].detail or 'no detail'})")
+    return lines
+
+
 def story(wf: WorkflowState) -> Story:
     """The saga's outcome and the few facts behind it: which step failed and why, what was
     undone and in which order, who cancelled or signalled it, what it waits for."""
@@ -179,6 +201,7 @@ def story(wf: WorkflowState) -> Story:
     for s in failed:
         why = f"{s.error.type}: {s.error.message}" if s.error else "no detail"
         lines.append(f"Step {s.name} failed after {s.attempts} attempt(s) — {why}")
+    lines.extend(_timed_out(wf))
     if undone:
         lines.append(f"Undone, in this order: {' → '.join(undone)}")
     if not_undone:
