@@ -321,7 +321,11 @@ def test_pages_need_a_session_and_the_csrf_value(client: TestClient) -> None:
     wait_for(client, wf_id, "RUNNING", waiting=True)
     form = {"name": "approve", "payload": "{}", "csrf": "x"}
     anonymous = client.post(f"/workflows/{wf_id}/signal", data=form, follow_redirects=False)
-    assert anonymous.status_code == 303 and anonymous.headers["location"].startswith("/login")
+    # Back, after the login, to the page the form was on (the form's URL takes only POSTs).
+    assert anonymous.status_code == 303
+    assert anonymous.headers["location"] == f"/login?next=%2Fworkflows%2F{wf_id}"
+    starting = client.post("/definitions/web_order/start", data={}, follow_redirects=False)
+    assert starting.headers["location"] == "/login?next=%2Fdefinitions"
 
     bad = client.post("/login", data={"user": "alice", "token": "nope"})
     assert bad.status_code == 401 and "nope" not in bad.text

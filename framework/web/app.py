@@ -327,8 +327,9 @@ class Dashboard:
             session = self.gate.check_form(request.cookies.get(COOKIE), str(form.get("csrf", "")))
             wf = await run_in_threadpool(act, form, f"web:{session.user}")
         except AuthRefused as exc:
-            if exc.status == 401:
-                return RedirectResponse("/login?" + urlencode({"next": str(request.url.path)}), 303)
+            if exc.status == 401:  # back, after the login, to the page the form was on
+                back = f"/workflows/{wf_id}" if wf_id else "/definitions"
+                return RedirectResponse("/login?" + urlencode({"next": back}), 303)
             return self.error_page(request, exc)
         except Exception as exc:
             return self.error_page(request, exc)
