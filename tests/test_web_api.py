@@ -853,3 +853,14 @@ def test_the_page_tells_which_attempts_were_lost_with_their_worker(tmp_path: Pat
         page = c.get(f"/workflows/{wf.id}").text
     story = page.split('id="story"')[1].split("</section>")[0]
     assert "Step pay: attempts 1, 2 timed out (worker lost" in story, story
+
+
+def test_the_cancel_page_of_an_ended_saga_offers_no_cancel(client: TestClient) -> None:
+    done = wait_for(client, start(client, "web_order", {})["id"], "COMPLETED")
+    client.post("/login", data={"user": "alice", "token": TOKEN})
+    for query in ("", "?force=1"):
+        page = client.get(f"/workflows/{done['id']}/cancel{query}").text
+        assert "there is nothing to cancel" in page and 'id="confirm"' not in page
+    running = start(client, "expense_claim", {"employee": "bob", "amount": 1})
+    wait_for(client, running["id"], "RUNNING", waiting=True)
+    assert 'id="confirm"' in client.get(f"/workflows/{running['id']}/cancel?force=1").text

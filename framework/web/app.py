@@ -342,7 +342,8 @@ class Dashboard:
         except Exception as exc:
             return self.error_page(request, exc)
         force = request.query_params.get("force") in ("1", "true")
-        return self.page(request, "confirm.html", wf=wf, force=force)
+        ended = self.ops.engine(self.catalog.for_instance(wf)).has_ended(wf.status.value)
+        return self.page(request, "confirm.html", wf=wf, force=force, ended=ended)
 
     async def cancel_form(self, request: Request) -> Response:
         wf_id = request.path_params["id"]
