@@ -237,6 +237,12 @@ def test_restart_a_halted_saga_from_a_step(client: TestClient, tmp_path: Path) -
     final = wait_for(client, doc["id"], "COMPLETED")
     entry = next(h for h in final["history"] if h["trigger"] == "restart")
     assert entry["by"] == "api:ops" and "warehouse fixed" in entry["detail"]
+    # The page of the saga that completed in the end still tells why it was restarted.
+    story = client.get(f"/workflows/{doc['id']}").text.split('id="story"')[1].split("</section>")[0]
+    assert (
+        "api:ops restarted it from notify: warehouse fixed — after notify failed "
+        "(notify: the warehouse refused the order)" in story
+    ), story
     running = start(client, "expense_claim", {"employee": "x", "amount": 1})
     not_failed = client.post(
         f"/api/workflows/{running['id']}/restart",
@@ -308,6 +314,7 @@ def test_definitions_and_openapi(client: TestClient) -> None:
         "/api/workflows/{id}/restart",
         "/api/definitions",
         "/api/definitions/schema",
+        "/metrics",
     }
     schema = client.get("/api/definitions/schema").json()
     assert schema["title"] == "statesaga workflow definition" and "steps" in schema["properties"]

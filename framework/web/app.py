@@ -147,7 +147,7 @@ class Dashboard:
         and the store's and queue's passwords however they were written."""
         for secret in self._secrets:
             text = text.replace(secret, MASK)
-        return redact(text)
+        return str(redact(text))  # mypy reads statesaga (installed) as untyped
 
     def session(self, request: Request) -> Session | None:
         return self.gate.session(request.cookies.get(COOKIE))

@@ -182,6 +182,19 @@ def _timed_out(wf: WorkflowState) -> list[str]:
     return lines
 
 
+def _restarted(before: list[HistoryEntry], restart: HistoryEntry) -> str:
+    """Who restarted the saga, from where and why, and the failure that had halted it (the
+    step may have completed since, so its row no longer says)."""
+    text = f"{restart.by} restarted it {restart.detail or ''}".rstrip()
+    halt = next(
+        (h for h in reversed(before) if h.step is not None and h.dest == StepStatus.FAILED.value),
+        None,
+    )
+    if halt is not None:
+        text += f" — after {halt.step} failed ({halt.detail or 'no detail'})"
+    return text
+
+
 def story(wf: WorkflowState) -> Story:
     """The saga's outcome and the few facts behind it: which step failed and why, what was
     undone and in which order, who cancelled or signalled it, what it waits for."""
@@ -193,8 +206,12 @@ def story(wf: WorkflowState) -> Story:
     not_undone = [s.name for s in wf.steps if s.status is StepStatus.COMPENSATION_FAILED]
     retried = sum(max(s.attempts - 1, 0) for s in wf.steps)
     people = [
-        f"{h.by} sent {h.detail}" if h.trigger == "signal" else f"{h.by}: {h.trigger}"
-        for h in wf.history
+        _restarted(wf.history[:i], h)
+        if h.trigger == "restart"
+        else f"{h.by} sent {h.detail}"
+        if h.trigger == "signal"
+        else f"{h.by}: {h.trigger}"
+        for i, h in enumerate(wf.history)
         if h.step is None and h.by and h.trigger in ("signal", "cancel", "force_cancel", "restart")
     ]
     lines: list[str] = []
