@@ -689,15 +689,6 @@ def test_refusals_name_what_was_wrong(client: TestClient) -> None:
     assert r.status_code == 400 and r.json()["error"].startswith("limit must be a whole number")
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @dataclass
 class Served:
     base: str
@@ -721,10 +712,9 @@ ENDED = ("COMPLETED", "COMPENSATED", "CANCELLED", "FAILED")
 
 
 @contextmanager
-def serving(tmp_path: Path, defs: Path, *options: str) -> Iterator[Served]:
+def serving(port: int, tmp_path: Path, defs: Path, *options: str) -> Iterator[Served]:
     """A real `statesaga serve` process (inline queue, SQLite), stopped afterwards; its
     stderr is in `.stderr` once the block has ended."""
-    port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "STATESAGA_"))}
     env.update(PYTHONPATH=str(TESTS), STATESAGA_TOKEN=TOKEN)
     cmd = [str(Path(sys.executable).with_name("statesaga")), *options, "serve",
@@ -749,7 +739,7 @@ def serving(tmp_path: Path, defs: Path, *options: str) -> Iterator[Served]:
 
 
 @pytest.mark.slow
-def test_metrics_serves_the_counts_the_history_holds(tmp_path: Path) -> None:
+def test_metrics_serves_the_counts_the_history_holds(tmp_path: Path, free_port: int) -> None:
     """The CLI installs the Prometheus reader of the real SDK for `serve`."""
     pytest.importorskip("opentelemetry.exporter.prometheus", reason="the otel extra")
     from prometheus_client.parser import text_string_to_metric_families
@@ -758,7 +748,7 @@ def test_metrics_serves_the_counts_the_history_holds(tmp_path: Path) -> None:
     order = (defs / "web_order.yaml").read_text()
     assert "non_retryable: [OrderError]" in order
     (defs / "web_order.yaml").write_text(order.replace("non_retryable: [OrderError]", ""))
-    with serving(tmp_path, defs) as server:
+    with serving(free_port, tmp_path, defs) as server:
         ids = [
             server.call("/api/workflows", {"definition": "web_order", "input": data})["id"]
             for data in ({}, {"fail_at": "pack"}, {"fail_at": "reserve"})
@@ -808,9 +798,10 @@ def test_metrics_without_the_otel_extra_says_what_to_install(
 
 
 @pytest.mark.slow
-def test_the_server_logs_in_the_format_asked_for(tmp_path: Path) -> None:
+def test_the_server_logs_in_the_format_asked_for(tmp_path: Path, free_port: int) -> None:
     """uvicorn's own lines (start-up, access) too: a log collector reads one format."""
-    with serving(tmp_path, definitions_dir(tmp_path), "--log-format", "json") as server:
+    defs = definitions_dir(tmp_path)
+    with serving(free_port, tmp_path, defs, "--log-format", "json") as server:
         wf_id = server.call("/api/workflows", {"definition": "web_order", "input": {}})["id"]
         server.finish(wf_id)
     lines = server.stderr.splitlines()
