@@ -784,6 +784,13 @@ def test_metrics_serves_the_counts_the_history_holds(tmp_path: Path, free_port: 
                 want[(f"statesaga_steps_{name}_total", step)] += 1
             elif h["trigger"] == "compensated":
                 want[("statesaga_compensations_total", step)] += 1
+    stored = {
+        s.labels["statesaga_state"]: s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "statesaga_workflows_stored"
+    }
+    assert stored == {"COMPLETED": 1, "COMPENSATED": 2}  # read from the store
     assert want[("statesaga_steps_retried_total", "pack")] == 1  # the saga did retry
     assert want[("statesaga_compensations_total", "reserve")] == 1  # and undo
     assert got == want

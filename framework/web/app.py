@@ -45,7 +45,7 @@ from statesaga.redact import MASK, redact
 
 from .actions import Catalog, Operations, ServeSettings, UnknownDefinition
 from .auth import COOKIE, SESSION_SECONDS, AuthRefused, Gate, Session
-from .query import MAX_PAGE_SIZE, PAGE_SIZE, BadCursor, Filters, browse
+from .query import MAX_PAGE_SIZE, PAGE_SIZE, BadCursor, Filters, browse, count
 from .views import (
     Pictures,
     compact,
@@ -611,7 +611,8 @@ async def metrics(request: Request) -> Response:
     """
     summary: Prometheus metrics of this server process (OpenTelemetry)
     description: >
-      What this process counted: the workflows it started, signalled, cancelled or restarted,
+      The stored workflows per status (statesaga_workflows_stored, read from the store), and
+      what this process counted: the workflows it started, signalled, cancelled or restarted,
       and the jobs it ran itself (an inline:// queue). Each worker counts the steps it runs and
       exports them its own way (OTEL_METRICS_EXPORTER).
     responses:
@@ -625,6 +626,23 @@ async def metrics(request: Request) -> Response:
     except StatesagaError as exc:
         return Response(f"{exc}\n", 501, media_type="text/plain")
     return Response(body, media_type=content_type)
+
+
+def watch_store(app: Starlette) -> None:
+    """Export the stored workflows per status as the gauge `statesaga.workflows.stored`, read
+    from the store at each collection (a /metrics scrape, an OTLP export): what the whole fleet
+    did, which no single process counts. `serve` calls it; once per process."""
+    from opentelemetry.metrics import CallbackOptions, Observation, get_meter
+
+    dashboard: Dashboard = app.state.dashboard
+
+    def observe(options: CallbackOptions) -> list[Observation]:
+        counts = count(dashboard.ops.store, Filters())
+        return [Observation(n, {"statesaga.state": state}) for state, n in counts.items()]
+
+    get_meter("statesaga", __version__).create_observable_gauge(
+        "statesaga.workflows.stored", [observe], "{workflow}", "stored workflows by status"
+    )
 
 
 def _passwords(url: str) -> list[str]:
