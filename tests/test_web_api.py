@@ -869,3 +869,30 @@ def test_the_cancel_page_of_an_ended_saga_offers_no_cancel(client: TestClient) -
     running = start(client, "expense_claim", {"employee": "bob", "amount": 1})
     wait_for(client, running["id"], "RUNNING", waiting=True)
     assert 'id="confirm"' in client.get(f"/workflows/{running['id']}/cancel?force=1").text
+
+
+def test_the_stored_gauge_of_an_unreachable_store_is_one_warning() -> None:
+    """In a fresh interpreter: the SDK's global meter provider is set once per process."""
+    pytest.importorskip("opentelemetry.sdk", reason="the otel extra")
+    code = (
+        "import logging\n"
+        "from opentelemetry import metrics\n"
+        "from opentelemetry.sdk.metrics import MeterProvider\n"
+        "from opentelemetry.sdk.metrics.export import InMemoryMetricReader\n"
+        "from statesaga.web import ServeSettings, create_app\n"
+        "from statesaga.web.app import watch_store\n"
+        "logging.basicConfig()\n"
+        "reader = InMemoryMetricReader()\n"
+        "metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))\n"
+        "url = 'redis://:pw-in-url@127.0.0.1:1/0'\n"
+        "watch_store(create_app(ServeSettings(url, 'inline://')))\n"
+        "reader.get_metrics_data()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines() == [
+        "WARNING:statesaga.web:the stored workflows could not be counted: ConnectionError: "
+        "Error 111 connecting to 127.0.0.1:1. Connection refused."
+    ]

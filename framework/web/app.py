@@ -637,7 +637,14 @@ def watch_store(app: Starlette) -> None:
     dashboard: Dashboard = app.state.dashboard
 
     def observe(options: CallbackOptions) -> list[Observation]:
-        counts = count(dashboard.ops.store, Filters())
+        try:
+            counts = count(dashboard.ops.store, Filters())
+        except Exception as exc:  # no series this time (Prometheus shows the gap), one line
+            log.warning(
+                "the stored workflows could not be counted: %s",
+                dashboard.scrub(f"{type(exc).__name__}: {exc}"),
+            )
+            return []
         return [Observation(n, {"statesaga.state": state}) for state, n in counts.items()]
 
     get_meter("statesaga", __version__).create_observable_gauge(
