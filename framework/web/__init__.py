@@ -19,10 +19,10 @@ def serve(settings: ServeSettings, host: str = "127.0.0.1", port: int = 8080) ->
 
     if settings.allowed_hosts is None and _loopback(host):
         settings = replace(settings, allowed_hosts=("127.0.0.1", "localhost", "[::1]", "::1"))
-    # uvicorn's records (start-up, one per request) go through the CLI's logging, so they
-    # come in its format (--log-format) and at its level (--log-level).
     app = create_app(settings)
     watch_store(app)
+    # uvicorn's records (start-up, one per request) go through the CLI's logging, so they
+    # come in its format (--log-format) and at its level (--log-level).
     uvicorn.run(app, host=host, port=port, log_config=None, log_level=None, access_log=True)
 
 
