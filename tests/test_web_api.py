@@ -639,6 +639,8 @@ def test_a_saga_on_a_nested_step_lifecycle_shows_its_sub_states(
         ),
         (b"\xff\xfe{}", "not UTF-8"),
         (b'{"definition": "web_order", "by": {"name": "x"}}', "`by` must be a string"),
+        # a name with a line break would forge a line of the server's log
+        (b'{"definition": "web_order", "by": "x\\n2026-11-29 INFO fake"}', "`by` must be"),
     ],
 )
 def test_bad_json_is_a_clear_400_and_starts_nothing(

@@ -44,7 +44,7 @@ from statesaga.models import StepStatus, WorkflowState, WorkflowStatus
 from statesaga.redact import MASK, redact
 
 from .actions import Catalog, Operations, ServeSettings, UnknownDefinition
-from .auth import COOKIE, SESSION_SECONDS, AuthRefused, Gate, Session
+from .auth import COOKIE, NAME_RULE, SESSION_SECONDS, AuthRefused, Gate, Session, valid_name
 from .query import MAX_PAGE_SIZE, PAGE_SIZE, BadCursor, Filters, browse, count
 from .views import (
     Pictures,
@@ -399,11 +399,10 @@ class Dashboard:
         try:
             self.gate.check_bearer(request.headers.get("authorization"))
             body = await _json_body(request)
-            by = body.get("by")
-            if by is not None and not isinstance(by, str):
-                raise BadRequest("`by` must be a string (who asks, kept in the history)")
-            who = f"api:{by}" if by and by.strip() else "api"
-            wf = await run_in_threadpool(act, body, who[:60])
+            by = body.get("by") or None
+            if by is not None and not (isinstance(by, str) and valid_name(by)):
+                raise BadRequest(f"`by` must be a string, a name ({NAME_RULE}): who asks")
+            wf = await run_in_threadpool(act, body, f"api:{by}" if by else "api")
         except Exception as exc:
             return self.api_error(exc, request.url.path)
         return JSONResponse(json.loads(wf.model_dump_json()), success)
