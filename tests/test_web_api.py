@@ -898,3 +898,14 @@ def test_the_stored_gauge_of_an_unreachable_store_is_one_warning() -> None:
         "WARNING:statesaga.web:the stored workflows could not be counted: ConnectionError: "
         "Error 111 connecting to 127.0.0.1:1. Connection refused."
     ]
+
+
+def test_only_a_store_or_queue_out_of_reach_is_a_503() -> None:
+    import sqlite3
+
+    from statesaga.web.app import _status_of
+
+    assert _status_of(ConnectionRefusedError(111, "refused")) == 503
+    assert _status_of(TimeoutError()) == 503
+    assert _status_of(sqlite3.OperationalError("database is locked")) == 503
+    assert _status_of(FileNotFoundError("definitions/x.yaml")) == 500  # the server's own

@@ -83,8 +83,9 @@ class BodyTooLarge(Exception):
 
 def _unreachable(exc: Exception) -> bool:
     """The store or the queue cannot be reached: the adapter said so, or its client library
-    (redis-py's ConnectionError and TimeoutError are not OSErrors), or SQLite is locked."""
-    if isinstance(exc, AdapterError | OSError | sqlite3.OperationalError):
+    (the built-in ConnectionError and TimeoutError, and redis-py's of the same names, which
+    are not OSErrors), or SQLite is locked."""
+    if isinstance(exc, AdapterError | sqlite3.OperationalError):
         return True
     return any(c.__name__ in ("ConnectionError", "TimeoutError") for c in type(exc).__mro__)
 
