@@ -58,7 +58,7 @@ def _allowed(handlers: tuple[str, ...], near: str | None = None) -> Any:
     default=None,
     envvar="STATESAGA_LOG_LEVEL",
     help="log records at this level and above go to stderr ($STATESAGA_LOG_LEVEL; "
-    "default WARNING, INFO for a worker)",
+    "default WARNING, INFO for a worker or a server)",
 )
 @click.option(
     "--log-format",
@@ -75,8 +75,8 @@ def main(ctx: click.Context, log_level: str | None, log_format: LogFormat) -> No
     Tracing and metrics: set the standard OTEL_* variables (OTEL_TRACES_EXPORTER=console or
     otlp) with `pip install 'statesaga[otel]'`.
     """
-    # A worker says what it serves (and each job's outcome) at INFO.
-    default = "INFO" if ctx.invoked_subcommand == "worker" else "WARNING"
+    # A worker says what it serves (and each job's outcome) at INFO; a server, each request.
+    default = "INFO" if ctx.invoked_subcommand in ("worker", "serve") else "WARNING"
     configure_logging(log_level or default, log_format)
     if ctx.invoked_subcommand in _OBSERVED:
         from .otel import configure_from_env

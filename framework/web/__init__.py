@@ -6,7 +6,7 @@ Every asset ships in the package (no CDN): the pages work offline.
 from __future__ import annotations
 
 from .actions import ServeSettings
-from .app import create_app
+from .app import create_app, watch_store
 
 __all__ = ["ServeSettings", "create_app", "serve"]
 
@@ -19,7 +19,11 @@ def serve(settings: ServeSettings, host: str = "127.0.0.1", port: int = 8080) ->
 
     if settings.allowed_hosts is None and _loopback(host):
         settings = replace(settings, allowed_hosts=("127.0.0.1", "localhost", "[::1]", "::1"))
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", access_log=True)
+    app = create_app(settings)
+    watch_store(app)
+    # uvicorn's records (start-up, one per request) go through the CLI's logging, so they
+    # come in its format (--log-format) and at its level (--log-level).
+    uvicorn.run(app, host=host, port=port, log_config=None, log_level=None, access_log=True)
 
 
 def _loopback(host: str) -> bool:

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 import jinja2
 from starlette.applications import Starlette
@@ -28,6 +29,7 @@ from starlette.routing import Mount, Route
 from starlette.schemas import SchemaGenerator
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from statesaga import __version__
 from statesaga.errors import (
     AdapterError,
@@ -39,17 +41,17 @@ from statesaga.errors import (
     TransitionError,
 )
 from statesaga.models import StepStatus, WorkflowState, WorkflowStatus
+from statesaga.redact import MASK, redact
 
 from .actions import Catalog, Operations, ServeSettings, UnknownDefinition
-from .auth import COOKIE, SESSION_SECONDS, AuthRefused, Gate, Session
-from .query import BadCursor, Filters, browse
+from .auth import COOKIE, NAME_RULE, SESSION_SECONDS, AuthRefused, Gate, Session, valid_name
+from .query import MAX_PAGE_SIZE, PAGE_SIZE, BadCursor, Filters, browse, count
 from .views import (
     Pictures,
     compact,
     focus_step,
     gist,
     outcome_text,
-    redact_url,
     retry_text,
     story,
     summary,
@@ -66,18 +68,38 @@ DONE = {
 }
 
 
+#: The largest request body read (a JSON body or a form): both are parsed in memory, and a
+#: form is read before its session is checked.
+MAX_BODY = 1 << 20
+
+
 class BadRequest(Exception):
     """Raised when a request's body or parameters are not what the endpoint takes."""
+
+
+class BodyTooLarge(Exception):
+    """Raised (by reading the request) when its body is over MAX_BODY."""
+
+
+def _unreachable(exc: Exception) -> bool:
+    """The store or the queue cannot be reached: the adapter said so, or its client library
+    (the built-in ConnectionError and TimeoutError, and redis-py's of the same names, which
+    are not OSErrors), or SQLite is locked."""
+    if isinstance(exc, AdapterError | sqlite3.OperationalError):
+        return True
+    return any(c.__name__ in ("ConnectionError", "TimeoutError") for c in type(exc).__mro__)
 
 
 def _status_of(exc: Exception) -> int:
     if isinstance(exc, AuthRefused):
         return exc.status
+    if isinstance(exc, BodyTooLarge):
+        return 413
     if isinstance(exc, NotFoundError | UnknownDefinition):
         return 404
     if isinstance(exc, StateError | TransitionError | ConflictError):
         return 409
-    if isinstance(exc, AdapterError):  # the store or the queue cannot be reached
+    if _unreachable(exc):
         return 503
     if isinstance(exc, BadRequest | BadCursor | DefinitionError | ValueError):
         return 400
@@ -88,7 +110,11 @@ def _message(exc: Exception) -> str:
     if isinstance(exc, DefinitionError):
         return "; ".join(str(p) for p in exc.problems) or str(exc)
     if isinstance(exc, NotFoundError):
-        return f"no workflow {exc.args[0]!r} in the store" if exc.args else "not found"
+        return f"no workflow {exc.workflow_id!r} in the store"
+    if isinstance(exc, BodyTooLarge):
+        return f"the request body is over {MAX_BODY >> 20} MiB"
+    if _unreachable(exc) and not isinstance(exc, StatesagaError):
+        return f"the store or the queue cannot be reached ({type(exc).__name__}: {exc})"
     return str(exc)
 
 
@@ -109,16 +135,20 @@ class Dashboard:
         env.filters.update(compact=compact, retry=retry_text, outcome=outcome_text)
         env.globals.update(gist=gist, version=__version__)
         self.templates = Jinja2Templates(env=env)
-        self._secrets = [
-            s for s in (settings.token, _password(settings.store), _password(settings.queue)) if s
-        ]
+        self._secrets = sorted(
+            {s for s in (settings.token, *_passwords(settings.store), *_passwords(settings.queue))
+             if s},
+            key=len,
+            reverse=True,
+        )  # fmt: skip
 
     # -- helpers ----------------------------------------------------------------------------
     def scrub(self, text: str) -> str:
-        """The token never leaves the server, even inside an error from somewhere else."""
+        """No secret leaves the server, even inside an error from somewhere else: the token,
+        and the store's and queue's passwords however they were written."""
         for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
+            text = text.replace(secret, MASK)
+        return str(redact(text))  # mypy reads statesaga (installed) as untyped
 
     def session(self, request: Request) -> Session | None:
         return self.gate.session(request.cookies.get(COOKIE))
@@ -127,28 +157,35 @@ class Dashboard:
         context.update(
             session=self.session(request),
             writable=self.gate.writable,
-            store=redact_url(self.settings.store),
-            queue=redact_url(self.settings.queue),
+            store=self.scrub(self.settings.store),
+            queue=self.scrub(self.settings.queue),
         )
         return self.templates.TemplateResponse(request, name, context, status_code=status)
 
     def error_page(self, request: Request, exc: Exception) -> Response:
-        status = _status_of(exc)
+        status = self._logged(exc, request.url.path)
         if status == 500:
-            log.error(
-                "request %s failed: %s",
-                request.url.path,
-                self.scrub(f"{type(exc).__name__}: {exc}"),
-            )
             text = "the server failed; see its log"
         else:
             text = self.scrub(_message(exc))
         return self.page(request, "error.html", status, message=text, code=status)
 
-    def api_error(self, exc: Exception) -> JSONResponse:
+    def _logged(self, exc: Exception, path: str) -> int:
+        """The status of a failed request; a failure of the server or of what it relies on
+        is logged (a refusal is the client's business)."""
         status = _status_of(exc)
+        if status in (500, 503):
+            log.log(
+                logging.ERROR if status == 500 else logging.WARNING,
+                "request %s failed: %s",
+                path,
+                self.scrub(f"{type(exc).__name__}: {exc}"),
+            )
+        return status
+
+    def api_error(self, exc: Exception, path: str = "") -> JSONResponse:
+        status = self._logged(exc, path)
         if status == 500:
-            log.error("API request failed: %s", self.scrub(f"{type(exc).__name__}: {exc}"))
             text = "the server failed; see its log"
         else:
             text = self.scrub(_message(exc))
@@ -237,7 +274,7 @@ class Dashboard:
                 return Response(status_code=204)
             context = await run_in_threadpool(self._instance_context, request, wf)
         except Exception as exc:
-            return self.api_error(exc)
+            return self.api_error(exc, request.url.path)
         html = self.templates.get_template("_live.html").render(
             session=self.session(request), writable=self.gate.writable, **context
         )
@@ -257,7 +294,10 @@ class Dashboard:
         return self.page(request, "login.html", error=None, next=_local(request, "next"))
 
     async def login(self, request: Request) -> Response:
-        form = await request.form()
+        try:
+            form = await request.form()
+        except BodyTooLarge as exc:
+            return self.error_page(request, exc)
         target = _local_value(str(form.get("next") or "/"))
         try:
             cookie = self.gate.login(str(form.get("user") or ""), str(form.get("token") or ""))
@@ -283,13 +323,14 @@ class Dashboard:
         self, request: Request, act: Callable[[FormData, str], Any], done: str
     ) -> Response:
         wf_id = request.path_params.get("id", "")
-        form = await request.form()
         try:
+            form = await request.form()
             session = self.gate.check_form(request.cookies.get(COOKIE), str(form.get("csrf", "")))
             wf = await run_in_threadpool(act, form, f"web:{session.user}")
         except AuthRefused as exc:
-            if exc.status == 401:
-                return RedirectResponse("/login?" + urlencode({"next": str(request.url.path)}), 303)
+            if exc.status == 401:  # back, after the login, to the page the form was on
+                back = f"/workflows/{wf_id}" if wf_id else "/definitions"
+                return RedirectResponse("/login?" + urlencode({"next": back}), 303)
             return self.error_page(request, exc)
         except Exception as exc:
             return self.error_page(request, exc)
@@ -302,7 +343,8 @@ class Dashboard:
         except Exception as exc:
             return self.error_page(request, exc)
         force = request.query_params.get("force") in ("1", "true")
-        return self.page(request, "confirm.html", wf=wf, force=force)
+        ended = self.ops.engine(self.catalog.for_instance(wf)).has_ended(wf.status.value)
+        return self.page(request, "confirm.html", wf=wf, force=force, ended=ended)
 
     async def cancel_form(self, request: Request) -> Response:
         wf_id = request.path_params["id"]
@@ -358,11 +400,12 @@ class Dashboard:
         try:
             self.gate.check_bearer(request.headers.get("authorization"))
             body = await _json_body(request)
-            by = body.get("by")
-            who = f"api:{by}" if isinstance(by, str) and by.strip() else "api"
-            wf = await run_in_threadpool(act, body, who[:60])
+            by = body.get("by") or None
+            if by is not None and not (isinstance(by, str) and valid_name(by)):
+                raise BadRequest(f"`by` must be a string, a name ({NAME_RULE}): who asks")
+            wf = await run_in_threadpool(act, body, f"api:{by}" if by else "api")
         except Exception as exc:
-            return self.api_error(exc)
+            return self.api_error(exc, request.url.path)
         return JSONResponse(json.loads(wf.model_dump_json()), success)
 
     async def api_list(self, request: Request) -> Response:
@@ -380,12 +423,12 @@ class Dashboard:
         """
         try:
             filters = self.filters(request)
-            limit = int(request.query_params.get("limit", "50"))
+            limit = _limit(request.query_params.get("limit", str(PAGE_SIZE)))
             page = await run_in_threadpool(
                 browse, self.ops.store, filters, request.query_params.get("before"), limit
             )
         except Exception as exc:
-            return self.api_error(exc)
+            return self.api_error(exc, request.url.path)
         return JSONResponse(
             {
                 "workflows": [summary(wf) for wf in page.workflows],
@@ -406,7 +449,7 @@ class Dashboard:
         try:
             wf = await run_in_threadpool(self.ops.store.get, request.path_params["id"])
         except Exception as exc:
-            return self.api_error(exc)
+            return self.api_error(exc, request.url.path)
         return JSONResponse(json.loads(wf.model_dump_json()))
 
     async def api_start(self, request: Request) -> Response:
@@ -564,11 +607,74 @@ class Dashboard:
         return JSONResponse(schema)
 
 
-def _password(url: str) -> str | None:
+async def metrics(request: Request) -> Response:
+    """
+    summary: Prometheus metrics of this server process (OpenTelemetry)
+    description: >
+      The stored workflows per status (statesaga_workflows_stored, read from the store), and
+      what this process counted: the workflows it started, signalled, cancelled or restarted,
+      and the jobs it ran itself (an inline:// queue). Each worker counts the steps it runs and
+      exports them its own way (OTEL_METRICS_EXPORTER).
+    responses:
+      200: {description: the Prometheus text format}
+      501: {description: the otel extra is not installed}
+    """
+    from statesaga.otel import prometheus_text
+
     try:
-        return urlsplit(url).password
+        body, content_type = await run_in_threadpool(prometheus_text)
+    except StatesagaError as exc:
+        return Response(f"{exc}\n", 501, media_type="text/plain")
+    return Response(body, media_type=content_type)
+
+
+def watch_store(app: Starlette) -> None:
+    """Export the stored workflows per status as the gauge `statesaga.workflows.stored`, read
+    from the store at each collection (a /metrics scrape, an OTLP export): what the whole fleet
+    did, which no single process counts. `serve` calls it; once per process."""
+    from opentelemetry.metrics import CallbackOptions, Observation, get_meter
+
+    dashboard: Dashboard = app.state.dashboard
+
+    def observe(options: CallbackOptions) -> list[Observation]:
+        try:
+            counts = count(dashboard.ops.store, Filters())
+        except Exception as exc:  # no series this time (Prometheus shows the gap), one line
+            log.warning(
+                "the stored workflows could not be counted: %s",
+                dashboard.scrub(f"{type(exc).__name__}: {exc}"),
+            )
+            return []
+        return [Observation(n, {"statesaga.state": state}) for state, n in counts.items()]
+
+    get_meter("statesaga", __version__).create_observable_gauge(
+        "statesaga.workflows.stored", [observe], "{workflow}", "stored workflows by status"
+    )
+
+
+def _passwords(url: str) -> list[str]:
+    """The secrets a store or queue URL holds, as written and as decoded: its password, and
+    the values of its secret query options (redis-py takes `?password=`)."""
+    try:
+        parts = urlsplit(url)
+        found = [parts.password or ""]
+        found += [
+            v
+            for k, v in parse_qsl(parts.query)
+            if k.lower() in ("password", "passwd", "pwd", "token", "secret")
+        ]
     except ValueError:
-        return None
+        return []
+    return [s for secret in found if secret for s in {secret, unquote(secret)}]
+
+
+def _limit(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise BadRequest(
+            f"limit must be a whole number (1 to {MAX_PAGE_SIZE}), not {text[:20]!r}"
+        ) from None
 
 
 def _with(params: dict[str, str], key: str, value: str | None) -> dict[str, str]:
@@ -587,10 +693,21 @@ def _local_value(target: str) -> str:
     return target if target[:1] == "/" and target[1:2] not in ("/", "\\") else "/"
 
 
+def _not_a_number(name: str) -> Any:
+    # Python's json reads NaN and Infinity; JSON has no such numbers, and a store would keep
+    # them as something else (null), so the input would change on the way in.
+    raise BadRequest(f"{name} is not a JSON number")
+
+
 def _json(text: str, what: str) -> Any:
+    """Strict JSON, as every body, payload and input of the server is read."""
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_not_a_number)
     except json.JSONDecodeError as exc:
+        raise BadRequest(f"{what} is not JSON: {exc}") from None
+    except RecursionError:
+        raise BadRequest(f"{what} is nested too deeply") from None
+    except BadRequest as exc:
         raise BadRequest(f"{what} is not JSON: {exc}") from None
 
 
@@ -598,10 +715,43 @@ async def _json_body(request: Request) -> dict[str, Any]:
     raw = await request.body()
     if not raw.strip():
         return {}
-    data = _json(raw.decode("utf-8", "replace"), "the request body")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest("the request body is not UTF-8") from None
+    data = _json(text, "the request body")
     if not isinstance(data, dict):
         raise BadRequest("the request body must be a JSON object")
     return data
+
+
+class BodyLimit:
+    """Stops reading a request body past `limit` bytes: the endpoint that reads it gets
+    BodyTooLarge (a 413), whether the client declared the length or streamed it."""
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            if declared.isdigit() and int(declared) > self.limit:
+                raise BodyTooLarge  # refused before a byte of it is read
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise BodyTooLarge
+            return message
+
+        await self.app(scope, counted, send)
 
 
 _SCHEMAS = SchemaGenerator(
@@ -653,9 +803,10 @@ def create_app(settings: ServeSettings) -> Starlette:
         Route("/api/definitions", d.api_definitions, methods=["GET"]),
         Route("/api/definitions/schema", d.api_definition_schema, methods=["GET"]),
         Route("/api/openapi.json", openapi, include_in_schema=False),
+        Route("/metrics", metrics, methods=["GET"]),
         Mount("/static", StaticFiles(packages=[("statesaga.web", "static")]), name="static"),
     ]
-    middleware = []
+    middleware = [Middleware(BodyLimit)]
     if settings.allowed_hosts:
         # A page on another site cannot read this one through DNS rebinding: its requests
         # carry that site's name in Host.

@@ -21,6 +21,13 @@ from dataclasses import dataclass
 COOKIE = "statesaga_session"
 SESSION_SECONDS = 8 * 3600
 _NAME = re.compile(r"[\w.@+-]{1,40}")
+#: What a name kept in the history (`by`) may be, from the login form or the API.
+NAME_RULE = "letters, digits, . @ + - _; up to 40"
+
+
+def valid_name(name: str) -> bool:
+    """A name for the history: one word, so a log line or a page cannot be forged with it."""
+    return _NAME.fullmatch(name) is not None
 
 
 class AuthRefused(Exception):
@@ -74,8 +81,8 @@ class Gate:
         """A signed cookie value for `user`, if `token` is right; else AuthRefused."""
         if self._token is None:
             raise AuthRefused(403, "this server is read-only (start it with --token)")
-        if not _NAME.fullmatch(user):
-            raise AuthRefused(401, "give your name (letters, digits, . @ + - _; up to 40)")
+        if not valid_name(user):
+            raise AuthRefused(401, f"give your name ({NAME_RULE})")
         if not self.token_ok(token):
             raise AuthRefused(401, "the token is not valid")
         body = json.dumps(

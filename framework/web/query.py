@@ -112,6 +112,13 @@ def _scan_counts(store: Store, filters: Filters) -> dict[str, int]:
     return counts
 
 
+def count(store: Store, filters: Filters) -> dict[str, int]:
+    """How many workflows per status under the filters (except the status filter itself)."""
+    if isinstance(store, Browsable):
+        return store.count_by_status(session_id=filters.session_id, name=filters.name)
+    return _scan_counts(store, filters)
+
+
 def browse(
     store: Store, filters: Filters, cursor: str | None = None, limit: int = PAGE_SIZE
 ) -> Page:
@@ -127,10 +134,9 @@ def browse(
             before=before,
             limit=limit + 1,
         )
-        counts = store.count_by_status(session_id=filters.session_id, name=filters.name)
     else:
         rows = _scan(store, filters, before, limit + 1)
-        counts = _scan_counts(store, filters)
+    counts = count(store, filters)
     more = len(rows) > limit
     rows = rows[:limit]
     return Page(rows, encode_cursor(rows[-1]) if more else None, counts)

@@ -10,12 +10,18 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from statesaga.definition import WorkflowDefinition
 from statesaga.diagram import Diagram, from_definition, from_instance, get_renderer
 from statesaga.errors import AdapterError
-from statesaga.models import IN_FLIGHT_STEP, RetryPolicy, SagaStep, StepStatus, WorkflowState
+from statesaga.models import (
+    IN_FLIGHT_STEP,
+    HistoryEntry,
+    RetryPolicy,
+    SagaStep,
+    StepStatus,
+    WorkflowState,
+)
 
 View = Literal["steps", "workflow", "step"]
 _SVG_START = re.compile(r"<svg\b")
@@ -124,14 +130,6 @@ def compact(value: Any, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def redact_url(url: str) -> str:
-    """A store or queue URL for a page or a log line: the password replaced by ***."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    return url.replace(f":{parts.password}@", ":***@", 1)
-
-
 def summary(wf: WorkflowState) -> dict[str, Any]:
     """A workflow as the list API returns it."""
     return {
@@ -169,6 +167,34 @@ def _names(names: list[str]) -> str:
     return ", ".join(names) if names else "nothing"
 
 
+def _timed_out(wf: WorkflowState) -> list[str]:
+    """Attempts whose worker was lost or that overran, per step: each may have applied its
+    effect before it was given up, which an operator checking a saga wants to know."""
+    by_step: dict[str, list[HistoryEntry]] = {}
+    for h in wf.history:
+        if h.step is not None and h.trigger == "time_out":
+            by_step.setdefault(h.step, []).append(h)
+    lines = []
+    for name, entries in by_step.items():
+        numbers = [str(h.attempt) for h in entries if h.attempt]
+        which = f"attempt{'s' if len(numbers) > 1 else ''} {', '.join(numbers)}".strip()
+        lines.append(f"Step {name}: {which} timed out ({entries[-1].detail or 'no detail'})")
+    return lines
+
+
+def _restarted(before: list[HistoryEntry], restart: HistoryEntry) -> str:
+    """Who restarted the saga, from where and why, and the failure that had halted it (the
+    step may have completed since, so its row no longer says)."""
+    text = f"{restart.by} restarted it {restart.detail or ''}".rstrip()
+    halt = next(
+        (h for h in reversed(before) if h.step is not None and h.dest == StepStatus.FAILED.value),
+        None,
+    )
+    if halt is not None:
+        text += f" — after {halt.step} failed ({halt.detail or 'no detail'})"
+    return text
+
+
 def story(wf: WorkflowState) -> Story:
     """The saga's outcome and the few facts behind it: which step failed and why, what was
     undone and in which order, who cancelled or signalled it, what it waits for."""
@@ -180,14 +206,19 @@ def story(wf: WorkflowState) -> Story:
     not_undone = [s.name for s in wf.steps if s.status is StepStatus.COMPENSATION_FAILED]
     retried = sum(max(s.attempts - 1, 0) for s in wf.steps)
     people = [
-        f"{h.by} sent {h.detail}" if h.trigger == "signal" else f"{h.by}: {h.trigger}"
-        for h in wf.history
+        _restarted(wf.history[:i], h)
+        if h.trigger == "restart"
+        else f"{h.by} sent {h.detail}"
+        if h.trigger == "signal"
+        else f"{h.by}: {h.trigger}"
+        for i, h in enumerate(wf.history)
         if h.step is None and h.by and h.trigger in ("signal", "cancel", "force_cancel", "restart")
     ]
     lines: list[str] = []
     for s in failed:
         why = f"{s.error.type}: {s.error.message}" if s.error else "no detail"
         lines.append(f"Step {s.name} failed after {s.attempts} attempt(s) — {why}")
+    lines.extend(_timed_out(wf))
     if undone:
         lines.append(f"Undone, in this order: {' → '.join(undone)}")
     if not_undone:
