@@ -17,6 +17,7 @@ _REDIS_OPTIONS = frozenset(
         "db",
         "health_check_interval",
         "max_connections",
+        "password",
         "protocol",
         "retry_on_timeout",
         "socket_connect_timeout",
@@ -32,6 +33,7 @@ _REDIS_OPTIONS = frozenset(
         "ssl_min_version",
         "ssl_password",
         "timeout",
+        "username",
     }
 )
 
