@@ -71,6 +71,13 @@ class StatesagaJob(RQJob):
     def stopped_callback(self) -> None:
         return None
 
+    # RQ sends a job's webhooks (a request to a URL the job names) when it fails, also from
+    # its clean-up of abandoned jobs and of jobs stuck between queue and worker, which never
+    # pass `refusal`: a statesaga job has none, so one that names any is never sent.
+    def send_webhooks(self, status: Any, *, exc_string: str | None = None) -> None:
+        if self.webhooks:
+            log.warning("job %r: its webhooks were not sent (statesaga sends none)", self.id)
+
 
 def refusal(job: RQJob) -> str | None:
     """Why a worker must not run this job, or None for statesaga's own job."""

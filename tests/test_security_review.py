@@ -1,0 +1,134 @@
+"""The security review of issue #16's work: attacks its author had not tried.
+
+Each test is one class of attack, run against the real thing (a real `statesaga worker` on a
+real Redis, real SQLite files, the real CLI), and fails on the code before its fix.
+"""
+
+from __future__ import annotations
+
+import http.server
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from statesaga import plugins
+from statesaga.definition import load_definition
+from statesaga.engine import Engine
+from statesaga.models import WorkflowStatus
+from statesaga.ports import Job
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+TRIP_INPUT = {"origin": "TPE", "destination": "NRT", "nights": 1, "amount": 5, "email": "a@b.c"}
+
+
+def statesaga(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 90
+) -> subprocess.CompletedProcess[str]:
+    script = Path(sys.executable).with_name("statesaga")
+    cmd = [str(script)] if script.exists() else [sys.executable, "-P", "-m", "statesaga.cli"]
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("STATESAGA_")}
+    return subprocess.run(
+        [*cmd, *args],
+        cwd=cwd,
+        env={**environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.fixture
+def listener() -> Iterator[tuple[str, list[str]]]:
+    """An HTTP server on localhost that records every request made to it."""
+    hits: list[str] = []
+
+    class Record(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+            hits.append(f"GET {self.path}")
+            self.send_response(204)
+            self.end_headers()
+
+        def do_POST(self) -> None:  # noqa: N802
+            hits.append(f"POST {self.path}")
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Record)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}", hits
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+# -- forged jobs: no request to a URL a job names, on any of RQ's paths -----------------------
+def test_a_worker_sends_no_webhook_a_forged_job_names(
+    redis_url: str, redis_client: Any, tmp_path: Path, listener: tuple[str, list[str]]
+) -> None:
+    """RQ sends a failed job's webhooks from its clean-up of abandoned jobs (StartedJobRegistry)
+    and of jobs stuck in the intermediate queue: neither path goes through the job guard."""
+    from rq import Queue
+    from rq.job import Job as RQJob
+    from rq.job import JobStatus
+    from rq.registry import FailedJobRegistry
+    from rq.serializers import JSONSerializer
+    from rq.webhook import Webhook
+    from statesaga.adapters.rq_queue import RQQueue
+
+    url, hits = listener
+    name = f"hook-{uuid.uuid4().hex[:8]}"
+    queue_url = redis_url.replace("redis://", "rq://", 1) + f"?queue={name}"
+    good = Job("step", "WF-20260101-00000000", "x", 1).to_dict()
+
+    def forged(func: str, args: tuple[Any, ...], path: str, status: JobStatus) -> RQJob:
+        job = RQJob.create(
+            func,
+            args=args,
+            connection=redis_client,
+            serializer=JSONSerializer,
+            origin=name,
+            status=status,
+            webhooks=[Webhook(url + path, "failed", method="POST"), Webhook(url + path, "failed")],
+        )
+        job.save()
+        return job
+
+    # An "abandoned" job: in the StartedJobRegistry with an execution long expired.
+    abandoned = forged("statesaga.worker.run_job", (good,), "/abandoned", JobStatus.STARTED)
+    redis_client.zadd(f"rq:wip:{name}", {f"{abandoned.id}:forged": 1})
+    # A job "stuck" between the queue and a worker for an hour.
+    stuck = forged("os.system", ("true",), "/stuck", JobStatus.QUEUED)
+    intermediate = Queue(name, connection=redis_client).intermediate_queue_key
+    redis_client.lpush(intermediate, stuck.id)
+    redis_client.set(f"{intermediate}:first_seen:{stuck.id}", time.time() - 3600)
+    # An ordinary forged job on the queue (refused by the guard).
+    queued = Queue(name, connection=redis_client, serializer=JSONSerializer).enqueue(
+        "os.system", "true", webhooks=[Webhook(url + "/queued", "failed")]
+    )
+
+    store_url = f"sqlite:///{tmp_path / 'store.db'}"
+    store = plugins.open_store(store_url)
+    wf = Engine(store, RQQueue.from_url(queue_url)).start(
+        load_definition(EXAMPLES / "trip.yaml"), TRIP_INPUT
+    )
+    work = statesaga("worker", "--queue", queue_url, "--store", store_url, "--burst", cwd=tmp_path)
+    assert work.returncode == 0, work.stderr
+    assert store.get(wf.id).status is WorkflowStatus.COMPLETED
+    time.sleep(0.2)  # a request in flight would have arrived by now
+    assert hits == [], "the worker made a request to a URL a forged job named"
+    failed = set(FailedJobRegistry(name, connection=redis_client).get_job_ids())
+    assert {abandoned.id, stuck.id, queued.id} <= failed
+    assert work.stderr.count("webhooks were not sent") == 2
