@@ -132,3 +132,43 @@ def test_a_worker_sends_no_webhook_a_forged_job_names(
     failed = set(FailedJobRegistry(name, connection=redis_client).get_job_ids())
     assert {abandoned.id, stuck.id, queued.id} <= failed
     assert work.stderr.count("webhooks were not sent") == 2
+
+
+# -- a definition's folder supplies the allowed module and nothing it imports -----------------
+def test_a_file_next_to_a_definition_never_stands_in_for_an_optional_import(
+    tmp_path: Path,
+) -> None:
+    """An allowed handler module (installed) probes an optional dependency that is not
+    installed; whoever writes next to the YAML plants a module by that name. It must not run,
+    for the allowed module or the definition's own handler package next to it."""
+    marker = tmp_path / "planted.marker"
+    site, defs, work = (tmp_path / d for d in ("site", "defs", "work"))
+    for folder in (site, defs / "beside", work):
+        folder.mkdir(parents=True)
+    probe = (
+        "from statesaga import handler\n"
+        "try:\n    import review_optional_speedup as fast\nexcept ImportError:\n    fast = None\n"
+        "\n@handler()\ndef {name}(ctx):\n    return {{'fast': fast is not None}}\n"
+    )
+    (site / "probing_handlers.py").write_text(probe.format(name="hello"), encoding="utf-8")
+    (defs / "beside" / "__init__.py").write_text("", encoding="utf-8")
+    (defs / "beside" / "handlers.py").write_text(probe.format(name="hi"), encoding="utf-8")
+    (defs / "review_optional_speedup.py").write_text(
+        f"from pathlib import Path\nPath({str(marker)!r}).write_text('ran')\n", encoding="utf-8"
+    )
+    (defs / "saga.yaml").write_text(
+        "workflow: w\nhandlers: [probing_handlers, beside.handlers]\nsteps:\n"
+        "  - {name: a, action: hello}\n  - {name: b, action: hi}\n",
+        encoding="utf-8",
+    )
+    env = {"PYTHONPATH": os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH")) if p)}
+    store = f"sqlite:///{tmp_path / 's.db'}"
+    allow = ("--handlers", "probing_handlers,beside.handlers")
+    ok = statesaga("validate", "../defs/saga.yaml", *allow, cwd=work, env=env)
+    assert ok.stdout == "ok ../defs/saga.yaml\n", ok.stderr
+    ran = statesaga(
+        "run", "../defs/saga.yaml", "--store", store, *allow, "--json", cwd=work, env=env
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert not marker.exists(), "a module planted next to the definition ran"
+    assert '"fast": false' in ran.stdout
