@@ -121,6 +121,19 @@ class GuardedWorker(SimpleWorker):
             return
         quarantine(job, queue, self.name, reason)
 
+    def handle_job_failure(
+        self,
+        job: RQJob,
+        queue: Queue,
+        started_job_registry: Any = None,
+        exc_string: str = "",
+        execution: Any = None,
+    ) -> None:
+        # RQ keeps a failed job's traceback in Redis, where `rq info` and rq-dashboard show it.
+        super().handle_job_failure(
+            job, queue, started_job_registry, redact(exc_string), execution
+        )
+
     def dequeue_job_and_maintain_ttl(
         self, timeout: int | None, max_idle_time: int | None = None
     ) -> tuple[RQJob, Queue] | None:

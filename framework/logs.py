@@ -19,6 +19,8 @@ from typing import Literal
 
 from opentelemetry import trace
 
+from .redact import install_excepthook, redact
+
 LogFormat = Literal["text", "json"]
 LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -86,9 +88,9 @@ class TextFormatter(logging.Formatter):
             if value is not None
         ]
         if not tags:
-            return line
+            return redact(line)
         head, sep, rest = line.partition("\n")  # keep a traceback below the tagged line
-        return f"{head} [{' '.join(tags)}]{sep}{rest}"
+        return redact(f"{head} [{' '.join(tags)}]{sep}{rest}")
 
 
 class JsonFormatter(logging.Formatter):
@@ -99,22 +101,24 @@ class JsonFormatter(logging.Formatter):
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
             "level": record.levelname,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": redact(record.getMessage()),
         }
         for name in FIELDS:
             value = getattr(record, name, None)
             if value is not None:
                 out[name] = value
         if record.exc_info:
-            out["exception"] = self.formatException(record.exc_info)
+            out["exception"] = redact(self.formatException(record.exc_info))
         return json.dumps(out, default=str)
 
 
 def configure_logging(level: str = "INFO", fmt: LogFormat = "text") -> logging.Handler:
     """The CLI's logging: one handler on stderr for the root logger, with StepFilter.
 
-    Called again, it replaces its own handler only.
+    Called again, it replaces its own handler only. Every record (whichever logger wrote
+    it: RQ's, redis-py's, a handler's) and an uncaught traceback has its secrets masked.
     """
+    install_excepthook()
     root = logging.getLogger()
     for old in [h for h in root.handlers if getattr(h, "_statesaga", False)]:
         root.removeHandler(old)

@@ -172,3 +172,97 @@ def test_a_file_next_to_a_definition_never_stands_in_for_an_optional_import(
     assert ran.returncode == 0, ran.stderr
     assert not marker.exists(), "a module planted next to the definition ran"
     assert '"fast": false' in ran.stdout
+
+
+# -- no secret in anything printed, logged or stored, in any syntax a message quotes it -------
+SECRET = "Rev1ew-s3cret"
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        # redis-py percent-decodes query keys: both name the password option
+        (f"redis://h:1/0?pass%77ord={SECRET}", "redis://h:1/0?pass%77ord=***"),
+        (f"redis://h:1/0?%70assword={SECRET}&db=1", "redis://h:1/0?%70assword=***&db=1"),
+        # keyword DSNs and environment lines
+        (f"host=db user=app password={SECRET} dbname=x", "host=db user=app password=*** dbname=x"),
+        (f"DB_PASSWORD={SECRET}", "DB_PASSWORD=***"),
+        (f"export API_KEY={SECRET}", "export API_KEY=***"),
+        (f"KeyError: 'password={SECRET} x'", "KeyError: 'password=*** x'"),
+        (f"f(token={SECRET}, n=1)", "f(token=***, n=1)"),
+        # dict reprs and JSON, also inside a JSON string
+        (f"{{'db_password': '{SECRET}', 'user': 'bob'}}", "{'db_password': '***', 'user': 'bob'}"),
+        (f'{{"accessToken": "{SECRET}", "n": 1}}', '{"accessToken": "***", "n": 1}'),
+        (f'"{{\\"secret\\": \\"{SECRET}\\"}}"', '"{\\"secret\\": \\"***\\"}"'),
+        (f"Authorization: Bearer {SECRET}", "Authorization: Bearer ***"),
+        # what must stay readable
+        ("redis://h/0?db=1&socket_timeout=5&queue=q", None),
+        ("passwordless=1 tokens=3 monkey=5 key=6 prefix=sec:", None),
+        ("password= and password=***", None),
+    ],
+)
+def test_redact_masks_a_secret_in_every_syntax_a_message_quotes_it(
+    text: str, shown: str | None
+) -> None:
+    from statesaga.redact import redact
+
+    out = redact(text)
+    assert SECRET not in out
+    assert out == (text if shown is None else shown)
+    assert redact(out) == out
+
+
+def test_no_secret_a_handler_raises_reaches_any_output(
+    redis_url: str, redis_client: Any, tmp_path: Path
+) -> None:
+    """Handler errors quote credentials as a keyword DSN or a dict; one raises a
+    BaseException, which no engine catches: a CLI traceback, a worker's log, RQ's failed job
+    in Redis, the stored document, DEBUG logs as text and JSON, and OpenTelemetry console
+    spans must all show them masked."""
+    from rq.job import Job as RQJob
+    from rq.registry import FailedJobRegistry
+    from rq.serializers import JSONSerializer
+
+    (tmp_path / "leaky.py").write_text(
+        "from statesaga import handler\n\n"
+        "class Lost(BaseException):\n    pass\n\n"
+        "@handler()\ndef dsn(ctx):\n"
+        f"    raise ConnectionError('cannot connect: host=db password={SECRET} dbname=app')\n\n"
+        "@handler()\ndef conf(ctx):\n"
+        f"    return {{}}[\"password={SECRET}\"]\n\n"
+        "@handler()\ndef lost(ctx):\n"
+        f"    raise Lost(str({{'user': 'app', 'api_key': '{SECRET}'}}))\n",
+        encoding="utf-8",
+    )
+    for name, action in (("dsn", "dsn"), ("conf", "conf"), ("lost", "lost")):
+        (tmp_path / f"{name}.yaml").write_text(
+            f"workflow: {name}\nhandlers: leaky\nsteps:\n"
+            f"  - {{name: a, action: {action}, retry: {{max_attempts: 1}}}}\n",
+            encoding="utf-8",
+        )
+    db = tmp_path / "s.db"
+    store = f"sqlite:///{db}"
+    queue = redis_url.replace("redis://", "rq://", 1) + "?queue=leaky"
+    otel = {"OTEL_TRACES_EXPORTER": "console", "OTEL_LOGS_EXPORTER": "console"}
+    printed: list[str] = []
+    for fmt in ("text", "json"):
+        for name in ("dsn", "conf", "lost"):
+            res = statesaga("--log-level", "debug", "--log-format", fmt, "run", f"{name}.yaml",
+                            "--store", store, "--handlers", "leaky", cwd=tmp_path, env=otel)
+            printed.append(res.stdout + res.stderr)
+    assert "Lost: {'user': 'app', 'api_key': '***'}" in printed[2]  # the traceback, masked
+    submitted = statesaga("run", "lost.yaml", "--store", store, "--queue", queue, "--timeout",
+                          "0.2", "--handlers", "leaky", cwd=tmp_path)
+    work = statesaga("--log-level", "debug", "worker", "--store", store, "--queue", queue,
+                     "--handlers", "leaky", "--burst", cwd=tmp_path, env=otel)
+    printed += [submitted.stdout + submitted.stderr, work.stdout + work.stderr]
+    assert work.returncode == 0, work.stderr
+    for i, text in enumerate(printed):
+        assert SECRET not in text, f"output {i} shows the secret"
+    assert SECRET.encode() not in db.read_bytes()
+    failed = FailedJobRegistry("leaky", connection=redis_client).get_job_ids()
+    assert len(failed) == 1
+    job = RQJob.fetch(failed[0], connection=redis_client, serializer=JSONSerializer)
+    result = job.latest_result()
+    assert result is not None and "'api_key': '***'" in (result.exc_string or "")
+    assert SECRET not in (result.exc_string or "")
