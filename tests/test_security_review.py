@@ -266,3 +266,48 @@ def test_no_secret_a_handler_raises_reaches_any_output(
     result = job.latest_result()
     assert result is not None and "'api_key': '***'" in (result.exc_string or "")
     assert SECRET not in (result.exc_string or "")
+
+
+def test_the_dashboard_shows_no_password_of_any_url_form(tmp_path: Path) -> None:
+    """Every page names the store and the queue: a password given as a query option (plain
+    or with a percent-encoded key, as redis-py accepts) must be masked like `:PW@`."""
+    import socket
+    import urllib.error
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    store = f"redis://127.0.0.1:1/0?pass%77ord={SECRET}&prefix=web:"  # nothing listens there
+    queue = f"rq://127.0.0.1:1/0?password={SECRET}&queue=web"
+    script = Path(sys.executable).with_name("statesaga")
+    log = tmp_path / "serve.log"
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("STATESAGA_")}
+    with log.open("w") as out:
+        server = subprocess.Popen(
+            [str(script), "serve", "--store", store, "--queue", queue, "--port", str(port)],
+            cwd=tmp_path, env=environ, stdout=out, stderr=subprocess.STDOUT,
+        )
+    pages: dict[str, str] = {}
+    try:
+        for path in ("/definitions", "/", "/api/workflows", "/workflows/WF-20260101-00000000"):
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
+                        pages[path] = r.read().decode()
+                    break
+                except urllib.error.HTTPError as err:
+                    pages[path] = err.read().decode()
+                    break
+                except OSError:
+                    assert server.poll() is None and time.monotonic() < deadline, log.read_text()
+                    time.sleep(0.1)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    assert "rq://127.0.0.1:1/0?password=***&amp;queue=web" in pages["/definitions"]
+    assert "pass%77ord=***" in pages["/definitions"]
+    for path, body in pages.items():
+        assert SECRET not in body, path
+    assert SECRET not in log.read_text()

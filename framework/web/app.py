@@ -39,6 +39,7 @@ from statesaga.errors import (
     TransitionError,
 )
 from statesaga.models import StepStatus, WorkflowState, WorkflowStatus
+from statesaga.redact import redact
 
 from .actions import Catalog, Operations, ServeSettings, UnknownDefinition
 from .auth import COOKIE, SESSION_SECONDS, AuthRefused, Gate, Session
@@ -116,6 +117,7 @@ class Dashboard:
     # -- helpers ----------------------------------------------------------------------------
     def scrub(self, text: str) -> str:
         """The token never leaves the server, even inside an error from somewhere else."""
+        text = redact(text)
         for secret in self._secrets:
             text = text.replace(secret, "***")
         return text

@@ -10,12 +10,12 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from statesaga.definition import WorkflowDefinition
 from statesaga.diagram import Diagram, from_definition, from_instance, get_renderer
 from statesaga.errors import AdapterError
 from statesaga.models import IN_FLIGHT_STEP, RetryPolicy, SagaStep, StepStatus, WorkflowState
+from statesaga.redact import redact
 
 View = Literal["steps", "workflow", "step"]
 _SVG_START = re.compile(r"<svg\b")
@@ -125,11 +125,9 @@ def compact(value: Any, limit: int = 300) -> str:
 
 
 def redact_url(url: str) -> str:
-    """A store or queue URL for a page or a log line: the password replaced by ***."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    return url.replace(f":{parts.password}@", ":***@", 1)
+    """A store or queue URL for a page or a log line: the password replaced by ***, in each
+    form a URL gives one (`:PW@`, `?password=PW`, `?pass%77ord=PW`)."""
+    return redact(url)
 
 
 def summary(wf: WorkflowState) -> dict[str, Any]:
