@@ -311,3 +311,47 @@ def test_the_dashboard_shows_no_password_of_any_url_form(tmp_path: Path) -> None
     for path, body in pages.items():
         assert SECRET not in body, path
     assert SECRET not in log.read_text()
+
+
+def test_an_unreadable_scheduled_job_does_not_stop_the_scheduler(
+    redis_url: str, redis_client: Any, tmp_path: Path
+) -> None:
+    """RQ's scheduler stops on a scheduled job it cannot read, and with it every delayed job
+    of the queue: the guarded one sets it aside and promotes the rest (a forged one is then
+    refused by the worker like any other)."""
+    from datetime import UTC, datetime, timedelta
+
+    from rq import Queue
+    from rq.job import Job as RQJob
+    from rq.registry import FailedJobRegistry
+    from rq.serializers import JSONSerializer
+    from statesaga.adapters.rq_queue import RQQueue
+
+    name = f"sched-{uuid.uuid4().hex[:8]}"
+    queue_url = redis_url.replace("redis://", "rq://", 1) + f"?queue={name}"
+    q = Queue(name, connection=redis_client, serializer=JSONSerializer)
+    due = datetime.now(UTC) - timedelta(seconds=5)
+    good = Job("step", "WF-20260101-00000000", "x", 1).to_dict()
+    unreadable = q.enqueue_at(due, "statesaga.worker.run_job", good)
+    redis_client.hset(f"rq:job:{unreadable.id}", "created_at", "not a time")
+    forged = q.enqueue_at(due, "os.system", f"touch {tmp_path / 'ran.marker'}")
+    # A saga whose first job waits in the scheduled registry, as a retry's would.
+    store_url = f"sqlite:///{tmp_path / 'store.db'}"
+    store = plugins.open_store(store_url)
+    wf = Engine(store, RQQueue.from_url(queue_url)).start(
+        load_definition(EXAMPLES / "trip.yaml"), TRIP_INPUT
+    )
+    (first,) = q.get_job_ids()
+    q.remove(first)
+    q.scheduled_job_registry.schedule(
+        RQJob.fetch(first, connection=redis_client, serializer=JSONSerializer), due
+    )
+    work = statesaga("worker", "--queue", queue_url, "--store", store_url, "--burst",
+                     "--with-scheduler", cwd=tmp_path)
+    assert work.returncode == 0, work.stderr
+    assert store.get(wf.id).status is WorkflowStatus.COMPLETED
+    assert f"refused job '{unreadable.id}'" in work.stderr and "cannot be read" in work.stderr
+    assert redis_client.lrange(f"statesaga:quarantine:{name}", 0, -1) == [unreadable.id.encode()]
+    assert q.scheduled_job_registry.get_job_ids() == []
+    assert FailedJobRegistry(name, connection=redis_client).get_job_ids() == [forged.id]
+    assert not (tmp_path / "ran.marker").exists()
