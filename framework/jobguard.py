@@ -153,17 +153,17 @@ class GuardedWorker(SimpleWorker):
             log_format=log_format,
             serializer=self.serializer,
         )
-        self.scheduler.acquire_locks()
+        self.scheduler.acquire_locks()  # type: ignore[no-untyped-call]
         if not self.scheduler.acquired_locks:
             return
         if not burst:
-            self.scheduler.start()
+            self.scheduler.start()  # type: ignore[no-untyped-call]
             return
         try:
             self.scheduler.register_birth()
             self.scheduler.enqueue_scheduled_jobs()
         finally:
-            self.scheduler.release_locks()
+            self.scheduler.release_locks()  # type: ignore[no-untyped-call]
             self.scheduler.register_death()
 
     def dequeue_job_and_maintain_ttl(
@@ -201,7 +201,7 @@ class GuardedScheduler(RQScheduler):
                 except Exception as exc:
                     reason = f"it cannot be read: {type(exc).__name__}: {exc}"
                     set_aside(job_id, queue, reason, scheduled=True)
-        super().enqueue_scheduled_jobs()
+        super().enqueue_scheduled_jobs()  # type: ignore[no-untyped-call]
 
 
 def quarantine(job: RQJob, queue: Queue, worker_name: str, reason: str) -> None:

@@ -127,7 +127,8 @@ def compact(value: Any, limit: int = 300) -> str:
 def redact_url(url: str) -> str:
     """A store or queue URL for a page or a log line: the password replaced by ***, in each
     form a URL gives one (`:PW@`, `?password=PW`, `?pass%77ord=PW`)."""
-    return redact(url)
+    masked: str = redact(url)
+    return masked
 
 
 def summary(wf: WorkflowState) -> dict[str, Any]:
