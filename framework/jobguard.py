@@ -137,6 +137,14 @@ class GuardedWorker(SimpleWorker):
             job, queue, started_job_registry, redact(exc_string), execution
         )
 
+    def handle_payload(self, message: dict[str, Any]) -> None:
+        # RQ's command listener (shutdown, stop-job) is a thread that one message it cannot
+        # parse ends for good: anyone who can publish to Redis would leave the worker deaf.
+        try:
+            super().handle_payload(message)  # type: ignore[no-untyped-call]
+        except Exception as exc:
+            log.error("ignored a worker command that is not RQ's: %s: %s", type(exc).__name__, exc)
+
     def _start_scheduler(
         self,
         burst: bool = False,

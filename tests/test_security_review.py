@@ -355,3 +355,39 @@ def test_an_unreadable_scheduled_job_does_not_stop_the_scheduler(
     assert q.scheduled_job_registry.get_job_ids() == []
     assert FailedJobRegistry(name, connection=redis_client).get_job_ids() == [forged.id]
     assert not (tmp_path / "ran.marker").exists()
+
+
+def test_a_garbage_worker_command_leaves_the_worker_listening(
+    redis_url: str, redis_client: Any, tmp_path: Path
+) -> None:
+    """Anyone who can publish on Redis can send RQ's worker commands (a documented denial of
+    service); a message RQ cannot parse must not end the listener, so that the operator's
+    own `shutdown` still works."""
+    from rq.command import send_shutdown_command
+
+    name = f"cmd-{uuid.uuid4().hex[:8]}"
+    queue_url = redis_url.replace("redis://", "rq://", 1) + f"?queue={name}"
+    script = Path(sys.executable).with_name("statesaga")
+    log = tmp_path / "worker.log"
+    with log.open("w") as out:
+        worker = subprocess.Popen(
+            [str(script), "worker", "--queue", queue_url, "--store",
+             f"sqlite:///{tmp_path / 's.db'}", "--name", name],
+            cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while "subscribing to channel" not in log.read_text():
+            assert worker.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        time.sleep(0.3)  # the subscription is made just after the line is logged
+        for garbage in (b"not json", b'["x"]', b'{"no": "command"}'):
+            assert redis_client.publish(f"rq:pubsub:{name}", garbage) == 1
+        time.sleep(0.3)
+        send_shutdown_command(redis_client, name)
+        assert worker.wait(timeout=20) == 0, log.read_text()
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    assert log.read_text().count("ignored a worker command") == 3
