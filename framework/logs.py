@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
@@ -69,11 +70,21 @@ class StepFilter(logging.Filter):
         return True
 
 
+# Control characters but a tab and RQ's own colours (SGR sequences, on a terminal).
+_CONTROL = re.compile(r"\x1b(?!\[[0-9;]*m)|[\x00-\x08\x0a-\x1a\x1c-\x1f\x7f]")
+
+
 class TextFormatter(logging.Formatter):
     """`time LEVEL logger: message [wf=… step=… attempt=… trace=…]`."""
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
+        # One record, one line: what a forged job names (its id, its description, which RQ
+        # logs) cannot write log lines of its own or send escape sequences to a terminal.
+        line = super().formatMessage(record)
+        return _CONTROL.sub(lambda m: m[0].encode("unicode_escape").decode("ascii"), line)
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)

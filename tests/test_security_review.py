@@ -391,3 +391,25 @@ def test_a_garbage_worker_command_leaves_the_worker_listening(
             worker.kill()
             worker.wait()
     assert log.read_text().count("ignored a worker command") == 3
+
+
+def test_a_forged_job_writes_no_log_line_of_its_own(
+    redis_url: str, redis_client: Any, tmp_path: Path
+) -> None:
+    """RQ logs each job's description, which a forger chooses: a newline must not start a
+    fake log line, nor an escape sequence reach the operator's terminal. (RQ refuses to read
+    an id that is not a plain word, and the guard logs that one with repr().)"""
+    from rq import Queue
+    from rq.serializers import JSONSerializer
+
+    name = f"inj-{uuid.uuid4().hex[:8]}"
+    queue_url = redis_url.replace("redis://", "rq://", 1) + f"?queue={name}"
+    fake = "2026-01-01 00:00:00,000 INFO    statesaga.worker: all clear"
+    q = Queue(name, connection=redis_client, serializer=JSONSerializer)
+    q.enqueue("os.system", "true", description=f"x\n{fake}\r\x1b]0;owned\x07\x1b[2J")
+    work = statesaga("worker", "--queue", queue_url, "--store", f"sqlite:///{tmp_path / 's.db'}",
+                     "--burst", cwd=tmp_path)
+    assert work.returncode == 0, work.stderr
+    assert "refused job" in work.stderr
+    assert not any(line.startswith(fake) for line in work.stderr.splitlines())
+    assert "\x1b]" not in work.stderr and "\x1b[2J" not in work.stderr and "\r" not in work.stderr
