@@ -10,6 +10,7 @@ which host, port and database a message is about.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import sys
 import threading
@@ -71,6 +72,17 @@ def redact(text: object) -> str:
     return _BEARER.sub(lambda m: f"{m['key']}{MASK}", out)
 
 
+class RedactedRepr:
+    """For a dataclass that holds URLs (settings): its repr() masks their passwords. Declare
+    it `@dataclass(repr=False)` so that the dataclass keeps this repr."""
+
+    def __repr__(self) -> str:
+        shown = ", ".join(
+            f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self) if f.repr  # type: ignore[arg-type]
+        )
+        return redact(f"{type(self).__name__}({shown})")
+
+
 def install_excepthook() -> None:
     """Print an uncaught exception's traceback (a handler's BaseException, say, which no
     engine catches) with its secrets masked, in this process and its threads."""
@@ -88,4 +100,4 @@ def install_excepthook() -> None:
     threading.excepthook = thread_hook
 
 
-__all__ = ["MASK", "install_excepthook", "redact"]
+__all__ = ["MASK", "RedactedRepr", "install_excepthook", "redact"]

@@ -413,3 +413,20 @@ def test_a_forged_job_writes_no_log_line_of_its_own(
     assert "refused job" in work.stderr
     assert not any(line.startswith(fake) for line in work.stderr.splitlines())
     assert "\x1b]" not in work.stderr and "\x1b[2J" not in work.stderr and "\r" not in work.stderr
+
+
+def test_settings_reprs_hide_every_password() -> None:
+    """The settings a worker and the dashboard start with hold the store and queue URLs: a
+    repr() (in a debugger, a log line, a traceback's locals) must not show their passwords."""
+    from statesaga.web.actions import ServeSettings
+    from statesaga.worker import WorkerSettings
+
+    shown = [
+        repr(WorkerSettings(queue_url=f"rq://:{SECRET}@h:6379/0?queue=q",
+                            store_url=f"redis://h:6379/0?password={SECRET}")),
+        repr(ServeSettings(store=f"redis://u:{SECRET}@h/0", queue=f"rq://h/0?pass%77ord={SECRET}",
+                           token=SECRET)),
+    ]
+    for text in shown:
+        assert SECRET not in text and "***" in text, text
+    assert "queue='rq://:***@h:6379/0?queue=q'" in shown[0]
