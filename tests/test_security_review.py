@@ -429,4 +429,4 @@ def test_settings_reprs_hide_every_password() -> None:
     ]
     for text in shown:
         assert SECRET not in text and "***" in text, text
-    assert "queue='rq://:***@h:6379/0?queue=q'" in shown[0]
+    assert "queue_url='rq://:***@h:6379/0?queue=q'" in shown[0]
