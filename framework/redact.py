@@ -22,9 +22,10 @@ MASK = "***"
 
 # user:password@ in the authority part of any URL-like text; the user may be empty
 # (`redis://:PW@host`). The password runs up to the last `@` before the host, so a password
-# with an unescaped `@` or `/` is masked whole rather than half shown.
+# with an unescaped `@`, `/` or quote is masked whole rather than half shown.
 _USERINFO = re.compile(
-    r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^:/@\s'\"]*):(?P<password>[^\s'\"]*)@"
+    r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^:/@\s'\"]*):"
+    r"(?P<password>(?:[^\s'\"]|['\"](?=[^\s'\"@]))*)@"
     r"(?=[^@\s'\"]*(?:[\s'\"]|$))"
 )
 # The same without a scheme (`:PW@host:6379`, a URL missing its `redis://`), as a word of
@@ -36,8 +37,11 @@ _BARE = re.compile(
 # (`?password=PW&db=1`, whose keys redis-py percent-decodes: `?pass%77ord=PW`), keyword DSNs
 # and environment lines (`host=db password=PW`), and dict reprs or JSON (`'token': 'PW'`).
 _KEY = r"[A-Za-z0-9_.%\-]+"
+# a value runs to a delimiter; a quote inside it (`pa'ss`) is part of it, one ending it is not
+_VALUE = r"[^&;#\s'\",)\]}]"
 _ASSIGNED = re.compile(
-    rf"(?P<pre>^|[\s?&;,(\[{{'\"]|\\n)(?P<key>{_KEY})=(?P<value>[^&;#\s'\",)\]}}]*)"
+    rf"(?P<pre>^|[\s?&;,(\[{{'\"]|\\n)(?P<key>{_KEY})="
+    rf"(?P<value>(?:{_VALUE}|['\"](?={_VALUE}))*)"
 )
 _QUOTED = re.compile(
     rf"(?P<q>\\?['\"])(?P<key>{_KEY})(?P=q)(?P<sep>\s*[:=]\s*)(?P<vq>\\?['\"])(?P<value>.*?)(?P=vq)"

@@ -195,6 +195,9 @@ SECRET = "Rev1ew-s3cret"
         (f'{{"accessToken": "{SECRET}", "n": 1}}', '{"accessToken": "***", "n": 1}'),
         (f'"{{\\"secret\\": \\"{SECRET}\\"}}"', '"{\\"secret\\": \\"***\\"}"'),
         (f"Authorization: Bearer {SECRET}", "Authorization: Bearer ***"),
+        # a quote inside a password is part of it (redis-py takes `:pa'ss@` as given)
+        (f"bad URL: 'redis://:x'{SECRET}@h:1/0'", "bad URL: 'redis://:***@h:1/0'"),
+        (f"redis://h/0?password=x\"{SECRET}&db=1", "redis://h/0?password=***&db=1"),
         # what must stay readable
         ("redis://h/0?db=1&socket_timeout=5&queue=q", None),
         ("passwordless=1 tokens=3 monkey=5 key=6 prefix=sec:", None),
