@@ -39,12 +39,14 @@ _BARE = re.compile(
 _KEY = r"[A-Za-z0-9_.%\-]+"
 # a value runs to a delimiter; a quote inside it (`pa'ss`) is part of it, one ending it is not
 _VALUE = r"[^&;#\s'\",)\]}]"
+# The value is read ahead, not consumed: an option that is not a secret (`STORE=redis://h/0?
+# password=PW`, `'url': "{'token': 'PW'}"`) must leave the secret inside its value to be found.
 _ASSIGNED = re.compile(
     rf"(?P<pre>^|[\s?&;,(\[{{'\"]|\\n)(?P<key>{_KEY})="
-    rf"(?P<value>(?:{_VALUE}|['\"](?={_VALUE}))*)"
+    rf"(?=(?P<value>(?:{_VALUE}|['\"](?={_VALUE}))*))"
 )
 _QUOTED = re.compile(
-    rf"(?P<q>\\?['\"])(?P<key>{_KEY})(?P=q)(?P<sep>\s*[:=]\s*)(?P<vq>\\?['\"])(?P<value>.*?)(?P=vq)"
+    rf"(?P<q>\\?['\"])(?P<key>{_KEY})(?P=q)\s*[:=]\s*(?P<vq>\\?['\"])(?=(?P<value>.*?)(?P=vq))"
 )
 _BEARER = re.compile(r"(?P<key>\bBearer\s+)(?P<value>[A-Za-z0-9._~+/=\-]{8,})", re.IGNORECASE)
 # an option's name, lower-cased, `-` and `.` read as `_`: `password`, `DB_PASSWORD`,
@@ -60,19 +62,24 @@ def _secret_key(key: str) -> bool:
     return bool(_SECRET_NAME.search(re.sub(r"[.\-]", "_", unquote(key).lower())))
 
 
-def _mask(m: re.Match[str]) -> str:
-    if not m["value"] or not _secret_key(m["key"]) or m["value"] == MASK:
-        return m[0]
-    start, end = m.span("value")
-    return m[0][: start - m.start()] + MASK + m[0][end - m.start() :]
+def _mask_values(pattern: re.Pattern[str], text: str) -> str:
+    """`text` with the value of every secret option `pattern` finds masked."""
+    out, done = [], 0
+    for m in pattern.finditer(text):
+        start, end = m.span("value")
+        if m.start() < done or start == end or not _secret_key(m["key"]) or m["value"] == MASK:
+            continue
+        out += [text[done:start], MASK]
+        done = end
+    return "".join(out) + text[done:]
 
 
 def redact(text: object) -> str:
     """`text` (any object, as `str()` shows it) with every password and token masked."""
     out = _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", str(text))
     out = _BARE.sub(lambda m: f"{m['pre']}{m['user']}:{MASK}@", out)
-    out = _ASSIGNED.sub(_mask, out)
-    out = _QUOTED.sub(_mask, out)
+    out = _mask_values(_ASSIGNED, out)
+    out = _mask_values(_QUOTED, out)
     return _BEARER.sub(lambda m: f"{m['key']}{MASK}", out)
 
 

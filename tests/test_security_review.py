@@ -18,31 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from security_helpers import EXAMPLES, TRIP_INPUT, statesaga  # registered by conftest.py
 from statesaga import plugins
 from statesaga.definition import load_definition
 from statesaga.engine import Engine
 from statesaga.models import WorkflowStatus
 from statesaga.ports import Job
-
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-TRIP_INPUT = {"origin": "TPE", "destination": "NRT", "nights": 1, "amount": 5, "email": "a@b.c"}
-
-
-def statesaga(
-    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 90
-) -> subprocess.CompletedProcess[str]:
-    script = Path(sys.executable).with_name("statesaga")
-    cmd = [str(script)] if script.exists() else [sys.executable, "-P", "-m", "statesaga.cli"]
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("STATESAGA_")}
-    return subprocess.run(
-        [*cmd, *args],
-        cwd=cwd,
-        env={**environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
 
 
 @pytest.fixture
@@ -198,6 +179,9 @@ SECRET = "Rev1ew-s3cret"
         # a quote inside a password is part of it (redis-py takes `:pa'ss@` as given)
         (f"bad URL: 'redis://:x'{SECRET}@h:1/0'", "bad URL: 'redis://:***@h:1/0'"),
         (f"redis://h/0?password=x\"{SECRET}&db=1", "redis://h/0?password=***&db=1"),
+        # a secret inside the value of an option that is not one
+        (f"STORE=redis://h/0?password={SECRET} x", "STORE=redis://h/0?password=*** x"),
+        (f"{{'config': \"{{'token': '{SECRET}'}}\"}}", "{'config': \"{'token': '***'}\"}"),
         # what must stay readable
         ("redis://h/0?db=1&socket_timeout=5&queue=q", None),
         ("passwordless=1 tokens=3 monkey=5 key=6 prefix=sec:", None),
