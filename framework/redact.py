@@ -22,23 +22,28 @@ MASK = "***"
 
 # user:password@ in the authority part of any URL-like text; the user may be empty
 # (`redis://:PW@host`). The password runs up to the last `@` before the host, so a password
-# with an unescaped `@`, `/` or quote is masked whole rather than half shown.
+# with an unescaped `@`, `/` or quote is masked whole rather than half shown. Every pattern
+# here reads a bounded stretch from each place it starts (a password stops at the next
+# `scheme://`, a bare user at the next `=` and its password at the next `:`), so a long text
+# of near-matches costs linear time: every log record, a forged job's description among
+# them, passes through here.
 _USERINFO = re.compile(
     r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^:/@\s'\"]*):"
-    r"(?P<password>(?:[^\s'\"]|['\"](?=[^\s'\"@]))*)@"
+    r"(?P<password>(?:(?!://)[^\s'\"]|['\"](?=[^\s'\"@]))*)@"
     r"(?=[^@\s'\"]*(?:[\s'\"]|$))"
 )
 # The same without a scheme (`:PW@host:6379`, a URL missing its `redis://`), as a word of
 # its own (a `/` in it means a URL the pattern above has handled).
 _BARE = re.compile(
-    r"(?P<pre>^|[\s'\"(=,])(?P<user>[^\s:/@'\"]*):(?P<password>[^\s'\"@/]+)@(?=[\w\[])"
+    r"(?P<pre>^|[\s'\"(=,])(?P<user>[^\s:/@'\"(=,]*):(?P<password>[^\s'\"@/:]+)@(?=[\w\[])"
 )
 # A secret-looking option, in each syntax a message quotes credentials in: URL queries
 # (`?password=PW&db=1`, whose keys redis-py percent-decodes: `?pass%77ord=PW`), keyword DSNs
 # and environment lines (`host=db password=PW`), and dict reprs or JSON (`'token': 'PW'`).
 _KEY = r"[A-Za-z0-9_.%\-]+"
-# a value runs to a delimiter; a quote inside it (`pa'ss`) is part of it, one ending it is not
-_VALUE = r"[^&;#\s'\",)\]}]"
+# a value runs to a delimiter or the next `=` (so that reading ahead from every key stays
+# linear); a quote inside it (`pa'ss`) is part of it, one ending it is not
+_VALUE = r"[^&;#=\s'\",)\]}]"
 # The value is read ahead, not consumed: an option that is not a secret (`STORE=redis://h/0?
 # password=PW`, `'url': "{'token': 'PW'}"`) must leave the secret inside its value to be found.
 _ASSIGNED = re.compile(
