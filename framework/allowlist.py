@@ -18,14 +18,18 @@ allowed module (or an entry point's name), else the definition is refused, locat
 entry, with nothing imported. In Python, pass handlers or modules directly:
 `Engine(store, queue, handlers=[my_module, my_function])`.
 
-Allowed modules are imported with the working directory, then the definition's folder, at
-the *end* of `sys.path`, so a file next to a YAML (say a `redis.py`) can never shadow an
-installed package.
+Allowed modules are looked for in the working directory, then the definition's folder, *after*
+`sys.path`, so a file there (say a `redis.py`) can never shadow an installed package. The
+working directory is trusted like a project root (its pyproject.toml allows modules too); the
+definition's folder is not: it supplies the allowed modules and nothing else, so a module an
+allowed one imports (an optional `ujson`, say) is never taken from a file planted next to a YAML.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import importlib.machinery
 import importlib.util
 import os
 import re
@@ -34,8 +38,10 @@ import tomllib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from importlib.machinery import ModuleSpec
 from importlib.metadata import entry_points
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 from .errors import RegistryError
@@ -134,7 +140,7 @@ class AllowList:
     def missing(self, search: Sequence[Path] = ()) -> list[str]:
         """Allowed modules that cannot be found (checked without importing them)."""
         out = []
-        with search_path(search):
+        with search_path(search, self.modules):
             for module in self.modules:
                 try:
                     found = importlib.util.find_spec(module) is not None
@@ -191,17 +197,35 @@ def _pyproject_handlers(path: Path) -> list[str]:
     return value
 
 
+class _Beside(importlib.abc.MetaPathFinder):
+    """Finds the named top-level modules in the given folders, and nothing else."""
+
+    def __init__(self, names: Iterable[str], folders: Sequence[str]) -> None:
+        self.names = frozenset(names)
+        self.folders = list(folders)
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None = None, target: ModuleType | None = None
+    ) -> ModuleSpec | None:
+        if path is not None or fullname not in self.names:
+            return None
+        return importlib.machinery.PathFinder.find_spec(fullname, self.folders)
+
+
 @contextmanager
-def search_path(folders: Sequence[Path]) -> Iterator[None]:
-    """Let allowed modules live in the working directory or next to a definition: those
-    folders go at the END of sys.path, so installed packages and the standard library always
-    win over a file planted there, and only while the allowed module is imported."""
-    added = [
-        str(folder)
-        for folder in dict.fromkeys([Path.cwd().resolve(), *(Path(f).resolve() for f in folders)])
-        if str(folder) not in sys.path
-    ]
+def search_path(folders: Sequence[Path], modules: Iterable[str] = ()) -> Iterator[None]:
+    """Let allowed `modules` live in the working directory or next to a definition (in
+    `folders`), only while they are imported. Both come *after* sys.path, so installed
+    packages and the standard library always win over a file planted there; a definition's
+    folder supplies only the allowed modules' own (top-level) names, so a module they import
+    (an optional dependency probed with try/except ImportError) is never found there."""
+    cwd = str(Path.cwd().resolve())
+    added = [cwd] if cwd not in sys.path else []
+    beside = [str(f) for f in dict.fromkeys(Path(f).resolve() for f in folders) if str(f) != cwd]
+    finder = _Beside({m.partition(".")[0] for m in modules}, beside) if beside else None
     sys.path.extend(added)
+    if finder is not None:
+        sys.meta_path.append(finder)
     importlib.invalidate_caches()
     try:
         yield
@@ -209,11 +233,13 @@ def search_path(folders: Sequence[Path]) -> Iterator[None]:
         for folder in added:
             if folder in sys.path:
                 sys.path.remove(folder)
+        if finder is not None and finder in sys.meta_path:
+            sys.meta_path.remove(finder)
 
 
 def import_allowed(registry: Registry, module: str, search: Sequence[Path] = ()) -> list[str]:
     """Import an allowed module and register its handlers."""
-    with search_path(search):
+    with search_path(search, [module]):
         mod = importlib.import_module(module)
     return registry.register_module(mod)
 

@@ -28,10 +28,13 @@ from collections.abc import Callable
 from typing import Any
 
 from rq import Queue, SimpleWorker
-from rq.exceptions import DeserializationError
+from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
+from rq.exceptions import DeserializationError, NoSuchJobError
 from rq.job import Job as RQJob
 from rq.job import JobStatus
+from rq.scheduler import RQScheduler
 from rq.serializers import JSONSerializer
+from rq.utils import current_timestamp
 
 from .ports import Job
 from .redact import redact
@@ -70,6 +73,13 @@ class StatesagaJob(RQJob):
     @property
     def stopped_callback(self) -> None:
         return None
+
+    # RQ sends a job's webhooks (a request to a URL the job names) when it fails, also from
+    # its clean-up of abandoned jobs and of jobs stuck between queue and worker, which never
+    # pass `refusal`: a statesaga job has none, so one that names any is never sent.
+    def send_webhooks(self, status: Any, *, exc_string: str | None = None) -> None:
+        if self.webhooks:
+            log.warning("job %r: its webhooks were not sent (statesaga sends none)", self.id)
 
 
 def refusal(job: RQJob) -> str | None:
@@ -114,6 +124,56 @@ class GuardedWorker(SimpleWorker):
             return
         quarantine(job, queue, self.name, reason)
 
+    def handle_job_failure(
+        self,
+        job: RQJob,
+        queue: Queue,
+        started_job_registry: Any = None,
+        exc_string: str = "",
+        execution: Any = None,
+    ) -> None:
+        # RQ keeps a failed job's traceback in Redis, where `rq info` and rq-dashboard show it.
+        super().handle_job_failure(
+            job, queue, started_job_registry, redact(exc_string), execution
+        )
+
+    def handle_payload(self, message: dict[str, Any]) -> None:
+        # RQ's command listener (shutdown, stop-job) is a thread that one message it cannot
+        # parse ends for good: anyone who can publish to Redis would leave the worker deaf.
+        try:
+            super().handle_payload(message)  # type: ignore[no-untyped-call]
+        except Exception as exc:
+            log.error("ignored a worker command that is not RQ's: %s: %s", type(exc).__name__, exc)
+
+    def _start_scheduler(
+        self,
+        burst: bool = False,
+        logging_level: str | None = "INFO",
+        date_format: str = DEFAULT_LOGGING_DATE_FORMAT,
+        log_format: str = DEFAULT_LOGGING_FORMAT,
+    ) -> None:
+        # RQ's own, with the guarded scheduler.
+        self.scheduler = GuardedScheduler(
+            self.queues,
+            connection=self.connection,
+            logging_level=logging_level if logging_level is not None else self.log.level,
+            date_format=date_format,
+            log_format=log_format,
+            serializer=self.serializer,
+        )
+        self.scheduler.acquire_locks()  # type: ignore[no-untyped-call]
+        if not self.scheduler.acquired_locks:
+            return
+        if not burst:
+            self.scheduler.start()  # type: ignore[no-untyped-call]
+            return
+        try:
+            self.scheduler.register_birth()
+            self.scheduler.enqueue_scheduled_jobs()
+        finally:
+            self.scheduler.release_locks()  # type: ignore[no-untyped-call]
+            self.scheduler.register_death()
+
     def dequeue_job_and_maintain_ttl(
         self, timeout: int | None, max_idle_time: int | None = None
     ) -> tuple[RQJob, Queue] | None:
@@ -127,6 +187,29 @@ class GuardedWorker(SimpleWorker):
                 if not isinstance(job_id, str) or not isinstance(queue, Queue):
                     raise
                 set_aside(job_id, queue, f"it cannot be read: {type(exc).__name__}: {exc}")
+
+
+class GuardedScheduler(RQScheduler):
+    """RQ's scheduler (`--with-scheduler`), which moves due jobs from the ScheduledJobRegistry
+    to the queue and stops on one whose hash it cannot read, and with it every delayed job of
+    the queue (retries, sleeps, wait timeouts): it sets such a job aside first."""
+
+    def enqueue_scheduled_jobs(self) -> None:
+        if not self._scheduled_job_registries and self._acquired_locks:
+            self.prepare_registries()
+        for registry in self._scheduled_job_registries:
+            # A second ahead of RQ's own look, so no job falls due between the two.
+            due = registry.get_jobs_to_schedule(current_timestamp() + 1)
+            queue = Queue(registry.name, connection=self.connection, serializer=self.serializer)
+            for job_id in due:
+                try:
+                    StatesagaJob.fetch(job_id, self.connection, self.serializer)
+                except NoSuchJobError:
+                    continue
+                except Exception as exc:
+                    reason = f"it cannot be read: {type(exc).__name__}: {exc}"
+                    set_aside(job_id, queue, reason, scheduled=True)
+        super().enqueue_scheduled_jobs()  # type: ignore[no-untyped-call]
 
 
 def quarantine(job: RQJob, queue: Queue, worker_name: str, reason: str) -> None:
@@ -145,12 +228,15 @@ def quarantine_key(queue: Queue) -> str:
     return f"statesaga:quarantine:{queue.name}"
 
 
-def set_aside(job_id: str, queue: Queue, reason: str) -> None:
-    """Log an unreadable job and move its id from RQ's intermediate queue to the quarantine
-    list, so that no worker takes it again."""
+def set_aside(job_id: str, queue: Queue, reason: str, *, scheduled: bool = False) -> None:
+    """Log an unreadable job and move its id from RQ's intermediate queue (or the scheduled
+    registry) to the quarantine list, so that no worker or scheduler takes it again."""
     log.error("refused job %r on queue %r: %s", redact(job_id), queue.name, redact(reason))
     with queue.connection.pipeline() as pipe:
-        pipe.lrem(queue.intermediate_queue_key, 1, job_id)
+        if scheduled:
+            pipe.zrem(queue.scheduled_job_registry.key, job_id)
+        else:
+            pipe.lrem(queue.intermediate_queue_key, 1, job_id)
         pipe.rpush(quarantine_key(queue), job_id)
         pipe.execute()
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from opentelemetry import trace
+
+from .redact import install_excepthook, redact
 
 LogFormat = Literal["text", "json"]
 LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
@@ -67,11 +70,21 @@ class StepFilter(logging.Filter):
         return True
 
 
+# Control characters but a tab and RQ's own colours (SGR sequences, on a terminal).
+_CONTROL = re.compile(r"\x1b(?!\[[0-9;]*m)|[\x00-\x08\x0a-\x1a\x1c-\x1f\x7f]")
+
+
 class TextFormatter(logging.Formatter):
     """`time LEVEL logger: message [wf=… step=… attempt=… trace=…]`."""
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
+        # One record, one line: what a forged job names (its id, its description, which RQ
+        # logs) cannot write log lines of its own or send escape sequences to a terminal.
+        line = super().formatMessage(record)
+        return _CONTROL.sub(lambda m: m[0].encode("unicode_escape").decode("ascii"), line)
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
@@ -86,9 +99,9 @@ class TextFormatter(logging.Formatter):
             if value is not None
         ]
         if not tags:
-            return line
+            return redact(line)
         head, sep, rest = line.partition("\n")  # keep a traceback below the tagged line
-        return f"{head} [{' '.join(tags)}]{sep}{rest}"
+        return redact(f"{head} [{' '.join(tags)}]{sep}{rest}")
 
 
 class JsonFormatter(logging.Formatter):
@@ -99,22 +112,24 @@ class JsonFormatter(logging.Formatter):
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
             "level": record.levelname,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": redact(record.getMessage()),
         }
         for name in FIELDS:
             value = getattr(record, name, None)
             if value is not None:
                 out[name] = value
         if record.exc_info:
-            out["exception"] = self.formatException(record.exc_info)
+            out["exception"] = redact(self.formatException(record.exc_info))
         return json.dumps(out, default=str)
 
 
 def configure_logging(level: str = "INFO", fmt: LogFormat = "text") -> logging.Handler:
     """The CLI's logging: one handler on stderr for the root logger, with StepFilter.
 
-    Called again, it replaces its own handler only.
+    Called again, it replaces its own handler only. Every record (whichever logger wrote
+    it: RQ's, redis-py's, a handler's) and an uncaught traceback has its secrets masked.
     """
+    install_excepthook()
     root = logging.getLogger()
     for old in [h for h in root.handlers if getattr(h, "_statesaga", False)]:
         root.removeHandler(old)

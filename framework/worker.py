@@ -39,7 +39,7 @@ from .engine import Engine
 from .errors import AdapterError, StatesagaError
 from .plugins import DEFAULT_STORE, open_queue, open_store
 from .ports import Job, JobRunner
-from .redact import redact
+from .redact import RedactedRepr, redact
 from .registry import Registry
 
 if TYPE_CHECKING:
@@ -73,9 +73,9 @@ def serving(runner: JobRunner) -> Iterator[None]:
         _runner.reset(token)
 
 
-@dataclass
-class WorkerSettings:
-    """What `statesaga worker` is started with."""
+@dataclass(repr=False)
+class WorkerSettings(RedactedRepr):
+    """What `statesaga worker` is started with (repr() masks the URLs' passwords)."""
 
     queue_url: str = DEFAULT_WORKER_QUEUE
     store_url: str = DEFAULT_STORE

@@ -31,6 +31,7 @@ def _register_sibling(name: str) -> None:
 
 
 _register_sibling("diagram_helpers")
+_register_sibling("security_helpers")
 
 if TYPE_CHECKING:
     import redis

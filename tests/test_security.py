@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from security_helpers import EXAMPLES, TRIP_INPUT, statesaga  # registered by conftest.py
 from statesaga import plugins
 from statesaga.allowlist import AllowList
 from statesaga.definition import load_definition
@@ -36,26 +37,6 @@ from statesaga.models import StepStatus, WorkflowStatus
 from statesaga.ports import Job
 from statesaga.redact import redact
 from statesaga.registry import handler
-
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-TRIP_INPUT = {"origin": "TPE", "destination": "NRT", "nights": 1, "amount": 5, "email": "a@b.c"}
-
-
-def statesaga(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 90) -> (
-    subprocess.CompletedProcess[str]
-):
-    script = Path(sys.executable).with_name("statesaga")
-    cmd = [str(script)] if script.exists() else [sys.executable, "-P", "-m", "statesaga.cli"]
-    environ = {k: v for k, v in os.environ.items() if k != "STATESAGA_HANDLERS"}
-    return subprocess.run(
-        [*cmd, *args],
-        cwd=cwd,
-        env={**environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
 
 
 def plant(folder: Path, name: str, marker: Path, body: str = "") -> None:

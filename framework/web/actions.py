@@ -24,15 +24,17 @@ from statesaga.errors import DefinitionError, StateError, StatesagaError
 from statesaga.models import WorkflowState
 from statesaga.plugins import open_queue, open_store
 from statesaga.ports import Store
+from statesaga.redact import RedactedRepr
 from statesaga.registry import Registry
 
 log = logging.getLogger("statesaga.web")
 _SLICE = 0.5  # seconds
 
 
-@dataclass(frozen=True)
-class ServeSettings:
-    """How `statesaga serve` was started. The token is kept out of repr()."""
+@dataclass(frozen=True, repr=False)
+class ServeSettings(RedactedRepr):  # type: ignore[misc]
+    """How `statesaga serve` was started. The token and the URLs' passwords are kept out of
+    repr()."""
 
     store: str
     queue: str
