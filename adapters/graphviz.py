@@ -20,7 +20,16 @@ from __future__ import annotations
 import shutil
 import subprocess
 
-from statesaga.diagram.model import PALETTE, Diagram, DiagramEdge, DiagramNode
+from statesaga.diagram.model import (
+    PALETTE,
+    TAKEN_COLOUR,
+    UNDO_COLOUR,
+    Diagram,
+    DiagramEdge,
+    DiagramNode,
+    order_text,
+    text_colour,
+)
 from statesaga.diagram.render import SOURCE_MARK, source_digest, template_env
 from statesaga.errors import AdapterError
 
@@ -50,14 +59,14 @@ def dot_label(text: str) -> str:
 
 
 def edge_text(e: DiagramEdge) -> str:
-    """`trigger [guard, guard]` then `/ effects` on a second line; the taken order in front."""
+    """`trigger [guard, guard]` then `/ effects` on a second line; the path positions in front."""
     text: str = e.label
     if e.guards:
         text += f" [{', '.join(e.guards)}]"
     if e.effects:
         text += f"\n/ {', '.join(e.effects)}"
     if e.taken:
-        text = f"{e.taken}. {text}"
+        text = f"{order_text(e.taken)} {text}"
     return text.strip()
 
 
@@ -81,8 +90,20 @@ def _markers(diagram: Diagram) -> dict[str, object]:
         taken.add(name)
         return name
 
+    levels = [None, *(n.id for n in diagram.nodes if diagram.is_compound(n.id))]
     return {
-        "start": {n.id: fresh(f"[*] start {n.id}") for n in diagram.initial},
+        "start": {
+            level: fresh(f"[*] start {diagram.initial_in(level)[0].id}")
+            for level in levels
+            if diagram.initial_in(level)
+        },
+        # A level that starts in several states at once (independent steps) starts at one
+        # marker and forks, as the Mermaid drawing does.
+        "fork": {
+            level: fresh(f"[fork] {level or ''}")
+            for level in levels
+            if len(diagram.initial_in(level)) > 1
+        },
         "end": {n.id: fresh(f"[*] end {n.id}") for n in diagram.finals},
         "note": [fresh(f"[note] {i} {note.target}") for i, note in enumerate(diagram.notes)],
     }
@@ -126,6 +147,9 @@ class DotRenderer:
             self._template.render(
                 diagram=diagram,
                 palette=PALETTE,
+                text_colour=text_colour,
+                undo_colour=UNDO_COLOUR,
+                taken_colour=TAKEN_COLOUR,
                 markers=_markers(diagram),
                 edge_text=edge_text,
                 node_text=node_text,

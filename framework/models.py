@@ -238,3 +238,17 @@ class WorkflowState(_Doc):
                 Problem(e["msg"], source, None, ".".join(str(p) for p in e["loc"]))
                 for e in exc.errors()
             ) from None
+
+
+def halt_reason(wf: WorkflowState) -> str:
+    """Why a FAILED workflow halted, in words an operator can act on: the stored reason, else
+    the error of the step that failed where nothing may be undone (past the pivot)."""
+    if wf.reason:
+        return wf.reason
+    failed = next((s for s in wf.steps if s.status is StepStatus.FAILED), None)
+    if failed is None:
+        return "halted"
+    pivot = next((s.name for s in wf.steps if s.pivot), None)
+    where = f" after the pivot {pivot}" if pivot else ""
+    error = f": {failed.error.type}: {failed.error.message}" if failed.error else ""
+    return f"step {failed.name} failed{where}, so nothing is undone{error}"
