@@ -165,12 +165,16 @@ class Arrow:
 
 
 def _arrows(
-    diagram: Diagram, ids: dict[str, str], forks: dict[str | None, str]
+    diagram: Diagram,
+    ids: dict[str, str],
+    forks: dict[str | None, str],
+    notes: dict[str | None, list[DiagramNote]],
 ) -> dict[str | None, list[Arrow]]:
     """The arrows of each level (None: the top), in the order the template writes them: the
     start (through a fork bar when a level starts in several states at once), the edges, the
-    ends. Then numbered the way Mermaid numbers edges: composites first, as they are declared
-    before their level's arrows."""
+    ends. Then numbered the way Mermaid numbers edges, in document order: a composite's
+    insides where it is declared (before its level's arrows), and every note counts too (its
+    dotted connector is an edge)."""
     out: dict[str | None, list[Arrow]] = {}
     levels = [None, *(n.id for n in diagram.nodes if diagram.is_compound(n.id))]
     for level in levels:
@@ -202,6 +206,7 @@ def _arrows(
                 number(n.id)
         for arrow in out[level]:
             arrow.index, index = index, index + 1
+        index += len(notes.get(level, []))
 
     number(None)
     return out
@@ -260,10 +265,10 @@ class MermaidRenderer:
             }
             for style, members in diagram.styles.items()
         ]
-        arrows = _arrows(diagram, ids, forks)
         notes: dict[str | None, list[DiagramNote]] = {}
         for note in diagram.notes:
             notes.setdefault(diagram.node(note.target).parent, []).append(note)
+        arrows = _arrows(diagram, ids, forks, notes)
         return str(
             self._template.render(
                 diagram=diagram,
