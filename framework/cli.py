@@ -647,13 +647,16 @@ def cancel(
 ) -> None:
     """Cancel a workflow: the step in flight finishes, nothing new starts, completed steps are
     compensated in reverse. A finished workflow cannot be cancelled (exit 1)."""
-    from .errors import TransitionError
+    from .errors import StateError, TransitionError
 
     engine = _recovery_engine(store, queue, handlers)
     try:
         wf = engine.cancel(workflow_id, force=force, by="cli")
-    except TransitionError:
-        _fail(_why_not_cancelled(engine.get(workflow_id), store))
+    except (TransitionError, StateError) as exc:
+        current = engine.get(workflow_id)
+        if isinstance(exc, StateError) and current.status is not WorkflowStatus.FAILED:
+            raise
+        _fail(_why_not_cancelled(current, store))
     click.echo(f"{wf.id} {wf.status.value}")
     _run_inline(engine, [wf.id], None)
     final = engine.get(workflow_id)
@@ -664,7 +667,6 @@ def cancel(
 def _why_not_cancelled(wf: Any, store: str | None) -> str:
     """A refused cancel in the operator's words (not the chart's trigger names)."""
     from .console import follow_up, restart_hint, store_url
-    from .models import WorkflowStatus
 
     watch = follow_up(wf, store_url(store))[0].split(":", 1)[1].strip()
     if wf.status is WorkflowStatus.COMPENSATING:

@@ -70,9 +70,10 @@ def _compact(value: Any) -> str:
 
 def steps_table(wf: WorkflowState) -> Table:
     table = Table(title=f"{wf.name} {wf.id}", title_justify="left")
+    # Folded, never cut with an ellipsis: piped into a log, every name and error is whole.
     table.add_column("#", justify="right")
-    table.add_column("step")
-    table.add_column("status")
+    table.add_column("step", overflow="fold")
+    table.add_column("status", overflow="fold")
     table.add_column("attempts", justify="right")
     table.add_column("result / error", overflow="fold")
     for i, s in enumerate(wf.steps, 1):
