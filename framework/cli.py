@@ -222,7 +222,7 @@ def status(workflow_id: str, store: str | None, as_json: bool, history: bool) ->
     """Show one workflow: its status and its steps."""
     from rich.console import Console
 
-    from .console import describe, steps_table
+    from .console import describe, retry_lines, steps_table
 
     wf = _get_workflow(store, workflow_id)
     if as_json:
@@ -230,6 +230,8 @@ def status(workflow_id: str, store: str | None, as_json: bool, history: bool) ->
         return
     console = Console()
     console.print(steps_table(wf))
+    for line in retry_lines(wf):
+        console.print(line, soft_wrap=True, highlight=False)
     if history:
         for entry in wf.history:
             console.print(describe(entry), soft_wrap=not console.is_terminal)

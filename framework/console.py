@@ -90,6 +90,17 @@ def steps_table(wf: WorkflowState) -> Table:
     return table
 
 
+def retry_lines(wf: WorkflowState) -> list[str]:
+    """The effective retry policies, one line per policy with the steps that share it."""
+    shared: dict[str, list[str]] = {}
+    for s in wf.steps:
+        if s.kind == "action":
+            shared.setdefault(f"retry {s.retry.summary()}", []).append(s.name)
+        if s.compensation is not None:
+            shared.setdefault(f"undo retry {s.compensation.retry.summary()}", []).append(s.name)
+    return [f"{policy}: {', '.join(names)}" for policy, names in shared.items()]
+
+
 def restart_hint(wf: WorkflowState, store: str) -> str | None:
     """For a halted FAILED workflow: the command that runs it again from the step that
     stopped it, once the cause is fixed."""

@@ -241,6 +241,19 @@ class WorkflowDefinition:
         if problems:
             raise DefinitionError(problems)
 
+    def retry(self, step: StepSpec) -> RetryPolicy:
+        """A step's effective retry policy: its own `retry:` fields over the saga's defaults."""
+        base = self.spec.defaults.retry
+        return step.retry.over(base) if step.retry is not None else base
+
+    def compensation_retry(self, step: StepSpec) -> RetryPolicy | None:
+        """The effective retry policy of a step's compensation (None: it has none)."""
+        if step.compensation is None:
+            return None
+        base = self.spec.defaults.compensation_retry
+        own = step.compensation.retry
+        return own.over(base) if own is not None else base
+
     def instantiate(
         self, input: Mapping[str, Any] | None = None, session_id: str | None = None
     ) -> WorkflowState:
@@ -256,7 +269,7 @@ class WorkflowDefinition:
                     step_id=s.name,
                     action_type=s.compensation.action,
                     params=dict(s.compensation.params),
-                    retry=s.compensation.retry or d.compensation_retry,
+                    retry=self.compensation_retry(s) or d.compensation_retry,
                 )
             waits = s.kind != "action"
             steps.append(
@@ -266,7 +279,7 @@ class WorkflowDefinition:
                     action_type=s.action or "",
                     params=dict(s.params),
                     depends_on=list(self.dependencies[s.name]),
-                    retry=s.retry or d.retry,
+                    retry=self.retry(s),
                     # The default timeout is for actions; a wait (for a person) has its own.
                     timeout=s.timeout if waits else s.timeout or d.timeout,
                     pivot=s.pivot,

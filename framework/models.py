@@ -109,6 +109,27 @@ class RetryPolicy(_Doc):
         None, gt=0, description="seconds across all attempts, from the first dispatch"
     )
 
+    def over(self, base: RetryPolicy) -> RetryPolicy:
+        """This policy laid over `base` field by field: what this one was given wins, the
+        rest comes from `base` (a step's `retry: {max_attempts: 5}` keeps the saga's
+        `non_retryable`)."""
+        return base.model_copy(update={k: getattr(self, k) for k in self.model_fields_set})
+
+    def summary(self) -> str:
+        """One line for people: `3 attempts, 0.05s x2 up to 1s, jitter 0.1, not: BookingError`."""
+        parts = [f"{self.max_attempts} attempt{'s' if self.max_attempts != 1 else ''}"]
+        if self.max_attempts > 1:
+            parts.append(
+                f"{self.initial_interval:g}s x{self.backoff_rate:g} up to {self.max_interval:g}s"
+            )
+            if self.jitter:
+                parts.append(f"jitter {self.jitter:g}")
+        if self.deadline is not None:
+            parts.append(f"within {self.deadline:g}s")
+        if self.non_retryable:
+            parts.append(f"not retried: {', '.join(self.non_retryable)}")
+        return ", ".join(parts)
+
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
         """Seconds to wait after failed attempt number `attempt` (1-based)."""
         base = min(

@@ -226,8 +226,10 @@ def _dag(
     return nodes, edges, notes
 
 
-def from_definition(definition: WorkflowDefinition) -> Diagram:
-    """A saga: its steps as a chain or DAG, compensations as back edges, the pivot marked."""
+def from_definition(definition: WorkflowDefinition, detail: bool = False) -> Diagram:
+    """A saga: its steps as a chain or DAG, compensations as back edges, the pivot marked.
+    With `detail`, each step's effective retry policy (its own fields over the saga's
+    defaults) and its compensation's are noted on it."""
     steps = [
         (
             s.name,
@@ -240,6 +242,14 @@ def from_definition(definition: WorkflowDefinition) -> Diagram:
         for s in definition.steps
     ]
     nodes, edges, notes = _dag(steps)
+    if detail:
+        for spec in definition.steps:
+            if spec.kind == "action":
+                text = f"retry: {definition.retry(spec).summary()}"
+                undo = definition.compensation_retry(spec)
+                if undo is not None:
+                    text += f"; undo retry: {undo.summary()}"
+                notes.append(DiagramNote(spec.name, text))
     return Diagram(
         title=definition.name,
         nodes=tuple(nodes),
@@ -247,6 +257,7 @@ def from_definition(definition: WorkflowDefinition) -> Diagram:
         notes=tuple(notes),
         kind="definition",
         description=definition.spec.description,
+        detail=detail,
         direction="LR",
     )
 
@@ -537,7 +548,7 @@ def _live_chart(
 def from_loaded(obj: Chart | WorkflowDefinition, detail: bool = False) -> Diagram:
     """The diagram of whatever a YAML file held: a chart or a workflow definition."""
     if isinstance(obj, WorkflowDefinition):
-        return from_definition(obj)
+        return from_definition(obj, detail=detail)
     return from_chart(obj, detail=detail)
 
 
@@ -545,5 +556,5 @@ def from_path(path: str | Path, detail: bool = False) -> Diagram:
     """Load a chart or a workflow definition (told apart by `workflow:`) and extract it."""
     data, lines = load_yaml_file(path)
     if is_definition(data):
-        return from_definition(definition_from_data(data, lines, str(path)))
+        return from_definition(definition_from_data(data, lines, str(path)), detail=detail)
     return from_chart(chart_from_data(data, lines, str(path)), detail=detail)
