@@ -57,13 +57,12 @@ def validate(paths: tuple[str, ...]) -> None:
 @main.command()
 @click.option("--definition", is_flag=True, help="the schema of workflow definitions instead")
 def schema(definition: bool) -> None:
-    """Print the JSON Schema of the chart YAML format (or of workflow definitions)."""
+    """Print the JSON Schema of the chart YAML format (or of workflow definitions); the
+    shipped copies are statecharts/chart.schema.json and statecharts/definition.schema.json."""
     if definition:
-        from .definition import DefinitionSpec
+        from .definition import definition_json_schema
 
-        out = DefinitionSpec.model_json_schema()
-        out["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-        out["title"] = "statesaga workflow definition"
+        out = definition_json_schema()
     else:
         out = chart_json_schema()
     click.echo(json.dumps(out, indent=2, sort_keys=True))

@@ -97,10 +97,10 @@ class _Doc(BaseModel):
 class RetryPolicy(_Doc):
     """Exponential backoff: initial_interval * backoff_rate**(attempt-1), capped, with jitter."""
 
-    max_attempts: int = Field(3, ge=1)
-    initial_interval: float = Field(1.0, ge=0)
-    backoff_rate: float = Field(2.0, ge=1)
-    max_interval: float = Field(60.0, ge=0)
+    max_attempts: int = Field(3, ge=1, description="attempts in all, the first included")
+    initial_interval: float = Field(1.0, ge=0, description="seconds before the first retry")
+    backoff_rate: float = Field(2.0, ge=1, description="each delay is the previous times this")
+    max_interval: float = Field(60.0, ge=0, description="no delay is longer (seconds)")
     jitter: float = Field(0.0, ge=0, le=1, description="fraction of the delay drawn at random")
     non_retryable: list[str] = Field(
         default_factory=list, description="error type names that fail at once"
