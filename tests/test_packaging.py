@@ -127,5 +127,5 @@ def test_mypy_sees_the_types_of_the_readme_editable_install(tmp_path: Path) -> N
     )
     # statesaga is found and typed: the one error is the user's own, on line 6
     assert "import-not-found" not in out.stdout, out.stdout
-    assert out.stdout.splitlines()[0].startswith(f"{user}:6: error: Incompatible types"), out.stdout
+    assert out.stdout.splitlines()[0].startswith("user.py:6: error: Incompatible types"), out.stdout
     assert "Found 1 error" in out.stdout
