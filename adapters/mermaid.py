@@ -12,9 +12,18 @@ markers and the transitions between its children inside; the regions of a parall
 composites separated by `--`. A nested state's id is built from its path (`EXECUTING_CALLING_MODEL`,
 labelled `CALLING_MODEL`), because Mermaid's ids are global to the diagram. Each transition is
 written in the innermost composite holding both its ends. Mermaid cannot draw a transition
-between states inside two different composites (nor apply a classDef within a composite), so
-such a transition is still emitted with its real ends at their common level, where Mermaid's
-layout may draw it loosely, and live states inside composites show their status as text.
+between states inside two different composites, so such a transition is still emitted with
+its real ends at their common level, where Mermaid's layout may draw it loosely.
+
+Live views. A state with a status is declared with its label first (`state "reserve_flight"
+as reserve_flight`, then `reserve_flight : COMPENSATED`): a bare `id : text` line would make
+the text the state's only label. Transitions between the same two states share one arrow (a
+line of text each), and a level that starts in several states starts at a `<<fork>>` bar.
+Mermaid has no dashed or thick transition of its own, so a `themeCSS` setting in the front
+matter styles the compensations and the path taken, selecting Mermaid's edges by their
+`data-id` (`edge<n>`, numbered in document order, notes included); the ↩ marks and the path
+numbers say the same in a viewer that ignores it. tests/test_mermaid_real.py checks the
+numbering against the real Mermaid.
 """
 
 from __future__ import annotations

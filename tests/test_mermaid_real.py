@@ -133,6 +133,8 @@ def test_a_halted_saga_shows_its_failed_end_and_reason(drawn: dict[str, Any]) ->
     assert UNDO_MARK not in texts  # ... but no way back is drawn: nothing was undone
     texts = " ".join(drawn["rendered"]["live-compensation-failed-steps"].texts())
     assert "compensation of reserve_hotel failed" in texts and "COMPLETED, not undone" in texts
+    step = " ".join(drawn["rendered"]["live-compensation-failed-step-reserve_hotel"].texts())
+    assert "undo failed꞉ RuntimeError꞉ hotel API down" in step  # Mermaid-safe colons
     texts = drawn["rendered"]["live-compensated-steps"].texts()
     assert "COMPLETED" not in texts and "COMPENSATED" in texts
 

@@ -15,6 +15,7 @@ from statesaga.definition import WorkflowDefinition, definition_from_data, is_de
 from statesaga.lifecycles import lifecycle
 from statesaga.models import (
     HistoryEntry,
+    SagaStep,
     StepStatus,
     WorkflowState,
     WorkflowStatus,
@@ -302,7 +303,7 @@ def from_instance(
             here,
             [h for h in wf.history if h.step == s.name],
             f"{wf.name} {wf.id} step {s.name}: {', '.join(here)}",
-            f"{s.error.type}: {s.error.message}" if s.error and s.status in _STOPPED else None,
+            _step_trouble(s),
         )
     descriptions = {s.name: s.description for s in definition.steps} if definition else {}
     steps = [
@@ -457,6 +458,16 @@ def _live_steps(
         kind="instance",
         direction="LR",
     )
+
+
+def _step_trouble(step: SagaStep) -> str | None:
+    """What went wrong with a step that stopped or waits to retry, for its live view."""
+    comp = step.compensation
+    if step.status is StepStatus.COMPENSATION_FAILED and comp is not None and comp.error:
+        return f"undo failed: {comp.error.type}: {comp.error.message}"
+    if step.error is not None and step.status in _STOPPED:
+        return f"{step.error.type}: {step.error.message}"
+    return None
 
 
 def _top(path: str) -> str:
