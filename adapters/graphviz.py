@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from dataclasses import replace
 
 from statesaga.diagram.model import (
     PALETTE,
@@ -68,6 +69,25 @@ def edge_text(e: DiagramEdge) -> str:
     if e.taken:
         text = f"{order_text(e.taken)} {text}"
     return text.strip()
+
+
+def drawn_edges(diagram: Diagram) -> list[tuple[DiagramEdge, str]]:
+    """The edges as drawn, each with its label. The loops of one state (of one kind) become
+    one loop with a line each: Graphviz stacks the labels of several loops on one node on
+    top of each other."""
+    out: list[tuple[DiagramEdge, str]] = []
+    loops: dict[tuple[str, str], int] = {}
+    for e in diagram.edges:
+        key = (e.src, e.kind)
+        if e.src == e.dst and key in loops:
+            first, text = out[loops[key]]
+            merged = replace(first, taken=tuple(sorted({*first.taken, *e.taken})))
+            out[loops[key]] = (merged, f"{text}\n{edge_text(e)}")
+            continue
+        if e.src == e.dst:
+            loops[key] = len(out)
+        out.append((e, edge_text(e)))
+    return out
 
 
 def node_text(n: DiagramNode) -> str:
@@ -143,9 +163,11 @@ class DotRenderer:
         )
 
     def render(self, diagram: Diagram) -> str:
+        drawn = drawn_edges(diagram)
         return str(
             self._template.render(
                 diagram=diagram,
+                drawn=drawn,
                 palette=PALETTE,
                 text_colour=text_colour,
                 undo_colour=UNDO_COLOUR,
@@ -153,7 +175,7 @@ class DotRenderer:
                 markers=_markers(diagram),
                 edge_text=edge_text,
                 node_text=node_text,
-                ends=[edge_ends(diagram, e.src, e.dst) for e in diagram.edges],
+                ends=[edge_ends(diagram, e.src, e.dst) for e, _ in drawn],
                 note_ends=[entry_end(diagram, n.target) for n in diagram.notes],
                 ends_of=lambda node_id: entry_end(diagram, node_id),
                 cluster=_cluster,

@@ -19,7 +19,7 @@ from statesaga.chart import load_chart
 from statesaga.cli import validate_file
 from statesaga.context import StepContext
 from statesaga.definition import load_definition
-from statesaga.diagram import Diagram, from_chart, from_instance, from_loaded
+from statesaga.diagram import Diagram, from_chart, from_definition, from_instance, from_loaded
 from statesaga.engine import Engine
 from statesaga.examples import DIR as EXAMPLES
 from statesaga.examples import path as example_path
@@ -84,6 +84,15 @@ def all_diagrams() -> list[tuple[str, Diagram]]:
     out.append(("hostile-detail", from_chart(load_chart(hostile_chart()), detail=True)))
     out.append(("nested", from_chart(load_chart(nested_chart()))))
     out.append(("nested-detail", from_chart(load_chart(nested_chart()), detail=True)))
+    fan_out = {
+        "workflow": "fan_out",
+        "steps": [
+            {"name": "left", "action": "a", "depends_on": [], "compensation": "undo"},
+            {"name": "right", "action": "a", "depends_on": []},
+            {"name": "join", "action": "a", "depends_on": ["left", "right"]},
+        ],
+    }
+    out.append(("fan-out", from_definition(load_definition(fan_out))))
     hostile_nested = load_chart(hostile_nested_chart())
     out.append(("hostile-nested", from_chart(hostile_nested, detail=True)))
     return out

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import diagram_helpers as H  # registered by conftest.py (importlib mode)
 import pytest
-from statesaga.adapters.graphviz import DOT_MISSING, dot_id, dot_label, run_dot
+from statesaga.adapters.graphviz import DOT_MISSING, dot_id, dot_label, drawn_edges, run_dot
 from statesaga.adapters.mermaid import mermaid_id, mermaid_ids, mermaid_label
 from statesaga.chart import load_chart
 from statesaga.definition import load_definition
@@ -46,14 +46,22 @@ def test_dot_accepts_every_diagram(diagram: Diagram) -> None:
     # every leaf node, plus one start marker per initial and one end marker per final, plus
     # notes; every compound node is a cluster
     leaves = [n for n in diagram.nodes if not diagram.is_compound(n.id)]
+    levels = [None, *(n.id for n in diagram.nodes if diagram.is_compound(n.id))]
+    starts = [len(diagram.initial_in(level)) for level in levels]
+    forks = sum(1 for n in starts if n > 1)
     assert len(nodes) == (
-        len(leaves) + len(diagram.initial) + len(diagram.finals) + len(diagram.notes)
+        len(leaves) + sum(1 for n in starts if n) + forks + len(diagram.finals) + len(diagram.notes)
     )
     clusters = [g for g in root.iter(f"{SVG}g") if g.get("class") == "cluster"]
     assert len(clusters) == len(diagram.nodes) - len(leaves)
     edges = [g for g in root.iter(f"{SVG}g") if g.get("class") == "edge"]
+    # the loops of one state and kind share one edge (a line each); one start per level,
+    # through a fork bar when a level starts in several states
     assert len(edges) == (
-        len(diagram.edges) + len(diagram.initial) + len(diagram.finals) + len(diagram.notes)
+        len(drawn_edges(diagram))
+        + sum(n + 1 if n > 1 else n for n in starts)
+        + len(diagram.finals)
+        + len(diagram.notes)
     )
 
 

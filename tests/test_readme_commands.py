@@ -202,6 +202,17 @@ def _env(home: Path) -> dict[str, str]:
     return env
 
 
+def _bash(script: str, workspace: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", "-c", script],
+        cwd=workspace,
+        env=_env(workspace.parent / "home"),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
 def _redis_hostport(url: str) -> str:
     return url.split("://", 1)[1].split("/", 1)[0]
 
@@ -223,14 +234,7 @@ def test_readme_block_runs_as_written(
     script = PRELUDE + "\n".join(
         f"echo {shlex.quote('+ ' + adapt(c, redis))} >&2\n{adapt(c, redis)}" for c in cmds
     )
-    res = subprocess.run(
-        ["bash", "-c", script],
-        cwd=workspace,
-        env=_env(workspace.parent / "home"),
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    res = _bash(script, workspace)
     assert res.returncode == 0, (
         f"{block.id} failed (exit {res.returncode}):\n{res.stderr[-4000:]}\n{res.stdout[-2000:]}"
     )
@@ -253,13 +257,7 @@ def _run_console(block: Block, workspace: Path) -> None:
             steps[-1][1].append(line)
     assert steps, f"{block.id}: a console block with no `$ ` command"
     for cmd, shown in steps:
-        res = subprocess.run(
-            ["bash", "-c", cmd],
-            cwd=workspace,
-            env=_env(workspace.parent / "home"),
-            capture_output=True,
-            text=True,
-        )
+        res = _bash(cmd, workspace)
         got = (res.stdout + res.stderr).splitlines()
         for want in shown:
             if want.strip() in ("", "..."):

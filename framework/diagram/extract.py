@@ -6,6 +6,7 @@ of a renderer is deterministic and a diff of a regenerated picture follows a dif
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
@@ -398,19 +399,7 @@ def _live_steps(
         position += 1
         for i in hit:
             taken.setdefault(i, []).append(position)
-    live_edges = [
-        DiagramEdge(
-            e.src,
-            e.dst,
-            e.label,
-            e.guards,
-            e.effects,
-            e.kind,
-            e.description,
-            tuple(taken.get(i, ())),
-        )
-        for i, e in enumerate(edges)
-    ]
+    live_edges = [replace(e, taken=tuple(taken.get(i, ()))) for i, e in enumerate(edges)]
     halted_by_undo = any(s.status is StepStatus.COMPENSATION_FAILED for s in wf.steps)
     live_nodes = []
     for n in nodes:
@@ -532,19 +521,7 @@ def _live_chart(
         )
         for s in base.nodes
     )
-    edges = tuple(
-        DiagramEdge(
-            e.src,
-            e.dst,
-            e.label,
-            e.guards,
-            e.effects,
-            e.kind,
-            e.description,
-            tuple(taken.get(i, ())),
-        )
-        for i, e in enumerate(base.edges)
-    )
+    edges = tuple(replace(e, taken=tuple(taken.get(i, ()))) for i, e in enumerate(base.edges))
     notes = (DiagramNote(current[0], reason),) if reason and current else ()
     return Diagram(
         title=title,
