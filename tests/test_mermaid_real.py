@@ -13,7 +13,7 @@ import pytest
 import yaml
 from statesaga import Engine
 from statesaga.adapters.mermaid import UNDO_MARK
-from statesaga.definition import WorkflowDefinition, definition_from_data, load_definition
+from statesaga.definition import definition_from_data
 from statesaga.diagram import Diagram, from_instance, get_renderer
 from statesaga.diagram.regenerate import generate
 from statesaga.examples import path as example_path
@@ -212,8 +212,3 @@ def test_a_fork_starts_independent_steps(drawn: dict[str, Any]) -> None:
     assert "state fork_start <<fork>>" in text and "[*] --> fork_start" in text
     assert text.count("[*] -->") == 1
     assert drawn["rendered"]["live-fan-out"].svg.count("fork-join") >= 1
-
-
-def test_definitions_still_load(tmp_path: Path) -> None:
-    # the definitions used above are the shipped ones
-    assert isinstance(load_definition(example_path("trip")), WorkflowDefinition)
