@@ -19,8 +19,18 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from dataclasses import replace
 
-from statesaga.diagram.model import PALETTE, Diagram, DiagramEdge, DiagramNode
+from statesaga.diagram.model import (
+    PALETTE,
+    TAKEN_COLOUR,
+    UNDO_COLOUR,
+    Diagram,
+    DiagramEdge,
+    DiagramNode,
+    order_text,
+    text_colour,
+)
 from statesaga.diagram.render import SOURCE_MARK, source_digest, template_env
 from statesaga.errors import AdapterError
 
@@ -50,15 +60,34 @@ def dot_label(text: str) -> str:
 
 
 def edge_text(e: DiagramEdge) -> str:
-    """`trigger [guard, guard]` then `/ effects` on a second line; the taken order in front."""
+    """`trigger [guard, guard]` then `/ effects` on a second line; the path positions in front."""
     text: str = e.label
     if e.guards:
         text += f" [{', '.join(e.guards)}]"
     if e.effects:
         text += f"\n/ {', '.join(e.effects)}"
     if e.taken:
-        text = f"{e.taken}. {text}"
+        text = f"{order_text(e.taken)} {text}"
     return text.strip()
+
+
+def drawn_edges(diagram: Diagram) -> list[tuple[DiagramEdge, str]]:
+    """The edges as drawn, each with its label. The loops of one state (of one kind) become
+    one loop with a line each: Graphviz stacks the labels of several loops on one node on
+    top of each other."""
+    out: list[tuple[DiagramEdge, str]] = []
+    loops: dict[tuple[str, str], int] = {}
+    for e in diagram.edges:
+        key = (e.src, e.kind)
+        if e.src == e.dst and key in loops:
+            first, text = out[loops[key]]
+            merged = replace(first, taken=tuple(sorted({*first.taken, *e.taken})))
+            out[loops[key]] = (merged, f"{text}\n{edge_text(e)}")
+            continue
+        if e.src == e.dst:
+            loops[key] = len(out)
+        out.append((e, edge_text(e)))
+    return out
 
 
 def node_text(n: DiagramNode) -> str:
@@ -81,8 +110,20 @@ def _markers(diagram: Diagram) -> dict[str, object]:
         taken.add(name)
         return name
 
+    levels = [None, *(n.id for n in diagram.nodes if diagram.is_compound(n.id))]
     return {
-        "start": {n.id: fresh(f"[*] start {n.id}") for n in diagram.initial},
+        "start": {
+            level: fresh(f"[*] start {diagram.initial_in(level)[0].id}")
+            for level in levels
+            if diagram.initial_in(level)
+        },
+        # A level that starts in several states at once (independent steps) starts at one
+        # marker and forks, as the Mermaid drawing does.
+        "fork": {
+            level: fresh(f"[fork] {level or ''}")
+            for level in levels
+            if len(diagram.initial_in(level)) > 1
+        },
         "end": {n.id: fresh(f"[*] end {n.id}") for n in diagram.finals},
         "note": [fresh(f"[note] {i} {note.target}") for i, note in enumerate(diagram.notes)],
     }
@@ -122,14 +163,19 @@ class DotRenderer:
         )
 
     def render(self, diagram: Diagram) -> str:
+        drawn = drawn_edges(diagram)
         return str(
             self._template.render(
                 diagram=diagram,
+                drawn=drawn,
                 palette=PALETTE,
+                text_colour=text_colour,
+                undo_colour=UNDO_COLOUR,
+                taken_colour=TAKEN_COLOUR,
                 markers=_markers(diagram),
                 edge_text=edge_text,
                 node_text=node_text,
-                ends=[edge_ends(diagram, e.src, e.dst) for e in diagram.edges],
+                ends=[edge_ends(diagram, e.src, e.dst) for e, _ in drawn],
                 note_ends=[entry_end(diagram, n.target) for n in diagram.notes],
                 ends_of=lambda node_id: entry_end(diagram, node_id),
                 cluster=_cluster,

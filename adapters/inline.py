@@ -53,7 +53,10 @@ class InlineQueue:
             if deadline is not None and now >= deadline:
                 return
             if due > now:
-                time.sleep(min(due - now, deadline - now if deadline is not None else due - now))
+                # At most a second at a time, so `until` (a caller's progress report, a
+                # cancel seen in the store) is asked during a long retry delay or sleep too.
+                left = deadline - now if deadline is not None else due - now
+                time.sleep(min(due - now, left, 1.0))
                 continue
             with self._lock:
                 _, _, job = heapq.heappop(self._heap)

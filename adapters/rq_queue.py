@@ -169,6 +169,12 @@ class RQQueue:
 
         return f"RQQueue({location(self.connection)!r}, queue={self.name!r})"
 
+    def worker_count(self) -> int:
+        """How many RQ workers listen on this queue now (`statesaga run` says when none)."""
+        from rq import Worker
+
+        return len(Worker.all(queue=self.rq_queue))
+
     # -- what tests and operators look at --------------------------------------------------
     def scheduled_job_ids(self) -> list[str]:
         """Ids of jobs waiting in RQ's ScheduledJobRegistry for their due time."""

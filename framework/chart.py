@@ -27,10 +27,16 @@ class StateSpec(_Strict):
     """One state of a chart; with `states` it is compound (one active child, entered at
     `initial`), with `parallel: true` its children are regions that are all active at once."""
 
-    name: str = Field(min_length=1)
-    description: str = ""
-    final: bool = Field(False, strict=True)
-    tags: tuple[str, ...] = ()
+    name: str = Field(
+        min_length=1, description="the state's name, unique among its siblings (no '.' or '*')"
+    )
+    description: str = Field("", description="what being in this state means (diagram notes)")
+    final: bool = Field(
+        False, strict=True, description="nothing leaves it: an end of the lifecycle"
+    )
+    tags: tuple[str, ...] = Field(
+        (), description="labels such as success, failure, rolled_back, halted (diagram colours)"
+    )
     initial: str | None = Field(None, description="the child entered first (compound states)")
     parallel: bool = Field(
         False, strict=True, description="children are regions, all active at once"
@@ -49,8 +55,10 @@ class StateSpec(_Strict):
 class EffectRef(_Strict):
     """An effect named on a transition, with optional keyword arguments."""
 
-    name: str = Field(min_length=1)
-    args: dict[str, Any] = Field(default_factory=dict)
+    name: str = Field(min_length=1, description="a registered effect (built-in or a plugin's)")
+    args: dict[str, Any] = Field(
+        default_factory=dict, description="keyword arguments passed to the effect"
+    )
 
     def __hash__(self) -> int:
         return hash((self.name, json.dumps(self.args, sort_keys=True, default=str)))
@@ -62,12 +70,23 @@ class TransitionSpec(_Strict):
     A guard written `not NAME` must be false.
     """
 
-    trigger: str = Field(min_length=1)
-    source: tuple[str, ...]
-    dest: str = Field(min_length=1)
-    guards: tuple[str, ...] = ()
-    effects: tuple[EffectRef, ...] = ()
-    description: str = ""
+    trigger: str = Field(min_length=1, description="the event that fires this transition")
+    source: tuple[str, ...] = Field(
+        description="the state(s) it leaves, by path (EXECUTING.CALLING_MODEL); a compound "
+        "state's transition applies in each of its children"
+    )
+    dest: str = Field(min_length=1, description="the state it enters, by path")
+    guards: tuple[str, ...] = Field(
+        (),
+        description="registered guards that must all hold (`not NAME`: must not); the first "
+        "transition whose guards hold wins",
+    )
+    effects: tuple[EffectRef, ...] = Field(
+        (),
+        description="what happens when it fires, in order: `persist`, `{enqueue: {delay: "
+        "retry}}` or `{name: ..., args: ...}`",
+    )
+    description: str = Field("", description="why this transition exists (diagram tooltips)")
 
     @field_validator("source", mode="before", json_schema_input_type=str | list[str])
     @classmethod
@@ -114,15 +133,19 @@ class ChartSpec(_Strict):
     """The YAML format of a state table (its JSON Schema is published as chart.schema.json)."""
 
     chart: str = Field(min_length=1, description="the chart's name")
-    description: str = ""
+    description: str = Field("", description="what this lifecycle is for")
     extends: str | None = Field(
         None,
         description="a shipped lifecycle (workflow, step, todo) or a chart file this one adds "
         "sub-states, transitions between them and effects to",
     )
     initial: str | None = Field(None, min_length=1, description="required unless extends")
-    states: tuple[StateSpec, ...] = ()
-    transitions: tuple[TransitionSpec, ...] = ()
+    states: tuple[StateSpec, ...] = Field(
+        (), description="the states, in the order diagrams draw them"
+    )
+    transitions: tuple[TransitionSpec, ...] = Field(
+        (), description="the transitions; for one trigger and state, the first that applies wins"
+    )
 
 
 SEP = "."

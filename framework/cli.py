@@ -18,6 +18,7 @@ from .chart import chart_from_data, chart_json_schema
 from .definition import definition_from_data, is_definition
 from .errors import DefinitionError, StatesagaError
 from .logs import LOG_FORMATS, LOG_LEVELS, LogFormat, configure_logging, set_level
+from .models import WorkflowStatus
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -169,16 +170,15 @@ def validate(paths: tuple[str, ...], handlers: tuple[str, ...]) -> None:
 )
 def schema(definition: bool, input_of: str | None) -> None:
     """Print the JSON Schema of the chart YAML format (or of workflow definitions, or of one
-    definition's input)."""
+    definition's input); the shipped copies are statecharts/chart.schema.json and
+    statecharts/definition.schema.json."""
     if input_of is not None:
         _input_schema(input_of)
         return
     if definition:
-        from .definition import DefinitionSpec
+        from .definition import definition_json_schema
 
-        out = DefinitionSpec.model_json_schema()
-        out["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-        out["title"] = "statesaga workflow definition"
+        out = definition_json_schema()
     else:
         out = chart_json_schema()
     click.echo(json.dumps(out, indent=2, sort_keys=True))
@@ -306,11 +306,36 @@ _store_option = click.option(
     "--store",
     "store",
     default=None,
-    help="store URL (default: $STATESAGA_STORE or sqlite:///statesaga.db)",
+    envvar="STATESAGA_STORE",
+    show_envvar=True,
+    help="store URL (default: sqlite:///statesaga.db)",
 )
 _queue_option = click.option(
-    "--queue", "queue", default=None, help="queue URL (default: $STATESAGA_QUEUE or inline://)"
+    "--queue",
+    "queue",
+    default=None,
+    envvar="STATESAGA_QUEUE",
+    show_envvar=True,
+    help="queue URL (default: inline://)",
 )
+
+
+class _RendererChoice(click.Choice):  # type: ignore[type-arg]
+    """The installed renderers (plugins included) and `all`: a fixed choice for help, errors
+    and shell completion, read from the entry points only when first needed."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+
+    @property  # type: ignore[override]
+    def choices(self) -> tuple[str, ...]:
+        from .diagram import renderer_names
+
+        return (*renderer_names(), "all")
+
+    @choices.setter
+    def choices(self, value: Any) -> None:
+        pass
 
 
 @main.command()
@@ -336,7 +361,7 @@ def run(
     """Run a workflow definition to its end; exit 0 when COMPLETED, 1 otherwise."""
     from rich.console import Console
 
-    from .console import open_engine, run_with_progress
+    from .console import Interrupted, open_engine, run_with_progress
     from .definition import load_definition
     from .models import WorkflowStatus
 
@@ -346,7 +371,11 @@ def run(
     engine = open_engine(store, queue, d, *_allowed(handlers, definition))
     _check_reachable(engine)
     console = Console(stderr=as_json, quiet=as_json)
-    wf = run_with_progress(engine, d, data, console, session_id=session, timeout=timeout)
+    try:
+        wf = run_with_progress(engine, d, data, console, session_id=session, timeout=timeout)
+    except Interrupted as stop:
+        _echo_left_running(stop.workflow, store, queue, "interrupted")
+        sys.exit(130)
     if as_json:
         click.echo(wf.model_dump_json(indent=2))
     from .engine import waiting_for_signal
@@ -354,6 +383,10 @@ def run(
     if waiting_for_signal(wf):  # a person must act (issue 11): say how, and leave it waiting
         _echo_waiting(wf, err=as_json)
         sys.exit(0)
+    if not engine.has_ended(wf.status.value) and wf.status is not WorkflowStatus.FAILED:
+        _echo_left_running(wf, store, queue, f"--timeout {timeout:g}s reached")
+    elif wf.status is WorkflowStatus.FAILED:
+        _echo_halted(wf, store, err=True)
     sys.exit(0 if wf.status is WorkflowStatus.COMPLETED else 1)
 
 
@@ -366,6 +399,32 @@ def _check_reachable(engine: Any) -> None:
         check()
 
 
+def _echo_left_running(wf: Any, store: str | None, queue: str | None, why: str) -> None:
+    """`run` stopped waiting (a timeout, Ctrl+C) but the workflow goes on: say which one,
+    what it waits for, and how to follow or cancel it."""
+    from .console import follow_up, queue_url, store_url, waiting_on
+
+    in_process = queue_url(queue).startswith("inline:")
+    left = (
+        "stopped here: it resumes when `statesaga recover` finds it"
+        if in_process
+        else "still runs on the workers"
+    )
+    click.echo(f"{why}: {wf.id} is {wf.status.value} and {left}", err=True)
+    for line in waiting_on(wf):
+        click.echo(f"  {line}", err=True)
+    for line in follow_up(wf, store_url(store), None if in_process else queue_url(queue)):
+        click.echo(f"  {line}", err=True)
+
+
+def _echo_halted(wf: Any, store: str | None, err: bool = False) -> None:
+    from .console import restart_hint, store_url
+
+    hint = restart_hint(wf, store_url(store))
+    if hint:
+        click.echo(f"{wf.id} {hint}", err=err)
+
+
 @main.command()
 @click.argument("workflow_id")
 @_store_option
@@ -376,23 +435,48 @@ def status(workflow_id: str, store: str | None, as_json: bool, history: bool) ->
     """Show one workflow: its status and its steps."""
     from rich.console import Console
 
-    from .console import describe, steps_table, store_url
-    from .plugins import open_existing_store
+    from .console import describe, retry_lines, steps_table
 
-    wf = open_existing_store(store_url(store)).get(workflow_id)
+    wf = _get_workflow(store, workflow_id)
     if as_json:
         click.echo(wf.model_dump_json(indent=2))
         return
     console = Console()
     console.print(steps_table(wf))
+    for line in retry_lines(wf):
+        console.print(line, soft_wrap=True, highlight=False)
     if history:
         for entry in wf.history:
-            console.print(describe(entry))
+            console.print(describe(entry), soft_wrap=not console.is_terminal)
+    _echo_halted(wf, store)
+
+
+def _get_workflow(store: str | None, workflow_id: str) -> Any:
+    """The stored workflow; when it is not there, say which store was looked in."""
+    from .console import DEMO_STORE, shown_url, store_url
+    from .errors import NotFoundError
+    from .plugins import open_existing_store
+
+    url = store_url(store)
+    try:
+        return open_existing_store(url).get(workflow_id)
+    except NotFoundError:
+        demo = "" if url == DEMO_STORE else f" (`statesaga demo` uses --store {DEMO_STORE})"
+        raise StatesagaError(
+            f"workflow {workflow_id} not found in {shown_url(url)}; give the store it was run "
+            f"with: --store URL or STATESAGA_STORE{demo}"
+        ) from None
 
 
 @main.command(name="list")
 @click.option("--session", default=None)
-@click.option("--status", "status_", default=None, help="e.g. RUNNING, COMPENSATED")
+@click.option(
+    "--status",
+    "status_",
+    default=None,
+    type=click.Choice([s.value for s in WorkflowStatus], case_sensitive=False),
+    help="only workflows in this status",
+)
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="at most N workflows")
 @_store_option
 @click.option("--json", "as_json", is_flag=True, help="one JSON summary per line")
@@ -402,16 +486,9 @@ def list_(
 ) -> None:
     """List workflows, oldest first, filtered by session and/or status."""
     from .console import store_url
-    from .models import WorkflowStatus
     from .plugins import open_existing_store
 
-    try:
-        wanted = WorkflowStatus(status_.upper()) if status_ else None
-    except ValueError:
-        raise click.BadParameter(
-            f"{status_!r}; one of {', '.join(s.value for s in WorkflowStatus)}",
-            param_hint="--status",
-        ) from None
+    wanted = WorkflowStatus(status_.upper()) if status_ else None
     opened = open_existing_store(store_url(store))
     for wf in opened.list(session_id=session, status=wanted, limit=limit):
         if as_json:
@@ -461,7 +538,8 @@ def demo(store: str | None) -> None:
     "fmt",
     default="mermaid",
     show_default=True,
-    help="a renderer (mermaid, dot, svg, md, or a plugin's) or `all` (needs -o)",
+    type=_RendererChoice(),
+    help="a renderer (a plugin's too) or `all` (needs -o)",
 )
 @click.option("--detail", is_flag=True, help="charts: also effects and state descriptions")
 @click.option(
@@ -477,7 +555,9 @@ def demo(store: str | None) -> None:
     "--store",
     "store_url",
     default=None,
-    help="store URL for --instance (default: $STATESAGA_STORE or sqlite:///statesaga.db)",
+    envvar="STATESAGA_STORE",
+    show_envvar=True,
+    help="store URL for --instance (default: sqlite:///statesaga.db)",
 )
 @click.option(
     "--view",
@@ -513,25 +593,18 @@ def diagram(
 ) -> None:
     """Draw charts or workflow definitions (PATH...), or a stored workflow (--instance)."""
 
-    from . import plugins
     from .diagram import Diagram, from_instance, from_loaded, get_renderer, renderer_names
 
     if bool(paths) == bool(instance):
         raise click.UsageError("give either PATH... or --instance WF-ID")
     names = renderer_names()
-    if fmt != "all" and fmt not in names:
-        raise click.BadParameter(
-            f"{fmt!r}; one of {', '.join([*names, 'all'])}", param_hint="--format"
-        )
     if fmt == "all" and out_dir is None:
         raise click.UsageError("--format all writes several files; give -o DIR")
     renderers = [get_renderer(n) for n in (names if fmt == "all" else [fmt])]
 
     todo: list[tuple[str, Diagram]] = []
     if instance:
-        from .console import store_url as default_store
-
-        wf = plugins.open_existing_store(default_store(store_url)).get(instance)
+        wf = _get_workflow(store_url, instance)
         from .definition import load_definition
 
         d = load_definition(definition_path) if definition_path else None
@@ -571,13 +644,17 @@ def diagram(
     "--queue",
     "queue",
     default=None,
-    help="rq:// queue URL (default: $STATESAGA_QUEUE or rq://127.0.0.1:6379/0?queue=statesaga)",
+    envvar="STATESAGA_QUEUE",
+    show_envvar=True,
+    help="rq:// queue URL (default: rq://127.0.0.1:6379/0?queue=statesaga)",
 )
 @click.option(
     "--store",
     "store",
     default=None,
-    help="store URL shared by every worker (default: $STATESAGA_STORE or sqlite:///statesaga.db)",
+    envvar="STATESAGA_STORE",
+    show_envvar=True,
+    help="store URL shared by every worker (default: sqlite:///statesaga.db)",
 )
 @_handlers_option
 @click.option("--burst", is_flag=True, help="quit once the queue is empty")
@@ -648,7 +725,11 @@ def _worker_log_level(given: str | None) -> str:
 @main.command()
 @click.option("--group", "groups", multiple=True, help="only this entry-point group (repeatable)")
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per plugin")
-@click.option("--strict", is_flag=True, help="exit 1 when a plugin fails to load")
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="exit 1 when a plugin fails to load (a missing optional extra is not a failure)",
+)
 def plugins(groups: tuple[str, ...], as_json: bool, strict: bool) -> None:
     """List installed plugins (group, name, module, version); report any that fail to load."""
     from dataclasses import asdict
@@ -656,19 +737,33 @@ def plugins(groups: tuple[str, ...], as_json: bool, strict: bool) -> None:
     from .plugins import installed
 
     found = [p for p in installed() if not groups or p.group in groups]
-    broken = [p for p in found if p.error]
+    # A built-in adapter whose optional extra is not installed is not broken, just absent.
+    broken = [p for p in found if p.error and not p.missing_extra]
     if as_json:
         for p in found:
             click.echo(json.dumps(asdict(p), sort_keys=True))
     else:
         rows = [
-            (p.group, p.name, p.value or p.module, p.version or "-", p.error or "ok") for p in found
+            (
+                p.group,
+                p.name,
+                p.value or p.module,
+                p.version or "-",
+                f"not installed: pip install 'statesaga[{p.missing_extra}]'"
+                if p.missing_extra
+                else p.error or "ok",
+            )
+            for p in found
         ]
         header = ("GROUP", "NAME", "MODULE", "VERSION", "STATUS")
         widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
         for row in [header, *rows]:
             cells = [c.ljust(w) for c, w in zip(row[:4], widths, strict=True)]
             click.echo("  ".join([*cells, row[4]]))
+    absent = sorted({p.missing_extra for p in found if p.missing_extra})
+    if absent and not as_json:
+        extras = ",".join(a for a in absent if a)
+        click.echo(f"optional extras not installed: pip install 'statesaga[{extras}]'", err=True)
     if broken:
         # A broken third-party plugin must not hide the others: report it and go on.
         names = ", ".join(f"{p.group}:{p.name}" for p in broken)
@@ -775,13 +870,44 @@ def cancel(
 ) -> None:
     """Cancel a workflow: the step in flight finishes, nothing new starts, completed steps are
     compensated in reverse. A finished workflow cannot be cancelled (exit 1)."""
+    from .errors import StateError, TransitionError
+
     engine = _recovery_engine(store, queue, handlers)
-    wf = engine.cancel(workflow_id, force=force, by="cli")
+    try:
+        wf = engine.cancel(workflow_id, force=force, by="cli")
+    except (TransitionError, StateError) as exc:
+        current = engine.get(workflow_id)
+        if isinstance(exc, StateError) and current.status is not WorkflowStatus.FAILED:
+            raise
+        _fail(_why_not_cancelled(current, store))
     click.echo(f"{wf.id} {wf.status.value}")
     _run_inline(engine, [wf.id], None)
     final = engine.get(workflow_id)
     if final.status is not wf.status:
         click.echo(f"{final.id} {final.status.value}")
+
+
+def _why_not_cancelled(wf: Any, store: str | None) -> str:
+    """A refused cancel in the operator's words (not the chart's trigger names)."""
+    from .console import follow_up, restart_hint, store_url
+
+    watch = follow_up(wf, store_url(store))[0].split(":", 1)[1].strip()
+    if wf.status is WorkflowStatus.COMPENSATING:
+        return (
+            f"{wf.id} is already being compensated (COMPENSATING): its completed steps are "
+            f"being undone, so there is nothing left to cancel; watch it: {watch}"
+        )
+    if wf.status is WorkflowStatus.CANCELLING:
+        return (
+            f"{wf.id} is already being cancelled (CANCELLING): the step in flight finishes, "
+            f"then the saga unwinds; `statesaga cancel {wf.id} --force` compensates at once"
+        )
+    if wf.status is WorkflowStatus.FAILED:
+        return (
+            f"{wf.id} is halted FAILED and cannot be cancelled (nothing past the pivot is "
+            f"undone); {restart_hint(wf, store_url(store))}"
+        )
+    return f"{wf.id} is {wf.status.value} and cannot be cancelled now; watch it: {watch}"
 
 
 @main.command(name="check-crashes")

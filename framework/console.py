@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import time
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Console
@@ -17,7 +20,7 @@ from . import plugins
 from .allowlist import AllowList
 from .definition import WorkflowDefinition, load_definition
 from .engine import Engine
-from .models import HistoryEntry, StepStatus, WorkflowState, WorkflowStatus
+from .models import HistoryEntry, StepStatus, WorkflowState, WorkflowStatus, halt_reason
 from .plugins import DEFAULT_QUEUE, DEFAULT_STORE
 from .redact import redact
 from .registry import Registry
@@ -81,9 +84,10 @@ def _compact(value: Any) -> str:
 
 def steps_table(wf: WorkflowState) -> Table:
     table = Table(title=f"{wf.name} {wf.id}", title_justify="left")
+    # Folded, never cut with an ellipsis: piped into a log, every name and error is whole.
     table.add_column("#", justify="right")
-    table.add_column("step")
-    table.add_column("status")
+    table.add_column("step", overflow="fold")
+    table.add_column("status", overflow="fold")
     table.add_column("attempts", justify="right")
     table.add_column("result / error", overflow="fold")
     for i, s in enumerate(wf.steps, 1):
@@ -95,8 +99,41 @@ def steps_table(wf: WorkflowState) -> Table:
             detail += f"  undo: {_compact(s.compensation.result)}"
         name = s.name + (" (pivot)" if s.pivot else "")
         table.add_row(str(i), name, _state(s.status.value), str(s.attempts), detail)
-    table.caption = f"workflow: {wf.status.value}" + (f" - {wf.reason}" if wf.reason else "")
+    reason = halt_reason(wf) if wf.status is WorkflowStatus.FAILED else wf.reason
+    table.caption = f"workflow: {wf.status.value}" + (f" - {reason}" if reason else "")
     return table
+
+
+def retry_lines(wf: WorkflowState) -> list[str]:
+    """The effective retry policies, one line per policy with the steps that share it."""
+    shared: dict[str, list[str]] = {}
+    for s in wf.steps:
+        if s.kind == "action":
+            shared.setdefault(f"retry {s.retry.summary()}", []).append(s.name)
+        if s.compensation is not None:
+            shared.setdefault(f"undo retry {s.compensation.retry.summary()}", []).append(s.name)
+    return [f"{policy}: {', '.join(names)}" for policy, names in shared.items()]
+
+
+def restart_hint(wf: WorkflowState, store: str) -> str | None:
+    """For a halted FAILED workflow: the command that runs it again from the step that
+    stopped it, once the cause is fixed."""
+    if wf.status is not WorkflowStatus.FAILED:
+        return None
+    stuck = next(
+        (
+            s
+            for s in wf.steps
+            if s.status in (StepStatus.FAILED, StepStatus.COMPENSATION_FAILED)
+        ),
+        None,
+    )
+    step = stuck.name if stuck is not None else "STEP"
+    handlers = "".join(f" --handlers {m}" for m in wf.handlers)
+    return (
+        f"halted; once the cause is fixed: statesaga restart {wf.id} --from {step} "
+        f'--reason "WHAT WAS FIXED" --store {shlex.quote(shown_url(store))}{handlers}'
+    )
 
 
 def describe(entry: HistoryEntry) -> Text:
@@ -111,20 +148,106 @@ def describe(entry: HistoryEntry) -> Text:
 
 
 class Progress:
-    """Prints each new history entry of one workflow as it is stored."""
+    """Prints each new history entry of one workflow as it is stored; when nothing has
+    happened for a while, says what the workflow waits for (a queued step no worker takes, a
+    retry's backoff, a sleep), so a long wait is never silent."""
 
-    def __init__(self, console: Console) -> None:
+    #: Seconds of silence before the first "still waiting" line, then between two of them.
+    QUIET = 5.0
+    REPEAT = 30.0
+
+    def __init__(self, console: Console, queue: Any = None) -> None:
         self.console = console
+        self.queue = queue
         self.seen = 0
+        self.last = time.monotonic()
+        self.quiet = self.QUIET
+
+    def _print(self, text: Text | str) -> None:
+        # On a terminal one line per entry; piped or logged, nothing is cut at 80 columns.
+        if self.console.is_terminal:
+            self.console.print(text, overflow="ellipsis", no_wrap=True)
+        else:
+            self.console.print(text, soft_wrap=True)
 
     def __call__(self, wf: WorkflowState) -> None:
+        now = time.monotonic()
         # Counted with the folded entries: past the history limit the list stops growing,
         # but new entries are always at its end.
         total = wf.history_dropped + len(wf.history)
         new = min(total - self.seen, len(wf.history))
         for entry in wf.history[len(wf.history) - new :] if new > 0 else ():
-            self.console.print(describe(entry), overflow="ellipsis", no_wrap=True)
+            self._print(describe(entry))
+            self.last, self.quiet = now, self.QUIET
         self.seen = total
+        if now - self.last >= self.quiet and wf.status in _WAITING_ON:
+            for line in waiting_on(wf, self.queue):
+                self._print(Text(f"... {line}", style="dim"))
+            self.last, self.quiet = now, self.REPEAT
+
+
+_WAITING_ON = frozenset(
+    {
+        WorkflowStatus.PENDING,
+        WorkflowStatus.RUNNING,
+        WorkflowStatus.CANCELLING,
+        WorkflowStatus.COMPENSATING,
+        WorkflowStatus.SUSPENDED,
+    }
+)
+
+
+def _in(at: datetime | None) -> str:
+    if at is None:
+        return ""
+    left = (at - datetime.now(UTC)).total_seconds()
+    return f" at {at:%H:%M:%S} UTC (in {left:.0f}s)" if left > 0 else " (due now)"
+
+
+def waiting_on(wf: WorkflowState, queue: Any = None) -> list[str]:
+    """What a workflow that is not moving waits for, one line per step in flight."""
+    out = []
+    for s in wf.steps:
+        if s.status is StepStatus.QUEUED:
+            out.append(f"step {s.name} is queued (attempt {s.attempts + 1}), waiting for a worker")
+        elif s.status is StepStatus.RETRYING:
+            out.append(
+                f"step {s.name} failed attempt {s.attempts}, retries{_in(s.next_attempt_at)}"
+            )
+        elif s.status is StepStatus.WAITING and s.kind == "sleep":
+            out.append(f"step {s.name} sleeps until{_in(s.next_attempt_at)}")
+        elif s.status is StepStatus.WAITING:
+            out.append(f"step {s.name} waits for the signal {s.signal!r}")
+        elif s.status is StepStatus.EXECUTING:
+            out.append(f"step {s.name} is running (attempt {s.attempts})")
+        elif s.status is StepStatus.COMPENSATING:
+            out.append(f"step {s.name} is being compensated")
+    if wf.status is WorkflowStatus.SUSPENDED:
+        out.append("the workflow is SUSPENDED (its worker was lost): run `statesaga recover`")
+    count = getattr(queue, "worker_count", None)
+    if callable(count) and count() == 0:
+        out.append(f"no worker listens on queue {getattr(queue, 'name', '?')!r}: {WORKER_HINT}")
+    return out or [f"the workflow is {wf.status.value}"]
+
+
+WORKER_HINT = "start one with `statesaga worker --queue URL --store URL --handlers MODULE`"
+
+
+def shown_url(url: str) -> str:
+    """A URL as printed in a hint: without its password (in any form statesaga.redact knows)."""
+    shown: str = redact(url)
+    return shown
+
+
+def follow_up(wf: WorkflowState, store: str, queue: str | None = None) -> list[str]:
+    """The commands to watch or cancel a workflow left running, for this store (and queue)."""
+    where = f" --store {shlex.quote(shown_url(store))}"
+    also = f" --queue {shlex.quote(shown_url(queue))}" if queue else ""
+    return [
+        f"watch:  statesaga status {wf.id}{where} --history",
+        f"draw:   statesaga diagram --instance {wf.id}{where}",
+        f"cancel: statesaga cancel {wf.id}{where}{also}",
+    ]
 
 
 def run_with_progress(
@@ -138,11 +261,28 @@ def run_with_progress(
 ) -> WorkflowState:
     wf = engine.start(definition, input, session_id=session_id)
     console.print(f"[bold]{definition.name}[/] v{definition.version}  {wf.id}")
-    final = engine.wait(wf.id, timeout, on_progress=Progress(console))
+    progress = Progress(console, engine.queue)
+    if not getattr(engine.queue, "in_process", False):
+        for line in waiting_on(wf, engine.queue)[-1:]:
+            if line.startswith("no worker"):
+                console.print(f"[yellow]{line}[/]")
+    try:
+        final = engine.wait(wf.id, timeout, on_progress=progress)
+    except KeyboardInterrupt:
+        raise Interrupted(engine.get(wf.id)) from None
     console.print(steps_table(final))
     return final
 
 
+class Interrupted(Exception):
+    """Raised by run_with_progress on Ctrl+C, with the workflow as it was left."""
+
+    def __init__(self, workflow: WorkflowState) -> None:
+        super().__init__(workflow.id)
+        self.workflow = workflow
+
+
+DEMO_STORE = "sqlite:///statesaga-demo.db"
 DEMO_INPUT = {
     "origin": "TPE",
     "destination": "NRT",
@@ -159,7 +299,7 @@ def demo(store: str | None = None, console: Console | None = None) -> int:
 
     console = console or Console()
     definition = load_definition(examples_dir() / "trip.yaml")
-    engine = open_engine(store or "sqlite:///statesaga-demo.db", "inline://")
+    engine = open_engine(store or DEMO_STORE, "inline://")
     console.rule("1. a trip that completes (the hotel's first attempt fails and is retried)")
     ok = run_with_progress(engine, definition, {**DEMO_INPUT, "flaky": "reserve_hotel"}, console)
     console.rule("2. the payment is refused: completed reservations are compensated in reverse")
@@ -168,11 +308,11 @@ def demo(store: str | None = None, console: Console | None = None) -> int:
     )
     order = [e.step for e in undone.history if e.trigger == "compensated" and e.step]
     console.print(f"compensation order: {' -> '.join(order)}")
-    console.print(
-        f"\n{ok.id}: {ok.status.value}    {undone.id}: {undone.status.value}    "
-        f"(store: {redact(store_url(store or 'sqlite:///statesaga-demo.db'))}; "
-        f"try `statesaga status {undone.id} --store ...`)"
-    )
+    where = shlex.quote(shown_url(store or DEMO_STORE))
+    console.print(f"\n{ok.id}: {ok.status.value}    {undone.id}: {undone.status.value}")
+    console.print(f"the demo keeps its workflows in {where}; look at one with:", soft_wrap=True)
+    console.print(f"  statesaga status {undone.id} --store {where} --history", soft_wrap=True)
+    console.print(f"  statesaga diagram --instance {undone.id} --store {where}", soft_wrap=True)
     good = ok.status is WorkflowStatus.COMPLETED and undone.status is WorkflowStatus.COMPENSATED
     return 0 if good else 1
 

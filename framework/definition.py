@@ -51,13 +51,25 @@ class _Strict(BaseModel):
 
 
 class CompensationSpec(_Strict):
-    action: str = Field(min_length=1)
-    params: dict[str, Any] = Field(default_factory=dict)
-    retry: RetryPolicy | None = None
+    """How a completed step is undone (or just the handler's name)."""
+
+    action: str = Field(min_length=1, description="the handler that undoes the step")
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="its parameters; `${result.x}` is the step's own result, `${input.x}` the "
+        "workflow's input",
+    )
+    retry: RetryPolicy | None = Field(
+        None, description="fields laid over defaults.compensation_retry"
+    )
 
 
 class StepSpec(_Strict):
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+    name: str = Field(
+        min_length=1,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_.-]*$",
+        description="the step's name, unique in the saga; `${steps.NAME.x}` reads its result",
+    )
     kind: StepKind = Field(
         "action",
         description="action (the default): runs `action`; wait: waits for `signal`; sleep: "
@@ -76,12 +88,26 @@ class StepSpec(_Strict):
     default: Any = Field(None, description="a wait step's result when it continues on timeout")
     duration: Seconds | None = Field(None, description="a sleep step: seconds")
     until: datetime | None = Field(None, description="a sleep step: the time to wake up")
-    description: str = ""
-    params: dict[str, Any] = Field(default_factory=dict)
-    compensation: CompensationSpec | None = None
-    retry: RetryPolicy | None = None
-    timeout: PositiveSeconds | None = None
-    pivot: bool = Field(False, strict=True)
+    description: str = Field("", description="what the step does (diagram notes)")
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the handler's parameters; `${input.x}` and `${steps.NAME.x}` are resolved",
+    )
+    compensation: CompensationSpec | None = Field(
+        None, description="how to undo the step when the saga unwinds (a handler name, or more)"
+    )
+    retry: RetryPolicy | None = Field(
+        None, description="fields laid over defaults.retry (the rest keep the saga's values)"
+    )
+    timeout: PositiveSeconds | None = Field(
+        None, description="seconds an attempt may run (a wait step: seconds to wait)"
+    )
+    pivot: bool = Field(
+        False,
+        strict=True,
+        description="the point of no return: once it may have applied, later failures are "
+        "retried forward, never compensated",
+    )
     depends_on: tuple[str, ...] | None = Field(
         None, description="absent: the previous step; [] : none (starts at once)"
     )
@@ -138,7 +164,7 @@ class StepSpec(_Strict):
         return v.replace(tzinfo=UTC) if v is not None and v.tzinfo is None else v
 
     @field_validator(
-        "compensation", mode="before", json_schema_input_type=str | dict[str, Any] | None
+        "compensation", mode="before", json_schema_input_type=str | CompensationSpec | None
     )
     @classmethod
     def _short_compensation(cls, v: Any) -> Any:
@@ -151,9 +177,18 @@ class StepSpec(_Strict):
 
 
 class Defaults(_Strict):
-    retry: RetryPolicy = Field(default_factory=RetryPolicy)
-    compensation_retry: RetryPolicy = Field(default_factory=lambda: RetryPolicy(max_attempts=5))
-    timeout: PositiveSeconds | None = None
+    """What every step gets unless it says otherwise."""
+
+    retry: RetryPolicy = Field(
+        default_factory=RetryPolicy, description="the retry policy of every action"
+    )
+    compensation_retry: RetryPolicy = Field(
+        default_factory=lambda: RetryPolicy(max_attempts=5),
+        description="the retry policy of every compensation",
+    )
+    timeout: PositiveSeconds | None = Field(
+        None, description="seconds an action's attempt may run (not a wait's)"
+    )
 
 
 JsonType = Literal["string", "number", "integer", "boolean", "object", "array", "null"]
@@ -201,28 +236,39 @@ class DefinitionSpec(_Strict):
     """The YAML format of a workflow definition."""
 
     workflow: str = Field(min_length=1, description="the workflow's name")
-    version: str = "1"
-    description: str = ""
+    version: str = Field(
+        "1", description="kept on each instance; `statesaga check-upgrade` compares versions"
+    )
+    description: str = Field("", description="what the saga does (diagram titles)")
     handlers: tuple[str, ...] = Field(
         (),
         description="the handler modules the steps' handlers come from: each must be on the "
         "operator's allow-list (--handlers, STATESAGA_HANDLERS, an installed package's "
         "statesaga.handlers entry point); a hint, never an import instruction",
     )
-    strategy: CompensationStrategy = CompensationStrategy.BACKWARD
+    strategy: CompensationStrategy = Field(
+        CompensationStrategy.BACKWARD,
+        description="how completed steps are undone: backward (reverse order), parallel, or "
+        "forward_retry (never undo: a failure halts the workflow FAILED for an operator)",
+    )
     step_lifecycle: str | None = Field(
         None,
         description="a chart file (relative to this definition) extending the step lifecycle, "
         "e.g. with sub-states inside EXECUTING; the engine running this saga must use it",
     )
-    defaults: Defaults = Field(default_factory=Defaults)
+    defaults: Defaults = Field(
+        default_factory=Defaults, description="retry policies and timeout for every step"
+    )
     input: InputSchema | None = Field(
         None,
         description="what the input must be (JSON Schema: type, properties, required, "
         "additionalProperties; per property type, enum, minimum, maximum, minLength, "
         "maxLength), checked when a workflow starts",
     )
-    steps: tuple[StepSpec, ...] = Field(min_length=1)
+    steps: tuple[StepSpec, ...] = Field(
+        min_length=1,
+        description="the steps, in order (each depends on the previous unless depends_on says)",
+    )
 
     @field_validator("version", mode="before", json_schema_input_type=str | int | float)
     @classmethod
@@ -347,6 +393,19 @@ class WorkflowDefinition:
         if problems:
             raise InputError(problems)
 
+    def retry(self, step: StepSpec) -> RetryPolicy:
+        """A step's effective retry policy: its own `retry:` fields over the saga's defaults."""
+        base = self.spec.defaults.retry
+        return step.retry.over(base) if step.retry is not None else base
+
+    def compensation_retry(self, step: StepSpec) -> RetryPolicy | None:
+        """The effective retry policy of a step's compensation (None: it has none)."""
+        if step.compensation is None:
+            return None
+        base = self.spec.defaults.compensation_retry
+        own = step.compensation.retry
+        return own.over(base) if own is not None else base
+
     def instantiate(
         self, input: Mapping[str, Any] | None = None, session_id: str | None = None
     ) -> WorkflowState:
@@ -363,7 +422,7 @@ class WorkflowDefinition:
                     step_id=s.name,
                     action_type=s.compensation.action,
                     params=dict(s.compensation.params),
-                    retry=s.compensation.retry or d.compensation_retry,
+                    retry=self.compensation_retry(s) or d.compensation_retry,
                 )
             waits = s.kind != "action"
             steps.append(
@@ -373,7 +432,7 @@ class WorkflowDefinition:
                     action_type=s.action or "",
                     params=dict(s.params),
                     depends_on=list(self.dependencies[s.name]),
-                    retry=s.retry or d.retry,
+                    retry=self.retry(s),
                     # The default timeout is for actions; a wait (for a person) has its own.
                     timeout=s.timeout if waits else s.timeout or d.timeout,
                     pivot=s.pivot,
@@ -685,6 +744,16 @@ def load_definition(source: str | Path | Mapping[str, Any]) -> WorkflowDefinitio
         return definition_from_data(source)
     data, lines = load_yaml_file(source)
     return definition_from_data(data, lines, str(source))
+
+
+def definition_json_schema() -> dict[str, Any]:
+    """The JSON Schema of the workflow definition YAML format, generated from the models
+    (published as statecharts/definition.schema.json; editors validate with it)."""
+    schema = DefinitionSpec.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = "https://statesaga.dev/schema/definition.schema.json"
+    schema["title"] = "statesaga workflow definition"
+    return schema
 
 
 def is_definition(data: Any) -> bool:

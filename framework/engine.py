@@ -37,6 +37,7 @@ from .models import (
     StepStatus,
     WorkflowState,
     WorkflowStatus,
+    halt_reason,
 )
 from .plugins import ChartSource, lifecycle_chart, load_registry_plugins
 from .ports import Clock, Job, Queue, Store, SystemClock
@@ -763,6 +764,8 @@ class Engine:
             wf.status = WorkflowStatus(dest)
             if self.has_ended(dest):
                 wf.finished_at = now
+            if wf.status is WorkflowStatus.FAILED and wf.reason is None:
+                wf.reason = halt_reason(wf)  # halted (past the pivot): say why, for operators
         else:
             step.status = StepStatus(dest)
         entry = HistoryEntry(

@@ -112,12 +112,19 @@ class _Doc(BaseModel):
 class RetryPolicy(_Doc):
     """Exponential backoff: initial_interval * backoff_rate**(attempt-1), capped, with jitter."""
 
-    max_attempts: int = Field(3, strict=True, ge=1, le=MAX_ATTEMPTS)
-    initial_interval: Seconds = 1.0
-    backoff_rate: float = Field(
-        2.0, strict=True, allow_inf_nan=False, ge=1, le=MAX_BACKOFF_RATE
+    max_attempts: int = Field(
+        3, strict=True, ge=1, le=MAX_ATTEMPTS, description="attempts in all, the first included"
     )
-    max_interval: Seconds = 60.0
+    initial_interval: Seconds = Field(1.0, description="seconds before the first retry")
+    backoff_rate: float = Field(
+        2.0,
+        strict=True,
+        allow_inf_nan=False,
+        ge=1,
+        le=MAX_BACKOFF_RATE,
+        description="each delay is the previous times this",
+    )
+    max_interval: Seconds = Field(60.0, description="no delay is longer (seconds)")
     jitter: float = Field(
         0.0,
         strict=True,
@@ -132,6 +139,27 @@ class RetryPolicy(_Doc):
     deadline: PositiveSeconds | None = Field(
         None, description="seconds across all attempts, from the first dispatch"
     )
+
+    def over(self, base: RetryPolicy) -> RetryPolicy:
+        """This policy laid over `base` field by field: what this one was given wins, the
+        rest comes from `base` (a step's `retry: {max_attempts: 5}` keeps the saga's
+        `non_retryable`)."""
+        return base.model_copy(update={k: getattr(self, k) for k in self.model_fields_set})
+
+    def summary(self) -> str:
+        """One line for people: `3 attempts, 0.05s x2 up to 1s, jitter 0.1, not: BookingError`."""
+        parts = [f"{self.max_attempts} attempt{'s' if self.max_attempts != 1 else ''}"]
+        if self.max_attempts > 1:
+            parts.append(
+                f"{self.initial_interval:g}s x{self.backoff_rate:g} up to {self.max_interval:g}s"
+            )
+            if self.jitter:
+                parts.append(f"jitter {self.jitter:g}")
+        if self.deadline is not None:
+            parts.append(f"within {self.deadline:g}s")
+        if self.non_retryable:
+            parts.append(f"not retried: {', '.join(self.non_retryable)}")
+        return ", ".join(parts)
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
         """Seconds to wait after failed attempt number `attempt` (1-based)."""
@@ -348,3 +376,17 @@ def readable_documents(
             # INFO, not WARNING: every caller reports `skipped` itself (the CLI as one line).
             log.info("workflow document %s cannot be read, skipped: %s", workflow_id, why)
     return out
+
+
+def halt_reason(wf: WorkflowState) -> str:
+    """Why a FAILED workflow halted, in words an operator can act on: the stored reason, else
+    the error of the step that failed where nothing may be undone (past the pivot)."""
+    if wf.reason:
+        return wf.reason
+    failed = next((s for s in wf.steps if s.status is StepStatus.FAILED), None)
+    if failed is None:
+        return "halted"
+    pivot = next((s.name for s in wf.steps if s.pivot), None)
+    where = f" after the pivot {pivot}" if pivot else ""
+    error = f": {failed.error.type}: {failed.error.message}" if failed.error else ""
+    return f"step {failed.name} failed{where}, so nothing is undone{error}"

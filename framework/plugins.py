@@ -48,6 +48,9 @@ class PluginInfo:
     error: str | None = None
     value: str = ""
     dist: str | None = None
+    # A built-in adapter that cannot load because its optional extra is not installed: not
+    # a failure, just not installed (`pip install 'statesaga[<extra>]'`).
+    missing_extra: str | None = None
 
 
 def _entry_points(group: str) -> dict[str, EntryPoint]:
@@ -120,13 +123,19 @@ def installed() -> list[PluginInfo]:
     for group in GROUPS:
         for ep in sorted(entry_points(group=group), key=lambda e: e.name):
             version = ep.dist.version if ep.dist is not None else None
-            error = None
+            error = extra = None
+            dist = ep.dist.name if ep.dist is not None else None
             try:
                 ep.load()
+            except ImportError as exc:
+                error = f"{type(exc).__name__}: {exc}"
+                if dist == "statesaga" and ep.name in _EXTRAS:
+                    extra = _EXTRAS[ep.name]
             except Exception as exc:  # a broken plugin is reported, not fatal
                 error = f"{type(exc).__name__}: {exc}"
-            dist = ep.dist.name if ep.dist is not None else None
-            out.append(PluginInfo(group, ep.name, ep.module, version, error, ep.value, dist))
+            out.append(
+                PluginInfo(group, ep.name, ep.module, version, error, ep.value, dist, extra)
+            )
     return out
 
 

@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import shutil
+import subprocess
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+from statesaga.adapters.inline import InlineQueue
+from statesaga.adapters.sqlite import SQLiteStore
+from statesaga.chart import load_chart
+from statesaga.cli import validate_file
+from statesaga.context import StepContext
 from statesaga.definition import load_definition
-from statesaga.diagram import Diagram
+from statesaga.diagram import Diagram, from_chart, from_definition, from_instance, from_loaded
+from statesaga.engine import Engine
+from statesaga.examples import DIR as EXAMPLES
 from statesaga.examples import path as example_path
+from statesaga.lifecycles import lifecycle
 from statesaga.models import HistoryEntry, StepError, StepStatus, WorkflowState, WorkflowStatus
 
 HOSTILE_NAMES = [
@@ -49,6 +64,65 @@ def hostile_chart() -> dict[str, Any]:
             for i in range(len(names) - 1)
         ],
     }
+
+
+def all_diagrams() -> list[tuple[str, Diagram]]:
+    out = []
+    for name in ("workflow", "step", "todo"):
+        out.append((name, from_chart(lifecycle(name))))
+        out.append((f"{name}-detail", from_chart(lifecycle(name), detail=True)))
+    for p in sorted(Path(EXAMPLES).glob("*.yaml")):
+        # examples hold workflow definitions and charts (agent_step extends `step`)
+        out.append((p.stem, from_loaded(validate_file(str(p)))))
+        out.append((f"{p.stem}-detail", from_loaded(validate_file(str(p)), detail=True)))
+    wf = live_trip()
+    out.append(("live-steps", from_instance(wf)))
+    out.append(("live-workflow", from_instance(wf, view="workflow")))
+    fresh = load_definition(Path(EXAMPLES) / "trip.yaml").instantiate({})
+    out.append(("live-fresh", from_instance(fresh)))
+    out.append(("hostile", from_chart(load_chart(hostile_chart()))))
+    out.append(("hostile-detail", from_chart(load_chart(hostile_chart()), detail=True)))
+    out.append(("nested", from_chart(load_chart(nested_chart()))))
+    out.append(("nested-detail", from_chart(load_chart(nested_chart()), detail=True)))
+    fan_out = {
+        "workflow": "fan_out",
+        "steps": [
+            {"name": "left", "action": "a", "depends_on": [], "compensation": "undo"},
+            {"name": "right", "action": "a", "depends_on": []},
+            {"name": "join", "action": "a", "depends_on": ["left", "right"]},
+        ],
+    }
+    out.append(("fan-out", from_definition(load_definition(fan_out))))
+    hostile_nested = load_chart(hostile_nested_chart())
+    out.append(("hostile-nested", from_chart(hostile_nested, detail=True)))
+    return out
+
+
+def run_agent_task(tmp_path: Path) -> tuple[WorkflowState, WorkflowState, Any]:
+    """Run the agent_task example on a real SQLite store; the research handler is the
+    example's own, wrapped to take a copy of the stored workflow while its step waits for
+    the tool. Returns (mid-run snapshot, finished workflow, definition)."""
+    definition = load_definition(example_path("agent_task"))
+    engine = Engine(
+        SQLiteStore(tmp_path / "agent.db"),
+        InlineQueue(),
+        step_chart=definition.step_chart(),
+        heartbeat_interval=0,
+    )
+    engine.load(definition)
+    original = engine.registry.get_handler("research_with_tools").func
+    snapshots: list[WorkflowState] = []
+
+    def research(ctx: StepContext) -> Any:
+        ctx.progress("tool_called", "search: first")
+        snapshots.append(engine.store.get(ctx.workflow_id))
+        ctx.progress("tool_returned")
+        return original(ctx)
+
+    engine.registry.register_handler("research_with_tools", research, replace=True)
+    wf = engine.run(definition, {"topic": "sagas"})
+    assert wf.status is WorkflowStatus.COMPLETED
+    return snapshots[0], wf, definition
 
 
 def at(minute: int) -> datetime:
@@ -197,44 +271,58 @@ _PAD = r"(?:    )+"
 MERMAID_LINES = {
     "transition": re.compile(rf"^{_PAD}{_END} --> {_END}(?: : (?P<label>[^\n]+))?$"),
     "state": re.compile(rf'^{_PAD}state "(?P<label>[^"\n]+)" as {_ID}$'),
+    "fork": re.compile(rf"^{_PAD}state {_ID} <<fork>>$"),
     "composite": re.compile(rf"^{_PAD}state {_ID} \{{$"),
     "close": re.compile(rf"^{_PAD}\}}$"),
     "region": re.compile(rf"^{_PAD}--$"),
     "description": re.compile(rf"^{_PAD}{_ID} : (?P<label>[^\n]+)$"),
     "note": re.compile(rf"^{_PAD}note right of {_ID} : (?P<label>[^\n]+)$"),
     "classDef": re.compile(
-        rf"^    classDef {_ID} fill:#[0-9a-f]{{6}},stroke:#[0-9a-f]{{6}},color:#000$"
+        rf"^    classDef {_ID} fill:#[0-9a-f]{{6}},stroke:#[0-9a-f]{{6}},color:#[0-9a-f]{{6}}$"
     ),
     "class": re.compile(rf"^    class {_ID}(?:,{_ID})* {_ID}$"),
     "direction": re.compile(r"^    direction (?:LR|TB)$"),
 }
+_CSS = re.compile(
+    r"^  themeCSS: \"(?:path\[data-id='edge\d+'\](?:,path\[data-id='edge\d+'\])*"
+    r"\{[a-z0-9#:;. !-]+\} ?)+\"$"
+)
 
 
 def check_mermaid(text: str, diagram: Diagram) -> dict[str, list[str]]:
     """Structural check of a stateDiagram-v2: every line is one known statement, the counts
     match the diagram, and no label carries Mermaid syntax. Returns the labels by kind."""
     lines = text.splitlines()
-    assert lines[0] == "---" and lines[1].startswith('title: "') and lines[2] == "---", lines[:3]
+    assert lines[0] == "---" and lines[1].startswith('title: "'), lines[:3]
     assert '"' not in lines[1][len('title: "') : -1]
-    assert lines[3] == "stateDiagram-v2"
+    head = 2
+    if lines[2] == "config:":  # our own CSS, nothing from a table
+        assert _CSS.match(lines[3]), lines[3]
+        head = 4
+    assert lines[head] == "---" and lines[head + 1] == "stateDiagram-v2", lines[: head + 2]
+    body = lines[head + 2 :]
     found: dict[str, list[str]] = {k: [] for k in MERMAID_LINES}
-    for line in lines[4:]:
+    for line in body:
         kinds = [k for k, rx in MERMAID_LINES.items() if rx.match(line)]
         assert kinds, f"not a Mermaid statement we emit: {line!r}"
         m = MERMAID_LINES[kinds[0]].match(line)
         assert m is not None
         label = m.groupdict().get("label") or ""
-        for bad in ("-->", "%%", '"', "[", "]", "{", "}", "<", ">", ";", "#", "`"):
-            # our own syntax inside transition labels: ` [guards]`
-            if kinds[0] == "transition" and bad in "[]":
-                continue
-            assert bad not in label, f"{bad!r} in label of {line!r}"
-        if kinds[0] != "classDef":
-            assert ":" not in label, line
+        parts = label.split("<br/>") if kinds[0] == "transition" else [label]
+        parts = parts if label else []
+        for part in parts:
+            assert part.strip(), f"empty line in the label of {line!r}"
+            for bad in ("-->", "%%", '"', "[", "]", "{", "}", "<", ">", ";", "#", "`"):
+                # our own syntax inside transition labels: ` [guards]`
+                if kinds[0] == "transition" and bad in "[]":
+                    continue
+                assert bad not in part, f"{bad!r} in label of {line!r}"
+            if kinds[0] != "classDef":
+                assert ":" not in part, line
         found[kinds[0]].append(label)
     # Composites are balanced and nested by indentation; one per compound node.
     depth = 0
-    for line in lines[4:]:
+    for line in body:
         pad = (len(line) - len(line.lstrip(" "))) // 4
         if MERMAID_LINES["close"].match(line):
             depth -= 1
@@ -249,9 +337,104 @@ def check_mermaid(text: str, diagram: Diagram) -> dict[str, list[str]]:
     assert len(found["region"]) == sum(
         len(diagram.children(n.id)) - 1 for n in compound if n.parallel
     )
-    # One line per intended statement: edges + a start per initial + an end per final.
+    # One arrow per pair of ends (edges between the same states share one, a line each), a
+    # start per level (through a fork when a level starts in several states), an end per final.
+    levels = [None, *(n.id for n in compound)]
+    starts = [len(diagram.initial_in(level)) for level in levels]
+    forks = sum(1 for n in starts if n > 1)
+    assert len(found["fork"]) == forks
     assert len(found["transition"]) == (
-        len(diagram.edges) + len(diagram.initial) + len(diagram.finals)
+        len({(e.src, e.dst) for e in diagram.edges})
+        + sum(n + 1 if n > 1 else n for n in starts)
+        + len(diagram.finals)
+    )
+    assert sum(len(t.split("<br/>")) for t in found["transition"] if t) >= len(
+        [e for e in diagram.edges if e.label or e.taken]
     )
     assert len(found["note"]) == len(diagram.notes)
     return found
+
+
+# -- the real Mermaid (tests/mermaid: mermaid-cli in a headless Chromium) ----------------------
+MERMAID_DIR = Path(__file__).with_name("mermaid")
+IN_CI = bool(os.environ.get("CI")) or bool(os.environ.get("STATESAGA_REQUIRE_MERMAID"))
+
+
+def mermaid_missing() -> str | None:
+    """Why the real Mermaid cannot run here (None when it can)."""
+    if shutil.which("node") is None:
+        return "node is not installed"
+    if not (MERMAID_DIR / "node_modules" / "@mermaid-js" / "mermaid-cli").is_dir():
+        return "tests/mermaid/node_modules is missing (run `npm ci` in tests/mermaid)"
+    browser = os.environ.get("PUPPETEER_EXECUTABLE_PATH", "/usr/bin/chromium")
+    if not Path(browser).exists():
+        return f"no Chromium at {browser} (apt-get install chromium)"
+    return None
+
+
+def require_mermaid() -> None:
+    """Skip without the real Mermaid locally; in CI (CI=1) its absence is a failure."""
+    import pytest
+
+    why = mermaid_missing()
+    if why is None:
+        return
+    if IN_CI:
+        pytest.fail(f"the real Mermaid must run in CI: {why}")
+    pytest.skip(f"real Mermaid unavailable: {why}")
+
+
+@dataclass
+class Rendered:
+    ok: bool
+    error: str | None
+    svg: str = ""
+
+    def texts(self) -> list[str]:
+        """Every piece of text a person sees in the picture (SVG <text> and the HTML labels
+        Mermaid puts in <foreignObject>), one string per element."""
+        root = ET.fromstring(self.svg)
+        out = []
+        for el in root.iter():
+            tag = el.tag.rsplit("}", 1)[-1]
+            if tag in ("text", "p", "span", "tspan") and el.text and el.text.strip():
+                out.append(el.text.strip())
+            if tag in ("p", "span"):
+                out.extend(t.tail.strip() for t in el if t.tail and t.tail.strip())
+        return out
+
+
+def render_mermaid(texts: dict[str, str], out_dir: Path, png: bool = False) -> dict[str, Rendered]:
+    """Render each Mermaid text with the real Mermaid in one browser; name -> outcome."""
+    src = out_dir / "src"
+    src.mkdir(parents=True, exist_ok=True)
+    files = []
+    for name, text in texts.items():
+        f = src / f"{name}.mmd"
+        f.write_text(text, encoding="utf-8")
+        files.append(str(f))
+    proc = subprocess.run(
+        [
+            "node",
+            str(MERMAID_DIR / "render.mjs"),
+            *(["--png"] if png else []),
+            str(out_dir),
+            *files,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        env={**os.environ, "PUPPETEER_SKIP_DOWNLOAD": "1"},
+    )
+    assert proc.returncode == 0, f"render.mjs failed: {proc.stderr[-2000:]}"
+    out: dict[str, Rendered] = {}
+    for line in proc.stdout.splitlines():
+        if not line.startswith("{"):
+            continue
+        row = json.loads(line)
+        svg = out_dir / f"{row['name']}.svg"
+        out[row["name"]] = Rendered(
+            row["ok"], row["error"], svg.read_text(encoding="utf-8") if row["ok"] else ""
+        )
+    return out

@@ -97,7 +97,7 @@ def test_usage_errors(tmp_path: Path) -> None:
     assert CliRunner().invoke(main, ["diagram"]).exit_code == 2
     assert CliRunner().invoke(main, ["diagram", todo, "--instance", "WF-1"]).exit_code == 2
     r = CliRunner().invoke(main, ["diagram", todo, "--format", "png"])
-    assert r.exit_code == 2 and "one of dot, md, mermaid, svg, all" in r.output
+    assert r.exit_code == 2 and "is not one of 'dot', 'md', 'mermaid', 'svg', 'all'" in r.output
     assert CliRunner().invoke(main, ["diagram", todo, "--format", "all"]).exit_code == 2
 
 

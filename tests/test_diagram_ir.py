@@ -16,7 +16,8 @@ from statesaga.diagram import (
     from_instance,
     get_renderer,
 )
-from statesaga.diagram.extract import DONE, UNDONE
+from statesaga.diagram.extract import DONE, HALTED, UNDONE
+from statesaga.diagram.model import order_text
 from statesaga.errors import AdapterError
 from statesaga.examples import path as example_path
 from statesaga.lifecycles import lifecycle
@@ -136,27 +137,71 @@ def test_instance_steps_view_colours_statuses_and_numbers_the_path() -> None:
     wf = H.live_trip()
     d = from_instance(wf, load_definition(example_path("trip")))
     assert d.title == f"trip_booking {wf.id}: COMPENSATED"
+    # The saga was compensated: its COMPLETED end is not drawn, nor any arrow into it.
     assert {n.id: n.style for n in d.nodes} == {
         "reserve_flight": "compensated",
         "reserve_hotel": "compensated",
         "reserve_car": "failed",
         "charge_payment": "skipped",
         "send_confirmation": "skipped",
-        DONE: "success",
         UNDONE: "current",
     }
-    assert d.node(UNDONE).current and not d.node(DONE).current
+    assert d.node(UNDONE).current
     assert d.node("reserve_car").status == "FAILED"
+    assert all(e.dst != DONE for e in d.edges)
     taken = {(e.src, e.dst): e.taken for e in d.edges}
-    # Positions in the history (1-based): dispatches at 2, 5, 7; compensations at 10 and 12.
-    assert taken[("reserve_flight", "reserve_hotel")] == 5
-    assert taken[("reserve_hotel", "reserve_car")] == 7
-    assert taken[("reserve_car", "charge_payment")] is None
-    assert taken[("send_confirmation", DONE)] is None
-    assert taken[("reserve_hotel", "reserve_flight")] == 10
-    assert taken[("reserve_flight", UNDONE)] == 12
-    assert taken[("reserve_car", "reserve_hotel")] is None  # it failed: nothing to undo
+    # The path, numbered 1, 2, 3, … without gaps: hotel and car dispatched, then unwound.
+    assert taken[("reserve_flight", "reserve_hotel")] == (1,)
+    assert taken[("reserve_hotel", "reserve_car")] == (2,)
+    assert taken[("reserve_car", "charge_payment")] == ()
+    assert taken[("reserve_hotel", "reserve_flight")] == (3,)
+    assert taken[("reserve_flight", UNDONE)] == (4,)
+    assert taken[("reserve_car", "reserve_hotel")] == ()  # it failed: nothing to undo
     assert any(n.target == "reserve_car" and "Boom" in n.text for n in d.notes)
+
+
+def test_instance_halted_after_the_pivot_shows_the_failed_end_and_why() -> None:
+    wf = load_definition(example_path("trip")).instantiate({})
+    wf.status = H.WorkflowStatus.FAILED
+    for s in wf.steps:
+        s.status = H.StepStatus.COMPLETED
+    last = wf.step("send_confirmation")
+    last.status = H.StepStatus.FAILED
+    last.error = H.StepError(type="SMTPError", message="mail server down")
+    d = from_instance(wf)
+    assert {n.id for n in d.nodes if n.id.startswith("workflow:")} == {HALTED}
+    assert d.node(HALTED).style == "failure" and d.node(HALTED).current
+    assert [(e.src, e.label) for e in d.edges if e.dst == HALTED] == [
+        ("send_confirmation", "failed, not compensated")
+    ]
+    # Nothing was undone, so no way back is drawn; the reason is on the FAILED end, once.
+    assert not any(e.kind == "compensation" for e in d.edges)
+    (why,) = [n.text for n in d.notes if n.target == HALTED]
+    assert why == (
+        "step send_confirmation failed after the pivot charge_payment, so nothing is undone: "
+        "SMTPError: mail server down"
+    )
+    assert not any(n.target == "send_confirmation" and "SMTPError" in n.text for n in d.notes)
+
+
+def test_instance_failed_compensation_shows_the_error_and_where_it_stopped() -> None:
+    wf = H.live_trip()
+    wf.status = H.WorkflowStatus.FAILED
+    wf.reason = "compensation of reserve_hotel failed: ApiDown: refused"
+    wf.step("reserve_flight").status = H.StepStatus.COMPLETED
+    hotel = wf.step("reserve_hotel")
+    hotel.status = H.StepStatus.COMPENSATION_FAILED
+    assert hotel.compensation is not None
+    hotel.compensation.error = H.StepError(type="ApiDown", message="refused")
+    wf.history = [h for h in wf.history if h.step != "reserve_flight" or h.trigger != "compensate"]
+    d = from_instance(wf)
+    assert d.node("reserve_flight").status == "COMPLETED, not undone"
+    assert d.node("reserve_hotel").style == "compensation_failed"
+    assert [(e.src, e.label) for e in d.edges if e.dst == HALTED] == [
+        ("reserve_hotel", "compensation failed")
+    ]
+    assert [n.text for n in d.notes if n.target == HALTED] == [wf.reason]
+    assert UNDONE not in {n.id for n in d.nodes} and DONE not in {n.id for n in d.nodes}
 
 
 def test_instance_marks_steps_in_flight_as_current() -> None:
@@ -166,19 +211,34 @@ def test_instance_marks_steps_in_flight_as_current() -> None:
     assert d.node("reserve_flight").current and d.node("reserve_flight").style == "executing"
     assert not d.node("reserve_hotel").current and d.node("reserve_hotel").style == "pending"
     assert not any(e.taken for e in d.edges)
+    # Still running: both ways it may end are drawn.
+    assert {DONE, UNDONE} <= {n.id for n in d.nodes}
 
 
 def test_instance_workflow_view_marks_current_state_and_path() -> None:
     d = from_instance(H.live_trip(), view="workflow")
     assert [n.id for n in d.nodes if n.current] == ["COMPENSATED"]
-    assert d.node("RUNNING").style == "visited" and d.node("COMPLETED").style == "default"
+    assert d.node("COMPENSATED").status == "current"
+    assert d.node("RUNNING").style == "visited" and d.node("COMPLETED").style == "unvisited"
     taken = {(e.src, e.dst, e.label): e.taken for e in d.edges if e.taken}
     assert taken == {
-        ("PENDING", "RUNNING", "start"): 1,
-        ("RUNNING", "RUNNING", "advance"): 2,
-        ("RUNNING", "COMPENSATING", "step_failed"): 3,
-        ("COMPENSATING", "COMPENSATED", "compensated"): 4,
+        ("PENDING", "RUNNING", "start"): (1,),
+        ("RUNNING", "RUNNING", "advance"): (2,),
+        ("RUNNING", "COMPENSATING", "step_failed"): (3,),
+        ("COMPENSATING", "COMPENSATED", "compensated"): (4,),
     }
+
+
+def test_live_path_numbers_every_pass_of_a_loop() -> None:
+    wf = H.live_trip()
+    entry = next(h for h in wf.history if h.trigger == "advance")
+    at = wf.history.index(entry)
+    wf.history[at:at] = [entry.model_copy(), entry.model_copy()]  # three advances in a row
+    d = from_instance(wf, view="workflow")
+    taken = {e.label: e.taken for e in d.edges if e.taken}
+    assert taken["advance"] == (2, 3, 4) and taken["step_failed"] == (5,)
+    assert order_text((2, 3, 4)) == "2\u20134." and order_text((1, 3)) == "1, 3."
+    assert order_text((2, 3)) == "2, 3." and order_text(()) == ""
 
 
 def test_diagram_rejects_inconsistent_graphs() -> None:

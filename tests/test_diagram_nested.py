@@ -7,22 +7,16 @@ import shutil
 import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Any
 
 import diagram_helpers as H  # registered by conftest.py (importlib mode)
 import pytest
 from statesaga.adapters.graphviz import run_dot
-from statesaga.adapters.inline import InlineQueue
 from statesaga.adapters.mermaid import mermaid_ids
-from statesaga.adapters.sqlite import SQLiteStore
 from statesaga.chart import load_chart
 from statesaga.cli import validate_file
-from statesaga.context import StepContext
-from statesaga.definition import load_definition
 from statesaga.diagram import Diagram, from_chart, from_instance, from_loaded, get_renderer
-from statesaga.engine import Engine
 from statesaga.examples import path as example_path
-from statesaga.models import StepStatus, WorkflowState, WorkflowStatus
+from statesaga.models import StepStatus
 
 needs_dot = pytest.mark.skipif(
     shutil.which("dot") is None, reason="graphviz `dot` not installed (apt-get install graphviz)"
@@ -224,31 +218,7 @@ def test_committed_diagrams_include_the_nested_example() -> None:
 # -- live diagrams --------------------------------------------------------------------------
 
 
-def run_agent_task(tmp_path: Path) -> tuple[WorkflowState, WorkflowState, Any]:
-    """Run the agent_task example on a real SQLite store; the research handler is the
-    example's own, wrapped to take a copy of the stored workflow while its step waits for
-    the tool. Returns (mid-run snapshot, finished workflow, definition)."""
-    definition = load_definition(example_path("agent_task"))
-    engine = Engine(
-        SQLiteStore(tmp_path / "agent.db"),
-        InlineQueue(),
-        step_chart=definition.step_chart(),
-        heartbeat_interval=0,
-    )
-    engine.load(definition)
-    original = engine.registry.get_handler("research_with_tools").func
-    snapshots: list[WorkflowState] = []
-
-    def research(ctx: StepContext) -> Any:
-        ctx.progress("tool_called", "search: first")
-        snapshots.append(engine.store.get(ctx.workflow_id))
-        ctx.progress("tool_returned")
-        return original(ctx)
-
-    engine.registry.register_handler("research_with_tools", research, replace=True)
-    wf = engine.run(definition, {"topic": "sagas"})
-    assert wf.status is WorkflowStatus.COMPLETED
-    return snapshots[0], wf, definition
+run_agent_task = H.run_agent_task
 
 
 def test_live_step_in_waiting_for_tool(tmp_path: Path) -> None:
@@ -264,9 +234,9 @@ def test_live_step_in_waiting_for_tool(tmp_path: Path) -> None:
     assert [n.id for n in d.nodes if n.style == "current"] == ["EXECUTING.WAITING_FOR_TOOL"]
     taken = sorted((e.taken, e.label, e.src, e.dst) for e in d.edges if e.taken)
     assert taken == [
-        (1, "schedule", "PENDING", "QUEUED"),
-        (2, "dispatch", "QUEUED", "EXECUTING"),
-        (3, "tool_called", "EXECUTING.CALLING_MODEL", "EXECUTING.WAITING_FOR_TOOL"),
+        ((1,), "schedule", "PENDING", "QUEUED"),
+        ((2,), "dispatch", "QUEUED", "EXECUTING"),
+        ((3,), "tool_called", "EXECUTING.CALLING_MODEL", "EXECUTING.WAITING_FOR_TOOL"),
     ]
     assert d.title.endswith("step research: EXECUTING.WAITING_FOR_TOOL")
     text = mermaid(d)
@@ -283,7 +253,7 @@ def test_live_step_in_waiting_for_tool(tmp_path: Path) -> None:
             for ln in source.splitlines()
             if ln.strip().startswith('"EXECUTING.WAITING_FOR_TOOL" [')
         )
-        assert 'fillcolor="#2e86c1"' in line and "penwidth=2.5" in line
+        assert 'fillcolor="#1b4f72"' in line and "penwidth=2.5" in line
 
     # the steps view shows the active sub-state path on the step
     steps = from_instance(mid, definition)
@@ -298,10 +268,10 @@ def test_live_step_after_the_run_shows_the_sub_state_path(tmp_path: Path) -> Non
     assert [n.id for n in d.nodes if n.current] == ["COMPLETED"]
     order = {e.label: e.taken for e in d.edges if e.taken and e.src.startswith("EXECUTING.")}
     # first tool call, its return, then the handler's own two searches, then the summary:
-    # each edge is numbered where the history first shows it
-    assert order == {"tool_called": 3, "tool_returned": 4, "summarise": 9}
+    # each edge carries every position the path went through it
+    assert order == {"tool_called": (3, 5, 7), "tool_returned": (4, 6, 8), "summarise": (9,)}
     succeed = next(e for e in d.edges if e.label == "succeed")
-    assert succeed.taken == 10 and succeed.src == "EXECUTING"
+    assert succeed.taken == (10,) and succeed.src == "EXECUTING"
     visited = {n.id for n in d.nodes if n.style == "visited"}
     assert {
         "EXECUTING.CALLING_MODEL",
@@ -312,20 +282,14 @@ def test_live_step_after_the_run_shows_the_sub_state_path(tmp_path: Path) -> Non
         svg = run_dot(dot(d))
         texts = [t.text or "" for t in ET.fromstring(svg).iter(f"{SVG}text")]
         assert "9. summarise" in texts and "10. succeed" in texts
+        assert "3, 5, 7. tool_called" in texts
     # the steps view of the finished run is unchanged by the nesting
     steps = from_instance(wf, definition)
     assert steps.node("research").status == "COMPLETED"
-    assert [e.taken for e in steps.edges if e.kind == "forward"] == [
-        next(
-            i
-            for i, h in enumerate(wf.history, 1)
-            if h.step == "draft_note" and h.trigger == "dispatch"
-        ),
-        next(
-            i
-            for i, h in enumerate(wf.history, 1)
-            if h.step == "draft_note" and h.trigger == "dispatch"
-        ),
+    # research, then draft_note, then the end: numbered 1, 2 (research started the saga)
+    assert [(e.src, e.dst, e.taken) for e in steps.edges if e.kind == "forward"] == [
+        ("research", "draft_note", (1,)),
+        ("draft_note", "workflow:COMPLETED", (2,)),
     ]
 
 
@@ -343,4 +307,4 @@ def test_step_view_needs_a_step() -> None:
     # without a definition the shipped step lifecycle is drawn
     d = from_instance(wf, view="step", step="reserve_car")
     assert [n.id for n in d.nodes if n.current] == ["FAILED"]
-    assert {e.taken for e in d.edges if e.taken} == {1, 2}
+    assert {e.taken for e in d.edges if e.taken} == {(1,), (2,)}

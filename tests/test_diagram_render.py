@@ -10,10 +10,9 @@ from pathlib import Path
 
 import diagram_helpers as H  # registered by conftest.py (importlib mode)
 import pytest
-from statesaga.adapters.graphviz import DOT_MISSING, dot_id, dot_label, run_dot
+from statesaga.adapters.graphviz import DOT_MISSING, dot_id, dot_label, drawn_edges, run_dot
 from statesaga.adapters.mermaid import mermaid_id, mermaid_ids, mermaid_label
 from statesaga.chart import load_chart
-from statesaga.cli import validate_file
 from statesaga.definition import load_definition
 from statesaga.diagram import (
     Diagram,
@@ -21,7 +20,6 @@ from statesaga.diagram import (
     from_chart,
     from_definition,
     from_instance,
-    from_loaded,
 )
 from statesaga.diagram import get_renderer as renderer
 from statesaga.errors import AdapterError
@@ -34,30 +32,7 @@ needs_dot = pytest.mark.skipif(
 SVG = "{http://www.w3.org/2000/svg}"
 
 
-def _all_diagrams() -> list[tuple[str, Diagram]]:
-    out = []
-    for name in ("workflow", "step", "todo"):
-        out.append((name, from_chart(lifecycle(name))))
-        out.append((f"{name}-detail", from_chart(lifecycle(name), detail=True)))
-    for p in sorted(Path(EXAMPLES).glob("*.yaml")):
-        # examples hold workflow definitions and charts (agent_step extends `step`)
-        out.append((p.stem, from_loaded(validate_file(str(p)))))
-        out.append((f"{p.stem}-detail", from_loaded(validate_file(str(p)), detail=True)))
-    wf = H.live_trip()
-    out.append(("live-steps", from_instance(wf)))
-    out.append(("live-workflow", from_instance(wf, view="workflow")))
-    fresh = load_definition(Path(EXAMPLES) / "trip.yaml").instantiate({})
-    out.append(("live-fresh", from_instance(fresh)))
-    out.append(("hostile", from_chart(load_chart(H.hostile_chart()))))
-    out.append(("hostile-detail", from_chart(load_chart(H.hostile_chart()), detail=True)))
-    out.append(("nested", from_chart(load_chart(H.nested_chart()))))
-    out.append(("nested-detail", from_chart(load_chart(H.nested_chart()), detail=True)))
-    hostile_nested = load_chart(H.hostile_nested_chart())
-    out.append(("hostile-nested", from_chart(hostile_nested, detail=True)))
-    return out
-
-
-DIAGRAMS = _all_diagrams()
+DIAGRAMS = H.all_diagrams()
 IDS = [name for name, _ in DIAGRAMS]
 
 
@@ -71,14 +46,22 @@ def test_dot_accepts_every_diagram(diagram: Diagram) -> None:
     # every leaf node, plus one start marker per initial and one end marker per final, plus
     # notes; every compound node is a cluster
     leaves = [n for n in diagram.nodes if not diagram.is_compound(n.id)]
+    levels = [None, *(n.id for n in diagram.nodes if diagram.is_compound(n.id))]
+    starts = [len(diagram.initial_in(level)) for level in levels]
+    forks = sum(1 for n in starts if n > 1)
     assert len(nodes) == (
-        len(leaves) + len(diagram.initial) + len(diagram.finals) + len(diagram.notes)
+        len(leaves) + sum(1 for n in starts if n) + forks + len(diagram.finals) + len(diagram.notes)
     )
     clusters = [g for g in root.iter(f"{SVG}g") if g.get("class") == "cluster"]
     assert len(clusters) == len(diagram.nodes) - len(leaves)
     edges = [g for g in root.iter(f"{SVG}g") if g.get("class") == "edge"]
+    # the loops of one state and kind share one edge (a line each); one start per level,
+    # through a fork bar when a level starts in several states
     assert len(edges) == (
-        len(diagram.edges) + len(diagram.initial) + len(diagram.finals) + len(diagram.notes)
+        len(drawn_edges(diagram))
+        + sum(n + 1 if n > 1 else n for n in starts)
+        + len(diagram.finals)
+        + len(diagram.notes)
     )
 
 
@@ -88,8 +71,10 @@ def test_mermaid_is_one_statement_per_line(diagram: Diagram) -> None:
     assert isinstance(text, str)
     found = H.check_mermaid(text, diagram)
     ids = mermaid_ids(diagram)
-    odd = [n for n in diagram.nodes if ids[n.id] != n.label]
-    assert len(found["state"]) == len(odd)  # `state "label" as id` exactly for odd names
+    # `state "label" as id` exactly for odd names and for states showing a live status, so
+    # the status is drawn under the name rather than instead of it
+    odd = [n for n in diagram.nodes if ids[n.id] != n.label or n.status]
+    assert len(found["state"]) == len(odd)
 
 
 def test_mermaid_chart_shape() -> None:
@@ -97,7 +82,9 @@ def test_mermaid_chart_shape() -> None:
     assert "    [*] --> PENDING\n" in text
     for final in ("FAILED", "COMPENSATED", "COMPENSATION_FAILED", "SKIPPED"):
         assert f"    {final} --> [*]\n" in text
-    assert "    EXECUTING --> RETRYING : fail [can_retry]\n" in text
+    # two transitions between the same states: one arrow, a line each (no colliding labels)
+    assert "    EXECUTING --> RETRYING : fail [can_retry]<br/>time_out [can_retry]\n" in text
+    assert "    EXECUTING --> IN_DOUBT : fail [in_doubt]<br/>time_out\n" in text
     assert "    class COMPENSATION_FAILED,FAILED,IN_DOUBT failure\n" in text
 
 
@@ -194,4 +181,5 @@ def test_live_svg_shows_statuses_and_taken_path() -> None:
     root = ET.fromstring(svg)
     texts = [t.text or "" for t in root.iter(f"{SVG}text")]
     assert "COMPENSATED" in texts and "FAILED" in texts
-    assert "10. undo cancel_hotel" in texts
+    assert "3. undo cancel_hotel" in texts and "4. undo cancel_flight" in texts
+    assert "COMPLETED" not in texts  # a compensated saga did not complete

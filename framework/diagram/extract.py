@@ -6,6 +6,7 @@ of a renderer is deterministic and a diff of a regenerated picture follows a dif
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
@@ -13,7 +14,14 @@ from statesaga._yaml import load_yaml_file
 from statesaga.chart import Chart, chart_from_data
 from statesaga.definition import WorkflowDefinition, definition_from_data, is_definition
 from statesaga.lifecycles import lifecycle
-from statesaga.models import HistoryEntry, StepStatus, WorkflowState, WorkflowStatus
+from statesaga.models import (
+    HistoryEntry,
+    SagaStep,
+    StepStatus,
+    WorkflowState,
+    WorkflowStatus,
+    halt_reason,
+)
 
 from .model import Diagram, DiagramEdge, DiagramNode, DiagramNote, EdgeKind, NodeKind
 
@@ -21,6 +29,9 @@ from .model import Diagram, DiagramEdge, DiagramNode, DiagramNote, EdgeKind, Nod
 # name cannot (StepSpec.name's pattern), so they can never clash with a step.
 DONE = "workflow:COMPLETED"
 UNDONE = "workflow:COMPENSATED"
+HALTED = "workflow:FAILED"  # live views only: halted after the pivot, or an undo failed
+CANCELLED = "workflow:CANCELLED"  # live views only: cancelled before any step ran
+OUTCOMES = frozenset({DONE, UNDONE, HALTED, CANCELLED})
 
 _TAG_STYLES = ("failure", "rolled_back", "success")  # first match wins
 _IN_FLIGHT = frozenset(
@@ -32,6 +43,10 @@ _IN_FLIGHT = frozenset(
         StepStatus.COMPENSATING,
     }
 )
+_UNWOUND = frozenset(
+    {StepStatus.COMPENSATING, StepStatus.COMPENSATED, StepStatus.COMPENSATION_FAILED}
+)
+_STOPPED = frozenset({StepStatus.FAILED, StepStatus.COMPENSATION_FAILED, StepStatus.RETRYING})
 #: The glyphs that mark a step that waits: for a signal (a person, another system), for time.
 WAIT_MARK = "\u23f8"  # ⏸
 SLEEP_MARK = "\u23f1"  # ⏱
@@ -213,8 +228,10 @@ def _dag(
     return nodes, edges, notes
 
 
-def from_definition(definition: WorkflowDefinition) -> Diagram:
-    """A saga: its steps as a chain or DAG, compensations as back edges, the pivot marked."""
+def from_definition(definition: WorkflowDefinition, detail: bool = False) -> Diagram:
+    """A saga: its steps as a chain or DAG, compensations as back edges, the pivot marked.
+    With `detail`, each step's effective retry policy (its own fields over the saga's
+    defaults) and its compensation's are noted on it."""
     steps = [
         (
             s.name,
@@ -227,6 +244,14 @@ def from_definition(definition: WorkflowDefinition) -> Diagram:
         for s in definition.steps
     ]
     nodes, edges, notes = _dag(steps)
+    if detail:
+        for spec in definition.steps:
+            if spec.kind == "action":
+                text = f"retry: {definition.retry(spec).summary()}"
+                undo = definition.compensation_retry(spec)
+                if undo is not None:
+                    text += f"; undo retry: {undo.summary()}"
+                notes.append(DiagramNote(spec.name, text))
     return Diagram(
         title=definition.name,
         nodes=tuple(nodes),
@@ -234,6 +259,7 @@ def from_definition(definition: WorkflowDefinition) -> Diagram:
         notes=tuple(notes),
         kind="definition",
         description=definition.spec.description,
+        detail=detail,
         direction="LR",
     )
 
@@ -264,6 +290,7 @@ def from_instance(
             _leaves(wf.status.value, wf.substate),
             [h for h in wf.history if h.step is None],
             title,
+            halt_reason(wf) if wf.status is WorkflowStatus.FAILED else None,
         )
     if view == "step":
         if step is None:
@@ -277,6 +304,7 @@ def from_instance(
             here,
             [h for h in wf.history if h.step == s.name],
             f"{wf.name} {wf.id} step {s.name}: {', '.join(here)}",
+            _step_trouble(s),
         )
     descriptions = {s.name: s.description for s in definition.steps} if definition else {}
     steps = [
@@ -291,29 +319,99 @@ def from_instance(
         for s in wf.steps
     ]
     nodes, edges, notes = _dag(steps)
+    return _live_steps(wf, nodes, edges, notes, title)
+
+
+def _live_steps(
+    wf: WorkflowState,
+    nodes: list[DiagramNode],
+    edges: list[DiagramEdge],
+    notes: list[DiagramNote],
+    title: str,
+) -> Diagram:
+    """The steps view of `from_instance`: statuses on the steps, the outcome the workflow
+    reached (only that one once it has ended, with the reason when it halted), and the path
+    numbered 1, 2, 3, … in the order the history went through it."""
     by_name = {s.name: s for s in wf.steps}
+    status = WorkflowStatus(wf.status)
+    reached = {
+        WorkflowStatus.COMPLETED: DONE,
+        WorkflowStatus.COMPENSATED: UNDONE,
+        WorkflowStatus.FAILED: HALTED,
+        WorkflowStatus.CANCELLED: CANCELLED,
+    }.get(status)
+    if status is WorkflowStatus.FAILED:
+        nodes.append(
+            DiagramNode(HALTED, "FAILED (halted)", "normal", "halted", ("failure",), "failure")
+        )
+        undo_failed = [s for s in wf.steps if s.status is StepStatus.COMPENSATION_FAILED]
+        for s in undo_failed or [s for s in wf.steps if s.status is StepStatus.FAILED]:
+            label = "compensation failed" if undo_failed else "failed, not compensated"
+            edges.append(DiagramEdge(s.name, HALTED, label))
+    elif status is WorkflowStatus.CANCELLED:
+        nodes.append(DiagramNode(CANCELLED, "CANCELLED", "final", "cancelled before it started"))
+    if reached is not None:
+        # An ended workflow reached one outcome: the others are not drawn (nor arrows to them),
+        # nor the ways back of a saga that never unwound.
+        gone = {n.id for n in nodes if n.id in OUTCOMES and n.id != reached}
+        nodes = [n for n in nodes if n.id not in gone]
+        edges = [e for e in edges if e.dst not in gone]
+        if not any(s.status in _UNWOUND for s in wf.steps):
+            edges = [e for e in edges if e.kind != "compensation"]
 
-    # The position in the history where each step was first dispatched / first unwound. The
-    # step's own entries are those naming it (its chart may be a user's extension of `step`);
-    # their states may be paths (`EXECUTING.CALLING_MODEL`), of which the top level counts here.
-    started: dict[str, int] = {}
-    unwound: dict[str, int] = {}
-    for i, h in enumerate(wf.history, 1):
-        if h.step is None:
-            continue
+    # Events in history order, each the edges it traverses: a step's first dispatch (the
+    # edges into it), a step's unwinding (its back edges), the workflow's end (the edges into
+    # the outcome). Positions count the events that have an edge, so they run 1, 2, 3, …
+    into: dict[str, list[int]] = {}
+    out_of: dict[str, list[int]] = {}
+    for i, e in enumerate(edges):
+        into.setdefault(e.dst, []).append(i)
+        if e.kind == "compensation" or e.dst == HALTED:
+            out_of.setdefault(e.src, []).append(i)
+    events: list[list[int]] = []
+    started: set[str] = set()
+    unwound: set[str] = set()
+    for h in wf.history:
         dest, source = _top(h.dest), _top(h.source)
-        if dest == StepStatus.EXECUTING.value and source != dest:
-            started.setdefault(h.step, i)
-        if dest in (StepStatus.COMPENSATING.value, StepStatus.COMPENSATED.value) and (
+        if h.step is None:
+            if dest == source or reached is None or dest != status.value:
+                continue
+            # The workflow ended: the arrows into its outcome (an unwound saga got there by
+            # its last compensation, already counted).
+            events.append([i for i in into.get(reached, []) if edges[i].kind == "forward"])
+            continue
+        if dest == StepStatus.EXECUTING.value and source != dest and h.step not in started:
+            started.add(h.step)
+            events.append([i for i in into.get(h.step, []) if edges[i].kind == "forward"])
+        elif (
             source == StepStatus.COMPLETED.value
+            and dest in (StepStatus.COMPENSATING.value, StepStatus.COMPENSATED.value)
+            and h.step not in unwound
         ):
-            unwound.setdefault(h.step, i)
-    outcome = {WorkflowStatus.COMPLETED: DONE, WorkflowStatus.COMPENSATED: UNDONE}.get(wf.status)
-
+            unwound.add(h.step)
+            events.append([i for i in out_of.get(h.step, []) if edges[i].kind == "compensation"])
+    taken: dict[int, list[int]] = {}
+    position = 0
+    for hit in events:
+        hit = [i for i in hit if i not in taken]
+        if not hit:
+            continue
+        position += 1
+        for i in hit:
+            taken.setdefault(i, []).append(position)
+    live_edges = [replace(e, taken=tuple(taken.get(i, ()))) for i, e in enumerate(edges)]
+    halted_by_undo = any(s.status is StepStatus.COMPENSATION_FAILED for s in wf.steps)
     live_nodes = []
     for n in nodes:
         step_state = by_name.get(n.id)
         if step_state is not None:
+            text = ", ".join(_leaves(step_state.status.value, step_state.substate))
+            if (
+                halted_by_undo
+                and step_state.status is StepStatus.COMPLETED
+                and step_state.compensation is not None
+            ):
+                text += ", not undone"  # where the unwinding stopped
             n = DiagramNode(
                 n.id,
                 n.label,
@@ -321,29 +419,26 @@ def from_instance(
                 n.description,
                 n.tags,
                 style=step_state.status.value.lower(),
-                status=", ".join(_leaves(step_state.status.value, step_state.substate)),
+                status=text,
                 current=step_state.status in _IN_FLIGHT,
             )
-        elif n.id == outcome:
-            n = DiagramNode(
-                n.id, n.label, n.kind, n.description, n.tags, "current", wf.status.value, True
-            )
+        elif n.id == reached:
+            style = "failure" if n.id == HALTED else "current"
+            n = DiagramNode(n.id, n.label, n.kind, n.description, n.tags, style, "", True)
         live_nodes.append(n)
-    live_edges = []
-    for e in edges:
-        if e.kind == "forward":
-            taken = started.get(e.dst)
-            if e.dst == DONE:
-                done = by_name[e.src].status == StepStatus.COMPLETED
-                taken = started.get(e.src) if done and outcome == DONE else None
-        else:
-            taken = unwound.get(e.src)
-        live_edges.append(
-            DiagramEdge(e.src, e.dst, e.label, e.guards, e.effects, e.kind, e.description, taken)
-        )
+    # Each error once: on the step it happened in, unless the reason of the halt says it.
+    reason = halt_reason(wf) if status is WorkflowStatus.FAILED else ""
     for s in wf.steps:
-        if s.error is not None:
-            notes.append(DiagramNote(s.name, f"{s.error.type}: {s.error.message}"))
+        if s.error is not None and s.status is not StepStatus.COMPLETED:
+            text = f"{s.error.type}: {s.error.message}"
+            if text not in reason:
+                notes.append(DiagramNote(s.name, text))
+        if s.compensation is not None and s.compensation.error is not None:
+            err = s.compensation.error
+            if f"{err.type}: {err.message}" not in reason:
+                notes.append(DiagramNote(s.name, f"undo failed: {err.type}: {err.message}"))
+    if reason:
+        notes.append(DiagramNote(HALTED, reason))
     return Diagram(
         title=title,
         nodes=tuple(live_nodes),
@@ -352,6 +447,16 @@ def from_instance(
         kind="instance",
         direction="LR",
     )
+
+
+def _step_trouble(step: SagaStep) -> str | None:
+    """What went wrong with a step that stopped or waits to retry, for its live view."""
+    comp = step.compensation
+    if step.status is StepStatus.COMPENSATION_FAILED and comp is not None and comp.error:
+        return f"undo failed: {comp.error.type}: {comp.error.message}"
+    if step.error is not None and step.status in _STOPPED:
+        return f"{step.error.type}: {step.error.message}"
+    return None
 
 
 def _top(path: str) -> str:
@@ -364,10 +469,16 @@ def _leaves(status: str, substate: list[str]) -> list[str]:
 
 
 def _live_chart(
-    chart: Chart, current: list[str], entries: list[HistoryEntry], title: str
+    chart: Chart,
+    current: list[str],
+    entries: list[HistoryEntry],
+    title: str,
+    reason: str | None = None,
 ) -> Diagram:
-    """A chart with the active leaves marked (their compound ancestors outlined) and the
-    transitions the history entries went through numbered in order."""
+    """A chart with the active leaves marked (their compound ancestors outlined, the states
+    never entered faded) and every transition the history entries went through numbered in
+    order, 1, 2, 3, … (a loop taken three times carries three numbers). `reason`, when
+    given, is noted on the current state (why a workflow halted)."""
     base = from_chart(chart)
     known = {n.id for n in base.nodes}
     current = [c for c in current if c in known]  # a stale substate cannot break the picture
@@ -377,10 +488,9 @@ def _live_chart(
     def within(path: str) -> tuple[str, ...]:
         return base.ancestors(path) if path in known else ()
 
-    taken: dict[int, int] = {}
+    taken: dict[int, list[int]] = {}
     n = 0
     for h in entries:
-        n += 1
         src, dst = within(h.source), within(h.dest)
         visited.update(src + dst)
         # The history names the leaves; the chart's transition may name a compound state
@@ -394,7 +504,8 @@ def _live_chart(
             default=None,
         )
         if best is not None:
-            taken.setdefault(-best[2], n)
+            n += 1
+            taken.setdefault(-best[2], []).append(n)
     nodes = tuple(
         DiagramNode(
             s.id,
@@ -402,29 +513,30 @@ def _live_chart(
             s.kind,
             s.description,
             s.tags,
-            style="current" if s.id in current else "visited" if s.id in visited else "default",
-            status="current"
-            if s.id in current and s.parent is not None
-            else (s.id if s.id in current else None),
+            style="current" if s.id in current else "visited" if s.id in visited else "unvisited",
+            status="current" if s.id in current else None,
             current=s.id in current or s.id in around,
             parent=s.parent,
             parallel=s.parallel,
         )
         for s in base.nodes
     )
-    edges = tuple(
-        DiagramEdge(e.src, e.dst, e.label, e.guards, e.effects, e.kind, e.description, taken.get(i))
-        for i, e in enumerate(base.edges)
-    )
+    edges = tuple(replace(e, taken=tuple(taken.get(i, ()))) for i, e in enumerate(base.edges))
+    notes = (DiagramNote(current[0], reason),) if reason and current else ()
     return Diagram(
-        title=title, nodes=nodes, edges=edges, kind="instance", description=base.description
+        title=title,
+        nodes=nodes,
+        edges=edges,
+        notes=notes,
+        kind="instance",
+        description=base.description,
     )
 
 
 def from_loaded(obj: Chart | WorkflowDefinition, detail: bool = False) -> Diagram:
     """The diagram of whatever a YAML file held: a chart or a workflow definition."""
     if isinstance(obj, WorkflowDefinition):
-        return from_definition(obj)
+        return from_definition(obj, detail=detail)
     return from_chart(obj, detail=detail)
 
 
@@ -432,5 +544,5 @@ def from_path(path: str | Path, detail: bool = False) -> Diagram:
     """Load a chart or a workflow definition (told apart by `workflow:`) and extract it."""
     data, lines = load_yaml_file(path)
     if is_definition(data):
-        return from_definition(definition_from_data(data, lines, str(path)))
+        return from_definition(definition_from_data(data, lines, str(path)), detail=detail)
     return from_chart(chart_from_data(data, lines, str(path)), detail=detail)

@@ -28,8 +28,10 @@ PALETTE: dict[str, tuple[str, str]] = {
     "rolled_back": ("#fdebd0", "#ca6f1e"),
     "pivot": ("#e8daef", "#6c3483"),
     "waiting": ("#fdf2e9", "#af601a"),  # a step waiting for a signal or for time
-    "visited": ("#d6eaf8", "#2e86c1"),
-    "current": ("#2e86c1", "#1b4f72"),
+    # Live views: the path taken stands out, what was never entered fades.
+    "visited": ("#aed6f1", "#1f618d"),
+    "current": ("#1b4f72", "#0b2739"),
+    "unvisited": ("#fbfcfc", "#ccd1d1"),
     # Live step statuses (StepStatus values, lower-cased).
     "pending": ("#f2f3f4", "#7f8c8d"),
     "queued": ("#d6eaf8", "#2e86c1"),
@@ -42,6 +44,33 @@ PALETTE: dict[str, tuple[str, str]] = {
     "compensation_failed": ("#f5b7b1", "#922b21"),
     "skipped": ("#eaeded", "#95a5a6"),
 }
+# Text colours of the styles whose text is not black (white on dark fills, grey when faded).
+TEXT: dict[str, str] = {"current": "#ffffff", "unvisited": "#99a3a4", "skipped": "#717d7e"}
+# Edges: compensations (the saga unwinding) and the path a live instance took.
+UNDO_COLOUR = "#ca6f1e"
+TAKEN_COLOUR = "#2e86c1"
+
+
+def text_colour(style: str) -> str:
+    return TEXT.get(style, "#000000")
+
+
+def order_text(taken: tuple[int, ...]) -> str:
+    """Positions in the path as written before an edge's label: `3.`, `2, 5.`, `4–7.`
+    (consecutive positions of a loop collapse into a range)."""
+    if not taken:
+        return ""
+    runs: list[list[int]] = []
+    for t in sorted(taken):
+        if runs and t == runs[-1][-1] + 1:
+            runs[-1].append(t)
+        else:
+            runs.append([t])
+    parts = [
+        f"{r[0]}" if len(r) == 1 else f"{r[0]}, {r[1]}" if len(r) == 2 else f"{r[0]}\u2013{r[-1]}"
+        for r in runs
+    ]
+    return ", ".join(parts) + "."
 
 
 @dataclass(frozen=True)
@@ -62,7 +91,8 @@ class DiagramNode:
 
 @dataclass(frozen=True)
 class DiagramEdge:
-    """One arrow. `taken` is the 1-based position in the history where it was first traversed."""
+    """One arrow. `taken` (live views) lists its positions in the path the instance took:
+    1, 2, 3, … over the transitions drawn, every traversal (a loop taken three times has three)."""
 
     src: str
     dst: str
@@ -71,7 +101,7 @@ class DiagramEdge:
     effects: tuple[str, ...] = ()
     kind: EdgeKind = "forward"
     description: str = ""
-    taken: int | None = None
+    taken: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -52,8 +52,14 @@ def _index(entries: list[tuple[str, Path, str]]) -> str:
     lines = [
         "# Diagrams",
         "",
-        "Generated from the tables that run; do not edit by hand. Regenerate with",
-        "`python -m statesaga.diagram.regenerate` (a test fails when these files are stale).",
+        "Generated from the tables that run; do not edit by hand. Regenerate them, or check",
+        "them (a test fails when these files are stale), from the repository's root:",
+        "",
+        "```bash",
+        "python -m statesaga.diagram.regenerate            # rewrite diagrams/",
+        "python -m statesaga.diagram.regenerate --check    # exit 1 when a file is stale",
+        "statesaga diagram examples/trip.yaml --detail     # one picture, with retry policies",
+        "```",
         "",
         "| name | kind | source | Mermaid | DOT | SVG |",
         "| --- | --- | --- | --- | --- | --- |",
@@ -160,7 +166,11 @@ def check(committed: Path) -> CheckResult:
 
 
 def default_dir() -> Path:
-    """diagrams/ of the source tree when running from one (an editable install), else ./diagrams."""
+    """diagrams/ of the repository the command runs in (its root is the working directory),
+    else of the source tree statesaga is installed from (editable), else ./diagrams."""
+    here = Path.cwd()
+    if (here / "pyproject.toml").exists() and (here / "diagrams").is_dir():
+        return here / "diagrams"
     repo: Path = statecharts_dir().parent
     if (repo / "pyproject.toml").exists() and (repo / "diagrams").is_dir():
         return repo / "diagrams"
