@@ -519,22 +519,65 @@ def recover(
         engine, timeout=timeout, action=RecoveryAction.RESUME if resume else RecoveryAction.CANCEL
     )
     interval = 0.0 if every is True else float(every)
-    while True:
-        report = recovery.run_once(session)
-        for wf_id in report.resumed:
-            click.echo(f"resumed {wf_id}")
-        for wf_id in report.cancelled:
-            click.echo(f"cancelled {wf_id}")
-        for wf_id, why in report.errors.items():
-            click.echo(f"skipped {wf_id}: {why}", err=True)
-        _run_inline(engine, report.resumed + report.cancelled, None)
-        if interval <= 0:
-            if not report.handled and not report.errors:
-                click.echo("nothing to recover")
-            return
-        import time
+    if interval > 0:
+        _recover_every(engine, recovery, interval, session)
+        return
+    for wf in recovery.scan(session):
+        _require_handlers(engine, wf)
+    report = _recover_once(engine, recovery, session)
+    if not report.handled and not report.errors:
+        click.echo("nothing to recover")
+    _exit_on_failed(engine, report.resumed + report.cancelled)
 
-        time.sleep(interval)
+
+def _recover_once(engine: Any, recovery: Any, session: str | None) -> Any:
+    """One scan: print what it did; with an in-process queue, run those workflows here."""
+    report = recovery.run_once(session)
+    for wf_id in report.resumed:
+        click.echo(f"resumed {wf_id}")
+    for wf_id in report.cancelled:
+        click.echo(f"cancelled {wf_id}")
+    for wf_id, why in report.errors.items():
+        click.echo(f"skipped {wf_id}: {why}", err=True)
+    _run_inline(engine, report.resumed + report.cancelled, None)
+    return report
+
+
+def _recover_every(engine: Any, recovery: Any, interval: float, session: str | None) -> None:
+    """`recover --every S`: scan until interrupted, riding out store and queue outages (one
+    log line when one starts and one when it ends, retries backing off in between)."""
+    import logging
+    import threading
+
+    from .outage import Outage, is_outage
+
+    outage = Outage("recovery loop")
+    stop = threading.Event()
+    while not stop.is_set():
+        try:
+            for wf in recovery.scan(session):
+                _require_handlers(engine, wf)
+            _recover_once(engine, recovery, session)
+        except click.UsageError:
+            raise
+        except Exception as exc:  # never exit: the next scan retries
+            if is_outage(exc):
+                stop.wait(outage.failed(exc))
+                continue
+            logging.getLogger("statesaga.recovery").exception("recovery scan failed")
+        outage.ok()
+        stop.wait(interval)
+
+
+def _exit_on_failed(engine: Any, ids: list[str]) -> None:
+    """Exit 1 when a workflow this command acted on ended FAILED (halted)."""
+    from .models import WorkflowStatus
+
+    failed = [i for i in ids if engine.get(i).status is WorkflowStatus.FAILED]
+    for wf_id in failed:
+        click.echo(f"{wf_id} FAILED", err=True)
+    if failed:
+        sys.exit(1)
 
 
 @main.command()
@@ -554,12 +597,16 @@ def cancel(
     """Cancel a workflow: the step in flight finishes, nothing new starts, completed steps are
     compensated in reverse. A finished workflow cannot be cancelled (exit 1)."""
     engine = _recovery_engine(store, queue, handlers)
+    current = engine.get(workflow_id)
+    if not engine.has_ended(current.status.value):  # an ended one: cancel() says why
+        _require_handlers(engine, current)
     wf = engine.cancel(workflow_id, force=force, by="cli")
     click.echo(f"{wf.id} {wf.status.value}")
     _run_inline(engine, [wf.id], None)
     final = engine.get(workflow_id)
     if final.status is not wf.status:
         click.echo(f"{final.id} {final.status.value}")
+    _exit_on_failed(engine, [wf.id])
 
 
 @main.command(name="check-crashes")
@@ -705,7 +752,8 @@ def _require_handlers(engine: Any, wf: Any) -> None:
         hint = " ".join(f"--handlers {m}" for m in wf.handlers) or "--handlers MODULE"
         raise click.UsageError(
             f"{wf.id} runs in this process (inline queue) and needs the handlers "
-            f"{', '.join(missing)}; pass {hint}"
+            f"{', '.join(missing)}; pass {hint}, or --queue rq://HOST:PORT/DB?queue=NAME "
+            "(or $STATESAGA_QUEUE) to leave it to the workers"
         )
 
 
