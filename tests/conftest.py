@@ -30,6 +30,8 @@ def _register_sibling(name: str) -> None:
 
 
 _register_sibling("diagram_helpers")
+_register_sibling("ops_redis")
+_register_sibling("ops_handlers")
 
 if TYPE_CHECKING:
     import redis
@@ -53,7 +55,8 @@ def _redis_answers(port: int) -> bool:
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`STATESAGA_TEST_REDIS_URL` if set, else a private redis-server for this session."""
+    """`STATESAGA_TEST_REDIS_URL` if set (a server with persistence on: the Redis store
+    checks), else a private redis-server for this session."""
     configured = os.environ.get("STATESAGA_TEST_REDIS_URL")
     if configured:
         yield configured
@@ -66,7 +69,8 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         )
     workdir = tmp_path_factory.mktemp("redis")
     port = _free_port()
-    # No persistence: the server lives for one test session and is flushed around each test.
+    # Persistence on (AOF in the session's tmp dir), as on a production server: the Redis
+    # store refuses a server that would lose every workflow on a restart.
     proc = subprocess.Popen(
         [
             binary,
@@ -77,7 +81,9 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             "--save",
             "",
             "--appendonly",
-            "no",
+            "yes",
+            "--appendfsync",
+            "everysec",
             "--dir",
             str(workdir),
         ],

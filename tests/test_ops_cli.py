@@ -4,7 +4,6 @@ and a command whose workflow ends FAILED exits 1."""
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,15 +25,7 @@ HANDLERS = "ops_handlers"
 
 @pytest.fixture(autouse=True)
 def _ops_handlers(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    """`--handlers ops_handlers` importable in this process; no queue from the environment."""
-    if HANDLERS not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            HANDLERS, Path(__file__).with_name(f"{HANDLERS}.py")
-        )
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[HANDLERS] = module
-        spec.loader.exec_module(module)
+    """No queue from the environment (conftest makes `ops_handlers` importable by name)."""
     monkeypatch.delenv("STATESAGA_QUEUE", raising=False)
     monkeypatch.setenv(LEDGER_ENV, str(tmp_path / "ledger.jsonl"))
     yield
