@@ -10,13 +10,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from ops_redis import RedisServer
 from statesaga.adapters.redis_store import RedisStore
 from statesaga.errors import AdapterError
 from statesaga.models import WorkflowStatus
 from statesaga.plugins import open_store
 from statesaga.testing import make_workflow
-
-from ops_redis import RedisServer
 
 pytestmark = pytest.mark.redis
 
