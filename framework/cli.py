@@ -376,6 +376,20 @@ def diagram(
     type=click.Path(exists=True, dir_okay=False),
     help="a step lifecycle that extends the shipped one (for sagas with `step_lifecycle:`)",
 )
+@click.option(
+    "--processes",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="run N worker processes, each restarted when it exits (SIGTERM stops them all)",
+)
+@click.option(
+    "--recover-every",
+    type=click.FloatRange(min=0.1),
+    default=None,
+    metavar="S",
+    help="with --processes: also keep `statesaga recover --every S` running",
+)
 @_guard
 def worker(
     queue: str | None,
@@ -387,6 +401,8 @@ def worker(
     name: str | None,
     log_level: str,
     step_chart: str | None,
+    processes: int,
+    recover_every: float | None,
 ) -> None:
     """Run step and compensation jobs from an RQ queue (SIGTERM: finish the step, then exit)."""
     import os
@@ -396,19 +412,45 @@ def worker(
 
     modules = [m.strip() for value in handlers for m in value.split(",") if m.strip()]
     sys.path.insert(0, os.getcwd())  # handler modules may live in the working directory
-    run_worker(
-        WorkerSettings(
-            queue_url=queue or os.environ.get("STATESAGA_QUEUE") or DEFAULT_WORKER_QUEUE,
-            store_url=store_url(store),
-            handlers=modules,
-            burst=burst,
-            with_scheduler=with_scheduler,
-            heartbeat=heartbeat,
-            name=name,
-            log_level=log_level.upper(),
-            step_chart=step_chart,
-        )
+    settings = WorkerSettings(
+        queue_url=queue or os.environ.get("STATESAGA_QUEUE") or DEFAULT_WORKER_QUEUE,
+        store_url=store_url(store),
+        handlers=modules,
+        burst=burst,
+        with_scheduler=with_scheduler,
+        heartbeat=heartbeat,
+        name=name,
+        log_level=log_level.upper(),
+        step_chart=step_chart,
     )
+    if processes > 1 or recover_every is not None:
+        sys.exit(_supervise_workers(settings, processes, recover_every))
+    run_worker(settings)
+
+
+def _supervise_workers(settings: Any, processes: int, recover_every: float | None) -> int:
+    """`worker --processes N`: check the settings here (a bad URL or module fails once, not
+    in a restart loop), then keep N `statesaga worker` children (and the recovery loop)."""
+    import os
+
+    from .supervisor import Supervisor, worker_children
+    from .worker import build_engine
+
+    if settings.burst:
+        raise click.UsageError("--processes keeps workers running; it cannot be used with --burst")
+    engine = build_engine(settings, "supervisor")
+    engine.store.initialize()
+    engine.store.close()
+    engine.queue.close()
+    args = [f"--heartbeat={settings.heartbeat}", f"--log-level={settings.log_level}"]
+    args += [f"--handlers={m}" for m in settings.handlers]
+    args += ["--with-scheduler"] if settings.with_scheduler else []
+    args += [f"--step-chart={os.path.abspath(settings.step_chart)}"] if settings.step_chart else []
+    env = dict(os.environ, STATESAGA_STORE=settings.store_url, STATESAGA_QUEUE=settings.queue_url)
+    # Handler modules may live in the working directory, as for a single worker.
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.getcwd(), env.get("PYTHONPATH")]))
+    children = worker_children(processes, args, settings.name, recover_every)
+    return Supervisor(children, env).run()
 
 
 @main.command()

@@ -30,7 +30,7 @@ import signal
 import socket
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -194,17 +194,30 @@ def serve(rq_queue: rq.Queue, name: str, settings: WorkerSettings) -> bool:
     while True:
         attempt += 1
         worker = make_rq_worker(rq_queue, name if attempt == 1 else f"{name}.{attempt}")
+        stopped = _watch_stop_request(worker)
         try:
             worked = worker.work(burst=settings.burst, logging_level=settings.log_level) or worked
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
             outage.failed(exc)
-        else:
-            # RQ's worker records a stop request here (no public accessor in RQ 2 or 3).
-            if settings.burst or getattr(worker, "_stop_requested", False):
-                return worked
+        if settings.burst or stopped.is_set():
+            return worked
         with stop.installed():
             if not _wait_for_redis(rq_queue.connection, outage, stop):
                 return worked
+
+
+def _watch_stop_request(worker: rq.SimpleWorker) -> threading.Event:
+    """An event set when `worker` gets SIGTERM / Ctrl+C (its warm shutdown), through the
+    hook RQ calls for it: an idle RQ worker stops by raising, leaving no flag behind."""
+    stopped = threading.Event()
+    hook: Callable[[], None] = worker.handle_warm_shutdown_request
+
+    def on_stop() -> None:
+        stopped.set()
+        hook()
+
+    worker.handle_warm_shutdown_request = on_stop  # type: ignore[method-assign]
+    return stopped
 
 
 class _StopSignal:
