@@ -564,12 +564,19 @@ def recover(
     if interval > 0:
         _recover_every(engine, recovery, interval, session)
         return
-    for wf in recovery.scan(session):
-        _require_handlers(engine, wf)
+    _require_recovery_handlers(engine, recovery, session)
     report = _recover_once(engine, recovery, session)
     if not report.handled and not report.errors:
         click.echo("nothing to recover")
     _exit_on_failed(engine, report.resumed + report.cancelled)
+
+
+def _require_recovery_handlers(engine: Any, recovery: Any, session: str | None) -> None:
+    """Before recovery runs lost workflows in this process (inline queue), refuse when their
+    handlers are not allowed here; workers elsewhere have their own allow-list."""
+    if getattr(engine.queue, "in_process", False):
+        for wf in recovery.scan(session):
+            _require_handlers(engine, wf)
 
 
 def _recover_once(engine: Any, recovery: Any, session: str | None) -> Any:
@@ -597,8 +604,7 @@ def _recover_every(engine: Any, recovery: Any, interval: float, session: str | N
     stop = threading.Event()
     while not stop.is_set():
         try:
-            for wf in recovery.scan(session):
-                _require_handlers(engine, wf)
+            _require_recovery_handlers(engine, recovery, session)
             _recover_once(engine, recovery, session)
         except click.UsageError:
             raise
