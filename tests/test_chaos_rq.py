@@ -6,9 +6,10 @@ itself killed and restarted mid-run, forced cancels from the CLI, and `statesaga
 --every` running throughout, as the README says to run it.
 
 Every workflow must converge (the outcome its input asks for; a cancelled one COMPENSATED,
-or COMPLETED when the cancel came too late to matter), with every ledger check clean: each
-effect applied at most once net, all six effects in force on a COMPLETED workflow, none on a
-COMPENSATED one, the pivot never undone; and nothing left for recovery.
+COMPLETED when the cancel came after the end, or halted FAILED with a reason when it came
+after the pivot may have applied), with every ledger check clean: each effect applied at most
+once net, all six effects in force on a COMPLETED workflow, none on a COMPENSATED one, the
+pivot never undone; and nothing left for recovery.
 
 CI runs 40 workflows (about a minute). The full run of the issue:
 
@@ -86,10 +87,14 @@ def plans(n: int, rng: random.Random) -> list[Plan]:
             fail_at = rng.choice(BEFORE_PIVOT[1:])
             out.append(Plan({"fail_at": fail_at, "flaky": ["hold_inventory"]}, compensated))
         else:
+            # Cancelled before the pivot may have applied: COMPENSATED. Later: it completes
+            # (already done) or halts FAILED, the charge in force, naming it (checked below).
             out.append(
                 Plan(
                     {"flaky": ["reserve_budget"]},
-                    frozenset({WorkflowStatus.COMPENSATED, WorkflowStatus.COMPLETED}),
+                    frozenset(
+                        {WorkflowStatus.COMPENSATED, WorkflowStatus.COMPLETED, WorkflowStatus.FAILED}
+                    ),
                     cancel_at=rng.uniform(1.0, CHAOS_FOR / 2),
                 )
             )
@@ -225,6 +230,8 @@ def check(plan: Plan, wf: WorkflowState, records: list[LedgerRecord]) -> list[st
         problems.append(f"COMPLETED with effects {sorted(live)} in force, not all six")
     if any(r.step in EFFECTS[3:] for r in mine if r.op == "undo" and r.fresh):
         problems.append("an effect at or after the pivot was undone")
+    if wf.status is WorkflowStatus.FAILED and not (live["charge"] == 1 and wf.reason):
+        problems.append(f"halted FAILED without the pivot in force and a reason ({wf.reason!r})")
     return problems
 
 
