@@ -92,9 +92,7 @@ def plans(n: int, rng: random.Random) -> list[Plan]:
             out.append(
                 Plan(
                     {"flaky": ["reserve_budget"]},
-                    frozenset(
-                        {WorkflowStatus.COMPENSATED, WorkflowStatus.COMPLETED, WorkflowStatus.FAILED}
-                    ),
+                    compensated | completed | {WorkflowStatus.FAILED},
                     cancel_at=rng.uniform(1.0, CHAOS_FOR / 2),
                 )
             )
