@@ -604,6 +604,13 @@ def _recover_every(engine: Any, recovery: Any, interval: float, session: str | N
     stop = threading.Event()
     while not stop.is_set():
         try:
+            if outage.down:
+                recovery.scan(session)  # read-only: is the store back?
+                outage.ok()
+                # No heartbeat could be written during the outage: give the live workers one
+                # timeout to beat again before taking their workflows for lost.
+                stop.wait(recovery.timeout)
+                continue
             _require_recovery_handlers(engine, recovery, session)
             _recover_once(engine, recovery, session)
         except click.UsageError:
