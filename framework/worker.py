@@ -20,6 +20,11 @@ recovery looks for.
 
 SIGTERM (or Ctrl+C) is RQ's warm shutdown: the step in flight finishes and is saved, then the
 worker exits; a second signal is a cold shutdown.
+
+A worker forks nothing: `--with-scheduler` runs the scheduler as a thread (`SchedulerThread`),
+so a SIGKILL leaves no process holding the worker's Redis connection or the scheduler lock.
+A Redis outage does not end the worker (`serve`); `statesaga worker --processes N` keeps N of
+them running (statesaga.supervisor).
 """
 
 from __future__ import annotations

@@ -123,3 +123,11 @@ def test_cancel_of_an_ended_workflow_still_says_why(tmp_path: Path) -> None:
     out = _cli("cancel", wf_id, "--store", store)
     assert out.exit_code == 1
     assert "already COMPLETED" in out.output
+
+
+def test_a_recovery_that_ends_failed_exits_1(tmp_path: Path) -> None:
+    wf_id, store = _half_run(tmp_path, _saga(tmp_path, broken_undo=True), "reserve_budget")
+    out = _cli("recover", "--cancel", "--timeout", "0", "--store", store, "--handlers", HANDLERS)
+    assert f"cancelled {wf_id}" in out.output
+    assert SQLiteStore(tmp_path / "s.db").get(wf_id).status is WorkflowStatus.FAILED
+    assert out.exit_code == 1 and f"{wf_id} FAILED" in out.output
