@@ -388,7 +388,7 @@ def diagram(
     type=click.FloatRange(min=0.1),
     default=None,
     metavar="S",
-    help="with --processes: also keep `statesaga recover --every S` running",
+    help="also keep `statesaga recover --every S` running beside the worker process(es)",
 )
 @_guard
 def worker(
