@@ -109,6 +109,7 @@ class Report:
     converge_seconds: float = 0.0
     statuses: Counter[str] = field(default_factory=Counter)
     longest_history: int = 0
+    longest_triggers: Counter[str] = field(default_factory=Counter)
     problems: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
@@ -116,8 +117,8 @@ class Report:
             f"{WORKFLOWS} workflows: {dict(self.statuses)}; {self.kills} workers SIGKILLed, "
             f"{self.redis_restarts} Redis restart(s), cancels by exit code "
             f"{dict(self.cancels)}; chaos {self.chaos_seconds:.0f} s, converged "
-            f"{self.converge_seconds:.0f} s after; longest history {self.longest_history}; "
-            f"{len(self.problems)} problem(s)"
+            f"{self.converge_seconds:.0f} s after; longest history {self.longest_history} "
+            f"({dict(self.longest_triggers.most_common(4))}); {len(self.problems)} problem(s)"
         )
 
 
@@ -280,7 +281,9 @@ def test_every_workflow_converges_under_kills_a_redis_restart_and_forced_cancels
     report.converge_seconds = time.monotonic() - t1
     docs = [store.get(i) for i in ids]
     report.statuses.update(d.status.value for d in docs)
-    report.longest_history = max(len(d.history) for d in docs)
+    longest = max(docs, key=lambda d: len(d.history))
+    report.longest_history = len(longest.history)
+    report.longest_triggers.update(h.trigger for h in longest.history)
     assert cluster.recovery.poll() is None, "the recovery loop exited"
     assert finals is not None, f"not converged: {report.summary()}"
 
