@@ -82,6 +82,12 @@ def _guard(func: Any) -> Any:
             sys.exit(1)
         except StatesagaError as exc:
             _fail(str(exc))
+        except Exception as exc:
+            from .outage import is_outage
+
+            if not is_outage(exc):
+                raise
+            _fail(f"cannot reach the store or queue: {type(exc).__name__}: {exc}")
 
     return wrapper
 

@@ -71,7 +71,7 @@ class Outage:
 
 def is_outage(exc: BaseException) -> bool:
     """Whether `exc` says a service is unreachable (worth waiting for), not a bug or bad input."""
-    if isinstance(exc, ConnectionError | TimeoutError | OSError):
+    if isinstance(exc, ConnectionError | TimeoutError):
         return True
     try:
         import redis

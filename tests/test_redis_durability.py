@@ -129,3 +129,16 @@ def test_with_aof_the_workflows_survive_a_crash_of_the_server(server: RedisServe
     again = open_store(server.url)
     assert again.get(wf.id).status is WorkflowStatus.RUNNING
     assert [w.id for w in again.list(status=WorkflowStatus.RUNNING)] == [wf.id]
+
+
+def test_a_one_shot_command_on_an_unreachable_server_says_so_in_one_line() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "statesaga.cli", "list", "--store", "redis://127.0.0.1:1/0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("error: cannot reach the store or queue: ConnectionError")
+    assert proc.stderr.count("\n") == 1, proc.stderr
