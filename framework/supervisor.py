@@ -128,7 +128,11 @@ class Supervisor:
             )
         if now < child.start_at:
             return
-        child.proc = subprocess.Popen(child.argv, env=self.env, preexec_fn=preexec)
+        # A process group of its own: Ctrl+C in a terminal reaches the supervisor alone, which
+        # passes on one SIGTERM (a second signal would be RQ's cold shutdown, mid-step).
+        child.proc = subprocess.Popen(
+            child.argv, env=self.env, preexec_fn=preexec, process_group=0
+        )
         child.started = now
         log.info("%s started (pid %d)", child.label, child.proc.pid)
 

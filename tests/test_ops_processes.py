@@ -55,10 +55,16 @@ def urls(server: RedisServer) -> tuple[str, str]:
     return f"rq://127.0.0.1:{server.port}/0?queue=ops", server.url
 
 
-def statesaga(*args: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+def statesaga(
+    *args: str, env: dict[str, str], log: Path, session: bool = False
+) -> subprocess.Popen[bytes]:
     out = log.open("ab")
     return subprocess.Popen(
-        [sys.executable, "-m", "statesaga.cli", *args], env=env, stdout=out, stderr=out
+        [sys.executable, "-m", "statesaga.cli", *args],
+        env=env,
+        stdout=out,
+        stderr=out,
+        start_new_session=session,  # a terminal of its own, for Ctrl+C to its process group
     )
 
 
@@ -193,12 +199,23 @@ def test_processes_stops_on_sigterm_and_refuses_burst(server: RedisServer, tmp_p
     )  # fmt: skip
     assert bad.returncode == 1 and "nope_x" in bad.stderr  # once, not in a restart loop
 
-    pool = statesaga(*args, "--processes", "2", env=env, log=tmp_path / "pool.log")
-    kids = eventually(lambda: len(children_of(pool.pid)) == 2 and children_of(pool.pid), "2")
-    time.sleep(2)  # let them register with RQ
-    pool.send_signal(signal.SIGTERM)
-    assert pool.wait(WAIT) == 0
-    assert not any(alive(k) for k in kids)
+    log = tmp_path / "pool.log"
+    for stop_with in (signal.SIGTERM, signal.SIGINT):
+        pool = statesaga(*args, "--processes", "2", env=env, log=log, session=True)
+        pid = pool.pid
+        kids = eventually(lambda p=pid: len(children_of(p)) == 2 and children_of(p), "2")
+        eventually(lambda: log.read_text().count("Listening on") >= 2, "the workers to listen")
+        if stop_with is signal.SIGINT:
+            os.killpg(pool.pid, signal.SIGINT)  # Ctrl+C in its terminal
+        else:
+            pool.send_signal(signal.SIGTERM)
+        assert pool.wait(WAIT) == 0
+        assert not any(alive(k) for k in kids)
+        log.write_text(log.read_text().replace("Listening on", "(listened)"))
+    # Each worker got one signal (a warm shutdown), never a second (RQ's cold shutdown).
+    text = log.read_text()
+    assert text.count("warm shut down requested") == 4, text
+    assert "cold shut down" not in text
 
 
 def test_a_killed_scheduler_worker_leaves_nothing_and_another_takes_over(
