@@ -496,14 +496,15 @@ class Engine:
             if outcome == "ok":
                 s.result = value
                 s.error = None
+                s.in_doubt = False  # this attempt, with the same key, says what is in force
                 s.completed_at = now
                 txn.wf.results[s.name] = value
                 self._fire(txn, s, "succeed")
             else:
                 s.error = value
                 self._fire(txn, s, "time_out" if outcome == "timeout" else "fail", value.message)
-                if StepStatus(s.status) is StepStatus.FAILED and txn.wf.error is None:
-                    txn.wf.error = value
+                if StepStatus(s.status) in _GAVE_UP and txn.wf.error is None:
+                    txn.wf.error = s.error
             if self.eager:
                 self._drain_followups(txn)
                 self._claim_eagerly(txn)
@@ -752,8 +753,17 @@ class Engine:
             entry.attempt = step.attempts  # `dispatch` starts the next attempt in its effects
 
     def _drain_followups(self, txn: Txn) -> None:
+        fired = 0
         while txn.followups:
             trigger = txn.followups.popleft()
+            fired += 1
+            if fired > _FOLLOWUPS_MAX:
+                # A table (or a plugin's effect) that keeps asking for the next trigger would
+                # grow the history without end in one event: refuse to save it.
+                raise StateError(
+                    f"{txn.wf.id}: more than {_FOLLOWUPS_MAX} workflow triggers in one event "
+                    f"(the last: {trigger!r} in {txn.wf.status.value}); the tables loop"
+                )
             if not self.workflow_chart.can_fire(txn.wf.status.value, trigger):
                 # A final workflow ignores late news (e.g. a step finishing after FAILED).
                 log.info("%s: %s ignored in %s", txn.wf.id, trigger, txn.wf.status.value)
@@ -830,7 +840,9 @@ class Engine:
 
 
 _POLL = 0.05
+_FOLLOWUPS_MAX = 1000
 _SUMMARY = 200  # characters of a signal's payload kept in the history
+_GAVE_UP = frozenset({StepStatus.FAILED, StepStatus.IN_DOUBT})
 _BUSY_STEP = frozenset(
     {StepStatus.QUEUED, StepStatus.EXECUTING, StepStatus.RETRYING, StepStatus.COMPENSATING}
 )
