@@ -621,10 +621,12 @@ def _recover_every(engine: Any, recovery: Any, interval: float, session: str | N
             _recover_once(engine, recovery, session)
         except click.UsageError:
             raise
-        except Exception as exc:  # never exit: the next scan retries
+        except Exception as exc:  # an outage never ends the loop: the next scan retries
             if is_outage(exc):
                 stop.wait(outage.failed(exc))
                 continue
+            if isinstance(exc, StatesagaError):
+                raise  # bad settings (a refused store, a bad URL): one line, exit 1
             logging.getLogger("statesaga.recovery").exception("recovery scan failed")
         outage.ok()
         stop.wait(interval)

@@ -70,7 +70,22 @@ class Outage:
 
 
 def is_outage(exc: BaseException) -> bool:
-    """Whether `exc` says a service is unreachable (worth waiting for), not a bug or bad input."""
+    """Whether `exc` says a service is unreachable (worth waiting for), not a bug or bad input.
+
+    The causes count too: an adapter reports a lost connection as its own one-line error
+    (`AdapterError: cannot reach ...`) raised while handling the transport's.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if _unreachable(current):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _unreachable(exc: BaseException) -> bool:
     if isinstance(exc, ConnectionError | TimeoutError):
         return True
     try:

@@ -36,3 +36,18 @@ def test_what_counts_as_an_outage() -> None:
     assert is_outage(ConnectionRefusedError())
     assert not is_outage(ValueError("a bug"))
     assert not is_outage(redis.exceptions.ResponseError("WRONGTYPE"))
+
+
+def test_an_adapter_error_caused_by_a_lost_connection_is_an_outage() -> None:
+    from statesaga.errors import AdapterError
+
+    def wrapped() -> None:
+        try:
+            raise ConnectionAbortedError("host tries used up")
+        except ConnectionAbortedError:
+            raise AdapterError("cannot reach the store") from None
+
+    with pytest.raises(AdapterError) as caught:
+        wrapped()
+    assert is_outage(caught.value)
+    assert not is_outage(AdapterError("redis store has no persistence"))

@@ -94,9 +94,16 @@ def test_a_server_with_config_disabled_is_judged_by_info(server: RedisServer) ->
 
 
 @pytest.mark.parametrize("server", [NO_PERSISTENCE], indirect=True)
-def test_the_cli_refuses_in_one_line_and_exits_1(server: RedisServer) -> None:
+@pytest.mark.parametrize("command", ["list", "recover-every", "worker"])
+def test_the_cli_refuses_in_one_line_and_exits_1(server: RedisServer, command: str) -> None:
+    queue = server.url.replace("redis://", "rq://")
+    args = {
+        "list": ["list"],
+        "recover-every": ["recover", "--every", "1", "--queue", queue],
+        "worker": ["worker", "--queue", queue, "--processes", "2"],
+    }[command]
     proc = subprocess.run(
-        [sys.executable, "-m", "statesaga.cli", "list", "--store", server.url],
+        [sys.executable, "-m", "statesaga.cli", *args, "--store", server.url],
         capture_output=True,
         text=True,
         timeout=60,
