@@ -20,11 +20,22 @@ Every write is one Lua script, so one round trip and atomic: `save` checks the r
 writes the document and moves the indexes together, and a lost revision check writes nothing.
 The scripts build index key names from the prefix, so they suit a single Redis server (or a
 replicated one), not Redis Cluster.
+
+Durability: workflows are only as durable as the server's persistence. A Redis with neither
+AOF (`appendonly yes`) nor RDB snapshots (`save ...`) loses every workflow when it restarts,
+and nothing would notice (`list` empty, `recover`: nothing to recover). So opening the store
+asks the server (`CONFIG GET`, or `INFO persistence` where CONFIG is disabled, as on managed
+services) and refuses a server that persists nothing, unless the URL says
+`?durability=none`: the operator accepts that a restart loses the workflows (tests,
+benchmarks, a throwaway server). RDB snapshots alone are accepted with a warning: a crash
+loses the writes since the last snapshot; AOF (`appendfsync everysec`) loses at most about
+a second.
 """
 
 from __future__ import annotations
 
 import builtins
+import logging
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -38,8 +49,12 @@ from statesaga.models import WorkflowState, WorkflowStatus, readable_documents
 if TYPE_CHECKING:
     import redis
 
+log = logging.getLogger("statesaga.redis_store")
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 DEFAULT_PREFIX = "statesaga:"
+#: `?durability=` values: check the server's persistence (the default), or accept none.
+DURABILITY = ("checked", "none")
 
 # KEYS[1] = the document hash. ARGV: prefix, id, doc, status, has_session, session, created,
 # heartbeat ('' for none). Returns the stored revision when the id exists, else 0.
@@ -113,11 +128,21 @@ def _from_micros(value: float) -> datetime:
 class RedisStore:
     """The Store port on Redis: documents as JSON, revision check and indexes in Lua."""
 
-    def __init__(self, client: redis.Redis, prefix: str = DEFAULT_PREFIX) -> None:
+    def __init__(
+        self, client: redis.Redis, prefix: str = DEFAULT_PREFIX, durability: str = "checked"
+    ) -> None:
+        if durability not in DURABILITY:
+            raise AdapterError(
+                f"redis store URL option durability={durability!r}: expected one of "
+                f"{', '.join(DURABILITY)}"
+            )
         self.client = client
         self.prefix = prefix
         #: Documents listings found unreadable (and left out), id -> why, until read again.
         self.unreadable: dict[str, str] = {}
+        # Checked on first use rather than here, so that opening a store stays free of
+        # network calls (a process may start while Redis is still coming up).
+        self._durable = durability == "none"
         self._create = client.register_script(_CREATE)
         self._save = client.register_script(_SAVE)
         self._heartbeat = client.register_script(_HEARTBEAT)
@@ -141,12 +166,66 @@ class RedisStore:
         check_redis_url(url, "redis store", own=("prefix",))
         query = parse_qs(parts.query, keep_blank_values=True)
         prefix = query.pop("prefix", [DEFAULT_PREFIX])[-1]
+        durability = query.pop("durability", ["checked"])[-1]
         rest = urlunsplit(parts._replace(query=urlencode(query, doseq=True)))
         try:
             client = redis.Redis.from_url(rest, decode_responses=True)
         except ValueError as exc:
             raise AdapterError(f"bad redis store URL: {exc}") from None
-        return cls(client, prefix)
+        return cls(client, prefix, durability)
+
+    def _ensure_durable(self) -> None:
+        """Before the first read or write: check the server's persistence, once."""
+        if not self._durable:
+            self.check_durability()
+            self._durable = True
+
+    def check_durability(self) -> None:
+        """Refuse a server that would lose every workflow when it restarts (see the module
+        docstring); `?durability=none` in the URL skips this check. A server that cannot be
+        reached raises redis-py's ConnectionError, as any other command would."""
+        where = self._where()
+        aof, save = self._persistence()
+        if aof:
+            return
+        if save:
+            log.warning(
+                "redis store at %s persists by RDB snapshots only (save %s): a crash loses "
+                "the workflow changes since the last snapshot; appendonly yes loses at most ~1 s",
+                where,
+                save,
+            )
+            return
+        if save is None:
+            raise AdapterError(
+                f"redis store at {where}: cannot read the server's persistence settings (CONFIG "
+                "is disabled) and AOF is off, so a restart may lose every workflow; enable "
+                "appendonly, or add ?durability=none to the store URL to accept that"
+            )
+        raise AdapterError(
+            f"redis store at {where} has no persistence (appendonly no, save \"\"): a restart "
+            "would lose every workflow; enable it (redis-server --appendonly yes), or add "
+            "?durability=none to the store URL to accept that"
+        )
+
+    def _persistence(self) -> tuple[bool, str | None]:
+        """(AOF on, the RDB save points: '' for none, None when CONFIG is not allowed)."""
+        import redis
+
+        try:
+            config = self.client.config_get("appendonly")
+            config.update(self.client.config_get("save"))
+            return config.get("appendonly") == "yes", str(config.get("save") or "").strip()
+        except redis.exceptions.ResponseError:
+            # CONFIG renamed away or denied (managed Redis): AOF still shows in INFO.
+            info = self.client.info("persistence")
+            return bool(int(info.get("aof_enabled", 0))), None
+
+    def _where(self) -> str:
+        kwargs = self.client.connection_pool.connection_kwargs
+        if "path" in kwargs:
+            return f"unix:{kwargs['path']}"
+        return f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
 
     # -- keys ------------------------------------------------------------------------------
     def _doc_key(self, workflow_id: str) -> str:
@@ -170,13 +249,18 @@ class RedisStore:
 
     # -- the port --------------------------------------------------------------------------
     def initialize(self) -> None:
-        """Nothing to create; check that the server answers, so a bad URL fails early."""
+        """Nothing to create; check that the server answers and persists, so a bad URL or a
+        server that would lose the workflows fails early."""
+        import redis
+
         try:
             self.client.ping()
-        except Exception as exc:
+            self._ensure_durable()
+        except redis.exceptions.ConnectionError as exc:
             raise AdapterError(f"redis store cannot reach the server: {exc}") from None
 
     def create(self, wf: WorkflowState) -> None:
+        self._ensure_durable()
         doc = wf.model_copy(update={"revision": 1}).to_json()
         args = self._args(wf, doc)
         existing = int(self._create(keys=[self._doc_key(wf.id)], args=[self.prefix, wf.id, *args]))
@@ -191,6 +275,7 @@ class RedisStore:
         return got
 
     def save(self, wf: WorkflowState) -> None:
+        self._ensure_durable()
         new_revision = wf.revision + 1
         doc = wf.model_copy(update={"revision": new_revision}).to_json()
         d, status, has_session, session, created, heartbeat = self._args(wf, doc)
@@ -215,6 +300,7 @@ class RedisStore:
         wf.revision = new_revision
 
     def heartbeat(self, workflow_id: str, at: datetime) -> None:
+        self._ensure_durable()
         found = self._heartbeat(
             keys=[self._doc_key(workflow_id), self._heartbeat_key],
             args=[workflow_id, _micros(at)],
@@ -229,6 +315,7 @@ class RedisStore:
         status: WorkflowStatus | None = None,
         limit: int | None = None,
     ) -> builtins.list[WorkflowState]:
+        self._ensure_durable()
         if session_id is not None:
             index = f"{self.prefix}session:{session_id}"
         elif status is not None:
@@ -252,6 +339,7 @@ class RedisStore:
     def list_stale(
         self, before: datetime, statuses: Iterable[WorkflowStatus]
     ) -> builtins.list[WorkflowState]:
+        self._ensure_durable()
         wanted = sorted({WorkflowStatus(s).value for s in statuses})
         if not wanted:
             return []
@@ -278,6 +366,7 @@ class RedisStore:
         """Documents by id in one round trip, each with the latest heartbeat folded in. A
         document that cannot be read raises when `strict` (a get), else it is left out and
         noted in `unreadable` (a listing goes on with the others)."""
+        self._ensure_durable()
         if not ids:
             return []
         pipe = self.client.pipeline(transaction=False)

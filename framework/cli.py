@@ -201,6 +201,10 @@ def _guard(func: Any) -> Any:
         except StatesagaError as exc:
             _fail(str(exc))
         except Exception as exc:
+            from .outage import is_outage
+
+            if is_outage(exc):
+                _fail(f"cannot reach the store or queue: {type(exc).__name__}: {exc}")
             why = _backend_error(exc)
             if why is None:
                 raise
@@ -677,6 +681,20 @@ def diagram(
     type=click.Path(exists=True, dir_okay=False),
     help="a step lifecycle that extends the shipped one (for sagas with `step_lifecycle:`)",
 )
+@click.option(
+    "--processes",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="run N worker processes, each restarted when it exits (SIGTERM stops them all)",
+)
+@click.option(
+    "--recover-every",
+    type=click.FloatRange(min=0.1),
+    default=None,
+    metavar="S",
+    help="also keep `statesaga recover --every S` running beside the worker process(es)",
+)
 @_guard
 def worker(
     queue: str | None,
@@ -688,6 +706,8 @@ def worker(
     name: str | None,
     log_level: str | None,
     step_chart: str | None,
+    processes: int,
+    recover_every: float | None,
 ) -> None:
     """Run step and compensation jobs from an RQ queue (SIGTERM: finish the step, then exit)."""
     import os
@@ -699,20 +719,46 @@ def worker(
     from .worker import DEFAULT_WORKER_QUEUE, WorkerSettings, run_worker
 
     allowed = AllowList.for_operator(handlers)
-    run_worker(
-        WorkerSettings(
-            queue_url=queue or os.environ.get("STATESAGA_QUEUE") or DEFAULT_WORKER_QUEUE,
-            store_url=store_url(store),
-            handlers=list(allowed.eager),
-            allowed=allowed,
-            burst=burst,
-            with_scheduler=with_scheduler,
-            heartbeat=heartbeat,
-            name=name,
-            log_level=log_level.upper(),
-            step_chart=step_chart,
-        )
+    settings = WorkerSettings(
+        queue_url=queue or os.environ.get("STATESAGA_QUEUE") or DEFAULT_WORKER_QUEUE,
+        store_url=store_url(store),
+        handlers=list(allowed.eager),
+        allowed=allowed,
+        burst=burst,
+        with_scheduler=with_scheduler,
+        heartbeat=heartbeat,
+        name=name,
+        log_level=log_level.upper(),
+        step_chart=step_chart,
     )
+    if processes > 1 or recover_every is not None:
+        sys.exit(_supervise_workers(settings, processes, recover_every))
+    run_worker(settings)
+
+
+def _supervise_workers(settings: Any, processes: int, recover_every: float | None) -> int:
+    """`worker --processes N`: check the settings here (a bad URL or module fails once, not
+    in a restart loop), then keep N `statesaga worker` children (and the recovery loop)."""
+    import os
+
+    from .supervisor import Supervisor, worker_children
+    from .worker import build_engine
+
+    if settings.burst:
+        raise click.UsageError("--processes keeps workers running; it cannot be used with --burst")
+    engine = build_engine(settings, "supervisor")
+    engine.store.initialize()
+    engine.store.close()
+    engine.queue.close()
+    args = [f"--heartbeat={settings.heartbeat}", f"--log-level={settings.log_level}"]
+    args += [f"--handlers={m}" for m in settings.handlers]
+    args += ["--with-scheduler"] if settings.with_scheduler else []
+    args += [f"--step-chart={os.path.abspath(settings.step_chart)}"] if settings.step_chart else []
+    # The children find allowed modules of the working directory as a single worker does
+    # (statesaga.allowlist: after installed packages, never shadowing them).
+    env = dict(os.environ, STATESAGA_STORE=settings.store_url, STATESAGA_QUEUE=settings.queue_url)
+    children = worker_children(processes, args, settings.name, recover_every)
+    return Supervisor(children, env).run()
 
 
 def _worker_log_level(given: str | None) -> str:
@@ -835,23 +881,81 @@ def recover(
         engine, timeout=timeout, action=RecoveryAction.RESUME if resume else RecoveryAction.CANCEL
     )
     interval = 0.0 if every is True else float(every)
-    while True:
-        report = recovery.run_once(session)
-        for wf_id in report.resumed:
-            click.echo(f"resumed {wf_id}")
-        for wf_id in report.cancelled:
-            click.echo(f"cancelled {wf_id}")
-        for wf_id, why in report.errors.items():
-            click.echo(f"skipped {wf_id}: {why}", err=True)
-        _report_unreadable(engine.store)
-        _run_inline(engine, report.resumed + report.cancelled, None)
-        if interval <= 0:
-            if not report.handled and not report.errors:
-                click.echo("nothing to recover")
-            return
-        import time
+    if interval > 0:
+        _recover_every(engine, recovery, interval, session)
+        return
+    _require_recovery_handlers(engine, recovery, session)
+    report = _recover_once(engine, recovery, session)
+    if not report.handled and not report.errors:
+        click.echo("nothing to recover")
+    _exit_on_failed(engine, report.resumed + report.cancelled)
 
-        time.sleep(interval)
+
+def _require_recovery_handlers(engine: Any, recovery: Any, session: str | None) -> None:
+    """Before recovery runs lost workflows in this process (inline queue), refuse when their
+    handlers are not allowed here; workers elsewhere have their own allow-list."""
+    if getattr(engine.queue, "in_process", False):
+        for wf in recovery.scan(session):
+            _require_handlers(engine, wf)
+
+
+def _recover_once(engine: Any, recovery: Any, session: str | None) -> Any:
+    """One scan: print what it did; with an in-process queue, run those workflows here."""
+    report = recovery.run_once(session)
+    for wf_id in report.resumed:
+        click.echo(f"resumed {wf_id}")
+    for wf_id in report.cancelled:
+        click.echo(f"cancelled {wf_id}")
+    for wf_id, why in report.errors.items():
+        click.echo(f"skipped {wf_id}: {why}", err=True)
+    _report_unreadable(engine.store)
+    _run_inline(engine, report.resumed + report.cancelled, None)
+    return report
+
+
+def _recover_every(engine: Any, recovery: Any, interval: float, session: str | None) -> None:
+    """`recover --every S`: scan until interrupted, riding out store and queue outages (one
+    log line when one starts and one when it ends, retries backing off in between)."""
+    import logging
+    import threading
+
+    from .outage import Outage, is_outage
+
+    outage = Outage("recovery loop")
+    stop = threading.Event()
+    while not stop.is_set():
+        try:
+            if outage.down:
+                recovery.scan(session)  # read-only: is the store back?
+                outage.ok()
+                # No heartbeat could be written during the outage: give the live workers one
+                # timeout to beat again before taking their workflows for lost.
+                stop.wait(recovery.timeout)
+                continue
+            _require_recovery_handlers(engine, recovery, session)
+            _recover_once(engine, recovery, session)
+        except click.UsageError:
+            raise
+        except Exception as exc:  # an outage never ends the loop: the next scan retries
+            if is_outage(exc):
+                stop.wait(outage.failed(exc))
+                continue
+            if isinstance(exc, StatesagaError):
+                raise  # bad settings (a refused store, a bad URL): one line, exit 1
+            logging.getLogger("statesaga.recovery").exception("recovery scan failed")
+        outage.ok()
+        stop.wait(interval)
+
+
+def _exit_on_failed(engine: Any, ids: list[str]) -> None:
+    """Exit 1 when a workflow this command acted on ended FAILED (halted)."""
+    from .models import WorkflowStatus
+
+    failed = [i for i in ids if engine.get(i).status is WorkflowStatus.FAILED]
+    for wf_id in failed:
+        click.echo(f"{wf_id} FAILED", err=True)
+    if failed:
+        sys.exit(1)
 
 
 @main.command()
@@ -873,6 +977,9 @@ def cancel(
     from .errors import StateError, TransitionError
 
     engine = _recovery_engine(store, queue, handlers)
+    current = engine.get(workflow_id)
+    if not engine.has_ended(current.status.value):  # an ended one: cancel() says why
+        _require_handlers(engine, current)
     try:
         wf = engine.cancel(workflow_id, force=force, by="cli")
     except (TransitionError, StateError) as exc:
@@ -885,6 +992,7 @@ def cancel(
     final = engine.get(workflow_id)
     if final.status is not wf.status:
         click.echo(f"{final.id} {final.status.value}")
+    _exit_on_failed(engine, [wf.id])
 
 
 def _why_not_cancelled(wf: Any, store: str | None) -> str:
@@ -1065,7 +1173,8 @@ def _require_handlers(engine: Any, wf: Any) -> None:
         hint = " ".join(f"--handlers {m}" for m in wf.handlers) or "--handlers MODULE"
         raise click.UsageError(
             f"{wf.id} runs in this process (inline queue) and needs the handlers "
-            f"{', '.join(missing)}; pass {hint}"
+            f"{', '.join(missing)}; pass {hint}, or --queue rq://HOST:PORT/DB?queue=NAME "
+            "(or $STATESAGA_QUEUE) to leave it to the workers"
         )
 
 

@@ -32,6 +32,8 @@ def _register_sibling(name: str) -> None:
 
 _register_sibling("diagram_helpers")
 _register_sibling("security_helpers")
+_register_sibling("ops_redis")
+_register_sibling("ops_handlers")
 
 if TYPE_CHECKING:
     import redis
@@ -61,7 +63,8 @@ def _redis_answers(port: int) -> bool:
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`STATESAGA_TEST_REDIS_URL` if set, else a private redis-server for this session."""
+    """`STATESAGA_TEST_REDIS_URL` if set (a server with persistence on: the Redis store
+    checks), else a private redis-server for this session."""
     configured = os.environ.get("STATESAGA_TEST_REDIS_URL")
     if configured:
         yield configured
@@ -89,7 +92,8 @@ def _redis_server(workdir: Path, *extra: str) -> Iterator[int]:
             "or set STATESAGA_TEST_REDIS_URL=redis://host:port/db"
         )
     port = _free_port()
-    # No persistence: the server lives for one test session and is flushed around each test.
+    # Persistence on (AOF in the session's tmp dir), as on a production server: the Redis
+    # store refuses a server that would lose every workflow on a restart.
     proc = subprocess.Popen(
         [
             binary,
@@ -100,7 +104,9 @@ def _redis_server(workdir: Path, *extra: str) -> Iterator[int]:
             "--save",
             "",
             "--appendonly",
-            "no",
+            "yes",
+            "--appendfsync",
+            "everysec",
             "--dir",
             str(workdir),
             *extra,

@@ -6,18 +6,16 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import ops_redis
 import pytest
 from statesaga import Registry, StepStatus, WorkflowStatus
 from statesaga.adapters.inline import InlineQueue
@@ -306,62 +304,16 @@ def test_cli_recover_cancel_compensates_a_lost_workflow(tmp_path: Path, trip: An
 
 
 # -- Redis restarted in the middle of a run ------------------------------------------------
-class RedisServer:
-    """A redis-server of this test alone, on its own port, so it can be restarted."""
+class RedisServer(ops_redis.RedisServer):
+    """A redis-server of this test alone, on its own port, so it can be restarted. No
+    persistence: a restart loses every queued job, the worst case recovery must cover."""
 
     def __init__(self, workdir: Path) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.fail("redis-server is not on PATH (apt-get install -y redis-server)")
-        self.binary = binary
-        self.workdir = workdir
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port: int = s.getsockname()[1]
-        self.proc: subprocess.Popen[bytes] | None = None
+        super().__init__(workdir, "--save", "", "--appendonly", "no")
 
     @property
     def url(self) -> str:
         return f"rq://127.0.0.1:{self.port}/0?queue=restart"
-
-    def start(self) -> None:
-        # No persistence: a restart loses every queued job, the worst case recovery must cover.
-        self.proc = subprocess.Popen(
-            [
-                self.binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.workdir),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + WAIT
-        while not self._answers():
-            assert self.proc.poll() is None, "redis-server exited"
-            assert time.monotonic() < deadline, "redis-server did not start"
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait()
-            self.proc = None
-
-    def _answers(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
-                s.sendall(b"PING\r\n")
-                return s.recv(16).startswith(b"+PONG")
-        except OSError:
-            return False
 
 
 @pytest.fixture
