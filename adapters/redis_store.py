@@ -163,7 +163,7 @@ class RedisStore:
         parts = urlsplit(url)
         if parts.scheme not in ("redis", "rediss", "unix"):
             raise AdapterError(f"not a redis store URL: {url!r} (expected redis://host:port/db)")
-        check_redis_url(url, "redis store", own=("prefix",))
+        check_redis_url(url, "redis store", own=("prefix", "durability"))
         query = parse_qs(parts.query, keep_blank_values=True)
         prefix = query.pop("prefix", [DEFAULT_PREFIX])[-1]
         durability = query.pop("durability", ["checked"])[-1]

@@ -36,6 +36,7 @@ from typing import Any
 import pytest
 from ops_handlers import chaos_saga
 from ops_redis import RedisServer
+from statesaga.allowlist import AllowList
 from statesaga.crashcheck import LEDGER_ENV, Ledger, LedgerRecord, check_ledger
 from statesaga.definition import load_definition
 from statesaga.engine import Engine
@@ -250,7 +251,12 @@ def test_every_workflow_converges_under_kills_a_redis_restart_and_forced_cancels
         cluster.spawn_worker()
     definition = load_definition(chaos_saga(retry_interval=0.5))
     store = open_store(cluster.store_url)
-    starter = Engine(store, open_queue(cluster.queue_url), heartbeat_interval=0)
+    starter = Engine(
+        store,
+        open_queue(cluster.queue_url),
+        heartbeat_interval=0,
+        allowed=AllowList.of(["ops_handlers"]),
+    )
     todo = plans(WORKFLOWS, rng)
     ids = [starter.start(definition, p.input).id for p in todo]
     by_id = dict(zip(ids, todo, strict=True))

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from statesaga import Registry, StepStatus, WorkflowStatus
 from statesaga.adapters.inline import InlineQueue
 from statesaga.adapters.sqlite import SQLiteStore
+from statesaga.allowlist import AllowList
 from statesaga.cli import main
 from statesaga.crashcheck import LEDGER_ENV, Ledger, check_ledger
 from statesaga.definition import load_definition
@@ -49,7 +50,9 @@ def _half_run(tmp_path: Path, definition: Any, until_step: str) -> tuple[str, st
     db = tmp_path / "s.db"
     reg = Registry()
     reg.register_module(HANDLERS)
-    engine = Engine(SQLiteStore(db), InlineQueue(), reg, heartbeat_interval=0)
+    engine = Engine(
+        SQLiteStore(db), InlineQueue(), reg, heartbeat_interval=0, allowed=AllowList.of([HANDLERS])
+    )
     wf = engine.start(definition, {})
     engine.queue.drain(
         lambda: engine.get(wf.id).step(until_step).status is StepStatus.COMPLETED, 30

@@ -18,6 +18,7 @@ import pytest
 import redis
 from ops_handlers import chaos_saga
 from ops_redis import RedisServer
+from statesaga.allowlist import AllowList
 from statesaga.crashcheck import LEDGER_ENV, Ledger, check_ledger
 from statesaga.definition import load_definition
 from statesaga.engine import Engine
@@ -107,7 +108,12 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 def start_workflows(server: RedisServer, inputs: list[dict[str, Any]]) -> tuple[Engine, list[str]]:
     queue, store = urls(server)
     definition = load_definition(chaos_saga(retry_interval=0.5))
-    engine = Engine(open_store(store), open_queue(queue), heartbeat_interval=0)
+    engine = Engine(
+        open_store(store),
+        open_queue(queue),
+        heartbeat_interval=0,
+        allowed=AllowList.of(["ops_handlers"]),
+    )
     return engine, [engine.start(definition, i).id for i in inputs]
 
 
