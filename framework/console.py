@@ -28,6 +28,7 @@ COLOURS: Mapping[str, str] = {
     StepStatus.WAITING: "bold yellow",
     StepStatus.COMPLETED: "green",
     StepStatus.FAILED: "bold red",
+    StepStatus.IN_DOUBT: "bold magenta",
     StepStatus.COMPENSATING: "magenta",
     StepStatus.COMPENSATED: "blue",
     StepStatus.COMPENSATION_FAILED: "bold red",

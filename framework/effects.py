@@ -32,6 +32,11 @@ _NOT_STARTED = frozenset(
     {StepStatus.PENDING, StepStatus.QUEUED, StepStatus.RETRYING, StepStatus.WAITING}
 )
 _BUSY = frozenset({StepStatus.EXECUTING, StepStatus.COMPENSATING})
+# What an unwinding saga undoes: a completed step, or one whose last attempt may have applied.
+_TO_UNDO = frozenset({StepStatus.COMPLETED, StepStatus.IN_DOUBT})
+# A step in one of these may still have (or get) an effect, so what it depends on waits.
+_HOLDS_DEPENDENCIES = _TO_UNDO | _BUSY
+_GAVE_UP = frozenset({StepStatus.FAILED, StepStatus.IN_DOUBT})
 
 
 def _step(ctx: TransitionContext) -> SagaStep:
@@ -120,26 +125,77 @@ def schedule_ready(ctx: TransitionContext) -> Deferred:
 
 
 def compensate(ctx: TransitionContext) -> Deferred:
-    """Unwind by the workflow's strategy: skip what has not started, then undo completed steps
-    in reverse completion order (backward) or all at once (parallel)."""
+    """Unwind by the workflow's strategy: skip what has not started, then undo what may have
+    applied (completed steps, and those whose outcome is unknown) in reverse dependency order:
+    a step is undone only once no step depending on it may still hold an effect (completed,
+    in doubt, running or being undone). Among the steps that are ready, backward undoes the
+    latest to complete, one at a time; parallel undoes them all at once."""
     wf = ctx.workflow
     for step in wf.steps:
         if step.status in _NOT_STARTED:
             ctx.fire_step(step, "skip", "the saga is unwinding")
-    completed = sorted(
-        (s for s in wf.steps if s.status is StepStatus.COMPLETED),
-        key=lambda s: (s.completed_at is not None, s.completed_at),
+    held = {d for s in wf.steps if s.status in _HOLDS_DEPENDENCIES for d in s.depends_on}
+    order = {s.name: i for i, s in enumerate(wf.steps)}
+    ready = sorted(
+        (s for s in wf.steps if s.status in _TO_UNDO and s.name not in held),
+        key=lambda s: (s.completed_at or s.started_at or ctx.now, order[s.name]),
         reverse=True,
     )
     undoing = any(s.status is StepStatus.COMPENSATING for s in wf.steps)
     if wf.strategy is CompensationStrategy.PARALLEL:
-        for step in completed:
+        for step in ready:
             ctx.fire_step(step, "compensate")
-    elif completed and not undoing:
+    elif ready and not undoing:
         # One at a time: a step with nothing to undo completes at once and asks for the next.
-        ctx.fire_step(completed[0], "compensate")
-    if not completed and not any(s.status in _BUSY for s in wf.steps):
+        ctx.fire_step(ready[0], "compensate")
+    if not any(s.status in _HOLDS_DEPENDENCIES for s in wf.steps):
         ctx.then("compensated")
+    return None
+
+
+def outcome_unknown(ctx: TransitionContext) -> Deferred:
+    """The attempt ended without a saved outcome: it may have applied. The step's error says
+    so (unless the attempt's own timeout already did), not the previous attempt's error."""
+    step = _step(ctx)
+    step.in_doubt = True
+    if step.error is None or step.error.attempt != step.attempts:
+        step.error = StepError(
+            type="WorkerLost",
+            message=f"{step.name}: the worker running attempt {step.attempts} was lost before "
+            "its outcome was saved; its effect may have applied",
+            attempt=step.attempts,
+        )
+    return None
+
+
+def explain_halt(ctx: TransitionContext) -> Deferred:
+    """FAILED halts for an operator: say why, and name the effects that may remain."""
+    wf = ctx.workflow
+    if wf.reason:
+        return None
+    pivot = next((s for s in wf.steps if s.pivot and _may_have_applied(s)), None)
+    trigger = ctx.entry.trigger if ctx.entry is not None else ""
+    if pivot is not None:
+        state = {StepStatus.COMPLETED: "it applied", StepStatus.EXECUTING: "it is running"}.get(
+            pivot.status, "its outcome is unknown"
+        )
+        left = [
+            s.name
+            for s in wf.steps
+            if s.status in (StepStatus.COMPLETED, StepStatus.IN_DOUBT, StepStatus.EXECUTING)
+        ]
+        why = "cancelled" if "cancel" in trigger else "a step failed"
+        wf.reason = (
+            f"{why} once the pivot {pivot.name} may have applied ({state}), so nothing is "
+            f"undone; effects that may remain: {', '.join(left)}. Check them, then restart "
+            "from the step to run again"
+        )
+    else:
+        failed = next((s for s in wf.steps if s.status in _GAVE_UP), None)
+        wf.reason = (
+            f"{failed.name if failed else 'a step'} failed under the forward_retry strategy; "
+            "nothing is undone. Fix it, then restart from that step"
+        )
     return None
 
 
@@ -316,17 +372,34 @@ def steps_in_flight(ctx: TransitionContext) -> bool:
 def all_compensated(ctx: TransitionContext) -> bool:
     """Nothing left to undo and nothing running that could still need undoing."""
     return not any(
-        s.status in _BUSY or s.status is StepStatus.COMPLETED or s.status in _NOT_STARTED
-        for s in ctx.workflow.steps
+        s.status in _HOLDS_DEPENDENCIES or s.status in _NOT_STARTED for s in ctx.workflow.steps
     )
 
 
+def _may_have_applied(step: SagaStep) -> bool:
+    return step.status in (StepStatus.EXECUTING, StepStatus.COMPLETED, StepStatus.IN_DOUBT) or (
+        step.in_doubt and step.status in (StepStatus.QUEUED, StepStatus.RETRYING)
+    )
+
+
+def pivot_passed(ctx: TransitionContext) -> bool:
+    """The pivot may have applied (it completed, is running, or an attempt of it was lost):
+    from here the saga only goes forward or halts."""
+    return any(s.pivot and _may_have_applied(s) for s in ctx.workflow.steps)
+
+
 def cannot_compensate(ctx: TransitionContext) -> bool:
-    """Past a completed pivot, or under forward_retry, failures are not compensated."""
+    """Once the pivot may have applied, or under forward_retry (unless an operator cancelled),
+    failures are not compensated."""
     wf = ctx.workflow
-    if wf.strategy is CompensationStrategy.FORWARD_RETRY:
+    if wf.strategy is CompensationStrategy.FORWARD_RETRY and wf.status is WorkflowStatus.RUNNING:
         return True
-    return any(s.pivot and s.status is StepStatus.COMPLETED for s in wf.steps)
+    return pivot_passed(ctx)
+
+
+def in_doubt(ctx: TransitionContext) -> bool:
+    """An attempt of the step may have applied without its outcome being saved."""
+    return _step(ctx).in_doubt
 
 
 def can_retry(ctx: TransitionContext) -> bool:
@@ -391,6 +464,8 @@ EFFECTS: dict[str, Callable[..., Deferred]] = {
         schedule_ready,
         compensate,
         resume_in_flight,
+        outcome_unknown,
+        explain_halt,
         start_wait,
         take_early_signal,
         enqueue_timer,
@@ -409,6 +484,8 @@ GUARDS: dict[str, Callable[..., bool]] = {
         steps_in_flight,
         all_compensated,
         cannot_compensate,
+        pivot_passed,
+        in_doubt,
         can_retry,
         saga_unwinding,
         has_compensation,

@@ -496,14 +496,15 @@ class Engine:
             if outcome == "ok":
                 s.result = value
                 s.error = None
+                s.in_doubt = False  # this attempt, with the same key, says what is in force
                 s.completed_at = now
                 txn.wf.results[s.name] = value
                 self._fire(txn, s, "succeed")
             else:
                 s.error = value
                 self._fire(txn, s, "time_out" if outcome == "timeout" else "fail", value.message)
-                if StepStatus(s.status) is StepStatus.FAILED and txn.wf.error is None:
-                    txn.wf.error = value
+                if StepStatus(s.status) in _GAVE_UP and txn.wf.error is None:
+                    txn.wf.error = s.error
             if self.eager:
                 self._drain_followups(txn)
                 self._claim_eagerly(txn)
@@ -831,6 +832,7 @@ class Engine:
 
 _POLL = 0.05
 _SUMMARY = 200  # characters of a signal's payload kept in the history
+_GAVE_UP = frozenset({StepStatus.FAILED, StepStatus.IN_DOUBT})
 _BUSY_STEP = frozenset(
     {StepStatus.QUEUED, StepStatus.EXECUTING, StepStatus.RETRYING, StepStatus.COMPENSATING}
 )

@@ -37,6 +37,7 @@ class StepStatus(StrEnum):
     RETRYING = "RETRYING"
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
+    IN_DOUBT = "IN_DOUBT"
     COMPENSATING = "COMPENSATING"
     COMPENSATED = "COMPENSATED"
     COMPENSATION_FAILED = "COMPENSATION_FAILED"
@@ -187,6 +188,11 @@ class SagaStep(_Doc):
         default_factory=list,
         description="the active sub-state(s) under status, for a step lifecycle with compound "
         "states (e.g. ['CALLING_MODEL'] while EXECUTING)",
+    )
+    in_doubt: bool = Field(
+        False,
+        description="an attempt's outcome is unknown (its worker was lost, or it timed out), so "
+        "its effect may have applied; only a later successful attempt settles it",
     )
 
     def idempotency_key(self, workflow_id: str) -> str:

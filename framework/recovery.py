@@ -125,7 +125,9 @@ class Recovery:
             return self.engine.resume(workflow_id, by=self.by)
         wf = self.engine.get(workflow_id)
         if wf.status is not WorkflowStatus.COMPENSATING:
-            self.engine.cancel(workflow_id, force=True, by=self.by)
+            wf = self.engine.cancel(workflow_id, force=True, by=self.by)
+        if self.engine.has_ended(wf.status.value):
+            return wf  # past the pivot a cancel halts it (FAILED, with the reason)
         return self.engine.resume(workflow_id, by=self.by)
 
     def run_once(self, session_id: str | None = None) -> RecoveryReport:

@@ -98,7 +98,7 @@ def test_mermaid_chart_shape() -> None:
     for final in ("FAILED", "COMPENSATED", "COMPENSATION_FAILED", "SKIPPED"):
         assert f"    {final} --> [*]\n" in text
     assert "    EXECUTING --> RETRYING : fail [can_retry]\n" in text
-    assert "    class COMPENSATION_FAILED,FAILED failure\n" in text
+    assert "    class COMPENSATION_FAILED,FAILED,IN_DOUBT failure\n" in text
 
 
 def test_markdown_wraps_the_mermaid_text() -> None:

@@ -163,8 +163,10 @@ def test_parallel_strategy_compensates_all_at_once(
     engine_for: Callable[..., Engine], ledger: Ledger
 ) -> None:
     engine = engine_for(fail={"d": 99})
+    # Independent steps are undone at once (before issue 15 a chain was too: see the next test).
+    a, b, c = (step(n, depends_on=[]) for n in "abc")
     wf = engine.run(
-        load_definition(saga(step("a"), step("b"), step("c"), step("d"), strategy="parallel"))
+        load_definition(saga(a, b, c, step("d", depends_on=["a", "b", "c"]), strategy="parallel"))
     )
     assert wf.status is WorkflowStatus.COMPENSATED
     # All three compensations were scheduled by one transition, before any of them ran.
@@ -173,6 +175,26 @@ def test_parallel_strategy_compensates_all_at_once(
     first_undo = next(i for i, h in enumerate(wf.history) if h.trigger == "compensated")
     assert all(wf.history.index(h) < first_undo for h in comp)
     assert sorted(ledger.done("undo")) == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize("strategy", ["backward", "parallel"])
+def test_compensation_follows_reverse_dependency_order_under_every_strategy(
+    engine_for: Callable[..., Engine], ledger: Ledger, strategy: str
+) -> None:
+    """Issue 15, defect 8: a step is undone only after every step that depends on it."""
+    engine = engine_for(fail={"d": 99})
+    wf = engine.run(
+        load_definition(
+            saga(
+                step("a"), step("b"), step("e", depends_on=[]), step("c"), step("d"),
+                strategy=strategy,
+            )
+        )
+    )
+    assert wf.status is WorkflowStatus.COMPENSATED
+    undone = ledger.done("undo")
+    assert sorted(undone) == ["a", "b", "c", "e"]
+    assert undone.index("c") < undone.index("b") < undone.index("a")
 
 
 def test_steps_after_a_completed_pivot_are_not_compensated(

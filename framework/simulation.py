@@ -1,0 +1,587 @@
+"""Deterministic simulation of the engine, as FoundationDB and TigerBeetle test themselves.
+
+The real Engine, effects and lifecycle tables run on a simulated clock, an in-memory store
+(`memory://`) and a queue whose deliveries a seeded scheduler orders. The user's handlers are
+replaced by ledger stand-ins (statesaga.standins) that record every side effect in a
+simulated service. One seed is one run:
+
+1. **Faults.** The scheduler draws events: deliver a due job (to one of many workers, in any
+   order), deliver it twice, lose it, deliver a stale copy of an old job, a recovery scan
+   (resume, or `--cancel`), a graceful or forced cancel, a signal, a clock jump. At every
+   boundary of a job (the engine's probe points: before and after the action, after the save
+   and before the enqueue, around a compensation) the worker may die (`SimCrash`), or other
+   events may run right there, as they would on other machines. Handlers fail, time out after
+   their effect, or die after it.
+2. **Healing.** No more faults: jobs run, timers fire, waits get their signals, recovery
+   scans when the queue is empty, until the workflow ends or a bound is reached.
+
+The invariants (statesaga.invariants) are checked after every event and at the end. A seed
+replays exactly: `simulate(definition, seed)` twice gives the same trace.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from .definition import StepSpec, WorkflowDefinition
+from .engine import Engine, waiting_for_signal
+from .errors import AdapterError, StatesagaError
+from .invariants import ENDED, check_end, check_event
+from .models import RetryPolicy, StepStatus, WorkflowState, WorkflowStatus
+from .plugins import open_store
+from .ports import Job, JobRunner
+from .recovery import Recovery, RecoveryAction
+from .registry import Registry
+from .standins import Faults, Service, SimCrash, pick, register_standins
+
+EPOCH = datetime(2030, 1, 1, tzinfo=UTC)
+#: Recovery's heartbeat timeout in the simulation (seconds of simulated time).
+RECOVERY_TIMEOUT = 30.0
+
+
+class SimClock:
+    """Simulated time: it moves only when the scheduler moves it."""
+
+    def __init__(self, start: datetime = EPOCH) -> None:
+        self._now = start
+
+    def now(self) -> datetime:
+        return self._now
+
+    def advance(self, seconds: float) -> None:
+        self._now += timedelta(seconds=max(seconds, 0.0))
+
+    def advance_to(self, when: datetime) -> None:
+        if when > self._now:
+            self._now = when
+
+
+@dataclass
+class Pending:
+    job: Job
+    due: datetime
+    seq: int
+
+
+class SimQueue:
+    """The Queue port for the simulation: it only records jobs; the scheduler delivers them."""
+
+    in_process = False
+
+    def __init__(self, clock: SimClock) -> None:
+        self.clock = clock
+        self.pending: list[Pending] = []
+        self.delivered: list[Job] = []
+        self._seq = 0
+        self.runner: JobRunner | None = None
+
+    def bind(self, runner: JobRunner) -> None:
+        self.runner = runner
+
+    def enqueue(self, job: Job, delay: float = 0.0) -> None:
+        self._seq += 1
+        due = self.clock.now() + timedelta(seconds=max(delay, 0.0))
+        self.pending.append(Pending(job, due, self._seq))
+
+    def due(self) -> list[Pending]:
+        now = self.clock.now()
+        return [p for p in self.pending if p.due <= now]
+
+    def next_due(self) -> datetime | None:
+        return min((p.due for p in self.pending), default=None)
+
+    def drain(self, until: Callable[[], bool], timeout: float | None = None) -> None:
+        raise AdapterError("the simulation's scheduler delivers jobs itself")
+
+    def close(self) -> None:
+        self.pending.clear()
+
+
+@dataclass(frozen=True)
+class Rates:
+    """How often each fault happens (probabilities per opportunity)."""
+
+    crash: float = 0.08  # at each probe point
+    interleave: float = 0.12  # other events run at a probe point
+    fail: float = 0.15  # an action attempt fails
+    timeout: float = 0.03  # an action times out after its effect
+    die_after_effect: float = 0.04  # the worker dies inside the handler, after the effect
+    doomed: float = 0.35  # one action step fails on every attempt (the saga unwinds)
+    undo_fail: float = 0.1
+    progress: float = 0.5  # a step on a nested chart reports progress
+
+
+#: Scheduler events during the fault phase, by weight. Each seed leaves some kinds out (see
+#: OPTIONAL), so some runs see no cancel at all and go forward past the pivot.
+EVENTS = {
+    "deliver": 60.0,
+    "duplicate": 4.0,
+    "lose": 3.0,
+    "stale": 3.0,
+    "recover": 5.0,
+    "recover_cancel": 1.0,
+    "cancel": 1.5,
+    "force_cancel": 1.5,
+    "signal": 4.0,
+    "tick": 3.0,
+}
+#: The chance that a seed's run includes each kind of event at all.
+OPTIONAL = {
+    "duplicate": 0.5,
+    "lose": 0.5,
+    "stale": 0.5,
+    "recover_cancel": 0.2,
+    "cancel": 0.25,
+    "force_cancel": 0.25,
+}
+
+
+@dataclass
+class SeedResult:
+    seed: int
+    status: str
+    problems: list[str]
+    trace: list[str]
+    events: int
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def report(self) -> str:
+        lines = [f"seed {self.seed}: {self.status} after {self.events} events"]
+        lines += [f"  {t}" for t in self.trace]
+        lines += [f"  VIOLATION: {p}" for p in self.problems]
+        return "\n".join(lines)
+
+
+class _Violation(Exception):
+    pass
+
+
+def simulated_definition(definition: WorkflowDefinition) -> WorkflowDefinition:
+    """The same saga for the simulation: no handler modules to import (stand-ins replace
+    them), no params (stand-ins take none), no jitter, and no timeouts on actions (a stand-in
+    times out by itself; a wait keeps its timeout, which is a timer)."""
+    spec = definition.spec
+
+    def calm(retry: RetryPolicy | None) -> RetryPolicy | None:
+        return None if retry is None else retry.model_copy(update={"jitter": 0.0})
+
+    def step(s: StepSpec) -> StepSpec:
+        comp = s.compensation
+        if comp is not None:
+            comp = comp.model_copy(update={"params": {}, "retry": calm(comp.retry)})
+        update: dict[str, Any] = {"params": {}, "compensation": comp, "retry": calm(s.retry)}
+        if s.kind == "action":
+            update["timeout"] = None
+        return s.model_copy(update=update)
+
+    defaults = spec.defaults.model_copy(
+        update={
+            "retry": calm(spec.defaults.retry),
+            "compensation_retry": calm(spec.defaults.compensation_retry),
+            "timeout": None,
+        }
+    )
+    new = spec.model_copy(
+        update={"handlers": (), "steps": tuple(step(s) for s in spec.steps), "defaults": defaults}
+    )
+    return WorkflowDefinition(new, definition.file, definition.lines)
+
+
+class Simulation:
+    """One seeded run of one workflow of `definition` (see the module docstring)."""
+
+    def __init__(
+        self,
+        definition: WorkflowDefinition,
+        seed: int,
+        *,
+        input: dict[str, Any] | None = None,
+        rates: Rates | None = None,
+        fault_events: int = 60,
+        heal_events: int = 400,
+        eager: bool = False,
+    ) -> None:
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.rates = rates or Rates()
+        self.fault_events = fault_events
+        self.heal_events = heal_events
+        self.definition = simulated_definition(definition)
+        self.input = dict(input or {})
+        self.clock = SimClock()
+        self.queue = SimQueue(self.clock)
+        self.service = Service.for_definition(self.definition)
+        actions = [s.name for s in self.definition.steps if s.kind == "action"]
+        self.doomed = (
+            self.rng.choice(actions) if actions and self.rng.random() < self.rates.doomed else None
+        )
+        self.kinds = {
+            kind: weight
+            for kind, weight in EVENTS.items()
+            if self.rng.random() < OPTIONAL.get(kind, 1.0)
+        }
+        self.healing = False
+        self.depth = 0
+        self.trace: list[str] = []
+        self.ended_as: WorkflowStatus | None = None
+        registry = Registry()
+        register_standins(
+            registry,
+            self.definition,
+            self.service,
+            Faults(self._action_fault, self._undo_fault, self._progress),
+        )
+        self.engine = Engine(
+            open_store("memory://"),
+            self.queue,
+            registry,
+            clock=self.clock,
+            worker="sim",
+            heartbeat_interval=0,
+            probe=self._probe,
+            step_chart=self.definition.step_chart(),
+        )
+        self.queue.in_process = eager
+        self.engine.eager = eager
+        self.recovery = Recovery(self.engine, timeout=RECOVERY_TIMEOUT, by="recovery")
+        self.canceller = Recovery(
+            self.engine, timeout=RECOVERY_TIMEOUT, action=RecoveryAction.CANCEL, by="recovery"
+        )
+        self.wf_id = ""
+        self.events = 0
+
+    # -- the run ---------------------------------------------------------------------------
+    def run(self) -> SeedResult:
+        problems: list[str] = []
+        try:
+            wf = self.engine.start(self.definition, self.input)
+            self.wf_id = wf.id
+            left_out = ", ".join(sorted(set(EVENTS) - set(self.kinds))) or "none"
+            self._note("start", f"doomed step: {self.doomed or 'none'}; events left out: {left_out}")
+            self._check()
+            for _ in range(self.fault_events):
+                if self._ended() and not self.queue.pending:
+                    break
+                self._event(self._choose())
+            self.healing = True
+            self._heal()
+            wf = self._wf()
+            problems = check_end(wf, self.service)
+            if not problems and wf.status in ENDED:
+                problems = self._quiet_after_end(wf)
+        except _Violation as exc:
+            problems = str(exc).splitlines()
+        status = self._wf().status.value if self.wf_id else "NOT STARTED"
+        return SeedResult(self.seed, status, problems, self.trace, self.events)
+
+    def _heal(self) -> None:
+        scans = 0
+        for _ in range(self.heal_events):
+            wf = self._wf()
+            if wf.status in ENDED and not self.queue.pending:
+                return
+            if self.queue.due():
+                self._event("deliver")
+                continue
+            if self.queue.pending:
+                self._event("wait")
+                continue
+            if wf.status in ENDED:
+                return
+            if waiting_for_signal(wf):
+                self._event("signal")
+                continue
+            scans += 1
+            if scans > 3:
+                return  # check_end reports it did not converge
+            self._event("recover")
+
+    def _quiet_after_end(self, wf: WorkflowState) -> list[str]:
+        """Recovery scans after the end must neither pick the workflow up nor add history."""
+        before = len(wf.history)
+        self.clock.advance(RECOVERY_TIMEOUT + 1)
+        self.recovery.run_once()
+        after = self._wf()
+        if len(after.history) != before:
+            return [
+                f"recovery appended {len(after.history) - before} history entries to a "
+                f"{after.status.value} workflow (history growth without progress)"
+            ]
+        return []
+
+    def _choose(self) -> str:
+        weights = dict(self.kinds)
+        if not self.queue.due():
+            weights.pop("deliver", None)
+            weights.pop("duplicate", None)
+            weights["wait"] = 30.0
+        if not self.queue.pending:
+            weights.pop("lose", None)
+            weights.pop("wait", None)
+        if not self.queue.delivered:
+            weights.pop("stale", None)
+        if not self._signals():
+            weights.pop("signal", None)
+        return pick(self.rng, weights)
+
+    def _event(self, kind: str) -> None:
+        self.events += 1
+        handler = getattr(self, f"_do_{kind}")
+        handler()
+        self._check()
+
+    # -- events ----------------------------------------------------------------------------
+    def _do_deliver(self, duplicate: bool = False) -> None:
+        due = self.queue.due()
+        if not due:
+            self._note("deliver", "nothing due")
+            return
+        p = self.rng.choice(due) if not self.healing else min(due, key=lambda p: p.seq)
+        if not duplicate:
+            self.queue.pending.remove(p)
+        self._run(p.job, "duplicate" if duplicate else "deliver")
+
+    def _do_duplicate(self) -> None:
+        self._do_deliver(duplicate=True)
+
+    def _do_lose(self) -> None:
+        p = self.rng.choice(self.queue.pending)
+        self.queue.pending.remove(p)
+        self._note("lose", _job(p.job))
+
+    def _do_stale(self) -> None:
+        self._run(self.rng.choice(self.queue.delivered), "stale")
+
+    def _do_wait(self) -> None:
+        due = self.queue.next_due()
+        if due is not None:
+            self.clock.advance_to(due)
+        self._note("wait", "until the next job is due")
+
+    def _do_tick(self) -> None:
+        self.clock.advance(self.rng.choice([1.0, 5.0, RECOVERY_TIMEOUT + 1]))
+        self._note("tick", "time passes")
+
+    def _do_recover(self) -> None:
+        if self.healing or self.rng.random() < 0.7:
+            self.clock.advance(RECOVERY_TIMEOUT + 1)
+        report = self.recovery.run_once()
+        self._note("recover", f"resumed {len(report.resumed)}" + _errors(report.errors))
+
+    def _do_recover_cancel(self) -> None:
+        self.clock.advance(RECOVERY_TIMEOUT + 1)
+        report = self.canceller.run_once()
+        self._note(
+            "recover --cancel", f"cancelled {len(report.cancelled)}" + _errors(report.errors)
+        )
+
+    def _do_cancel(self, force: bool = False) -> None:
+        name = "cancel --force" if force else "cancel"
+        try:
+            self.engine.cancel(self.wf_id, force=force, by="operator")
+        except StatesagaError as exc:
+            self._note(name, f"refused: {exc}")
+            return
+        self._note(name, "accepted")
+
+    def _do_force_cancel(self) -> None:
+        self._do_cancel(force=True)
+
+    def _do_signal(self) -> None:
+        names = self._signals()
+        if not names:
+            self._note("signal", "no wait step")
+            return
+        name = self.rng.choice(names) if not self.healing else names[0]
+        try:
+            self.engine.signal(self.wf_id, name, {"by": "sim"}, by="approver")
+        except StatesagaError as exc:
+            self._note(f"signal {name}", f"refused: {exc}")
+            return
+        self._note(f"signal {name}", "accepted")
+
+    def _run(self, job: Job, how: str) -> None:
+        self.queue.delivered.append(job)
+        label = f"{how} {_job(job)}"
+        try:
+            self.engine.run_job(job)
+        except SimCrash as crash:
+            self._note(label, f"worker died: {crash}")
+            return
+        except _Violation:
+            raise
+        except Exception as exc:  # a job must never raise: workers would drop it
+            self._note(label, f"raised {type(exc).__name__}: {exc}")
+            raise _Violation(self._where(f"run_job raised {type(exc).__name__}: {exc}")) from exc
+        self._note(label, "done")
+
+    # -- faults at the engine's boundaries ---------------------------------------------------
+    def _probe(self, boundary: str, job: Job) -> None:
+        if self.healing:
+            return
+        r = self.rng.random()
+        if r < self.rates.crash:
+            raise SimCrash(f"at {boundary}")
+        if r < self.rates.crash + self.rates.interleave and self.depth < 2:
+            self.depth += 1
+            self._note(f"  at {boundary} of {_job(job)}", "meanwhile:")
+            try:
+                for _ in range(self.rng.randint(1, 2)):
+                    self._event(self._choose())
+            finally:
+                self.depth -= 1
+
+    def _action_fault(self, step: str, attempt: int) -> str:
+        if step == self.doomed:
+            return "fail"
+        if self.healing:
+            return "ok"
+        r = self.rates
+        return pick(
+            self.rng,
+            {
+                "ok": 1 - r.fail - r.timeout - r.die_after_effect,
+                "fail": r.fail,
+                "timeout": r.timeout,
+                "crash": r.die_after_effect,
+            },
+        )
+
+    def _undo_fault(self, step: str) -> str:
+        if self.healing:
+            return "ok"
+        r = self.rates
+        return pick(self.rng, {"ok": 1 - r.undo_fail - 0.03, "fail": r.undo_fail, "crash": 0.03})
+
+    def _progress(self, step: str) -> list[str]:
+        chart = self.engine.step_chart
+        if not chart.hierarchical or self.rng.random() >= self.rates.progress:
+            return []
+        triggers = sorted(
+            {
+                t.trigger
+                for t in chart.chart.transitions
+                if all(str(src).startswith("EXECUTING.") for src in t.source)
+            }
+        )
+        return (
+            [self.rng.choice(triggers) for _ in range(self.rng.randint(1, 3))] if triggers else []
+        )
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _wf(self) -> WorkflowState:
+        return self.engine.store.get(self.wf_id)
+
+    def _ended(self) -> bool:
+        return self._wf().status in ENDED
+
+    def _signals(self) -> list[str]:
+        wf = self._wf()
+        return sorted(
+            {
+                s.signal
+                for s in wf.steps
+                if s.kind == "wait"
+                and s.signal
+                and s.status in (StepStatus.PENDING, StepStatus.WAITING)
+            }
+        )
+
+    def _check(self) -> None:
+        if not self.wf_id:
+            return
+        wf = self._wf()
+        problems = check_event(wf, self.service, self.ended_as)
+        if self.ended_as is None and wf.status in ENDED:
+            self.ended_as = wf.status
+        if problems:
+            raise _Violation(self._where("\n".join(problems)))
+
+    def _where(self, text: str) -> str:
+        return text
+
+    def _note(self, event: str, outcome: str) -> None:
+        if not self.wf_id:
+            return
+        wf = self._wf()
+        t = (self.clock.now() - EPOCH).total_seconds()
+        indent = "    " * self.depth
+        state = " ".join(f"{s.name}:{_short(s.status)}#{s.attempts}" for s in wf.steps)
+        text = f"{indent}t={t:7.1f} {event}: {outcome} | {wf.status.value} [{state}]"
+        self.trace.append(text.replace(self.wf_id, "WF"))
+
+
+_SHORT = {
+    StepStatus.PENDING: "pend",
+    StepStatus.QUEUED: "queued",
+    StepStatus.WAITING: "wait",
+    StepStatus.EXECUTING: "exec",
+    StepStatus.RETRYING: "retry",
+    StepStatus.COMPLETED: "done",
+    StepStatus.FAILED: "FAIL",
+    StepStatus.IN_DOUBT: "DOUBT",
+    StepStatus.COMPENSATING: "undoing",
+    StepStatus.COMPENSATED: "undone",
+    StepStatus.COMPENSATION_FAILED: "UNDO-FAIL",
+    StepStatus.SKIPPED: "skip",
+}
+
+
+def _short(status: StepStatus) -> str:
+    return _SHORT.get(status, status.value.lower())
+
+
+def _job(job: Job) -> str:
+    return f"{job.kind} {job.step}#{job.attempt}"
+
+
+def _errors(errors: dict[str, str]) -> str:
+    return "".join(f"; error: {e}" for e in errors.values())
+
+
+def simulate(
+    definition: WorkflowDefinition, seed: int, *, input: dict[str, Any] | None = None, **kw: Any
+) -> SeedResult:
+    """Run one seed. The same seed gives the same trace."""
+    return Simulation(definition, seed, input=input, **kw).run()
+
+
+def run_seeds(
+    definition: WorkflowDefinition,
+    seeds: Iterable[int],
+    *,
+    input: dict[str, Any] | None = None,
+    stop_at_first: bool = True,
+    **kw: Any,
+) -> tuple[int, list[SeedResult]]:
+    """Run many seeds; returns how many ran and the failures (the first one only by default)."""
+    ran = 0
+    failed: list[SeedResult] = []
+    for seed in seeds:
+        ran += 1
+        result = simulate(definition, seed, input=input, **kw)
+        if not result.ok:
+            failed.append(result)
+            if stop_at_first:
+                break
+    return ran, failed
+
+
+__all__ = [
+    "EVENTS",
+    "Rates",
+    "SeedResult",
+    "SimClock",
+    "SimQueue",
+    "Simulation",
+    "run_seeds",
+    "simulate",
+    "simulated_definition",
+]
