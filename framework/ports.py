@@ -29,8 +29,6 @@ class Job:
     attempt: int
     timeout: float | None = None
     description: str = ""
-    #: Already dispatched by the transaction that enqueued it (in-process queues only).
-    claimed: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -149,6 +149,15 @@ def run_worker(settings: WorkerSettings) -> bool:
     engine.store.initialize()
     engine.store.close()
     worker = make_rq_worker(rq_queue_of(engine), name)
+    stop = worker.request_stop
+
+    def request_stop(signum: int, frame: Any) -> None:
+        # A warm shutdown takes nothing new: the step in flight settles and its next step goes
+        # to the queue for another worker instead of being claimed and run here.
+        engine.eager = False
+        stop(signum, frame)  # type: ignore[no-untyped-call]
+
+    worker.request_stop = request_stop  # type: ignore[method-assign]
     log.info(
         "worker %s: queue %s, store %s, handlers %s",
         name,
