@@ -16,11 +16,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ._common import Mode, Row
+from ._common import Mode, Row, percentile
 
 HERE = Path(__file__).resolve().parent
 NAME = "3. distributed throughput (RQ + Redis, 1 and 2 workers)"
-TARGET = "≥ 0.8× raw RQ chain"
+TARGET = "≥ 1.0× raw RQ chain"
 
 
 def _pending(reason: str) -> list[Row]:
@@ -68,9 +68,33 @@ def _rows(data: dict[str, Any]) -> list[Row]:
                 unit="steps/s",
                 ratio=ratio,
                 target=TARGET,
-                met=ratio >= 0.8,
+                met=ratio >= 1.0,
                 note=f"{data['store']} store; raw RQ SimpleWorker chain of {n * 5} jobs",
                 details=r,
+            )
+        )
+    lat = data.get("latency")
+    if lat:
+        ours, raw = lat["statesaga"], lat["raw"]
+        p50, p99 = percentile(ours, 50) * 1000, percentile(ours, 99) * 1000
+        q50, q99 = percentile(raw, 50) * 1000, percentile(raw, 99) * 1000
+        rows.append(
+            Row(
+                name=f"6. latency start → COMPLETED, 3-step saga, RQ (p50; p99 {p99:.1f} ms)",
+                ours=p50,
+                baseline=q50,
+                unit="ms p50",
+                ratio=p50 / q50,
+                target="(what users feel)",
+                note=(
+                    f"{len(ours)} sequential workflows, 1 worker, redis store; statesaga p99"
+                    f" {p99:.1f} ms; raw RQ chain of 3 jobs p50 {q50:.1f} ms, p99 {q99:.1f} ms;"
+                    " ratio = our p50 / theirs (lower is faster)"
+                ),
+                details={
+                    "statesaga_ms": {"p50": p50, "p99": p99},
+                    "raw_ms": {"p50": q50, "p99": q99},
+                },
             )
         )
     c = data["commands"]
@@ -82,10 +106,10 @@ def _rows(data: dict[str, Any]) -> list[Row]:
             baseline=c["raw_per_step"],
             unit="commands/step",
             ratio=ratio,
-            target="a few more than raw RQ",
-            met=c["statesaga_per_step"] - c["raw_per_step"] <= 20,
+            target="≤ raw RQ's own + the store's one script",
+            met=c["statesaga_per_step"] <= c["raw_per_step"] + 1,
             note=(
-                f"+{c['statesaga_per_step'] - c['raw_per_step']:.1f} commands/step over raw RQ"
+                f"{c['statesaga_per_step'] - c['raw_per_step']:+.1f} commands/step against raw RQ"
                 f" ({data['store']} store included); counted over {c['steps']} steps"
             ),
             details=c,
