@@ -20,6 +20,7 @@ from statesaga.engine import Engine
 from statesaga.models import WorkflowState
 from statesaga.ports import Queue
 from statesaga.recovery import Recovery
+from statesaga.simulation import run_seeds
 from statesaga.worker import make_rq_worker, serving
 
 CLAIMED = "claimed by the worker that ran the last step"
@@ -181,3 +182,15 @@ def test_renew_rearms_an_armed_rq_alarm_with_the_next_steps_timeout(redis_url: s
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
         queue.close()
+
+
+@pytest.mark.parametrize(
+    ("saga", "seeds"), [("tests/sagas/chaos.yaml", 150), ("examples/trip.yaml", 100)]
+)
+def test_the_simulation_invariants_hold_with_eager_dispatch(saga: str, seeds: int) -> None:
+    """Workers die at every boundary (after the settle that claimed the next step too), jobs
+    are lost, duplicated and stale, cancels and recoveries interleave: every invariant holds."""
+    root = Path(__file__).resolve().parents[1]
+    ran, failed = run_seeds(load_definition(root / saga), range(seeds), eager=True)
+    assert ran == seeds
+    assert not failed, "\n".join([f"seed {failed[0].seed}", *failed[0].problems])
