@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ._common import Mode, Row, percentile
+from ._common import Mode, Row, latency_row
 
 HERE = Path(__file__).resolve().parent
 NAME = "3. distributed throughput (RQ + Redis, 1 and 2 workers)"
@@ -75,28 +75,8 @@ def _rows(data: dict[str, Any]) -> list[Row]:
         )
     lat = data.get("latency")
     if lat:
-        ours, raw = lat["statesaga"], lat["raw"]
-        p50, p99 = percentile(ours, 50) * 1000, percentile(ours, 99) * 1000
-        q50, q99 = percentile(raw, 50) * 1000, percentile(raw, 99) * 1000
-        rows.append(
-            Row(
-                name=f"6. latency start → COMPLETED, 3-step saga, RQ (p50; p99 {p99:.1f} ms)",
-                ours=p50,
-                baseline=q50,
-                unit="ms p50",
-                ratio=p50 / q50,
-                target="(what users feel)",
-                note=(
-                    f"{len(ours)} sequential workflows, 1 worker, redis store; statesaga p99"
-                    f" {p99:.1f} ms; raw RQ chain of 3 jobs p50 {q50:.1f} ms, p99 {q99:.1f} ms;"
-                    " ratio = our p50 / theirs (lower is faster)"
-                ),
-                details={
-                    "statesaga_ms": {"p50": p50, "p99": p99},
-                    "raw_ms": {"p50": q50, "p99": q99},
-                },
-            )
-        )
+        where = "RQ, 1 worker, redis store"
+        rows.append(latency_row(where, lat["statesaga"], lat["raw"], "raw RQ chain of 3 jobs"))
     c = data["commands"]
     ratio = c["statesaga_per_step"] / c["raw_per_step"]
     rows.append(

@@ -38,7 +38,7 @@ from statesaga.definition import WorkflowDefinition
 from statesaga.engine import Engine
 from statesaga.models import WorkflowStatus
 
-from ._common import STEPS, Mode, Row, noop_definition, noop_registry, percentile
+from ._common import STEPS, Mode, Row, latency_row, noop_definition, noop_registry
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -173,30 +173,6 @@ def _close(sides: dict[str, Any], settings: dict[str, Any]) -> None:
             settings[name] = result
 
 
-def _latency_row(ours: list[float], peer: list[float] | None, peer_name: str) -> Row:
-    p50, p99 = percentile(ours, 50) * 1000, percentile(ours, 99) * 1000
-    row = Row(
-        name=f"6. latency start → COMPLETED, 3-step saga, embedded (p50; p99 {p99:.1f} ms)",
-        ours=p50,
-        unit="ms p50",
-        target="(what users feel)",
-        details={"statesaga_ms": {"p50": p50, "p99": p99}, "samples": len(ours)},
-    )
-    if peer is None:
-        row.status = "pending"
-        row.note = "DBOS not run"
-        return row
-    q50, q99 = percentile(peer, 50) * 1000, percentile(peer, 99) * 1000
-    row.baseline = q50
-    row.ratio = p50 / q50
-    row.note = (
-        f"{len(ours)} sequential workflows each; statesaga p99 {p99:.1f} ms, {peer_name}"
-        f" p50 {q50:.1f} ms, p99 {q99:.1f} ms; ratio = our p50 / theirs (lower is faster)"
-    )
-    row.details[f"{peer_name}_ms"] = {"p50": q50, "p99": q99}
-    return row
-
-
 def run(mode: Mode, workflows: int | None = None, directory: Path | None = None) -> list[Row]:
     n = workflows or {"smoke": 3, "quick": 60, "full": 1000}[mode]
     block = max(1, min(n, {"smoke": 3, "quick": 10, "full": 25}[mode]))
@@ -284,7 +260,7 @@ def run(mode: Mode, workflows: int | None = None, directory: Path | None = None)
                 note=f"DBOS not run: {why}",
                 details=details,
             ),
-            _latency_row(ours_lat, None, "dbos"),
+            latency_row("embedded", ours_lat, None, "DBOS"),
         ]
     rows = []
     for journal, label, target in (
@@ -353,7 +329,7 @@ def run(mode: Mode, workflows: int | None = None, directory: Path | None = None)
                 details=r,
             )
         )
-    rows.append(_latency_row(ours_lat, peer_lat, "dbos"))
+    rows.append(latency_row("embedded", ours_lat, peer_lat, "DBOS (DELETE)"))
     return rows
 
 
