@@ -592,10 +592,19 @@ def cancel(
 )
 @click.option("--parallel", type=int, default=None, help="runs side by side")
 @click.option("--keep", is_flag=True, help="keep the run directories (stores, ledgers, logs)")
+@click.option(
+    "--expect",
+    "expects",
+    multiple=True,
+    type=click.Choice(["COMPLETED", "COMPENSATED", "FAILED"]),
+    help="the correct outcome, one per --input in order (or one for all), e.g. FAILED for a "
+    "failure after the pivot",
+)
 @_guard
 def check_crashes_command(
     definition: str,
     inputs: tuple[str, ...],
+    expects: tuple[str, ...],
     queue: str,
     store: str | None,
     handlers: tuple[str, ...],
@@ -609,14 +618,24 @@ def check_crashes_command(
 
     name = Path(definition).stem
     modules = tuple(m.strip() for value in handlers for m in value.split(",") if m.strip())
+    runs = inputs or ("",)
+    if len(expects) not in (0, 1, len(runs)):
+        raise click.BadParameter(
+            f"{len(expects)} given for {len(runs)} --input: give one per --input, or one for all",
+            param_hint="--expect",
+        )
+    wanted: list[str | None] = [None] * len(runs)
+    if expects:
+        wanted = [*expects] * len(runs) if len(expects) == 1 else [*expects]
     scenarios = [
         Scenario(
             f"{name}-{i}" if len(inputs) > 1 else name,
             str(Path(definition).resolve()),
             _load_input(value),
             modules,
+            expect,
         )
-        for i, value in enumerate(inputs or ("",), 1)
+        for i, (value, expect) in enumerate(zip(runs, wanted, strict=True), 1)
     ]
     results = check_crashes(
         scenarios,
@@ -794,6 +813,37 @@ def check_upgrade_command(definition: str, store: str | None, as_json: bool) -> 
             f"{len(blocked)} cannot continue under v{new.version}"
         )
     sys.exit(1 if blocked else 0)
+
+
+# -- statesaga simulate (issue 15: deterministic simulation) ------------------------------------
+@main.command()
+@click.argument("definition", type=click.Path(exists=True, dir_okay=False))
+@click.option("--seeds", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--seed", type=int, default=None, help="replay this one seed and print its trace")
+@click.option("--input", "input_", default=None, help="JSON object, or @file.json")
+@_guard
+def simulate(definition: str, seeds: int, seed: int | None, input_: str | None) -> None:
+    """Explore a saga under simulated faults (crashes at every boundary, lost, duplicate and
+    stale jobs, recovery scans, cancels, signals, timers), its handlers replaced by ledger
+    stand-ins; check the invariants after every event. Prints the first failing trace and
+    exits 1 if any seed breaks one."""
+    from .definition import load_definition
+    from .simulation import run_seeds
+    from .simulation import simulate as simulate_seed
+
+    saga = load_definition(definition)
+    data = _load_input(input_)
+    if seed is not None:
+        result = simulate_seed(saga, seed, input=data)
+        click.echo(result.report())
+        sys.exit(0 if result.ok else 1)
+    summary = run_seeds(saga, range(seeds), input=data)
+    if summary.failed:
+        first = summary.failed[0]
+        click.echo(first.report())
+        click.echo(f"replay it: statesaga simulate {definition} --seed {first.seed}")
+    click.echo(f"{saga.name}: {summary.line()}")
+    sys.exit(0 if summary.ok else 1)
 
 
 __all__ = ["main"]

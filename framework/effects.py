@@ -153,6 +153,17 @@ def compensate(ctx: TransitionContext) -> Deferred:
     return None
 
 
+def catch_up(ctx: TransitionContext) -> Deferred:
+    """Resuming: take the news a suspended workflow could not (a step that completed or gave
+    up meanwhile fired `advance` or `step_failed`, which SUSPENDED ignores)."""
+    wf = ctx.workflow
+    if any(s.status in _GAVE_UP for s in wf.steps):
+        ctx.then("step_failed")
+    elif all(s.status is StepStatus.COMPLETED for s in wf.steps):
+        ctx.then("advance")
+    return None
+
+
 def outcome_unknown(ctx: TransitionContext) -> Deferred:
     """The attempt ended without a saved outcome: it may have applied. The step's error says
     so (unless the attempt's own timeout already did), not the previous attempt's error."""
@@ -466,6 +477,7 @@ EFFECTS: dict[str, Callable[..., Deferred]] = {
         resume_in_flight,
         outcome_unknown,
         explain_halt,
+        catch_up,
         start_wait,
         take_early_signal,
         enqueue_timer,

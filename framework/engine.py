@@ -767,8 +767,17 @@ class Engine:
             entry.attempt = step.attempts  # `dispatch` starts the next attempt in its effects
 
     def _drain_followups(self, txn: Txn) -> None:
+        fired = 0
         while txn.followups:
             trigger = txn.followups.popleft()
+            fired += 1
+            if fired > _FOLLOWUPS_MAX:
+                # A table (or a plugin's effect) that keeps asking for the next trigger would
+                # grow the history without end in one event: refuse to save it.
+                raise StateError(
+                    f"{txn.wf.id}: more than {_FOLLOWUPS_MAX} workflow triggers in one event "
+                    f"(the last: {trigger!r} in {txn.wf.status.value}); the tables loop"
+                )
             if not self.workflow_chart.can_fire(txn.wf.status.value, trigger):
                 # A final workflow ignores late news (e.g. a step finishing after FAILED).
                 log.info("%s: %s ignored in %s", txn.wf.id, trigger, txn.wf.status.value)
@@ -845,6 +854,7 @@ class Engine:
 
 
 _POLL = 0.05
+_FOLLOWUPS_MAX = 1000
 _SUMMARY = 200  # characters of a signal's payload kept in the history
 _GAVE_UP = frozenset({StepStatus.FAILED, StepStatus.IN_DOUBT})
 _BUSY_STEP = frozenset(

@@ -49,6 +49,7 @@ _SETTLED_STEP = frozenset(
     {
         StepStatus.COMPLETED,
         StepStatus.FAILED,
+        StepStatus.IN_DOUBT,
         StepStatus.SKIPPED,
         StepStatus.COMPENSATING,
         StepStatus.COMPENSATED,

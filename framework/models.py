@@ -50,6 +50,8 @@ class TodoStatus(StrEnum):
     IN_PROGRESS = "in_progress"
     BLOCKED = "blocked"
     COMPLETED = "completed"
+    REVERTING = "reverting"
+    REVERTED = "reverted"
     FAILED = "failed"
     CANCELLED = "cancelled"
 

@@ -22,8 +22,9 @@ replays exactly: `simulate(definition, seed)` twice gives the same trace.
 from __future__ import annotations
 
 import random
+from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -33,7 +34,7 @@ from .errors import AdapterError, StatesagaError
 from .invariants import ENDED, check_end, check_event
 from .models import RetryPolicy, StepStatus, WorkflowState, WorkflowStatus
 from .plugins import open_store
-from .ports import Job, JobRunner
+from .ports import Job, JobRunner, Store
 from .recovery import Recovery, RecoveryAction
 from .registry import Registry
 from .standins import Faults, Service, SimCrash, pick, register_standins
@@ -126,7 +127,8 @@ EVENTS = {
     "recover_cancel": 1.0,
     "cancel": 1.5,
     "force_cancel": 1.5,
-    "signal": 4.0,
+    "suspend": 1.0,
+    "signal": 8.0,
     "tick": 3.0,
 }
 #: The chance that a seed's run includes each kind of event at all.
@@ -137,6 +139,7 @@ OPTIONAL = {
     "recover_cancel": 0.2,
     "cancel": 0.25,
     "force_cancel": 0.25,
+    "suspend": 0.25,
 }
 
 
@@ -147,6 +150,7 @@ class SeedResult:
     problems: list[str]
     trace: list[str]
     events: int
+    reason: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -156,6 +160,10 @@ class SeedResult:
         lines = [f"seed {self.seed}: {self.status} after {self.events} events"]
         lines += [f"  {t}" for t in self.trace]
         lines += [f"  VIOLATION: {p}" for p in self.problems]
+        if self.ok:
+            lines.append(f"  ok: ended {self.status}; every invariant held")
+        if self.reason:
+            lines.append(f"  reason: {self.reason}")
         return "\n".join(lines)
 
 
@@ -194,6 +202,31 @@ def simulated_definition(definition: WorkflowDefinition) -> WorkflowDefinition:
     return WorkflowDefinition(new, definition.file, definition.lines)
 
 
+class Rig:
+    """What every seed of a run shares: the simulated definition and one Engine, whose store,
+    queue, clock, probe and stand-ins each seed replaces (building an Engine scans the
+    installed plugins, which would cost more than a seed)."""
+
+    def __init__(self, definition: WorkflowDefinition, registry: Registry | None = None) -> None:
+        self.definition = simulated_definition(definition)
+        # A registry given here may bring its own effects or guards (they win over the
+        # built-ins), e.g. to check that the simulation catches a defective one.
+        self.engine = Engine(
+            open_store("memory://"),
+            SimQueue(SimClock()),
+            registry.copy() if registry is not None else Registry(),
+            worker="sim",
+            heartbeat_interval=0,
+            step_chart=self.definition.step_chart(),
+        )
+        self._store_class: Any = type(self.engine.store)
+
+    def new_store(self) -> Store:
+        """An empty store of the kind `memory://` opens, without scanning the plugins again."""
+        store: Store = self._store_class.from_url("memory://")
+        return store
+
+
 class Simulation:
     """One seeded run of one workflow of `definition` (see the module docstring)."""
 
@@ -207,13 +240,16 @@ class Simulation:
         fault_events: int = 60,
         heal_events: int = 400,
         eager: bool = False,
+        registry: Registry | None = None,
+        rig: Rig | None = None,
     ) -> None:
         self.seed = seed
         self.rng = random.Random(seed)
         self.rates = rates or Rates()
         self.fault_events = fault_events
         self.heal_events = heal_events
-        self.definition = simulated_definition(definition)
+        rig = rig or Rig(definition, registry)
+        self.definition = rig.definition
         self.input = dict(input or {})
         self.clock = SimClock()
         self.queue = SimQueue(self.clock)
@@ -231,22 +267,17 @@ class Simulation:
         self.depth = 0
         self.trace: list[str] = []
         self.ended_as: WorkflowStatus | None = None
-        registry = Registry()
+        self.engine = engine = rig.engine
+        engine.store = rig.new_store()
+        engine.queue = self.queue
+        engine.clock = self.clock
+        engine.probe = self._probe
+        self.queue.bind(engine.run_job)
         register_standins(
-            registry,
+            engine.registry,
             self.definition,
             self.service,
             Faults(self._action_fault, self._undo_fault, self._progress),
-        )
-        self.engine = Engine(
-            open_store("memory://"),
-            self.queue,
-            registry,
-            clock=self.clock,
-            worker="sim",
-            heartbeat_interval=0,
-            probe=self._probe,
-            step_chart=self.definition.step_chart(),
         )
         self.queue.in_process = eager
         self.engine.eager = eager
@@ -256,6 +287,8 @@ class Simulation:
         )
         self.wf_id = ""
         self.events = 0
+        self._noted: list[str] = []
+        self._last: WorkflowState | None = None
 
     # -- the run ---------------------------------------------------------------------------
     def run(self) -> SeedResult:
@@ -264,7 +297,8 @@ class Simulation:
             wf = self.engine.start(self.definition, self.input)
             self.wf_id = wf.id
             left_out = ", ".join(sorted(set(EVENTS) - set(self.kinds))) or "none"
-            self._note("start", f"doomed step: {self.doomed or 'none'}; events left out: {left_out}")
+            doomed = self.doomed or "none"
+            self._note("start", f"doomed step: {doomed}; events left out: {left_out}")
             self._check()
             for _ in range(self.fault_events):
                 if self._ended() and not self.queue.pending:
@@ -274,17 +308,25 @@ class Simulation:
             self._heal()
             wf = self._wf()
             problems = check_end(wf, self.service)
+            if not problems and self._restartable(wf):
+                problems = self._restart(wf)
+                wf = self._wf()
             if not problems and wf.status in ENDED:
                 problems = self._quiet_after_end(wf)
         except _Violation as exc:
             problems = str(exc).splitlines()
-        status = self._wf().status.value if self.wf_id else "NOT STARTED"
-        return SeedResult(self.seed, status, problems, self.trace, self.events)
+            if self.wf_id and self._noted:
+                self._flush()
+        if not self.wf_id:
+            return SeedResult(self.seed, "NOT STARTED", problems, self.trace, self.events)
+        wf = self._wf()
+        reason = (wf.reason or "").replace(self.wf_id, "WF") or None
+        return SeedResult(self.seed, wf.status.value, problems, self.trace, self.events, reason)
 
     def _heal(self) -> None:
         scans = 0
         for _ in range(self.heal_events):
-            wf = self._wf()
+            wf = self._last or self._wf()
             if wf.status in ENDED and not self.queue.pending:
                 return
             if self.queue.due():
@@ -302,6 +344,26 @@ class Simulation:
             if scans > 3:
                 return  # check_end reports it did not converge
             self._event("recover")
+
+    def _restartable(self, wf: WorkflowState) -> bool:
+        """A halted workflow nothing was undone on: half of them an operator fixes and
+        restarts (from its first step not completed), which must converge again."""
+        if wf.status is not WorkflowStatus.FAILED:
+            return False
+        if any(e.op == "undo" for e in self.service.entries):
+            return False  # a restart re-uses the keys, which an undo retired
+        return self.rng.random() < 0.5
+
+    def _restart(self, wf: WorkflowState) -> list[str]:
+        open_ = [s.name for s in wf.steps if s.status is not StepStatus.COMPLETED]
+        start = open_[0] if open_ else wf.steps[-1].name  # all done: halted by a late cancel
+        self.doomed = None  # the operator fixed what failed
+        self.ended_as = None
+        self.engine.restart(self.wf_id, start, reason="fixed", by="operator")
+        self._note(f"restart --from {start}", "accepted")
+        self._check()
+        self._heal()
+        return check_end(self._wf(), self.service)
 
     def _quiet_after_end(self, wf: WorkflowState) -> list[str]:
         """Recovery scans after the end must neither pick the workflow up nor add history."""
@@ -321,7 +383,7 @@ class Simulation:
         if not self.queue.due():
             weights.pop("deliver", None)
             weights.pop("duplicate", None)
-            weights["wait"] = 30.0
+            weights["wait"] = 10.0
         if not self.queue.pending:
             weights.pop("lose", None)
             weights.pop("wait", None)
@@ -394,6 +456,14 @@ class Simulation:
     def _do_force_cancel(self) -> None:
         self._do_cancel(force=True)
 
+    def _do_suspend(self) -> None:
+        try:
+            self.engine.suspend(self.wf_id, by="operator", reason="simulated")
+        except StatesagaError as exc:
+            self._note("suspend", f"refused: {exc}")
+            return
+        self._note("suspend", "accepted")
+
     def _do_signal(self) -> None:
         names = self._signals()
         if not names:
@@ -420,7 +490,7 @@ class Simulation:
         except Exception as exc:  # a job must never raise: workers would drop it
             self._note(label, f"raised {type(exc).__name__}: {exc}")
             raise _Violation(self._where(f"run_job raised {type(exc).__name__}: {exc}")) from exc
-        self._note(label, "done")
+        self._note(label, "ran")
 
     # -- faults at the engine's boundaries ---------------------------------------------------
     def _probe(self, boundary: str, job: Job) -> None:
@@ -432,6 +502,7 @@ class Simulation:
         if r < self.rates.crash + self.rates.interleave and self.depth < 2:
             self.depth += 1
             self._note(f"  at {boundary} of {_job(job)}", "meanwhile:")
+            self._flush()
             try:
                 for _ in range(self.rng.randint(1, 2)):
                     self._event(self._choose())
@@ -480,10 +551,12 @@ class Simulation:
         return self.engine.store.get(self.wf_id)
 
     def _ended(self) -> bool:
-        return self._wf().status in ENDED
+        return self._last is not None and self._last.status in ENDED
 
     def _signals(self) -> list[str]:
-        wf = self._wf()
+        wf = self._last  # as of the last check: a signal that came too late is refused
+        if wf is None:
+            return []
         return sorted(
             {
                 s.signal
@@ -495,9 +568,11 @@ class Simulation:
         )
 
     def _check(self) -> None:
+        """Write the trace lines of what just happened, then check the invariants (one read
+        of the stored workflow for both)."""
         if not self.wf_id:
             return
-        wf = self._wf()
+        wf = self._flush()
         problems = check_event(wf, self.service, self.ended_as)
         if self.ended_as is None and wf.status in ENDED:
             self.ended_as = wf.status
@@ -508,14 +583,16 @@ class Simulation:
         return text
 
     def _note(self, event: str, outcome: str) -> None:
-        if not self.wf_id:
-            return
-        wf = self._wf()
         t = (self.clock.now() - EPOCH).total_seconds()
-        indent = "    " * self.depth
+        self._noted.append(f"{'    ' * self.depth}t={t:7.1f} {event}: {outcome}")
+
+    def _flush(self) -> WorkflowState:
+        wf = self._last = self._wf()
         state = " ".join(f"{s.name}:{_short(s.status)}#{s.attempts}" for s in wf.steps)
-        text = f"{indent}t={t:7.1f} {event}: {outcome} | {wf.status.value} [{state}]"
-        self.trace.append(text.replace(self.wf_id, "WF"))
+        for text in self._noted:
+            self.trace.append(f"{text} | {wf.status.value} [{state}]".replace(self.wf_id, "WF"))
+        self._noted.clear()
+        return wf
 
 
 _SHORT = {
@@ -553,6 +630,24 @@ def simulate(
     return Simulation(definition, seed, input=input, **kw).run()
 
 
+@dataclass
+class Summary:
+    """What a run of many seeds found: how each ended, and the failing seeds."""
+
+    ran: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)
+    failed: list[SeedResult] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def line(self) -> str:
+        ends = ", ".join(f"{n} {status}" for status, n in sorted(self.outcomes.items()))
+        verdict = "every invariant held" if self.ok else f"{len(self.failed)} failed"
+        return f"{self.ran} seeds: {verdict} ({ends})"
+
+
 def run_seeds(
     definition: WorkflowDefinition,
     seeds: Iterable[int],
@@ -560,18 +655,19 @@ def run_seeds(
     input: dict[str, Any] | None = None,
     stop_at_first: bool = True,
     **kw: Any,
-) -> tuple[int, list[SeedResult]]:
-    """Run many seeds; returns how many ran and the failures (the first one only by default)."""
-    ran = 0
-    failed: list[SeedResult] = []
+) -> Summary:
+    """Run many seeds; stop at the first failure unless told otherwise."""
+    summary = Summary()
+    rig = Rig(definition, kw.pop("registry", None))
     for seed in seeds:
-        ran += 1
-        result = simulate(definition, seed, input=input, **kw)
+        summary.ran += 1
+        result = simulate(definition, seed, input=input, rig=rig, **kw)
+        summary.outcomes[result.status] += 1
         if not result.ok:
-            failed.append(result)
+            summary.failed.append(result)
             if stop_at_first:
                 break
-    return ran, failed
+    return summary
 
 
 __all__ = [
@@ -581,6 +677,7 @@ __all__ = [
     "SimClock",
     "SimQueue",
     "Simulation",
+    "Summary",
     "run_seeds",
     "simulate",
     "simulated_definition",

@@ -141,12 +141,15 @@ class Faults:
 def register_standins(
     registry: Registry, definition: WorkflowDefinition, service: Service, faults: Faults
 ) -> None:
-    """Register a stand-in under every action and compensation name the definition uses."""
+    """Register a stand-in under every action and compensation name the definition uses (in
+    place of any handler registered under that name)."""
     for spec in definition.steps:
-        if spec.action is not None and not registry.has_handler(spec.action):
-            registry.register_handler(spec.action, _action(service, faults))
-        if spec.compensation is not None and not registry.has_handler(spec.compensation.action):
-            registry.register_handler(spec.compensation.action, _undo(service, faults))
+        if spec.action is not None:
+            registry.register_handler(spec.action, _action(service, faults), replace=True)
+        if spec.compensation is not None:
+            registry.register_handler(
+                spec.compensation.action, _undo(service, faults), replace=True
+            )
 
 
 def _action(service: Service, faults: Faults) -> Callable[[StepContext], Any]:

@@ -106,8 +106,8 @@ def events_to(current: TodoStatus | str, target: TodoStatus | str) -> list[str] 
 
 
 #: Where a todo stands while its step is in each status. None: the step's status says nothing
-#: new about the item (an undone step leaves its todo completed: the todo chart has no way out of
-#: a final status; the workflow's status tells that the saga was rolled back).
+#: new about the item (a step in doubt stays where its last attempt left the item until the
+#: unwinding saga undoes it).
 STEP_TO_TODO: dict[StepStatus, TodoStatus | None] = {
     StepStatus.PENDING: TodoStatus.PENDING,
     StepStatus.QUEUED: TodoStatus.DISPATCHED,
@@ -115,9 +115,10 @@ STEP_TO_TODO: dict[StepStatus, TodoStatus | None] = {
     StepStatus.RETRYING: TodoStatus.PENDING,  # `requeued`: handed back until the next attempt
     StepStatus.COMPLETED: TodoStatus.COMPLETED,
     StepStatus.FAILED: TodoStatus.FAILED,
-    StepStatus.COMPENSATING: None,
-    StepStatus.COMPENSATED: None,
-    StepStatus.COMPENSATION_FAILED: None,
+    StepStatus.IN_DOUBT: None,
+    StepStatus.COMPENSATING: TodoStatus.REVERTING,
+    StepStatus.COMPENSATED: TodoStatus.REVERTED,
+    StepStatus.COMPENSATION_FAILED: TodoStatus.FAILED,
     StepStatus.SKIPPED: TodoStatus.CANCELLED,
 }
 

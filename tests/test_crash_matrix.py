@@ -14,6 +14,7 @@ from statesaga.crashcheck import (
     CellResult,
     Ledger,
     LedgerRecord,
+    Scenario,
     check_crashes,
     check_ledger,
     format_table,
@@ -117,3 +118,43 @@ def test_attempt_scoped_keys_show_a_lost_attempt_applied_twice(
     ledger = Ledger(tmp_path / "trip-after_action-1" / "ledger.jsonl", scope="attempt")
     keys = [r.key for r in ledger.records() if r.step == "reserve_flight"]
     assert [k.rsplit(":", 1)[1] for k in keys] == ["1", "2"]
+
+
+TRIP = {"origin": "CDG", "destination": "LIS", "nights": 3, "amount": 640, "email": "a@b.org"}
+TIGHT = str(Path(__file__).parent / "sagas" / "trip_tight.yaml")
+
+
+def test_an_expected_failed_outcome_passes_and_an_unstated_one_says_how_to_state_it(
+    tmp_path: Path,
+) -> None:
+    """A failure after the pivot: FAILED (halted, nothing undone) is the correct outcome."""
+    trip = trip_scenarios()[0]
+    past_pivot = dict(TRIP, fail_at="send_confirmation")
+    stated = Scenario("stated", trip.definition, past_pivot, trip.handlers, expect="FAILED")
+    results = check_crashes(
+        [stated], workdir=tmp_path / "stated", boundaries=("after_action",), parallel=2
+    )
+    assert all(r.ok for r in results), format_table(results)
+    assert {r.status for r in results} == {"FAILED"}
+    assert len(results) > 1
+    unstated = Scenario("unstated", trip.definition, past_pivot, trip.handlers)
+    [clean] = check_crashes([unstated], workdir=tmp_path / "unstated", boundaries=())
+    assert not clean.ok
+    assert "say so: --expect FAILED" in clean.problems[0]
+    with pytest.raises(ValueError, match="cannot expect 'RUNNING'"):
+        Scenario("bad", trip.definition, expect="RUNNING")
+
+
+def test_a_lost_attempt_that_cost_the_last_retry_is_reported_as_correct(tmp_path: Path) -> None:
+    flaky = Scenario("tight", TIGHT, dict(TRIP, flaky="reserve_hotel"), expect="COMPLETED")
+    results = check_crashes([flaky], workdir=tmp_path, boundaries=("after_action",), parallel=2)
+    table = format_table(results)
+    assert all(r.ok for r in results), table
+    costly = [r for r in results if r.status != "COMPLETED"]
+    assert costly, table  # killing reserve_hotel's second (last) attempt
+    for r in costly:
+        assert (
+            r.status == "COMPENSATED" and r.note == "a lost attempt of reserve_hotel cost a retry"
+        )
+        assert r.applies == r.undos  # what the lost attempt applied was undone by its key
+    assert "ok (a lost attempt of reserve_hotel cost a retry)" in table

@@ -86,6 +86,18 @@ def steps(*specs: dict[str, Any]) -> list[dict[str, Any]]:
     return list(specs)
 
 
+def pivot_saga(tmp_path: Path) -> World:
+    """reserve (undoable), then charge (the pivot), then ship."""
+    return World(
+        tmp_path,
+        steps(
+            {"name": "reserve", "action": "do_reserve", "compensation": "undo_reserve"},
+            {"name": "charge", "action": "do_charge", "pivot": True},
+            {"name": "ship", "action": "do_ship"},
+        ),
+    )
+
+
 def test_lost_last_attempt_after_its_effect_is_undone_by_key(tmp_path: Path) -> None:
     """Defect 2: before, the step went FAILED, the unwind skipped it and the workflow said
     COMPENSATED with its effect in force."""
@@ -121,14 +133,7 @@ def test_lost_pivot_halts_failed_naming_the_effect_and_restart_learns_the_outcom
 ) -> None:
     """Defect 2 on a pivot: before, the saga compensated and said COMPENSATED while the
     charge stood."""
-    w = World(
-        tmp_path,
-        steps(
-            {"name": "reserve", "action": "do_reserve", "compensation": "undo_reserve"},
-            {"name": "charge", "action": "do_charge", "pivot": True},
-            {"name": "ship", "action": "do_ship"},
-        ),
-    )
+    w = pivot_saga(tmp_path)
     wf = w.engine.start(w.definition)
     w.kill = ("after_action", "charge")
     w.run()
@@ -214,14 +219,7 @@ def test_a_failure_after_a_lost_attempt_does_not_prove_nothing_applied(tmp_path:
 
 @pytest.mark.parametrize("force", [False, True])
 def test_cancel_past_the_pivot_halts_instead_of_undoing(tmp_path: Path, force: bool) -> None:
-    w = World(
-        tmp_path,
-        steps(
-            {"name": "reserve", "action": "do_reserve", "compensation": "undo_reserve"},
-            {"name": "charge", "action": "do_charge", "pivot": True},
-            {"name": "ship", "action": "do_ship"},
-        ),
-    )
+    w = pivot_saga(tmp_path)
     wf = w.engine.start(w.definition)
     w.kill = ("before_action", "ship")
     w.run()
@@ -237,14 +235,7 @@ def test_cancel_past_the_pivot_halts_instead_of_undoing(tmp_path: Path, force: b
 
 
 def test_recover_cancel_past_the_pivot_halts_and_reports_no_error(tmp_path: Path) -> None:
-    w = World(
-        tmp_path,
-        steps(
-            {"name": "reserve", "action": "do_reserve", "compensation": "undo_reserve"},
-            {"name": "charge", "action": "do_charge", "pivot": True},
-            {"name": "ship", "action": "do_ship"},
-        ),
-    )
+    w = pivot_saga(tmp_path)
     wf = w.engine.start(w.definition)
     w.kill = ("before_action", "ship")
     w.run()
@@ -252,3 +243,39 @@ def test_recover_cancel_past_the_pivot_halts_and_reports_no_error(tmp_path: Path
     assert report.cancelled == [wf.id] and not report.errors
     assert w.engine.get(wf.id).status is WorkflowStatus.FAILED
     assert w.undone == []
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_a_step_that_settles_while_suspended_is_taken_on_resume(
+    tmp_path: Path, fails: bool
+) -> None:
+    """Found by the simulation: a step finishing (or failing for good) while the workflow was
+    SUSPENDED was ignored, and once resumed it sat RUNNING forever."""
+    w = World(
+        tmp_path,
+        steps(
+            {"name": "a", "action": "do_a", "compensation": "undo_a"},
+            {"name": "b", "action": "do_b", "compensation": "undo_b"},
+        ),
+    )
+    wf = w.engine.start(w.definition)
+    suspended: list[str] = []
+
+    def suspend_then_settle(ctx: StepContext) -> dict[str, str]:
+        w.engine.suspend(ctx.workflow_id, by="ops", reason="maintenance")
+        suspended.append(ctx.step)
+        if fails:
+            raise ValueError("b refused")
+        return w._apply(ctx)
+
+    w.engine.registry.register_handler("do_b", suspend_then_settle, replace=True)
+    w.run()
+    assert suspended == ["b"]
+    assert w.engine.get(wf.id).status is WorkflowStatus.SUSPENDED
+    w.engine.resume(wf.id, by="ops")
+    w.engine.queue.drain()
+    wf = w.engine.get(wf.id)
+    if fails:
+        assert wf.status is WorkflowStatus.COMPENSATED and w.live() == []
+    else:
+        assert wf.status is WorkflowStatus.COMPLETED and w.live() == ["a", "b"]

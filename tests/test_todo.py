@@ -72,7 +72,10 @@ def test_events_to_is_a_shortest_path_through_the_chart() -> None:
     assert events_to("pending", "completed") == ["dispatched", "started", "completed"]
     assert events_to("in_progress", "in_progress") == []
     assert events_to("blocked", "completed") == ["started", "completed"]
-    assert events_to("completed", "pending") is None  # no way out of a final status
+    assert events_to("completed", "pending") is None  # done never goes back to pending
+    assert events_to("completed", "reverted") == ["reverting", "reverted"]
+    assert events_to("reverting", "failed") == ["revert_failed"]  # the undo failed
+    assert events_to("reverted", "pending") is None  # no way out of a final status
 
 
 # -- workflows from todos --------------------------------------------------------------------
@@ -195,12 +198,16 @@ def test_a_failed_todo_fails_and_the_rest_are_cancelled(sqlite_url: str) -> None
         StepStatus.FAILED,
         StepStatus.SKIPPED,
     ]
-    # A completed todo stays completed (the chart has no way out); the saga's undo shows in
-    # the workflow, and the todo that never ran is cancelled.
+    # The done todo follows its step's undo (issue 15: before, it stayed `completed` on a
+    # rolled-back saga), and the todo that never ran is cancelled.
     assert [t.status for t in todos] == [
-        TodoStatus.COMPLETED,
+        TodoStatus.REVERTED,
         TodoStatus.FAILED,
         TodoStatus.CANCELLED,
+    ]
+    assert [(c.event, c.dest) for c in tracker.changes if c.todo_id == todos[0].id][-2:] == [
+        ("reverting", TodoStatus.REVERTING),
+        ("reverted", TodoStatus.REVERTED),
     ]
     assert ("failed", TodoStatus.FAILED) in [
         (c.event, c.dest) for c in tracker.changes if c.todo_id == todos[1].id
