@@ -45,6 +45,8 @@ log = logging.getLogger("statesaga.engine")
 #: Transitions whose table names the `emit` effect are published here after the save.
 events = logging.getLogger("statesaga.events")
 
+#: Called after each save with the saved document: the engine goes on working on that object
+#: (the next settle starts from it), so a listener copies what it keeps.
 Listener = Callable[[WorkflowState, HistoryEntry], None]
 #: Fault injection (statesaga.crashcheck): called with a boundary name and the job at
 #: before_action, after_action, after_save, before_compensation, after_compensation.
