@@ -4,7 +4,7 @@ without compensation after it, retries, waits, sleeps and a nested step chart co
 every invariant held; a seed replays exactly; and the simulation does catch a defective
 engine (the compensation order and in-doubt handling of before issue 15).
 
-A longer run: `statesaga simulate tests/sagas/chaos.yaml --seeds 100000` (about 30 minutes).
+A longer run: `statesaga simulate tests/sagas/chaos.yaml --seeds 100000` (about 40 minutes).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ SAGAS = {
     "fanout (parallel strategy, diamond)": ROOT / "tests" / "sagas" / "fanout.yaml",
     "forward (forward_retry)": ROOT / "tests" / "sagas" / "forward.yaml",
 }
-SEEDS = 500  # per saga: 3,500 in all, about 30 s on one core
+SEEDS = 500  # per saga: 3,500 in all; the file takes about 40 s on one core
 
 
 @pytest.mark.parametrize("path", list(SAGAS.values()), ids=list(SAGAS))
