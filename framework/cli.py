@@ -376,6 +376,12 @@ def diagram(
     type=click.Path(exists=True, dir_okay=False),
     help="a step lifecycle that extends the shipped one (for sagas with `step_lifecycle:`)",
 )
+@click.option(
+    "--eager/--no-eager",
+    default=True,
+    show_default=True,
+    help="run the step a settle claims here at once (--no-eager: every step through the queue)",
+)
 @_guard
 def worker(
     queue: str | None,
@@ -387,6 +393,7 @@ def worker(
     name: str | None,
     log_level: str,
     step_chart: str | None,
+    eager: bool,
 ) -> None:
     """Run step and compensation jobs from an RQ queue (SIGTERM: finish the step, then exit)."""
     import os
@@ -407,6 +414,7 @@ def worker(
             name=name,
             log_level=log_level.upper(),
             step_chart=step_chart,
+            eager=eager,
         )
     )
 

@@ -85,6 +85,9 @@ class WorkerSettings:
     log_level: str = "INFO"
     #: A chart file extending the step lifecycle, for sagas that name one (`step_lifecycle:`).
     step_chart: str | None = None
+    #: Run the step a settle claims in this process at once (Engine.eager); False sends every
+    #: step through the queue, so queued workflows take turns step by step.
+    eager: bool = True
 
 
 def worker_name() -> str:
@@ -109,6 +112,7 @@ def build_engine(settings: WorkerSettings, name: str) -> Engine:
         worker=name,
         heartbeat_interval=settings.heartbeat,
         step_chart=settings.step_chart,
+        eager=settings.eager,
     )
 
 

@@ -196,3 +196,36 @@ def test_the_simulation_invariants_hold_with_every_step_through_the_queue(
     summary = run_seeds(load_definition(root / saga), range(seeds), eager=False)
     assert summary.ran == seeds
     assert summary.ok, summary.failed[0].report()
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("flag", ["--eager", "--no-eager"])
+def test_statesaga_worker_runs_a_saga_in_one_rq_job_unless_told_not_to(
+    flag: str, redis_url: str, redis_client: Any, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    url = redis_url.replace("redis://", "rq://", 1) + f"?queue=q-{uuid.uuid4().hex[:8]}"
+    store = f"sqlite:///{tmp_path / 'w.db'}"
+    queue = RQQueue.from_url(url)
+    client = Engine(SQLiteStore(tmp_path / "w.db"), queue)
+    data = {"origin": "TPE", "destination": "NRT", "nights": 2, "amount": 10, "email": "a@b.c"}
+    wf = client.start(load_definition(Path("examples/trip.yaml")), data)
+    worker = subprocess.run(
+        [sys.executable, "-m", "statesaga.cli", "worker", "--burst", flag, "--queue", url,
+         "--store", store, "--handlers", "statesaga.examples.trip_handlers"],
+        capture_output=True, text=True, timeout=120, check=False,
+        cwd=str(Path(__file__).resolve().parents[1]),
+    )  # fmt: skip
+    assert worker.returncode == 0, worker.stderr[-2000:]
+    done = client.get(wf.id)
+    assert done.status is WorkflowStatus.COMPLETED
+    assert [s.attempts for s in done.steps] == [1] * 5
+    names = [s.name for s in done.steps]
+    ran = queue.rq_queue.finished_job_registry.get_job_ids()
+    if flag == "--eager":
+        assert _claimed(done) == names[1:] and len(ran) == 1
+    else:
+        assert _claimed(done) == [] and len(ran) == 5
+    queue.close()
