@@ -167,6 +167,19 @@ def _interleave(sides: dict[str, Any], n: int, block: int) -> dict[str, float]:
     return seconds
 
 
+def _dbos_sides(tmp: Path, logs: Path, tag: str, in_flight: int = 1) -> dict[str, Dbos]:
+    """DBOS as it configures SQLite (journal=DELETE) and on a file made WAL first, as ours."""
+    return {
+        journal: Dbos(
+            tmp / f"{tag}-{journal}.sqlite",
+            journal == "wal",
+            logs / f"{tag}-{journal}.log",
+            in_flight=in_flight,
+        )
+        for journal in ("delete", "wal")
+    }
+
+
 def _close(sides: dict[str, Any], settings: dict[str, Any]) -> None:
     for name, side in sides.items():
         result = side.close()
@@ -191,12 +204,7 @@ def run(mode: Mode, workflows: int | None = None, directory: Path | None = None)
             "normal": Statesaga(Path(tmp) / "statesaga-normal.db", "normal"),
         }
         if with_dbos:
-            for journal in ("delete", "wal"):
-                sides[journal] = Dbos(
-                    Path(tmp) / f"dbos-{journal}.sqlite",
-                    journal == "wal",
-                    base / f"dbos-{journal}.log",
-                )
+            sides.update(_dbos_sides(Path(tmp), base, "dbos"))
         try:
             seconds = _interleave(sides, n, block)
             commits = {
@@ -222,13 +230,7 @@ def run(mode: Mode, workflows: int | None = None, directory: Path | None = None)
                 "statesaga": Statesaga(Path(tmp) / f"statesaga-{k}.db", in_flight=k)
             }
             if with_dbos:
-                for journal in ("delete", "wal"):
-                    many[journal] = Dbos(
-                        Path(tmp) / f"dbos-{k}-{journal}.sqlite",
-                        journal == "wal",
-                        base / f"dbos-{k}-{journal}.log",
-                        in_flight=k,
-                    )
+                many.update(_dbos_sides(Path(tmp), base, f"dbos-{k}", in_flight=k))
             rounds = {"quick": 2, "full": 8}[mode]
             try:
                 took = _interleave(many, rounds * 4 * k, 4 * k)
