@@ -118,9 +118,23 @@ def run_with_progress(
     session_id: str | None = None,
     timeout: float | None = None,
 ) -> WorkflowState:
-    wf = engine.start(definition, input, session_id=session_id)
-    console.print(f"[bold]{definition.name}[/] v{definition.version}  {wf.id}")
-    final = engine.wait(wf.id, timeout, on_progress=Progress(console))
+    progress = Progress(console)
+    started: list[str] = []
+
+    def saved(wf: WorkflowState, entry: HistoryEntry) -> None:
+        # Jobs run here (inline://) print as each save happens: with eager dispatch a whole
+        # saga can be one job, so waiting for the queue's checks would print it all at the end.
+        if started and wf.id == started[0] and len(wf.history) > progress.seen:
+            progress(wf)
+
+    engine.listeners.append(saved)
+    try:
+        wf = engine.start(definition, input, session_id=session_id)
+        console.print(f"[bold]{definition.name}[/] v{definition.version}  {wf.id}")
+        started.append(wf.id)
+        final = engine.wait(wf.id, timeout, on_progress=progress)
+    finally:
+        engine.listeners.remove(saved)
     console.print(steps_table(final))
     return final
 

@@ -229,3 +229,29 @@ def test_statesaga_worker_runs_a_saga_in_one_rq_job_unless_told_not_to(
     else:
         assert _claimed(done) == [] and len(ran) == 5
     queue.close()
+
+
+def test_the_run_display_prints_each_step_as_it_is_saved(tmp_path: Path) -> None:
+    """With eager dispatch a saga is one job; `statesaga run` still shows each transition as
+    it is saved, not all of them when the saga ends."""
+    import io
+
+    from rich.console import Console
+    from statesaga.console import run_with_progress
+
+    out = io.StringIO()
+    seen_by_s2: list[str] = []
+    reg = Registry()
+    for name in ("s0", "s1"):
+        reg.register_handler(name, lambda ctx: None)
+    reg.register_handler("s2", lambda ctx: seen_by_s2.append(out.getvalue()))
+    engine = Engine(SQLiteStore(tmp_path / "s.db"), InlineQueue(), reg, heartbeat_interval=0)
+    console = Console(file=out, width=200, color_system=None)
+    final = run_with_progress(engine, load_definition(THREE), {}, console)
+    assert final.status is WorkflowStatus.COMPLETED
+    [shown] = seen_by_s2
+    assert [line.split()[1:3] for line in shown.splitlines()[1:]][-4:] == [
+        ["s1", "succeed"], ["(workflow)", "advance"], ["s2", "schedule"], ["s2", "dispatch"],
+    ]  # fmt: skip
+    assert out.getvalue().count("succeed") == 3  # and nothing printed twice
+    assert not engine.listeners
