@@ -17,8 +17,7 @@ from statesaga.ports import Job, JobRunner
 
 
 class InlineQueue:
-    #: Jobs run in the process that enqueues them (the engine may then run the next ready
-    #: step itself instead of enqueueing it).
+    #: Jobs run in the process that enqueues them, in `drain` (the CLI waits here for them).
     in_process = True
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:

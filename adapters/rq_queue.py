@@ -22,6 +22,8 @@ any number of `statesaga worker` processes on any number of hosts.
 from __future__ import annotations
 
 import math
+import signal
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -43,6 +45,8 @@ JOB_FUNCTION = "statesaga.worker.run_job"
 #: Seconds added to a step's timeout for the RQ job timeout: the claim and the settle are two
 #: store round trips around the handler, and the engine's own timeout must fire first.
 TIMEOUT_MARGIN = 30
+#: RQ's own job timeout when none is given (rq.Queue.DEFAULT_TIMEOUT).
+RQ_DEFAULT_TIMEOUT = 180
 
 
 def job_timeout(step_timeout: float | None, margin: int = TIMEOUT_MARGIN) -> int | None:
@@ -147,6 +151,16 @@ class RQQueue:
         # with the next whole second so it can never run early.
         at = datetime.fromtimestamp(math.ceil(due), UTC)
         self.rq_queue.enqueue_at(at, JOB_FUNCTION, **options)
+
+    def renew(self, job: Job) -> None:
+        """Give a step that the worker runs right after the last one (eager dispatch, inside
+        the same RQ job) its own RQ job timeout, as if it had come through the queue: RQ's
+        alarm is re-armed, when one is armed (a SimpleWorker job in this main thread)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        if signal.getitimer(signal.ITIMER_REAL)[0] <= 0:
+            return
+        signal.alarm(job_timeout(job.timeout, self.timeout_margin) or RQ_DEFAULT_TIMEOUT)
 
     def drain(self, until: Callable[[], bool], timeout: float | None = None) -> None:
         """Wait for `until()` while workers elsewhere run the jobs (polls, backing off to 0.5 s)."""

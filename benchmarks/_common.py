@@ -99,3 +99,28 @@ def rss_bytes() -> int:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def latency_row(where: str, ours: list[float], peer: list[float] | None, peer_label: str) -> Row:
+    """Row 6: start -> COMPLETED of a 3-step saga (seconds in, ms out), p50 and p99 against a
+    peer's; the ratio is our p50 over theirs, so lower is faster. No peer: a pending row."""
+    p50, p99 = percentile(ours, 50) * 1000, percentile(ours, 99) * 1000
+    row = Row(
+        name=f"6. latency start → COMPLETED, 3-step saga, {where} (p50; p99 {p99:.1f} ms)",
+        ours=p50,
+        unit="ms p50",
+        target="(what users feel)",
+        details={"statesaga_ms": {"p50": p50, "p99": p99}, "samples": len(ours)},
+    )
+    if peer is None:
+        row.status = "pending"
+        row.note = f"{peer_label} not run"
+        return row
+    q50, q99 = percentile(peer, 50) * 1000, percentile(peer, 99) * 1000
+    row.baseline, row.ratio = q50, p50 / q50
+    row.note = (
+        f"{len(ours)} workflows one at a time each; statesaga p99 {p99:.1f} ms; {peer_label}"
+        f" p50 {q50:.1f} ms, p99 {q99:.1f} ms; ratio = our p50 / theirs (lower is faster)"
+    )
+    row.details["peer_ms"] = {"p50": q50, "p99": q99}
+    return row

@@ -114,6 +114,11 @@ def main() -> None:
             raw = rt.run_raw(url, w, n, "rq.worker.SimpleWorker")
             result["workers"][str(w)] = {"statesaga_steps_per_s": s, "raw_jobs_per_s": raw}
         result["commands"] = count_commands(url, max(10, n // 4), args.store, Path(tmp))
+        samples = max(10, n // 2)
+        result["latency"] = {
+            "statesaga": rt.latency_statesaga(url, samples, Path(tmp)),
+            "raw": rt.latency_raw(url, samples),
+        }
     print(json.dumps(result))
 
 

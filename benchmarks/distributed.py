@@ -16,11 +16,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ._common import Mode, Row
+from ._common import Mode, Row, latency_row
 
 HERE = Path(__file__).resolve().parent
 NAME = "3. distributed throughput (RQ + Redis, 1 and 2 workers)"
-TARGET = "≥ 0.8× raw RQ chain"
+TARGET = "≥ 1.0× raw RQ chain"
 
 
 def _pending(reason: str) -> list[Row]:
@@ -68,11 +68,15 @@ def _rows(data: dict[str, Any]) -> list[Row]:
                 unit="steps/s",
                 ratio=ratio,
                 target=TARGET,
-                met=ratio >= 0.8,
+                met=ratio >= 1.0,
                 note=f"{data['store']} store; raw RQ SimpleWorker chain of {n * 5} jobs",
                 details=r,
             )
         )
+    lat = data.get("latency")
+    if lat:
+        where = "RQ, 1 worker, redis store"
+        rows.append(latency_row(where, lat["statesaga"], lat["raw"], "raw RQ chain of 3 jobs"))
     c = data["commands"]
     ratio = c["statesaga_per_step"] / c["raw_per_step"]
     rows.append(
@@ -82,10 +86,10 @@ def _rows(data: dict[str, Any]) -> list[Row]:
             baseline=c["raw_per_step"],
             unit="commands/step",
             ratio=ratio,
-            target="a few more than raw RQ",
-            met=c["statesaga_per_step"] - c["raw_per_step"] <= 20,
+            target="≤ raw RQ's own + the store's one script",
+            met=c["statesaga_per_step"] <= c["raw_per_step"] + 1,
             note=(
-                f"+{c['statesaga_per_step'] - c['raw_per_step']:.1f} commands/step over raw RQ"
+                f"{c['statesaga_per_step'] - c['raw_per_step']:+.1f} commands/step against raw RQ"
                 f" ({data['store']} store included); counted over {c['steps']} steps"
             ),
             details=c,

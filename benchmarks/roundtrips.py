@@ -7,7 +7,10 @@ re-reads the document to see whether the workflow has ended, an artefact of wait
 
 The design's minimum per step: 1 read (load the document) + 2 writes (the claim, which saves
 EXECUTING with the attempt token, and the settle, the step's outcome) + 1 enqueue (the next
-step's job). Redis commands per step belong to the RQ path (row 3, benchmarks/rq_throughput.py).
+step's job). With eager dispatch (the default) the settle also claims the next step and the
+same process runs it: per workflow, one read and one claim for the first step, then one save
+per step and no enqueue; the second row counts every step through the queue (eager=False).
+Redis commands per step belong to the RQ path (row 3, benchmarks/rq_throughput.py).
 
     python -m benchmarks.roundtrips [--workflows N]
 """
@@ -125,10 +128,11 @@ class CountingQueue:
         self.inner.close()
 
 
-def count(directory: Path, workflows: int) -> dict[str, Any]:
-    store = CountingStore(SQLiteStore(directory / "roundtrips.db", synchronous="normal"))
+def count(directory: Path, workflows: int, eager: bool = True) -> dict[str, Any]:
+    name = "roundtrips.db" if eager else "roundtrips-queued.db"
+    store = CountingStore(SQLiteStore(directory / name, synchronous="normal"))
     queue = CountingQueue(InlineQueue(), store)
-    engine = Engine(store, queue, noop_registry(), heartbeat_interval=0)
+    engine = Engine(store, queue, noop_registry(), heartbeat_interval=0, eager=eager)
     definition = noop_definition()
     for _ in range(workflows):
         store.where = "start"
@@ -159,27 +163,31 @@ def run(mode: Mode, directory: Path | None = None) -> list[Row]:
     base = directory or RESULTS
     base.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="roundtrips-", dir=base) as tmp:
-        c = count(Path(tmp), workflows)
-    reads, writes = c["job_reads_per_step"], c["job_writes_per_step"]
-    ours = reads + writes + c["enqueues_per_step"]
+        counts = {eager: count(Path(tmp), workflows, eager) for eager in (True, False)}
     minimum = 1 + 2 + 1
-    return [
-        Row(
-            name="5. round trips per step (store, inside jobs) + enqueues",
-            ours=ours,
-            baseline=float(minimum),
-            unit="calls/step",
-            ratio=ours / minimum,
-            target="design minimum: 1 read + 2 writes + 1 enqueue",
-            met=abs(ours - minimum) < 1e-9,
-            note=(
-                f"{reads:.2f} reads + {writes:.2f} writes + {c['enqueues_per_step']:.2f} enqueues"
-                f" per step; start adds {c['start_writes_per_step']:.2f} writes/step;"
-                f" engine.run's wait loop adds {c['wait_reads_per_step']:.2f} reads/step"
-            ),
-            details=c,
+    rows = []
+    for eager, c in counts.items():
+        reads, writes = c["job_reads_per_step"], c["job_writes_per_step"]
+        ours = reads + writes + c["enqueues_per_step"]
+        rows.append(
+            Row(
+                name="5. round trips per step (store, inside jobs) + enqueues"
+                + ("" if eager else ", every step through the queue (eager=False)"),
+                ours=ours,
+                baseline=float(minimum),
+                unit="calls/step",
+                ratio=ours / minimum,
+                target="≤ design minimum: 1 read + 2 writes + 1 enqueue",
+                met=ours <= minimum + 1e-9 and reads <= 1 and writes <= 2,
+                note=(
+                    f"{reads:.2f} reads + {writes:.2f} writes + {c['enqueues_per_step']:.2f}"
+                    f" enqueues per step; start adds {c['start_writes_per_step']:.2f} writes/step;"
+                    f" engine.run's wait loop adds {c['wait_reads_per_step']:.2f} reads/step"
+                ),
+                details=c,
+            )
         )
-    ]
+    return rows
 
 
 def main() -> None:

@@ -67,6 +67,20 @@ def chain(counter: str, left: int) -> None:
         )
 
 
+def timed_chain(key: str, left: int, t0: float) -> None:
+    """A raw RQ no-op chain whose last link pushes the seconds since `t0` (its start) to `key`."""
+    from rq import get_current_job
+
+    job = get_current_job()
+    assert job is not None
+    if left > 1:
+        Queue(job.origin, connection=job.connection, serializer=JSONSerializer).enqueue(
+            "rq_throughput.timed_chain", key, left - 1, t0
+        )
+    else:
+        job.connection.rpush(key, time.time() - t0)
+
+
 @contextmanager
 def redis_server(url: str | None) -> Iterator[str]:
     if url:
@@ -164,6 +178,57 @@ def run_statesaga(url: str, workers: int, n: int, store_kind: str, tmp: Path) ->
     queue.close()
     store.close()
     return n * STEPS / elapsed
+
+
+LATENCY_STEPS = 3
+
+
+def latency_statesaga(url: str, n: int, tmp: Path) -> list[float]:
+    """Start -> COMPLETED of one 3-step saga at a time on one worker (Redis store), in
+    seconds: the worker's finished_at minus the document's created_at (set before `start`
+    saves it), so the submitter's polling does not round the figure."""
+    name = f"lat-{uuid.uuid4().hex[:8]}"
+    queue_url = url.replace("redis://", "rq://", 1) + f"?queue={name}"
+    store_url = f"{url}?prefix={name}:"
+    store = open_store(store_url)
+    store.initialize()
+    queue = RQQueue.from_url(queue_url)
+    engine = Engine(store, queue)
+    definition = load_definition({**SAGA, "steps": SAGA["steps"][:LATENCY_STEPS]})
+    cmd = [bin_of("statesaga"), "worker", "--queue", queue_url, "--store", store_url,
+           "--handlers", "rq_throughput", "--log-level", "WARNING"]  # fmt: skip
+    samples = []
+    with processes([cmd]):
+        wait_for_workers(queue.connection, queue.rq_queue, 1)
+        for _ in range(n):
+            wf_id = engine.start(definition, {}).id
+            while (wf := store.get(wf_id)).status is not WorkflowStatus.COMPLETED:
+                time.sleep(0.002)
+            assert wf.finished_at is not None
+            samples.append((wf.finished_at - wf.created_at).total_seconds())
+    queue.close()
+    store.close()
+    return samples
+
+
+def latency_raw(url: str, n: int) -> list[float]:
+    """Enqueue -> last link done of one raw RQ chain of 3 no-op jobs at a time, in seconds."""
+    name = f"rawlat-{uuid.uuid4().hex[:8]}"
+    conn = redis.Redis.from_url(url)
+    queue = Queue(name, connection=conn, serializer=JSONSerializer)
+    key = f"{name}:done"
+    cmd = [bin_of("rq"), "worker", "-u", url, "-w", "rq.worker.SimpleWorker", "-S", "json",
+           "-q", "--disable-job-desc-logging", "-n", f"{name}-w", name]  # fmt: skip
+    samples = []
+    with processes([cmd]):
+        wait_for_workers(conn, queue, 1)
+        for _ in range(n):
+            queue.enqueue("rq_throughput.timed_chain", key, LATENCY_STEPS, time.time())
+            popped = conn.blpop([key], timeout=60)
+            assert popped is not None, "the raw chain did not finish in 60 s"
+            samples.append(float(popped[1]))
+    conn.close()
+    return samples
 
 
 def run_raw(url: str, workers: int, n: int, worker_class: str) -> float:

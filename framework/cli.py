@@ -695,6 +695,12 @@ def diagram(
     metavar="S",
     help="also keep `statesaga recover --every S` running beside the worker process(es)",
 )
+@click.option(
+    "--eager/--no-eager",
+    default=True,
+    show_default=True,
+    help="run the step a settle claims here at once (--no-eager: every step through the queue)",
+)
 @_guard
 def worker(
     queue: str | None,
@@ -708,6 +714,7 @@ def worker(
     step_chart: str | None,
     processes: int,
     recover_every: float | None,
+    eager: bool,
 ) -> None:
     """Run step and compensation jobs from an RQ queue (SIGTERM: finish the step, then exit)."""
     import os
@@ -730,6 +737,7 @@ def worker(
         name=name,
         log_level=log_level.upper(),
         step_chart=step_chart,
+        eager=eager,
     )
     if processes > 1 or recover_every is not None:
         sys.exit(_supervise_workers(settings, processes, recover_every))
@@ -753,6 +761,7 @@ def _supervise_workers(settings: Any, processes: int, recover_every: float | Non
     args = [f"--heartbeat={settings.heartbeat}", f"--log-level={settings.log_level}"]
     args += [f"--handlers={m}" for m in settings.handlers]
     args += ["--with-scheduler"] if settings.with_scheduler else []
+    args += [] if settings.eager else ["--no-eager"]
     args += [f"--step-chart={os.path.abspath(settings.step_chart)}"] if settings.step_chart else []
     # The children find allowed modules of the working directory as a single worker does
     # (statesaga.allowlist: after installed packages, never shadowing them).

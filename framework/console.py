@@ -259,17 +259,30 @@ def run_with_progress(
     session_id: str | None = None,
     timeout: float | None = None,
 ) -> WorkflowState:
-    wf = engine.start(definition, input, session_id=session_id)
-    console.print(f"[bold]{definition.name}[/] v{definition.version}  {wf.id}")
     progress = Progress(console, engine.queue)
-    if not getattr(engine.queue, "in_process", False):
-        for line in waiting_on(wf, engine.queue)[-1:]:
-            if line.startswith("no worker"):
-                console.print(f"[yellow]{line}[/]")
+    started: list[str] = []
+
+    def saved(wf: WorkflowState, entry: HistoryEntry) -> None:
+        # Jobs run here (inline://) print as each save happens: with eager dispatch a whole
+        # saga can be one job, so waiting for the queue's checks would print it all at the end.
+        if started and wf.id == started[0] and wf.history_dropped + len(wf.history) > progress.seen:
+            progress(wf)
+
+    engine.listeners.append(saved)
     try:
-        final = engine.wait(wf.id, timeout, on_progress=progress)
-    except KeyboardInterrupt:
-        raise Interrupted(engine.get(wf.id)) from None
+        wf = engine.start(definition, input, session_id=session_id)
+        console.print(f"[bold]{definition.name}[/] v{definition.version}  {wf.id}")
+        started.append(wf.id)
+        if not getattr(engine.queue, "in_process", False):
+            for line in waiting_on(wf, engine.queue)[-1:]:
+                if line.startswith("no worker"):
+                    console.print(f"[yellow]{line}[/]")
+        try:
+            final = engine.wait(wf.id, timeout, on_progress=progress)
+        except KeyboardInterrupt:
+            raise Interrupted(engine.get(wf.id)) from None
+    finally:
+        engine.listeners.remove(saved)
     console.print(steps_table(final))
     return final
 

@@ -9,6 +9,7 @@ state, so replaying an event can never apply a transition twice.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import time
@@ -16,7 +17,7 @@ import traceback
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from types import ModuleType
 from typing import Any
@@ -48,6 +49,8 @@ log = logging.getLogger("statesaga.engine")
 #: Transitions whose table names the `emit` effect are published here after the save.
 events = logging.getLogger("statesaga.events")
 
+#: Called after each save with the saved document: the engine goes on working on that object
+#: (the next settle starts from it), so a listener copies what it keeps.
 Listener = Callable[[WorkflowState, HistoryEntry], None]
 #: Fault injection (statesaga.crashcheck): called with a boundary name and the job at
 #: before_action, after_action, after_save, before_compensation, after_compensation.
@@ -66,6 +69,8 @@ class Txn:
     #: Jobs to enqueue once saved, with their delays (kept apart from other deferred actions
     #: so the engine can run the next step itself; see Engine.eager).
     jobs: list[tuple[Job, float]] = field(default_factory=list)
+    #: The step this save also dispatched, run by this process right after it (Engine.eager).
+    claimed: Job | None = None
     followups: deque[str] = field(default_factory=deque)
     entries: list[HistoryEntry] = field(default_factory=list)
     emitted: list[HistoryEntry] = field(default_factory=list)
@@ -118,7 +123,7 @@ class Engine:
         worker: str | None = None,
         heartbeat_interval: float = 5.0,
         probe: Probe | None = None,
-        eager: bool = False,
+        eager: bool = True,
         workflow_chart: ChartSource | None = None,
         step_chart: ChartSource | None = None,
         handlers: Iterable[ModuleType | Callable[..., Any]] = (),
@@ -136,12 +141,11 @@ class Engine:
         self.worker = worker
         self.heartbeat_interval = heartbeat_interval
         self.probe = probe
-        # Eager dispatch (opt-in): the settle of a step also claims the next ready step, one
-        # store write per step instead of two. The price: a claimed step counts as in flight
-        # before it starts, so a graceful cancel waits for it and a forced one undoes it.
-        # Only for queues that run jobs in this process, whose claimed jobs no one else takes.
-        if eager and not getattr(queue, "in_process", False):
-            raise ValueError("eager dispatch needs an in-process queue (inline://)")
+        # Eager dispatch (the default): the settle of a step also claims the next ready step
+        # and this process runs it at once, one store write per step instead of two and no
+        # trip through the queue. Other ready steps (parallel branches) still go to the queue.
+        # A claimed step is EXECUTING from that save on; if this process dies before it ends,
+        # it is a lost attempt like any other (stale heartbeat, recovery).
         self.eager: bool = bool(eager)
         # A user's copy of a shipped lifecycle (e.g. with a plugin's effect on a transition).
         self.workflow_chart = CompiledChart(
@@ -159,9 +163,6 @@ class Engine:
         self._loaded: weakref.WeakSet[WorkflowDefinition] = weakref.WeakSet()
         # Ids of workflows this engine saw waiting only for signals (see `waiting_for_signal`).
         self._parked: set[str] = set()
-        # The attempts this engine claimed eagerly (workflow, step, attempt): only these may
-        # run as `claimed` jobs. The flag on a job is never trusted by itself.
-        self._claims: set[tuple[str, str, int]] = set()
         chart = self.workflow_chart.chart
         #: Where a workflow has ended: the final states, and those tagged `halted` (FAILED: only
         #: an operator's restart moves it on).
@@ -449,12 +450,18 @@ class Engine:
         return self._command(workflow_id, apply, by)
 
     # -- jobs ----------------------------------------------------------------------------
+    def stop_eager(self) -> None:
+        """Claim no next step from now on (a warm shutdown): the step in flight settles and
+        the next one goes to the queue for another worker."""
+        self.eager = False
+
     def run_job(self, job: Job) -> None:
         """Run one step, compensation or timer job; stale and duplicate jobs are ignored."""
+        if job.kind == "step":
+            self._run_step(job)
+            return
         with self.telemetry.job(job):
-            if job.kind == "step":
-                self._run_step(job)
-            elif job.kind == "compensation":
+            if job.kind == "compensation":
                 self._run_compensation(job)
             elif job.kind == "timer":
                 self._run_timer(job)
@@ -462,20 +469,6 @@ class Engine:
                 log.error("unknown job kind %r for %s", job.kind, job.workflow_id)
 
     def _run_step(self, job: Job) -> None:
-        if job.claimed:
-            # Claimed by the settle of the previous step in this process (see _claim_eagerly).
-            if (job.workflow_id, job.step, job.attempt) not in self._claims:
-                log.warning("claimed job %s refused: this engine did not claim it", _jobname(job))
-                return
-            self._claims.discard((job.workflow_id, job.step, job.attempt))
-            wf = self.store.get(job.workflow_id)
-            step = wf.step(job.step)
-            if step.status is not StepStatus.EXECUTING or step.attempts != job.attempt:
-                log.info("stale claimed job %s ignored", _jobname(job))
-                return
-            self._execute(wf, job)
-            return
-
         def claim(txn: Txn) -> bool:
             step = txn.wf.step(job.step)
             if (
@@ -494,20 +487,29 @@ class Engine:
             self._fire(txn, step, "dispatch")
             return True
 
-        claimed = self._transact(job.workflow_id, claim, by=self.worker, job=job)
-        if claimed is not None:
-            self._execute(claimed, job)
+        with self.telemetry.job(job):
+            claimed = self._transact(job.workflow_id, claim, by=self.worker, job=job)
+            running = None if claimed is None else self._execute(claimed, job)
+        # Eager dispatch: each step the last settle claimed runs here, as its own attempt.
+        while running is not None:
+            with self.telemetry.job(running[1], claimed=True):
+                running = self._execute(*running)
 
-    def _execute(self, claimed: WorkflowState, job: Job) -> None:
-        """Run a claimed attempt and settle its outcome."""
+    def _execute(self, claimed: WorkflowState, job: Job) -> tuple[WorkflowState, Job] | None:
+        """Run a claimed attempt and settle its outcome on the document the claim saved (no
+        second read; a lost revision check re-reads). Returns the next step when the settle
+        claimed it (eager dispatch), for this process to run at once."""
         step = claimed.step(job.step)
         if self.probe is not None:
             self.probe("before_action", job)
         outcome, value = self._call(claimed, step, job, compensating=False)
         if self.probe is not None:
             self.probe("after_action", job)
+        following: Job | None = None
 
         def settle(txn: Txn) -> bool:
+            nonlocal following
+            following = None
             s = txn.wf.step(job.step)
             if s.status is not StepStatus.EXECUTING or s.attempts != job.attempt:
                 log.info(
@@ -532,28 +534,34 @@ class Engine:
                     txn.wf.error = s.error
             if self.eager:
                 self._drain_followups(txn)
-                self._claim_eagerly(txn)
+                following = self._claim_eagerly(txn)
             return True
 
-        self._transact(job.workflow_id, settle, by=self.worker, job=job)
+        settled = self._transact(job.workflow_id, settle, by=self.worker, job=job, first=claimed)
+        if settled is None or following is None:
+            return None
+        following = self.telemetry.stamp(following, 0.0, settled)  # its trace, as if queued
+        renew = getattr(self.queue, "renew", None)  # e.g. RQ: the next step's own job timeout
+        if renew is not None:
+            renew(following)
+        return settled, following
 
-    def _claim_eagerly(self, txn: Txn) -> None:
-        """Dispatch one step this transaction would enqueue in the same save, and enqueue it
-        as already claimed: one store write per step instead of two (Temporal calls this
-        eager activity execution). Only for in-process queues, whose jobs no other process
-        can take. A crash after the save leaves the step EXECUTING with a stale heartbeat,
-        which recovery handles like any lost attempt."""
+    def _claim_eagerly(self, txn: Txn) -> Job | None:
+        """Dispatch the first step this transaction would enqueue, in the same save, and take
+        its job off the list: the process that saves runs it (Temporal's eager activity
+        execution). The other ready steps still go to the queue for other workers."""
         if txn.wf.status is not WorkflowStatus.RUNNING:
-            return
+            return None
         for i, (queued, delay) in enumerate(txn.jobs):
-            if queued.kind == "step" and delay == 0 and not queued.claimed:
+            if queued.kind == "step" and delay == 0:
                 step = txn.wf.step(queued.step)
                 if step.status is not StepStatus.QUEUED or queued.attempt != step.attempts + 1:
                     continue
                 self._fire(txn, step, "dispatch", "claimed by the worker that ran the last step")
-                txn.jobs[i] = (replace(queued, claimed=True), 0.0)
-                self._claims.add((queued.workflow_id, queued.step, queued.attempt))
-                return
+                del txn.jobs[i]
+                txn.claimed = queued
+                return queued
+        return None
 
     def _run_timer(self, job: Job) -> None:
         """A WAITING step's due time: a sleep wakes, a wait times out. A timer that fires
@@ -633,7 +641,7 @@ class Engine:
                     )
             return True
 
-        self._transact(job.workflow_id, settle, by=self.worker, job=job)
+        self._transact(job.workflow_id, settle, by=self.worker, job=job, first=claimed)
 
     def _handler(self, wf: WorkflowState, name: str) -> Handler:
         """A step's handler; one not yet registered may come from the workflow's `handlers`
@@ -650,7 +658,12 @@ class Engine:
         """Run the handler; return ("ok", result) or ("error"|"timeout", StepError)."""
         comp = step.compensation
         action = comp.action_type if compensating and comp is not None else step.action_type
-        scope = {"input": wf.input, "steps": wf.results, "result": step.result}
+        # Copies: the settle saves the document these come from, so what a handler does to
+        # its arguments must not reach the store.
+        given_input, given_results, given_result = _copied(
+            (wf.input, wf.results, step.result)
+        )
+        scope = {"input": given_input, "steps": given_results, "result": given_result}
         try:
             handler = self._handler(wf, action)
             raw = comp.params if compensating and comp is not None else step.params
@@ -669,13 +682,13 @@ class Engine:
             step=step.name,
             attempt=job.attempt,
             params=params,
-            input=wf.input,
-            results=wf.results,
+            input=given_input,
+            results=given_results,
             idempotency_key=operation,
             attempt_key=f"{operation}:{job.attempt}",
             session_id=wf.session_id,
             compensating=compensating,
-            result=step.result,
+            result=given_result,
             resumed_from=_last_substate(wf, step, job.attempt)
             if self.step_chart.hierarchical and not compensating
             else None,
@@ -722,12 +735,15 @@ class Engine:
         *,
         by: str | None = None,
         job: Job | None = None,
+        first: WorkflowState | None = None,
     ) -> WorkflowState | None:
         """Load, apply on a working copy, save with the revision check, then run deferred
         effects. A lost revision check re-runs `apply` on the fresh document. Returns the saved
-        document, or None when `apply` decided there was nothing to do."""
+        document, or None when `apply` decided there was nothing to do. `first` is a document
+        this process saved itself, used instead of the first read (its revision still checks
+        that nothing was saved since)."""
         for _ in range(_CONFLICT_RETRIES):
-            wf = self.store.get(workflow_id)
+            wf, first = (first, None) if first is not None else (self.store.get(workflow_id), None)
             txn = Txn(wf, by=by)
             if not apply(txn):
                 return None
@@ -741,7 +757,9 @@ class Engine:
             except ConflictError:
                 log.debug("revision conflict on %s, re-evaluating", workflow_id)
                 continue
-            if self.probe is not None and job is not None and (txn.deferred or txn.jobs):
+            if self.probe is not None and job is not None and (
+                txn.deferred or txn.jobs or txn.claimed
+            ):
                 self.probe("after_save", job)
             self._after_commit(txn)
             return wf
@@ -910,6 +928,19 @@ def _last_substate(wf: WorkflowState, step: SagaStep, attempt: int) -> str | Non
             if entry.dest.startswith(prefix):
                 return entry.dest[len(prefix) :]
     return None
+
+
+def _copied(value: Any) -> Any:
+    """A deep copy of JSON-shaped data (dicts, lists, tuples, scalars), faster than
+    copy.deepcopy for the small documents handlers get; anything else is deep-copied."""
+    if isinstance(value, dict):
+        return {k: _copied(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        items = [_copied(v) for v in value]
+        return items if isinstance(value, list) else tuple(items)
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return copy.deepcopy(value)
 
 
 def _full_state(status: str, substate: list[str]) -> State:

@@ -178,6 +178,9 @@ class WorkflowExecutor:
 
                 queue = open_queue(DEFAULT_QUEUE)
             self.engine = Engine(engine, queue, registry, clock=clock)
+        # The caller drives the saga one step at a time (execute_step, then decides), so each
+        # step goes through the queue: no settle claims the next step before it is asked for.
+        self.engine.eager = False
 
     @property
     def store(self) -> Store:

@@ -29,24 +29,20 @@ class Job:
     attempt: int
     timeout: float | None = None
     description: str = ""
-    #: Already dispatched by the transaction that enqueued it (in-process queues only).
-    claimed: bool = False
     #: When it may run (epoch seconds), for the queue-wait metric; 0 when not measured.
     ready_at: float = 0.0
     #: W3C traceparent of its workflow's span: the attempt's span is its child (tracing on).
     trace: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        """The payload that travels: `claimed` stays in the process that claimed the step."""
-        out = asdict(self)
-        del out["claimed"]
-        return out
+        """The payload that travels."""
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Job:
         """A job read from a queue, checked field by field. A payload can never widen what a
-        job may do: `claimed` (which skips the claim) is refused unless false, as payloads
-        stored by earlier versions carry it."""
+        job may do: `claimed` (which once skipped the claim) is refused unless false, as
+        payloads stored by earlier versions carry it; every job now claims its step."""
         return cls(**_job_fields(data))
 
 

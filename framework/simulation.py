@@ -239,7 +239,7 @@ class Simulation:
         rates: Rates | None = None,
         fault_events: int = 60,
         heal_events: int = 400,
-        eager: bool = False,
+        eager: bool = True,  # the engine's default: the settle runs the next step itself
         registry: Registry | None = None,
         rig: Rig | None = None,
     ) -> None:

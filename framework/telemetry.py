@@ -161,6 +161,8 @@ class _Attempt:
     span: Span | None
     #: A transition of this attempt was saved by this process (its claim or its outcome).
     claimed: bool = False
+    #: Claimed by the settle of the previous step in this process: it never waited in a queue.
+    eager: bool = False
     settled: bool = False
     #: When this process took the job (the end of its queue wait).
     taken: float = 0.0
@@ -343,12 +345,13 @@ class Telemetry:
             trace=traceparent(ctx) if ctx is not None else "",
         )
 
-    def job(self, job: Job) -> _JobRun:
+    def job(self, job: Job, claimed: bool = False) -> _JobRun:
         """Around one job: the attempt's span (current while the handler runs) and the step
-        scope of every log record written meanwhile."""
-        return _JobRun(self, job)
+        scope of every log record written meanwhile. `claimed`: the step was claimed by the
+        settle of the previous one in this process (eager dispatch), so no queue wait."""
+        return _JobRun(self, job, claimed)
 
-    def _start_attempt(self, job: Job) -> _Attempt | None:
+    def _start_attempt(self, job: Job, claimed: bool = False) -> _Attempt | None:
         tracer = self.tracer()
         if tracer is None and not _metrics_on():
             return None
@@ -369,7 +372,7 @@ class Telemetry:
                     "statesaga.job.kind": job.kind,
                 },
             )
-        return _Attempt(job, span, claimed=job.claimed, taken=time.time())
+        return _Attempt(job, span, claimed=claimed, eager=claimed, taken=time.time())
 
     def observe(self, wf: WorkflowState, entry: HistoryEntry) -> None:
         """An engine listener: called once for every committed transition."""
@@ -409,7 +412,7 @@ class Telemetry:
     ) -> None:
         attrs = {"statesaga.workflow.name": wf.name, "statesaga.step": step.name}
         dest = entry.dest.split(".", 1)[0]
-        if mine is not None and not mine.waited and mine.job.ready_at and not mine.job.claimed:
+        if mine is not None and not mine.waited and mine.job.ready_at and not mine.eager:
             # The first transition this attempt saved is its claim (a compensation's claim
             # is no transition, its outcome stands for it): the wait ended when it was taken.
             mine.waited = True
@@ -546,11 +549,12 @@ class Telemetry:
 class _JobRun:
     """The context of one job (a class, not a generator: it is on every job's path)."""
 
-    __slots__ = ("_telemetry", "_job", "_scope", "_attempt", "_token", "_ctx")
+    __slots__ = ("_telemetry", "_job", "_claimed", "_scope", "_attempt", "_token", "_ctx")
 
-    def __init__(self, telemetry: Telemetry, job: Job) -> None:
+    def __init__(self, telemetry: Telemetry, job: Job, claimed: bool = False) -> None:
         self._telemetry = telemetry
         self._job = job
+        self._claimed = claimed
         self._scope: Token[StepScope | None] | None = None
         self._attempt: _Attempt | None = None
         self._token: Token[_Attempt | None] | None = None
@@ -562,7 +566,7 @@ class _JobRun:
             return
         self._scope = set_scope(StepScope(job.workflow_id, job.step, job.attempt, job.kind))
         try:
-            attempt = self._attempt = self._telemetry._start_attempt(job)
+            attempt = self._attempt = self._telemetry._start_attempt(job, self._claimed)
         except Exception:  # telemetry must never stop a job
             log.exception("tracing job %s failed", job)
             return

@@ -98,6 +98,9 @@ class WorkerSettings(RedactedRepr):
     #: The operator's allow-list of handler modules (default: `handlers` and installed
     #: packages' statesaga.handlers entry points).
     allowed: AllowList | None = None
+    #: Run the step a settle claims in this process at once (Engine.eager); False sends every
+    #: step through the queue, so queued workflows take turns step by step.
+    eager: bool = True
 
 
 def worker_name() -> str:
@@ -118,6 +121,7 @@ def build_engine(settings: WorkerSettings, name: str) -> Engine:
         heartbeat_interval=settings.heartbeat,
         step_chart=settings.step_chart,
         allowed=allowed,
+        eager=settings.eager,
     )
 
 
@@ -179,7 +183,7 @@ def run_worker(settings: WorkerSettings) -> bool:
                 scheduler.promote_once()
             elif scheduler is not None:
                 scheduler.start()
-            return serve(rq_queue, name, settings)
+            return serve(rq_queue, name, settings, on_stop=engine.stop_eager)
     finally:
         if scheduler is not None:
             scheduler.stop()
@@ -188,7 +192,12 @@ def run_worker(settings: WorkerSettings) -> bool:
 
 
 # -- riding out Redis outages (issue 15) ---------------------------------------------------
-def serve(rq_queue: rq.Queue, name: str, settings: WorkerSettings) -> bool:
+def serve(
+    rq_queue: rq.Queue,
+    name: str,
+    settings: WorkerSettings,
+    on_stop: Callable[[], None] | None = None,
+) -> bool:
     """Run RQ workers on `rq_queue` one after another until one stops on request (SIGTERM,
     Ctrl+C) or, with `burst`, finds the queue empty.
 
@@ -207,7 +216,7 @@ def serve(rq_queue: rq.Queue, name: str, settings: WorkerSettings) -> bool:
     while True:
         attempt += 1
         worker = make_rq_worker(rq_queue, name if attempt == 1 else f"{name}.{attempt}")
-        stopped = _watch_stop_request(worker)
+        stopped = _watch_stop_request(worker, on_stop)
         try:
             worked = worker.work(burst=settings.burst, logging_level=settings.log_level) or worked
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
@@ -219,13 +228,18 @@ def serve(rq_queue: rq.Queue, name: str, settings: WorkerSettings) -> bool:
                 return worked
 
 
-def _watch_stop_request(worker: rq.SimpleWorker) -> threading.Event:
+def _watch_stop_request(
+    worker: rq.SimpleWorker, then: Callable[[], None] | None = None
+) -> threading.Event:
     """An event set when `worker` gets SIGTERM / Ctrl+C (its warm shutdown), through the
-    hook RQ calls for it: an idle RQ worker stops by raising, leaving no flag behind."""
+    hook RQ calls for it: an idle RQ worker stops by raising, leaving no flag behind. `then`
+    runs first (the engine stops claiming next steps, which go to the queue instead)."""
     stopped = threading.Event()
     hook: Callable[[], None] = worker.handle_warm_shutdown_request
 
     def on_stop() -> None:
+        if then is not None:
+            then()
         stopped.set()
         hook()
 

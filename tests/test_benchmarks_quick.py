@@ -32,7 +32,18 @@ def test_smoke_run_writes_every_row(tmp_path: Path) -> None:
     assert not [r for r in data["rows"] if r["status"] == "error"], data["rows"]
     # Measured rows carry their numbers; the counted round trips are exact.
     assert rows["1."]["ours"] > 0 and rows["1."]["baseline"] > 0
-    trips = rows["5."]["details"]
-    assert trips["job_writes_per_step"] == 2.0  # the claim and the settle
+    # Eager dispatch (the default): the first step's claim, then one save per step; the
+    # first step's job is the only enqueue and its claim the only read.
+    steps = 5
+    fives = [r for r in data["rows"] if r["name"].startswith("5. ")]
+    eager = next(r for r in fives if "eager=False" not in r["name"])["details"]
+    assert eager["job_writes_per_step"] == 1 + 1 / steps
+    assert eager["job_reads_per_step"] == eager["enqueues_per_step"] == 1 / steps
+    queued = next(r for r in fives if "eager=False" in r["name"])
+    # Every step through the queue: one read (the claim; the settle reuses its document),
+    # the claim and the settle, one enqueue.
+    trips = queued["details"]
+    assert trips["job_reads_per_step"] == 1.0
+    assert trips["job_writes_per_step"] == 2.0
     assert trips["enqueues_per_step"] == 1.0
     assert "| benchmark |" in proc.stdout

@@ -446,10 +446,10 @@ def test_eager_dispatch_saves_once_per_step_and_keeps_the_outcome(tmp_path: Path
     ran: list[str] = []
     reg.register_handler("noop", lambda ctx: ran.append(ctx.step))
     definition = load_definition(saga(*({"name": f"s{i}", "action": "noop"} for i in range(5))))
-    plain = Engine(SQLiteStore(tmp_path / "p.db"), InlineQueue(), reg, heartbeat_interval=0)
-    eager = Engine(
-        SQLiteStore(tmp_path / "e.db"), InlineQueue(), reg, heartbeat_interval=0, eager=True
+    plain = Engine(
+        SQLiteStore(tmp_path / "p.db"), InlineQueue(), reg, heartbeat_interval=0, eager=False
     )
+    eager = Engine(SQLiteStore(tmp_path / "e.db"), InlineQueue(), reg, heartbeat_interval=0)
     a, b = plain.run(definition), eager.run(definition)
     assert a.status is b.status is WorkflowStatus.COMPLETED
     assert ran == [f"s{i}" for i in range(5)] * 2
@@ -458,11 +458,3 @@ def test_eager_dispatch_saves_once_per_step_and_keeps_the_outcome(tmp_path: Path
     assert b.revision == 1 + 1 + 5
     claimed = [h for h in b.history if h.trigger == "dispatch" and h.detail]
     assert [h.step for h in claimed] == ["s1", "s2", "s3", "s4"]
-
-
-def test_eager_dispatch_needs_an_in_process_queue(tmp_path: Path) -> None:
-    class Remote(InlineQueue):
-        in_process = False
-
-    with pytest.raises(ValueError, match="in-process queue"):
-        Engine(SQLiteStore(tmp_path / "x.db"), Remote(), eager=True)
