@@ -50,8 +50,14 @@ def _half_run(tmp_path: Path, definition: Any, until_step: str) -> tuple[str, st
     db = tmp_path / "s.db"
     reg = Registry()
     reg.register_module(HANDLERS)
+    # Step by step (no eager dispatch), so the run can stop after `until_step`.
     engine = Engine(
-        SQLiteStore(db), InlineQueue(), reg, heartbeat_interval=0, allowed=AllowList.of([HANDLERS])
+        SQLiteStore(db),
+        InlineQueue(),
+        reg,
+        heartbeat_interval=0,
+        allowed=AllowList.of([HANDLERS]),
+        eager=False,
     )
     wf = engine.start(definition, {})
     engine.queue.drain(
