@@ -458,17 +458,20 @@ def status(workflow_id: str, store: str | None, as_json: bool, history: bool) ->
 def _get_workflow(store: str | None, workflow_id: str) -> Any:
     """The stored workflow; when it is not there, say which store was looked in."""
     from .console import DEMO_STORE, shown_url, store_url
-    from .errors import NotFoundError
-    from .plugins import open_existing_store
+    from .errors import AdapterError, NotFoundError
+    from .plugins import NoStoreError, open_existing_store
 
     url = store_url(store)
     try:
         return open_existing_store(url).get(workflow_id)
-    except NotFoundError:
+    except (NotFoundError, AdapterError) as exc:
+        if isinstance(exc, AdapterError) and not isinstance(exc, NoStoreError):
+            raise
+        empty = f": {exc}" if isinstance(exc, NoStoreError) else ""
         demo = "" if url == DEMO_STORE else f" (`statesaga demo` uses --store {DEMO_STORE})"
         raise StatesagaError(
-            f"workflow {workflow_id} not found in {shown_url(url)}; give the store it was run "
-            f"with: --store URL or STATESAGA_STORE{demo}"
+            f"workflow {workflow_id} not found in {shown_url(url)}{empty}; give the store it "
+            f"was run with: --store URL or STATESAGA_STORE{demo}"
         ) from None
 
 

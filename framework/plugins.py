@@ -88,6 +88,10 @@ def open_store(url: str) -> Store:
     return store
 
 
+class NoStoreError(AdapterError):
+    """Raised when a read-only command names a store that does not exist yet."""
+
+
 def open_existing_store(url: str) -> Store:
     """Open a store for a command that only reads: a store that is not there yet (one with
     an `exists()` method, such as SQLite's file) is refused instead of created."""
@@ -95,9 +99,7 @@ def open_existing_store(url: str) -> Store:
     exists = getattr(store, "exists", None)
     if exists is not None and not exists():
         where = getattr(store, "path", "that URL")
-        raise AdapterError(
-            f"no {scheme(url)} store at {where}: nothing has been stored there yet"
-        )
+        raise NoStoreError(f"no {scheme(url)} store at {where}: nothing has been stored there yet")
     return store
 
 

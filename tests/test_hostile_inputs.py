@@ -507,7 +507,10 @@ CASES: list[Case] = [
         1,
     ),
     Case(
-        "list-bad-status", ("list", "--store", "{store}", "--status", "DONE"), "one of PENDING", 2
+        "list-bad-status",
+        ("list", "--store", "{store}", "--status", "DONE"),
+        "'DONE' is not one of 'pending'",
+        2,
     ),
     Case(
         "list-limit-negative",
