@@ -199,13 +199,19 @@ class InputProperty(_Strict):
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    type: JsonType | tuple[JsonType, ...] | None = None
-    description: str = ""
-    enum: tuple[Any, ...] | None = None
-    minimum: float | None = Field(None, allow_inf_nan=False)
-    maximum: float | None = Field(None, allow_inf_nan=False)
-    min_length: int | None = Field(None, alias="minLength", ge=0)
-    max_length: int | None = Field(None, alias="maxLength", ge=0)
+    type: JsonType | tuple[JsonType, ...] | None = Field(
+        None, description="the JSON type(s) the value may have"
+    )
+    description: str = Field("", description="what the value is for (shown by `schema`)")
+    enum: tuple[Any, ...] | None = Field(None, description="the only values allowed")
+    minimum: float | None = Field(None, allow_inf_nan=False, description="smallest number")
+    maximum: float | None = Field(None, allow_inf_nan=False, description="largest number")
+    min_length: int | None = Field(
+        None, alias="minLength", ge=0, description="shortest text or list"
+    )
+    max_length: int | None = Field(
+        None, alias="maxLength", ge=0, description="longest text or list"
+    )
 
 
 class InputSchema(_Strict):
@@ -213,10 +219,14 @@ class InputSchema(_Strict):
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    type: Literal["object"] = "object"
-    properties: dict[str, InputProperty] = Field(default_factory=dict)
-    required: tuple[str, ...] = ()
-    additional_properties: bool = Field(True, alias="additionalProperties")
+    type: Literal["object"] = Field("object", description="an input is always an object")
+    properties: dict[str, InputProperty] = Field(
+        default_factory=dict, description="the input's values, by name"
+    )
+    required: tuple[str, ...] = Field((), description="the values an input must have")
+    additional_properties: bool = Field(
+        True, alias="additionalProperties", description="false: no value beyond `properties`"
+    )
 
     def json_schema(self, title: str) -> dict[str, Any]:
         out: dict[str, Any] = {

@@ -38,7 +38,6 @@ from .models import (
     StepStatus,
     WorkflowState,
     WorkflowStatus,
-    halt_reason,
 )
 from .plugins import ChartSource, lifecycle_chart, load_registry_plugins
 from .ports import Clock, Job, Queue, Store, SystemClock
@@ -782,8 +781,6 @@ class Engine:
             wf.status = WorkflowStatus(dest)
             if self.has_ended(dest):
                 wf.finished_at = now
-            if wf.status is WorkflowStatus.FAILED and wf.reason is None:
-                wf.reason = halt_reason(wf)  # halted (past the pivot): say why, for operators
         else:
             step.status = StepStatus(dest)
         entry = HistoryEntry(

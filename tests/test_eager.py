@@ -254,4 +254,4 @@ def test_the_run_display_prints_each_step_as_it_is_saved(tmp_path: Path) -> None
         ["s1", "succeed"], ["(workflow)", "advance"], ["s2", "schedule"], ["s2", "dispatch"],
     ]  # fmt: skip
     assert out.getvalue().count("succeed") == 3  # and nothing printed twice
-    assert not engine.listeners
+    assert engine.listeners == [engine.telemetry.observe]  # run's own listener is gone
