@@ -234,8 +234,8 @@ def login(driver: WebDriver, base: str) -> None:
     driver.find_element(By.ID, "login-user").send_keys("alice")
     driver.find_element(By.ID, "login-token").send_keys(TOKEN)
     driver.find_element(By.ID, "login-submit").click()
-    wait_page(driver, lambda d: d.find_elements(By.ID, "user"), "signed in")
-    assert driver.find_element(By.ID, "user").text == "alice"
+    # The live update may swap the header between a find and a read: ask until it says so.
+    wait_page(driver, lambda d: text_of(d, "user") == "alice", "signed in as alice")
 
 
 def screenshot(driver: WebDriver, name: str) -> None:
