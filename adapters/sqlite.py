@@ -27,6 +27,7 @@ from __future__ import annotations
 import builtins
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -172,7 +173,11 @@ class SQLiteStore:
             self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
         )
         conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        try:
+            mode = self._wal(conn)
+        except BaseException:
+            conn.close()
+            raise
         if str(mode).lower() != "wal":
             # Without WAL, readers and the writer block each other across processes.
             conn.close()
@@ -181,6 +186,25 @@ class SQLiteStore:
         with self._lock:
             self._connections.append(conn)
         return conn
+
+    def _wal(self, conn: sqlite3.Connection) -> str:
+        # Switching a file to WAL takes an exclusive lock and SQLite does not call the busy
+        # handler for it: a second process opening the store while the first creates or
+        # writes it gets "database is locked" at once. Wait for it as busy_timeout would.
+        deadline = time.monotonic() + self.timeout
+        pause = 0.005
+        while True:
+            try:
+                mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                return str(mode)
+            except sqlite3.OperationalError as exc:
+                busy = "locked" in str(exc) or "busy" in str(exc)
+                if not busy or time.monotonic() >= deadline:
+                    raise
+                time.sleep(pause)
+                pause = min(pause * 2, 0.1)
 
     def _thread_conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
