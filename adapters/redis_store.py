@@ -203,7 +203,7 @@ class RedisStore:
                 "appendonly, or add ?durability=none to the store URL to accept that"
             )
         raise AdapterError(
-            f"redis store at {where} has no persistence (appendonly no, save \"\"): a restart "
+            f'redis store at {where} has no persistence (appendonly no, save ""): a restart '
             "would lose every workflow; enable it (redis-server --appendonly yes), or add "
             "?durability=none to the store URL to accept that"
         )

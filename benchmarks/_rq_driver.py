@@ -42,11 +42,11 @@ def count_commands(url: str, n: int, store_kind: str, tmp: Path) -> dict[str, An
     from rq import Queue, SimpleWorker
     from rq.serializers import JSONSerializer
     from statesaga.adapters.rq_queue import RQQueue
-    from statesaga.allowlist import AllowList
     from statesaga.definition import load_definition
     from statesaga.engine import Engine
     from statesaga.models import WorkflowStatus
     from statesaga.plugins import open_store
+    from statesaga.security.allowlist import AllowList
     from statesaga.worker import make_rq_worker, serving
 
     client = redis.Redis.from_url(url)
@@ -57,9 +57,7 @@ def count_commands(url: str, n: int, store_kind: str, tmp: Path) -> dict[str, An
     store = open_store(store_url)
     store.initialize()
     queue = RQQueue.from_url(url.replace("redis://", "rq://", 1) + f"?queue={name}")
-    engine = Engine(
-        store, queue, heartbeat_interval=0, allowed=AllowList.of(["rq_throughput"])
-    )
+    engine = Engine(store, queue, heartbeat_interval=0, allowed=AllowList.of(["rq_throughput"]))
     definition = load_definition(rt.SAGA)
     engine.load(definition)
     worker = make_rq_worker(queue.rq_queue)

@@ -32,13 +32,13 @@ import redis
 from rq import Queue, Worker
 from rq.serializers import JSONSerializer
 from statesaga.adapters.rq_queue import RQQueue
-from statesaga.allowlist import AllowList
 from statesaga.context import StepContext
 from statesaga.definition import load_definition
 from statesaga.engine import Engine
 from statesaga.models import WorkflowStatus
 from statesaga.plugins import open_store
 from statesaga.registry import handler
+from statesaga.security.allowlist import AllowList
 
 HERE = Path(__file__).resolve().parent
 STEPS = 5

@@ -1,5 +1,6 @@
 """What tracing and metrics cost per step: the engine with its telemetry hooks against the same
-engine with them cut out (a null observer: the engine as it was before statesaga.telemetry).
+engine with them cut out (a null observer: the engine as it was before
+statesaga.observability.telemetry).
 
     python -m benchmarks.telemetry_cost [--sagas 200] [--rounds 15] [--store memory|sqlite]
 

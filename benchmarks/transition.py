@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from statesaga.chart import Chart
-from statesaga.effects import install_builtins
-from statesaga.lifecycles import lifecycle
-from statesaga.machine import CompiledChart
+from statesaga.charts.chart import Chart
+from statesaga.charts.lifecycles import lifecycle
+from statesaga.charts.machine import CompiledChart
 from statesaga.models import SagaStep, StepStatus, WorkflowState, WorkflowStatus
 from statesaga.registry import Registry
+from statesaga.runtime.effects import install_builtins
 from transitions import Machine
 
 from ._common import STEPS, Mode, Row

@@ -19,9 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from statesaga.context import StepContext
-from statesaga.engine import Engine
-from statesaga.managers import (
+from statesaga.compat.managers import (
     HeartbeatManager,
     SagaManager,
     StepExecutionError,
@@ -29,10 +27,12 @@ from statesaga.managers import (
     WorkflowRecoveryManager,
     WorkflowStateManager,
 )
+from statesaga.compat.todo import Todo, TodoChange, TodoTracker, workflow_from_todos
+from statesaga.context import StepContext
+from statesaga.engine import Engine
 from statesaga.models import RetryPolicy, WorkflowState
 from statesaga.plugins import open_queue, open_store
 from statesaga.registry import handler
-from statesaga.todo import Todo, TodoChange, TodoTracker, workflow_from_todos
 
 ACTION = "agent_task"
 

@@ -1,5 +1,5 @@
 """The trip saga's handlers, with every booking and cancellation written to a side-effect
-ledger (`statesaga.crashcheck.Ledger`, file named by $STATESAGA_LEDGER), as an external
+ledger (`statesaga.verify.crashcheck.Ledger`, file named by $STATESAGA_LEDGER), as an external
 booking service with idempotency keys would see them. The crash matrix runs the trip saga with
 these handlers and reads the ledger to prove nothing was booked twice or left booked.
 
@@ -12,9 +12,9 @@ from collections.abc import Callable
 from typing import Any
 
 from statesaga.context import StepContext
-from statesaga.crashcheck import Ledger
 from statesaga.examples import trip_handlers as trip
 from statesaga.registry import handler
+from statesaga.verify.crashcheck import Ledger
 
 Action = Callable[[StepContext], Any]
 

@@ -2,34 +2,13 @@
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
-
-try:
-    __version__ = version("statesaga")
-except PackageNotFoundError:  # running from a source tree without an install
-    __version__ = "0.0.0"
-
-
-def statecharts_dir() -> Path:
-    """Where the shipped lifecycle tables are installed."""
-    import importlib
-
-    return Path(str(importlib.import_module("statesaga.statecharts").__file__)).parent
-
-
-def examples_dir() -> Path:
-    """Where the example sagas are installed."""
-    import importlib
-
-    return Path(str(importlib.import_module("statesaga.examples").__file__)).parent
-
-
-from .chart import Chart, ChartSpec, load_chart  # noqa: E402
-from .context import StepContext  # noqa: E402
-from .definition import WorkflowDefinition, load_definition  # noqa: E402
-from .engine import Engine  # noqa: E402
-from .errors import (  # noqa: E402
+from . import _moved
+from .charts.chart import Chart, ChartSpec, load_chart
+from .charts.machine import CompiledChart
+from .context import StepContext
+from .definition import WorkflowDefinition, load_definition
+from .engine import Engine
+from .errors import (
     AdapterError,
     CompensationError,
     ConflictError,
@@ -41,8 +20,7 @@ from .errors import (  # noqa: E402
     StatesagaError,
     TransitionError,
 )
-from .machine import CompiledChart  # noqa: E402
-from .models import (  # noqa: E402
+from .models import (
     CompensationAction,
     CompensationStrategy,
     HistoryEntry,
@@ -54,9 +32,12 @@ from .models import (  # noqa: E402
     WorkflowState,
     WorkflowStatus,
 )
-from .plugins import open_queue, open_store  # noqa: E402
-from .ports import Job, Queue, Store  # noqa: E402
-from .registry import Registry, handler  # noqa: E402
+from .plugins import open_queue, open_store
+from .ports import Job, Queue, Store
+from .registry import Registry, handler
+from .resources import __version__, statecharts_dir
+
+_moved.install()
 
 __all__ = [
     "AdapterError",

@@ -12,7 +12,7 @@ import yaml.composer
 import yaml.reader
 
 from .errors import DefinitionError, Problem
-from .limits import max_yaml_bytes, max_yaml_depth, max_yaml_nodes
+from .security.limits import max_yaml_bytes, max_yaml_depth, max_yaml_nodes
 
 Loc = tuple[str | int, ...]
 

@@ -18,9 +18,8 @@ from pydantic import (
 )
 
 from ._yaml import LineMap, Loc, load_yaml_file, pydantic_problems
-from .chart import Chart, load_chart
+from .charts.chart import Chart, load_chart
 from .errors import DefinitionError, InputError, Problem
-from .limits import json_problems, json_size, max_input_bytes
 from .models import (
     CompensationAction,
     CompensationStrategy,
@@ -34,10 +33,11 @@ from .models import (
     new_id,
     utcnow,
 )
+from .security.limits import json_problems, json_size, max_input_bytes
 
 if TYPE_CHECKING:
-    from .allowlist import AllowList
     from .registry import Registry
+    from .security.allowlist import AllowList
 
 # How a handler gets registered; a plain script's @handler functions are not until given.
 _HOW = (
@@ -325,7 +325,7 @@ class WorkflowDefinition:
 
     def load_handlers(self, registry: Registry, allowed: AllowList) -> None:
         """Register the handler modules `handlers:` names. Each is a hint the operator's
-        allow-list must match (statesaga.allowlist), never an import instruction: a module
+        allow-list must match (statesaga.security.allowlist), never an import instruction: a module
         not allowed is refused here, located at its entry, and nothing is imported."""
         search = [Path(self.file).parent] if self.file is not None else []
         problems = [
@@ -562,11 +562,15 @@ def _reference_problems(spec: DefinitionSpec, lines: LineMap) -> list[Problem]:
     problems: list[Problem] = []
     for i, step in enumerate(spec.steps):
         for where, params in _param_sets(step):
-            loc: Loc = ("steps", i, "params") if where == "params" else (
-                "steps",
-                i,
-                "compensation",
-                "params",
+            loc: Loc = (
+                ("steps", i, "params")
+                if where == "params"
+                else (
+                    "steps",
+                    i,
+                    "compensation",
+                    "params",
+                )
             )
             for ref in references(params):
                 parts = ref.split(".")

@@ -22,14 +22,16 @@ from datetime import datetime
 from types import ModuleType
 from typing import Any
 
-from .allowlist import AllowList
+from .charts.machine import CompiledChart, State, below_top, top
 from .context import StepContext
 from .definition import WorkflowDefinition, resolve_params
-from .effects import install_builtins
-from .errors import ConflictError, DefinitionError, RegistryError, StateError, TransitionError
-from .heartbeat import Heartbeats
-from .invoke import HandlerTimeout, invoke
-from .machine import CompiledChart, State, below_top, top
+from .errors import (
+    ConflictError,
+    DefinitionError,
+    RegistryError,
+    StateError,
+    TransitionError,
+)
 from .models import (
     ACTIVE_WORKFLOW,
     HistoryEntry,
@@ -39,10 +41,14 @@ from .models import (
     WorkflowState,
     WorkflowStatus,
 )
+from .observability.telemetry import Telemetry
 from .plugins import ChartSource, lifecycle_chart, load_registry_plugins
 from .ports import Clock, Job, Queue, Store, SystemClock
 from .registry import Handler, Registry
-from .telemetry import Telemetry
+from .runtime.effects import install_builtins
+from .runtime.handlers import HandlerTimeout, invoke
+from .runtime.heartbeat import Heartbeats
+from .security.allowlist import AllowList
 
 log = logging.getLogger("statesaga.engine")
 #: Transitions whose table names the `emit` effect are published here after the save.
@@ -51,7 +57,7 @@ events = logging.getLogger("statesaga.events")
 #: Called after each save with the saved document: the engine goes on working on that object
 #: (the next settle starts from it), so a listener copies what it keeps.
 Listener = Callable[[WorkflowState, HistoryEntry], None]
-#: Fault injection (statesaga.crashcheck): called with a boundary name and the job at
+#: Fault injection (statesaga.verify.crashcheck): called with a boundary name and the job at
 #: before_action, after_action, after_save, before_compensation, after_compensation.
 Probe = Callable[[str, Job], None]
 _CONFLICT_RETRIES = 20
@@ -173,7 +179,8 @@ class Engine:
     @property
     def allowed(self) -> AllowList:
         """The handler modules a definition's `handlers:` hint may make this engine import:
-        by default only installed packages' (statesaga.allowlist), read when first needed."""
+        by default only installed packages' (statesaga.security.allowlist), read when first
+        needed."""
         if self._allowed is None:
             self._allowed = AllowList.installed()
         return self._allowed
@@ -659,9 +666,7 @@ class Engine:
         action = comp.action_type if compensating and comp is not None else step.action_type
         # Copies: the settle saves the document these come from, so what a handler does to
         # its arguments must not reach the store.
-        given_input, given_results, given_result = _copied(
-            (wf.input, wf.results, step.result)
-        )
+        given_input, given_results, given_result = _copied((wf.input, wf.results, step.result))
         scope = {"input": given_input, "steps": given_results, "result": given_result}
         try:
             handler = self._handler(wf, action)
@@ -756,8 +761,10 @@ class Engine:
             except ConflictError:
                 log.debug("revision conflict on %s, re-evaluating", workflow_id)
                 continue
-            if self.probe is not None and job is not None and (
-                txn.deferred or txn.jobs or txn.claimed
+            if (
+                self.probe is not None
+                and job is not None
+                and (txn.deferred or txn.jobs or txn.claimed)
             ):
                 self.probe("after_save", job)
             self._after_commit(txn)

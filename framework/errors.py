@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from .redact import redact
+from .security.redact import redact
 
 
 class StatesagaError(Exception):
     """Raised for anything statesaga itself reports; the root of every framework error.
 
-    Its message never holds a secret: passwords in URLs are masked (statesaga.redact)."""
+    Its message never holds a secret: passwords in URLs are masked (statesaga.security.redact)."""
 
     def __init__(self, *args: object) -> None:
         super().__init__(*(redact(a) if isinstance(a, str) else a for a in args))

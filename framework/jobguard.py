@@ -37,7 +37,7 @@ from rq.serializers import JSONSerializer
 from rq.utils import current_timestamp
 
 from .ports import Job
-from .redact import redact
+from .security.redact import redact
 
 log = logging.getLogger("statesaga.worker")
 
@@ -133,9 +133,7 @@ class GuardedWorker(SimpleWorker):
         execution: Any = None,
     ) -> None:
         # RQ keeps a failed job's traceback in Redis, where `rq info` and rq-dashboard show it.
-        super().handle_job_failure(
-            job, queue, started_job_registry, redact(exc_string), execution
-        )
+        super().handle_job_failure(job, queue, started_job_registry, redact(exc_string), execution)
 
     def handle_payload(self, message: dict[str, Any]) -> None:
         # RQ's command listener (shutdown, stop-job) is a thread that one message it cannot

@@ -18,8 +18,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import DefinitionError, Problem
-from .limits import MAX_ATTEMPTS, MAX_BACKOFF_RATE, MAX_SECONDS, max_history
-from .redact import redact
+from .security.limits import MAX_ATTEMPTS, MAX_BACKOFF_RATE, MAX_SECONDS, max_history
+from .security.redact import redact
 
 
 class WorkflowStatus(StrEnum):
@@ -316,7 +316,8 @@ class WorkflowState(_Doc):
     trace: dict[str, str] = Field(
         default_factory=dict,
         description="W3C trace context of the workflow's span (`traceparent`, and the caller's "
-        "as `parent`), kept when tracing was on at its start; see statesaga.telemetry",
+        "as `parent`), kept when tracing was on at its start; "
+        "see statesaga.observability.telemetry",
     )
     history_dropped: int = Field(
         0, description="history entries folded away (repeats of a transition kept once)"

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from .chart import Chart, load_chart
+from .charts.chart import Chart, load_chart
+from .charts.lifecycles import lifecycle
 from .errors import AdapterError, DefinitionError, Problem
-from .lifecycles import lifecycle
 from .ports import Queue, Store
 
 if TYPE_CHECKING:
@@ -135,9 +135,7 @@ def installed() -> list[PluginInfo]:
                     extra = _EXTRAS[ep.name]
             except Exception as exc:  # a broken plugin is reported, not fatal
                 error = f"{type(exc).__name__}: {exc}"
-            out.append(
-                PluginInfo(group, ep.name, ep.module, version, error, ep.value, dist, extra)
-            )
+            out.append(PluginInfo(group, ep.name, ep.module, version, error, ep.value, dist, extra))
     return out
 
 

@@ -47,8 +47,9 @@ def handler(name: str | None = None) -> Callable[[F], F]:
 
     Marking changes nothing global: the functions of a module are registered when the module
     is given to an engine (`Engine(..., handlers=[module])`, `Registry.register_module`) or
-    allowed by the operator (`--handlers`, see statesaga.allowlist). In a plain script, pass
-    the script's functions or module: `Engine(store, queue, handlers=[sys.modules[__name__]])`.
+    allowed by the operator (`--handlers`, see statesaga.security.allowlist). In a plain
+    script, pass the script's functions or module:
+    `Engine(store, queue, handlers=[sys.modules[__name__]])`.
     """
 
     def deco(func: F) -> F:

@@ -24,7 +24,7 @@ worker exits; a second signal is a cold shutdown.
 A worker forks nothing: `--with-scheduler` runs the scheduler as a thread (`SchedulerThread`),
 so a SIGKILL leaves no process holding the worker's Redis connection or the scheduler lock.
 A Redis outage does not end the worker (`serve`); `statesaga worker --processes N` keeps N of
-them running (statesaga.supervisor).
+them running (statesaga.cli.supervisor).
 """
 
 from __future__ import annotations
@@ -41,14 +41,14 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .allowlist import AllowList
 from .engine import Engine
 from .errors import AdapterError, StatesagaError
-from .outage import Outage
 from .plugins import DEFAULT_STORE, open_queue, open_store
 from .ports import Job, JobRunner
-from .redact import RedactedRepr, redact
 from .registry import Registry
+from .runtime.outage import Outage
+from .security.allowlist import AllowList
+from .security.redact import RedactedRepr, redact
 
 if TYPE_CHECKING:
     import rq
@@ -330,9 +330,7 @@ class SchedulerThread:
         self.outage = Outage(f"scheduler {name}", logger=log)
 
     def holds_lock(self) -> bool:
-        got = self.queue.connection.eval(
-            self._ACQUIRE, 1, self.lock_key, self.token, self.LOCK_TTL
-        )
+        got = self.queue.connection.eval(self._ACQUIRE, 1, self.lock_key, self.token, self.LOCK_TTL)
         return bool(got)
 
     def promote_once(self) -> bool:
@@ -364,7 +362,6 @@ class SchedulerThread:
                 continue
             self.outage.ok()
             self._stop.wait(self.interval)
-
 
 
 __all__ = [

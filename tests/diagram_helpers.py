@@ -15,7 +15,8 @@ from typing import Any
 
 from statesaga.adapters.inline import InlineQueue
 from statesaga.adapters.sqlite import SQLiteStore
-from statesaga.chart import load_chart
+from statesaga.charts.chart import load_chart
+from statesaga.charts.lifecycles import lifecycle
 from statesaga.cli import validate_file
 from statesaga.context import StepContext
 from statesaga.definition import load_definition
@@ -23,7 +24,6 @@ from statesaga.diagram import Diagram, from_chart, from_definition, from_instanc
 from statesaga.engine import Engine
 from statesaga.examples import DIR as EXAMPLES
 from statesaga.examples import path as example_path
-from statesaga.lifecycles import lifecycle
 from statesaga.models import HistoryEntry, StepError, StepStatus, WorkflowState, WorkflowStatus
 
 HOSTILE_NAMES = [

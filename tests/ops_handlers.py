@@ -4,7 +4,7 @@ real `statesaga worker` processes (PYTHONPATH=tests) and by in-process CLI runs.
 The chaos saga (`chaos_saga()`) is a user's saga as the issue describes it: two parallel
 fetches (one without a compensation: a read), a budget reservation, a supplier booking, the
 pivot (the charge) and two retried steps after it. Every effect goes through the side-effect
-ledger (`statesaga.crashcheck.Ledger`, file named by $STATESAGA_LEDGER), which stands for
+ledger (`statesaga.verify.crashcheck.Ledger`, file named by $STATESAGA_LEDGER), which stands for
 services that honour idempotency keys, so a test can check each was applied at most once net
 and none is left on a compensated workflow.
 
@@ -19,8 +19,8 @@ import time
 from typing import Any
 
 from statesaga.context import StepContext
-from statesaga.crashcheck import Ledger
 from statesaga.registry import handler
+from statesaga.verify.crashcheck import Ledger
 
 #: Seconds each effect takes: long enough that SIGKILLs land inside handlers too.
 WORK = float(os.environ.get("OPS_TEST_WORK", "0.05"))

@@ -36,13 +36,13 @@ from typing import Any
 import pytest
 from ops_handlers import chaos_saga
 from ops_redis import RedisServer
-from statesaga.allowlist import AllowList
-from statesaga.crashcheck import LEDGER_ENV, Ledger, LedgerRecord, check_ledger
 from statesaga.definition import load_definition
 from statesaga.engine import Engine
 from statesaga.models import WorkflowState, WorkflowStatus
 from statesaga.plugins import open_queue, open_store
-from statesaga.recovery import get_recoverable_workflows
+from statesaga.runtime.recovery import get_recoverable_workflows
+from statesaga.security.allowlist import AllowList
+from statesaga.verify.crashcheck import LEDGER_ENV, Ledger, LedgerRecord, check_ledger
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from statesaga import CompiledChart, DefinitionError, Registry, TransitionError, load_chart
-from statesaga.lifecycles import lifecycle
+from statesaga.charts.lifecycles import lifecycle
 from statesaga.models import StepStatus, TodoStatus, WorkflowStatus
 
 GOOD = """\

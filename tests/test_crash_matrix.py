@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 import redis
-from statesaga.crashcheck import (
+from statesaga.definition import load_definition
+from statesaga.models import WorkflowState, WorkflowStatus
+from statesaga.verify.crashcheck import (
     BOUNDARIES,
     CellResult,
     Ledger,
@@ -20,8 +22,6 @@ from statesaga.crashcheck import (
     format_table,
     trip_scenarios,
 )
-from statesaga.definition import load_definition
-from statesaga.models import WorkflowState, WorkflowStatus
 
 #: What each boundary must produce on the trip saga (success) and its failing variant.
 EXPECTED_CELLS = {

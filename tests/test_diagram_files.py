@@ -99,8 +99,8 @@ def test_regenerate_entry_point_check_mode(copy: Path, capsys: pytest.CaptureFix
 
 
 def test_readme_step_lifecycle_block_is_fresh() -> None:
+    from statesaga.charts.lifecycles import lifecycle
     from statesaga.diagram import from_chart, get_renderer
-    from statesaga.lifecycles import lifecycle
 
     readme = (COMMITTED.parent / "README.md").read_text(encoding="utf-8")
     block = f"```mermaid\n{get_renderer('mermaid').render(from_chart(lifecycle('step')))}```"

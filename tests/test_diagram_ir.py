@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import diagram_helpers as H  # registered by conftest.py (importlib mode)
 import pytest
-from statesaga.chart import load_chart
+from statesaga.charts.chart import load_chart
+from statesaga.charts.lifecycles import lifecycle
 from statesaga.definition import load_definition
 from statesaga.diagram import (
     Diagram,
@@ -20,7 +21,6 @@ from statesaga.diagram.extract import DONE, HALTED, UNDONE
 from statesaga.diagram.model import order_text
 from statesaga.errors import AdapterError
 from statesaga.examples import path as example_path
-from statesaga.lifecycles import lifecycle
 
 
 @pytest.mark.parametrize("name", ["workflow", "step", "todo"])

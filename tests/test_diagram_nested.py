@@ -12,7 +12,7 @@ import diagram_helpers as H  # registered by conftest.py (importlib mode)
 import pytest
 from statesaga.adapters.graphviz import run_dot
 from statesaga.adapters.mermaid import mermaid_ids
-from statesaga.chart import load_chart
+from statesaga.charts.chart import load_chart
 from statesaga.cli import validate_file
 from statesaga.diagram import Diagram, from_chart, from_instance, from_loaded, get_renderer
 from statesaga.examples import path as example_path

@@ -12,7 +12,8 @@ import diagram_helpers as H  # registered by conftest.py (importlib mode)
 import pytest
 from statesaga.adapters.graphviz import DOT_MISSING, dot_id, dot_label, drawn_edges, run_dot
 from statesaga.adapters.mermaid import mermaid_id, mermaid_ids, mermaid_label
-from statesaga.chart import load_chart
+from statesaga.charts.chart import load_chart
+from statesaga.charts.lifecycles import lifecycle
 from statesaga.definition import load_definition
 from statesaga.diagram import (
     Diagram,
@@ -24,7 +25,6 @@ from statesaga.diagram import (
 from statesaga.diagram import get_renderer as renderer
 from statesaga.errors import AdapterError
 from statesaga.examples import DIR as EXAMPLES
-from statesaga.lifecycles import lifecycle
 
 needs_dot = pytest.mark.skipif(
     shutil.which("dot") is None, reason="graphviz `dot` not installed (apt-get install graphviz)"

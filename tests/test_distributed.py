@@ -25,12 +25,12 @@ import pytest
 from rq import Worker
 from rq.job import Job as RQJob
 from statesaga.adapters.rq_queue import RQQueue
-from statesaga.allowlist import AllowList
 from statesaga.definition import load_definition
 from statesaga.engine import Engine
 from statesaga.models import StepStatus, WorkflowState, WorkflowStatus
 from statesaga.plugins import open_store
 from statesaga.ports import Store
+from statesaga.security.allowlist import AllowList
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 

@@ -19,8 +19,8 @@ from statesaga.definition import load_definition
 from statesaga.engine import Engine
 from statesaga.models import WorkflowState
 from statesaga.ports import Queue
-from statesaga.recovery import Recovery
-from statesaga.simulation import run_seeds
+from statesaga.runtime.recovery import Recovery
+from statesaga.verify.simulation import run_seeds
 from statesaga.worker import make_rq_worker, serving
 
 CLAIMED = "claimed by the worker that ran the last step"
@@ -237,7 +237,7 @@ def test_the_run_display_prints_each_step_as_it_is_saved(tmp_path: Path) -> None
     import io
 
     from rich.console import Console
-    from statesaga.console import run_with_progress
+    from statesaga.cli.console import run_with_progress
 
     out = io.StringIO()
     seen_by_s2: list[str] = []

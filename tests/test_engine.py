@@ -186,7 +186,11 @@ def test_compensation_follows_reverse_dependency_order_under_every_strategy(
     wf = engine.run(
         load_definition(
             saga(
-                step("a"), step("b"), step("e", depends_on=[]), step("c"), step("d"),
+                step("a"),
+                step("b"),
+                step("e", depends_on=[]),
+                step("c"),
+                step("d"),
                 strategy=strategy,
             )
         )

@@ -794,7 +794,7 @@ def test_the_table_has_at_least_100_cases() -> None:
 # -- what must keep working -------------------------------------------------------------------
 def test_yaml_12_reads_on_off_yes_no_as_text(tmp_path: Path) -> None:
     """A state named ON (YAML 1.1 read it as a boolean) is a state named ON."""
-    from statesaga.chart import load_chart
+    from statesaga.charts.chart import load_chart
 
     path = tmp_path / "switch.yaml"
     path.write_text(CHART_ON, encoding="utf-8")
@@ -938,7 +938,7 @@ def test_the_yaml_loader_keeps_nothing_alive() -> None:
 
 
 def test_env_limits_ignore_nonsense(monkeypatch: pytest.MonkeyPatch) -> None:
-    from statesaga import limits
+    from statesaga.security import limits
 
     monkeypatch.setenv("STATESAGA_MAX_INPUT_BYTES", "lots")
     assert limits.max_input_bytes() == 1024 * 1024

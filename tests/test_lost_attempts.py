@@ -17,7 +17,7 @@ from statesaga.context import StepContext
 from statesaga.definition import load_definition
 from statesaga.engine import Engine
 from statesaga.ports import Job
-from statesaga.recovery import Recovery, RecoveryAction
+from statesaga.runtime.recovery import Recovery, RecoveryAction
 
 
 class Died(BaseException):

@@ -16,10 +16,7 @@ from typing import Any
 
 import pytest
 from statesaga.adapters.inline import InlineQueue
-from statesaga.context import StepContext
-from statesaga.engine import Engine
-from statesaga.errors import ConflictError, RegistryError, StateError
-from statesaga.managers import (
+from statesaga.compat.managers import (
     HeartbeatManager,
     RQTaskWrapper,
     SagaManager,
@@ -28,6 +25,10 @@ from statesaga.managers import (
     WorkflowRecoveryManager,
     WorkflowStateManager,
 )
+from statesaga.compat.todo import Todo, workflow_from_todos
+from statesaga.context import StepContext
+from statesaga.engine import Engine
+from statesaga.errors import ConflictError, RegistryError, StateError
 from statesaga.models import (
     CompensationStrategy,
     RetryPolicy,
@@ -37,7 +38,6 @@ from statesaga.models import (
 )
 from statesaga.plugins import open_queue, open_store
 from statesaga.ports import Job, Store, SystemClock
-from statesaga.todo import Todo, workflow_from_todos
 
 WF_ID = re.compile(r"^WF-\d{8}-[0-9a-f]{8}$")
 COMP_ID = re.compile(r"^COMP-\d{8}-[0-9a-f]{8}$")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from statesaga import DefinitionError, StepStatus, WorkflowState, WorkflowStatus
-from statesaga.chart import chart_json_schema
+from statesaga.charts.chart import chart_json_schema
 from statesaga.definition import load_definition
 from statesaga.models import HistoryEntry, RetryPolicy, StepError, utcnow
 

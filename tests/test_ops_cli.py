@@ -15,11 +15,11 @@ from click.testing import CliRunner
 from statesaga import Registry, StepStatus, WorkflowStatus
 from statesaga.adapters.inline import InlineQueue
 from statesaga.adapters.sqlite import SQLiteStore
-from statesaga.allowlist import AllowList
 from statesaga.cli import main
-from statesaga.crashcheck import LEDGER_ENV, Ledger, check_ledger
 from statesaga.definition import load_definition
 from statesaga.engine import Engine
+from statesaga.security.allowlist import AllowList
+from statesaga.verify.crashcheck import LEDGER_ENV, Ledger, check_ledger
 
 HANDLERS = "ops_handlers"
 

@@ -16,7 +16,7 @@ CHECK = """
 import importlib.util as u, json, pathlib
 generic = [n for n in ("framework", "adapters", "statecharts", "examples") if u.find_spec(n)]
 import statesaga, statesaga.adapters, statesaga.statecharts, statesaga.examples
-from statesaga.lifecycles import lifecycle
+from statesaga.charts.lifecycles import lifecycle
 print(json.dumps({"generic": generic, "step_states": len(lifecycle("step").states),
                   "typed": (pathlib.Path(statesaga.__file__).parent / "py.typed").exists()}))
 """
@@ -36,7 +36,7 @@ def test_install_exposes_only_statesaga(tmp_path: Path, editable: bool) -> None:
         [py, "-c", CHECK], check=True, cwd=tmp_path, capture_output=True, text=True
     )
     assert '"generic": []' in out.stdout, out.stdout
-    from statesaga.lifecycles import lifecycle
+    from statesaga.charts.lifecycles import lifecycle
 
     assert f'"step_states": {len(lifecycle("step").states)}' in out.stdout
     assert '"typed": true' in out.stdout

@@ -21,12 +21,12 @@ from statesaga import Registry, StepStatus, WorkflowStatus
 from statesaga.adapters.inline import InlineQueue
 from statesaga.adapters.sqlite import SQLiteStore
 from statesaga.context import StepContext
-from statesaga.crashcheck import LEDGER_ENV, Ledger, check_ledger, trip_scenarios
 from statesaga.definition import load_definition
 from statesaga.engine import Engine
 from statesaga.models import utcnow
 from statesaga.plugins import open_queue
-from statesaga.recovery import Recovery, RecoveryAction, get_recoverable_workflows
+from statesaga.runtime.recovery import Recovery, RecoveryAction, get_recoverable_workflows
+from statesaga.verify.crashcheck import LEDGER_ENV, Ledger, check_ledger, trip_scenarios
 
 WAIT = 30  # seconds a blocked handler or a helper process may take at most (a safety net)
 LEDGER_HANDLERS = "statesaga.examples.ledger_handlers"
@@ -202,7 +202,7 @@ def test_a_zombie_attempt_finishing_after_resume_is_rejected(tmp_path: Path) -> 
 # -- real processes -------------------------------------------------------------------------
 def crash_worker(spec: dict[str, Any], env: dict[str, str]) -> int:
     proc = subprocess.run(
-        [sys.executable, "-m", "statesaga.crashcheck", json.dumps(spec)],
+        [sys.executable, "-m", "statesaga.verify.crashcheck", json.dumps(spec)],
         env=env,
         capture_output=True,
         timeout=WAIT * 2,

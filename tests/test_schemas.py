@@ -12,7 +12,7 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
-from statesaga.chart import chart_json_schema
+from statesaga.charts.chart import chart_json_schema
 from statesaga.definition import definition_json_schema, is_definition
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -29,14 +29,14 @@ from typing import Any
 import pytest
 from security_helpers import EXAMPLES, TRIP_INPUT, statesaga  # registered by conftest.py
 from statesaga import plugins
-from statesaga.allowlist import AllowList
 from statesaga.definition import load_definition
 from statesaga.engine import Engine
 from statesaga.errors import DefinitionError
 from statesaga.models import StepStatus, WorkflowStatus
 from statesaga.ports import Job
-from statesaga.redact import redact
 from statesaga.registry import handler
+from statesaga.security.allowlist import AllowList
+from statesaga.security.redact import redact
 
 
 def plant(folder: Path, name: str, marker: Path, body: str = "") -> None:
@@ -389,8 +389,19 @@ def test_a_planted_redis_or_rq_module_never_shadows_the_library(
     waiting = ok("run", "defs/expense.yaml", "--store", store, "--input", claim)
     waiting_id = next(w for w in waiting.split() if w.startswith("WF-"))
     ok("signal", waiting_id, "approve", "--store", store)
-    submitted = ok("run", "defs/trip.yaml", "--store", store, "--queue", queue, "--timeout", "0.5",
-                   "--input", json.dumps(TRIP_INPUT), code=1)
+    submitted = ok(
+        "run",
+        "defs/trip.yaml",
+        "--store",
+        store,
+        "--queue",
+        queue,
+        "--timeout",
+        "0.5",
+        "--input",
+        json.dumps(TRIP_INPUT),
+        code=1,
+    )
     ok("worker", "--queue", queue, "--store", store, "--burst")
     ok("recover", "--store", store)
     pending = next(w for w in submitted.split() if w.startswith("WF-"))
@@ -405,7 +416,11 @@ def test_a_planted_redis_or_rq_module_never_shadows_the_library(
         plant(lazy, name, tmp_path / f"shadow-{name}.marker", "raise SystemExit(3)\n")
     module_run = subprocess.run(
         [sys.executable, "-m", "statesaga.cli", "list", "--store", store],
-        cwd=lazy, capture_output=True, text=True, timeout=60, check=False,
+        cwd=lazy,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert module_run.returncode == 0 and pending in module_run.stdout, module_run.stderr
     assert not list(tmp_path.glob("shadow-*.marker"))
@@ -424,8 +439,21 @@ def secret_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--requirepass", PASSWORD, "--dir", str(tmp_path_factory.mktemp("secret-redis"))],
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--requirepass",
+            PASSWORD,
+            "--dir",
+            str(tmp_path_factory.mktemp("secret-redis")),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.STDOUT,
     )
@@ -464,15 +492,38 @@ def test_no_password_in_anything_printed(secret_redis: tuple[str, int], tmp_path
         return res
 
     assert run("demo", "--store", store).returncode == 0
-    submitted = run("run", str(EXAMPLES / "trip.yaml"), "--store", store, "--queue", queue,
-                    "--input", inp, "--timeout", "0.5")
+    submitted = run(
+        "run",
+        str(EXAMPLES / "trip.yaml"),
+        "--store",
+        store,
+        "--queue",
+        queue,
+        "--input",
+        inp,
+        "--timeout",
+        "0.5",
+    )
     wf_id = next(w for w in submitted.stdout.split() if w.startswith("WF-"))
     log = tmp_path / "worker.log"
     with log.open("w") as out:
         subprocess.run(
-            [str(Path(sys.executable).with_name("statesaga")), "worker", "--queue", queue,
-             "--store", store, "--burst", "--log-level", "DEBUG"],
-            cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, timeout=90, check=False,
+            [
+                str(Path(sys.executable).with_name("statesaga")),
+                "worker",
+                "--queue",
+                queue,
+                "--store",
+                store,
+                "--burst",
+                "--log-level",
+                "DEBUG",
+            ],
+            cwd=tmp_path,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=90,
+            check=False,
         )
     outputs.append(log.read_text())
     assert f"{wf_id}" in run("status", wf_id, "--store", store, "--history").stdout
@@ -484,10 +535,26 @@ def test_no_password_in_anything_printed(secret_redis: tuple[str, int], tmp_path
     run("status", wf_id, "--store", wrong)
     run("list", "--store", f"redis://:{PASSWORD}@{host}:{port}/notadb")
     run("list", "--store", f"redis://:{PASSWORD}@{host}:1/0")
-    run("run", str(EXAMPLES / "trip.yaml"), "--store", store, "--input", inp,
-        "--queue", f"rq://:{PASSWORD}@{host}:{port}/x?queue=")
-    run("run", str(EXAMPLES / "trip.yaml"), "--store", store, "--input", inp,
-        "--queue", f"rq://:{PASSWORD}@{host}:{port}/0?timeout_margin=soon")
+    run(
+        "run",
+        str(EXAMPLES / "trip.yaml"),
+        "--store",
+        store,
+        "--input",
+        inp,
+        "--queue",
+        f"rq://:{PASSWORD}@{host}:{port}/x?queue=",
+    )
+    run(
+        "run",
+        str(EXAMPLES / "trip.yaml"),
+        "--store",
+        store,
+        "--input",
+        inp,
+        "--queue",
+        f"rq://:{PASSWORD}@{host}:{port}/0?timeout_margin=soon",
+    )
     run("worker", "--queue", f"redis://:{PASSWORD}@{host}:{port}/0", "--store", store, "--burst")
     run("list", env={"STATESAGA_STORE": f"redis://:{PASSWORD}@{host}:1/0"})
     everything = "\n".join(outputs)
@@ -552,8 +619,9 @@ def test_operator_lists_and_job_payloads_are_checked_field_by_field(tmp_path: Pa
     (tmp_path / "pyproject.toml").write_text(
         '[tool.statesaga]\nhandlers = ["mine.handlers"]\n', encoding="utf-8"
     )
-    allowed = AllowList.for_operator(["cli_mod"], environ={"STATESAGA_HANDLERS": "env_mod"},
-                                     project=tmp_path)
+    allowed = AllowList.for_operator(
+        ["cli_mod"], environ={"STATESAGA_HANDLERS": "env_mod"}, project=tmp_path
+    )
     assert allowed.eager == ("cli_mod", "mine.handlers")  # --handlers wins over the variable
     assert allowed.resolve("trip") == "statesaga.examples.trip_handlers"
     good = Job("step", "WF-1", "s", 1).to_dict()
@@ -611,8 +679,17 @@ def test_an_installed_package_allows_its_handlers_by_entry_point(tmp_path: Path)
     path = [str(site), os.environ.get("PYTHONPATH")]
     env = {"PYTHONPATH": os.pathsep.join(p for p in path if p)}
     store = f"sqlite:///{tmp_path / 'h.db'}"
-    ran = statesaga("run", "hello.yaml", "--store", store, "--input", '{"who": "ann"}',
-                    "--json", cwd=work, env=env)
+    ran = statesaga(
+        "run",
+        "hello.yaml",
+        "--store",
+        store,
+        "--input",
+        '{"who": "ann"}',
+        "--json",
+        cwd=work,
+        env=env,
+    )
     assert ran.returncode == 0, ran.stderr
     assert json.loads(ran.stdout)["results"] == {"a": {"hello": "ann"}}
     listed = statesaga("plugins", "--group", "statesaga.handlers", cwd=work, env=env)
@@ -631,6 +708,7 @@ def test_an_installed_package_allows_its_handlers_by_entry_point(tmp_path: Path)
     (work / "hello.yaml").write_text(
         (work / "hello.yaml").read_text().replace("greeter", "greeter_pkg.handlers")
     )
-    by_module = statesaga("run", "hello.yaml", "--store", store, "--input", '{"who": "bo"}',
-                          cwd=work, env=env)
+    by_module = statesaga(
+        "run", "hello.yaml", "--store", store, "--input", '{"who": "bo"}', cwd=work, env=env
+    )
     assert by_module.returncode == 0, by_module.stderr

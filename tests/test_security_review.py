@@ -178,7 +178,7 @@ SECRET = "Rev1ew-s3cret"
         (f"Authorization: Bearer {SECRET}", "Authorization: Bearer ***"),
         # a quote inside a password is part of it (redis-py takes `:pa'ss@` as given)
         (f"bad URL: 'redis://:x'{SECRET}@h:1/0'", "bad URL: 'redis://:***@h:1/0'"),
-        (f"redis://h/0?password=x\"{SECRET}&db=1", "redis://h/0?password=***&db=1"),
+        (f'redis://h/0?password=x"{SECRET}&db=1', "redis://h/0?password=***&db=1"),
         # a secret inside the value of an option that is not one
         (f"STORE=redis://h/0?password={SECRET} x", "STORE=redis://h/0?password=*** x"),
         (f"{{'config': \"{{'token': '{SECRET}'}}\"}}", "{'config': \"{'token': '***'}\"}"),
@@ -191,7 +191,7 @@ SECRET = "Rev1ew-s3cret"
 def test_redact_masks_a_secret_in_every_syntax_a_message_quotes_it(
     text: str, shown: str | None
 ) -> None:
-    from statesaga.redact import redact
+    from statesaga.security.redact import redact
 
     out = redact(text)
     assert SECRET not in out
@@ -203,7 +203,7 @@ def test_redact_reads_a_hostile_text_in_linear_time() -> None:
     """Every log record is redacted, and a forger chooses some (a job's description): a text
     of near-matches must not make a pattern backtrack over the rest of it at every place it
     could start (each of these took from 20 s to minutes before; linear, it is milliseconds)."""
-    from statesaga.redact import redact
+    from statesaga.security.redact import redact
 
     hostile = ["a=" * 50_000, "redis://:" * 20_000, "=a:b" * 30_000, "password=" * 20_000]
     started = time.perf_counter()
@@ -229,7 +229,7 @@ def test_no_secret_a_handler_raises_reaches_any_output(
         "@handler()\ndef dsn(ctx):\n"
         f"    raise ConnectionError('cannot connect: host=db password={SECRET} dbname=app')\n\n"
         "@handler()\ndef conf(ctx):\n"
-        f"    return {{}}[\"password={SECRET}\"]\n\n"
+        f'    return {{}}["password={SECRET}"]\n\n'
         "@handler()\ndef lost(ctx):\n"
         f"    raise Lost(str({{'user': 'app', 'api_key': '{SECRET}'}}))\n",
         encoding="utf-8",
@@ -247,14 +247,49 @@ def test_no_secret_a_handler_raises_reaches_any_output(
     printed: list[str] = []
     for fmt in ("text", "json"):
         for name in ("dsn", "conf", "lost"):
-            res = statesaga("--log-level", "debug", "--log-format", fmt, "run", f"{name}.yaml",
-                            "--store", store, "--handlers", "leaky", cwd=tmp_path, env=otel)
+            res = statesaga(
+                "--log-level",
+                "debug",
+                "--log-format",
+                fmt,
+                "run",
+                f"{name}.yaml",
+                "--store",
+                store,
+                "--handlers",
+                "leaky",
+                cwd=tmp_path,
+                env=otel,
+            )
             printed.append(res.stdout + res.stderr)
     assert "Lost: {'user': 'app', 'api_key': '***'}" in printed[2]  # the traceback, masked
-    submitted = statesaga("run", "lost.yaml", "--store", store, "--queue", queue, "--timeout",
-                          "0.2", "--handlers", "leaky", cwd=tmp_path)
-    work = statesaga("--log-level", "debug", "worker", "--store", store, "--queue", queue,
-                     "--handlers", "leaky", "--burst", cwd=tmp_path, env=otel)
+    submitted = statesaga(
+        "run",
+        "lost.yaml",
+        "--store",
+        store,
+        "--queue",
+        queue,
+        "--timeout",
+        "0.2",
+        "--handlers",
+        "leaky",
+        cwd=tmp_path,
+    )
+    work = statesaga(
+        "--log-level",
+        "debug",
+        "worker",
+        "--store",
+        store,
+        "--queue",
+        queue,
+        "--handlers",
+        "leaky",
+        "--burst",
+        cwd=tmp_path,
+        env=otel,
+    )
     printed += [submitted.stdout + submitted.stderr, work.stdout + work.stderr]
     assert work.returncode == 0, work.stderr
     for i, text in enumerate(printed):
@@ -286,7 +321,10 @@ def test_the_dashboard_shows_no_password_of_any_url_form(tmp_path: Path) -> None
     with log.open("w") as out:
         server = subprocess.Popen(
             [str(script), "serve", "--store", store, "--queue", queue, "--port", str(port)],
-            cwd=tmp_path, env=environ, stdout=out, stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+            env=environ,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     pages: dict[str, str] = {}
     try:
@@ -346,8 +384,16 @@ def test_an_unreadable_scheduled_job_does_not_stop_the_scheduler(
     q.scheduled_job_registry.schedule(
         RQJob.fetch(first, connection=redis_client, serializer=JSONSerializer), due
     )
-    work = statesaga("worker", "--queue", queue_url, "--store", store_url, "--burst",
-                     "--with-scheduler", cwd=tmp_path)
+    work = statesaga(
+        "worker",
+        "--queue",
+        queue_url,
+        "--store",
+        store_url,
+        "--burst",
+        "--with-scheduler",
+        cwd=tmp_path,
+    )
     assert work.returncode == 0, work.stderr
     assert store.get(wf.id).status is WorkflowStatus.COMPLETED
     assert f"refused job '{unreadable.id}'" in work.stderr and "cannot be read" in work.stderr
@@ -371,9 +417,19 @@ def test_a_garbage_worker_command_leaves_the_worker_listening(
     log = tmp_path / "worker.log"
     with log.open("w") as out:
         worker = subprocess.Popen(
-            [str(script), "worker", "--queue", queue_url, "--store",
-             f"sqlite:///{tmp_path / 's.db'}", "--name", name],
-            cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT,
+            [
+                str(script),
+                "worker",
+                "--queue",
+                queue_url,
+                "--store",
+                f"sqlite:///{tmp_path / 's.db'}",
+                "--name",
+                name,
+            ],
+            cwd=tmp_path,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     try:
         deadline = time.monotonic() + 30
@@ -407,8 +463,15 @@ def test_a_forged_job_writes_no_log_line_of_its_own(
     fake = "2026-01-01 00:00:00,000 INFO    statesaga.worker: all clear"
     q = Queue(name, connection=redis_client, serializer=JSONSerializer)
     q.enqueue("os.system", "true", description=f"x\n{fake}\r\x1b]0;owned\x07\x1b[2J")
-    work = statesaga("worker", "--queue", queue_url, "--store", f"sqlite:///{tmp_path / 's.db'}",
-                     "--burst", cwd=tmp_path)
+    work = statesaga(
+        "worker",
+        "--queue",
+        queue_url,
+        "--store",
+        f"sqlite:///{tmp_path / 's.db'}",
+        "--burst",
+        cwd=tmp_path,
+    )
     assert work.returncode == 0, work.stderr
     assert "refused job" in work.stderr
     assert not any(line.startswith(fake) for line in work.stderr.splitlines())
@@ -422,10 +485,17 @@ def test_settings_reprs_hide_every_password() -> None:
     from statesaga.worker import WorkerSettings
 
     shown = [
-        repr(WorkerSettings(queue_url=f"rq://:{SECRET}@h:6379/0?queue=q",
-                            store_url=f"redis://h:6379/0?password={SECRET}")),
-        repr(ServeSettings(store=f"redis://u:{SECRET}@h/0", queue=f"rq://h/0?pass%77ord={SECRET}",
-                           token=SECRET)),
+        repr(
+            WorkerSettings(
+                queue_url=f"rq://:{SECRET}@h:6379/0?queue=q",
+                store_url=f"redis://h:6379/0?password={SECRET}",
+            )
+        ),
+        repr(
+            ServeSettings(
+                store=f"redis://u:{SECRET}@h/0", queue=f"rq://h/0?pass%77ord={SECRET}", token=SECRET
+            )
+        ),
     ]
     for text in shown:
         assert SECRET not in text and "***" in text, text

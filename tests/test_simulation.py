@@ -1,4 +1,4 @@
-"""The deterministic simulation (statesaga.simulation): thousands of seeds of the shipped
+"""The deterministic simulation (statesaga.verify.simulation): thousands of seeds of the shipped
 examples and of sagas with parallel branches, steps without compensation, a pivot, steps
 without compensation after it, retries, waits, sleeps and a nested step chart converge with
 every invariant held; a seed replays exactly; and the simulation does catch a defective
@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 from statesaga import Registry
 from statesaga.definition import load_definition
-from statesaga.effects import _BUSY, _NOT_STARTED
 from statesaga.models import CompensationStrategy, StepStatus
-from statesaga.simulation import run_seeds, simulate
+from statesaga.runtime.effects import _BUSY, _NOT_STARTED
+from statesaga.verify.simulation import run_seeds, simulate
 
 ROOT = Path(__file__).resolve().parent.parent
 SAGAS = {

@@ -32,10 +32,10 @@ from statesaga.adapters.sqlite import SQLiteStore
 from statesaga.context import StepContext
 from statesaga.definition import load_definition
 from statesaga.engine import Engine
-from statesaga.logs import StepFilter
 from statesaga.models import WorkflowState, WorkflowStatus
-from statesaga.recovery import Recovery
+from statesaga.observability.logs import StepFilter
 from statesaga.registry import Registry
+from statesaga.runtime.recovery import Recovery
 
 TRIP = files("statesaga.examples") / "trip.yaml"
 BASE = {"origin": "CDG", "destination": "NRT", "nights": 3, "amount": 1200, "email": "z@x.io"}
@@ -573,7 +573,7 @@ def test_log_options_are_choices() -> None:
 
 def test_prometheus_text_serves_the_metrics_of_the_workflows_run_here() -> None:
     done = _trip_in_python(
-        "from statesaga.otel import configure_from_env, prometheus_text\n"
+        "from statesaga.observability.otel import configure_from_env, prometheus_text\n"
         "assert configure_from_env(prometheus=True, environ={}) == ['metrics: prometheus']",
         "body, content_type = prometheus_text()\nprint(content_type)\nprint(body.decode())",
     )

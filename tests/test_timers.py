@@ -23,7 +23,7 @@ from statesaga.definition import load_definition
 from statesaga.engine import Engine
 from statesaga.models import utcnow
 from statesaga.ports import Job
-from statesaga.recovery import Recovery
+from statesaga.runtime.recovery import Recovery
 
 LIMIT = 60.0  # a safeguard against a hung test, not a measurement
 

@@ -8,19 +8,14 @@ import re
 from typing import Any
 
 import pytest
-from statesaga.context import StepContext
-from statesaga.engine import Engine
-from statesaga.errors import TransitionError
-from statesaga.lifecycles import lifecycle
-from statesaga.managers import (
+from statesaga.charts.lifecycles import lifecycle
+from statesaga.compat.managers import (
     SagaManager,
     StepExecutionError,
     WorkflowExecutor,
     WorkflowStateManager,
 )
-from statesaga.models import RetryPolicy, StepStatus, TodoStatus, WorkflowStatus
-from statesaga.plugins import open_queue, open_store
-from statesaga.todo import (
+from statesaga.compat.todo import (
     STEP_TO_TODO,
     Todo,
     TodoTracker,
@@ -30,6 +25,11 @@ from statesaga.todo import (
     sync_todos,
     workflow_from_todos,
 )
+from statesaga.context import StepContext
+from statesaga.engine import Engine
+from statesaga.errors import TransitionError
+from statesaga.models import RetryPolicy, StepStatus, TodoStatus, WorkflowStatus
+from statesaga.plugins import open_queue, open_store
 
 WF_ID = re.compile(r"^WF-\d{8}-[0-9a-f]{8}$")
 TODO_ID = re.compile(r"^TODO-\d{8}-[0-9a-f]{8}$")

@@ -829,8 +829,8 @@ class WorkerDied(BaseException):
 def test_the_page_tells_which_attempts_were_lost_with_their_worker(tmp_path: Path) -> None:
     from statesaga import Engine, load_definition
     from statesaga.adapters.inline import InlineQueue
-    from statesaga.recovery import Recovery
     from statesaga.registry import Registry
+    from statesaga.runtime.recovery import Recovery
 
     reg = Registry()
     reg.register_handler("pay", lambda ctx: {"paid": ctx.attempt})

@@ -10,11 +10,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
-from statesaga._yaml import load_yaml_file
-from statesaga.chart import Chart, chart_from_data
-from statesaga.definition import WorkflowDefinition, definition_from_data, is_definition
-from statesaga.lifecycles import lifecycle
-from statesaga.models import (
+from .._yaml import load_yaml_file
+from ..charts.chart import Chart, chart_from_data
+from ..charts.lifecycles import lifecycle
+from ..definition import WorkflowDefinition, definition_from_data, is_definition
+from ..models import (
     HistoryEntry,
     SagaStep,
     StepStatus,
@@ -22,8 +22,14 @@ from statesaga.models import (
     WorkflowStatus,
     halt_reason,
 )
-
-from .model import Diagram, DiagramEdge, DiagramNode, DiagramNote, EdgeKind, NodeKind
+from .model import (
+    Diagram,
+    DiagramEdge,
+    DiagramNode,
+    DiagramNote,
+    EdgeKind,
+    NodeKind,
+)
 
 # Workflow outcomes drawn after the steps of a definition. The ids contain `:`, which a step
 # name cannot (StepSpec.name's pattern), so they can never clash with a step.

@@ -25,8 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from statesaga import statecharts_dir
-
+from ..resources import statecharts_dir
 from .extract import from_path
 from .render import get_renderer, source_digest
 

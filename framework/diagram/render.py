@@ -16,9 +16,9 @@ from importlib.metadata import entry_points
 from typing import Any, Protocol, runtime_checkable
 
 import jinja2
-from statesaga import plugins
-from statesaga.errors import AdapterError
 
+from .. import plugins
+from ..errors import AdapterError
 from .model import Diagram
 
 GROUP = "statesaga.renderers"

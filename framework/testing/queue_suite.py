@@ -4,7 +4,7 @@ Subclass it and provide a `queue` fixture that yields a fresh, empty queue (clos
 afterwards)::
 
     import pytest
-    from statesaga.testing import QueueConformance
+    from . import QueueConformance
     from my_plugin import MyQueue
 
     class TestMyQueue(QueueConformance):
@@ -31,7 +31,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import pytest
-from statesaga.ports import Job, Queue
+
+from ..ports import Job, Queue
 
 
 @dataclass

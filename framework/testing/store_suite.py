@@ -4,7 +4,7 @@ Run it against your adapter by subclassing it in a test module and providing a `
 fixture that yields a fresh, empty store (closed afterwards)::
 
     import pytest
-    from statesaga.testing import StoreConformance
+    from . import StoreConformance
     from my_plugin import MyStore
 
     class TestMyStore(StoreConformance):
@@ -35,8 +35,9 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from statesaga.errors import ConflictError, DefinitionError, NotFoundError
-from statesaga.models import (
+
+from ..errors import ConflictError, DefinitionError, NotFoundError
+from ..models import (
     CompensationAction,
     CompensationStrategy,
     HistoryEntry,
@@ -47,7 +48,7 @@ from statesaga.models import (
     WorkflowState,
     WorkflowStatus,
 )
-from statesaga.ports import Store
+from ..ports import Store
 
 T0 = datetime(2026, 2, 8, 9, 30, 0, 123456, tzinfo=UTC)
 

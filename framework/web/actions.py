@@ -16,16 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from statesaga._yaml import load_yaml_file
-from statesaga.allowlist import AllowList
-from statesaga.definition import WorkflowDefinition, definition_from_data, is_definition
-from statesaga.engine import Engine
-from statesaga.errors import DefinitionError, StateError, StatesagaError
-from statesaga.models import WorkflowState
-from statesaga.plugins import open_queue, open_store
-from statesaga.ports import Store
-from statesaga.redact import RedactedRepr
-from statesaga.registry import Registry
+from .._yaml import load_yaml_file
+from ..definition import WorkflowDefinition, definition_from_data, is_definition
+from ..engine import Engine
+from ..errors import DefinitionError, StateError, StatesagaError
+from ..models import WorkflowState
+from ..plugins import open_queue, open_store
+from ..ports import Store
+from ..registry import Registry
+from ..security.allowlist import AllowList
+from ..security.redact import RedactedRepr
 
 log = logging.getLogger("statesaga.web")
 _SLICE = 0.5  # seconds

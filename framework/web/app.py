@@ -30,8 +30,8 @@ from starlette.schemas import SchemaGenerator
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from statesaga import __version__
-from statesaga.errors import (
+
+from ..errors import (
     AdapterError,
     ConflictError,
     DefinitionError,
@@ -40,11 +40,19 @@ from statesaga.errors import (
     StatesagaError,
     TransitionError,
 )
-from statesaga.models import StepStatus, WorkflowState, WorkflowStatus
-from statesaga.redact import MASK, redact
-
+from ..models import StepStatus, WorkflowState, WorkflowStatus
+from ..resources import __version__
+from ..security.redact import MASK, redact
 from .actions import Catalog, Operations, ServeSettings, UnknownDefinition
-from .auth import COOKIE, NAME_RULE, SESSION_SECONDS, AuthRefused, Gate, Session, valid_name
+from .auth import (
+    COOKIE,
+    NAME_RULE,
+    SESSION_SECONDS,
+    AuthRefused,
+    Gate,
+    Session,
+    valid_name,
+)
 from .query import MAX_PAGE_SIZE, PAGE_SIZE, BadCursor, Filters, browse, count
 from .views import (
     Pictures,
@@ -599,7 +607,7 @@ class Dashboard:
         responses:
           200: {description: a JSON Schema, draft 2020-12}
         """
-        from statesaga.definition import DefinitionSpec
+        from ..definition import DefinitionSpec
 
         schema = DefinitionSpec.model_json_schema()
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
@@ -619,7 +627,7 @@ async def metrics(request: Request) -> Response:
       200: {description: the Prometheus text format}
       501: {description: the otel extra is not installed}
     """
-    from statesaga.otel import prometheus_text
+    from ..observability.otel import prometheus_text
 
     try:
         body, content_type = await run_in_threadpool(prometheus_text)

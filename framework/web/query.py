@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol, runtime_checkable
 
-from statesaga.models import WorkflowState, WorkflowStatus
-from statesaga.ports import Store
+from ..models import WorkflowState, WorkflowStatus
+from ..ports import Store
 
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500

@@ -11,10 +11,10 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from statesaga.definition import WorkflowDefinition
-from statesaga.diagram import Diagram, from_definition, from_instance, get_renderer
-from statesaga.errors import AdapterError
-from statesaga.models import (
+from ..definition import WorkflowDefinition
+from ..diagram import Diagram, from_definition, from_instance, get_renderer
+from ..errors import AdapterError
+from ..models import (
     IN_FLIGHT_STEP,
     HistoryEntry,
     RetryPolicy,

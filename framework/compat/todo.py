@@ -19,10 +19,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .definition import WorkflowDefinition, load_definition
-from .lifecycles import lifecycle
-from .machine import CompiledChart
-from .models import (
+from ..charts.lifecycles import lifecycle
+from ..charts.machine import CompiledChart
+from ..definition import WorkflowDefinition, load_definition
+from ..models import (
     CompensationStrategy,
     HistoryEntry,
     RetryPolicy,

@@ -6,7 +6,7 @@ Each check returns a list of problems (empty when all is well), one line each, n
 
 from __future__ import annotations
 
-from .models import StepStatus, WorkflowState, WorkflowStatus
+from ..models import StepStatus, WorkflowState, WorkflowStatus
 from .standins import Service
 
 #: Where a workflow has ended for good; FAILED is halted (only an operator's restart moves it).

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from .models import (
+from ..models import (
     CompensationStrategy,
     SagaStep,
     StepError,
@@ -20,8 +20,8 @@ from .models import (
 )
 
 if TYPE_CHECKING:
-    from .engine import TransitionContext
-    from .registry import Registry
+    from ..engine import TransitionContext
+    from ..registry import Registry
 
 Deferred = Callable[[], None] | None
 

@@ -44,10 +44,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from .errors import RegistryError
+from ..errors import RegistryError
 
 if TYPE_CHECKING:
-    from .registry import Registry
+    from ..registry import Registry
 
 GROUP = "statesaga.handlers"
 ENV = "STATESAGA_HANDLERS"

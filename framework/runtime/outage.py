@@ -14,7 +14,7 @@ import logging
 import random
 import time
 
-log = logging.getLogger("statesaga.outage")
+log = logging.getLogger("statesaga.runtime.outage")
 
 
 class Outage:

@@ -1,7 +1,7 @@
 """The CLI's OpenTelemetry SDK, configured the standard way: from the OTEL_* variables.
 
 Only the CLI calls `configure_from_env` (a library never installs providers: it uses the
-application's, see statesaga.telemetry). It needs `pip install 'statesaga[otel]'`.
+application's, see statesaga.observability.telemetry). It needs `pip install 'statesaga[otel]'`.
 
 - `OTEL_TRACES_EXPORTER`: `console` prints each span (as JSON, on stderr, so a command's own
   output on stdout stays clean), `otlp` sends them to `OTEL_EXPORTER_OTLP_ENDPOINT`
@@ -27,9 +27,9 @@ from typing import Any
 
 from opentelemetry import metrics, trace
 
-from .errors import StatesagaError
+from ..errors import StatesagaError
 
-log = logging.getLogger("statesaga.otel")
+log = logging.getLogger("statesaga.observability.otel")
 
 _INSTALL = "pip install 'statesaga[otel]'"
 

@@ -21,11 +21,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import recovery, worker
-from .engine import Engine
-from .errors import ConflictError, NotFoundError, RegistryError, StateError, StatesagaError
-from .heartbeat import heartbeat_cutoff
-from .models import (
+from .. import worker
+from ..engine import Engine
+from ..errors import ConflictError, NotFoundError, RegistryError, StateError, StatesagaError
+from ..models import (
     ACTIVE_WORKFLOW,
     CompensationAction,
     CompensationStrategy,
@@ -37,10 +36,12 @@ from .models import (
     WorkflowStatus,
     new_id,
 )
-from .ports import Clock, Queue, Store, SystemClock
-from .registry import Registry
+from ..ports import Clock, Queue, Store, SystemClock
+from ..registry import Registry
+from ..runtime import recovery
+from ..runtime.heartbeat import heartbeat_cutoff
 
-log = logging.getLogger("statesaga.managers")
+log = logging.getLogger("statesaga.compat.managers")
 
 #: Workflows a lost agent session can pick up again: started, not finished.
 RECOVERABLE = frozenset(ACTIVE_WORKFLOW | {WorkflowStatus.SUSPENDED})
@@ -174,7 +175,7 @@ class WorkflowExecutor:
             self.engine = engine
         else:
             if queue is None:
-                from .plugins import DEFAULT_QUEUE, open_queue
+                from ..plugins import DEFAULT_QUEUE, open_queue
 
                 queue = open_queue(DEFAULT_QUEUE)
             self.engine = Engine(engine, queue, registry, clock=clock)
@@ -427,7 +428,7 @@ class SagaManager:
 # -- recovery ----------------------------------------------------------------------------
 class WorkflowRecoveryManager:
     """Picking up a lost session's workflows: find them, resume them, or cancel them
-    (statesaga.recovery does the work; this is its async face).
+    (statesaga.runtime.recovery does the work; this is its async face).
 
     `timeout`: seconds without a heartbeat after which a running workflow counts as lost. It
     must exceed the workers' heartbeat interval: resuming a workflow whose worker is alive

@@ -5,10 +5,10 @@ from __future__ import annotations
 from enum import Enum
 from functools import cache
 
-from . import statecharts_dir
+from ..errors import DefinitionError, Problem
+from ..models import StepStatus, TodoStatus, WorkflowStatus
+from ..resources import statecharts_dir
 from .chart import Chart, load_chart
-from .errors import DefinitionError, Problem
-from .models import StepStatus, TodoStatus, WorkflowStatus
 
 ENUMS: dict[str, type[Enum]] = {
     "workflow": WorkflowStatus,

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-log = logging.getLogger("statesaga.supervisor")
+log = logging.getLogger("statesaga.cli.supervisor")
 
 #: A child that lived at least this long was healthy: its next restart is immediate.
 HEALTHY_AFTER = 10.0
@@ -130,9 +130,7 @@ class Supervisor:
             return
         # A process group of its own: Ctrl+C in a terminal reaches the supervisor alone, which
         # passes on one SIGTERM (a second signal would be RQ's cold shutdown, mid-step).
-        child.proc = subprocess.Popen(
-            child.argv, env=self.env, preexec_fn=preexec, process_group=0
-        )
+        child.proc = subprocess.Popen(child.argv, env=self.env, preexec_fn=preexec, process_group=0)
         child.started = now
         log.info("%s started (pid %d)", child.label, child.proc.pid)
 

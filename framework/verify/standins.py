@@ -1,5 +1,5 @@
 """Ledger stand-ins: a simulated external service and the handlers that call it in place of a
-user's own, so the deterministic simulation (statesaga.simulation) can run any saga and see
+user's own, so the deterministic simulation (statesaga.verify.simulation) can run any saga and see
 every side effect.
 
 The service honours idempotency keys as a payment or booking API does: an `apply` whose key is
@@ -17,10 +17,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .context import StepContext
-from .definition import WorkflowDefinition
-from .invoke import HandlerTimeout
-from .registry import Registry
+from ..context import StepContext
+from ..definition import WorkflowDefinition
+from ..registry import Registry
+from ..runtime.handlers import HandlerTimeout
 
 
 class SimCrash(BaseException):  # noqa: N818 - a worker vanishing is not an error to catch

@@ -48,8 +48,8 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
-from .context import StepContext
-from .models import StepStatus, WorkflowState, WorkflowStatus
+from ..context import StepContext
+from ..models import StepStatus, WorkflowState, WorkflowStatus
 
 BOUNDARIES = (
     "before_action",
@@ -307,12 +307,12 @@ def make_probe(
 def _worker_main(spec: dict[str, Any]) -> int:
     """One crash-worker process: optionally recover, optionally start the saga, then run jobs
     until every workflow of the store is final (or the queue has nothing left)."""
-    from .allowlist import import_allowed
-    from .definition import load_definition
-    from .engine import Engine
-    from .plugins import open_queue, open_store
-    from .recovery import Recovery
-    from .registry import Registry
+    from ..definition import load_definition
+    from ..engine import Engine
+    from ..plugins import open_queue, open_store
+    from ..registry import Registry
+    from ..runtime.recovery import Recovery
+    from ..security.allowlist import import_allowed
 
     registry = Registry()
     for module in spec["handlers"]:  # the operator's, or allowed hints (see _with_handlers)
@@ -357,7 +357,7 @@ def _serve_rq(engine: Any, done: Callable[[], bool], deadline: float) -> None:
     """
     from rq.job import Job as RQJob
 
-    from .worker import make_rq_worker, rq_queue_of, serving
+    from ..worker import make_rq_worker, rq_queue_of, serving
 
     rq_queue = rq_queue_of(engine)
     registry = rq_queue.scheduled_job_registry
@@ -439,7 +439,7 @@ def _run_worker(settings: _Settings, celldir: Path, spec: dict[str, Any], name: 
         proc = subprocess.run(
             # -P: `-m` would put the working directory first on sys.path, where a planted
             # `redis.py` would shadow the library; handler modules are found there last.
-            [sys.executable, "-P", "-m", "statesaga.crashcheck", json.dumps(spec)],
+            [sys.executable, "-P", "-m", "statesaga.verify.crashcheck", json.dumps(spec)],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -454,8 +454,8 @@ def _cell(
 ) -> tuple[CellResult, list[BoundaryEvent]]:
     """One run: start the saga in a worker that dies at `event` (None: a clean calibration run
     recording every boundary), then recover with a fresh worker, then check."""
-    from .plugins import open_store
-    from .recovery import get_recoverable_workflows
+    from ..plugins import open_store
+    from ..runtime.recovery import get_recoverable_workflows
 
     tag = "clean" if event is None else f"{event.boundary}-{event.n}"
     celldir = settings.workdir / f"{scenario.name}-{tag}"
@@ -562,9 +562,9 @@ def _with_handlers(scenario: Scenario) -> Scenario:
     `handlers` hint, each of which must be on the operator's allow-list."""
     if scenario.handlers:
         return scenario
-    from .allowlist import AllowList
-    from .definition import load_definition
-    from .errors import RegistryError
+    from ..definition import load_definition
+    from ..errors import RegistryError
+    from ..security.allowlist import AllowList
 
     allowed = AllowList.for_operator()
     hints = load_definition(scenario.definition).spec.handlers

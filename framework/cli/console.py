@@ -16,14 +16,14 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from . import plugins
-from .allowlist import AllowList
-from .definition import WorkflowDefinition, load_definition
-from .engine import Engine
-from .models import HistoryEntry, StepStatus, WorkflowState, WorkflowStatus, halt_reason
-from .plugins import DEFAULT_QUEUE, DEFAULT_STORE
-from .redact import redact
-from .registry import Registry
+from .. import plugins
+from ..definition import WorkflowDefinition, load_definition
+from ..engine import Engine
+from ..models import HistoryEntry, StepStatus, WorkflowState, WorkflowStatus, halt_reason
+from ..plugins import DEFAULT_QUEUE, DEFAULT_STORE
+from ..registry import Registry
+from ..security.allowlist import AllowList
+from ..security.redact import redact
 
 COLOURS: Mapping[str, str] = {
     StepStatus.PENDING: "dim",
@@ -121,11 +121,7 @@ def restart_hint(wf: WorkflowState, store: str) -> str | None:
     if wf.status is not WorkflowStatus.FAILED:
         return None
     stuck = next(
-        (
-            s
-            for s in wf.steps
-            if s.status in (StepStatus.FAILED, StepStatus.COMPENSATION_FAILED)
-        ),
+        (s for s in wf.steps if s.status in (StepStatus.FAILED, StepStatus.COMPENSATION_FAILED)),
         None,
     )
     step = stuck.name if stuck is not None else "STEP"
@@ -234,7 +230,8 @@ WORKER_HINT = "start one with `statesaga worker --queue URL --store URL --handle
 
 
 def shown_url(url: str) -> str:
-    """A URL as printed in a hint: without its password (in any form statesaga.redact knows)."""
+    """A URL as printed in a hint: without its password (in any form
+    statesaga.security.redact knows)."""
     shown: str = redact(url)
     return shown
 
@@ -308,7 +305,7 @@ DEMO_INPUT = {
 def demo(store: str | None = None, console: Console | None = None) -> int:
     """The README's main job: one trip that completes (with a retried step), then one whose
     payment is refused, so the three reservations are cancelled in reverse order."""
-    from . import examples_dir
+    from ..resources import examples_dir
 
     console = console or Console()
     definition = load_definition(examples_dir() / "trip.yaml")
@@ -328,5 +325,3 @@ def demo(store: str | None = None, console: Console | None = None) -> int:
     console.print(f"  statesaga diagram --instance {undone.id} --store {where}", soft_wrap=True)
     good = ok.status is WorkflowStatus.COMPLETED and undone.status is WorkflowStatus.COMPENSATED
     return 0 if good else 1
-
-

@@ -39,15 +39,15 @@ from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, Status, StatusCode, TraceFlags
 
+from ..models import HistoryEntry, SagaStep, StepStatus, WorkflowState, WorkflowStatus
+from ..ports import Job
 from .logs import StepScope, reset_scope, set_scope
-from .models import HistoryEntry, SagaStep, StepStatus, WorkflowState, WorkflowStatus
-from .ports import Job
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span, Tracer
 
 SCOPE = "statesaga"
-log = logging.getLogger("statesaga.telemetry")
+log = logging.getLogger("statesaga.observability.telemetry")
 _ENDED = frozenset(
     {
         WorkflowStatus.COMPLETED.value,
@@ -251,7 +251,7 @@ class _Instruments:
 class Telemetry:
     """The engine's observer: `begin` a workflow, wrap each `job`, `stamp` jobs, `observe`
     every committed transition. Uses the global providers of the application (or of the CLI,
-    see statesaga.otel); installs none."""
+    see statesaga.observability.otel); installs none."""
 
     def __init__(self) -> None:
         self._provider: object = None
@@ -271,7 +271,7 @@ class Telemetry:
             self._provider = provider
             self._tracer = None
             if isinstance(provider, trace.TracerProvider):
-                from . import __version__
+                from ..resources import __version__
 
                 tracer = provider.get_tracer(SCOPE, __version__)
                 ids = getattr(tracer, "id_generator", None)
@@ -285,7 +285,7 @@ class Telemetry:
         if not _metrics_on():
             return None
         if self._instruments is None:
-            from . import __version__
+            from ..resources import __version__
 
             self._instruments = _Instruments(metrics.get_meter(SCOPE, __version__))
         return self._instruments

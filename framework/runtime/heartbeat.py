@@ -8,9 +8,9 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from .ports import Clock
+from ..ports import Clock
 
-log = logging.getLogger("statesaga.heartbeat")
+log = logging.getLogger("statesaga.runtime.heartbeat")
 
 
 class Heartbeats:

@@ -20,7 +20,7 @@ from typing import Literal
 
 from opentelemetry import trace
 
-from .redact import install_excepthook, redact
+from ..security.redact import install_excepthook, redact
 
 LogFormat = Literal["text", "json"]
 LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")

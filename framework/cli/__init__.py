@@ -12,17 +12,23 @@ from typing import Any
 
 import click
 
-from . import __version__
-from ._yaml import load_yaml_file
-from .chart import chart_from_data, chart_json_schema
-from .definition import definition_from_data, is_definition
-from .errors import DefinitionError, StatesagaError
-from .logs import LOG_FORMATS, LOG_LEVELS, LogFormat, configure_logging, set_level
-from .models import WorkflowStatus
+from .._yaml import load_yaml_file
+from ..charts.chart import chart_from_data, chart_json_schema
+from ..definition import definition_from_data, is_definition
+from ..errors import DefinitionError, StatesagaError
+from ..models import WorkflowStatus
+from ..observability.logs import (
+    LOG_FORMATS,
+    LOG_LEVELS,
+    LogFormat,
+    configure_logging,
+    set_level,
+)
+from ..resources import __version__
 
 
 def _fail(message: str, code: int = 1) -> None:
-    from .redact import redact
+    from ..security.redact import redact
 
     click.echo(f"error: {redact(message)}", err=True)
     sys.exit(code)
@@ -40,10 +46,11 @@ _handlers_option = click.option(
 
 
 def _allowed(handlers: tuple[str, ...], near: str | None = None) -> Any:
-    """The operator's allow-list (statesaga.allowlist) and a registry holding the handlers of
-    the modules the operator named (found installed, in the working directory, or `near`)."""
-    from .allowlist import AllowList
-    from .registry import Registry
+    """The operator's allow-list (statesaga.security.allowlist) and a registry holding the
+    handlers of the modules the operator named (found installed, in the working directory,
+    or `near`)."""
+    from ..registry import Registry
+    from ..security.allowlist import AllowList
 
     allowed = AllowList.for_operator(handlers)
     registry = Registry()
@@ -80,14 +87,16 @@ def main(ctx: click.Context, log_level: str | None, log_format: LogFormat) -> No
     default = "INFO" if ctx.invoked_subcommand in ("worker", "serve") else "WARNING"
     configure_logging(log_level or default, log_format)
     if ctx.invoked_subcommand in _OBSERVED:
-        from .otel import configure_from_env
+        from ..observability.otel import configure_from_env
 
         try:
             done = configure_from_env(prometheus=ctx.invoked_subcommand == "serve")
         except StatesagaError as exc:
             _fail(str(exc))
         if done:
-            logging.getLogger("statesaga.otel").info("OpenTelemetry: %s", "; ".join(done))
+            logging.getLogger("statesaga.observability.otel").info(
+                "OpenTelemetry: %s", "; ".join(done)
+            )
 
 
 #: Commands that run or move workflows: they export traces and metrics when OTEL_* says so.
@@ -105,9 +114,9 @@ def validate_file(path: str) -> Any:
 def check_handler_hints(loaded: Any, handlers: tuple[str, ...]) -> None:
     """A definition's `handlers:` must each name an allowed module that can be found; then
     its steps' handlers must be registered (only allowed modules are imported to see)."""
-    from .allowlist import AllowList
-    from .definition import WorkflowDefinition
-    from .registry import Registry
+    from ..definition import WorkflowDefinition
+    from ..registry import Registry
+    from ..security.allowlist import AllowList
 
     if not isinstance(loaded, WorkflowDefinition) or not (loaded.spec.handlers or handlers):
         return
@@ -176,7 +185,7 @@ def schema(definition: bool, input_of: str | None) -> None:
         _input_schema(input_of)
         return
     if definition:
-        from .definition import definition_json_schema
+        from ..definition import definition_json_schema
 
         out = definition_json_schema()
     else:
@@ -188,7 +197,7 @@ def _guard(func: Any) -> Any:
     """Show framework errors as one clean line instead of a traceback."""
     import functools
 
-    from .errors import InputError
+    from ..errors import InputError
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -201,7 +210,7 @@ def _guard(func: Any) -> Any:
         except StatesagaError as exc:
             _fail(str(exc))
         except Exception as exc:
-            from .outage import is_outage
+            from ..runtime.outage import is_outage
 
             if is_outage(exc):
                 _fail(f"cannot reach the store or queue: {type(exc).__name__}: {exc}")
@@ -215,7 +224,7 @@ def _guard(func: Any) -> Any:
 
 @_guard
 def _input_schema(path: str) -> None:
-    from .definition import load_definition
+    from ..definition import load_definition
 
     d = load_definition(path)
     if d.spec.input is None:
@@ -243,7 +252,7 @@ def _backend_error(exc: BaseException) -> str | None:
 def _json_arg(value: str, option: str) -> Any:
     """A JSON option: the text itself, `@FILE`, or `@-` for standard input. Strict JSON (no
     NaN or Infinity, which a store would keep as null) and no larger than the input limit."""
-    from .limits import max_input_bytes, strict_json_loads
+    from ..security.limits import max_input_bytes, strict_json_loads
 
     limit = max_input_bytes()
     if value.startswith("@"):
@@ -292,7 +301,7 @@ class _Seconds(click.ParamType):  # type: ignore[type-arg]
     name = "seconds"
 
     def convert(self, value: Any, param: Any, ctx: Any) -> float:
-        from .limits import MAX_SECONDS
+        from ..security.limits import MAX_SECONDS
 
         try:
             seconds = float(value)
@@ -333,7 +342,7 @@ class _RendererChoice(click.Choice):  # type: ignore[type-arg]
 
     @property  # type: ignore[override]
     def choices(self) -> tuple[str, ...]:
-        from .diagram import renderer_names
+        from ..diagram import renderer_names
 
         return (*renderer_names(), "all")
 
@@ -365,9 +374,9 @@ def run(
     """Run a workflow definition to its end; exit 0 when COMPLETED, 1 otherwise."""
     from rich.console import Console
 
+    from ..definition import load_definition
+    from ..models import WorkflowStatus
     from .console import Interrupted, open_engine, run_with_progress
-    from .definition import load_definition
-    from .models import WorkflowStatus
 
     data = _load_input(input_)
     d = load_definition(definition)
@@ -382,7 +391,7 @@ def run(
         sys.exit(130)
     if as_json:
         click.echo(wf.model_dump_json(indent=2))
-    from .engine import waiting_for_signal
+    from ..engine import waiting_for_signal
 
     if waiting_for_signal(wf):  # a person must act (issue 11): say how, and leave it waiting
         _echo_waiting(wf, err=as_json)
@@ -457,9 +466,9 @@ def status(workflow_id: str, store: str | None, as_json: bool, history: bool) ->
 
 def _get_workflow(store: str | None, workflow_id: str) -> Any:
     """The stored workflow; when it is not there, say which store was looked in."""
+    from ..errors import AdapterError, NotFoundError
+    from ..plugins import NoStoreError, open_existing_store
     from .console import DEMO_STORE, shown_url, store_url
-    from .errors import AdapterError, NotFoundError
-    from .plugins import NoStoreError, open_existing_store
 
     url = store_url(store)
     try:
@@ -492,8 +501,8 @@ def list_(
     session: str | None, status_: str | None, limit: int | None, store: str | None, as_json: bool
 ) -> None:
     """List workflows, oldest first, filtered by session and/or status."""
+    from ..plugins import open_existing_store
     from .console import store_url
-    from .plugins import open_existing_store
 
     wanted = WorkflowStatus(status_.upper()) if status_ else None
     opened = open_existing_store(store_url(store))
@@ -600,7 +609,7 @@ def diagram(
 ) -> None:
     """Draw charts or workflow definitions (PATH...), or a stored workflow (--instance)."""
 
-    from .diagram import Diagram, from_instance, from_loaded, get_renderer, renderer_names
+    from ..diagram import Diagram, from_instance, from_loaded, get_renderer, renderer_names
 
     if bool(paths) == bool(instance):
         raise click.UsageError("give either PATH... or --instance WF-ID")
@@ -612,7 +621,7 @@ def diagram(
     todo: list[tuple[str, Diagram]] = []
     if instance:
         wf = _get_workflow(store_url, instance)
-        from .definition import load_definition
+        from ..definition import load_definition
 
         d = load_definition(definition_path) if definition_path else None
         if step_name is not None:
@@ -724,9 +733,9 @@ def worker(
 
     log_level = _worker_log_level(log_level)
 
-    from .allowlist import AllowList
+    from ..security.allowlist import AllowList
+    from ..worker import DEFAULT_WORKER_QUEUE, WorkerSettings, run_worker
     from .console import store_url
-    from .worker import DEFAULT_WORKER_QUEUE, WorkerSettings, run_worker
 
     allowed = AllowList.for_operator(handlers)
     settings = WorkerSettings(
@@ -752,8 +761,8 @@ def _supervise_workers(settings: Any, processes: int, recover_every: float | Non
     in a restart loop), then keep N `statesaga worker` children (and the recovery loop)."""
     import os
 
+    from ..worker import build_engine
     from .supervisor import Supervisor, worker_children
-    from .worker import build_engine
 
     if settings.burst:
         raise click.UsageError("--processes keeps workers running; it cannot be used with --burst")
@@ -767,7 +776,7 @@ def _supervise_workers(settings: Any, processes: int, recover_every: float | Non
     args += [] if settings.eager else ["--no-eager"]
     args += [f"--step-chart={os.path.abspath(settings.step_chart)}"] if settings.step_chart else []
     # The children find allowed modules of the working directory as a single worker does
-    # (statesaga.allowlist: after installed packages, never shadowing them).
+    # (statesaga.security.allowlist: after installed packages, never shadowing them).
     env = dict(os.environ, STATESAGA_STORE=settings.store_url, STATESAGA_QUEUE=settings.queue_url)
     children = worker_children(processes, args, settings.name, recover_every)
     return Supervisor(children, env).run()
@@ -792,7 +801,7 @@ def plugins(groups: tuple[str, ...], as_json: bool, strict: bool) -> None:
     """List installed plugins (group, name, module, version); report any that fail to load."""
     from dataclasses import asdict
 
-    from .plugins import installed
+    from ..plugins import installed
 
     found = [p for p in installed() if not groups or p.group in groups]
     # A built-in adapter whose optional extra is not installed is not broken, just absent.
@@ -833,9 +842,9 @@ def plugins(groups: tuple[str, ...], as_json: bool, strict: bool) -> None:
 def _recovery_engine(store: str | None, queue: str | None, handlers: tuple[str, ...]) -> Any:
     """An engine for recovery commands: with `inline://` this process runs the jobs itself,
     so it needs the handler modules (an explicit allow-list, as for `statesaga worker`)."""
+    from ..engine import Engine
+    from ..plugins import open_queue, open_store
     from .console import queue_url, store_url
-    from .engine import Engine
-    from .plugins import open_queue, open_store
 
     allowed, registry = _allowed(handlers)
     return Engine(
@@ -845,7 +854,7 @@ def _recovery_engine(store: str | None, queue: str | None, handlers: tuple[str, 
 
 def _run_inline(engine: Any, ids: list[str], timeout: float | None) -> None:
     """With an in-process queue the re-enqueued jobs run here, until those workflows end."""
-    from .models import ACTIVE_WORKFLOW
+    from ..models import ACTIVE_WORKFLOW
 
     if not ids or not getattr(engine.queue, "in_process", False):
         return
@@ -886,7 +895,7 @@ def recover(
 ) -> None:
     """Find workflows whose worker was lost (stale heartbeat, or SUSPENDED) and resume or
     cancel them; their lost jobs are re-enqueued from what the store says is in flight."""
-    from .recovery import Recovery, RecoveryAction
+    from ..runtime.recovery import Recovery, RecoveryAction
 
     engine = _recovery_engine(store, queue, handlers)
     recovery = Recovery(
@@ -931,7 +940,7 @@ def _recover_every(engine: Any, recovery: Any, interval: float, session: str | N
     import logging
     import threading
 
-    from .outage import Outage, is_outage
+    from ..runtime.outage import Outage, is_outage
 
     outage = Outage("recovery loop")
     stop = threading.Event()
@@ -954,14 +963,14 @@ def _recover_every(engine: Any, recovery: Any, interval: float, session: str | N
                 continue
             if isinstance(exc, StatesagaError):
                 raise  # bad settings (a refused store, a bad URL): one line, exit 1
-            logging.getLogger("statesaga.recovery").exception("recovery scan failed")
+            logging.getLogger("statesaga.runtime.recovery").exception("recovery scan failed")
         outage.ok()
         stop.wait(interval)
 
 
 def _exit_on_failed(engine: Any, ids: list[str]) -> None:
     """Exit 1 when a workflow this command acted on ended FAILED (halted)."""
-    from .models import WorkflowStatus
+    from ..models import WorkflowStatus
 
     failed = [i for i in ids if engine.get(i).status is WorkflowStatus.FAILED]
     for wf_id in failed:
@@ -986,7 +995,7 @@ def cancel(
 ) -> None:
     """Cancel a workflow: the step in flight finishes, nothing new starts, completed steps are
     compensated in reverse. A finished workflow cannot be cancelled (exit 1)."""
-    from .errors import StateError, TransitionError
+    from ..errors import StateError, TransitionError
 
     engine = _recovery_engine(store, queue, handlers)
     current = engine.get(workflow_id)
@@ -1076,10 +1085,10 @@ def check_crashes_command(
 ) -> None:
     """Run a saga with its worker process SIGKILLed at every job boundary in turn, recover,
     and check it converges with each side effect applied at most once; print the table."""
-    from .crashcheck import BOUNDARIES, Scenario, check_crashes, format_table
+    from ..verify.crashcheck import BOUNDARIES, Scenario, check_crashes, format_table
 
     name = Path(definition).stem
-    from .allowlist import AllowList
+    from ..security.allowlist import AllowList
 
     modules = AllowList.for_operator(handlers).eager
     runs = inputs or ("",)
@@ -1192,7 +1201,7 @@ def _require_handlers(engine: Any, wf: Any) -> None:
 
 def _echo_waiting(wf: Any, err: bool = False) -> None:
     """Say which signals the workflow waits for, and the command that sends each."""
-    from .models import StepStatus
+    from ..models import StepStatus
 
     for s in wf.steps:
         if s.status is StepStatus.WAITING and s.kind == "wait":
@@ -1229,7 +1238,7 @@ def restart(
     for a signal, or runs on workers elsewhere), 1 otherwise."""
     import getpass
 
-    from .models import WorkflowStatus
+    from ..models import WorkflowStatus
 
     engine = _recovery_engine(store, queue, handlers)
     current = engine.get(workflow_id)
@@ -1252,10 +1261,10 @@ def check_upgrade_command(definition: str, store: str | None, as_json: bool) -> 
     """Can the in-flight instances of an older version continue under DEFINITION? Lists each
     (its current step must still exist; its completed steps must keep their compensations);
     exit 1 if any cannot."""
+    from ..definition import load_definition
+    from ..plugins import open_existing_store
+    from ..versions import check_upgrade
     from .console import store_url
-    from .definition import load_definition
-    from .plugins import open_existing_store
-    from .versions import check_upgrade
 
     new = load_definition(definition)
     opened = open_existing_store(store_url(store))
@@ -1315,8 +1324,8 @@ def serve(
     from .console import queue_url, store_url
 
     try:
-        from .web import ServeSettings
-        from .web import serve as run_server
+        from ..web import ServeSettings
+        from ..web import serve as run_server
     except ImportError as exc:
         _fail(f"the dashboard needs its extra: pip install 'statesaga[ui]' ({exc.name} missing)")
     if token is not None and len(token) < 12:
@@ -1343,9 +1352,9 @@ def simulate(definition: str, seeds: int, seed: int | None, input_: str | None) 
     stale jobs, recovery scans, cancels, signals, timers), its handlers replaced by ledger
     stand-ins; check the invariants after every event. Prints the first failing trace and
     exits 1 if any seed breaks one."""
-    from .definition import load_definition
-    from .simulation import run_seeds
-    from .simulation import simulate as simulate_seed
+    from ..definition import load_definition
+    from ..verify.simulation import run_seeds
+    from ..verify.simulation import simulate as simulate_seed
 
     if click.get_current_context().find_root().params.get("log_level") is None:
         # Simulated failures are the point, not news: the trace reports what matters.

@@ -93,9 +93,8 @@ class RedactedRepr:
     it `@dataclass(repr=False)` so that the dataclass keeps this repr."""
 
     def __repr__(self) -> str:
-        shown = ", ".join(
-            f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self) if f.repr  # type: ignore[arg-type]
-        )
+        fields = dataclasses.fields(self)  # type: ignore[arg-type]
+        shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields if f.repr)
         return redact(f"{type(self).__name__}({shown})")
 
 

@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ._yaml import LineMap, Loc, load_yaml_file, pydantic_problems
-from .errors import DefinitionError, Problem
+from .._yaml import LineMap, Loc, load_yaml_file, pydantic_problems
+from ..errors import DefinitionError, Problem
 
 if TYPE_CHECKING:
-    from .registry import Registry
+    from ..registry import Registry
 
 WILDCARD = "*"
 

@@ -2,7 +2,7 @@
 
 The real Engine, effects and lifecycle tables run on a simulated clock, an in-memory store
 (`memory://`) and a queue whose deliveries a seeded scheduler orders. The user's handlers are
-replaced by ledger stand-ins (statesaga.standins) that record every side effect in a
+replaced by ledger stand-ins (statesaga.verify.standins) that record every side effect in a
 simulated service. One seed is one run:
 
 1. **Faults.** The scheduler draws events: deliver a due job (to one of many workers, in any
@@ -15,7 +15,7 @@ simulated service. One seed is one run:
 2. **Healing.** No more faults: jobs run, timers fire, waits get their signals, recovery
    scans when the queue is empty, until the workflow ends or a bound is reached.
 
-The invariants (statesaga.invariants) are checked after every event and at the end. A seed
+The invariants (statesaga.verify.invariants) are checked after every event and at the end. A seed
 replays exactly: `simulate(definition, seed)` twice gives the same trace.
 """
 
@@ -28,15 +28,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from .definition import StepSpec, WorkflowDefinition
-from .engine import Engine, waiting_for_signal
-from .errors import AdapterError, StatesagaError
+from ..definition import StepSpec, WorkflowDefinition
+from ..engine import Engine, waiting_for_signal
+from ..errors import AdapterError, StatesagaError
+from ..models import RetryPolicy, StepStatus, WorkflowState, WorkflowStatus
+from ..plugins import open_store
+from ..ports import Job, JobRunner, Store
+from ..registry import Registry
+from ..runtime.recovery import Recovery, RecoveryAction
 from .invariants import ENDED, check_end, check_event
-from .models import RetryPolicy, StepStatus, WorkflowState, WorkflowStatus
-from .plugins import open_store
-from .ports import Job, JobRunner, Store
-from .recovery import Recovery, RecoveryAction
-from .registry import Registry
 from .standins import Faults, Service, SimCrash, pick, register_standins
 
 EPOCH = datetime(2030, 1, 1, tzinfo=UTC)

@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from transitions import Machine
 from transitions.extensions.nesting import HierarchicalMachine, NestedState
 
+from ..errors import TransitionError
 from .chart import SEP, Chart, StateSpec, TransitionSpec
-from .errors import TransitionError
 
 if TYPE_CHECKING:
-    from .registry import Registry
+    from ..registry import Registry
 
 #: A state value: a path, or the active leaves of parallel regions.
 State = str | list[str]

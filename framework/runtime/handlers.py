@@ -8,7 +8,7 @@ import contextvars
 from collections.abc import Callable
 from typing import Any
 
-from .context import StepContext
+from ..context import StepContext
 
 
 class HandlerTimeout(Exception):
@@ -43,7 +43,7 @@ def invoke(
     if timeout is None:
         return func(ctx)
     pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="statesaga-step")
-    # In this caller's context: the step's span and log scope (statesaga.telemetry, .logs).
+    # In this caller's context: the step's span and log scope (statesaga.observability).
     future = pool.submit(contextvars.copy_context().run, func, ctx)
     try:
         return future.result(timeout=timeout)

@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
-from .engine import Engine
-from .errors import StatesagaError
+from ..engine import Engine
+from ..errors import StatesagaError
+from ..models import ACTIVE_WORKFLOW, StepStatus, WorkflowState, WorkflowStatus
+from ..ports import Clock, Store, SystemClock
 from .heartbeat import heartbeat_cutoff
-from .models import ACTIVE_WORKFLOW, StepStatus, WorkflowState, WorkflowStatus
-from .ports import Clock, Store, SystemClock
 
-log = logging.getLogger("statesaga.recovery")
+log = logging.getLogger("statesaga.runtime.recovery")
 
 #: Open states whose progress depends on a live worker (their heartbeat is what tells).
 STALE_STATES = ACTIVE_WORKFLOW

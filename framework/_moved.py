@@ -1,0 +1,65 @@
+"""Module paths of earlier releases, kept importable: `from statesaga.managers import ...` in a
+user's code, or a name an existing deployment's configuration holds, still finds the module in
+its new place. One table, read only when an old name is imported; nothing here imports eagerly.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.abc
+import importlib.machinery
+import sys
+from types import ModuleType
+
+MOVED: dict[str, str] = {
+    "statesaga.chart": "statesaga.charts.chart",
+    "statesaga.machine": "statesaga.charts.machine",
+    "statesaga.lifecycles": "statesaga.charts.lifecycles",
+    "statesaga.effects": "statesaga.runtime.effects",
+    "statesaga.invoke": "statesaga.runtime.handlers",
+    "statesaga.heartbeat": "statesaga.runtime.heartbeat",
+    "statesaga.recovery": "statesaga.runtime.recovery",
+    "statesaga.outage": "statesaga.runtime.outage",
+    "statesaga.telemetry": "statesaga.observability.telemetry",
+    "statesaga.otel": "statesaga.observability.otel",
+    "statesaga.logs": "statesaga.observability.logs",
+    "statesaga.console": "statesaga.cli.console",
+    "statesaga.supervisor": "statesaga.cli.supervisor",
+    "statesaga.simulation": "statesaga.verify.simulation",
+    "statesaga.standins": "statesaga.verify.standins",
+    "statesaga.invariants": "statesaga.verify.invariants",
+    "statesaga.crashcheck": "statesaga.verify.crashcheck",
+    "statesaga.managers": "statesaga.compat.managers",
+    "statesaga.todo": "statesaga.compat.todo",
+    "statesaga.allowlist": "statesaga.security.allowlist",
+    "statesaga.redact": "statesaga.security.redact",
+    "statesaga.limits": "statesaga.security.limits",
+}
+
+
+class _Alias(importlib.abc.Loader):
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType:
+        module = importlib.import_module(self.target)
+        sys.modules[spec.name] = module
+        return module
+
+    def exec_module(self, module: ModuleType) -> None:
+        """The module ran when it was imported under its new name."""
+
+
+class _MovedFinder(importlib.abc.MetaPathFinder):
+    def find_spec(
+        self, fullname: str, path: object = None, target: object = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        new = MOVED.get(fullname)
+        if new is None:
+            return None
+        return importlib.machinery.ModuleSpec(fullname, _Alias(new))
+
+
+def install() -> None:
+    if not any(isinstance(f, _MovedFinder) for f in sys.meta_path):
+        sys.meta_path.append(_MovedFinder())

@@ -1,0 +1,1 @@
+"""What a run tells the outside: OpenTelemetry traces and metrics, and readable logs."""
