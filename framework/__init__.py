@@ -35,7 +35,7 @@ from .models import (
 from .plugins import open_queue, open_store
 from .ports import Job, Queue, Store
 from .registry import Registry, handler
-from .resources import __version__, statecharts_dir
+from .resources import __version__, examples_dir, statecharts_dir
 
 _moved.install()
 
@@ -75,6 +75,7 @@ __all__ = [
     "WorkflowState",
     "WorkflowStatus",
     "__version__",
+    "examples_dir",
     "load_chart",
     "statecharts_dir",
 ]
