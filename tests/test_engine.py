@@ -360,6 +360,15 @@ def test_duplicate_and_stale_jobs_are_ignored(
     assert ledger.done("do") == ["a", "b"] and ledger.done("undo") == []
 
 
+class WorkerLost(Exception):
+    """The worker running a job died at a probe's boundary."""
+
+
+def lose_the_worker(boundary: str, job: Job) -> None:
+    if boundary == "before_action":
+        raise WorkerLost(job.description)
+
+
 def test_a_late_result_of_an_old_attempt_is_rejected(
     engine_for: Callable[..., Engine], ledger: Ledger
 ) -> None:
@@ -367,8 +376,12 @@ def test_a_late_result_of_an_old_attempt_is_rejected(
     definition = load_definition(saga(step("a")))
     wf = engine.start(definition)
     claimed = engine.store.get(wf.id)
-    # Simulate recovery giving the step a new attempt while attempt 1 is still running.
-    engine._transact(wf.id, lambda txn: (engine._fire(txn, txn.wf.step("a"), "dispatch"), True)[1])
+    # Simulate recovery giving the step a new attempt while attempt 1 is still running: a
+    # worker claims attempt 1 and is lost before its handler returns (the crash probe).
+    engine.probe = lose_the_worker
+    with pytest.raises(WorkerLost):
+        engine.run_job(Job(kind="step", workflow_id=wf.id, step="a", attempt=1))
+    engine.probe = None
     engine.resume(wf.id)
     after = engine.store.get(wf.id)
     assert after.step("a").status is StepStatus.RETRYING and after.step("a").attempts == 1

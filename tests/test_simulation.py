@@ -18,8 +18,9 @@ import pytest
 from statesaga import Registry
 from statesaga.definition import load_definition
 from statesaga.models import CompensationStrategy, StepStatus
-from statesaga.runtime.effects import _BUSY, _NOT_STARTED
 from statesaga.verify.simulation import run_seeds, simulate
+from statesaga.vocabulary import STEP_APPLYING as _BUSY
+from statesaga.vocabulary import STEP_NOT_STARTED as _NOT_STARTED
 
 ROOT = Path(__file__).resolve().parent.parent
 SAGAS = {

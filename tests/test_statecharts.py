@@ -9,6 +9,7 @@ import pytest
 from statesaga import (
     CompiledChart,
     DefinitionError,
+    Job,
     StepStatus,
     TransitionError,
     WorkflowStatus,
@@ -262,13 +263,24 @@ def test_a_definition_on_another_step_lifecycle_is_refused_by_a_plain_engine(
         plain.start(definition)
 
 
+class WorkerLost(Exception):
+    """The worker running a job died at a probe's boundary."""
+
+
+def lose_the_worker(boundary: str, job: Job) -> None:
+    if boundary == "before_action":
+        raise WorkerLost(job.description)
+
+
 def test_recovery_resumes_a_step_lost_in_a_sub_state(tmp_path: Path) -> None:
     engine, definition = engine_for(tmp_path)
     wf = engine.start(definition, {"topic": "sagas"})  # type: ignore[arg-type]
-    # A worker claims the step and reports a tool call, then dies (its job is never settled).
-    engine._transact(
-        wf.id, lambda txn: (engine._fire(txn, txn.wf.step("research"), "dispatch"), True)[1]
-    )
+    # A worker claims the step and reports a tool call, then dies (its job is never settled):
+    # the crash probe stops it before its handler runs, and it reports the call itself.
+    engine.probe = lose_the_worker
+    with pytest.raises(WorkerLost):
+        engine.run_job(Job(kind="step", workflow_id=wf.id, step="research", attempt=1))
+    engine.probe = None
     engine.progress(wf.id, "research", 1, "tool_called", "search: sagas")
     lost = engine.store.get(wf.id).step("research")
     assert lost.status is StepStatus.EXECUTING and lost.substate == ["WAITING_FOR_TOOL"]

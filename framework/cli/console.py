@@ -24,6 +24,7 @@ from ..plugins import DEFAULT_QUEUE, DEFAULT_STORE
 from ..registry import Registry
 from ..security.allowlist import AllowList
 from ..security.redact import redact
+from ..vocabulary import WORKFLOW_OPEN
 
 COLOURS: Mapping[str, str] = {
     StepStatus.PENDING: "dim",
@@ -182,15 +183,7 @@ class Progress:
             self.last, self.quiet = now, self.REPEAT
 
 
-_WAITING_ON = frozenset(
-    {
-        WorkflowStatus.PENDING,
-        WorkflowStatus.RUNNING,
-        WorkflowStatus.CANCELLING,
-        WorkflowStatus.COMPENSATING,
-        WorkflowStatus.SUSPENDED,
-    }
-)
+_WAITING_ON = WORKFLOW_OPEN
 
 
 def _in(at: datetime | None) -> str:

@@ -25,7 +25,6 @@ from .. import worker
 from ..engine import Engine
 from ..errors import ConflictError, NotFoundError, RegistryError, StateError, StatesagaError
 from ..models import (
-    ACTIVE_WORKFLOW,
     CompensationAction,
     CompensationStrategy,
     RetryPolicy,
@@ -40,11 +39,12 @@ from ..ports import Clock, Queue, Store, SystemClock
 from ..registry import Registry
 from ..runtime import recovery
 from ..runtime.heartbeat import heartbeat_cutoff
+from ..vocabulary import WORKFLOW_RECOVERABLE
 
 log = logging.getLogger("statesaga.compat.managers")
 
 #: Workflows a lost agent session can pick up again: started, not finished.
-RECOVERABLE = frozenset(ACTIVE_WORKFLOW | {WorkflowStatus.SUSPENDED})
+RECOVERABLE = WORKFLOW_RECOVERABLE
 #: A step in one of these has nothing more to do on the way forward.
 _SETTLED_STEP = frozenset(
     {

@@ -1,7 +1,8 @@
-"""The built-in effects and guards the shipped lifecycle tables name.
+"""The built-in effects the shipped lifecycle tables name.
 
-An effect changes only the working copy and returns what must happen outside (enqueue) as a
-callable, run after the save. A guard is a predicate on the working copy.
+An effect changes only the working copy and returns what must happen outside as a callable,
+run after the save (the jobs it asks for are enqueued then too). The guards are in
+statesaga.runtime.guards; both are installed into an engine's registry by `install_builtins`.
 """
 
 from __future__ import annotations
@@ -15,34 +16,24 @@ from ..models import (
     SagaStep,
     StepError,
     StepStatus,
-    WorkflowStatus,
     new_id,
 )
+from ..vocabulary import (
+    STEP_GAVE_UP,
+    STEP_NOT_STARTED,
+    STEP_TO_UNDO,
+    StepTrigger,
+    WorkflowTrigger,
+)
+from .guards import GUARDS, HOLDS_DEPENDENCIES, may_have_applied
+from .guards import step_of as _step
+from .jobs import compensation_job, step_job, timer_job
 
 if TYPE_CHECKING:
-    from ..engine import TransitionContext
     from ..registry import Registry
+    from .transaction import TransitionContext
 
 Deferred = Callable[[], None] | None
-
-_UNDONE = frozenset({StepStatus.COMPENSATED, StepStatus.COMPENSATION_FAILED})
-# A WAITING step has not started any work (it waits for a signal or for time), so an unwinding
-# saga skips it like a queued one.
-_NOT_STARTED = frozenset(
-    {StepStatus.PENDING, StepStatus.QUEUED, StepStatus.RETRYING, StepStatus.WAITING}
-)
-_BUSY = frozenset({StepStatus.EXECUTING, StepStatus.COMPENSATING})
-# What an unwinding saga undoes: a completed step, or one whose last attempt may have applied.
-_TO_UNDO = frozenset({StepStatus.COMPLETED, StepStatus.IN_DOUBT})
-# A step in one of these may still have (or get) an effect, so what it depends on waits.
-_HOLDS_DEPENDENCIES = _TO_UNDO | _BUSY
-_GAVE_UP = frozenset({StepStatus.FAILED, StepStatus.IN_DOUBT})
-
-
-def _step(ctx: TransitionContext) -> SagaStep:
-    if ctx.step is None:
-        raise TypeError("this effect or guard applies to step transitions only")
-    return ctx.step
 
 
 # -- effects ------------------------------------------------------------------------------
@@ -86,31 +77,30 @@ def enqueue_step(ctx: TransitionContext) -> Deferred:
     The due time is persisted (next_attempt_at), so a lost job is found and re-enqueued by
     recovery with the time it has left: retry waits are durable timers.
     """
-    step, wf, engine = _step(ctx), ctx.workflow, ctx.engine
+    step, wf = _step(ctx), ctx.workflow
     now = ctx.now
     if step.status is StepStatus.RETRYING:
-        requeued = ctx.entry is not None and ctx.entry.trigger == "requeue"
-        if not requeued or step.next_attempt_at is None:
+        # A due time already persisted stands (a requeue keeps the time left); a failed
+        # attempt has none (its dispatch cleared it), so its backoff starts now.
+        if step.next_attempt_at is None:
             step.next_attempt_at = now + timedelta(seconds=step.retry.delay(step.attempts))
         delay = max((step.next_attempt_at - now).total_seconds(), 0.0)
     else:
         step.next_attempt_at = None
         delay = 0.0
-    job = engine.step_job(wf, step)
-    ctx.txn.jobs.append((job, delay))
+    ctx.txn.jobs.append((step_job(wf, step), delay))
     return None
 
 
 def enqueue_compensation(ctx: TransitionContext) -> Deferred:
-    step, wf, engine = _step(ctx), ctx.workflow, ctx.engine
+    step, wf = _step(ctx), ctx.workflow
     comp = step.compensation
     if comp is None:
         return None
     delay = comp.retry.delay(comp.attempts) if comp.attempts and comp.error is not None else 0.0
-    if ctx.entry is not None and ctx.entry.trigger == "requeue":
-        delay = 0.0
-    job = engine.compensation_job(wf, step)
-    ctx.txn.jobs.append((job, delay))
+    if ctx.entry is not None and ctx.entry.trigger == StepTrigger.REQUEUE:
+        delay = 0.0  # put back at once: its backoff (not persisted) was spent while it was lost
+    ctx.txn.jobs.append((compensation_job(wf, step), delay))
     return None
 
 
@@ -120,7 +110,7 @@ def schedule_ready(ctx: TransitionContext) -> Deferred:
     done = {s.name for s in wf.steps if s.status is StepStatus.COMPLETED}
     for step in wf.steps:
         if step.status is StepStatus.PENDING and all(d in done for d in step.depends_on):
-            ctx.fire_step(step, "schedule")
+            ctx.fire_step(step, StepTrigger.SCHEDULE)
     return None
 
 
@@ -132,24 +122,24 @@ def compensate(ctx: TransitionContext) -> Deferred:
     latest to complete, one at a time; parallel undoes them all at once."""
     wf = ctx.workflow
     for step in wf.steps:
-        if step.status in _NOT_STARTED:
-            ctx.fire_step(step, "skip", "the saga is unwinding")
-    held = {d for s in wf.steps if s.status in _HOLDS_DEPENDENCIES for d in s.depends_on}
+        if step.status in STEP_NOT_STARTED:
+            ctx.fire_step(step, StepTrigger.SKIP, "the saga is unwinding")
+    held = {d for s in wf.steps if s.status in HOLDS_DEPENDENCIES for d in s.depends_on}
     order = {s.name: i for i, s in enumerate(wf.steps)}
     ready = sorted(
-        (s for s in wf.steps if s.status in _TO_UNDO and s.name not in held),
+        (s for s in wf.steps if s.status in STEP_TO_UNDO and s.name not in held),
         key=lambda s: (s.completed_at or s.started_at or ctx.now, order[s.name]),
         reverse=True,
     )
     undoing = any(s.status is StepStatus.COMPENSATING for s in wf.steps)
     if wf.strategy is CompensationStrategy.PARALLEL:
         for step in ready:
-            ctx.fire_step(step, "compensate")
+            ctx.fire_step(step, StepTrigger.COMPENSATE)
     elif ready and not undoing:
         # One at a time: a step with nothing to undo completes at once and asks for the next.
-        ctx.fire_step(ready[0], "compensate")
-    if not any(s.status in _HOLDS_DEPENDENCIES for s in wf.steps):
-        ctx.then("compensated")
+        ctx.fire_step(ready[0], StepTrigger.COMPENSATE)
+    if not any(s.status in HOLDS_DEPENDENCIES for s in wf.steps):
+        ctx.then(WorkflowTrigger.COMPENSATED)
     return None
 
 
@@ -157,10 +147,10 @@ def catch_up(ctx: TransitionContext) -> Deferred:
     """Resuming: take the news a suspended workflow could not (a step that completed or gave
     up meanwhile fired `advance` or `step_failed`, which SUSPENDED ignores)."""
     wf = ctx.workflow
-    if any(s.status in _GAVE_UP for s in wf.steps):
-        ctx.then("step_failed")
+    if any(s.status in STEP_GAVE_UP for s in wf.steps):
+        ctx.then(WorkflowTrigger.STEP_FAILED)
     elif all(s.status is StepStatus.COMPLETED for s in wf.steps):
-        ctx.then("advance")
+        ctx.then(WorkflowTrigger.ADVANCE)
     return None
 
 
@@ -184,7 +174,7 @@ def explain_halt(ctx: TransitionContext) -> Deferred:
     wf = ctx.workflow
     if wf.reason:
         return None
-    pivot = next((s for s in wf.steps if s.pivot and _may_have_applied(s)), None)
+    pivot = next((s for s in wf.steps if s.pivot and may_have_applied(s)), None)
     trigger = ctx.entry.trigger if ctx.entry is not None else ""
     if pivot is not None:
         state = {StepStatus.COMPLETED: "it applied", StepStatus.EXECUTING: "it is running"}.get(
@@ -195,14 +185,15 @@ def explain_halt(ctx: TransitionContext) -> Deferred:
             for s in wf.steps
             if s.status in (StepStatus.COMPLETED, StepStatus.IN_DOUBT, StepStatus.EXECUTING)
         ]
-        why = "cancelled" if "cancel" in trigger else "a step failed"
+        cancelled = trigger in (WorkflowTrigger.CANCEL, WorkflowTrigger.FORCE_CANCEL)
+        why = "cancelled" if cancelled else "a step failed"
         wf.reason = (
             f"{why} once the pivot {pivot.name} may have applied ({state}), so nothing is "
             f"undone; effects that may remain: {', '.join(left)}. Check them, then restart "
             "from the step to run again"
         )
     else:
-        failed = next((s for s in wf.steps if s.status in _GAVE_UP), None)
+        failed = next((s for s in wf.steps if s.status in STEP_GAVE_UP), None)
         wf.reason = (
             f"{failed.name if failed else 'a step'} failed under the forward_retry strategy; "
             "nothing is undone. Fix it, then restart from that step"
@@ -216,11 +207,11 @@ def resume_in_flight(ctx: TransitionContext) -> Deferred:
     waiting steps (with the time they have left) are put back."""
     for step in ctx.workflow.steps:
         if step.status is StepStatus.EXECUTING:
-            ctx.fire_step(step, "time_out", "worker lost (heartbeat stale); resumed")
+            ctx.fire_step(step, StepTrigger.TIME_OUT, "worker lost (heartbeat stale); resumed")
         elif step.status in (StepStatus.QUEUED, StepStatus.RETRYING, StepStatus.COMPENSATING):
-            ctx.fire_step(step, "requeue", "resumed")
+            ctx.fire_step(step, StepTrigger.REQUEUE, "resumed")
         elif step.status is StepStatus.WAITING and step.next_attempt_at is not None:
-            ctx.fire_step(step, "requeue", "resumed")
+            ctx.fire_step(step, StepTrigger.REQUEUE, "resumed")
     return None
 
 
@@ -251,7 +242,7 @@ def take_early_signal(ctx: TransitionContext) -> Deferred:
     """A signal that arrived before the step waited was kept in the inbox: take it now."""
     step = _step(ctx)
     if step.kind == "wait" and step.signal and ctx.workflow.signals.get(step.signal):
-        ctx.fire_step(step, "signal", f"{step.signal} (received before the step waited)")
+        ctx.fire_step(step, StepTrigger.SIGNAL, f"{step.signal} (received before the step waited)")
     return None
 
 
@@ -261,12 +252,11 @@ def enqueue_timer(ctx: TransitionContext) -> Deferred:
     The due time is the durable part: if the queue loses the job (every worker died, a Redis
     restart), recovery's `requeue` enqueues it again with whatever time is left.
     """
-    step, wf, engine = _step(ctx), ctx.workflow, ctx.engine
+    step, wf = _step(ctx), ctx.workflow
     if step.status is not StepStatus.WAITING or step.next_attempt_at is None:
         return None  # a wait without a timeout needs no timer (or the signal was taken)
     delay = max((step.next_attempt_at - ctx.now).total_seconds(), 0.0)
-    job = engine.timer_job(wf, step)
-    ctx.txn.jobs.append((job, delay))
+    ctx.txn.jobs.append((timer_job(wf, step), delay))
     return None
 
 
@@ -326,7 +316,7 @@ def deliver_signals(ctx: TransitionContext) -> Deferred:
             and step.signal
             and wf.signals.get(step.signal)
         ):
-            ctx.fire_step(step, "signal", step.signal)
+            ctx.fire_step(step, StepTrigger.SIGNAL, step.signal)
     return None
 
 
@@ -371,97 +361,6 @@ def fresh_step(step: SagaStep, now: datetime) -> SagaStep:
     return SagaStep.model_validate({**spec, "compensation": comp})
 
 
-# -- guards -------------------------------------------------------------------------------
-def all_steps_completed(ctx: TransitionContext) -> bool:
-    return all(s.status is StepStatus.COMPLETED for s in ctx.workflow.steps)
-
-
-def steps_in_flight(ctx: TransitionContext) -> bool:
-    return any(s.status is StepStatus.EXECUTING for s in ctx.workflow.steps)
-
-
-def all_compensated(ctx: TransitionContext) -> bool:
-    """Nothing left to undo and nothing running that could still need undoing."""
-    return not any(
-        s.status in _HOLDS_DEPENDENCIES or s.status in _NOT_STARTED for s in ctx.workflow.steps
-    )
-
-
-def _may_have_applied(step: SagaStep) -> bool:
-    return step.status in (StepStatus.EXECUTING, StepStatus.COMPLETED, StepStatus.IN_DOUBT) or (
-        step.in_doubt and step.status in (StepStatus.QUEUED, StepStatus.RETRYING)
-    )
-
-
-def pivot_passed(ctx: TransitionContext) -> bool:
-    """The pivot may have applied (it completed, is running, or an attempt of it was lost):
-    from here the saga only goes forward or halts."""
-    return any(s.pivot and _may_have_applied(s) for s in ctx.workflow.steps)
-
-
-def cannot_compensate(ctx: TransitionContext) -> bool:
-    """Once the pivot may have applied, or under forward_retry (unless an operator cancelled),
-    failures are not compensated."""
-    wf = ctx.workflow
-    if wf.strategy is CompensationStrategy.FORWARD_RETRY and wf.status is WorkflowStatus.RUNNING:
-        return True
-    return pivot_passed(ctx)
-
-
-def in_doubt(ctx: TransitionContext) -> bool:
-    """An attempt of the step may have applied without its outcome being saved."""
-    return _step(ctx).in_doubt
-
-
-def can_retry(ctx: TransitionContext) -> bool:
-    step, wf = _step(ctx), ctx.workflow
-    if wf.status is not WorkflowStatus.RUNNING:
-        return False
-    if step.attempts >= step.retry.max_attempts:
-        return False
-    if step.error is not None and step.error.type in step.retry.non_retryable:
-        return False
-    deadline = step.retry.deadline
-    if deadline is not None and step.first_started_at is not None:
-        next_start = ctx.now + timedelta(seconds=step.retry.delay(step.attempts))
-        if next_start >= step.first_started_at + timedelta(seconds=deadline):
-            return False
-    return True
-
-
-def saga_unwinding(ctx: TransitionContext) -> bool:
-    return ctx.workflow.status in (WorkflowStatus.COMPENSATING, WorkflowStatus.CANCELLING)
-
-
-def has_compensation(ctx: TransitionContext) -> bool:
-    return _step(ctx).compensation is not None
-
-
-def can_retry_compensation(ctx: TransitionContext) -> bool:
-    comp = _step(ctx).compensation
-    if comp is None or comp.attempts >= comp.retry.max_attempts:
-        return False
-    return not (comp.error is not None and comp.error.type in comp.retry.non_retryable)
-
-
-def workflow_running(ctx: TransitionContext) -> bool:
-    return ctx.workflow.status is WorkflowStatus.RUNNING
-
-
-def is_waiting_kind(ctx: TransitionContext) -> bool:
-    """A wait or sleep step: it waits in WAITING instead of running a handler."""
-    return _step(ctx).kind in ("wait", "sleep")
-
-
-def signal_received(ctx: TransitionContext) -> bool:
-    step = _step(ctx)
-    return bool(step.signal and ctx.workflow.signals.get(step.signal))
-
-
-def timeout_continues(ctx: TransitionContext) -> bool:
-    return _step(ctx).on_timeout == "continue"
-
-
 EFFECTS: dict[str, Callable[..., Deferred]] = {
     f.__name__: f
     for f in (
@@ -487,25 +386,6 @@ EFFECTS: dict[str, Callable[..., Deferred]] = {
         timeout_error,
         deliver_signals,
         reset_steps,
-    )
-}
-GUARDS: dict[str, Callable[..., bool]] = {
-    f.__name__: f
-    for f in (
-        all_steps_completed,
-        steps_in_flight,
-        all_compensated,
-        cannot_compensate,
-        pivot_passed,
-        in_doubt,
-        can_retry,
-        saga_unwinding,
-        has_compensation,
-        can_retry_compensation,
-        workflow_running,
-        is_waiting_kind,
-        signal_received,
-        timeout_continues,
     )
 }
 

@@ -1,14 +1,28 @@
-"""Calling a handler: sync or async, with the step's timeout."""
+"""Calling a step's handler: found by name, given its context, run sync or async with the
+step's timeout, its outcome returned as data (never raised) for the job to settle."""
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
 import contextvars
+import copy
+import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..context import StepContext
+from ..definition import resolve_params
+from ..errors import RegistryError
+from ..models import SagaStep, StepError, StepStatus, WorkflowState
+from ..ports import Job
+from ..registry import Handler
+
+if TYPE_CHECKING:
+    from ..engine import Engine
+
+#: What a call came to: ("ok", result), or ("error" | "timeout", StepError).
+Outcome = tuple[str, Any]
 
 
 class HandlerTimeout(Exception):
@@ -51,3 +65,102 @@ def invoke(
         raise HandlerTimeout() from None
     finally:
         pool.shutdown(wait=False)
+
+
+def resolve(engine: Engine, wf: WorkflowState, name: str) -> Handler:
+    """A step's handler; one not yet registered may come from the workflow's `handlers`
+    hint, only when the allow-list allows that module."""
+    if not engine.registry.has_handler(name) and wf.handlers:
+        refused = engine.allowed.load(engine.registry, wf.handlers)
+        if refused and not engine.registry.has_handler(name):
+            raise RegistryError(f"no handler registered as {name!r}: {refused[0][1]}")
+    return engine.registry.get_handler(name)
+
+
+def call(
+    engine: Engine, wf: WorkflowState, step: SagaStep, job: Job, *, compensating: bool
+) -> Outcome:
+    """Run the step's handler (or its compensation's) for a claimed job; its heartbeat beats
+    while it runs."""
+    comp = step.compensation
+    action = comp.action_type if compensating and comp is not None else step.action_type
+    # Copies: the settle saves the document these come from, so what a handler does to
+    # its arguments must not reach the store.
+    given_input, given_results, given_result = _copied((wf.input, wf.results, step.result))
+    scope = {"input": given_input, "steps": given_results, "result": given_result}
+    try:
+        handler = resolve(engine, wf, action)
+        raw = comp.params if compensating and comp is not None else step.params
+        # An action whose outcome is unknown (its worker was lost) is undone without a
+        # result: its `${result...}` references resolve to None and the compensation finds
+        # the effect by its idempotency key instead.
+        lenient = {"result"} if compensating and step.result is None else set()
+        params = resolve_params(raw, scope, missing_ok=lenient)
+    except (RegistryError, KeyError) as exc:
+        return "error", StepError(type=type(exc).__name__, message=str(exc), attempt=job.attempt)
+    operation = f"{wf.id}:{step.name}{':undo' if compensating else ''}"
+    ctx = StepContext(
+        workflow_id=wf.id,
+        step=step.name,
+        attempt=job.attempt,
+        params=params,
+        input=given_input,
+        results=given_results,
+        idempotency_key=operation,
+        attempt_key=f"{operation}:{job.attempt}",
+        session_id=wf.session_id,
+        compensating=compensating,
+        result=given_result,
+        resumed_from=_last_substate(wf, step, job.attempt)
+        if engine.step_chart.hierarchical and not compensating
+        else None,
+        _beat=lambda: engine.store.heartbeat(wf.id, engine.clock.now()),
+        _progress=None
+        if compensating
+        else lambda trigger, detail=None: engine.progress(
+            wf.id, step.name, job.attempt, trigger, detail
+        ),
+    )
+    timeout = None if compensating else step.timeout
+    if engine.heartbeat_interval > 0:
+        engine.heartbeats.add(wf.id)
+    try:
+        return "ok", invoke(handler.func, handler.is_async, ctx, timeout)
+    except HandlerTimeout:
+        return "timeout", StepError(
+            type="TimeoutError",
+            message=f"{step.name} timed out after {timeout}s",
+            attempt=job.attempt,
+        )
+    except Exception as exc:
+        return "error", StepError(
+            type=type(exc).__name__,
+            message=str(exc),
+            traceback="".join(traceback.format_exception(exc)[-3:])[-2000:],
+            attempt=job.attempt,
+        )
+    finally:
+        engine.heartbeats.discard(wf.id)
+
+
+def _last_substate(wf: WorkflowState, step: SagaStep, attempt: int) -> str | None:
+    """Where an earlier attempt of this step got to inside EXECUTING, if anywhere."""
+    prefix = f"{StepStatus.EXECUTING.value}."
+    for entry in reversed(wf.history):
+        if entry.step == step.name and (entry.attempt or 0) < attempt:
+            if entry.dest.startswith(prefix):
+                return entry.dest[len(prefix) :]
+    return None
+
+
+def _copied(value: Any) -> Any:
+    """A deep copy of JSON-shaped data (dicts, lists, tuples, scalars), faster than
+    copy.deepcopy for the small documents handlers get; anything else is deep-copied."""
+    if isinstance(value, dict):
+        return {k: _copied(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        items = [_copied(v) for v in value]
+        return items if isinstance(value, list) else tuple(items)
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return copy.deepcopy(value)

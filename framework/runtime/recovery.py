@@ -18,16 +18,17 @@ from enum import StrEnum
 
 from ..engine import Engine
 from ..errors import StatesagaError
-from ..models import ACTIVE_WORKFLOW, StepStatus, WorkflowState, WorkflowStatus
+from ..models import StepStatus, WorkflowState, WorkflowStatus
 from ..ports import Clock, Store, SystemClock
+from ..vocabulary import STEP_BUSY, WORKFLOW_IN_FLIGHT, WORKFLOW_PAUSED
 from .heartbeat import heartbeat_cutoff
 
 log = logging.getLogger("statesaga.runtime.recovery")
 
 #: Open states whose progress depends on a live worker (their heartbeat is what tells).
-STALE_STATES = ACTIVE_WORKFLOW
+STALE_STATES = WORKFLOW_IN_FLIGHT
 #: Parked states recovery always picks up, whatever their heartbeat.
-PARKED_STATES = frozenset({WorkflowStatus.SUSPENDED})
+PARKED_STATES = WORKFLOW_PAUSED
 
 
 class RecoveryAction(StrEnum):
@@ -60,11 +61,6 @@ def get_recoverable_workflows(
     return sorted(out, key=lambda wf: (wf.created_at, wf.id))
 
 
-_BUSY_STEPS = frozenset(
-    {StepStatus.QUEUED, StepStatus.EXECUTING, StepStatus.RETRYING, StepStatus.COMPENSATING}
-)
-
-
 def _only_waiting(wf: WorkflowState, now: datetime) -> bool:
     """A RUNNING workflow whose only open work is waits not yet due (a signal, a sleep) has no
     worker to lose: its heartbeat is stale because nothing runs. Once a wait's due time has
@@ -72,7 +68,7 @@ def _only_waiting(wf: WorkflowState, now: datetime) -> bool:
     if wf.status is not WorkflowStatus.RUNNING:
         return False
     waiting = [s for s in wf.steps if s.status is StepStatus.WAITING]
-    if not waiting or any(s.status in _BUSY_STEPS for s in wf.steps):
+    if not waiting or any(s.status in STEP_BUSY for s in wf.steps):
         return False
     return all(s.next_attempt_at is None or s.next_attempt_at > now for s in waiting)
 

@@ -50,6 +50,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 from ..context import StepContext
 from ..models import StepStatus, WorkflowState, WorkflowStatus
+from ..vocabulary import STEP_GAVE_UP, WORKFLOW_ENDED
 
 BOUNDARIES = (
     "before_action",
@@ -63,14 +64,7 @@ LEDGER_ENV = "STATESAGA_LEDGER"
 #: `step` (default) or `attempt`: what the ledger's simulated service deduplicates on.
 LEDGER_SCOPE_ENV = "STATESAGA_LEDGER_SCOPE"
 
-_FINAL = frozenset(
-    {
-        WorkflowStatus.COMPLETED,
-        WorkflowStatus.COMPENSATED,
-        WorkflowStatus.FAILED,
-        WorkflowStatus.CANCELLED,
-    }
-)
+_FINAL = WORKFLOW_ENDED
 
 
 # -- the side-effect ledger ---------------------------------------------------------------
@@ -549,7 +543,7 @@ def lost_attempt_cost_a_retry(wf: WorkflowState) -> str | None:
             and h.detail is not None
             and "worker lost" in h.detail
         ]
-        gave_up = step.status in (StepStatus.FAILED, StepStatus.IN_DOUBT) or (
+        gave_up = step.status in STEP_GAVE_UP or (
             step.in_doubt and step.status in (StepStatus.COMPENSATING, StepStatus.COMPENSATED)
         )
         if lost and gave_up and step.attempts >= step.retry.max_attempts:

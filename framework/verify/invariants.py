@@ -7,17 +7,11 @@ Each check returns a list of problems (empty when all is well), one line each, n
 from __future__ import annotations
 
 from ..models import StepStatus, WorkflowState, WorkflowStatus
+from ..vocabulary import WORKFLOW_ENDED
 from .standins import Service
 
 #: Where a workflow has ended for good; FAILED is halted (only an operator's restart moves it).
-ENDED = frozenset(
-    {
-        WorkflowStatus.COMPLETED,
-        WorkflowStatus.COMPENSATED,
-        WorkflowStatus.CANCELLED,
-        WorkflowStatus.FAILED,
-    }
-)
+ENDED = WORKFLOW_ENDED
 _ROLLED_BACK = frozenset({WorkflowStatus.COMPENSATED, WorkflowStatus.CANCELLED})
 
 

@@ -1,0 +1,184 @@
+"""Commands: what an operator (or a handler reporting progress) asks of a workflow.
+
+Each command checks its preconditions on the stored document, with a message that says why
+it was refused and what to do instead, then fires its trigger in one transaction. The tables
+decide what the trigger does; a command only refuses what would make no sense to ask.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from ..definition import WorkflowDefinition
+from ..errors import StateError, TransitionError
+from ..models import StepStatus, WorkflowState
+from ..vocabulary import WorkflowTrigger
+from .transaction import Txn, full_state, label
+
+if TYPE_CHECKING:
+    from ..engine import Engine
+
+_SUMMARY = 200  # characters of a signal's payload kept in the history
+
+
+class Commands:
+    """The engine's commands, each one transaction through its kernel."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def _fire(self, trigger: str, detail: str | None = None) -> Callable[[Txn], bool]:
+        """An `apply` that fires a workflow trigger unconditionally."""
+
+        def apply(txn: Txn) -> bool:
+            self.engine.kernel.fire(txn, None, trigger, detail)
+            return True
+
+        return apply
+
+    def start(
+        self,
+        definition: WorkflowDefinition,
+        input: Mapping[str, Any] | None,
+        session_id: str | None,
+        by: str | None,
+    ) -> WorkflowState:
+        engine = self.engine
+        engine.load(definition)
+        definition.check_input(input)  # nothing is stored for an input the saga cannot use
+        wf = definition.instantiate(input, session_id)
+        engine.telemetry.begin(wf)
+        engine.kernel.create(
+            wf, lambda txn: engine.kernel.fire(txn, None, WorkflowTrigger.START), by
+        )
+        return wf
+
+    def start_stored(self, workflow_id: str, by: str | None) -> WorkflowState:
+        engine = self.engine
+
+        def apply(txn: Txn) -> bool:
+            engine.telemetry.begin(txn.wf)
+            engine.kernel.fire(txn, None, WorkflowTrigger.START)
+            return True
+
+        return engine.kernel.command(workflow_id, apply, by)
+
+    def cancel(self, workflow_id: str, force: bool, by: str | None) -> WorkflowState:
+        engine = self.engine
+        trigger = WorkflowTrigger.FORCE_CANCEL if force else WorkflowTrigger.CANCEL
+
+        def apply(txn: Txn) -> bool:
+            status = txn.wf.status
+            if engine.has_ended(status.value):
+                raise StateError(f"{workflow_id} is already {status.value}; nothing to cancel")
+            engine.kernel.fire(txn, None, trigger)
+            return True
+
+        return engine.kernel.command(workflow_id, apply, by)
+
+    def resume(self, workflow_id: str, by: str | None) -> WorkflowState:
+        return self.engine.kernel.command(workflow_id, self._fire(WorkflowTrigger.RESUME), by)
+
+    def suspend(self, workflow_id: str, by: str | None, reason: str | None) -> WorkflowState:
+        apply = self._fire(WorkflowTrigger.SUSPEND, reason)
+        return self.engine.kernel.command(workflow_id, apply, by)
+
+    def progress(
+        self, workflow_id: str, step: str, attempt: int, trigger: str, detail: str | None
+    ) -> WorkflowState:
+        engine = self.engine
+
+        def apply(txn: Txn) -> bool:
+            s = txn.wf.step(step)
+            if s.status is not StepStatus.EXECUTING or s.attempts != attempt:
+                raise StateError(
+                    f"{workflow_id}: step {step!r} attempt {attempt} is not running "
+                    f"(it is {s.status.value}, attempt {s.attempts})"
+                )
+            source = full_state(s.status.value, s.substate)
+            engine.kernel.fire(txn, s, trigger, detail)
+            if StepStatus(s.status) is not StepStatus.EXECUTING:
+                raise TransitionError(
+                    engine.step_chart.name,
+                    label(source),
+                    trigger,
+                    engine.step_chart.allowed(source),
+                    "a progress trigger must keep the step inside EXECUTING",
+                )
+            txn.persist = True
+            return True
+
+        return engine.kernel.command(workflow_id, apply, engine.worker)
+
+    def signal(self, workflow_id: str, name: str, payload: Any, by: str | None) -> WorkflowState:
+        engine = self.engine
+        try:
+            summary = json.dumps(payload, sort_keys=True, default=str)
+        except (TypeError, ValueError) as exc:
+            raise StateError(f"the payload of signal {name!r} is not JSON: {exc}") from None
+        if len(summary) > _SUMMARY:
+            summary = summary[: _SUMMARY - 1] + "…"
+
+        def apply(txn: Txn) -> bool:
+            wf = txn.wf
+            if engine.has_ended(wf.status.value):
+                raise StateError(f"{workflow_id} is already {wf.status.value}; it takes no signals")
+            awaiting = [s for s in wf.steps if s.kind == "wait" and s.signal == name]
+            if not awaiting:
+                known = sorted({s.signal for s in wf.steps if s.kind == "wait" and s.signal})
+                raise StateError(
+                    f"{workflow_id}: no step waits for the signal {name!r}"
+                    + (f" (it waits for {', '.join(known)})" if known else " (it has no waits)")
+                )
+            open_ = [s for s in awaiting if s.status in (StepStatus.PENDING, StepStatus.WAITING)]
+            kept = len(wf.signals.get(name, ()))
+            if len(open_) <= kept:
+                states = ", ".join(f"{s.name} is {s.status.value}" for s in awaiting)
+                raise StateError(
+                    f"{workflow_id}: no step is left to take the signal {name!r} ({states}"
+                    + (f"; {kept} already kept" if kept else "")
+                    + ")"
+                )
+            wf.signals.setdefault(name, []).append(payload)
+            engine.kernel.fire(txn, None, WorkflowTrigger.SIGNAL, f"{name} {summary}")
+            return True
+
+        return engine.kernel.command(workflow_id, apply, by)
+
+    def restart(
+        self, workflow_id: str, from_step: str, reason: str, by: str | None
+    ) -> WorkflowState:
+        engine = self.engine
+        if not reason.strip():
+            raise StateError("a restart needs a reason (it is kept in the history)")
+
+        def apply(txn: Txn) -> bool:
+            wf = txn.wf
+            if not engine.workflow_chart.can_fire(wf.status.value, WorkflowTrigger.RESTART):
+                raise StateError(
+                    f"{workflow_id} is {wf.status.value}; only a FAILED workflow can be restarted"
+                )
+            names = [s.name for s in wf.steps]
+            try:
+                start = wf.step(from_step).name
+            except KeyError:
+                raise StateError(
+                    f"{workflow_id} has no step {from_step!r} (steps: {', '.join(names)})"
+                ) from None
+            kept = names[: names.index(start)]
+            for s in wf.steps:
+                if s.name in kept and s.status is not StepStatus.COMPLETED:
+                    raise StateError(
+                        f"{workflow_id}: step {s.name!r} before {start!r} is {s.status.value}, "
+                        f"so its result cannot be kept; restart from {s.name!r} or earlier"
+                    )
+            txn.params["from_step"] = start
+            engine.kernel.fire(txn, None, WorkflowTrigger.RESTART, f"from {start}: {reason}")
+            return True
+
+        return engine.kernel.command(workflow_id, apply, by)
+
+
+__all__ = ["Commands"]

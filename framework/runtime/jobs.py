@@ -1,0 +1,285 @@
+"""The job protocol: a worker claims a job, calls its handler, and settles the outcome.
+
+Three kinds of job move a saga on: a step's attempt, its compensation, and the timer of a
+waiting step. Each is claimed by a transaction that checks the job's attempt token against
+the stored step (a stale or duplicate job changes nothing), and a step's or compensation's
+outcome is settled by a second one. Which states a claim accepts is asked of the step
+lifecycle (the sources of `dispatch`, of `wake`/`wait_timeout`, of `compensated`), not
+listed here. With eager dispatch the settle of a step also claims the next ready step, which
+this process then runs at once. The builders of the jobs the effects enqueue live here too.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from ..models import SagaStep, StepStatus, WorkflowState, WorkflowStatus
+from ..ports import Job
+from ..vocabulary import STEP_GAVE_UP, StepTrigger, sources
+from .handlers import call
+from .transaction import Txn
+
+if TYPE_CHECKING:
+    from ..engine import Engine
+
+log = logging.getLogger("statesaga.engine")
+
+
+def step_job(wf: WorkflowState, step: SagaStep) -> Job:
+    """The job of the step's next attempt; its token is that attempt's number."""
+    return Job(
+        kind="step",
+        workflow_id=wf.id,
+        step=step.name,
+        attempt=step.attempts + 1,
+        timeout=step.timeout,
+        description=f"{wf.name} {wf.id} step {step.name} attempt {step.attempts + 1}",
+    )
+
+
+def timer_job(wf: WorkflowState, step: SagaStep) -> Job:
+    """The job that fires a WAITING step's due time; its token is the wait's attempt."""
+    what = "wake" if step.kind == "sleep" else "timeout"
+    return Job(
+        kind="timer",
+        workflow_id=wf.id,
+        step=step.name,
+        attempt=step.attempts,
+        description=f"{wf.name} {wf.id} {what} {step.name} attempt {step.attempts}",
+    )
+
+
+def compensation_job(wf: WorkflowState, step: SagaStep) -> Job:
+    """The job of the step's next compensation attempt."""
+    assert step.compensation is not None
+    attempt = step.compensation.attempts + 1
+    return Job(
+        kind="compensation",
+        workflow_id=wf.id,
+        step=step.name,
+        attempt=attempt,
+        timeout=None,
+        description=f"{wf.name} {wf.id} undo {step.name} attempt {attempt}",
+    )
+
+
+class Jobs:
+    """Claims, runs and settles the engine's jobs."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        chart = engine.step_chart.chart
+
+        def where(*triggers: str) -> frozenset[StepStatus]:
+            return frozenset(StepStatus(s) for s in sources(chart, *triggers))
+
+        # Where each kind of job may be claimed or settled, as the step lifecycle says.
+        self.dispatchable = where(StepTrigger.DISPATCH)
+        self.settleable = where(StepTrigger.SUCCEED, StepTrigger.FAIL)
+        self.timed = where(StepTrigger.WAKE, StepTrigger.WAIT_TIMEOUT)
+        self.undoable = where(StepTrigger.COMPENSATED, StepTrigger.COMPENSATION_FAILED)
+
+    def run(self, job: Job) -> None:
+        """Run one step, compensation or timer job; stale and duplicate jobs are ignored."""
+        telemetry = self.engine.telemetry
+        if job.kind == "step":
+            self.run_step(job)
+            return
+        with telemetry.job(job):
+            if job.kind == "compensation":
+                self.run_compensation(job)
+            elif job.kind == "timer":
+                self.run_timer(job)
+            else:
+                log.error("unknown job kind %r for %s", job.kind, job.workflow_id)
+
+    # -- steps -----------------------------------------------------------------------------
+    def run_step(self, job: Job) -> None:
+        engine = self.engine
+        kernel = engine.kernel
+
+        def claim(txn: Txn) -> bool:
+            step = txn.wf.step(job.step)
+            if (
+                txn.wf.status is not WorkflowStatus.RUNNING
+                or step.status not in self.dispatchable
+                or job.attempt != step.attempts + 1
+            ):
+                log.info(
+                    "stale job %s ignored (%s is %s, attempt %s)",
+                    _jobname(job),
+                    step.name,
+                    step.status.value,
+                    step.attempts,
+                )
+                return False
+            kernel.fire(txn, step, StepTrigger.DISPATCH)
+            return True
+
+        with engine.telemetry.job(job):
+            claimed = kernel.transact(job.workflow_id, claim, by=engine.worker, job=job)
+            running = None if claimed is None else self.execute(claimed, job)
+        # Eager dispatch: each step the last settle claimed runs here, as its own attempt.
+        while running is not None:
+            with engine.telemetry.job(running[1], claimed=True):
+                running = self.execute(*running)
+
+    def execute(self, claimed: WorkflowState, job: Job) -> tuple[WorkflowState, Job] | None:
+        """Run a claimed attempt and settle its outcome on the document the claim saved (no
+        second read; a lost revision check re-reads). Returns the next step when the settle
+        claimed it (eager dispatch), for this process to run at once."""
+        engine = self.engine
+        kernel = engine.kernel
+        step = claimed.step(job.step)
+        if engine.probe is not None:
+            engine.probe("before_action", job)
+        outcome, value = call(engine, claimed, step, job, compensating=False)
+        if engine.probe is not None:
+            engine.probe("after_action", job)
+        following: Job | None = None
+
+        def settle(txn: Txn) -> bool:
+            nonlocal following
+            following = None
+            s = txn.wf.step(job.step)
+            if s.status not in self.settleable or s.attempts != job.attempt:
+                log.info(
+                    "late result of %s ignored (step is %s, attempt %s)",
+                    _jobname(job),
+                    s.status.value,
+                    s.attempts,
+                )
+                return False
+            now = engine.clock.now()
+            if outcome == "ok":
+                s.result = value
+                s.error = None
+                s.in_doubt = False  # this attempt, with the same key, says what is in force
+                s.completed_at = now
+                txn.wf.results[s.name] = value
+                kernel.fire(txn, s, StepTrigger.SUCCEED)
+            else:
+                s.error = value
+                trigger = StepTrigger.TIME_OUT if outcome == "timeout" else StepTrigger.FAIL
+                kernel.fire(txn, s, trigger, value.message)
+                if StepStatus(s.status) in STEP_GAVE_UP and txn.wf.error is None:
+                    txn.wf.error = s.error
+            if engine.eager:
+                kernel.followups(txn)
+                following = self.claim_eagerly(txn)
+            return True
+
+        settled = kernel.transact(job.workflow_id, settle, by=engine.worker, job=job, first=claimed)
+        if settled is None or following is None:
+            return None
+        following = engine.telemetry.stamp(following, 0.0, settled)  # its trace, as if queued
+        renew = getattr(engine.queue, "renew", None)  # e.g. RQ: the next step's own job timeout
+        if renew is not None:
+            renew(following)
+        return settled, following
+
+    def claim_eagerly(self, txn: Txn) -> Job | None:
+        """Dispatch the first step this transaction would enqueue, in the same save, and take
+        its job off the list: the process that saves runs it (Temporal's eager activity
+        execution). The other ready steps still go to the queue for other workers."""
+        if txn.wf.status is not WorkflowStatus.RUNNING:
+            return None
+        for i, (queued, delay) in enumerate(txn.jobs):
+            if queued.kind == "step" and delay == 0:
+                step = txn.wf.step(queued.step)
+                # Only a step queued by this very event (a retry waits for its backoff).
+                if step.status is not StepStatus.QUEUED or queued.attempt != step.attempts + 1:
+                    continue
+                self.engine.kernel.fire(
+                    txn, step, StepTrigger.DISPATCH, "claimed by the worker that ran the last step"
+                )
+                del txn.jobs[i]
+                txn.claimed = queued
+                return queued
+        return None
+
+    # -- timers ----------------------------------------------------------------------------
+    def run_timer(self, job: Job) -> None:
+        """A WAITING step's due time: a sleep wakes, a wait times out. A timer that fires
+        before the persisted due time (a clock running ahead, an early scheduler) puts itself
+        back for the time left."""
+        engine = self.engine
+        kernel = engine.kernel
+
+        def fire(txn: Txn) -> bool:
+            step = txn.wf.step(job.step)
+            due = step.next_attempt_at
+            if (
+                txn.wf.status is not WorkflowStatus.RUNNING
+                or step.status not in self.timed
+                or job.attempt != step.attempts
+                or due is None
+            ):
+                log.info(
+                    "stale timer %s ignored (%s is %s)", _jobname(job), step.name, step.status.value
+                )
+                return False
+            if engine.clock.now() < due:
+                kernel.fire(txn, step, StepTrigger.REQUEUE, "the timer fired early")
+            elif step.kind == "sleep":
+                kernel.fire(txn, step, StepTrigger.WAKE)
+            else:
+                kernel.fire(
+                    txn, step, StepTrigger.WAIT_TIMEOUT, f"no {step.signal!r} signal in time"
+                )
+            return True
+
+        kernel.transact(job.workflow_id, fire, by=engine.worker, job=job)
+
+    # -- compensations ---------------------------------------------------------------------
+    def run_compensation(self, job: Job) -> None:
+        engine = self.engine
+        kernel = engine.kernel
+
+        def claim(txn: Txn) -> bool:
+            step = txn.wf.step(job.step)
+            comp = step.compensation
+            if step.status not in self.undoable or comp is None or job.attempt != comp.attempts + 1:
+                log.info("stale compensation job %s ignored", _jobname(job))
+                return False
+            comp.attempts += 1
+            comp.started_at = engine.clock.now()
+            txn.persist = True
+            return True
+
+        claimed = kernel.transact(job.workflow_id, claim, by=engine.worker, job=job)
+        if claimed is None:
+            return
+        step = claimed.step(job.step)
+        if engine.probe is not None:
+            engine.probe("before_compensation", job)
+        outcome, value = call(engine, claimed, step, job, compensating=True)
+        if engine.probe is not None:
+            engine.probe("after_compensation", job)
+
+        def settle(txn: Txn) -> bool:
+            s = txn.wf.step(job.step)
+            comp = s.compensation
+            if s.status not in self.undoable or comp is None or comp.attempts != job.attempt:
+                log.info("late compensation result of %s ignored", _jobname(job))
+                return False
+            comp.finished_at = engine.clock.now()
+            if outcome == "ok":
+                comp.result = value
+                comp.error = None
+                kernel.fire(txn, s, StepTrigger.COMPENSATED)
+            else:
+                comp.error = value
+                kernel.fire(txn, s, StepTrigger.COMPENSATION_FAILED, value.message)
+                if StepStatus(s.status) is StepStatus.COMPENSATION_FAILED:
+                    txn.wf.reason = (
+                        f"compensation of {s.name} failed: {value.type}: {value.message}"
+                    )
+            return True
+
+        kernel.transact(job.workflow_id, settle, by=engine.worker, job=job, first=claimed)
+
+
+def _jobname(job: Job) -> str:
+    return f"{job.kind}:{job.workflow_id}:{job.step}#{job.attempt}"

@@ -1,0 +1,244 @@
+"""The transaction kernel: one event is load, fire on a working copy, save, then act outside.
+
+Each event loads the instance, fires triggers on a working copy (the effects of each
+transition run on that copy and may ask for follow-up workflow triggers), saves with the
+revision check, and only then runs what the effects deferred (enqueue, notify, listeners). If
+the save loses the revision check nothing happened and the event is re-evaluated against the
+new state, so replaying an event can never apply a transition twice. Everything else in the
+runtime (commands, jobs) is an `apply` function handed to `Kernel.transact`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from ..charts.machine import State, below_top, top
+from ..errors import ConflictError, StateError, TransitionError
+from ..models import HistoryEntry, SagaStep, StepStatus, WorkflowState, WorkflowStatus
+from ..ports import Job
+
+if TYPE_CHECKING:
+    from ..engine import Engine
+
+log = logging.getLogger("statesaga.engine")
+#: Transitions whose table names the `emit` effect are published here after the save.
+events = logging.getLogger("statesaga.events")
+
+_CONFLICT_RETRIES = 20
+_FOLLOWUPS_MAX = 1000
+
+
+@dataclass
+class Txn:
+    """The working copy of one event, and what its transitions asked for."""
+
+    wf: WorkflowState
+    by: str | None = None
+    persist: bool = False
+    deferred: list[Callable[[], None]] = field(default_factory=list)
+    #: Jobs to enqueue once saved, with their delays (kept apart from other deferred actions
+    #: so the engine can run the next step itself; see Engine.eager).
+    jobs: list[tuple[Job, float]] = field(default_factory=list)
+    #: The step this save also dispatched, run by this process right after it (Engine.eager).
+    claimed: Job | None = None
+    followups: deque[str] = field(default_factory=deque)
+    entries: list[HistoryEntry] = field(default_factory=list)
+    emitted: list[HistoryEntry] = field(default_factory=list)
+    #: A command's arguments for the effects of its transition (e.g. restart's from_step).
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TransitionContext:
+    """What guards and effects see: the engine, the working copy and the step (if any)."""
+
+    engine: Engine
+    txn: Txn
+    step: SagaStep | None
+    entry: HistoryEntry | None = None
+
+    @property
+    def workflow(self) -> WorkflowState:
+        return self.txn.wf
+
+    @property
+    def now(self) -> datetime:
+        return self.engine.clock.now()
+
+    def then(self, trigger: str) -> None:
+        """Fire a workflow trigger once the current transition is done."""
+        self.txn.followups.append(trigger)
+
+    def fire_step(self, step: SagaStep, trigger: str, detail: str | None = None) -> None:
+        self.engine.kernel.fire(self.txn, step, trigger, detail)
+
+
+class Kernel:
+    """Runs events as transactions on the engine's store, charts and registry.
+
+    It reads them from the engine at each call (a simulation swaps the store, queue and clock
+    of a built engine)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def create(self, wf: WorkflowState, apply: Callable[[Txn], None], by: str | None) -> None:
+        """The first save of a new workflow: `apply` fires its first triggers, then it is
+        created in the store (which refuses an id already there)."""
+        txn = Txn(wf, by=by)
+        apply(txn)
+        self.followups(txn)
+        wf.updated_at = self.engine.clock.now()
+        self.engine.store.create(wf)
+        self.after_commit(txn)
+
+    def command(
+        self, workflow_id: str, apply: Callable[[Txn], bool], by: str | None
+    ) -> WorkflowState:
+        """An operator's event: `apply` always applies or raises."""
+        wf = self.transact(workflow_id, apply, by=by)
+        assert wf is not None
+        return wf
+
+    def transact(
+        self,
+        workflow_id: str,
+        apply: Callable[[Txn], bool],
+        *,
+        by: str | None = None,
+        job: Job | None = None,
+        first: WorkflowState | None = None,
+    ) -> WorkflowState | None:
+        """Load, apply on a working copy, save with the revision check, then run deferred
+        effects. A lost revision check re-runs `apply` on the fresh document. Returns the saved
+        document, or None when `apply` decided there was nothing to do. `first` is a document
+        this process saved itself, used instead of the first read (its revision still checks
+        that nothing was saved since)."""
+        engine = self.engine
+        for _ in range(_CONFLICT_RETRIES):
+            wf = first if first is not None else engine.store.get(workflow_id)
+            first = None
+            txn = Txn(wf, by=by)
+            if not apply(txn):
+                return None
+            self.followups(txn)
+            if not txn.persist:
+                self.after_commit(txn)
+                return wf
+            wf.updated_at = engine.clock.now()
+            try:
+                engine.store.save(wf)
+            except ConflictError:
+                log.debug("revision conflict on %s, re-evaluating", workflow_id)
+                continue
+            if (
+                engine.probe is not None
+                and job is not None
+                and (txn.deferred or txn.jobs or txn.claimed)
+            ):
+                engine.probe("after_save", job)
+            self.after_commit(txn)
+            return wf
+        raise ConflictError(workflow_id, None, None)
+
+    def fire(
+        self, txn: Txn, step: SagaStep | None, trigger: str, detail: str | None = None
+    ) -> None:
+        """Fire one trigger on the workflow (step None) or a step, and run its effects."""
+        engine = self.engine
+        wf = txn.wf
+        compiled = engine.workflow_chart if step is None else engine.step_chart
+        holder: WorkflowState | SagaStep = wf if step is None else step
+        source = full_state(holder.status.value, holder.substate)
+        ctx = TransitionContext(engine, txn, step)
+        spec, reached = compiled.fire_to(source, trigger, ctx)
+        now = engine.clock.now()
+        dest = top(reached)
+        holder.substate = below_top(reached)
+        if step is None:
+            wf.status = WorkflowStatus(dest)
+            if dest in engine.ended_states:
+                wf.finished_at = now
+        else:
+            step.status = StepStatus(dest)
+        entry = HistoryEntry(
+            at=now,
+            chart=compiled.name,
+            trigger=trigger,
+            source=label(source),
+            dest=label(reached),
+            step=step.name if step else None,
+            attempt=step.attempts if step else None,
+            by=txn.by,
+            detail=detail,
+        )
+        wf.record(entry)  # bounded: repeats fold past the history limit
+        txn.entries.append(entry)
+        ctx.entry = entry
+        for ref in spec.effects:
+            deferred = engine.registry.get_effect(ref.name).func(ctx, **ref.args)
+            if deferred is not None:
+                txn.deferred.append(deferred)
+        if step is not None:
+            entry.attempt = step.attempts  # `dispatch` starts the next attempt in its effects
+
+    def followups(self, txn: Txn) -> None:
+        """Fire the workflow triggers the transitions of this event asked for, in order."""
+        chart = self.engine.workflow_chart
+        fired = 0
+        while txn.followups:
+            trigger = txn.followups.popleft()
+            fired += 1
+            if fired > _FOLLOWUPS_MAX:
+                # A table (or a plugin's effect) that keeps asking for the next trigger would
+                # grow the history without end in one event: refuse to save it.
+                raise StateError(
+                    f"{txn.wf.id}: more than {_FOLLOWUPS_MAX} workflow triggers in one event "
+                    f"(the last: {trigger!r} in {txn.wf.status.value}); the tables loop"
+                )
+            if not chart.can_fire(txn.wf.status.value, trigger):
+                # A final workflow ignores late news (e.g. a step finishing after FAILED).
+                log.info("%s: %s ignored in %s", txn.wf.id, trigger, txn.wf.status.value)
+                continue
+            try:
+                self.fire(txn, None, trigger)
+            except TransitionError as exc:
+                log.info("%s: %s", txn.wf.id, exc)
+
+    def after_commit(self, txn: Txn) -> None:
+        """What the saved event does outside: waiters learn of it, its jobs are enqueued, its
+        deferred effects run, `emit`ted transitions are logged and listeners see each one."""
+        engine = self.engine
+        engine.observer.saved(txn.wf)
+        for queued, delay in txn.jobs:
+            engine.queue.enqueue(engine.telemetry.stamp(queued, delay, txn.wf), delay)
+        for action in txn.deferred:
+            action()
+        for entry in txn.emitted:
+            events.info(
+                "%s %s%s: %s -> %s",
+                txn.wf.id,
+                entry.chart,
+                f" {entry.step}" if entry.step else "",
+                entry.source,
+                entry.dest,
+            )
+        engine.observer.notify(txn.wf, txn.entries)
+
+
+def full_state(status: str, substate: list[str]) -> State:
+    """The state a chart fires from: the status, or the paths of its active sub-states."""
+    if not substate:
+        return status
+    paths = [f"{status}.{sub}" for sub in substate]
+    return paths[0] if len(paths) == 1 else paths
+
+
+def label(state: State) -> str:
+    """A state as the history writes it (parallel leaves joined by commas)."""
+    return state if isinstance(state, str) else ",".join(state)

@@ -1,0 +1,97 @@
+"""The engine's vocabulary comes from the tables, and a lifecycle that drifts from it is
+refused when an engine loads it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from statesaga import DefinitionError, Registry, StepStatus, WorkflowStatus
+from statesaga.adapters.inline import InlineQueue
+from statesaga.adapters.memory import MemoryStore
+from statesaga.charts.lifecycles import lifecycle
+from statesaga.engine import Engine
+from statesaga.resources import statecharts_dir
+from statesaga.vocabulary import (
+    STEP_BUSY,
+    STEP_GAVE_UP,
+    STEP_IN_FLIGHT,
+    STEP_NOT_STARTED,
+    STEP_TO_UNDO,
+    TRIGGERS,
+    WORKFLOW_ENDED,
+    WORKFLOW_IN_FLIGHT,
+    WORKFLOW_OPEN,
+    WORKFLOW_RECOVERABLE,
+)
+
+W, S = WorkflowStatus, StepStatus
+
+
+def test_the_groups_are_read_from_the_shipped_tables() -> None:
+    assert WORKFLOW_ENDED == {W.COMPLETED, W.COMPENSATED, W.CANCELLED, W.FAILED}
+    assert WORKFLOW_OPEN == set(W) - WORKFLOW_ENDED
+    assert WORKFLOW_IN_FLIGHT == {W.RUNNING, W.CANCELLING, W.COMPENSATING}
+    assert WORKFLOW_RECOVERABLE == WORKFLOW_IN_FLIGHT | {W.SUSPENDED}
+    assert STEP_IN_FLIGHT == {S.QUEUED, S.EXECUTING, S.RETRYING}
+    assert STEP_BUSY == STEP_IN_FLIGHT | {S.COMPENSATING}
+    assert STEP_GAVE_UP == {S.FAILED, S.IN_DOUBT}
+    assert STEP_NOT_STARTED == {S.PENDING, S.QUEUED, S.RETRYING, S.WAITING}
+    assert STEP_TO_UNDO == {S.COMPLETED, S.IN_DOUBT}
+
+
+def test_every_trigger_the_engine_fires_is_in_its_table() -> None:
+    for name, triggers in TRIGGERS.items():
+        assert triggers <= set(lifecycle(name).triggers), name
+
+
+def _step_table(edit: Any) -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((statecharts_dir() / "step.yaml").read_text())
+    for state in data["states"]:
+        edit(state)
+    return data
+
+
+def _engine(**charts: Any) -> Engine:
+    return Engine(MemoryStore(), InlineQueue(), heartbeat_interval=0, **charts)
+
+
+def test_a_user_lifecycle_without_a_tag_the_engine_reads_is_refused_in_one_line() -> None:
+    def untag(state: dict[str, Any]) -> None:
+        if state["name"] == "COMPENSATING":
+            state.pop("tags", None)
+
+    with pytest.raises(DefinitionError) as caught:
+        _engine(step_chart=_step_table(untag))
+    text = str(caught.value)
+    assert len(text.splitlines()) == 1, text
+    assert "must tag COMPENSATING (and no other state) 'undoing'" in text
+
+
+def test_a_user_lifecycle_tagging_another_state_is_refused() -> None:
+    def overtag(state: dict[str, Any]) -> None:
+        if state["name"] == "WAITING":
+            state["tags"] = ["in_flight"]
+
+    with pytest.raises(DefinitionError, match="it tags EXECUTING, QUEUED, RETRYING, WAITING"):
+        _engine(step_chart=_step_table(overtag))
+
+
+def test_an_extension_keeps_the_shipped_tags(tmp_path: Path) -> None:
+    extended = tmp_path / "careful_step.yaml"
+    extended.write_text(
+        "chart: careful_step\nextends: step\nstates:\n"
+        "  - name: EXECUTING\n    initial: WORKING\n    states:\n      - name: WORKING\n"
+    )
+    engine = _engine(step_chart=extended)
+    assert engine.step_chart.name == "careful_step"
+
+
+def test_the_engine_leaves_the_callers_registry_as_it_was() -> None:
+    registry = Registry()
+    registry.register_handler("noop", lambda ctx: None)
+    engine = Engine(MemoryStore(), InlineQueue(), registry, heartbeat_interval=0)
+    assert engine.registry.has_effect("persist") and engine.registry.has_handler("noop")
+    assert not registry.has_effect("persist") and not registry.has_guard("can_retry")
