@@ -41,11 +41,11 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .app import EngineOptions
 from .engine import Engine
 from .errors import AdapterError, StatesagaError
-from .plugins import DEFAULT_STORE, open_queue, open_store
+from .plugins import DEFAULT_STORE
 from .ports import Job, JobRunner
-from .registry import Registry
 from .runtime.outage import Outage
 from .security.allowlist import AllowList
 from .security.redact import RedactedRepr, redact
@@ -109,31 +109,20 @@ def worker_name() -> str:
 
 
 def build_engine(settings: WorkerSettings, name: str) -> Engine:
-    """The process's engine: the store, the RQ queue and the allow-listed handler modules."""
-    allowed, registry = worker_handlers(settings)
-    store = open_store(settings.store_url)
-    queue = open_queue(settings.queue_url)
-    return Engine(
-        store,
-        queue,
-        registry,
+    """The process's engine: the allow-listed handler modules (the operator's list when
+    `settings.allowed` is given, else `handlers` and installed packages'), the store, the RQ
+    queue (statesaga.app)."""
+    return EngineOptions(
+        store=settings.store_url,
+        queue=settings.queue_url,
+        handlers=settings.handlers,
+        allow="listed",
+        allowed=settings.allowed,
         worker=name,
-        heartbeat_interval=settings.heartbeat,
+        heartbeat=settings.heartbeat,
         step_chart=settings.step_chart,
-        allowed=allowed,
         eager=settings.eager,
-    )
-
-
-def worker_handlers(settings: WorkerSettings) -> tuple[AllowList, Registry]:
-    """The worker's allow-list, and a registry with the modules the operator named imported
-    now (an installed package's are imported when a workflow's `handlers` hint names them)."""
-    allowed = settings.allowed or AllowList.of(settings.handlers, "--handlers")
-    if settings.allowed is None:
-        allowed = allowed | AllowList.installed()
-    registry = Registry()
-    allowed.load_eager(registry)
-    return allowed, registry
+    ).build()
 
 
 def rq_queue_of(engine: Engine) -> rq.Queue:

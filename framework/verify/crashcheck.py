@@ -307,27 +307,22 @@ def make_probe(
 def _worker_main(spec: dict[str, Any]) -> int:
     """One crash-worker process: optionally recover, optionally start the saga, then run jobs
     until every workflow of the store is final (or the queue has nothing left)."""
+    from ..app import EngineOptions
     from ..definition import load_definition
-    from ..engine import Engine
-    from ..plugins import open_queue, open_store
-    from ..registry import Registry
     from ..runtime.recovery import Recovery
-    from ..security.allowlist import import_allowed
 
-    registry = Registry()
-    for module in spec["handlers"]:  # the operator's, or allowed hints (see _with_handlers)
-        import_allowed(registry, module)
     kill_at = tuple(spec["kill_at"]) if spec.get("kill_at") else None
     record = Path(spec["record"]) if spec.get("record") else None
-    store = open_store(spec["store"])
-    queue = open_queue(spec["queue"])
-    engine = Engine(
-        store,
-        queue,
-        registry,
+    engine = EngineOptions(
+        store=spec["store"],
+        queue=spec["queue"],
+        # The operator's modules, or the allowed hints (see _with_handlers), as a worker's.
+        handlers=spec["handlers"],
+        allow="listed",
         worker=f"crash-worker-{os.getpid()}",
-        probe=make_probe(kill_at, record),  # type: ignore[arg-type]
-    )
+        probe=make_probe(kill_at, record),
+    ).build()
+    store, queue = engine.store, engine.queue
     if spec.get("recover"):
         Recovery(engine, timeout=0.0).run_once()
     if spec.get("definition"):
