@@ -96,6 +96,7 @@ def _echo_left_running(wf: Any, store: str | None, queue: str | None, why: str) 
 
 
 def echo_halted(wf: Any, store: str | None, err: bool = False) -> None:
+    """For a halted FAILED workflow: the `statesaga restart` that moves it on once fixed."""
     from .console import restart_hint
 
     hint = restart_hint(wf, store_url(store))
