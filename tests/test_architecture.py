@@ -320,6 +320,24 @@ def test_every_package_says_what_it_holds(graph: dict[str, Module]) -> None:
     assert not bad, "packages without an __init__.py docstring: " + ", ".join(bad)
 
 
+def test_every_rule_is_a_named_check_listed_in_order(graph: dict[str, Module]) -> None:
+    """A module of rules lists them in CHECKS (stages of `_check_*` functions, in the order
+    they run), each exactly once: a rule written but left out would never run."""
+    ruled = [
+        m.name
+        for m in graph.values()
+        for n in m.tree.body
+        if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)
+        if n.target.id == "CHECKS"
+    ]
+    assert {"statesaga.charts.checks", "statesaga.definition"} <= set(ruled)
+    for name in ruled:
+        module = importlib.import_module(name)
+        written = sorted(n for n in vars(module) if n.startswith("_check_"))
+        listed = [check.__name__ for stage in module.CHECKS for check in stage]
+        assert sorted(listed) == written, name
+
+
 def test_moved_module_paths_still_import() -> None:
     from statesaga._moved import MOVED
 
