@@ -22,6 +22,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 #: The source folders and the import names they install as (pyproject's package-dir).
 SOURCES = {"statesaga": ROOT / "framework", "statesaga.adapters": ROOT / "adapters"}
+#: Packages of the distribution that hold data and examples, not code of the framework: an
+#: import of them is no edge of the graph (and not one to `statesaga` either).
+DATA_PACKAGES = frozenset({"statesaga.statecharts", "statesaga.examples"})
 CLIENT_LIBRARIES = ("rq", "redis", "arango")
 
 
@@ -119,7 +122,7 @@ def build_graph(sources: dict[str, Path] = SOURCES) -> dict[str, Module]:
     importer lives inside them (a package being imported is already in sys.modules, so its
     submodules reach its attributes only through names it has already bound)."""
     modules = _discover(sources)
-    known = set(modules)
+    known = set(modules) | DATA_PACKAGES
     for mod in modules.values():
         for node, when in _imports(mod.tree.body, EAGER):
             for target in _targets(mod, node, known):
@@ -128,8 +131,8 @@ def build_graph(sources: dict[str, Path] = SOURCES) -> dict[str, Module]:
                         mod.external.setdefault(target, node.lineno)
                     continue
                 own = set(_ancestors(mod.name))
-                hits = [a for a in _ancestors(target) if a not in own and a in known]
-                hits += [target] if target in known else []
+                hits = [a for a in _ancestors(target) if a not in own and a in modules]
+                hits += [target] if target in modules else []
                 for hit in hits:
                     if hit != mod.name:
                         getattr(mod, when).setdefault(hit, node.lineno)
