@@ -274,7 +274,6 @@ def test_no_function_level_import_dodges_a_cycle(graph: dict[str, Module]) -> No
     assert not dodges, "\n".join(dodges)
 
 
-@pytest.mark.xfail(strict=False, reason="RQ worker moving to adapters in branch rq")
 def test_framework_imports_no_queue_or_store_client(graph: dict[str, Module]) -> None:
     found = [
         f"{_where(mod, line)}: {mod.name} imports {name}"
