@@ -31,7 +31,8 @@ from typing import Any
 from statesaga.adapters.inline import InlineQueue
 from statesaga.adapters.sqlite import SQLiteStore
 from statesaga.engine import Engine
-from statesaga.models import ACTIVE_WORKFLOW, WorkflowStatus
+from statesaga.models import WorkflowStatus
+from statesaga.vocabulary import WORKFLOW_IN_FLIGHT as ACTIVE_WORKFLOW
 
 from ._common import Mode, Row, noop_definition, noop_registry, percentile, rss_bytes
 from .embedded import RESULTS

@@ -82,20 +82,6 @@ class CompensationStrategy(StrEnum):
     FORWARD_RETRY = "forward_retry"
 
 
-#: State groups kept under their earlier names; the tables define them (statesaga.vocabulary,
-#: which reads the charts and so is imported only when one of these is first used).
-_GROUPS = {"ACTIVE_WORKFLOW": "WORKFLOW_IN_FLIGHT", "IN_FLIGHT_STEP": "STEP_IN_FLIGHT"}
-
-
-def __getattr__(name: str) -> frozenset[Any]:
-    if name in _GROUPS:
-        from . import vocabulary
-
-        group: frozenset[Any] = getattr(vocabulary, _GROUPS[name])
-        return group
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def utcnow() -> datetime:
     return datetime.now(UTC)
 

@@ -15,13 +15,13 @@ from ..definition import WorkflowDefinition
 from ..diagram import Diagram, from_definition, from_instance, get_renderer
 from ..errors import AdapterError
 from ..models import (
-    IN_FLIGHT_STEP,
     HistoryEntry,
     RetryPolicy,
     SagaStep,
     StepStatus,
     WorkflowState,
 )
+from ..vocabulary import STEP_IN_FLIGHT as IN_FLIGHT_STEP
 
 View = Literal["steps", "workflow", "step"]
 _SVG_START = re.compile(r"<svg\b")
