@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -186,11 +186,8 @@ __all__ = [
     "RecoveryReport",
     "get_recoverable_workflows",
     "recover_all",
+    "recover_every",
 ]
-
-
-# Appended, not hoisted: issue 18 split this file in parallel (move it up when merged).
-from collections.abc import Callable  # noqa: E402
 
 
 def recover_every(
@@ -234,6 +231,3 @@ def recover_every(
             log.exception("recovery scan failed")
         outage.ok()
         stop.wait(interval)
-
-
-__all__ += ["recover_every"]
