@@ -193,7 +193,7 @@ def latency_statesaga(url: str, n: int, tmp: Path) -> list[float]:
     store = open_store(store_url)
     store.initialize()
     queue = RQQueue.from_url(queue_url)
-    engine = Engine(store, queue)
+    engine = Engine(store, queue, allowed=AllowList.of(["rq_throughput"]))
     definition = load_definition({**SAGA, "steps": SAGA["steps"][:LATENCY_STEPS]})
     cmd = [bin_of("statesaga"), "worker", "--queue", queue_url, "--store", store_url,
            "--handlers", "rq_throughput", "--log-level", "WARNING"]  # fmt: skip
