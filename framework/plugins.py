@@ -93,11 +93,13 @@ class NoStoreError(AdapterError):
 
 
 def open_existing_store(url: str) -> Store:
-    """Open a store for a command that only reads: a store that is not there yet (one with
-    an `exists()` method, such as SQLite's file) is refused instead of created."""
+    """Open a store for a command that only reads: a store that is not there yet
+    (`Store.exists()`, false for an SQLite file not made yet) is refused instead of created."""
     store = open_store(url)
-    exists = getattr(store, "exists", None)
-    if exists is not None and not exists():
+    # A plugin store written before exists() joined the port is taken to be there, as the
+    # port's default says of a store on a server.
+    exists = store.exists() if hasattr(store, "exists") else True
+    if not exists:
         where = getattr(store, "path", "that URL")
         raise NoStoreError(f"no {scheme(url)} store at {where}: nothing has been stored there yet")
     return store

@@ -10,7 +10,7 @@ import os
 import sqlite3
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
@@ -35,7 +35,7 @@ def _memory(request: pytest.FixtureRequest) -> Store:
 
 
 def _memory_raw(store: MemoryStore, workflow_id: str, text: str) -> None:
-    store._docs[workflow_id] = text
+    store._records[workflow_id] = replace(store._records[workflow_id], text=text)
 
 
 def _sqlite(request: pytest.FixtureRequest) -> Store:

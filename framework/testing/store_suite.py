@@ -151,6 +151,16 @@ class StoreConformance:
         """Replace a stored document with raw JSON text (adapter-specific; optional)."""
         raise NotImplementedError
 
+    # -- exists --------------------------------------------------------------------------------
+
+    def test_a_store_holding_a_workflow_exists(self, store: Store) -> None:
+        """`exists()` lets a command that only reads refuse a store that is not there yet
+        instead of creating it (an SQLite file); a store that holds a workflow is there."""
+        if not hasattr(store, "exists"):
+            pytest.skip("this store predates Store.exists(); the port's default (true) applies")
+        store.create(make_workflow())
+        assert store.exists() is True
+
     # -- create / get --------------------------------------------------------------------------
 
     def test_create_sets_revision_1(self, store: Store) -> None:
