@@ -47,6 +47,15 @@ class MemoryStore(DocumentStore):
     def close(self) -> None:
         pass
 
+    def write_raw(self, workflow_id: str, text: str) -> None:
+        """Replace the stored JSON text of an existing workflow, bypassing validation.
+
+        For tests only (as ArangoStore.write_raw): it shows what reading a document written by
+        another program or version does.
+        """
+        with self._lock:
+            self._records[workflow_id] = replace(self._records[workflow_id], text=text)
+
     def _insert(self, record: Record) -> Outcome:
         with self._lock:
             stored = self._records.get(record.id)

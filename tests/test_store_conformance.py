@@ -10,7 +10,7 @@ import os
 import sqlite3
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -35,7 +35,7 @@ def _memory(request: pytest.FixtureRequest) -> Store:
 
 
 def _memory_raw(store: MemoryStore, workflow_id: str, text: str) -> None:
-    store._records[workflow_id] = replace(store._records[workflow_id], text=text)
+    store.write_raw(workflow_id, text)
 
 
 def _sqlite(request: pytest.FixtureRequest) -> Store:
