@@ -255,8 +255,10 @@ def test_a_failure_after_the_pivot_halts_failed_with_a_reason_and_undoes_nothing
     assert wf.step("c").attempts == 3  # retried forward first
     assert ledger.done("undo") == []
     assert statuses(wf) == {"a": "COMPLETED", "b": "COMPLETED", "c": "FAILED"}
-    reason = halt_reason(wf)
-    assert "c" in reason and "pivot" in reason, reason
+    # The reason says what an operator can act on: the pivot, what may remain, the way on.
+    assert wf.reason is not None and halt_reason(wf) == wf.reason
+    assert "once the pivot b may have applied" in wf.reason
+    assert "effects that may remain: a, b" in wf.reason and "restart" in wf.reason
     # FAILED is halted: waiting returns, and a cancel is refused.
     assert engine.wait(wf.id).status is WorkflowStatus.FAILED
     with pytest.raises(StateError, match="already FAILED"):
