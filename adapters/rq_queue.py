@@ -16,7 +16,8 @@ any number of `statesaga worker` processes on any number of hosts.
   one-second poll). Job ids start with the due time in milliseconds, so jobs falling due in
   the same second are enqueued in the order they fall due.
 - `bind()` does nothing: workers build their own engine. `drain()` waits, polling the
-  condition, while workers elsewhere do the work.
+  condition, while workers elsewhere do the work; `serve()` is the worker's side
+  (statesaga.adapters.rq_worker).
 """
 
 from __future__ import annotations
@@ -33,15 +34,14 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 from statesaga.adapters._redis_url import check_redis_url
 from statesaga.errors import AdapterError
-from statesaga.ports import Job, JobRunner
+from statesaga.ports import Job, JobRunner, ServeOptions
+from statesaga.worker import JOB_FUNCTION
 
 if TYPE_CHECKING:
     import redis
     import rq
 
 DEFAULT_QUEUE = "statesaga"
-#: The function every RQ job calls; a worker resolves it by this dotted name.
-JOB_FUNCTION = "statesaga.worker.run_job"
 #: Seconds added to a step's timeout for the RQ job timeout: the claim and the settle are two
 #: store round trips around the handler, and the engine's own timeout must fire first.
 TIMEOUT_MARGIN = 30
@@ -162,6 +162,13 @@ class RQQueue:
             return
         signal.alarm(job_timeout(job.timeout, self.timeout_margin) or RQ_DEFAULT_TIMEOUT)
 
+    def serve(self, runner: JobRunner, options: ServeOptions) -> bool:
+        """The WorkerQueue port: run this queue's jobs here (statesaga.adapters.rq_worker)."""
+        from statesaga.adapters.rq_worker import serve
+
+        worked: bool = serve(self.rq_queue, runner, options)
+        return worked
+
     def drain(self, until: Callable[[], bool], timeout: float | None = None) -> None:
         """Wait for `until()` while workers elsewhere run the jobs (polls, backing off to 0.5 s)."""
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -199,4 +206,4 @@ class RQQueue:
         return int(self.rq_queue.count)
 
 
-__all__ = ["RQQueue", "describe", "job_timeout", "parse_url"]
+__all__ = ["JOB_FUNCTION", "RQQueue", "describe", "job_timeout", "parse_url"]

@@ -42,12 +42,13 @@ def count_commands(url: str, n: int, store_kind: str, tmp: Path) -> dict[str, An
     from rq import Queue, SimpleWorker
     from rq.serializers import JSONSerializer
     from statesaga.adapters.rq_queue import RQQueue
+    from statesaga.adapters.rq_worker import make_rq_worker
     from statesaga.definition import load_definition
     from statesaga.engine import Engine
     from statesaga.models import WorkflowStatus
     from statesaga.plugins import open_store
     from statesaga.security.allowlist import AllowList
-    from statesaga.worker import make_rq_worker, serving
+    from statesaga.worker import serving
 
     client = redis.Redis.from_url(url)
     name = f"count-{uuid.uuid4().hex[:8]}"

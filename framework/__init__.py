@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from . import _moved
-from .charts.chart import Chart, ChartSpec, load_chart
+from .charts.chart import Chart, load_chart
 from .charts.machine import CompiledChart
+from .charts.spec import ChartSpec
 from .context import StepContext
 from .definition import WorkflowDefinition, load_definition
 from .engine import Engine

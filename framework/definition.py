@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Set
+from collections.abc import Callable, Mapping, Set
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -33,6 +35,7 @@ from .models import (
     new_id,
     utcnow,
 )
+from .plugins import lifecycle_chart
 from .security.limits import json_problems, json_size, max_input_bytes
 
 if TYPE_CHECKING:
@@ -552,25 +555,171 @@ def _schema_problems(schema: InputSchema, input: Mapping[str, Any]) -> list[Prob
     return problems
 
 
-def _reference_problems(spec: DefinitionSpec, lines: LineMap) -> list[Problem]:
+# -- the rules a saga's table must satisfy as a whole, one named function per rule ----------
+
+
+def _dependencies(spec: DefinitionSpec) -> dict[str, tuple[str, ...]]:
+    """What each step waits for: its `depends_on`, or else the step written before it."""
+    deps: dict[str, tuple[str, ...]] = {}
+    prev: str | None = None
+    for s in spec.steps:
+        if s.depends_on is None:
+            deps[s.name] = (prev,) if prev else ()
+        else:
+            deps[s.name] = s.depends_on
+        prev = s.name
+    return deps
+
+
+def _depends_on(name: str, target: str, deps: Mapping[str, tuple[str, ...]]) -> bool:
+    seen: set[str] = set()
+    todo = list(deps.get(name, ()))
+    while todo:
+        d = todo.pop()
+        if d == target:
+            return True
+        if d not in seen:
+            seen.add(d)
+            todo.extend(deps.get(d, ()))
+    return False
+
+
+@dataclass
+class _Steps:
+    """What the rules read, worked out once from the spec."""
+
+    spec: DefinitionSpec
+    lines: LineMap
+
+    @cached_property
+    def index(self) -> dict[str, int]:
+        """Where each step name is first written."""
+        index: dict[str, int] = {}
+        for i, s in enumerate(self.spec.steps):
+            index.setdefault(s.name, i)
+        return index
+
+    @cached_property
+    def deps(self) -> dict[str, tuple[str, ...]]:
+        return _dependencies(self.spec)
+
+    @cached_property
+    def cycles(self) -> list[tuple[str, list[str]]]:
+        """Each dependency cycle found by a depth-first search, with the step it is reported
+        on (unknown and self dependencies are other rules')."""
+        found: list[tuple[str, list[str]]] = []
+        state: dict[str, int] = {}
+
+        def visit(name: str, path: list[str]) -> None:
+            state[name] = 1
+            for d in self.deps.get(name, ()):
+                if d not in self.index or d == name:
+                    continue
+                if state.get(d) == 1:
+                    found.append((name, path[path.index(d) :] + [d] if d in path else [name, d]))
+                elif d not in state:
+                    visit(d, [*path, d])
+            state[name] = 2
+
+        for name in self.index:
+            if name not in state:
+                visit(name, [name])
+        return found
+
+    @cached_property
+    def pivots(self) -> list[str]:
+        return [s.name for s in self.spec.steps if s.pivot]
+
+
+def _check_unique_step_names(g: _Steps) -> list[Problem]:
+    return [
+        g.lines.problem(("steps", i, "name"), f"duplicate step name {s.name!r}")
+        for i, s in enumerate(g.spec.steps)
+        if g.index[s.name] != i
+    ]
+
+
+def _check_dependencies_are_other_steps(g: _Steps) -> list[Problem]:
+    problems = []
+    for i, s in enumerate(g.spec.steps):
+        for j, d in enumerate(s.depends_on or ()):
+            if d not in g.index:
+                problems.append(
+                    g.lines.problem(
+                        ("steps", i, "depends_on", j),
+                        f"step {s.name!r} depends on unknown step {d!r}",
+                    )
+                )
+            elif d == s.name:
+                problems.append(
+                    g.lines.problem(
+                        ("steps", i, "depends_on", j), f"step {s.name!r} depends on itself"
+                    )
+                )
+    return problems
+
+
+def _check_no_dependency_cycle(g: _Steps) -> list[Problem]:
+    return [
+        g.lines.problem(
+            ("steps", g.index[name], "depends_on"), "dependency cycle: " + " -> ".join(cycle)
+        )
+        for name, cycle in g.cycles
+    ]
+
+
+def _check_one_pivot(g: _Steps) -> list[Problem]:
+    return [
+        g.lines.problem(("steps", g.index[extra], "pivot"), f"more than one pivot step ({extra!r})")
+        for extra in g.pivots[1:]
+    ]
+
+
+def _check_pivot_is_not_compensated(g: _Steps) -> list[Problem]:
+    """The pivot is the point of no return: nothing undoes it."""
+    if not g.pivots or g.cycles:  # with a cycle, _check_no_dependency_cycle speaks for it
+        return []
+    pivot = g.pivots[0]
+    if g.spec.steps[g.index[pivot]].compensation is None:
+        return []
+    return [
+        g.lines.problem(
+            ("steps", g.index[pivot], "compensation"),
+            f"pivot step {pivot!r} cannot have a compensation: it is the point of no return",
+        )
+    ]
+
+
+def _check_nothing_after_the_pivot_is_compensated(g: _Steps) -> list[Problem]:
+    """A step after the pivot runs only once the saga cannot turn back, so it is retried
+    forward, never undone."""
+    if not g.pivots or g.cycles:  # "after" means nothing in a cycle
+        return []
+    pivot = g.pivots[0]
+    return [
+        g.lines.problem(
+            ("steps", g.index[s.name], "compensation"),
+            f"step {s.name!r} runs after the pivot {pivot!r} and so cannot be compensated"
+            " (remove its compensation; it is retried forward instead)",
+        )
+        for s in g.spec.steps
+        if s.compensation is not None and _depends_on(s.name, pivot, g.deps)
+    ]
+
+
+def _check_references(g: _Steps) -> list[Problem]:
     """A `${...}` must name something that exists when the handler runs: the input, a step
     that has finished before this one (a dependency, directly or not), or, in a
     compensation, the step's own `result`."""
-    names = {s.name for s in spec.steps}
-    deps = _dependencies(spec)
-    declared = spec.input
+    names = {s.name for s in g.spec.steps}
+    declared = g.spec.input
     problems: list[Problem] = []
-    for i, step in enumerate(spec.steps):
+    for i, step in enumerate(g.spec.steps):
         for where, params in _param_sets(step):
             loc: Loc = (
                 ("steps", i, "params")
                 if where == "params"
-                else (
-                    "steps",
-                    i,
-                    "compensation",
-                    "params",
-                )
+                else ("steps", i, "compensation", "params")
             )
             for ref in references(params):
                 parts = ref.split(".")
@@ -590,7 +739,7 @@ def _reference_problems(spec: DefinitionSpec, lines: LineMap) -> list[Problem]:
                         why = f"there is no step {other!r}"
                     elif other == step.name and where == "params":
                         why = f"step {other!r} has no result while it runs"
-                    elif other != step.name and not _depends_on(step.name, other, deps):
+                    elif other != step.name and not _depends_on(step.name, other, g.deps):
                         why = (
                             f"step {other!r} does not finish before {step.name!r} starts "
                             f"(add it to depends_on)"
@@ -601,109 +750,33 @@ def _reference_problems(spec: DefinitionSpec, lines: LineMap) -> list[Problem]:
                 else:
                     why = "a reference starts with input., steps. or result."
                 if why is not None:
-                    problems.append(lines.problem(loc, f"${{{ref}}}: {why}"))
+                    problems.append(g.lines.problem(loc, f"${{{ref}}}: {why}"))
     return problems
 
 
-def _dependencies(spec: DefinitionSpec) -> dict[str, tuple[str, ...]]:
-    deps: dict[str, tuple[str, ...]] = {}
-    prev: str | None = None
-    for s in spec.steps:
-        if s.depends_on is None:
-            deps[s.name] = (prev,) if prev else ()
-        else:
-            deps[s.name] = s.depends_on
-        prev = s.name
-    return deps
+#: Every rule, in the order it runs, in stages: references follow dependencies, so they are
+#: checked only once the steps and their dependencies make sense.
+CHECKS: tuple[tuple[Callable[[_Steps], list[Problem]], ...], ...] = (
+    (
+        _check_unique_step_names,
+        _check_dependencies_are_other_steps,
+        _check_no_dependency_cycle,
+        _check_one_pivot,
+        _check_pivot_is_not_compensated,
+        _check_nothing_after_the_pivot_is_compensated,
+    ),
+    (_check_references,),
+)
 
 
-def _problems(spec: DefinitionSpec, lines: LineMap) -> list[Problem]:
-    problems: list[Problem] = []
-    index: dict[str, int] = {}
-    for i, s in enumerate(spec.steps):
-        if s.name in index:
-            problems.append(lines.problem(("steps", i, "name"), f"duplicate step name {s.name!r}"))
-        else:
-            index[s.name] = i
-    deps = _dependencies(spec)
-    for i, s in enumerate(spec.steps):
-        for j, d in enumerate(s.depends_on or ()):
-            if d not in index:
-                problems.append(
-                    lines.problem(
-                        ("steps", i, "depends_on", j),
-                        f"step {s.name!r} depends on unknown step {d!r}",
-                    )
-                )
-            elif d == s.name:
-                problems.append(
-                    lines.problem(
-                        ("steps", i, "depends_on", j), f"step {s.name!r} depends on itself"
-                    )
-                )
-    # Cycles: depth-first search over known dependencies.
-    state: dict[str, int] = {}
-
-    def visit(name: str, path: list[str]) -> None:
-        state[name] = 1
-        for d in deps.get(name, ()):
-            if d not in index or d == name:
-                continue
-            if state.get(d) == 1:
-                cycle = path[path.index(d) :] + [d] if d in path else [name, d]
-                problems.append(
-                    lines.problem(
-                        ("steps", index[name], "depends_on"),
-                        "dependency cycle: " + " -> ".join(cycle),
-                    )
-                )
-            elif d not in state:
-                visit(d, [*path, d])
-        state[name] = 2
-
-    for name in index:
-        if name not in state:
-            visit(name, [name])
-
-    pivots = [s.name for s in spec.steps if s.pivot]
-    for extra in pivots[1:]:
-        problems.append(
-            lines.problem(("steps", index[extra], "pivot"), f"more than one pivot step ({extra!r})")
-        )
-    if pivots and not any("dependency cycle" in p.message for p in problems):
-        pivot = pivots[0]
-        if spec.steps[index[pivot]].compensation is not None:
-            problems.append(
-                lines.problem(
-                    ("steps", index[pivot], "compensation"),
-                    f"pivot step {pivot!r} cannot have a compensation: it is the point of no "
-                    "return",
-                )
-            )
-        for s in spec.steps:
-            if s.compensation is not None and _depends_on(s.name, pivot, deps):
-                problems.append(
-                    lines.problem(
-                        ("steps", index[s.name], "compensation"),
-                        f"step {s.name!r} runs after the pivot {pivot!r} and so cannot be "
-                        "compensated"
-                        " (remove its compensation; it is retried forward instead)",
-                    )
-                )
-    return problems
-
-
-def _depends_on(name: str, target: str, deps: Mapping[str, tuple[str, ...]]) -> bool:
-    seen: set[str] = set()
-    todo = list(deps.get(name, ()))
-    while todo:
-        d = todo.pop()
-        if d == target:
-            return True
-        if d not in seen:
-            seen.add(d)
-            todo.extend(deps.get(d, ()))
-    return False
+def definition_problems(spec: DefinitionSpec, lines: LineMap) -> list[Problem]:
+    """Every problem the rules find in the saga's table, located in its file."""
+    steps = _Steps(spec, lines)
+    for stage in CHECKS:
+        problems = [p for check in stage for p in check(steps)]
+        if problems:
+            return problems
+    return []
 
 
 def definition_from_data(
@@ -716,21 +789,17 @@ def definition_from_data(
         spec = DefinitionSpec.model_validate(data)
     except ValidationError as exc:
         raise DefinitionError(pydantic_problems(exc, lines)) from None
-    problems = _problems(spec, lines)
-    if not problems:  # references follow dependencies, which must make sense first
-        problems = _reference_problems(spec, lines)
+    problems = definition_problems(spec, lines)
     if problems:
         raise DefinitionError(problems)
     definition = WorkflowDefinition(spec, file, lines)
     if spec.step_lifecycle is not None:
-        _check_step_lifecycle(definition)
+        _validate_step_lifecycle(definition)
     return definition
 
 
-def _check_step_lifecycle(definition: WorkflowDefinition) -> None:
+def _validate_step_lifecycle(definition: WorkflowDefinition) -> None:
     """Load the saga's own step lifecycle now, so `validate` refuses what `run` would."""
-    from .plugins import lifecycle_chart
-
     ref = definition.spec.step_lifecycle
     where = definition.lines.problem(("step_lifecycle",), "")
     path = Path(str(ref))

@@ -158,6 +158,40 @@ class Queue(Protocol):
     def close(self) -> None: ...
 
 
+@dataclass(frozen=True)
+class ServeOptions:
+    """How a worker process serves a queue (what `statesaga worker` was started with)."""
+
+    #: The worker's name, unique among live workers (what the queue's tools list).
+    name: str
+    #: Return once the queue has nothing ready, instead of waiting for more.
+    burst: bool = False
+    #: Also move delayed jobs (retry backoffs) to the queue when they fall due.
+    with_scheduler: bool = False
+    log_level: str = "INFO"
+    #: Called when a stop is requested (SIGTERM, Ctrl+C), before the job in flight finishes:
+    #: the engine stops running next steps itself, so they go to the queue.
+    on_stop: Callable[[], None] | None = None
+
+
+@runtime_checkable
+class WorkerQueue(Queue, Protocol):
+    """A queue whose jobs worker processes take (`statesaga worker`), such as RQ on Redis.
+
+    An in-process queue (`inline://`) is not one: its jobs run in the process that enqueues
+    them, so it has nothing for a worker to serve.
+    """
+
+    #: The queue's name, as the queue's own tools show it.
+    name: str
+
+    def serve(self, runner: JobRunner, options: ServeOptions) -> bool:
+        """Run the queue's jobs with `runner` in this process until a stop is requested or,
+        with `options.burst`, until none is ready, riding out outages of the queue's server.
+        Returns True when at least one job ran."""
+        ...
+
+
 class Clock(Protocol):
     def now(self) -> datetime: ...
 

@@ -6,8 +6,13 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 from statesaga import CompiledChart, DefinitionError, Registry, TransitionError, load_chart
-from statesaga.charts.lifecycles import lifecycle
+from statesaga._yaml import LineMap
+from statesaga.charts import checks
+from statesaga.charts.chart import SHIPPED, shipped_chart
+from statesaga.charts.lifecycles import ENUMS, lifecycle
+from statesaga.charts.spec import parse_spec
 from statesaga.models import StepStatus, TodoStatus, WorkflowStatus
 
 GOOD = """\
@@ -68,8 +73,6 @@ def test_good_chart_loads_and_wildcard_expands_to_non_final_states(tmp_path: Pat
 
 
 def test_a_dict_is_accepted_like_yaml() -> None:
-    import yaml
-
     chart = load_chart(yaml.safe_load(GOOD))
     assert chart.name == "door"
 
@@ -218,3 +221,147 @@ def test_shipped_tables_carry_the_saga_effects() -> None:
     assert succeed.effects[2].args == {"value": "advance"}
     start = lifecycle("workflow").transitions_from("PENDING", "start")[0]
     assert "schedule_ready" in start.effect_names
+
+
+# -- the graph rules, one named check each -------------------------------------------------
+
+_LEAF = {"chart": "c", "initial": "a"}
+_FLAT = [{"name": "a"}, {"name": "z", "final": True}]
+_TO_Z = [{"trigger": "go", "source": "a", "dest": "z"}]
+
+
+def _nested(**parent: object) -> dict[str, object]:
+    """A chart whose state `p` is given `parent`'s keys; `p` leaves for a final `z`."""
+    return {
+        **_LEAF,
+        "initial": "p",
+        "states": [{"name": "p", **parent}, {"name": "z", "final": True}],
+        "transitions": [{"trigger": "go", "source": "p", "dest": "z"}],
+    }
+
+
+#: A chart breaking each rule, and the message that rule gives (unchanged by the split).
+BROKEN: dict[str, tuple[dict[str, object], str]] = {
+    "_check_initial_is_given": ({"chart": "c", "states": _FLAT}, "missing required key"),
+    "_check_has_states": (_LEAF, "a chart needs at least one state"),
+    "_check_unique_state_names": (
+        {**_LEAF, "states": [*_FLAT, {"name": "a"}], "transitions": _TO_Z},
+        "duplicate state name 'a'",
+    ),
+    "_check_final_states_are_leaves": (
+        _nested(final=True, initial="x", states=[{"name": "x"}]),
+        "final state 'p' cannot have children",
+    ),
+    "_check_parallel_states": (
+        _nested(parallel=True, states=[{"name": "r"}]),
+        "region 'p.r' of parallel state 'p' needs states of its own",
+    ),
+    "_check_compound_states_have_initial_child": (
+        _nested(initial="y", states=[{"name": "x"}]),
+        "initial child 'y' of 'p' is not one of its states",
+    ),
+    "_check_leaves_are_plain": (_nested(parallel=True), "'p' has 'initial'/'parallel' but no"),
+    "_check_initial_state_exists": (
+        {**_LEAF, "initial": "q", "states": _FLAT, "transitions": _TO_Z},
+        "initial state 'q' is not defined",
+    ),
+    "_check_wildcard_stands_alone": (
+        {**_LEAF, "states": _FLAT, "transitions": [{**_TO_Z[0], "source": ["*", "a"]}]},
+        "'*' cannot be mixed with states",
+    ),
+    "_check_sources_exist": (
+        {**_LEAF, "states": _FLAT, "transitions": [*_TO_Z, {**_TO_Z[0], "source": "q"}]},
+        "transition 'go' comes from undefined state 'q'",
+    ),
+    "_check_final_states_have_no_way_out": (
+        {
+            **_LEAF,
+            "states": _FLAT,
+            "transitions": [*_TO_Z, {"trigger": "b", "source": "z", "dest": "a"}],
+        },
+        "final state 'z' has an outgoing transition 'b'",
+    ),
+    "_check_deterministic_triggers": (
+        {**_LEAF, "states": _FLAT, "transitions": [*_TO_Z, *_TO_Z]},
+        "non-deterministic: trigger 'go' from 'a' has two unguarded transitions",
+    ),
+    "_check_destinations_exist": (
+        {**_LEAF, "states": _FLAT, "transitions": [*_TO_Z, {**_TO_Z[0], "dest": "q"}]},
+        "transition 'go' goes to undefined state 'q'",
+    ),
+    "_check_trap_states": (
+        {
+            **_LEAF,
+            "states": [*_FLAT, {"name": "t"}],
+            "transitions": [*_TO_Z, {**_TO_Z[0], "trigger": "t", "dest": "t"}],
+        },
+        "state 't' is not final and has no way out",
+    ),
+    "_check_reachable_states": (
+        {**_LEAF, "states": [*_FLAT, {"name": "u", "final": True}], "transitions": _TO_Z},
+        "state 'u' is unreachable from the initial state 'a'",
+    ),
+}
+
+
+def test_every_rule_is_a_named_check_that_runs() -> None:
+    """A rule written in checks.py but missing from CHECKS would never run."""
+    listed = [check.__name__ for stage in checks.CHECKS for check in stage]
+    written = [name for name in vars(checks) if name.startswith("_check_")]
+    assert sorted(listed) == sorted(written)
+    assert len(set(listed)) == len(listed)
+    assert sorted(BROKEN) == sorted(listed)
+
+
+@pytest.mark.parametrize("name", list(BROKEN))
+def test_each_named_check_finds_its_rule_broken(name: str) -> None:
+    data, message = BROKEN[name]
+    spec = parse_spec(data, LineMap(None))
+    check = getattr(checks, name)
+    found = [p.message for p in check(checks._Graph(spec, LineMap(None)))]
+    assert any(message in m for m in found), found
+    with pytest.raises(DefinitionError) as info:
+        load_chart(data)
+    assert any(message in p.message for p in info.value.problems)
+    # the chart without its breakage passes the rule: each check judges one thing
+    assert not check(checks._Graph(parse_spec(GOOD_DATA, LineMap(None)), LineMap(None)))
+
+
+GOOD_DATA = yaml.safe_load(GOOD)
+
+
+def test_checking_stops_at_a_stage_whose_rules_the_next_ones_need() -> None:
+    # no initial and no states: only the first rule speaks (nothing else can be judged)
+    with pytest.raises(DefinitionError) as info:
+        load_chart({"chart": "c"})
+    assert [p.message for p in info.value.problems] == ["missing required key 'initial'"]
+    # a malformed compound state stops before the graph rules, which would misread it
+    with pytest.raises(DefinitionError) as info:
+        load_chart(_nested(initial="y", states=[{"name": "x"}]))
+    assert [p.message for p in info.value.problems] == [
+        "initial child 'y' of 'p' is not one of its states"
+    ]
+    # a duplicate name does not: the later rules read the first state of that name
+    broken, _ = BROKEN["_check_unique_state_names"]
+    with pytest.raises(DefinitionError) as info:
+        load_chart({**broken, "transitions": []})
+    messages = [p.message for p in info.value.problems]
+    assert messages[0] == "duplicate state name 'a'"
+    assert any("is not final and has no way out" in m for m in messages[1:])
+
+
+def test_the_shipped_lifecycles_are_the_ones_with_an_enum() -> None:
+    assert set(SHIPPED) == set(ENUMS)
+    for name in SHIPPED:
+        assert lifecycle(name) is shipped_chart(name)
+
+
+def test_the_old_module_path_still_names_the_chart_api() -> None:
+    import importlib
+
+    old = importlib.import_module("statesaga.chart")
+    for name in ("Chart", "ChartSpec", "load_chart", "chart_from_data", "chart_json_schema"):
+        assert hasattr(old, name), name
+    assert old.load_chart is load_chart
+    assert isinstance(old.chart_from_data(GOOD_DATA), old.Chart)
+    assert old.chart_json_schema()["title"] == "statesaga chart"

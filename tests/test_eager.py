@@ -13,6 +13,7 @@ import pytest
 from statesaga import Job, Registry, StepStatus, WorkflowStatus
 from statesaga.adapters.inline import InlineQueue
 from statesaga.adapters.rq_queue import RQQueue
+from statesaga.adapters.rq_worker import make_rq_worker
 from statesaga.adapters.sqlite import SQLiteStore
 from statesaga.context import StepContext
 from statesaga.definition import load_definition
@@ -21,7 +22,7 @@ from statesaga.models import WorkflowState
 from statesaga.ports import Queue
 from statesaga.runtime.recovery import Recovery
 from statesaga.verify.simulation import run_seeds
-from statesaga.worker import make_rq_worker, serving
+from statesaga.worker import serving
 
 CLAIMED = "claimed by the worker that ran the last step"
 

@@ -18,13 +18,13 @@ import pytest
 import redis
 from ops_handlers import chaos_saga
 from ops_redis import RedisServer
+from statesaga.adapters.rq_worker import SchedulerThread
 from statesaga.definition import load_definition
 from statesaga.engine import Engine
 from statesaga.models import WorkflowStatus
 from statesaga.plugins import open_queue, open_store
 from statesaga.security.allowlist import AllowList
 from statesaga.verify.crashcheck import LEDGER_ENV, Ledger, check_ledger
-from statesaga.worker import SchedulerThread
 
 pytestmark = pytest.mark.redis
 

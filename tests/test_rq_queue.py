@@ -16,10 +16,11 @@ import pytest
 from rq.job import Job as RQJob
 from rq.scheduler import RQScheduler
 from statesaga.adapters.rq_queue import TIMEOUT_MARGIN, RQQueue, job_timeout, parse_url
+from statesaga.adapters.rq_worker import make_rq_worker
 from statesaga.errors import AdapterError, StatesagaError
 from statesaga.ports import Job, Queue
 from statesaga.testing import QueueConformance, Recorder
-from statesaga.worker import make_rq_worker, run_job, serving
+from statesaga.worker import run_job, serving
 
 pytestmark = pytest.mark.redis
 

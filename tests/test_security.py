@@ -142,7 +142,7 @@ def test_the_job_guard_reads_no_name_and_no_pickle() -> None:
     import redis as redis_py
     from rq import Callback
     from rq.serializers import JSONSerializer
-    from statesaga.jobguard import StatesagaJob, refusal
+    from statesaga.adapters.rq_jobguard import StatesagaJob, refusal
     from statesaga.worker import run_job
 
     conn = redis_py.Redis()  # never connected: nothing here touches Redis

@@ -1,4 +1,5 @@
-"""The shipped lifecycle charts (workflow, step, todo), loaded once per process."""
+"""The shipped lifecycle charts (workflow, step, todo), each checked against the models' status
+enum that the engine stores: the table and the enum must name the same states."""
 
 from __future__ import annotations
 
@@ -7,8 +8,7 @@ from functools import cache
 
 from ..errors import DefinitionError, Problem
 from ..models import StepStatus, TodoStatus, WorkflowStatus
-from ..resources import statecharts_dir
-from .chart import Chart, load_chart
+from .chart import Chart, shipped_chart
 
 ENUMS: dict[str, type[Enum]] = {
     "workflow": WorkflowStatus,
@@ -19,10 +19,10 @@ ENUMS: dict[str, type[Enum]] = {
 
 @cache
 def lifecycle(name: str) -> Chart:
-    """Load a shipped lifecycle chart and check its states against the Python enum."""
+    """A shipped lifecycle chart, its states checked against the Python enum."""
     if name not in ENUMS:
         raise KeyError(f"no shipped lifecycle {name!r}; known: {', '.join(ENUMS)}")
-    chart = load_chart(statecharts_dir() / f"{name}.yaml")
+    chart = shipped_chart(name)
     check_enum(chart, ENUMS[name])
     return chart
 

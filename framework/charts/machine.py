@@ -22,7 +22,8 @@ from transitions import Machine
 from transitions.extensions.nesting import HierarchicalMachine, NestedState
 
 from ..errors import TransitionError
-from .chart import SEP, Chart, StateSpec, TransitionSpec
+from .chart import Chart
+from .spec import SEP, StateSpec, TransitionSpec
 
 if TYPE_CHECKING:
     from ..registry import Registry

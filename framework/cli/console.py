@@ -5,7 +5,6 @@ distributed queues)."""
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import time
 from collections.abc import Mapping
@@ -16,13 +15,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .. import plugins
+from ..app import EngineOptions
 from ..definition import WorkflowDefinition, load_definition
 from ..engine import Engine
 from ..models import HistoryEntry, StepStatus, WorkflowState, WorkflowStatus, halt_reason
-from ..plugins import DEFAULT_QUEUE, DEFAULT_STORE
-from ..registry import Registry
-from ..security.allowlist import AllowList
 from ..security.redact import redact
 
 COLOURS: Mapping[str, str] = {
@@ -45,33 +41,6 @@ COLOURS: Mapping[str, str] = {
     WorkflowStatus.COMPENSATING: "magenta",
     WorkflowStatus.CANCELLED: "dim",
 }
-
-
-def store_url(url: str | None) -> str:
-    return url or os.environ.get("STATESAGA_STORE") or DEFAULT_STORE
-
-
-def queue_url(url: str | None) -> str:
-    return url or os.environ.get("STATESAGA_QUEUE") or DEFAULT_QUEUE
-
-
-def open_engine(
-    store: str | None,
-    queue: str | None,
-    definition: WorkflowDefinition | None = None,
-    allowed: AllowList | None = None,
-    registry: Registry | None = None,
-) -> Engine:
-    step_chart = definition.step_chart() if definition is not None else None
-    # Looked up at call time (not bound at import), so a test's monkeypatch of
-    # plugins.open_store never outlives the test through this module.
-    return Engine(
-        plugins.open_store(store_url(store)),
-        plugins.open_queue(queue_url(queue)),
-        registry,
-        step_chart=step_chart,
-        allowed=allowed,
-    )
 
 
 def _state(value: str) -> Text:
@@ -309,7 +278,7 @@ def demo(store: str | None = None, console: Console | None = None) -> int:
 
     console = console or Console()
     definition = load_definition(examples_dir() / "trip.yaml")
-    engine = open_engine(store or DEMO_STORE, "inline://")
+    engine = EngineOptions(store or DEMO_STORE, "inline://").build()
     console.rule("1. a trip that completes (the hotel's first attempt fails and is retried)")
     ok = run_with_progress(engine, definition, {**DEMO_INPUT, "flaky": "reserve_hotel"}, console)
     console.rule("2. the payment is refused: completed reservations are compensated in reverse")

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import worker
+from ..app import EngineOptions
 from ..engine import Engine
 from ..errors import ConflictError, NotFoundError, RegistryError, StateError, StatesagaError
 from ..models import (
@@ -36,6 +37,7 @@ from ..models import (
     WorkflowStatus,
     new_id,
 )
+from ..plugins import DEFAULT_QUEUE
 from ..ports import Clock, Queue, Store, SystemClock
 from ..registry import Registry
 from ..runtime import recovery
@@ -174,11 +176,13 @@ class WorkflowExecutor:
         if isinstance(engine, Engine):
             self.engine = engine
         else:
-            if queue is None:
-                from ..plugins import DEFAULT_QUEUE, open_queue
-
-                queue = open_queue(DEFAULT_QUEUE)
-            self.engine = Engine(engine, queue, registry, clock=clock)
+            # inline:// itself, not $STATESAGA_QUEUE: a library call reads no environment.
+            self.engine = EngineOptions(
+                store=engine,
+                queue=DEFAULT_QUEUE if queue is None else queue,
+                registry=registry,
+                clock=clock,
+            ).build()
         # The caller drives the saga one step at a time (execute_step, then decides), so each
         # step goes through the queue: no settle claims the next step before it is asked for.
         self.engine.eager = False

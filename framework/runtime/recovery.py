@@ -191,3 +191,53 @@ __all__ = [
     "get_recoverable_workflows",
     "recover_all",
 ]
+
+
+# Appended, not hoisted: issue 18 split this file in parallel (move it up when merged).
+from collections.abc import Callable  # noqa: E402
+
+
+def recover_every(
+    recovery: Recovery,
+    scan_once: Callable[[], object],
+    interval: float,
+    session_id: str | None = None,
+    *,
+    stop: threading.Event | None = None,
+    fatal: tuple[type[BaseException], ...] = (),
+) -> None:
+    """`statesaga recover --every S`: call `scan_once` (a `run_once` and whatever its caller
+    does with the report) every `interval` seconds until `stop` is set, riding out store and
+    queue outages: one log line when one starts and one when it ends, retries backing off in
+    between. After an outage, no heartbeat could be written: the live workers get one
+    `recovery.timeout` to beat again before their workflows are taken for lost.
+
+    An outage never ends the loop, nor does a bug in one scan (logged with its traceback);
+    bad settings do (a refused store, a bad URL: a StatesagaError), as do the `fatal`
+    exceptions the caller names (a command's usage error), raised to the caller."""
+    from .outage import Outage, is_outage
+
+    outage = Outage("recovery loop")
+    stop = stop or threading.Event()
+    while not stop.is_set():
+        try:
+            if outage.down:
+                recovery.scan(session_id)  # read-only: is the store back?
+                outage.ok()
+                stop.wait(recovery.timeout)
+                continue
+            scan_once()
+        except fatal:
+            raise
+        except Exception as exc:
+            if is_outage(exc):
+                stop.wait(outage.failed(exc))
+                continue
+            if isinstance(exc, StatesagaError):
+                raise
+            log.exception("recovery scan failed")
+        outage.ok()
+        stop.wait(interval)
+
+
+__all__ += ["recover_every"]

@@ -17,14 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from .._yaml import load_yaml_file
+from ..app import EngineOptions, operator_handlers
 from ..definition import WorkflowDefinition, definition_from_data, is_definition
 from ..engine import Engine
 from ..errors import DefinitionError, StateError, StatesagaError
 from ..models import WorkflowState
-from ..plugins import open_queue, open_store
+from ..plugins import open_store
 from ..ports import Store
-from ..registry import Registry
-from ..security.allowlist import AllowList
 from ..security.redact import RedactedRepr
 
 log = logging.getLogger("statesaga.web")
@@ -128,10 +127,8 @@ class Operations:
         self.store: Store = open_store(settings.store)
         # The operator's allow-list, as for every command that runs handlers: --handlers (else
         # $STATESAGA_HANDLERS), [tool.statesaga], installed entry points; nothing else imports.
-        self.allowed = AllowList.for_operator(settings.handlers)
-        self.registry = Registry()
-        near = [settings.definitions] if settings.definitions is not None else []
-        self.allowed.load_eager(self.registry, near)
+        self.near = [settings.definitions] if settings.definitions is not None else []
+        self.allowed, self.registry = operator_handlers(settings.handlers, self.near)
         self._engines: dict[str | None, Engine] = {}
         self._lock = threading.Lock()
         self._runners: list[_Runner] = []
@@ -142,12 +139,17 @@ class Operations:
         with self._lock:
             engine = self._engines.get(key)
             if engine is None:
-                queue = open_queue(self.settings.queue)
-                engine = Engine(
-                    self.store, queue, self.registry, step_chart=chart, allowed=self.allowed
-                )
+                # One store for every engine; a queue of its own (bound to its run_job).
+                engine = EngineOptions(
+                    store=self.store,
+                    queue=self.settings.queue,
+                    allowed=self.allowed,
+                    registry=self.registry,
+                    near=self.near,
+                    step_chart=chart,
+                ).build()
                 self._engines[key] = engine
-                if getattr(queue, "in_process", False):
+                if getattr(engine.queue, "in_process", False):
                     self._runners.append(_Runner(engine))
             return engine
 

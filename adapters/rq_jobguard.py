@@ -1,4 +1,5 @@
-"""What a `statesaga worker` accepts from its RQ queue: statesaga's own job, nothing else.
+"""The job guard: what a `statesaga worker` accepts from its RQ queue: statesaga's own job,
+nothing else.
 
 RQ stores a job as a function name, arguments and callback names, and a plain RQ worker
 imports and calls whatever name it reads (`rq.utils.import_attribute`), so anyone who can
@@ -35,21 +36,17 @@ from rq.job import JobStatus
 from rq.scheduler import RQScheduler
 from rq.serializers import JSONSerializer
 from rq.utils import current_timestamp
-
-from .ports import Job
-from .security.redact import redact
+from statesaga.ports import Job
+from statesaga.security.redact import redact
+from statesaga.worker import JOB_FUNCTION, run_job
 
 log = logging.getLogger("statesaga.worker")
 
 #: The job function names a worker runs: the one statesaga enqueues (also the name of jobs
 #: stored by earlier versions, which must keep working).
-JOB_FUNCTIONS = ("statesaga.worker.run_job",)
-
-
-def _job_function() -> Callable[[dict[str, Any]], None]:
-    from .worker import run_job
-
-    return run_job
+JOB_FUNCTIONS = (JOB_FUNCTION,)
+#: What each of them runs: looked up here, never imported by name.
+_RUN_JOB: Callable[[dict[str, Any]], None] = run_job
 
 
 class StatesagaJob(RQJob):
@@ -59,7 +56,7 @@ class StatesagaJob(RQJob):
     def func(self) -> Callable[..., Any]:
         if self.func_name not in JOB_FUNCTIONS or self.instance is not None:
             raise PermissionError(f"job {self.id!r}: {refusal(self)}")
-        return _job_function()
+        return _RUN_JOB
 
     # RQ imports callback names when a job succeeds, fails, stops or is cleaned up.
     @property

@@ -1,0 +1,322 @@
+"""The crash matrix: run a saga again and again, SIGKILL the worker process at each boundary of
+a job in turn, recover, and check that nothing was lost or applied twice.
+
+For each scenario (a definition and an input) a first run records every boundary the jobs
+pass; then every recorded boundary is one cell: a fresh store, a worker **process** that kills
+itself with SIGKILL when it reaches that boundary (.process), then recovery (resume,
+heartbeat timeout 0: the worker is known dead) and a fresh worker, and the checks:
+
+- the workflow converges to the outcome the scenario expects (`Scenario.expect`, e.g. FAILED
+  for a failure after the pivot), else to the one the uninterrupted run reached (COMPLETED or
+  COMPENSATED), and nothing is left open or recoverable (no workflow stuck). A different
+  outcome is correct when a lost attempt was a step's last one: it counted as an attempt;
+- the side-effect ledger (.ledger) shows every action applied at most once, undone at most
+  once, never undone without having been applied; on a COMPLETED workflow every ledgered
+  action is applied, on a COMPENSATED one none is left.
+
+Cells run side by side (threads, each waiting on its own processes), each with its own SQLite
+file and, on RQ, its own queue name.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import tempfile
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
+
+from ...models import StepStatus, WorkflowState, WorkflowStatus
+from .ledger import Ledger, check_ledger
+from .process import BOUNDARIES, FINAL, BoundaryEvent, read_events, run_worker
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A saga to crash: a definition file and its input; `name` labels the table rows.
+
+    `expect` is the outcome that is correct for this input (COMPLETED, COMPENSATED or FAILED,
+    e.g. FAILED for a failure after the pivot). Without it the clean run must end COMPLETED or
+    COMPENSATED, and each crash must end as the clean run did.
+    """
+
+    name: str
+    definition: str
+    input: Mapping[str, Any] = field(default_factory=dict)
+    handlers: Sequence[str] = ()
+    expect: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.expect is not None and self.expect not in _EXPECTABLE:
+            raise ValueError(
+                f"scenario {self.name!r}: cannot expect {self.expect!r}; "
+                f"expect one of {', '.join(sorted(_EXPECTABLE))}"
+            )
+
+
+_EXPECTABLE = frozenset({"COMPLETED", "COMPENSATED", "FAILED"})
+
+
+@dataclass
+class CellResult:
+    """One cell's outcome: the boundary killed (None for the clean run) and what the checks
+    found."""
+
+    scenario: str
+    event: BoundaryEvent | None
+    killed: bool
+    status: str
+    expected: str
+    problems: list[str] = field(default_factory=list)
+    applies: int = 0
+    repeats: int = 0
+    undos: int = 0
+    #: Why an outcome other than `expected` is correct (a lost attempt cost a retry).
+    note: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and (self.status == self.expected or self.note is not None)
+
+
+@dataclass
+class _Settings:
+    """What every cell of one `check_crashes` call shares."""
+
+    store: Callable[[Path], str]
+    queue: Callable[[str], str]
+    workdir: Path
+    deadline: float
+    ledger_scope: str
+
+
+def _cell(
+    settings: _Settings, scenario: Scenario, event: BoundaryEvent | None, expected: str | None
+) -> tuple[CellResult, list[BoundaryEvent]]:
+    """One run: start the saga in a worker that dies at `event` (None: a clean calibration run
+    recording every boundary), then recover with a fresh worker, then check."""
+    from ...plugins import open_store
+    from ...runtime.recovery import get_recoverable_workflows
+
+    tag = "clean" if event is None else f"{event.boundary}-{event.n}"
+    celldir = settings.workdir / f"{scenario.name}-{tag}"
+    celldir.mkdir(parents=True, exist_ok=True)
+    store_url = settings.store(celldir)
+    queue_url = settings.queue(f"crash-{uuid.uuid4().hex[:10]}")
+    base = {
+        "store": store_url,
+        "queue": queue_url,
+        "handlers": list(scenario.handlers),
+        "deadline": settings.deadline,
+    }
+    record = celldir / "events.jsonl"
+    first = dict(
+        base,
+        definition=scenario.definition,
+        input=dict(scenario.input),
+        kill_at=[event.boundary, event.n] if event else None,
+        record=str(record) if event is None else None,
+    )
+    deadline, scope = settings.deadline, settings.ledger_scope
+    code = run_worker(celldir, first, "worker", deadline=deadline, ledger_scope=scope)
+    killed = code == -signal.SIGKILL
+    problems: list[str] = []
+    if code not in (0, -signal.SIGKILL):
+        problems.append(f"worker exited with {code} (see {celldir / 'worker.log'})")
+    if event is not None and not killed:
+        problems.append("the boundary was not reached (the worker was not killed)")
+    if killed:
+        again = dict(base, recover=True)
+        code = run_worker(celldir, again, "recovery", deadline=deadline, ledger_scope=scope)
+        if code != 0:
+            problems.append(f"recovery worker exited with {code} (see {celldir / 'recovery.log'})")
+    events = read_events(record)
+    store = open_store(store_url)
+    try:
+        workflows = store.list()
+        stuck = get_recoverable_workflows(store, 0.0)
+    finally:
+        store.close()
+    status = "MISSING"
+    if len(workflows) != 1:
+        problems.append(f"{len(workflows)} workflows in the store, expected 1")
+    if workflows:
+        status = workflows[0].status.value
+    for wf in workflows:
+        if wf.status not in FINAL:
+            problems.append(f"{wf.id} stuck in {wf.status.value}")
+    problems.extend(f"{wf.id} still recoverable" for wf in stuck if wf.status in FINAL)
+    records = Ledger(celldir / "ledger.jsonl").records()
+    problems.extend(check_ledger(records, workflows))
+    want = scenario.expect or expected or status
+    note = None
+    if scenario.expect is None and status not in (
+        WorkflowStatus.COMPLETED.value,
+        WorkflowStatus.COMPENSATED.value,
+    ):
+        problems.append(
+            f"ended {status}, expected COMPLETED or COMPENSATED (if {status} is correct for "
+            f"this input, say so: --expect {status})"
+        )
+    elif status != want and len(workflows) == 1:
+        note = lost_attempt_cost_a_retry(workflows[0])
+    result = CellResult(
+        scenario=scenario.name,
+        event=event,
+        killed=killed,
+        status=status,
+        expected=want,
+        problems=problems,
+        applies=sum(1 for r in records if r.op == "apply" and r.fresh),
+        repeats=sum(1 for r in records if not r.fresh),
+        undos=sum(1 for r in records if r.op == "undo" and r.fresh),
+        note=note,
+    )
+    return result, events
+
+
+def lost_attempt_cost_a_retry(wf: WorkflowState) -> str | None:
+    """Why a crash run may correctly end otherwise than the clean run: a lost worker's attempt
+    counts as an attempt (README, "Crashes, recovery and cancel"), so a step whose last retry
+    went to a lost attempt gives up one attempt earlier. Returns the note, or None."""
+    for step in wf.steps:
+        lost = [
+            h
+            for h in wf.history
+            if h.step == step.name
+            and h.trigger == "time_out"
+            and h.detail is not None
+            and "worker lost" in h.detail
+        ]
+        gave_up = step.status in (StepStatus.FAILED, StepStatus.IN_DOUBT) or (
+            step.in_doubt and step.status in (StepStatus.COMPENSATING, StepStatus.COMPENSATED)
+        )
+        if lost and gave_up and step.attempts >= step.retry.max_attempts:
+            return f"a lost attempt of {step.name} cost a retry"
+    return None
+
+
+def _with_handlers(scenario: Scenario) -> Scenario:
+    """Workers import an explicit list of handler modules: default to the definition's
+    `handlers` hint, each of which must be on the operator's allow-list."""
+    if scenario.handlers:
+        return scenario
+    from ...definition import load_definition
+    from ...errors import RegistryError
+    from ...security.allowlist import AllowList
+
+    allowed = AllowList.for_operator()
+    hints = load_definition(scenario.definition).spec.handlers
+    refused = [hint for hint in hints if allowed.resolve(hint) is None]
+    if refused:
+        raise RegistryError(allowed.refusal(refused[0]))
+    modules = tuple(str(allowed.resolve(hint)) for hint in hints)
+    return Scenario(scenario.name, scenario.definition, scenario.input, modules, scenario.expect)
+
+
+def _sqlite_store(celldir: Path) -> str:
+    return f"sqlite:///{(celldir / 'store.db').resolve()}"
+
+
+def _queue_factory(queue_url: str) -> Callable[[str], str]:
+    """Each cell gets its own queue name on an RQ server, so cells can run side by side."""
+    parts = urlsplit(queue_url)
+    if parts.scheme == "inline":
+        return lambda name: queue_url
+
+    def named(name: str) -> str:
+        query = parse_qs(parts.query)
+        query["queue"] = [name]
+        return urlunsplit(parts._replace(query=urlencode(query, doseq=True)))
+
+    return named
+
+
+def _store_factory(store_url: str | None) -> Callable[[Path], str]:
+    if store_url is None:
+        return _sqlite_store
+    if urlsplit(store_url).scheme == "memory":
+        raise ValueError("the crash matrix needs a store shared between processes, not memory://")
+    return lambda celldir: store_url
+
+
+def check_crashes(
+    scenarios: Sequence[Scenario],
+    *,
+    queue: str = "inline://",
+    store: str | None = None,
+    workdir: str | Path | None = None,
+    boundaries: Iterable[str] = BOUNDARIES,
+    parallel: int | None = None,
+    deadline: float = 60.0,
+    ledger_scope: str = "step",
+    keep: bool = False,
+) -> list[CellResult]:
+    """Run every scenario clean, then once per boundary it passed, killed there.
+
+    `store` None gives each cell its own SQLite file; a store URL given here is shared by
+    every cell, so `parallel` is forced to 1 and each cell's workflow must be told apart, which
+    the checks do not do: pass a URL only for a store that is emptied between runs.
+    """
+    wanted = set(boundaries)
+    unknown = wanted - set(BOUNDARIES)
+    if unknown:
+        raise ValueError(f"unknown boundaries {sorted(unknown)}; known: {', '.join(BOUNDARIES)}")
+    scenarios = [_with_handlers(s) for s in scenarios]
+    own_dir = workdir is None
+    root = Path(tempfile.mkdtemp(prefix="statesaga-crash-")) if own_dir else Path(str(workdir))
+    settings = _Settings(
+        store=_store_factory(store),
+        queue=_queue_factory(queue),
+        workdir=root,
+        deadline=deadline,
+        ledger_scope=ledger_scope,
+    )
+    workers = 1 if store is not None else (parallel or max(2, os.cpu_count() or 2))
+    results: list[CellResult] = []
+    try:
+        with ThreadPoolExecutor(workers) as pool:
+            clean = list(pool.map(lambda s: _cell(settings, s, None, None), scenarios))
+            jobs = []
+            for scenario, (baseline, events) in zip(scenarios, clean, strict=True):
+                results.append(baseline)
+                for event in events:
+                    if event.boundary in wanted:
+                        jobs.append((scenario, event, baseline.status))
+            order = {b: i for i, b in enumerate(BOUNDARIES)}
+            jobs.sort(key=lambda j: (scenarios.index(j[0]), order[j[1].boundary], j[1].n))
+            for result, _ in pool.map(lambda j: _cell(settings, j[0], j[1], j[2]), jobs):
+                results.append(result)
+    finally:
+        if own_dir and not keep and all(r.ok for r in results):
+            shutil.rmtree(root, ignore_errors=True)
+    return results
+
+
+def trip_scenarios(
+    handlers: Sequence[str] = ("statesaga.examples.ledger_handlers",),
+) -> list[Scenario]:
+    """The shipped trip saga: one run that completes and one that unwinds."""
+    from importlib.resources import files
+
+    path = str(files("statesaga.examples") / "trip.yaml")
+    trip = {
+        "origin": "CDG",
+        "destination": "LIS",
+        "nights": 3,
+        "amount": 640,
+        "email": "ada@example.org",
+    }
+    return [
+        Scenario("trip", path, trip, tuple(handlers)),
+        Scenario("trip-fails", path, dict(trip, fail_at="reserve_car"), tuple(handlers)),
+    ]
+
+
+__all__ = ["CellResult", "Scenario", "check_crashes", "lost_attempt_cost_a_retry", "trip_scenarios"]

@@ -1,0 +1,116 @@
+"""Serving an `rq://` queue (statesaga.adapters.rq_worker) through the WorkerQueue port, and the
+core's side of it: `statesaga worker` knows no queue technology, and no core module imports
+RQ, Redis or an adapter."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import uuid
+from typing import Any
+
+import pytest
+from rq.scheduler import RQScheduler
+from statesaga.adapters.inline import InlineQueue
+from statesaga.adapters.rq_queue import RQQueue
+from statesaga.errors import AdapterError
+from statesaga.ports import Job, ServeOptions, WorkerQueue
+from statesaga.worker import JOB_FUNCTION, WorkerSettings, run_job, run_worker
+
+
+def test_the_job_function_name_is_where_run_job_lives() -> None:
+    assert JOB_FUNCTION == "statesaga.worker.run_job"
+    assert f"{run_job.__module__}.{run_job.__qualname__}" == JOB_FUNCTION
+
+
+def test_no_core_module_imports_rq_redis_arango_or_an_adapter() -> None:
+    """Every module of the core (statesaga, without statesaga.adapters), imported in a fresh
+    interpreter, leaves RQ, Redis, ArangoDB and the adapters unimported."""
+    code = (
+        "import pkgutil, sys, importlib, statesaga\n"
+        "for m in pkgutil.walk_packages(statesaga.__path__, 'statesaga.'):\n"
+        "    if not m.name.endswith('__main__'):\n"
+        "        importlib.import_module(m.name)\n"
+        "print(sorted(n for n in sys.modules if n.split('.')[0] in ('rq', 'redis', 'arango')\n"
+        "      or n.startswith('statesaga.adapters')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"
+
+
+def test_an_inline_queue_has_nothing_for_a_worker_to_serve(tmp_path: Any) -> None:
+    assert not isinstance(InlineQueue(), WorkerQueue)
+    settings = WorkerSettings(
+        queue_url="inline://", store_url=f"sqlite:///{tmp_path / 's.db'}", burst=True
+    )
+    with pytest.raises(AdapterError, match=r"statesaga worker needs an rq:// queue URL"):
+        run_worker(settings)
+
+
+@pytest.mark.redis
+def test_serve_runs_the_jobs_with_the_runner_until_the_queue_is_empty(
+    redis_url: str, redis_client: Any
+) -> None:
+    queue = RQQueue.from_url(redis_url.replace("redis://", "rq://", 1) + "?queue=serve")
+    assert isinstance(queue, WorkerQueue)
+    ran: list[str] = []
+    options = ServeOptions(name=f"t-{uuid.uuid4().hex[:6]}", burst=True, log_level="WARNING")
+    assert queue.serve(lambda job: ran.append(job.step), options) is False
+    queue.enqueue(Job("step", "WF-20260208-00000001", "a", 1))
+    queue.enqueue(Job("step", "WF-20260208-00000001", "b", 1))
+    assert queue.serve(lambda job: ran.append(job.step), options) is True
+    assert ran == ["a", "b"]
+    assert len(queue) == 0
+    queue.close()
+
+
+@pytest.mark.redis
+def test_a_burst_pass_promotes_due_jobs_and_lets_go_of_the_scheduler_lock_before_working(
+    redis_url: str, redis_client: Any
+) -> None:
+    """A burst worker killed mid-job (the crash matrix kills them) must not leave the lock
+    held: the next worker would wait the lock's lifetime for its delayed jobs."""
+    queue = RQQueue.from_url(redis_url.replace("redis://", "rq://", 1) + "?queue=burst")
+    lock = RQScheduler.get_locking_key("burst")
+    queue.enqueue(Job("step", "WF-20260208-00000001", "later", 2), delay=0.5)
+    time.sleep(2.1)  # due, with RQ's whole-second rounding
+    held: list[object] = []
+
+    def runner(job: Job) -> None:
+        held.append(redis_client.get(lock))
+
+    options = ServeOptions(name="burst-t", burst=True, with_scheduler=True, log_level="WARNING")
+    assert queue.serve(runner, options) is True
+    assert held == [None]
+    assert queue.scheduled_job_ids() == []
+    queue.close()
+
+
+@pytest.mark.redis
+def test_a_stop_request_calls_on_stop_and_ends_serving(redis_url: str, redis_client: Any) -> None:
+    """SIGTERM to a serving worker: `on_stop` runs (the engine stops claiming next steps),
+    the job in flight finishes, and serve returns."""
+    import os
+    import signal
+
+    queue = RQQueue.from_url(redis_url.replace("redis://", "rq://", 1) + "?queue=stop")
+    queue.enqueue(Job("step", "WF-20260208-00000001", "a", 1))
+    events: list[str] = []
+
+    def runner(job: Job) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        events.append(f"ran {job.step}")
+
+    options = ServeOptions(
+        name=f"t-{uuid.uuid4().hex[:6]}", log_level="WARNING", on_stop=lambda: events.append("stop")
+    )
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        assert queue.serve(runner, options) is True
+    finally:  # RQ leaves its handlers installed
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    assert events == ["stop", "ran a"]
+    queue.close()
