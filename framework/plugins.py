@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from .charts.chart import Chart, load_chart
 from .charts.lifecycles import lifecycle
 from .errors import AdapterError, DefinitionError, Problem
-from .ports import Queue, Store
+from .ports import Queue, Store, store_exists
 
 if TYPE_CHECKING:
     from .registry import Registry
@@ -96,10 +96,7 @@ def open_existing_store(url: str) -> Store:
     """Open a store for a command that only reads: a store that is not there yet
     (`Store.exists()`, false for an SQLite file not made yet) is refused instead of created."""
     store = open_store(url)
-    # A plugin store written before exists() joined the port is taken to be there, as the
-    # port's default says of a store on a server.
-    exists = store.exists() if hasattr(store, "exists") else True
-    if not exists:
+    if not store_exists(store):
         where = getattr(store, "path", "that URL")
         raise NoStoreError(f"no {scheme(url)} store at {where}: nothing has been stored there yet")
     return store

@@ -136,6 +136,13 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
+def store_exists(store: Store) -> bool:
+    """`store.exists()`; a plugin store written before exists() joined the port has none and
+    is taken to be there, as the port's default says of a store on a server."""
+    exists = getattr(store, "exists", None)
+    return True if exists is None else bool(exists())
+
+
 @runtime_checkable
 class Queue(Protocol):
     """Dispatch of step and compensation jobs.

@@ -499,7 +499,8 @@ def test_on_rq_a_saga_completes_or_compensates(
     make_engine: Callable[..., Engine], redis_url: str, fail_at: str | None
 ) -> None:
     from statesaga.adapters.rq_queue import RQQueue
-    from statesaga.worker import make_rq_worker, serving
+    from statesaga.adapters.rq_worker import make_rq_worker
+    from statesaga.worker import serving
 
     url = redis_url.replace("redis://", "rq://", 1) + f"?queue=matrix-{uuid.uuid4().hex[:8]}"
     queue = RQQueue.from_url(url)
