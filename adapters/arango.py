@@ -31,8 +31,6 @@ from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
-from functools import partial
 from typing import Any, NoReturn
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
@@ -60,7 +58,17 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     ) from exc
 
 from statesaga.errors import AdapterError, ConflictError, DefinitionError, NotFoundError, Problem
-from statesaga.models import WorkflowState, WorkflowStatus, readable_documents
+from statesaga.models import WorkflowState, WorkflowStatus
+
+from ._store import (  # noqa: TID251 (relative, so mypy reads the base class)
+    MISSING,
+    WRITTEN,
+    DocumentStore,
+    Outcome,
+    Record,
+    Stored,
+    taken,
+)
 
 __all__ = ["ArangoSettings", "ArangoStore", "QUERIES"]
 
@@ -170,20 +178,6 @@ INDEXES: tuple[tuple[str, ...], ...] = (
     ("created_at_us", "_key"),
     ("status", "heartbeat_at_us"),
 )
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _micros(value: datetime) -> int:
-    """Microseconds since the epoch; a naive datetime is taken as UTC, the zone every
-    statesaga timestamp is made in (the same rule as the SQLite store)."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    delta = value - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-def _from_micros(value: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=value)
 
 
 def _flag(name: str, text: str) -> bool:
@@ -453,12 +447,13 @@ class ArangoHTTPClient(DefaultHTTPClient):
         )
 
 
-class ArangoStore:
+class ArangoStore(DocumentStore):
     """Store workflow documents in one ArangoDB collection, with optimistic revisions."""
 
     def __init__(self, settings: ArangoSettings, *, database: Any = None) -> None:
         """`database` is a connected python-arango StandardDatabase; None connects lazily on
         first use (unit tests pass an object that records the calls made on it)."""
+        super().__init__()
         settings.check()
         self.settings = settings
         self._db: Any = database
@@ -466,8 +461,6 @@ class ArangoStore:
         self._initialized = False
         self._lock = threading.Lock()
         self._http = ArangoHTTPClient(settings)
-        #: Documents listings found unreadable (and left out), id -> why, until read again.
-        self.unreadable: dict[str, str] = {}
 
     @classmethod
     def from_url(cls, url: str, **overrides: Any) -> ArangoStore:
@@ -732,18 +725,16 @@ class ArangoStore:
     @staticmethod
     def to_document(wf: WorkflowState, revision: int) -> dict[str, Any]:
         """The stored form of `wf` at `revision` (without `_key`; see the module docstring)."""
-        state = wf.model_copy(update={"revision": revision})
-        return {
-            "revision": revision,
-            "session_id": wf.session_id,
-            "status": WorkflowStatus(wf.status).value,
-            "created_at_us": _micros(wf.created_at),
-            "heartbeat_at_us": None if wf.heartbeat_at is None else _micros(wf.heartbeat_at),
-            "state": state.to_json(),
-        }
+        return _document(Record.of(wf, revision))
 
     def from_document(self, doc: Mapping[str, Any]) -> WorkflowState:
         """Validate a stored document; unknown or invalid fields raise DefinitionError."""
+        return self._load(self._stored(doc))
+
+    def _stored(self, doc: Mapping[str, Any]) -> Stored:
+        """A document as the store algorithm reads it, with what is wrong with its top-level
+        attributes (raised when it is loaded). They are authoritative: a heartbeat updates
+        only heartbeat_at_us, and the revision is what the save's check compared."""
         key = str(doc.get("_key", "?"))
         source = self._source(key)
         unknown = sorted(set(doc) - _SYSTEM_FIELDS - _STORED_FIELDS)
@@ -762,17 +753,9 @@ class ArangoStore:
         ):
             problems.append(Problem("must be an integer or null", source, None, "heartbeat_at_us"))
         if problems:
-            raise DefinitionError(problems)
+            return Stored(key, "", problems=tuple(problems))
         assert isinstance(state, str) and isinstance(revision, int)  # checked just above
-        wf = WorkflowState.from_json(state, source=source)
-        # The top-level attributes are authoritative: a heartbeat updates only
-        # heartbeat_at_us, and the revision is what the save's check compared.
-        wf.revision = revision
-        if heartbeat is not None and (
-            wf.heartbeat_at is None or _micros(wf.heartbeat_at) < heartbeat
-        ):
-            wf.heartbeat_at = _from_micros(heartbeat)
-        return wf
+        return Stored(key, state, heartbeat, revision)
 
     # -- the Store protocol -----------------------------------------------------------------
 
@@ -813,30 +796,28 @@ class ArangoStore:
             f"document (error 1200) {_WRITE_TRIES} times in a row"
         )
 
-    def create(self, wf: WorkflowState) -> None:
-        if not _KEY_RE.match(wf.id):
+    def _insert(self, record: Record) -> Outcome:
+        if not _KEY_RE.match(record.id):
             raise AdapterError(
-                f"{self.settings.where}: workflow id {wf.id!r} is not a valid ArangoDB key "
+                f"{self.settings.where}: workflow id {record.id!r} is not a valid ArangoDB key "
                 "(letters, digits and _-:.@()+,=;$!*' only, at most 254)"
             )
-        doc = {"_key": wf.id, **self.to_document(wf, 1)}
+        doc = {"_key": record.id, **_document(record)}
         db = self._database()
-        duplicate = False
-        with self._errors("create", wf.id):
+        with self._errors("create", record.id):
             try:
                 db.collection(self.settings.collection).insert(doc, silent=True)
+                return WRITTEN
             except DocumentInsertError as exc:
                 if exc.error_code != arango_errno.UNIQUE_CONSTRAINT_VIOLATED:
                     raise
-                duplicate = True
-        if duplicate:
-            stored = self._fetch(wf.id)
-            # A replayed insert (the connection broke after the first one was sent) finds
-            # its own document: that is a success, not a duplicate.
-            if stored is None or not self._is_ours(stored, doc):
-                rev = stored.get("revision") if stored else None
-                raise ConflictError(wf.id, None, rev if isinstance(rev, int) else None)
-        wf.revision = 1
+        stored = self._fetch(record.id)
+        # A replayed insert (the connection broke after the first one was sent) finds its own
+        # document: that is a success, not a duplicate.
+        if stored is not None and self._is_ours(stored, doc):
+            return WRITTEN
+        rev = stored.get("revision") if stored else None
+        return taken(rev if isinstance(rev, int) else None)
 
     @staticmethod
     def _is_ours(stored: Mapping[str, Any], doc: Mapping[str, Any]) -> bool:
@@ -855,59 +836,58 @@ class ArangoStore:
             doc: dict[str, Any] | None = db.collection(self.settings.collection).get(workflow_id)
         return doc
 
-    def get(self, workflow_id: str) -> WorkflowState:
+    def _read(self, workflow_id: str) -> Stored | None:
         doc = self._fetch(workflow_id)
-        if doc is None:
-            raise NotFoundError(workflow_id)
-        return self.from_document(doc)
+        return None if doc is None else self._stored(doc)
 
-    def save(self, wf: WorkflowState) -> None:
-        if not _KEY_RE.match(wf.id):
-            raise NotFoundError(wf.id)
-        doc = self.to_document(wf, wf.revision + 1)
-        binds = self._bind(key=wf.id, revision=wf.revision, doc=doc)
+    def _replace(self, record: Record, expected: int) -> Outcome:
+        if not _KEY_RE.match(record.id):
+            return MISSING
+        doc = _document(record)
+        binds = self._bind(key=record.id, revision=expected, doc=doc)
         timed_out = False
         try:
-            if self._write(QUERIES["save"], binds, "save", wf.id):
-                wf.revision += 1
-                return
+            if self._write(QUERIES["save"], binds, "save", record.id):
+                return WRITTEN
         except _OutcomeUnknown:
             timed_out = True
         # Nothing matched, or no answer came: the stored document tells what happened. Only
         # paid on these paths.
         try:
-            stored = self._fetch(wf.id)
+            stored = self._fetch(record.id)
         except AdapterError as exc:
             if not timed_out:
                 raise
-            raise AdapterError(f"{self._unknown(wf)}; reading it back failed too: {exc}") from None
+            raise AdapterError(
+                f"{self._unknown(record.id, expected)}; reading it back failed too: {exc}"
+            ) from None
         if stored is None:
-            raise NotFoundError(wf.id)
+            return MISSING
         if self._is_ours(stored, doc):
             # Our statement did commit: the answer was lost (timeout), or the request was
             # replayed after a broken connection and the replay found the revision taken.
-            wf.revision += 1
-            return
+            return WRITTEN
         rev = stored.get("revision")
-        if timed_out and rev == wf.revision:
+        if timed_out and rev == expected:
             # Not applied yet, but the statement may still be queued or running on the
             # server: neither "saved" nor "conflict" would be true.
             raise AdapterError(
-                f"{self._unknown(wf)}; the store still has revision {rev}, and the save may "
-                "yet apply (the server stops it after max_runtime): read it again before acting"
+                f"{self._unknown(record.id, expected)}; the store still has revision {rev}, "
+                "and the save may yet apply (the server stops it after max_runtime): read it "
+                "again before acting"
             )
-        raise ConflictError(wf.id, wf.revision, rev if isinstance(rev, int) else None)
+        return taken(rev if isinstance(rev, int) else None)
 
-    def _unknown(self, wf: WorkflowState) -> str:
+    def _unknown(self, workflow_id: str, revision: int) -> str:
         return (
-            f"{self.settings.where}: save of {wf.id} at revision {wf.revision} got no answer "
+            f"{self.settings.where}: save of {workflow_id} at revision {revision} got no answer "
             f"within {self.settings.timeout:g} s, so its outcome is unknown"
         )
 
-    def heartbeat(self, workflow_id: str, at: datetime) -> None:
+    def _beat(self, workflow_id: str, at_us: int) -> bool:
         if not _KEY_RE.match(workflow_id):
-            raise NotFoundError(workflow_id)
-        binds = self._bind(key=workflow_id, at=_micros(at))
+            return False
+        binds = self._bind(key=workflow_id, at=at_us)
         try:
             touched = self._write(QUERIES["heartbeat"], binds, "heartbeat", workflow_id)
         except _OutcomeUnknown:
@@ -915,25 +895,21 @@ class ArangoStore:
                 f"{self.settings.where}: heartbeat of {workflow_id} got no answer within "
                 f"{self.settings.timeout:g} s"
             ) from None
-        if not touched:
-            raise NotFoundError(workflow_id)
+        return bool(touched)
 
-    def list_stale(
-        self, before: datetime, statuses: Iterable[WorkflowStatus]
-    ) -> list[WorkflowState]:
-        wanted = sorted({WorkflowStatus(s).value for s in statuses})
-        if not wanted:
-            return []
-        binds = self._bind(statuses=wanted, before=_micros(before))
-        return self._readable(self._run(QUERIES["stale"], binds, "list"))
-
-    def _readable(self, docs: Iterable[dict[str, Any]]) -> list[WorkflowState]:
-        """Listings leave out a document that cannot be read (named in `unreadable`)."""
-        read: list[WorkflowState] = readable_documents(
-            ((str(d.get("_key", "?")), partial(self.from_document, d)) for d in docs),
-            self.unreadable,
+    def _select(
+        self, session_id: str | None, status: str | None, limit: int | None
+    ) -> Iterable[Stored]:
+        query, binds = self.list_query(
+            session_id=session_id,
+            status=None if status is None else WorkflowStatus(status),
+            limit=limit,
         )
-        return read
+        return [self._stored(d) for d in self._run(query, binds, "list")]
+
+    def _select_stale(self, statuses: list[str], before_us: int) -> Iterable[Stored]:
+        binds = self._bind(statuses=statuses, before=before_us)
+        return [self._stored(d) for d in self._run(QUERIES["stale"], binds, "list")]
 
     def write_raw(self, workflow_id: str, text: str) -> None:
         """Replace the stored JSON text of an existing workflow, bypassing validation.
@@ -969,13 +945,14 @@ class ArangoStore:
             binds["limit"] = max(int(limit), 0)
         return query, binds
 
-    # Last in the class: below this, `list` would name this method in annotations.
-    def list(
-        self,
-        *,
-        session_id: str | None = None,
-        status: WorkflowStatus | None = None,
-        limit: int | None = None,
-    ) -> list[WorkflowState]:
-        query, binds = self.list_query(session_id=session_id, status=status, limit=limit)
-        return self._readable(self._run(query, binds, "list"))
+
+def _document(record: Record) -> dict[str, Any]:
+    """A record as the collection stores it (without `_key`; see the module docstring)."""
+    return {
+        "revision": record.revision,
+        "session_id": record.session_id,
+        "status": record.status,
+        "created_at_us": record.created_us,
+        "heartbeat_at_us": record.heartbeat_us,
+        "state": record.text,
+    }

@@ -1,6 +1,7 @@
 """`memory://`: a store in this process's memory, for tests and one-off runs.
 
-Documents are kept as JSON text, so what comes back is a copy that went through the same
+Records are kept as the other stores keep them (JSON text and the index fields, see
+`statesaga.adapters._store`), so what comes back is a copy that went through the same
 serialisation as a real store (no shared mutable objects between callers).
 """
 
@@ -8,20 +9,33 @@ from __future__ import annotations
 
 import builtins
 import threading
-from collections.abc import Iterable
-from datetime import datetime
-from functools import partial
+from collections.abc import Callable, Iterable
+from dataclasses import replace
 
-from statesaga.errors import ConflictError, NotFoundError
-from statesaga.models import WorkflowState, WorkflowStatus, readable_documents
+from ._store import (  # noqa: TID251 (relative, so mypy reads the base class)
+    MISSING,
+    WRITTEN,
+    DocumentStore,
+    Outcome,
+    Record,
+    Stored,
+    taken,
+)
 
 
-class MemoryStore:
+def _stored(record: Record) -> Stored:
+    return Stored(record.id, record.text, record.heartbeat_us)
+
+
+def _later(a: int | None, b: int | None) -> int | None:
+    return b if a is None or (b is not None and b > a) else a
+
+
+class MemoryStore(DocumentStore):
     def __init__(self) -> None:
-        self._docs: dict[str, str] = {}
+        super().__init__()
+        self._records: dict[str, Record] = {}
         self._lock = threading.Lock()
-        #: Documents listings found unreadable (and left out), id -> why, until read again.
-        self.unreadable: dict[str, str] = {}
 
     @classmethod
     def from_url(cls, url: str) -> MemoryStore:
@@ -30,78 +44,69 @@ class MemoryStore:
     def initialize(self) -> None:
         pass
 
-    def create(self, wf: WorkflowState) -> None:
-        with self._lock:
-            if wf.id in self._docs:
-                raise ConflictError(
-                    wf.id, None, WorkflowState.from_json(self._docs[wf.id]).revision
-                )
-            wf.revision = 1
-            self._docs[wf.id] = wf.to_json()
-
-    def get(self, workflow_id: str) -> WorkflowState:
-        with self._lock:
-            text = self._docs.get(workflow_id)
-        if text is None:
-            raise NotFoundError(workflow_id)
-        return WorkflowState.from_json(text)
-
-    def save(self, wf: WorkflowState) -> None:
-        with self._lock:
-            text = self._docs.get(wf.id)
-            if text is None:
-                raise NotFoundError(wf.id)
-            stored = WorkflowState.from_json(text)
-            if stored.revision != wf.revision:
-                raise ConflictError(wf.id, wf.revision, stored.revision)
-            new = wf.model_copy(update={"revision": wf.revision + 1})
-            if stored.heartbeat_at and (
-                new.heartbeat_at is None or stored.heartbeat_at > new.heartbeat_at
-            ):
-                new.heartbeat_at = stored.heartbeat_at
-            self._docs[wf.id] = new.to_json()
-            wf.revision = new.revision
-
-    def heartbeat(self, workflow_id: str, at: datetime) -> None:
-        with self._lock:
-            text = self._docs.get(workflow_id)
-            if text is None:
-                raise NotFoundError(workflow_id)
-            wf = WorkflowState.from_json(text)
-            wf.heartbeat_at = at
-            self._docs[workflow_id] = wf.to_json()
-
-    def list(
-        self,
-        *,
-        session_id: str | None = None,
-        status: WorkflowStatus | None = None,
-        limit: int | None = None,
-    ) -> list[WorkflowState]:
-        with self._lock:
-            texts = list(self._docs.items())
-        docs = readable_documents(
-            ((wid, partial(WorkflowState.from_json, t, f"stored {wid}")) for wid, t in texts),
-            self.unreadable,
-        )
-        out = [
-            d
-            for d in docs
-            if (session_id is None or d.session_id == session_id)
-            and (status is None or d.status == status)
-        ]
-        out.sort(key=lambda d: (d.created_at, d.id))
-        return out[:limit] if limit is not None else out
-
-    def list_stale(
-        self, before: datetime, statuses: Iterable[WorkflowStatus]
-    ) -> builtins.list[WorkflowState]:
-        wanted = set(statuses)
-        return [
-            d
-            for d in self.list()
-            if d.status in wanted and (d.heartbeat_at is None or d.heartbeat_at < before)
-        ]
-
     def close(self) -> None:
         pass
+
+    def write_raw(self, workflow_id: str, text: str) -> None:
+        """Replace the stored JSON text of an existing workflow, bypassing validation.
+
+        For tests only (as ArangoStore.write_raw): it shows what reading a document written by
+        another program or version does.
+        """
+        with self._lock:
+            self._records[workflow_id] = replace(self._records[workflow_id], text=text)
+
+    def _insert(self, record: Record) -> Outcome:
+        with self._lock:
+            stored = self._records.get(record.id)
+            if stored is not None:
+                return taken(stored.revision)
+            self._records[record.id] = record
+        return WRITTEN
+
+    def _replace(self, record: Record, expected: int) -> Outcome:
+        with self._lock:
+            stored = self._records.get(record.id)
+            if stored is None:
+                return MISSING
+            if stored.revision != expected:
+                return taken(stored.revision)
+            beat = _later(stored.heartbeat_us, record.heartbeat_us)
+            self._records[record.id] = replace(record, heartbeat_us=beat)
+        return WRITTEN
+
+    def _read(self, workflow_id: str) -> Stored | None:
+        with self._lock:
+            record = self._records.get(workflow_id)
+        return None if record is None else _stored(record)
+
+    def _beat(self, workflow_id: str, at_us: int) -> bool:
+        with self._lock:
+            record = self._records.get(workflow_id)
+            if record is None:
+                return False
+            beat = _later(record.heartbeat_us, at_us)
+            self._records[workflow_id] = replace(record, heartbeat_us=beat)
+        return True
+
+    def _select(
+        self, session_id: str | None, status: str | None, limit: int | None
+    ) -> Iterable[Stored]:
+        return self._oldest_first(
+            lambda r: (
+                (session_id is None or r.session_id == session_id)
+                and (status is None or r.status == status)
+            )
+        )[:limit]
+
+    def _select_stale(self, statuses: builtins.list[str], before_us: int) -> Iterable[Stored]:
+        return self._oldest_first(
+            lambda r: (
+                r.status in statuses and (r.heartbeat_us is None or r.heartbeat_us < before_us)
+            )
+        )
+
+    def _oldest_first(self, keep: Callable[[Record], bool]) -> builtins.list[Stored]:
+        with self._lock:
+            records = [r for r in self._records.values() if keep(r)]
+        return [_stored(r) for r in sorted(records, key=lambda r: (r.created_us, r.id))]

@@ -37,21 +37,27 @@ from __future__ import annotations
 import builtins
 import logging
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
-from functools import partial
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 from statesaga.adapters._redis_url import check_redis_url
-from statesaga.errors import AdapterError, ConflictError, NotFoundError
-from statesaga.models import WorkflowState, WorkflowStatus, readable_documents
+from statesaga.errors import AdapterError
+
+from ._store import (  # noqa: TID251 (relative, so mypy reads the base class)
+    MISSING,
+    WRITTEN,
+    DocumentStore,
+    Outcome,
+    Record,
+    Stored,
+    taken,
+)
 
 if TYPE_CHECKING:
     import redis
 
 log = logging.getLogger("statesaga.redis_store")
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 DEFAULT_PREFIX = "statesaga:"
 #: `?durability=` values: check the server's persistence (the default), or accept none.
 DURABILITY = ("checked", "none")
@@ -114,18 +120,7 @@ return 1
 """
 
 
-def _micros(at: datetime) -> int:
-    """Integer microseconds since the epoch; a naive datetime is taken as UTC."""
-    if at.tzinfo is None:
-        at = at.replace(tzinfo=UTC)
-    return (at - _EPOCH) // timedelta(microseconds=1)
-
-
-def _from_micros(value: float) -> datetime:
-    return _EPOCH + timedelta(microseconds=int(value))
-
-
-class RedisStore:
+class RedisStore(DocumentStore):
     """The Store port on Redis: documents as JSON, revision check and indexes in Lua."""
 
     def __init__(
@@ -136,10 +131,9 @@ class RedisStore:
                 f"redis store URL option durability={durability!r}: expected one of "
                 f"{', '.join(DURABILITY)}"
             )
+        super().__init__()
         self.client = client
         self.prefix = prefix
-        #: Documents listings found unreadable (and left out), id -> why, until read again.
-        self.unreadable: dict[str, str] = {}
         # Checked on first use rather than here, so that opening a store stays free of
         # network calls (a process may start while Redis is still coming up).
         self._durable = durability == "none"
@@ -235,16 +229,17 @@ class RedisStore:
     def _heartbeat_key(self) -> str:
         return f"{self.prefix}heartbeat"
 
-    def _args(self, wf: WorkflowState, doc: str) -> list[Any]:
-        session = wf.session_id
-        heartbeat = "" if wf.heartbeat_at is None else _micros(wf.heartbeat_at)
+    def _fields(self, record: Record) -> list[Any]:
+        """The record as the scripts take it: doc, status, has_session, session, created,
+        heartbeat ('' for none)."""
+        session = record.session_id
         return [
-            doc,
-            wf.status.value,
+            record.text,
+            record.status,
             "0" if session is None else "1",
             session or "",
-            _micros(wf.created_at),
-            heartbeat,
+            record.created_us,
+            "" if record.heartbeat_us is None else record.heartbeat_us,
         ]
 
     # -- the port --------------------------------------------------------------------------
@@ -259,33 +254,30 @@ class RedisStore:
         except redis.exceptions.ConnectionError as exc:
             raise AdapterError(f"redis store cannot reach the server: {exc}") from None
 
-    def create(self, wf: WorkflowState) -> None:
-        self._ensure_durable()
-        doc = wf.model_copy(update={"revision": 1}).to_json()
-        args = self._args(wf, doc)
-        existing = int(self._create(keys=[self._doc_key(wf.id)], args=[self.prefix, wf.id, *args]))
-        if existing:
-            raise ConflictError(wf.id, None, existing)
-        wf.revision = 1
+    def close(self) -> None:
+        self.client.close()
 
-    def get(self, workflow_id: str) -> WorkflowState:
-        (got,) = self._fetch([workflow_id], strict=True)
-        if got is None:
-            raise NotFoundError(workflow_id)
-        return got
-
-    def save(self, wf: WorkflowState) -> None:
+    # -- the primitives of the store algorithm (statesaga.adapters._store) -----------------
+    def _insert(self, record: Record) -> Outcome:
         self._ensure_durable()
-        new_revision = wf.revision + 1
-        doc = wf.model_copy(update={"revision": new_revision}).to_json()
-        d, status, has_session, session, created, heartbeat = self._args(wf, doc)
+        existing = int(
+            self._create(
+                keys=[self._doc_key(record.id)],
+                args=[self.prefix, record.id, *self._fields(record)],
+            )
+        )
+        return taken(existing) if existing else WRITTEN
+
+    def _replace(self, record: Record, expected: int) -> Outcome:
+        self._ensure_durable()
+        doc, status, has_session, session, created, heartbeat = self._fields(record)
         code, stored = self._save(
-            keys=[self._doc_key(wf.id)],
+            keys=[self._doc_key(record.id)],
             args=[
                 self.prefix,
-                wf.id,
-                d,
-                wf.revision,
+                record.id,
+                doc,
+                expected,
                 status,
                 has_session,
                 session,
@@ -294,57 +286,42 @@ class RedisStore:
             ],
         )
         if int(code) == -1:
-            raise NotFoundError(wf.id)
-        if int(code) == 0:
-            raise ConflictError(wf.id, wf.revision, int(stored))
-        wf.revision = new_revision
+            return MISSING
+        return WRITTEN if int(code) == 1 else taken(int(stored))
 
-    def heartbeat(self, workflow_id: str, at: datetime) -> None:
+    def _read(self, workflow_id: str) -> Stored | None:
+        (got,) = self._fetch([workflow_id])
+        return got
+
+    def _beat(self, workflow_id: str, at_us: int) -> bool:
         self._ensure_durable()
         found = self._heartbeat(
-            keys=[self._doc_key(workflow_id), self._heartbeat_key],
-            args=[workflow_id, _micros(at)],
+            keys=[self._doc_key(workflow_id), self._heartbeat_key], args=[workflow_id, at_us]
         )
-        if not int(found):
-            raise NotFoundError(workflow_id)
+        return bool(int(found))
 
-    def list(
-        self,
-        *,
-        session_id: str | None = None,
-        status: WorkflowStatus | None = None,
-        limit: int | None = None,
-    ) -> builtins.list[WorkflowState]:
+    def _select(
+        self, session_id: str | None, status: str | None, limit: int | None
+    ) -> Iterable[Stored]:
         self._ensure_durable()
         if session_id is not None:
             index = f"{self.prefix}session:{session_id}"
         elif status is not None:
-            index = f"{self.prefix}status:{WorkflowStatus(status).value}"
+            index = f"{self.prefix}status:{status}"
         else:
             index = f"{self.prefix}all"
-        # With both filters the session index is read whole and filtered by status: sessions
-        # are small (one conversation's workflows), statuses are not.
+        # With both filters the session index is read whole and filtered by the status field:
+        # sessions are small (one conversation's workflows), statuses are not.
         both = session_id is not None and status is not None
         stop = -1 if limit is None or both else limit - 1
-        if limit is not None and limit <= 0:
-            return []
         ids = [str(i) for i in self.client.zrange(index, 0, stop)]
-        docs = [d for d in self._fetch(ids) if d is not None]
-        if both:
-            docs = [d for d in docs if d.status == status]
-            if limit is not None:
-                docs = docs[:limit]
-        return docs
+        rows = [r for r in self._fetch(ids, status if both else None) if r is not None]
+        return rows[:limit]
 
-    def list_stale(
-        self, before: datetime, statuses: Iterable[WorkflowStatus]
-    ) -> builtins.list[WorkflowState]:
+    def _select_stale(self, statuses: builtins.list[str], before_us: int) -> Iterable[Stored]:
         self._ensure_durable()
-        wanted = sorted({WorkflowStatus(s).value for s in statuses})
-        if not wanted:
-            return []
         pipe = self.client.pipeline(transaction=False)
-        for s in wanted:
+        for s in statuses:
             pipe.zrange(f"{self.prefix}status:{s}", 0, -1, withscores=True)
         ranges: builtins.list[builtins.list[tuple[str, float]]] = pipe.execute()
         candidates = sorted((created, wid) for r in ranges for wid, created in r)
@@ -352,51 +329,30 @@ class RedisStore:
             return []
         ids = [wid for _, wid in candidates]
         beats = self.client.zmscore(self._heartbeat_key, ids)
-        cutoff = _micros(before)
-        stale = [wid for wid, beat in zip(ids, beats, strict=True) if beat is None or beat < cutoff]
-        return [d for d in self._fetch(stale) if d is not None]
+        stale = [
+            wid for wid, beat in zip(ids, beats, strict=True) if beat is None or beat < before_us
+        ]
+        return [r for r in self._fetch(stale) if r is not None]
 
-    def close(self) -> None:
-        self.client.close()
-
-    # -- helpers ---------------------------------------------------------------------------
     def _fetch(
-        self, ids: builtins.list[str], *, strict: bool = False
-    ) -> builtins.list[WorkflowState | None]:
-        """Documents by id in one round trip, each with the latest heartbeat folded in. A
-        document that cannot be read raises when `strict` (a get), else it is left out and
-        noted in `unreadable` (a listing goes on with the others)."""
+        self, ids: builtins.list[str], status: str | None = None
+    ) -> builtins.list[Stored | None]:
+        """Documents by id in one round trip, each with its heartbeat; None for an id with no
+        document (or, given `status`, a document in another status)."""
         self._ensure_durable()
         if not ids:
             return []
         pipe = self.client.pipeline(transaction=False)
         for wid in ids:
-            pipe.hget(self._doc_key(wid), "doc")
+            pipe.hmget(self._doc_key(wid), "doc", "status")
         pipe.zmscore(self._heartbeat_key, ids)
         *docs, beats = pipe.execute()
-        out: builtins.list[WorkflowState | None] = []
-        for wid, text, beat in zip(ids, docs, beats, strict=True):
-            if text is None:
-                out.append(None)
-                continue
-            if strict:
-                wf = WorkflowState.from_json(text, f"stored {wid}")
-            else:
-                read = readable_documents(
-                    [(wid, partial(WorkflowState.from_json, text, f"stored {wid}"))],
-                    self.unreadable,
-                )
-                if not read:
-                    continue
-                wf = read[0]
-            # Keep the document's own value when it is the same instant, so a document reads
-            # back exactly as written (same UTC offset).
-            if beat is not None and (
-                wf.heartbeat_at is None or _micros(wf.heartbeat_at) < int(beat)
-            ):
-                wf.heartbeat_at = _from_micros(beat)
-            out.append(wf)
-        return out
+        return [
+            None
+            if text is None or (status is not None and stored_status != status)
+            else Stored(wid, text, None if beat is None else int(beat))
+            for wid, (text, stored_status), beat in zip(ids, docs, beats, strict=True)
+        ]
 
 
 def location(client: redis.Redis) -> str:

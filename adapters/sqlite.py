@@ -30,13 +30,23 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
-from functools import partial
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from statesaga.errors import AdapterError, ConflictError, NotFoundError
-from statesaga.models import WorkflowState, WorkflowStatus, readable_documents
+from statesaga.errors import AdapterError
+from statesaga.models import WorkflowState, WorkflowStatus
+
+from ._store import (  # noqa: TID251 (relative, so mypy reads the base class)
+    MISSING,
+    WRITTEN,
+    DocumentStore,
+    Outcome,
+    Record,
+    Stored,
+    micros,
+    taken,
+)
 
 SCHEMA_VERSION = 1
 
@@ -59,26 +69,6 @@ CREATE INDEX IF NOT EXISTS workflows_name
 """
 
 _SYNCHRONOUS = {"full": "FULL", "normal": "NORMAL"}
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _micros(at: datetime) -> int:
-    """Integer microseconds since the epoch: exact (a float would round microseconds) and
-    ordered, so the heartbeat and created_at indexes compare instants, not text.
-
-    A naive datetime is taken as UTC, the zone every statesaga timestamp is made in.
-    """
-    if at.tzinfo is None:
-        at = at.replace(tzinfo=UTC)
-    return (at - _EPOCH) // timedelta(microseconds=1)
-
-
-def _from_micros(value: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=value)
-
-
-def _heartbeat_micros(wf: WorkflowState) -> int | None:
-    return None if wf.heartbeat_at is None else _micros(wf.heartbeat_at)
 
 
 def _stale_query(n_statuses: int) -> str:
@@ -87,16 +77,16 @@ def _stale_query(n_statuses: int) -> str:
     # "IS NULL" and "<" in one WHERE, SQLite uses the index for the status only and reads
     # every row of those statuses.
     return (
-        "SELECT doc, heartbeat_at, created_at, id FROM workflows"
+        "SELECT id, doc, heartbeat_at, created_at FROM workflows"
         f" WHERE status IN ({marks}) AND heartbeat_at IS NULL"
         " UNION ALL"
-        " SELECT doc, heartbeat_at, created_at, id FROM workflows"
+        " SELECT id, doc, heartbeat_at, created_at FROM workflows"
         f" WHERE status IN ({marks}) AND heartbeat_at < ?"
         " ORDER BY created_at, id"
     )
 
 
-class SQLiteStore:
+class SQLiteStore(DocumentStore):
     """A `Store` in one SQLite file; safe to share between threads (one connection each)."""
 
     def __init__(
@@ -111,6 +101,7 @@ class SQLiteStore:
             raise AdapterError(
                 f"sqlite synchronous={synchronous!r} is not supported (use: full, normal)"
             )
+        super().__init__()
         self.path = Path(path)
         self.synchronous = _SYNCHRONOUS[synchronous.lower()]
         self.timeout = timeout
@@ -118,8 +109,6 @@ class SQLiteStore:
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._initialized = False
-        #: Documents listings found unreadable (and left out), id -> why, until read again.
-        self.unreadable: dict[str, str] = {}
         #: Saves of this process's threads share transactions (see GroupCommit).
         self.group_commit = GroupCommit()
 
@@ -248,64 +237,41 @@ class SQLiteStore:
         for conn in connections:
             conn.close()
 
-    # -- documents -----------------------------------------------------------------------------
+    # -- the primitives of the store algorithm (statesaga.adapters._store) ---------------------
 
-    def _rows(self, rows: Iterable[tuple[str, int | None, str]]) -> builtins.list[WorkflowState]:
-        docs: builtins.list[WorkflowState] = readable_documents(
-            ((wid, partial(self._load, doc, hb, wid)) for doc, hb, wid in rows),
-            self.unreadable,
-        )
-        return docs
-
-    def _load(self, doc: str, heartbeat: int | None, workflow_id: str = "") -> WorkflowState:
-        wf = WorkflowState.from_json(doc, f"stored {workflow_id}" if workflow_id else "store")
-        if heartbeat is not None:
-            column = _from_micros(heartbeat)
-            # Keep the document's own value when it is the same instant, so a document reads
-            # back exactly as written (same offset), not re-expressed in UTC.
-            if wf.heartbeat_at is None or _micros(wf.heartbeat_at) < heartbeat:
-                wf.heartbeat_at = column
-        return wf
-
-    def create(self, wf: WorkflowState) -> None:
-        doc = wf.model_copy(update={"revision": 1})
+    def _insert(self, record: Record) -> Outcome:
+        outcome = WRITTEN
 
         def write(conn: sqlite3.Connection) -> None:
-            row = conn.execute("SELECT revision FROM workflows WHERE id = ?", (wf.id,)).fetchone()
+            nonlocal outcome
+            row = conn.execute(
+                "SELECT revision FROM workflows WHERE id = ?", (record.id,)
+            ).fetchone()
             if row is not None:
-                raise ConflictError(wf.id, None, row[0])
+                outcome = taken(row[0])
+                return
             conn.execute(
                 "INSERT INTO workflows (id, revision, session_id, status, heartbeat_at,"
-                " created_at, doc) VALUES (?, 1, ?, ?, ?, ?, ?)",
+                " created_at, doc) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
-                    wf.id,
-                    wf.session_id,
-                    wf.status.value,
-                    _heartbeat_micros(wf),
-                    _micros(wf.created_at),
-                    doc.to_json(),
+                    record.id,
+                    record.revision,
+                    record.session_id,
+                    record.status,
+                    record.heartbeat_us,
+                    record.created_us,
+                    record.text,
                 ),
             )
 
         self.group_commit.run(write, self._conn)
-        wf.revision = 1
+        return outcome
 
-    def get(self, workflow_id: str) -> WorkflowState:
-        row = (
-            self._conn()
-            .execute("SELECT doc, heartbeat_at FROM workflows WHERE id = ?", (workflow_id,))
-            .fetchone()
-        )
-        if row is None:
-            raise NotFoundError(workflow_id)
-        return self._load(row[0], row[1], workflow_id)
-
-    def save(self, wf: WorkflowState) -> None:
-        new_revision = wf.revision + 1
-        doc = wf.model_copy(update={"revision": new_revision})
-        heartbeat = _heartbeat_micros(wf)
+    def _replace(self, record: Record, expected: int) -> Outcome:
+        outcome = WRITTEN
 
         def write(conn: sqlite3.Connection) -> None:
+            nonlocal outcome
             # The revision check and the write are one statement; the heartbeat column only
             # moves forward, so a save carrying an old heartbeat cannot hide a newer one.
             cursor = conn.execute(
@@ -315,61 +281,72 @@ class SQLiteStore:
                 "   THEN :heartbeat ELSE heartbeat_at END"
                 " WHERE id = :id AND revision = :revision",
                 {
-                    "new_revision": new_revision,
-                    "session_id": wf.session_id,
-                    "status": wf.status.value,
-                    "created_at": _micros(wf.created_at),
-                    "doc": doc.to_json(),
-                    "heartbeat": heartbeat,
-                    "id": wf.id,
-                    "revision": wf.revision,
+                    "new_revision": record.revision,
+                    "session_id": record.session_id,
+                    "status": record.status,
+                    "created_at": record.created_us,
+                    "doc": record.text,
+                    "heartbeat": record.heartbeat_us,
+                    "id": record.id,
+                    "revision": expected,
                 },
             )
             if cursor.rowcount == 0:
                 row = conn.execute(
-                    "SELECT revision FROM workflows WHERE id = ?", (wf.id,)
+                    "SELECT revision FROM workflows WHERE id = ?", (record.id,)
                 ).fetchone()
-                if row is None:
-                    raise NotFoundError(wf.id)
-                raise ConflictError(wf.id, wf.revision, row[0])
+                outcome = MISSING if row is None else taken(row[0])
 
         self.group_commit.run(write, self._conn)
-        wf.revision = new_revision
+        return outcome
 
-    def heartbeat(self, workflow_id: str, at: datetime) -> None:
+    def _read(self, workflow_id: str) -> Stored | None:
+        row = (
+            self._conn()
+            .execute("SELECT doc, heartbeat_at FROM workflows WHERE id = ?", (workflow_id,))
+            .fetchone()
+        )
+        return None if row is None else Stored(workflow_id, row[0], row[1])
+
+    def _beat(self, workflow_id: str, at_us: int) -> bool:
+        found = True
+
         def write(conn: sqlite3.Connection) -> None:
+            nonlocal found
             cursor = conn.execute(
                 "UPDATE workflows SET heartbeat_at = CASE"
                 " WHEN heartbeat_at IS NULL OR heartbeat_at < :at THEN :at ELSE heartbeat_at END"
                 " WHERE id = :id",
-                {"at": _micros(at), "id": workflow_id},
+                {"at": at_us, "id": workflow_id},
             )
-            if cursor.rowcount == 0:
-                raise NotFoundError(workflow_id)
+            found = cursor.rowcount > 0
 
         self.group_commit.run(write, self._conn)
+        return found
 
-    def list(
-        self,
-        *,
-        session_id: str | None = None,
-        status: WorkflowStatus | None = None,
-        limit: int | None = None,
-    ) -> list[WorkflowState]:
+    def _select(
+        self, session_id: str | None, status: str | None, limit: int | None
+    ) -> Iterable[Stored]:
         where, params = self._where(session_id, status, None)
-        sql = "SELECT doc, heartbeat_at, id FROM workflows"
+        sql = "SELECT id, doc, heartbeat_at FROM workflows"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY created_at, id"
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit)
-        rows = self._conn().execute(sql, params).fetchall()
-        return self._rows(rows)
+        return self._rows(sql, params)
+
+    def _select_stale(self, statuses: builtins.list[str], before_us: int) -> Iterable[Stored]:
+        rows = self._conn().execute(_stale_query(len(statuses)), [*statuses, *statuses, before_us])
+        return (Stored(wid, doc, heartbeat) for wid, doc, heartbeat, _ in rows.fetchall())
+
+    def _rows(self, sql: str, params: builtins.list[object]) -> builtins.list[Stored]:
+        return [Stored(*row) for row in self._conn().execute(sql, params).fetchall()]
 
     @staticmethod
     def _where(
-        session_id: str | None, status: WorkflowStatus | None, name: str | None
+        session_id: str | None, status: str | None, name: str | None
     ) -> tuple[builtins.list[str], builtins.list[object]]:
         where: builtins.list[str] = []
         params: builtins.list[object] = []
@@ -401,12 +378,12 @@ class SQLiteStore:
         where, params = self._where(session_id, status, name)
         if before is not None:
             where.append("(created_at, id) < (?, ?)")
-            params += [_micros(before[0]), before[1]]
-        sql = "SELECT doc, heartbeat_at, id FROM workflows"
+            params += [micros(before[0]), before[1]]
+        sql = "SELECT id, doc, heartbeat_at FROM workflows"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
-        return self._rows(self._conn().execute(sql, [*params, limit]).fetchall())
+        return self._readable(self._rows(sql, [*params, limit]))
 
     def count_by_status(
         self, *, session_id: str | None = None, name: str | None = None
@@ -418,16 +395,6 @@ class SQLiteStore:
             sql += " WHERE " + " AND ".join(where)
         sql += " GROUP BY status"
         return {status: n for status, n in self._conn().execute(sql, params).fetchall()}
-
-    def list_stale(
-        self, before: datetime, statuses: Iterable[WorkflowStatus]
-    ) -> builtins.list[WorkflowState]:
-        wanted = sorted({WorkflowStatus(s).value for s in statuses})
-        if not wanted:
-            return []
-        sql = _stale_query(len(wanted))
-        rows = self._conn().execute(sql, [*wanted, *wanted, _micros(before)]).fetchall()
-        return self._rows((doc, heartbeat, wid) for doc, heartbeat, _, wid in rows)
 
 
 class _Write:

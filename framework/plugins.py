@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from .charts.chart import Chart, load_chart
 from .charts.lifecycles import lifecycle
 from .errors import AdapterError, DefinitionError, Problem
-from .ports import Queue, Store
+from .ports import Queue, Store, store_exists
 
 if TYPE_CHECKING:
     from .registry import Registry
@@ -93,11 +93,10 @@ class NoStoreError(AdapterError):
 
 
 def open_existing_store(url: str) -> Store:
-    """Open a store for a command that only reads: a store that is not there yet (one with
-    an `exists()` method, such as SQLite's file) is refused instead of created."""
+    """Open a store for a command that only reads: a store that is not there yet
+    (`Store.exists()`, false for an SQLite file not made yet) is refused instead of created."""
     store = open_store(url)
-    exists = getattr(store, "exists", None)
-    if exists is not None and not exists():
+    if not store_exists(store):
         where = getattr(store, "path", "that URL")
         raise NoStoreError(f"no {scheme(url)} store at {where}: nothing has been stored there yet")
     return store

@@ -101,9 +101,17 @@ class Store(Protocol):
     - heartbeat() records a heartbeat time without changing the revision.
     - list() filters by session and/or status, oldest first; list_stale() returns workflows in
       one of `statuses` whose heartbeat is older than `before` (or missing).
+    - exists() says whether the store is already there, without creating it.
     """
 
     def initialize(self) -> None: ...
+
+    def exists(self) -> bool:
+        """Whether the store is already there, so that a command that only reads may open it
+        without creating it. A store on a server is there as far as opening it goes (whether
+        the server answers is learnt on first use), which is this default; a store in a local
+        file says whether its file exists."""
+        return True
 
     def create(self, wf: WorkflowState) -> None: ...
 
@@ -126,6 +134,13 @@ class Store(Protocol):
     ) -> builtins.list[WorkflowState]: ...
 
     def close(self) -> None: ...
+
+
+def store_exists(store: Store) -> bool:
+    """`store.exists()`; a plugin store written before exists() joined the port has none and
+    is taken to be there, as the port's default says of a store on a server."""
+    exists = getattr(store, "exists", None)
+    return True if exists is None else bool(exists())
 
 
 @runtime_checkable

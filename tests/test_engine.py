@@ -1,5 +1,8 @@
-"""The saga engine on the embedded default: completion, retries, compensation, strategies,
-pivots, stale and duplicate events, results flowing between steps."""
+"""The saga engine on the embedded default: compensation strategies and failures, deadlines and
+timeouts, results flowing between steps, late results, failed saves, definition errors.
+
+Completion, retries, reverse compensation, pivots, duplicate and stale jobs and illegal commands
+are tested on every store and both dispatch modes in tests/test_engine_matrix.py."""
 
 from __future__ import annotations
 
@@ -9,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from statesaga import DefinitionError, Job, Registry, StepStatus, WorkflowStatus
+from statesaga import DefinitionError, Registry, StepStatus, WorkflowStatus
 from statesaga.adapters.inline import InlineQueue
 from statesaga.adapters.sqlite import SQLiteStore
 from statesaga.context import StepContext
 from statesaga.definition import load_definition
 from statesaga.engine import Engine
-from statesaga.errors import StateError
+from statesaga.ports import Job
 
 
 class Ledger:
@@ -98,67 +101,6 @@ def statuses(wf: Any) -> dict[str, str]:
     return {s.name: s.status.value for s in wf.steps}
 
 
-def test_completion_persists_every_step_and_its_history(
-    engine_for: Callable[..., Engine], ledger: Ledger
-) -> None:
-    engine = engine_for()
-    wf = engine.run(load_definition(saga(step("a"), step("b"), step("c"))), {"x": 1})
-    assert wf.status is WorkflowStatus.COMPLETED
-    stored = engine.store.get(wf.id)
-    assert stored == wf
-    assert statuses(stored) == {"a": "COMPLETED", "b": "COMPLETED", "c": "COMPLETED"}
-    assert ledger.done("do") == ["a", "b", "c"]
-    assert stored.finished_at is not None
-    triggers = [(h.step, h.trigger) for h in stored.history]
-    assert triggers[0] == (None, "start") and triggers[-1] == (None, "advance")
-    assert stored.history[-1].dest == "COMPLETED"
-
-
-def test_retry_with_exponential_backoff_then_success(
-    engine_for: Callable[..., Engine], ledger: Ledger
-) -> None:
-    engine = engine_for(fail={"b": 2})
-    definition = load_definition(
-        saga(
-            step("a"),
-            step(
-                "b",
-                retry={**FAST, "initial_interval": 0.05, "backoff_rate": 3.0, "max_interval": 1},
-            ),
-        )
-    )
-    wf = engine.run(definition)
-    assert wf.status is WorkflowStatus.COMPLETED
-    b = wf.step("b")
-    assert b.attempts == 3
-    assert [h.dest for h in wf.history if h.step == "b"] == [
-        "QUEUED",
-        "EXECUTING",
-        "RETRYING",
-        "EXECUTING",
-        "RETRYING",
-        "EXECUTING",
-        "COMPLETED",
-    ]
-    t = ledger.times["b"]
-    assert t[1] - t[0] >= 0.05 and t[2] - t[1] >= 0.15  # 0.05, then 0.05 * 3
-
-
-def test_exhaustion_compensates_completed_steps_in_reverse(
-    engine_for: Callable[..., Engine], ledger: Ledger
-) -> None:
-    engine = engine_for(fail={"d": 99})
-    wf = engine.run(load_definition(saga(step("a"), step("b"), step("c"), step("d"), step("e"))))
-    assert wf.status is WorkflowStatus.COMPENSATED
-    assert wf.step("d").attempts == 3 and wf.step("d").status is StepStatus.FAILED
-    assert wf.step("e").status is StepStatus.SKIPPED
-    assert ledger.done("undo") == ["c", "b", "a"]
-    # Compensations see the result of the action they undo.
-    assert wf.step("a").compensation is not None
-    assert wf.step("a").compensation.result == {"undone": "a-1"}
-    assert wf.error is not None and wf.error.type == "RuntimeError"
-
-
 def test_parallel_strategy_compensates_all_at_once(
     engine_for: Callable[..., Engine], ledger: Ledger
 ) -> None:
@@ -199,31 +141,6 @@ def test_compensation_follows_reverse_dependency_order_under_every_strategy(
     undone = ledger.done("undo")
     assert sorted(undone) == ["a", "b", "c", "e"]
     assert undone.index("c") < undone.index("b") < undone.index("a")
-
-
-def test_steps_after_a_completed_pivot_are_not_compensated(
-    engine_for: Callable[..., Engine], ledger: Ledger
-) -> None:
-    engine = engine_for(fail={"c": 99})
-    definition = load_definition(
-        saga(step("a"), step("b", comp=False, pivot=True), step("c", comp=False))
-    )
-    wf = engine.run(definition)
-    assert wf.status is WorkflowStatus.FAILED
-    assert ledger.done("undo") == []
-    assert wf.step("c").attempts == 3  # retried forward first
-
-
-def test_failure_before_the_pivot_compensates(
-    engine_for: Callable[..., Engine], ledger: Ledger
-) -> None:
-    engine = engine_for(fail={"b": 99})
-    definition = load_definition(
-        saga(step("a"), step("b", comp=False, pivot=True), step("c", comp=False))
-    )
-    wf = engine.run(definition)
-    assert wf.status is WorkflowStatus.COMPENSATED
-    assert ledger.done("undo") == ["a"]
 
 
 def test_a_compensation_that_keeps_failing_ends_failed_with_its_reason(
@@ -338,28 +255,6 @@ def test_dependencies_run_in_parallel_branches_and_join(
     assert ledger.done("do")[-1] == "c"
 
 
-def test_duplicate_and_stale_jobs_are_ignored(
-    engine_for: Callable[..., Engine], ledger: Ledger
-) -> None:
-    engine = engine_for()
-    queue = engine.queue
-    assert isinstance(queue, InlineQueue)
-    definition = load_definition(saga(step("a"), step("b")))
-    wf = engine.start(definition)
-    job = Job(kind="step", workflow_id=wf.id, step="a", attempt=1)
-    queue.enqueue(job)  # a duplicate delivery of the same attempt
-    engine.wait(wf.id)
-    final = engine.store.get(wf.id)
-    assert final.status is WorkflowStatus.COMPLETED
-    assert ledger.done("do") == ["a", "b"]  # the duplicate did not run the action again
-    revision = final.revision
-    engine.run_job(job)  # replayed after the end
-    engine.run_job(Job(kind="step", workflow_id=wf.id, step="b", attempt=7))  # wrong attempt token
-    engine.run_job(Job(kind="compensation", workflow_id=wf.id, step="a", attempt=1))
-    assert engine.store.get(wf.id).revision == revision
-    assert ledger.done("do") == ["a", "b"] and ledger.done("undo") == []
-
-
 class WorkerLost(Exception):
     """The worker running a job died at a probe's boundary."""
 
@@ -390,16 +285,6 @@ def test_a_late_result_of_an_old_attempt_is_rejected(
     final = engine.store.get(wf.id)
     assert final.status is WorkflowStatus.COMPLETED and final.step("a").attempts == 2
     assert ledger.calls == [("do", "a", 2)]  # attempt 1's job is stale and never ran
-
-
-def test_cancel_of_a_finished_workflow_is_an_error_and_changes_nothing(
-    engine_for: Callable[..., Engine],
-) -> None:
-    engine = engine_for()
-    wf = engine.run(load_definition(saga(step("a"))))
-    with pytest.raises(StateError, match="already COMPLETED"):
-        engine.cancel(wf.id)
-    assert engine.store.get(wf.id).revision == wf.revision
 
 
 def test_a_failed_save_leaves_nothing_half_applied(
@@ -456,22 +341,3 @@ def test_unknown_handler_is_reported_when_loaded(tmp_path: Path) -> None:
 def test_compensable_step_after_pivot_is_rejected() -> None:
     with pytest.raises(DefinitionError, match="runs after the pivot 'b'"):
         load_definition(saga(step("a"), step("b", comp=False, pivot=True), step("c")))
-
-
-def test_eager_dispatch_saves_once_per_step_and_keeps_the_outcome(tmp_path: Path) -> None:
-    reg = Registry()
-    ran: list[str] = []
-    reg.register_handler("noop", lambda ctx: ran.append(ctx.step))
-    definition = load_definition(saga(*({"name": f"s{i}", "action": "noop"} for i in range(5))))
-    plain = Engine(
-        SQLiteStore(tmp_path / "p.db"), InlineQueue(), reg, heartbeat_interval=0, eager=False
-    )
-    eager = Engine(SQLiteStore(tmp_path / "e.db"), InlineQueue(), reg, heartbeat_interval=0)
-    a, b = plain.run(definition), eager.run(definition)
-    assert a.status is b.status is WorkflowStatus.COMPLETED
-    assert ran == [f"s{i}" for i in range(5)] * 2
-    # Revisions count saves: create + claim and settle per step, vs. one claim for the first.
-    assert a.revision == 1 + 2 * 5
-    assert b.revision == 1 + 1 + 5
-    claimed = [h for h in b.history if h.trigger == "dispatch" and h.detail]
-    assert [h.step for h in claimed] == ["s1", "s2", "s3", "s4"]

@@ -976,7 +976,10 @@ def test_memory_store_lists_around_an_unreadable_document() -> None:
     store = open_store("memory://")
     good = load_definition(ROOT / "examples" / "trip.yaml").instantiate({})
     store.create(good)
-    store._docs["WF-20260101-badbad01"] = '{"id": "WF-20260101-badbad01", "steps": 3}'  # type: ignore[attr-defined]
+    bad = load_definition(ROOT / "examples" / "trip.yaml").instantiate({})
+    bad.id = "WF-20260101-badbad01"
+    store.create(bad)
+    store.write_raw(bad.id, '{"id": "WF-20260101-badbad01", "steps": 3}')  # type: ignore[attr-defined]
     assert [wf.id for wf in store.list()] == [good.id]
     assert list(store.unreadable) == ["WF-20260101-badbad01"]  # type: ignore[attr-defined]
     assert "Field required" in store.unreadable["WF-20260101-badbad01"]  # type: ignore[attr-defined]

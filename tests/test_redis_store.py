@@ -32,6 +32,11 @@ def test_the_url_picks_the_prefix_and_the_entry_point_opens_it(store: RedisStore
     assert RedisStore.from_url("redis://127.0.0.1:1/0").prefix == "statesaga:"
 
 
+def test_a_server_store_exists_without_asking_the_server() -> None:
+    # Port 1 is closed: whether the server answers is learnt on first use, not here.
+    assert RedisStore.from_url("redis://127.0.0.1:1/0").exists() is True
+
+
 def test_an_unreachable_server_is_reported_when_initialized() -> None:
     store = RedisStore.from_url("redis://127.0.0.1:1/0?socket_connect_timeout=0.2")
     with pytest.raises(AdapterError, match="cannot reach"):

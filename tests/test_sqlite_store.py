@@ -11,7 +11,7 @@ import pytest
 from statesaga.adapters.sqlite import SQLiteStore, _stale_query
 from statesaga.errors import AdapterError
 from statesaga.models import WorkflowState, WorkflowStatus
-from statesaga.plugins import open_store
+from statesaga.plugins import NoStoreError, open_existing_store, open_store
 
 
 def test_relative_url_is_relative_to_the_working_directory(
@@ -29,6 +29,20 @@ def test_absolute_url_and_the_entry_point(tmp_path: Path) -> None:
     assert isinstance(store, SQLiteStore)
     assert store.path == tmp_path / "abs.db"
     assert store.path.is_absolute()
+
+
+def test_exists_is_false_until_the_file_is_made_and_asking_makes_nothing(
+    tmp_path: Path,
+) -> None:
+    store = SQLiteStore(tmp_path / "later" / "s.db")
+    assert store.exists() is False
+    assert not (tmp_path / "later").exists()
+    with pytest.raises(NoStoreError, match="nothing has been stored there yet"):
+        open_existing_store(f"sqlite:///{tmp_path}/later/s.db")
+    store.create(WorkflowState(name="x"))
+    assert store.exists() is True
+    assert open_existing_store(f"sqlite:///{tmp_path}/later/s.db").exists()
+    store.close()
 
 
 @pytest.mark.parametrize(

@@ -35,7 +35,7 @@ def _memory(request: pytest.FixtureRequest) -> Store:
 
 
 def _memory_raw(store: MemoryStore, workflow_id: str, text: str) -> None:
-    store._docs[workflow_id] = text
+    store.write_raw(workflow_id, text)
 
 
 def _sqlite(request: pytest.FixtureRequest) -> Store:

@@ -48,7 +48,7 @@ from ..models import (
     WorkflowState,
     WorkflowStatus,
 )
-from ..ports import Store
+from ..ports import Store, store_exists
 
 T0 = datetime(2026, 2, 8, 9, 30, 0, 123456, tzinfo=UTC)
 
@@ -150,6 +150,14 @@ class StoreConformance:
     def write_raw(self, store: Store, workflow_id: str, text: str) -> None:
         """Replace a stored document with raw JSON text (adapter-specific; optional)."""
         raise NotImplementedError
+
+    # -- exists --------------------------------------------------------------------------------
+
+    def test_a_store_holding_a_workflow_exists(self, store: Store) -> None:
+        """`exists()` lets a command that only reads refuse a store that is not there yet
+        instead of creating it (an SQLite file); a store that holds a workflow is there."""
+        store.create(make_workflow())
+        assert store_exists(store) is True
 
     # -- create / get --------------------------------------------------------------------------
 
