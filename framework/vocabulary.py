@@ -66,8 +66,8 @@ PAUSED = "paused"
 UNDOING = "undoing"
 #: A step that gave up going forward (the workflow is told `step_failed`).
 GAVE_UP = "gave_up"
-#: A workflow that ended undone: nothing of it is left applied (compensated, or cancelled
-#: before it started).
+#: Ended undone, nothing of it left applied: a workflow compensated or cancelled before it
+#: started; a step compensated.
 ROLLED_BACK = "rolled_back"
 
 #: The tags the engine reads, per lifecycle, with what it reads them for.
@@ -82,6 +82,7 @@ TAGS: dict[str, dict[str, str]] = {
         IN_FLIGHT: "which steps have their action job queued or running",
         UNDOING: "which steps have their compensation job queued or running",
         GAVE_UP: "which steps gave up going forward",
+        ROLLED_BACK: "which steps were undone",
     },
 }
 
@@ -168,8 +169,12 @@ WORKFLOW_ROLLED_BACK = _workflow(tagged(_WORKFLOW, ROLLED_BACK))
 
 #: The step's action job is queued or running (QUEUED, EXECUTING, RETRYING).
 STEP_IN_FLIGHT = _step(tagged(_STEP, IN_FLIGHT))
+#: The step's compensation job is queued or running (COMPENSATING).
+STEP_UNDOING = _step(tagged(_STEP, UNDOING))
 #: A job for the step (its action or its compensation) is queued or running.
-STEP_BUSY = STEP_IN_FLIGHT | _step(tagged(_STEP, UNDOING))
+STEP_BUSY = STEP_IN_FLIGHT | STEP_UNDOING
+#: The step's effect was undone (COMPENSATED).
+STEP_ROLLED_BACK = _step(tagged(_STEP, ROLLED_BACK))
 #: The step gave up going forward (FAILED, IN_DOUBT).
 STEP_GAVE_UP = _step(tagged(_STEP, GAVE_UP))
 #: No work of the step is under way, so an unwinding saga skips it (the sources of `skip`).
@@ -208,9 +213,11 @@ __all__ = [
     "STEP_MAY_REMAIN",
     "STEP_NOT_STARTED",
     "STEP_REQUEUEABLE",
+    "STEP_ROLLED_BACK",
     "STEP_SETTLED",
     "STEP_SIGNALLABLE",
     "STEP_TO_UNDO",
+    "STEP_UNDOING",
     "STEP_WAITING",
     "TAGS",
     "TRIGGERS",

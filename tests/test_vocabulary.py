@@ -13,8 +13,8 @@ from statesaga.adapters.inline import InlineQueue
 from statesaga.adapters.memory import MemoryStore
 from statesaga.charts.lifecycles import lifecycle
 from statesaga.engine import Engine
-from statesaga.resources import statecharts_dir
 from statesaga.models import CompensationAction, RetryPolicy, SagaStep, StepError, WorkflowState
+from statesaga.resources import statecharts_dir
 from statesaga.runtime.transaction import Txn
 from statesaga.vocabulary import (
     STEP_BUSY,
@@ -23,9 +23,11 @@ from statesaga.vocabulary import (
     STEP_MAY_REMAIN,
     STEP_NOT_STARTED,
     STEP_REQUEUEABLE,
+    STEP_ROLLED_BACK,
     STEP_SETTLED,
     STEP_SIGNALLABLE,
     STEP_TO_UNDO,
+    STEP_UNDOING,
     STEP_WAITING,
     TRIGGERS,
     WORKFLOW_ENDED,
@@ -53,6 +55,8 @@ def test_the_groups_are_read_from_the_shipped_tables() -> None:
     assert STEP_MAY_REMAIN == {S.COMPLETED, S.IN_DOUBT, S.EXECUTING}
     assert STEP_SETTLED == set(S) - {S.PENDING, S.QUEUED, S.WAITING, S.EXECUTING, S.RETRYING}
     assert STEP_WAITING == {S.WAITING}
+    assert STEP_UNDOING == {S.COMPENSATING}
+    assert STEP_ROLLED_BACK == {S.COMPENSATED}
     assert STEP_SIGNALLABLE == {S.PENDING, S.WAITING}
     assert STEP_REQUEUEABLE == {S.WAITING, S.QUEUED, S.RETRYING, S.COMPENSATING}
 
@@ -103,7 +107,7 @@ def test_a_user_workflow_lifecycle_that_does_not_say_what_rolled_back_is_refused
         _engine(workflow_chart=data)
 
 
-def _undoing(engine: Engine) -> tuple[Txn, SagaStep]:
+def _undoing() -> tuple[Txn, SagaStep]:
     """A working copy whose one step is being undone after a failed compensation attempt."""
     step = SagaStep(
         id="STEP-1",
@@ -125,10 +129,10 @@ def _undoing(engine: Engine) -> tuple[Txn, SagaStep]:
 
 def test_the_table_says_when_a_compensation_is_put_back_at_once() -> None:
     engine = _engine()
-    txn, step = _undoing(engine)
+    txn, step = _undoing()
     engine.kernel.fire(txn, step, StepTrigger.COMPENSATION_FAILED)
     assert [delay for _, delay in txn.jobs] == [30.0]  # a retry waits out its backoff
-    txn, step = _undoing(engine)
+    txn, step = _undoing()
     engine.kernel.fire(txn, step, StepTrigger.REQUEUE)
     assert [delay for _, delay in txn.jobs] == [0.0]  # lost: its backoff was spent meanwhile
     (requeue,) = lifecycle("step").transitions_from("COMPENSATING", StepTrigger.REQUEUE)

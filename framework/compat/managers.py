@@ -41,12 +41,21 @@ from ..ports import Clock, Queue, Store, SystemClock
 from ..registry import Registry
 from ..runtime import recovery
 from ..runtime.heartbeat import heartbeat_cutoff
-from ..vocabulary import STEP_SETTLED, STEP_TO_UNDO, WORKFLOW_RECOVERABLE, WORKFLOW_ROLLED_BACK
+from ..vocabulary import (
+    STEP_ROLLED_BACK,
+    STEP_SETTLED,
+    STEP_TO_UNDO,
+    STEP_UNDOING,
+    WORKFLOW_RECOVERABLE,
+    WORKFLOW_ROLLED_BACK,
+)
 
 log = logging.getLogger("statesaga.compat.managers")
 
 #: Workflows a lost agent session can pick up again: started, not finished.
 RECOVERABLE = WORKFLOW_RECOVERABLE
+#: Being undone or undone (a step that had completed still has its result).
+_UNWOUND = STEP_UNDOING | STEP_ROLLED_BACK
 #: Too late to attach a compensation: settled, and not a step an unwinding saga undoes.
 _TOO_LATE_TO_UNDO = STEP_SETTLED - STEP_TO_UNDO
 
@@ -234,8 +243,7 @@ class WorkflowExecutor:
             results.update(stored.results)
         done = stored.step(name)
         if done.status is StepStatus.COMPLETED or (
-            done.status in (StepStatus.COMPENSATING, StepStatus.COMPENSATED)
-            and done.completed_at is not None
+            done.status in _UNWOUND and done.completed_at is not None
         ):
             return done.result
         if done.status not in STEP_SETTLED and not engine.has_ended(stored.status.value):
