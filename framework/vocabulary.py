@@ -66,6 +66,9 @@ PAUSED = "paused"
 UNDOING = "undoing"
 #: A step that gave up going forward (the workflow is told `step_failed`).
 GAVE_UP = "gave_up"
+#: Ended undone, nothing of it left applied: a workflow compensated or cancelled before it
+#: started; a step compensated.
+ROLLED_BACK = "rolled_back"
 
 #: The tags the engine reads, per lifecycle, with what it reads them for.
 TAGS: dict[str, dict[str, str]] = {
@@ -73,11 +76,13 @@ TAGS: dict[str, dict[str, str]] = {
         HALTED: "which workflows have ended without being final",
         IN_FLIGHT: "which workflows recovery watches by their heartbeat",
         PAUSED: "which workflows recovery always picks up",
+        ROLLED_BACK: "which workflows ended with nothing of theirs left applied",
     },
     "step": {
         IN_FLIGHT: "which steps have their action job queued or running",
         UNDOING: "which steps have their compensation job queued or running",
         GAVE_UP: "which steps gave up going forward",
+        ROLLED_BACK: "which steps were undone",
     },
 }
 
@@ -159,11 +164,17 @@ WORKFLOW_IN_FLIGHT = _workflow(tagged(_WORKFLOW, IN_FLIGHT))
 WORKFLOW_PAUSED = _workflow(tagged(_WORKFLOW, PAUSED))
 #: Started and not finished: what a lost worker or agent session can pick up again.
 WORKFLOW_RECOVERABLE = WORKFLOW_IN_FLIGHT | WORKFLOW_PAUSED
+#: Ended with nothing left applied (COMPENSATED, CANCELLED).
+WORKFLOW_ROLLED_BACK = _workflow(tagged(_WORKFLOW, ROLLED_BACK))
 
 #: The step's action job is queued or running (QUEUED, EXECUTING, RETRYING).
 STEP_IN_FLIGHT = _step(tagged(_STEP, IN_FLIGHT))
+#: The step's compensation job is queued or running (COMPENSATING).
+STEP_UNDOING = _step(tagged(_STEP, UNDOING))
 #: A job for the step (its action or its compensation) is queued or running.
-STEP_BUSY = STEP_IN_FLIGHT | _step(tagged(_STEP, UNDOING))
+STEP_BUSY = STEP_IN_FLIGHT | STEP_UNDOING
+#: The step's effect was undone (COMPENSATED).
+STEP_ROLLED_BACK = _step(tagged(_STEP, ROLLED_BACK))
 #: The step gave up going forward (FAILED, IN_DOUBT).
 STEP_GAVE_UP = _step(tagged(_STEP, GAVE_UP))
 #: No work of the step is under way, so an unwinding saga skips it (the sources of `skip`).
@@ -174,18 +185,40 @@ STEP_TO_UNDO = _step(sources(_STEP, StepTrigger.COMPENSATE))
 #: Work under way that may already apply: busy and past the point of being skipped
 #: (EXECUTING, COMPENSATING).
 STEP_APPLYING = STEP_BUSY - STEP_NOT_STARTED
+#: Its action may have applied and is not undone: what an unwinding saga undoes, or an
+#: action running now (COMPLETED, IN_DOUBT, EXECUTING).
+STEP_MAY_REMAIN = STEP_TO_UNDO | (STEP_IN_FLIGHT - STEP_NOT_STARTED)
+#: Nothing more to do on the way forward: neither yet to start nor with its action in flight
+#: (COMPLETED, the steps that gave up or were skipped, and every state of the way back).
+STEP_SETTLED = frozenset(StepStatus) - STEP_NOT_STARTED - STEP_IN_FLIGHT
+#: Waits for its signal or its time (the sources of `signal`, `wake` and `wait_timeout`).
+STEP_WAITING = _step(sources(_STEP, StepTrigger.SIGNAL, StepTrigger.WAKE, StepTrigger.WAIT_TIMEOUT))
+#: A wait step that can still take a signal: one waiting (the sources of `signal`), or one not
+#: scheduled yet (the sources of `schedule`), which takes a kept signal once it waits.
+STEP_SIGNALLABLE = _step(sources(_STEP, StepTrigger.SIGNAL, StepTrigger.SCHEDULE))
+#: What recovery puts back on the queue (the sources of `requeue`): a queued or retrying
+#: attempt, a compensation, a wait's timer.
+STEP_REQUEUEABLE = _step(sources(_STEP, StepTrigger.REQUEUE))
 
 __all__ = [
     "GAVE_UP",
     "HALTED",
     "IN_FLIGHT",
     "PAUSED",
+    "ROLLED_BACK",
     "STEP_APPLYING",
     "STEP_BUSY",
     "STEP_GAVE_UP",
     "STEP_IN_FLIGHT",
+    "STEP_MAY_REMAIN",
     "STEP_NOT_STARTED",
+    "STEP_REQUEUEABLE",
+    "STEP_ROLLED_BACK",
+    "STEP_SETTLED",
+    "STEP_SIGNALLABLE",
     "STEP_TO_UNDO",
+    "STEP_UNDOING",
+    "STEP_WAITING",
     "TAGS",
     "TRIGGERS",
     "UNDOING",
@@ -194,6 +227,7 @@ __all__ = [
     "WORKFLOW_OPEN",
     "WORKFLOW_PAUSED",
     "WORKFLOW_RECOVERABLE",
+    "WORKFLOW_ROLLED_BACK",
     "StepTrigger",
     "WorkflowTrigger",
     "check",

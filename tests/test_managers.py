@@ -354,6 +354,65 @@ def test_create_compensation_is_stored_and_idempotent(store: Store) -> None:
     assert set(saga.strategies) == set(CompensationStrategy)
 
 
+class RacedStore:
+    """The real store, where another process saves the workflow right after each of the
+    first `races` reads (so the save that follows loses the revision check)."""
+
+    def __init__(self, inner: Store, races: int) -> None:
+        self.inner = inner
+        self.races = races
+
+    def get(self, workflow_id: str) -> WorkflowState:
+        read = self.inner.get(workflow_id)
+        if self.races:
+            self.races -= 1
+            theirs = self.inner.get(workflow_id)
+            theirs.reason = f"saved by another process ({self.races} races left)"
+            self.inner.save(theirs)
+        return read
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_create_compensation_that_loses_the_revision_check_is_attached_again(
+    store: Store,
+) -> None:
+    raced = RacedStore(store, races=2)
+    engine = make_engine(raced)  # type: ignore[arg-type]
+    _, saga = managers(engine, Recorder())
+
+    async def scenario() -> None:
+        wf, _ = todo_workflow()
+        store.create(wf)
+        comp = await saga.create_compensation(wf, wf.steps[0])
+        stored = store.get(wf.id)
+        # Both racing saves stand, and the compensation went onto the document after them.
+        assert stored.reason == "saved by another process (0 races left)"
+        assert stored.revision == 4 and wf.revision == 4
+        assert stored.steps[0].compensation == comp and wf.steps[0].compensation == comp
+
+    asyncio.run(scenario())
+    assert raced.races == 0
+
+
+def test_create_compensation_is_refused_once_nothing_can_be_undone(store: Store) -> None:
+    engine = make_engine(store)
+    _, saga = managers(engine, Recorder())
+    wf, _ = todo_workflow()
+    wf.steps[0].status = StepStatus.SKIPPED
+    wf.steps[1].status = StepStatus.IN_DOUBT  # may have applied: still worth undoing
+    store.create(wf)
+
+    async def scenario() -> None:
+        with pytest.raises(StateError, match="is SKIPPED; too late to undo"):
+            await saga.create_compensation(wf, wf.steps[0])
+        assert (await saga.create_compensation(wf, wf.steps[1])) is not None
+        assert store.get(wf.id).revision == 2
+
+    asyncio.run(scenario())
+
+
 @pytest.mark.parametrize("strategy", [CompensationStrategy.BACKWARD, CompensationStrategy.PARALLEL])
 def test_compensate_all_unwinds_a_running_workflow(
     store: Store, strategy: CompensationStrategy

@@ -13,18 +13,29 @@ from statesaga.adapters.inline import InlineQueue
 from statesaga.adapters.memory import MemoryStore
 from statesaga.charts.lifecycles import lifecycle
 from statesaga.engine import Engine
+from statesaga.models import CompensationAction, RetryPolicy, SagaStep, StepError, WorkflowState
 from statesaga.resources import statecharts_dir
+from statesaga.runtime.transaction import Txn
 from statesaga.vocabulary import (
     STEP_BUSY,
     STEP_GAVE_UP,
     STEP_IN_FLIGHT,
+    STEP_MAY_REMAIN,
     STEP_NOT_STARTED,
+    STEP_REQUEUEABLE,
+    STEP_ROLLED_BACK,
+    STEP_SETTLED,
+    STEP_SIGNALLABLE,
     STEP_TO_UNDO,
+    STEP_UNDOING,
+    STEP_WAITING,
     TRIGGERS,
     WORKFLOW_ENDED,
     WORKFLOW_IN_FLIGHT,
     WORKFLOW_OPEN,
     WORKFLOW_RECOVERABLE,
+    WORKFLOW_ROLLED_BACK,
+    StepTrigger,
 )
 
 W, S = WorkflowStatus, StepStatus
@@ -40,6 +51,14 @@ def test_the_groups_are_read_from_the_shipped_tables() -> None:
     assert STEP_GAVE_UP == {S.FAILED, S.IN_DOUBT}
     assert STEP_NOT_STARTED == {S.PENDING, S.QUEUED, S.RETRYING, S.WAITING}
     assert STEP_TO_UNDO == {S.COMPLETED, S.IN_DOUBT}
+    assert WORKFLOW_ROLLED_BACK == {W.COMPENSATED, W.CANCELLED}
+    assert STEP_MAY_REMAIN == {S.COMPLETED, S.IN_DOUBT, S.EXECUTING}
+    assert STEP_SETTLED == set(S) - {S.PENDING, S.QUEUED, S.WAITING, S.EXECUTING, S.RETRYING}
+    assert STEP_WAITING == {S.WAITING}
+    assert STEP_UNDOING == {S.COMPENSATING}
+    assert STEP_ROLLED_BACK == {S.COMPENSATED}
+    assert STEP_SIGNALLABLE == {S.PENDING, S.WAITING}
+    assert STEP_REQUEUEABLE == {S.WAITING, S.QUEUED, S.RETRYING, S.COMPENSATING}
 
 
 def test_every_trigger_the_engine_fires_is_in_its_table() -> None:
@@ -77,6 +96,49 @@ def test_a_user_lifecycle_tagging_another_state_is_refused() -> None:
 
     with pytest.raises(DefinitionError, match="it tags EXECUTING, QUEUED, RETRYING, WAITING"):
         _engine(step_chart=_step_table(overtag))
+
+
+def test_a_user_workflow_lifecycle_that_does_not_say_what_rolled_back_is_refused() -> None:
+    data: dict[str, Any] = yaml.safe_load((statecharts_dir() / "workflow.yaml").read_text())
+    for state in data["states"]:
+        if state["name"] == "CANCELLED":
+            state.pop("tags", None)
+    with pytest.raises(DefinitionError, match="must tag CANCELLED, COMPENSATED .* 'rolled_back'"):
+        _engine(workflow_chart=data)
+
+
+def _undoing() -> tuple[Txn, SagaStep]:
+    """A working copy whose one step is being undone after a failed compensation attempt."""
+    step = SagaStep(
+        id="STEP-1",
+        name="book",
+        action_type="book",
+        status=S.COMPENSATING,
+        attempts=1,
+        compensation=CompensationAction(
+            step_id="STEP-1",
+            action_type="unbook",
+            retry=RetryPolicy(max_attempts=5, initial_interval=30, jitter=0),
+            attempts=1,
+            error=StepError(type="Boom", message="boom", attempt=1),
+        ),
+    )
+    wf = WorkflowState(name="trip", status=W.COMPENSATING, steps=[step])
+    return Txn(wf), wf.steps[0]
+
+
+def test_the_table_says_when_a_compensation_is_put_back_at_once() -> None:
+    engine = _engine()
+    txn, step = _undoing()
+    engine.kernel.fire(txn, step, StepTrigger.COMPENSATION_FAILED)
+    assert [delay for _, delay in txn.jobs] == [30.0]  # a retry waits out its backoff
+    txn, step = _undoing()
+    engine.kernel.fire(txn, step, StepTrigger.REQUEUE)
+    assert [delay for _, delay in txn.jobs] == [0.0]  # lost: its backoff was spent meanwhile
+    (requeue,) = lifecycle("step").transitions_from("COMPENSATING", StepTrigger.REQUEUE)
+    assert {"name": "enqueue_compensation", "args": {"at_once": True}} in [
+        e.model_dump() for e in requeue.effects
+    ]
 
 
 def test_an_extension_keeps_the_shipped_tags(tmp_path: Path) -> None:

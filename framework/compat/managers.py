@@ -24,7 +24,7 @@ from typing import Any
 from .. import worker
 from ..app import EngineOptions
 from ..engine import Engine
-from ..errors import ConflictError, NotFoundError, RegistryError, StateError, StatesagaError
+from ..errors import NotFoundError, RegistryError, StateError, StatesagaError
 from ..models import (
     CompensationAction,
     CompensationStrategy,
@@ -41,25 +41,23 @@ from ..ports import Clock, Queue, Store, SystemClock
 from ..registry import Registry
 from ..runtime import recovery
 from ..runtime.heartbeat import heartbeat_cutoff
-from ..vocabulary import WORKFLOW_RECOVERABLE
+from ..vocabulary import (
+    STEP_ROLLED_BACK,
+    STEP_SETTLED,
+    STEP_TO_UNDO,
+    STEP_UNDOING,
+    WORKFLOW_RECOVERABLE,
+    WORKFLOW_ROLLED_BACK,
+)
 
 log = logging.getLogger("statesaga.compat.managers")
 
 #: Workflows a lost agent session can pick up again: started, not finished.
 RECOVERABLE = WORKFLOW_RECOVERABLE
-#: A step in one of these has nothing more to do on the way forward.
-_SETTLED_STEP = frozenset(
-    {
-        StepStatus.COMPLETED,
-        StepStatus.FAILED,
-        StepStatus.IN_DOUBT,
-        StepStatus.SKIPPED,
-        StepStatus.COMPENSATING,
-        StepStatus.COMPENSATED,
-        StepStatus.COMPENSATION_FAILED,
-    }
-)
-_SAVE_RETRIES = 20
+#: Being undone or undone (a step that had completed still has its result).
+_UNWOUND = STEP_UNDOING | STEP_ROLLED_BACK
+#: Too late to attach a compensation: settled, and not a step an unwinding saga undoes.
+_TOO_LATE_TO_UNDO = STEP_SETTLED - STEP_TO_UNDO
 
 
 class StepExecutionError(StatesagaError):
@@ -233,7 +231,7 @@ class WorkflowExecutor:
 
         def settled() -> bool:
             wf = store.get(workflow.id)
-            return StepStatus(wf.step(name).status) in _SETTLED_STEP or engine.has_ended(
+            return StepStatus(wf.step(name).status) in STEP_SETTLED or engine.has_ended(
                 wf.status.value
             )
 
@@ -245,11 +243,10 @@ class WorkflowExecutor:
             results.update(stored.results)
         done = stored.step(name)
         if done.status is StepStatus.COMPLETED or (
-            done.status in (StepStatus.COMPENSATING, StepStatus.COMPENSATED)
-            and done.completed_at is not None
+            done.status in _UNWOUND and done.completed_at is not None
         ):
             return done.result
-        if done.status not in _SETTLED_STEP and not engine.has_ended(stored.status.value):
+        if done.status not in STEP_SETTLED and not engine.has_ended(stored.status.value):
             still = f"{workflow.id} step {name} is still {done.status.value}"
             if timeout is not None:
                 raise TimeoutError(f"{still} after {timeout}s")
@@ -362,19 +359,12 @@ class SagaManager:
         the step, saved on the stored document with the revision check (or on `workflow` alone
         if it is not stored yet). A step that already has one keeps it and it is returned."""
         name = step if isinstance(step, str) else step.name
-        store = self.engine.store
 
         def attach(wf: WorkflowState) -> CompensationAction | None:
             s = wf.step(name)
             if s.compensation is not None:
                 return s.compensation
-            if s.status in (
-                StepStatus.COMPENSATING,
-                StepStatus.COMPENSATED,
-                StepStatus.COMPENSATION_FAILED,
-                StepStatus.SKIPPED,
-                StepStatus.FAILED,
-            ):
+            if s.status in _TOO_LATE_TO_UNDO:
                 raise StateError(f"{wf.id} step {name} is {s.status.value}; too late to undo")
             s.compensation = CompensationAction(
                 id=new_id("COMP", self.engine.clock.now()),
@@ -386,26 +376,18 @@ class SagaManager:
             return None
 
         def save() -> CompensationAction:
-            for _ in range(_SAVE_RETRIES):
-                try:
-                    stored = store.get(workflow.id)
-                except NotFoundError:
-                    existing = attach(workflow)
-                    comp = workflow.step(name).compensation
-                    assert comp is not None
-                    return existing or comp
-                existing = attach(stored)
-                if existing is None:
-                    stored.updated_at = self.engine.clock.now()
-                    try:
-                        store.save(stored)
-                    except ConflictError:
-                        continue
-                _refresh(workflow, stored)
-                comp = stored.step(name).compensation
+            try:
+                # The kernel's revision-checked load-modify-save: attach again on a conflict.
+                stored = self.engine.kernel.update(workflow.id, lambda wf: attach(wf) is None)
+            except NotFoundError:  # not stored yet: the caller's object is the document
+                existing = attach(workflow)
+                comp = workflow.step(name).compensation
                 assert comp is not None
-                return comp
-            raise ConflictError(workflow.id, None, None)
+                return existing or comp
+            _refresh(workflow, stored)
+            comp = stored.step(name).compensation
+            assert comp is not None
+            return comp
 
         return await asyncio.to_thread(save)
 
@@ -421,7 +403,7 @@ class SagaManager:
         """
         engine = self.engine
         stored = await asyncio.to_thread(engine.store.get, workflow.id)
-        if stored.status not in (WorkflowStatus.COMPENSATED, WorkflowStatus.CANCELLED):
+        if stored.status not in WORKFLOW_ROLLED_BACK:
             if stored.status is not WorkflowStatus.COMPENSATING:
                 await asyncio.to_thread(lambda: engine.cancel(workflow.id, force=True))
             stored = await asyncio.to_thread(engine.wait, workflow.id, timeout)

@@ -41,6 +41,9 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, Status, StatusCod
 
 from ..models import HistoryEntry, SagaStep, StepStatus, WorkflowState, WorkflowStatus
 from ..ports import Job
+from ..vocabulary import WORKFLOW_ENDED
+from ..vocabulary import StepTrigger as S
+from ..vocabulary import WorkflowTrigger as W
 from .logs import StepScope, reset_scope, set_scope
 
 if TYPE_CHECKING:
@@ -48,18 +51,13 @@ if TYPE_CHECKING:
 
 SCOPE = "statesaga"
 log = logging.getLogger("statesaga.observability.telemetry")
-_ENDED = frozenset(
-    {
-        WorkflowStatus.COMPLETED.value,
-        WorkflowStatus.COMPENSATED.value,
-        WorkflowStatus.CANCELLED.value,
-        WorkflowStatus.FAILED.value,
-    }
-)
+#: A workflow's span is emitted when it reaches one of these (FAILED halts: the span ends;
+#: a restart starts a new run, with a span of its own).
+_ENDED = frozenset(s.value for s in WORKFLOW_ENDED)
 #: Workflow transitions that are routine (one per step) and would crowd the span's events.
-_QUIET = frozenset({"advance"})
+_QUIET = frozenset({W.ADVANCE})
 #: Step transitions worth an event on the workflow span (the attempt spans tell the rest).
-_STEP_EVENTS = frozenset({"signal", "wake", "wait_timeout", "time_out", "requeue", "skip"})
+_STEP_EVENTS = frozenset({S.SIGNAL, S.WAKE, S.WAIT_TIMEOUT, S.TIME_OUT, S.REQUEUE, S.SKIP})
 
 # -- pinned span ids ------------------------------------------------------------------------
 _pin: ContextVar[tuple[int, int] | None] = ContextVar("statesaga_pinned_ids", default=None)
@@ -140,7 +138,7 @@ def workflow_span_context(wf: WorkflowState) -> SpanContext | None:
 
 
 def _restarts(wf: WorkflowState) -> int:
-    return sum(1 for e in wf.history if e.step is None and e.trigger == "restart")
+    return sum(1 for e in wf.history if e.step is None and e.trigger == W.RESTART)
 
 
 def _ns(at: datetime | None) -> int | None:
@@ -176,13 +174,18 @@ class _Attempt:
         if entry.step != job.step or wf.id != job.workflow_id:
             return False
         if job.kind == "compensation":
-            return entry.trigger in ("compensated", "compensation_failed")
+            return entry.trigger in _COMPENSATION_OUTCOMES
         if entry.attempt != job.attempt:
             return False
         return entry.trigger in _ATTEMPT_TRIGGERS or entry.source.startswith("EXECUTING.")
 
 
-_ATTEMPT_TRIGGERS = frozenset({"dispatch", "succeed", "fail", "time_out"})
+#: An action attempt's claim and its outcomes.
+_ATTEMPT_TRIGGERS = frozenset({S.DISPATCH, S.SUCCEED, S.FAIL, S.TIME_OUT})
+#: The outcomes of a compensation attempt (its claim is no transition).
+_COMPENSATION_OUTCOMES = frozenset({S.COMPENSATED, S.COMPENSATION_FAILED})
+#: The transitions that settle an attempt (its span ends with the process that saved one).
+_SETTLING = frozenset({S.SUCCEED, S.FAIL, S.TIME_OUT}) | _COMPENSATION_OUTCOMES
 
 
 _attempt: ContextVar[_Attempt | None] = ContextVar("statesaga_attempt", default=None)
@@ -394,9 +397,9 @@ class Telemetry:
             return
         if mine is not None and mine.span is not None:
             _annotate(mine, wf, step, entry)
-        elif entry.trigger == "time_out" and entry.source.startswith(StepStatus.EXECUTING.value):
+        elif entry.trigger == S.TIME_OUT and entry.source.startswith(StepStatus.EXECUTING.value):
             self._close_lost(tracer, wf, step, entry, "step", entry.attempt or step.attempts)
-        elif entry.trigger == "requeue" and entry.source == StepStatus.COMPENSATING.value:
+        elif entry.trigger == S.REQUEUE and entry.source == StepStatus.COMPENSATING.value:
             comp = step.compensation
             if comp is not None and _in_flight(comp.started_at, comp.finished_at):
                 self._close_lost(tracer, wf, step, entry, "compensation", comp.attempts)
@@ -418,16 +421,19 @@ class Telemetry:
             mine.waited = True
             wait = max(mine.taken - mine.job.ready_at, 0.0)
             m.queue_wait.record(wait, {**attrs, "statesaga.job.kind": mine.job.kind})
-        if entry.trigger == "dispatch":
+        if entry.trigger == S.DISPATCH:
             m.started.add(1, attrs)
             return
-        if entry.trigger in ("compensated", "compensation_failed"):
-            outcome = "compensated" if entry.trigger == "compensated" else "failed"
-            if entry.trigger == "compensation_failed" and dest != "COMPENSATION_FAILED":
+        if entry.trigger in _COMPENSATION_OUTCOMES:
+            outcome = "compensated" if entry.trigger == S.COMPENSATED else "failed"
+            if (
+                entry.trigger == S.COMPENSATION_FAILED
+                and dest != StepStatus.COMPENSATION_FAILED.value
+            ):
                 outcome = "retried"
             m.compensations.add(1, {**attrs, "statesaga.outcome": outcome})
             return
-        if entry.trigger == "time_out":
+        if entry.trigger == S.TIME_OUT:
             m.timed_out.add(1, attrs)
         if not entry.source.startswith(StepStatus.EXECUTING.value):
             if dest == StepStatus.FAILED.value:
@@ -489,7 +495,7 @@ class Telemetry:
         tracer: Tracer | None,
         meters: _Instruments | None,
     ) -> None:
-        if meters is not None and entry.trigger == "resume":
+        if meters is not None and entry.trigger == W.RESUME:
             meters.recoveries.add(
                 1, {"statesaga.workflow.name": wf.name, "statesaga.by": entry.by or ""}
             )
@@ -625,7 +631,7 @@ def _log_failure(wf: WorkflowState, entry: HistoryEntry) -> None:
 def _run_start(wf: WorkflowState) -> HistoryEntry | None:
     """The transition the current run began with: the start, or the last restart."""
     for e in reversed(wf.history):
-        if e.step is None and e.trigger in ("start", "restart"):
+        if e.step is None and e.trigger in (W.START, W.RESTART):
             return e
     return None
 
@@ -659,14 +665,14 @@ def _annotate(attempt: _Attempt, wf: WorkflowState, step: SagaStep, entry: Histo
     span = attempt.span
     assert span is not None
     job = attempt.job
-    if entry.trigger == "dispatch":
+    if entry.trigger == S.DISPATCH:
         attempt.claimed = True
         span.set_attributes(_step_attributes(wf, step, job.kind, job.attempt))
         return
     if not attempt.claimed:  # a compensation's claim is not a transition: its outcome is
         span.set_attributes(_step_attributes(wf, step, job.kind, job.attempt))
         attempt.claimed = True
-    if entry.trigger not in ("succeed", "fail", "time_out", "compensated", "compensation_failed"):
+    if entry.trigger not in _SETTLING:
         return  # a progress trigger inside EXECUTING
     attempt.settled = True
     dest = entry.dest.split(".", 1)[0]
@@ -676,9 +682,9 @@ def _annotate(attempt: _Attempt, wf: WorkflowState, step: SagaStep, entry: Histo
         else (step.compensation.error if step.compensation else None)
     )
     outcome = {
-        "succeed": "completed",
-        "compensated": "compensated",
-        "time_out": "timeout",
+        S.SUCCEED: "completed",
+        S.COMPENSATED: "compensated",
+        S.TIME_OUT: "timeout",
     }.get(entry.trigger, "failed")
     span.set_attribute("statesaga.outcome", outcome)
     span.set_attribute("statesaga.step.state", dest)
@@ -687,7 +693,7 @@ def _annotate(attempt: _Attempt, wf: WorkflowState, step: SagaStep, entry: Histo
             span.set_attribute("statesaga.error.type", error.type)
         span.set_status(Status(StatusCode.ERROR, entry.detail or outcome))
     if dest == StepStatus.RETRYING.value or (
-        entry.trigger == "compensation_failed" and dest == StepStatus.COMPENSATING.value
+        entry.trigger == S.COMPENSATION_FAILED and dest == StepStatus.COMPENSATING.value
     ):
         attrs: dict[str, Any] = {"statesaga.attempt": job.attempt + 1}
         due = step.next_attempt_at
@@ -700,11 +706,11 @@ def _event_name(e: HistoryEntry) -> str | None:
     if e.step is None:
         if e.trigger in _QUIET:
             return None
-        return "recovery" if e.trigger == "resume" else e.trigger
+        return "recovery" if e.trigger == W.RESUME else e.trigger
     dest = e.dest.split(".", 1)[0]
-    if dest == StepStatus.RETRYING.value and e.trigger != "requeue":
+    if dest == StepStatus.RETRYING.value and e.trigger != S.REQUEUE:
         return "retry"
-    if e.trigger == "schedule" and dest == StepStatus.WAITING.value:
+    if e.trigger == S.SCHEDULE and dest == StepStatus.WAITING.value:
         return "wait"
     if e.trigger in _STEP_EVENTS:
         return e.trigger
@@ -719,7 +725,7 @@ def _entry_attributes(e: HistoryEntry) -> dict[str, Any]:
         attrs["statesaga.attempt"] = e.attempt
     if e.by:
         attrs["statesaga.by"] = e.by
-    if e.trigger == "signal" and e.detail:
+    if e.trigger in (W.SIGNAL, S.SIGNAL) and e.detail:  # a workflow's signal, or a step taking it
         # The name only: a payload is the application's data, not the trace backend's.
         attrs["statesaga.signal"] = e.detail.split(" ", 1)[0]
     elif e.detail:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from ..definition import WorkflowDefinition
 from ..errors import StateError, TransitionError
 from ..models import StepStatus, WorkflowState
-from ..vocabulary import WorkflowTrigger
+from ..vocabulary import STEP_SIGNALLABLE, WorkflowTrigger
 from .transaction import Txn, full_state, label
 
 if TYPE_CHECKING:
@@ -132,7 +132,7 @@ class Commands:
                     f"{workflow_id}: no step waits for the signal {name!r}"
                     + (f" (it waits for {', '.join(known)})" if known else " (it has no waits)")
                 )
-            open_ = [s for s in awaiting if s.status in (StepStatus.PENDING, StepStatus.WAITING)]
+            open_ = [s for s in awaiting if s.status in STEP_SIGNALLABLE]
             kept = len(wf.signals.get(name, ()))
             if len(open_) <= kept:
                 states = ", ".join(f"{s.name} is {s.status.value}" for s in awaiting)

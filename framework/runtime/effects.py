@@ -20,8 +20,11 @@ from ..models import (
 )
 from ..vocabulary import (
     STEP_GAVE_UP,
+    STEP_MAY_REMAIN,
     STEP_NOT_STARTED,
+    STEP_REQUEUEABLE,
     STEP_TO_UNDO,
+    STEP_WAITING,
     StepTrigger,
     WorkflowTrigger,
 )
@@ -92,14 +95,17 @@ def enqueue_step(ctx: TransitionContext) -> Deferred:
     return None
 
 
-def enqueue_compensation(ctx: TransitionContext) -> Deferred:
+def enqueue_compensation(ctx: TransitionContext, at_once: bool = False) -> Deferred:
+    """Put the step's compensation on the queue; after a failed attempt, after its backoff
+    delay. `at_once`: no delay (the table asks for it where the backoff, never persisted,
+    was already spent, e.g. recovery putting back a lost compensation)."""
     step, wf = _step(ctx), ctx.workflow
     comp = step.compensation
     if comp is None:
         return None
-    delay = comp.retry.delay(comp.attempts) if comp.attempts and comp.error is not None else 0.0
-    if ctx.entry is not None and ctx.entry.trigger == StepTrigger.REQUEUE:
-        delay = 0.0  # put back at once: its backoff (not persisted) was spent while it was lost
+    delay = 0.0
+    if comp.attempts and comp.error is not None and not at_once:
+        delay = comp.retry.delay(comp.attempts)
     ctx.txn.jobs.append((compensation_job(wf, step), delay))
     return None
 
@@ -180,11 +186,7 @@ def explain_halt(ctx: TransitionContext) -> Deferred:
         state = {StepStatus.COMPLETED: "it applied", StepStatus.EXECUTING: "it is running"}.get(
             pivot.status, "its outcome is unknown"
         )
-        left = [
-            s.name
-            for s in wf.steps
-            if s.status in (StepStatus.COMPLETED, StepStatus.IN_DOUBT, StepStatus.EXECUTING)
-        ]
+        left = [s.name for s in wf.steps if s.status in STEP_MAY_REMAIN]
         cancelled = trigger in (WorkflowTrigger.CANCEL, WorkflowTrigger.FORCE_CANCEL)
         why = "cancelled" if cancelled else "a step failed"
         wf.reason = (
@@ -208,9 +210,9 @@ def resume_in_flight(ctx: TransitionContext) -> Deferred:
     for step in ctx.workflow.steps:
         if step.status is StepStatus.EXECUTING:
             ctx.fire_step(step, StepTrigger.TIME_OUT, "worker lost (heartbeat stale); resumed")
-        elif step.status in (StepStatus.QUEUED, StepStatus.RETRYING, StepStatus.COMPENSATING):
-            ctx.fire_step(step, StepTrigger.REQUEUE, "resumed")
-        elif step.status is StepStatus.WAITING and step.next_attempt_at is not None:
+        elif step.status in STEP_WAITING and step.next_attempt_at is None:
+            continue  # a wait without a timeout has no timer to put back
+        elif step.status in STEP_REQUEUEABLE:
             ctx.fire_step(step, StepTrigger.REQUEUE, "resumed")
     return None
 

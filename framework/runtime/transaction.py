@@ -5,7 +5,8 @@ transition run on that copy and may ask for follow-up workflow triggers), saves 
 revision check, and only then runs what the effects deferred (enqueue, notify, listeners). If
 the save loses the revision check nothing happened and the event is re-evaluated against the
 new state, so replaying an event can never apply a transition twice. Everything else in the
-runtime (commands, jobs) is an `apply` function handed to `Kernel.transact`.
+runtime (commands, jobs) is an `apply` function handed to `Kernel.transact`, and a change
+that fires no trigger goes through `Kernel.update`: this is the one load-modify-save loop.
 """
 
 from __future__ import annotations
@@ -145,6 +146,20 @@ class Kernel:
             self.after_commit(txn)
             return wf
         raise ConflictError(workflow_id, None, None)
+
+    def update(self, workflow_id: str, mutate: Callable[[WorkflowState], bool]) -> WorkflowState:
+        """A change no trigger makes (e.g. attaching a compensation through the origin API):
+        `mutate` changes the loaded document and says whether there is anything to save. It
+        is saved with the revision check like any event, and re-run on the fresh document if
+        the check fails. Returns the document as saved (or as read, with nothing to save)."""
+
+        def apply(txn: Txn) -> bool:
+            txn.persist = mutate(txn.wf)
+            return True
+
+        wf = self.transact(workflow_id, apply)
+        assert wf is not None
+        return wf
 
     def fire(
         self, txn: Txn, step: SagaStep | None, trigger: str, detail: str | None = None

@@ -7,12 +7,11 @@ Each check returns a list of problems (empty when all is well), one line each, n
 from __future__ import annotations
 
 from ..models import StepStatus, WorkflowState, WorkflowStatus
-from ..vocabulary import WORKFLOW_ENDED
+from ..vocabulary import WORKFLOW_ENDED, WORKFLOW_ROLLED_BACK
 from .standins import Service
 
 #: Where a workflow has ended for good; FAILED is halted (only an operator's restart moves it).
 ENDED = WORKFLOW_ENDED
-_ROLLED_BACK = frozenset({WorkflowStatus.COMPENSATED, WorkflowStatus.CANCELLED})
 
 
 def check_event(wf: WorkflowState, service: Service, ended_as: WorkflowStatus | None) -> list[str]:
@@ -21,7 +20,7 @@ def check_event(wf: WorkflowState, service: Service, ended_as: WorkflowStatus | 
     problems = list(service.violations)
     if ended_as is not None and wf.status is not ended_as:
         problems.append(f"the workflow ended {ended_as.value} but moved on to {wf.status.value}")
-    if wf.status in _ROLLED_BACK:
+    if wf.status in WORKFLOW_ROLLED_BACK:
         problems.extend(_left_behind(wf, service))
     if wf.status is WorkflowStatus.COMPLETED:
         problems.extend(_not_applied_once(wf, service))

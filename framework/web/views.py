@@ -21,6 +21,7 @@ from ..models import (
     StepStatus,
     WorkflowState,
 )
+from ..vocabulary import STEP_BUSY, STEP_WAITING, WORKFLOW_ROLLED_BACK, StepTrigger, WorkflowTrigger
 from ..vocabulary import STEP_IN_FLIGHT as IN_FLIGHT_STEP
 
 View = Literal["steps", "workflow", "step"]
@@ -145,13 +146,13 @@ def summary(wf: WorkflowState) -> dict[str, Any]:
     }
 
 
+#: A job of the step is queued or running, or it waits for its signal or its time.
+_CURRENT = STEP_BUSY | STEP_WAITING
+
+
 def current_steps(wf: WorkflowState) -> list[str]:
     """The steps in flight or waiting, as `name (STATUS)`."""
-    return [
-        f"{s.name} ({s.status.value})"
-        for s in wf.steps
-        if s.status in IN_FLIGHT_STEP or s.status in (StepStatus.WAITING, StepStatus.COMPENSATING)
-    ]
+    return [f"{s.name} ({s.status.value})" for s in wf.steps if s.status in _CURRENT]
 
 
 @dataclass(frozen=True)
@@ -172,7 +173,7 @@ def _timed_out(wf: WorkflowState) -> list[str]:
     effect before it was given up, which an operator checking a saga wants to know."""
     by_step: dict[str, list[HistoryEntry]] = {}
     for h in wf.history:
-        if h.step is not None and h.trigger == "time_out":
+        if h.step is not None and h.trigger == StepTrigger.TIME_OUT:
             by_step.setdefault(h.step, []).append(h)
     lines = []
     for name, entries in by_step.items():
@@ -195,6 +196,11 @@ def _restarted(before: list[HistoryEntry], restart: HistoryEntry) -> str:
     return text
 
 
+_CANCELS = (WorkflowTrigger.CANCEL, WorkflowTrigger.FORCE_CANCEL)
+#: What a person did to a saga, which its story names them for.
+_OPERATED = (WorkflowTrigger.SIGNAL, *_CANCELS, WorkflowTrigger.RESTART)
+
+
 def story(wf: WorkflowState) -> Story:
     """The saga's outcome and the few facts behind it: which step failed and why, what was
     undone and in which order, who cancelled or signalled it, what it waits for."""
@@ -207,12 +213,12 @@ def story(wf: WorkflowState) -> Story:
     retried = sum(max(s.attempts - 1, 0) for s in wf.steps)
     people = [
         _restarted(wf.history[:i], h)
-        if h.trigger == "restart"
+        if h.trigger == WorkflowTrigger.RESTART
         else f"{h.by} sent {h.detail}"
-        if h.trigger == "signal"
+        if h.trigger == WorkflowTrigger.SIGNAL
         else f"{h.by}: {h.trigger}"
         for i, h in enumerate(wf.history)
-        if h.step is None and h.by and h.trigger in ("signal", "cancel", "force_cancel", "restart")
+        if h.step is None and h.by and h.trigger in _OPERATED
     ]
     lines: list[str] = []
     for s in failed:
@@ -234,9 +240,13 @@ def story(wf: WorkflowState) -> Story:
     done = sum(1 for s in wf.steps if s.status is StepStatus.COMPLETED)
     if status == "COMPLETED":
         return Story(f"Completed — all {len(wf.steps)} steps ran", tuple(lines), "completed")
-    cancels = [h for h in wf.history if h.trigger in ("cancel", "force_cancel") and h.step is None]
-    if status in ("COMPENSATED", "CANCELLED") and cancels and not failed:
-        how = "force-cancelled" if cancels[-1].trigger == "force_cancel" else "cancelled"
+    cancels = [h for h in wf.history if h.trigger in _CANCELS and h.step is None]
+    if wf.status in WORKFLOW_ROLLED_BACK and cancels and not failed:
+        how = (
+            "force-cancelled"
+            if cancels[-1].trigger == WorkflowTrigger.FORCE_CANCEL
+            else "cancelled"
+        )
         return Story(
             f"{status.title()} — {how} by {cancels[-1].by or 'someone'}, "
             f"so {len(undone)} completed step(s) were undone",
