@@ -3,10 +3,11 @@ URLs (or adapters already open), the operator's handler allow-list, a definition
 lifecycle, and the engine's knobs (worker name, heartbeat, eager dispatch, probe, clock).
 
 Every command of the CLI, `statesaga worker`, the web server, the crash matrix's worker
-processes and the `WorkflowExecutor` compatibility shim build their engines here, so a
-difference between them is an option someone chose (`EngineOptions`), not a line one of them
-forgot. Where handler code may come from is the policy of statesaga.security.allowlist; this
-module only picks which of its lists a process uses (`allow`).
+processes, the simulation and the `WorkflowExecutor` compatibility shim build their engines
+here, so a difference between them is an option someone chose (`EngineOptions`), not a line
+one of them forgot. Where handler code may come from is the policy of
+statesaga.security.allowlist; this module only picks which of its lists a process uses
+(`allow`).
 """
 
 from __future__ import annotations

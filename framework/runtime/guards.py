@@ -12,7 +12,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from ..models import CompensationStrategy, SagaStep, StepStatus, WorkflowStatus
-from ..vocabulary import STEP_APPLYING, STEP_NOT_STARTED, STEP_TO_UNDO
+from ..vocabulary import STEP_APPLYING, STEP_MAY_REMAIN, STEP_NOT_STARTED, STEP_TO_UNDO
 
 if TYPE_CHECKING:
     from .transaction import TransitionContext
@@ -47,7 +47,7 @@ def all_compensated(ctx: TransitionContext) -> bool:
 def may_have_applied(step: SagaStep) -> bool:
     """The step's effect may be in force: it completed, is running, or its outcome is
     unknown."""
-    return step.status in (StepStatus.EXECUTING, StepStatus.COMPLETED, StepStatus.IN_DOUBT) or (
+    return step.status in STEP_MAY_REMAIN or (
         step.in_doubt and step.status in (StepStatus.QUEUED, StepStatus.RETRYING)
     )
 

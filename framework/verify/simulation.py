@@ -28,14 +28,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from ..app import EngineOptions
 from ..definition import StepSpec, WorkflowDefinition
-from ..engine import Engine, waiting_for_signal
+from ..engine import waiting_for_signal
 from ..errors import AdapterError, StatesagaError
 from ..models import RetryPolicy, StepStatus, WorkflowState, WorkflowStatus
 from ..plugins import open_store
 from ..ports import Job, JobRunner, Store
 from ..registry import Registry
 from ..runtime.recovery import Recovery, RecoveryAction
+from ..vocabulary import STEP_SIGNALLABLE
 from .invariants import ENDED, check_end, check_event
 from .standins import Faults, Service, SimCrash, pick, register_standins
 
@@ -211,14 +213,14 @@ class Rig:
         self.definition = simulated_definition(definition)
         # A registry given here may bring its own effects or guards (they win over the
         # built-ins), e.g. to check that the simulation catches a defective one.
-        self.engine = Engine(
-            open_store("memory://"),
-            SimQueue(SimClock()),
-            registry.copy() if registry is not None else Registry(),
+        self.engine = EngineOptions(
+            store=open_store("memory://"),
+            queue=SimQueue(SimClock()),
+            registry=registry.copy() if registry is not None else Registry(),
             worker="sim",
-            heartbeat_interval=0,
-            step_chart=self.definition.step_chart(),
-        )
+            heartbeat=0,
+            definition=self.definition,
+        ).build()
         self._store_class: Any = type(self.engine.store)
 
     def new_store(self) -> Store:
@@ -561,9 +563,7 @@ class Simulation:
             {
                 s.signal
                 for s in wf.steps
-                if s.kind == "wait"
-                and s.signal
-                and s.status in (StepStatus.PENDING, StepStatus.WAITING)
+                if s.kind == "wait" and s.signal and s.status in STEP_SIGNALLABLE
             }
         )
 

@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
-from ...models import StepStatus, WorkflowState, WorkflowStatus
-from ...vocabulary import STEP_GAVE_UP
+from ...models import WorkflowState, WorkflowStatus
+from ...vocabulary import STEP_GAVE_UP, STEP_ROLLED_BACK, STEP_UNDOING
 from .ledger import Ledger, check_ledger
 from .process import BOUNDARIES, FINAL, BoundaryEvent, read_events, run_worker
 
@@ -196,7 +196,7 @@ def lost_attempt_cost_a_retry(wf: WorkflowState) -> str | None:
             and "worker lost" in h.detail
         ]
         gave_up = step.status in STEP_GAVE_UP or (
-            step.in_doubt and step.status in (StepStatus.COMPENSATING, StepStatus.COMPENSATED)
+            step.in_doubt and step.status in STEP_UNDOING | STEP_ROLLED_BACK
         )
         if lost and gave_up and step.attempts >= step.retry.max_attempts:
             return f"a lost attempt of {step.name} cost a retry"
