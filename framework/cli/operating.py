@@ -221,12 +221,12 @@ def _recovery_engine(store: str | None, queue: str | None, handlers: tuple[str, 
 
 def _run_inline(engine: Any, ids: list[str], timeout: float | None) -> None:
     """With an in-process queue the re-enqueued jobs run here, until those workflows end."""
-    from ..vocabulary import WORKFLOW_IN_FLIGHT as ACTIVE_WORKFLOW
+    from ..vocabulary import WORKFLOW_IN_FLIGHT
 
     if not ids or not getattr(engine.queue, "in_process", False):
         return
     engine.queue.drain(
-        lambda: all(engine.store.get(i).status not in ACTIVE_WORKFLOW for i in ids), timeout
+        lambda: all(engine.store.get(i).status not in WORKFLOW_IN_FLIGHT for i in ids), timeout
     )
 
 

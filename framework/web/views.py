@@ -21,8 +21,14 @@ from ..models import (
     StepStatus,
     WorkflowState,
 )
-from ..vocabulary import STEP_BUSY, STEP_WAITING, WORKFLOW_ROLLED_BACK, StepTrigger, WorkflowTrigger
-from ..vocabulary import STEP_IN_FLIGHT as IN_FLIGHT_STEP
+from ..vocabulary import (
+    STEP_BUSY,
+    STEP_IN_FLIGHT,
+    STEP_WAITING,
+    WORKFLOW_ROLLED_BACK,
+    StepTrigger,
+    WorkflowTrigger,
+)
 
 View = Literal["steps", "workflow", "step"]
 _SVG_START = re.compile(r"<svg\b")
@@ -90,7 +96,7 @@ def focus_step(wf: WorkflowState) -> str | None:
     """The step whose lifecycle is worth showing first: one in flight or waiting, else the
     one the history touched last."""
     for s in wf.steps:
-        if s.status in IN_FLIGHT_STEP or s.status is StepStatus.WAITING:
+        if s.status in STEP_IN_FLIGHT or s.status is StepStatus.WAITING:
             return str(s.name)
     for h in reversed(wf.history):
         if h.step is not None:
@@ -236,7 +242,7 @@ def story(wf: WorkflowState) -> Story:
     if retried:
         lines.append(f"{retried} retr{'y' if retried == 1 else 'ies'} along the way")
     waiting = [s for s in wf.steps if s.status is StepStatus.WAITING]
-    running = [s for s in wf.steps if s.status in IN_FLIGHT_STEP]
+    running = [s for s in wf.steps if s.status in STEP_IN_FLIGHT]
     done = sum(1 for s in wf.steps if s.status is StepStatus.COMPLETED)
     if status == "COMPLETED":
         return Story(f"Completed — all {len(wf.steps)} steps ran", tuple(lines), "completed")
