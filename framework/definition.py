@@ -19,6 +19,7 @@ from pydantic import (
     model_validator,
 )
 
+from . import vocabulary
 from ._yaml import LineMap, Loc, load_yaml_file, pydantic_problems
 from .charts.chart import Chart, load_chart
 from .errors import DefinitionError, InputError, Problem
@@ -818,7 +819,8 @@ def _validate_step_lifecycle(definition: WorkflowDefinition) -> None:
         )
     chart = definition.step_chart()
     assert chart is not None
-    lifecycle_chart("step", chart)
+    # What the engine will check at run time (statesaga.vocabulary), so `validate` says it first.
+    vocabulary.check(lifecycle_chart("step", chart), "step")
 
 
 def load_definition(source: str | Path | Mapping[str, Any]) -> WorkflowDefinition:

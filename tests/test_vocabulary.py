@@ -157,3 +157,30 @@ def test_the_engine_leaves_the_callers_registry_as_it_was() -> None:
     engine = Engine(MemoryStore(), InlineQueue(), registry, heartbeat_interval=0)
     assert engine.registry.has_effect("persist") and engine.registry.has_handler("noop")
     assert not registry.has_effect("persist") and not registry.has_guard("can_retry")
+
+
+def test_validate_refuses_a_saga_whose_step_lifecycle_drops_a_tag(tmp_path: Path) -> None:
+    """`statesaga validate` (load_definition) says what `run` would refuse: a saga's own step
+    lifecycle without a tag the engine reads fails at load, naming the tag and the chart."""
+    import subprocess
+    import sys
+
+    from statesaga.definition import load_definition
+
+    text = (statecharts_dir() / "step.yaml").read_text()
+    assert "tags: [undoing]" in text
+    (tmp_path / "mystep.yaml").write_text(text.replace("tags: [undoing]", "tags: []"))
+    saga = {
+        "workflow": "tagless",
+        "step_lifecycle": "mystep.yaml",
+        "steps": [{"name": "a", "action": "a"}],
+    }
+    (tmp_path / "saga.yaml").write_text(yaml.safe_dump(saga))
+    with pytest.raises(DefinitionError, match="must tag COMPENSATING .* 'undoing'"):
+        load_definition(tmp_path / "saga.yaml")
+    res = subprocess.run(
+        [sys.executable, "-m", "statesaga.cli", "validate", str(tmp_path / "saga.yaml")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert res.returncode == 1
+    assert "mystep.yaml" in res.stderr + res.stdout and "undoing" in res.stderr + res.stdout
