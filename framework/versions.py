@@ -16,26 +16,14 @@ from dataclasses import dataclass, field
 from .definition import StepSpec, WorkflowDefinition
 from .models import SagaStep, StepStatus, WorkflowState, WorkflowStatus
 from .ports import Store
+from .vocabulary import STEP_CURRENT, WORKFLOW_OPEN
 
-#: The workflow states of an instance still in flight (FAILED waits for an operator's restart
-#: on the version it has; a restart keeps its own step specs).
-IN_FLIGHT = (
-    WorkflowStatus.PENDING,
-    WorkflowStatus.RUNNING,
-    WorkflowStatus.CANCELLING,
-    WorkflowStatus.SUSPENDED,
-    WorkflowStatus.COMPENSATING,
-)
-_CURRENT = frozenset(
-    {
-        StepStatus.QUEUED,
-        StepStatus.WAITING,
-        StepStatus.EXECUTING,
-        StepStatus.RETRYING,
-        StepStatus.COMPENSATING,
-    }
-)
-#: Steps whose effect took place and may still have to be undone.
+#: The workflow states of an instance still in flight: those that have not ended (FAILED
+#: waits for an operator's restart on the version it has; a restart keeps its own step specs).
+IN_FLIGHT = tuple(s for s in WorkflowStatus if s in WORKFLOW_OPEN)
+#: Steps whose effect took place and may still have to be undone. Not a group the tables
+#: state: the one they state (what `compensate` starts from, or is undoing) adds IN_DOUBT, and
+#: checking those would change what an upgrade check reports.
 _DONE = frozenset({StepStatus.COMPLETED, StepStatus.COMPENSATING})
 
 
@@ -66,7 +54,7 @@ class UpgradeCheck:
 
 def check_instance(wf: WorkflowState, new: WorkflowDefinition) -> UpgradeCheck:
     specs = {s.name: s for s in new.steps}
-    current = [s for s in wf.steps if s.status in _CURRENT]
+    current = [s for s in wf.steps if s.status in STEP_CURRENT]
     if not current and wf.status is WorkflowStatus.PENDING:
         current = [s for s in wf.steps if not s.depends_on]
     problems: list[str] = []

@@ -62,6 +62,8 @@ HALTED = "halted"
 IN_FLIGHT = "in_flight"
 #: A workflow parked for an operator (resume or cancel); recovery always picks it up.
 PAUSED = "paused"
+#: A workflow on its way back (cancelling or compensating): a step no longer retries forward.
+UNWINDING = "unwinding"
 #: A step whose compensation job is queued or running.
 UNDOING = "undoing"
 #: A step that gave up going forward (the workflow is told `step_failed`).
@@ -76,6 +78,7 @@ TAGS: dict[str, dict[str, str]] = {
         HALTED: "which workflows have ended without being final",
         IN_FLIGHT: "which workflows recovery watches by their heartbeat",
         PAUSED: "which workflows recovery always picks up",
+        UNWINDING: "which workflows are on their way back (the guard saga_unwinding)",
         ROLLED_BACK: "which workflows ended with nothing of theirs left applied",
     },
     "step": {
@@ -108,6 +111,24 @@ def sources(chart: Chart, *triggers: str) -> frozenset[str]:
     return frozenset(
         name for name in chart.top_states for t in triggers if chart.transitions_from(name, t)
     )
+
+
+def reachable(chart: Chart, states: Iterable[str]) -> frozenset[str]:
+    """`states` and every top-level state a chain of transitions leads to from them."""
+    seen: set[str] = set()
+    todo = list(states)
+    while todo:
+        state = todo.pop()
+        if state in seen:
+            continue
+        seen.add(state)
+        todo.extend(t.dest.split(".", 1)[0] for t in chart.transitions_from(state))
+    return frozenset(seen)
+
+
+def destinations(chart: Chart, *triggers: str) -> frozenset[str]:
+    """The top-level states one of `triggers` may lead to (guards aside)."""
+    return frozenset(t.dest.split(".", 1)[0] for t in chart.transitions if t.trigger in triggers)
 
 
 def ended(chart: Chart) -> frozenset[str]:
@@ -166,6 +187,8 @@ WORKFLOW_PAUSED = _workflow(tagged(_WORKFLOW, PAUSED))
 WORKFLOW_RECOVERABLE = WORKFLOW_IN_FLIGHT | WORKFLOW_PAUSED
 #: Ended with nothing left applied (COMPENSATED, CANCELLED).
 WORKFLOW_ROLLED_BACK = _workflow(tagged(_WORKFLOW, ROLLED_BACK))
+#: On its way back (CANCELLING, COMPENSATING).
+WORKFLOW_UNWINDING = _workflow(tagged(_WORKFLOW, UNWINDING))
 
 #: The step's action job is queued or running (QUEUED, EXECUTING, RETRYING).
 STEP_IN_FLIGHT = _step(tagged(_STEP, IN_FLIGHT))
@@ -196,6 +219,12 @@ STEP_WAITING = _step(sources(_STEP, StepTrigger.SIGNAL, StepTrigger.WAKE, StepTr
 #: A wait step that can still take a signal: one waiting (the sources of `signal`), or one not
 #: scheduled yet (the sources of `schedule`), which takes a kept signal once it waits.
 STEP_SIGNALLABLE = _step(sources(_STEP, StepTrigger.SIGNAL, StepTrigger.SCHEDULE))
+#: Where the saga is at: a job of the step is queued or running, or it waits (QUEUED,
+#: WAITING, EXECUTING, RETRYING, COMPENSATING).
+STEP_CURRENT = STEP_BUSY | STEP_WAITING
+#: On the way back: what `compensate` leads to and what follows from there (COMPENSATING,
+#: COMPENSATED, COMPENSATION_FAILED).
+STEP_UNWOUND = _step(reachable(_STEP, destinations(_STEP, StepTrigger.COMPENSATE)))
 #: What recovery puts back on the queue (the sources of `requeue`): a queued or retrying
 #: attempt, a compensation, a wait's timer.
 STEP_REQUEUEABLE = _step(sources(_STEP, StepTrigger.REQUEUE))
@@ -208,6 +237,7 @@ __all__ = [
     "ROLLED_BACK",
     "STEP_APPLYING",
     "STEP_BUSY",
+    "STEP_CURRENT",
     "STEP_GAVE_UP",
     "STEP_IN_FLIGHT",
     "STEP_MAY_REMAIN",
@@ -218,20 +248,25 @@ __all__ = [
     "STEP_SIGNALLABLE",
     "STEP_TO_UNDO",
     "STEP_UNDOING",
+    "STEP_UNWOUND",
     "STEP_WAITING",
     "TAGS",
     "TRIGGERS",
     "UNDOING",
+    "UNWINDING",
     "WORKFLOW_ENDED",
     "WORKFLOW_IN_FLIGHT",
     "WORKFLOW_OPEN",
     "WORKFLOW_PAUSED",
     "WORKFLOW_RECOVERABLE",
     "WORKFLOW_ROLLED_BACK",
+    "WORKFLOW_UNWINDING",
     "StepTrigger",
     "WorkflowTrigger",
     "check",
+    "destinations",
     "ended",
+    "reachable",
     "sources",
     "tagged",
 ]

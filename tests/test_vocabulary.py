@@ -15,9 +15,11 @@ from statesaga.charts.lifecycles import lifecycle
 from statesaga.engine import Engine
 from statesaga.models import CompensationAction, RetryPolicy, SagaStep, StepError, WorkflowState
 from statesaga.resources import statecharts_dir
-from statesaga.runtime.transaction import Txn
+from statesaga.runtime.guards import GUARDS
+from statesaga.runtime.transaction import TransitionContext, Txn
 from statesaga.vocabulary import (
     STEP_BUSY,
+    STEP_CURRENT,
     STEP_GAVE_UP,
     STEP_IN_FLIGHT,
     STEP_MAY_REMAIN,
@@ -28,6 +30,7 @@ from statesaga.vocabulary import (
     STEP_SIGNALLABLE,
     STEP_TO_UNDO,
     STEP_UNDOING,
+    STEP_UNWOUND,
     STEP_WAITING,
     TRIGGERS,
     WORKFLOW_ENDED,
@@ -35,7 +38,9 @@ from statesaga.vocabulary import (
     WORKFLOW_OPEN,
     WORKFLOW_RECOVERABLE,
     WORKFLOW_ROLLED_BACK,
+    WORKFLOW_UNWINDING,
     StepTrigger,
+    WorkflowTrigger,
 )
 
 W, S = WorkflowStatus, StepStatus
@@ -59,6 +64,9 @@ def test_the_groups_are_read_from_the_shipped_tables() -> None:
     assert STEP_ROLLED_BACK == {S.COMPENSATED}
     assert STEP_SIGNALLABLE == {S.PENDING, S.WAITING}
     assert STEP_REQUEUEABLE == {S.WAITING, S.QUEUED, S.RETRYING, S.COMPENSATING}
+    assert WORKFLOW_UNWINDING == {W.CANCELLING, W.COMPENSATING}
+    assert STEP_CURRENT == {S.QUEUED, S.WAITING, S.EXECUTING, S.RETRYING, S.COMPENSATING}
+    assert STEP_UNWOUND == {S.COMPENSATING, S.COMPENSATED, S.COMPENSATION_FAILED}
 
 
 def test_every_trigger_the_engine_fires_is_in_its_table() -> None:
@@ -184,3 +192,56 @@ def test_validate_refuses_a_saga_whose_step_lifecycle_drops_a_tag(tmp_path: Path
     )  # fmt: skip
     assert res.returncode == 1
     assert "mystep.yaml" in res.stderr + res.stdout and "undoing" in res.stderr + res.stdout
+
+
+def test_a_user_workflow_lifecycle_that_does_not_say_what_unwinds_is_refused() -> None:
+    data: dict[str, Any] = yaml.safe_load((statecharts_dir() / "workflow.yaml").read_text())
+    for state in data["states"]:
+        if state["name"] == "CANCELLING":
+            state["tags"] = ["in_flight"]
+    with pytest.raises(DefinitionError, match="must tag CANCELLING, COMPENSATING .* 'unwinding'"):
+        _engine(workflow_chart=data)
+
+
+def test_the_guard_saga_unwinding_reads_the_tag() -> None:
+    engine = _engine()
+    guard = GUARDS["saga_unwinding"]
+    for status in W:
+        txn = Txn(WorkflowState(name="trip", status=status, steps=[]))
+        ctx = TransitionContext(engine, txn, None)
+        assert guard(ctx) is (status in WORKFLOW_UNWINDING), status
+
+
+def _past_the_pivot(status: WorkflowStatus) -> Txn:
+    """A working copy whose pivot completed; its next step failed for good."""
+    steps = [
+        SagaStep(id="S-1", name="charge", action_type="charge", status=S.COMPLETED, pivot=True),
+        SagaStep(id="S-2", name="ship", action_type="ship", status=S.FAILED),
+    ]
+    return Txn(WorkflowState(name="trip", status=status, steps=steps))
+
+
+def test_the_table_says_which_halts_a_cancel_caused() -> None:
+    """explain_halt's wording follows its argument on the transition, not the trigger's name:
+    the transitions a cancel takes to FAILED say `cancelled: true`, the others say nothing."""
+    halts = [
+        (t.trigger, e.args)
+        for t in lifecycle("workflow").transitions
+        for e in t.effects
+        if e.name == "explain_halt"
+    ]
+    assert {trigger for trigger, _ in halts} == {"advance", "step_failed", "cancel", "force_cancel"}
+    for trigger, args in halts:
+        cancel = trigger in (WorkflowTrigger.CANCEL, WorkflowTrigger.FORCE_CANCEL)
+        assert args == ({"cancelled": True} if cancel else {}), trigger
+    engine = _engine()
+    for trigger, words in (
+        (WorkflowTrigger.CANCEL, "cancelled once the pivot charge may have applied (it applied)"),
+        (WorkflowTrigger.FORCE_CANCEL, "cancelled once the pivot charge may have applied"),
+        (WorkflowTrigger.STEP_FAILED, "a step failed once the pivot charge may have applied"),
+    ):
+        txn = _past_the_pivot(W.RUNNING)
+        engine.kernel.fire(txn, None, trigger)
+        assert txn.wf.status is W.FAILED, trigger
+        assert txn.wf.reason is not None and txn.wf.reason.startswith(words), txn.wf.reason
+        assert "effects that may remain: charge" in txn.wf.reason

@@ -22,6 +22,7 @@ from ..models import (
     WorkflowStatus,
     halt_reason,
 )
+from ..vocabulary import STEP_CURRENT, STEP_UNWOUND
 from .model import (
     Diagram,
     DiagramEdge,
@@ -40,18 +41,8 @@ CANCELLED = "workflow:CANCELLED"  # live views only: cancelled before any step r
 OUTCOMES = frozenset({DONE, UNDONE, HALTED, CANCELLED})
 
 _TAG_STYLES = ("failure", "rolled_back", "success")  # first match wins
-_IN_FLIGHT = frozenset(
-    {
-        StepStatus.QUEUED,
-        StepStatus.WAITING,
-        StepStatus.EXECUTING,
-        StepStatus.RETRYING,
-        StepStatus.COMPENSATING,
-    }
-)
-_UNWOUND = frozenset(
-    {StepStatus.COMPENSATING, StepStatus.COMPENSATED, StepStatus.COMPENSATION_FAILED}
-)
+# Whose error a step shows: a display choice (IN_DOUBT's is said by the halt's reason), not a
+# group the tables state.
 _STOPPED = frozenset({StepStatus.FAILED, StepStatus.COMPENSATION_FAILED, StepStatus.RETRYING})
 #: The glyphs that mark a step that waits: for a signal (a person, another system), for time.
 WAIT_MARK = "\u23f8"  # ⏸
@@ -362,7 +353,7 @@ def _live_steps(
         gone = {n.id for n in nodes if n.id in OUTCOMES and n.id != reached}
         nodes = [n for n in nodes if n.id not in gone]
         edges = [e for e in edges if e.dst not in gone]
-        if not any(s.status in _UNWOUND for s in wf.steps):
+        if not any(s.status in STEP_UNWOUND for s in wf.steps):
             edges = [e for e in edges if e.kind != "compensation"]
 
     # Events in history order, each the edges it traverses: a step's first dispatch (the
@@ -426,7 +417,7 @@ def _live_steps(
                 n.tags,
                 style=step_state.status.value.lower(),
                 status=text,
-                current=step_state.status in _IN_FLIGHT,
+                current=step_state.status in STEP_CURRENT,
             )
         elif n.id == reached:
             style = "failure" if n.id == HALTED else "current"

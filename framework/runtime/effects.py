@@ -175,19 +175,19 @@ def outcome_unknown(ctx: TransitionContext) -> Deferred:
     return None
 
 
-def explain_halt(ctx: TransitionContext) -> Deferred:
-    """FAILED halts for an operator: say why, and name the effects that may remain."""
+def explain_halt(ctx: TransitionContext, cancelled: bool = False) -> Deferred:
+    """FAILED halts for an operator: say why, and name the effects that may remain.
+    `cancelled`: the halt came from a cancel, not a failed step (the table says so on the
+    transitions a cancel takes, so the words follow the table, not the trigger's name)."""
     wf = ctx.workflow
     if wf.reason:
         return None
     pivot = next((s for s in wf.steps if s.pivot and may_have_applied(s)), None)
-    trigger = ctx.entry.trigger if ctx.entry is not None else ""
     if pivot is not None:
         state = {StepStatus.COMPLETED: "it applied", StepStatus.EXECUTING: "it is running"}.get(
             pivot.status, "its outcome is unknown"
         )
         left = [s.name for s in wf.steps if s.status in STEP_MAY_REMAIN]
-        cancelled = trigger in (WorkflowTrigger.CANCEL, WorkflowTrigger.FORCE_CANCEL)
         why = "cancelled" if cancelled else "a step failed"
         wf.reason = (
             f"{why} once the pivot {pivot.name} may have applied ({state}), so nothing is "

@@ -12,7 +12,13 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from ..models import CompensationStrategy, SagaStep, StepStatus, WorkflowStatus
-from ..vocabulary import STEP_APPLYING, STEP_MAY_REMAIN, STEP_NOT_STARTED, STEP_TO_UNDO
+from ..vocabulary import (
+    STEP_APPLYING,
+    STEP_MAY_REMAIN,
+    STEP_NOT_STARTED,
+    STEP_TO_UNDO,
+    WORKFLOW_UNWINDING,
+)
 
 if TYPE_CHECKING:
     from .transaction import TransitionContext
@@ -89,7 +95,8 @@ def can_retry(ctx: TransitionContext) -> bool:
 
 
 def saga_unwinding(ctx: TransitionContext) -> bool:
-    return ctx.workflow.status in (WorkflowStatus.COMPENSATING, WorkflowStatus.CANCELLING)
+    """The workflow is on its way back (a state the table tags `unwinding`)."""
+    return ctx.workflow.status in WORKFLOW_UNWINDING
 
 
 def has_compensation(ctx: TransitionContext) -> bool:
