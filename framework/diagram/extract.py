@@ -382,7 +382,7 @@ def _live_steps(
             events.append([i for i in into.get(h.step, []) if edges[i].kind == "forward"])
         elif (
             source == StepStatus.COMPLETED.value
-            and dest in (StepStatus.COMPENSATING.value, StepStatus.COMPENSATED.value)
+            and dest in STEP_UNWOUND  # a completed step's first move onto the way back
             and h.step not in unwound
         ):
             unwound.add(h.step)
