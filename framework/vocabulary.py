@@ -3,11 +3,11 @@
 The lifecycle tables say what moves an instance; the engine's code still has to name some of
 their words (it fires `dispatch` when a worker claims a step, it asks whether a workflow has
 ended). Those words live here, once: trigger names as constants, and every group of states read
-from the shipped tables (their final states, their tags, the sources of a trigger) rather than
-listed again in Python. A lifecycle an engine runs (a user's copy or extension of a shipped
-one) is checked against this vocabulary when it is loaded, so it cannot drift from what the
-engine assumes: a trigger the engine fires or a tag it reads that the chart lacks fails the
-load with one line naming it.
+from the shipped tables (their final states, their tags, the sources of a trigger, the states it
+leads to) rather than listed again in Python. A lifecycle an engine runs (a user's copy or
+extension of a shipped one) is checked against this vocabulary when it is loaded, so it cannot
+drift from what the engine assumes: a trigger the engine fires or a tag it reads that the
+chart lacks fails the load with one line naming it.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from collections.abc import Iterable
 
 from .charts.chart import Chart
 from .charts.lifecycles import lifecycle
+from .charts.spec import SEP
 from .errors import DefinitionError, Problem
 from .models import StepStatus, WorkflowStatus
 
@@ -62,7 +63,7 @@ HALTED = "halted"
 IN_FLIGHT = "in_flight"
 #: A workflow parked for an operator (resume or cancel); recovery always picks it up.
 PAUSED = "paused"
-#: A workflow on its way back (cancelling or compensating): a step no longer retries forward.
+#: A workflow on its way back: cancelling (nothing new starts) or compensating.
 UNWINDING = "unwinding"
 #: A step whose compensation job is queued or running.
 UNDOING = "undoing"
@@ -122,13 +123,17 @@ def reachable(chart: Chart, states: Iterable[str]) -> frozenset[str]:
         if state in seen:
             continue
         seen.add(state)
-        todo.extend(t.dest.split(".", 1)[0] for t in chart.transitions_from(state))
+        todo.extend(_top(t.dest) for t in chart.transitions_from(state))
     return frozenset(seen)
 
 
 def destinations(chart: Chart, *triggers: str) -> frozenset[str]:
     """The top-level states one of `triggers` may lead to (guards aside)."""
-    return frozenset(t.dest.split(".", 1)[0] for t in chart.transitions if t.trigger in triggers)
+    return frozenset(_top(t.dest) for t in chart.transitions if t.trigger in triggers)
+
+
+def _top(path: str) -> str:
+    return path.split(SEP, 1)[0]
 
 
 def ended(chart: Chart) -> frozenset[str]:
