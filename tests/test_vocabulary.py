@@ -232,15 +232,22 @@ def test_the_table_says_which_halts_a_cancel_caused() -> None:
     ]
     assert {trigger for trigger, _ in halts} == {"advance", "step_failed", "cancel", "force_cancel"}
     for trigger, args in halts:
-        cancel = trigger in (WorkflowTrigger.CANCEL, WorkflowTrigger.FORCE_CANCEL)
+        # `advance` halts only from CANCELLING (the step in flight when the cancel came was
+        # the pivot): a cancel caused it too.
+        cancel = trigger in (
+            WorkflowTrigger.CANCEL,
+            WorkflowTrigger.FORCE_CANCEL,
+            WorkflowTrigger.ADVANCE,
+        )
         assert args == ({"cancelled": True} if cancel else {}), trigger
     engine = _engine()
-    for trigger, words in (
-        (WorkflowTrigger.CANCEL, "cancelled once the pivot charge may have applied (it applied)"),
-        (WorkflowTrigger.FORCE_CANCEL, "cancelled once the pivot charge may have applied"),
-        (WorkflowTrigger.STEP_FAILED, "a step failed once the pivot charge may have applied"),
+    for trigger, source, words in (
+        (WorkflowTrigger.CANCEL, W.RUNNING, "cancelled once the pivot charge may have applied"),
+        (WorkflowTrigger.FORCE_CANCEL, W.RUNNING, "cancelled once the pivot charge may have"),
+        (WorkflowTrigger.ADVANCE, W.CANCELLING, "cancelled once the pivot charge may have"),
+        (WorkflowTrigger.STEP_FAILED, W.RUNNING, "a step failed once the pivot charge may have"),
     ):
-        txn = _past_the_pivot(W.RUNNING)
+        txn = _past_the_pivot(source)
         engine.kernel.fire(txn, None, trigger)
         assert txn.wf.status is W.FAILED, trigger
         assert txn.wf.reason is not None and txn.wf.reason.startswith(words), txn.wf.reason
