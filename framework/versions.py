@@ -16,15 +16,14 @@ from dataclasses import dataclass, field
 from .definition import StepSpec, WorkflowDefinition
 from .models import SagaStep, StepStatus, WorkflowState, WorkflowStatus
 from .ports import Store
-from .vocabulary import STEP_CURRENT, WORKFLOW_OPEN
+from .vocabulary import STEP_CURRENT, STEP_TO_UNDO, STEP_UNDOING, WORKFLOW_OPEN
 
 #: The workflow states of an instance still in flight: those that have not ended (FAILED
 #: waits for an operator's restart on the version it has; a restart keeps its own step specs).
 IN_FLIGHT = tuple(s for s in WorkflowStatus if s in WORKFLOW_OPEN)
-#: Steps whose effect took place and may still have to be undone. Not a group the tables
-#: state: the one they state (what `compensate` starts from, or is undoing) adds IN_DOUBT, and
-#: checking those would change what an upgrade check reports.
-_DONE = frozenset({StepStatus.COMPLETED, StepStatus.COMPENSATING})
+#: Steps whose effect took place (or may have: in doubt) and may still be undone under the new
+#: version: what `compensate` starts from, and what is being undone (from the step table).
+_UNDOABLE = STEP_TO_UNDO | STEP_UNDOING
 
 
 @dataclass(frozen=True)
@@ -62,13 +61,17 @@ def check_instance(wf: WorkflowState, new: WorkflowDefinition) -> UpgradeCheck:
         if s.name not in specs:
             problems.append(f"its current step {s.name!r} is not in version {new.version}")
     for s in wf.steps:
-        if s.status in _DONE and s.name in specs:
+        if s.status not in _UNDOABLE:
+            continue
+        # An attempt whose outcome is unknown is undone like a completed one (issue 15).
+        kind = "in-doubt step" if s.status is StepStatus.IN_DOUBT else "completed step"
+        if s.name in specs:
             why = _undo_differs(s, specs[s.name])
             if why:
-                problems.append(f"completed step {s.name!r}: {why}")
-        elif s.status in _DONE and s.compensation is not None:
+                problems.append(f"{kind} {s.name!r}: {why}")
+        elif s.compensation is not None:
             problems.append(
-                f"completed step {s.name!r} is not in version {new.version}, so its "
+                f"{kind} {s.name!r} is not in version {new.version}, so its "
                 f"compensation {s.compensation.action_type!r} would be lost"
             )
     return UpgradeCheck(

@@ -104,3 +104,27 @@ def test_check_upgrade_command_exits_1_when_an_instance_cannot_continue(tmp_path
     assert [r["workflow_id"] for r in rows] == [ids["v1_waiting"], ids["v2_waiting"]]
     assert all(r["ok"] and r["current"] == ["approval"] for r in rows)
     assert SQLiteStore(db).get(ids["v1_waiting"]).step("approval").status is StepStatus.WAITING
+
+
+def test_an_in_doubt_step_s_changed_compensation_is_reported(tmp_path: Path) -> None:
+    """A step whose last attempt's outcome is unknown is undone like a completed one, so a new
+    version that changes its compensation is reported for it too."""
+    from statesaga.versions import check_instance
+
+    db, ids = populate(tmp_path)
+    wf = SQLiteStore(db).get(ids["v1_waiting"])
+    submit = wf.step("submit")
+    assert submit.status is StepStatus.COMPLETED and submit.compensation is not None
+    submit.status = StepStatus.IN_DOUBT
+    new = load_definition(
+        version(
+            2,
+            lambda d: step(d, "submit")["compensation"].update(
+                params={"claim": "${result.claim}", "why": "x"}
+            ),
+        )
+    )
+    check = check_instance(wf, new)
+    assert check.problems == (
+        "in-doubt step 'submit': the params of compensation 'withdraw_claim' changed",
+    )
