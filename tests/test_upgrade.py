@@ -4,12 +4,15 @@ lines and deployments named then still works, or fails with one line saying wher
 from __future__ import annotations
 
 import importlib
+import json
 import runpy
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from statesaga._moved import MOVED
+from statesaga.examples import trip_handlers
 
 
 @pytest.mark.parametrize("old", sorted(MOVED))
@@ -48,3 +51,29 @@ def test_the_job_guard_keeps_its_old_module_path() -> None:
 def test_a_public_name_that_moved_says_where_it_is(module: str, name: str, now: str) -> None:
     with pytest.raises(ImportError, match=now.replace(".", r"\.")):
         exec(f"from {module} import {name}", {})
+
+
+UPGRADE = Path(__file__).parent / "upgrade"
+
+
+def test_a_document_and_a_queued_job_of_the_previous_release_run_to_the_end() -> None:
+    """Saved by d7f3d36's `statesaga run examples/trip.yaml --queue rq://...` before any worker
+    took its first step: the document (RUNNING, reserve_flight QUEUED) and the RQ job's
+    serialized call, as Redis held them. The new worker's `run_job` takes that call."""
+    from statesaga import Engine
+    from statesaga.adapters.inline import InlineQueue
+    from statesaga.adapters.memory import MemoryStore
+    from statesaga.models import WorkflowState, WorkflowStatus
+    from statesaga.worker import JOB_FUNCTION, run_job, serving
+
+    doc = WorkflowState.model_validate_json((UPGRADE / "d7f3d36_trip_running.json").read_text())
+    function, _, args, kwargs = json.loads((UPGRADE / "d7f3d36_rq_job.json").read_text())
+    assert function == JOB_FUNCTION and not kwargs
+    store = MemoryStore()
+    store.create(doc)
+    engine = Engine(store, InlineQueue(), handlers=[trip_handlers])
+    with serving(engine.run_job):
+        run_job(*args)
+    done = store.get(doc.id)
+    assert done.status is WorkflowStatus.COMPLETED, done.status
+    assert set(done.results) == {s.name for s in done.steps}
