@@ -60,7 +60,7 @@ def main(ctx: click.Context, log_level: str | None, log_format: LogFormat) -> No
         except StatesagaError as exc:
             fail(str(exc))
         if done:
-            logging.getLogger("statesaga.observability.otel").info(
+            logging.getLogger("statesaga.otel").info(
                 "OpenTelemetry: %s", "; ".join(done)
             )
 
