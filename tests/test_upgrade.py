@@ -77,3 +77,71 @@ def test_a_document_and_a_queued_job_of_the_previous_release_run_to_the_end() ->
     done = store.get(doc.id)
     assert done.status is WorkflowStatus.COMPLETED, done.status
     assert set(done.results) == {s.name for s in done.steps}
+
+
+def test_a_step_lifecycle_copied_from_the_previous_release_is_refused_before_anything_runs(
+    tmp_path: Path,
+) -> None:
+    """A copy of d7f3d36's step.yaml lacks the tags the engine reads since. `validate` and `run`
+    refuse it alike, one line per missing tag naming the chart's file, and `run` stores
+    nothing (README, "Statecharts": what an upgrade adds to such a copy)."""
+    chart = tmp_path / "my_step.yaml"
+    chart.write_text((UPGRADE / "d7f3d36_step_copy.yaml").read_text())
+    trip = (Path(__file__).parent.parent / "examples" / "trip.yaml").read_text()
+    saga = tmp_path / "trip.yaml"
+    saga.write_text(trip.replace("\nstrategy:", "\nstep_lifecycle: my_step.yaml\nstrategy:", 1))
+    db = tmp_path / "db.sqlite"
+    trip_input = {"origin": "A", "destination": "B", "nights": 1, "amount": 1, "email": "a@b.c"}
+    for args in (
+        ["validate", str(saga)],
+        ["run", str(saga), "--input", json.dumps(trip_input), "--store", f"sqlite:///{db}"],
+    ):
+        res = subprocess.run(
+            [sys.executable, "-P", "-m", "statesaga.cli", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert res.returncode == 1, args
+        out = res.stdout + res.stderr
+        lines = out.splitlines()
+        assert len(lines) == 3, lines
+        assert all(line.startswith(f"{chart}: ") for line in lines), lines
+        assert [t for t in ("'in_flight'", "'undoing'", "'gave_up'") if t in out] == [
+            "'in_flight'",
+            "'undoing'",
+            "'gave_up'",
+        ]
+    assert not db.exists()
+
+
+def test_log_lines_keep_their_logger_names() -> None:
+    """Operators filter and alert on logger names (`statesaga.recovery: resumed ...`, a level
+    set on `statesaga.outage`): a module that moved keeps the name it logged under."""
+    import re
+
+    root = Path(__file__).parent.parent
+    names = {
+        m.group(1)
+        for folder in ("framework", "adapters")
+        for path in (root / folder).rglob("*.py")
+        for m in re.finditer(r'getLogger\("([^"]+)"\)', path.read_text("utf-8"))
+    }
+    before = {
+        "statesaga",
+        "statesaga.redis_store",
+        "statesaga.steps",
+        "statesaga.store",
+        "statesaga.web",
+        "statesaga.engine",
+        "statesaga.events",
+        "statesaga.heartbeat",
+        "statesaga.managers",
+        "statesaga.otel",
+        "statesaga.outage",
+        "statesaga.recovery",
+        "statesaga.supervisor",
+        "statesaga.telemetry",
+        "statesaga.worker",
+    }
+    assert before <= names, sorted(before - names)
