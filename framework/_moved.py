@@ -60,14 +60,19 @@ def moved_name(module: str, name: str) -> NoReturn:
 class _Alias(importlib.abc.Loader):
     def __init__(self, target: str) -> None:
         self.target = target
+        self.own_spec: importlib.machinery.ModuleSpec | None = None
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType:
         module = importlib.import_module(self.target)
+        self.own_spec = module.__spec__
         sys.modules[spec.name] = module
         return module
 
     def exec_module(self, module: ModuleType) -> None:
-        """The module ran when it was imported under its new name."""
+        """The module ran when it was imported under its new name; the import under the old
+        one has just stamped the old name's spec onto it, so it gets its own spec back (runpy,
+        reload and pickling read the module's name from it)."""
+        module.__spec__ = self.own_spec
 
     def get_code(self, fullname: str) -> CodeType:
         """`python -m <old name>` (runpy) runs this: the module itself runs under its new name,

@@ -18,8 +18,20 @@ from statesaga.examples import trip_handlers
 @pytest.mark.parametrize("old", sorted(MOVED))
 def test_python_dash_m_finds_a_moved_module(old: str) -> None:
     """`python -m statesaga.crashcheck` (a command line of the previous release) runs what
-    `python -m` of the new name runs; runpy needs the module's code, not only the module."""
+    `python -m` of the new name runs; runpy needs the module's code, not only the module.
+    A `python -m` process has not imported the old name yet; nor has this test."""
+    sys.modules.pop(old, None)
     runpy.run_module(old, run_name="not_main")
+
+
+@pytest.mark.parametrize("old", sorted(MOVED))
+def test_importing_an_old_name_leaves_the_module_its_own_spec(old: str) -> None:
+    """The import system stamps the spec it imported by onto the module: the old name's alias
+    spec would replace the module's own, and runpy, reload and pickling by name follow it."""
+    importlib.import_module(old)
+    new = importlib.import_module(MOVED[old])
+    assert new.__spec__ is not None and new.__spec__.name == MOVED[old]
+    assert importlib.reload(new) is new
 
 
 def test_python_dash_m_crashcheck_runs_the_crash_worker() -> None:
