@@ -26,8 +26,9 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
+from ._moved import moved_name
 from .app import EngineOptions
 from .engine import Engine
 from .errors import AdapterError, StatesagaError
@@ -149,6 +150,12 @@ def run_worker(settings: WorkerSettings) -> bool:
     finally:
         engine.store.close()
         engine.queue.close()
+
+
+if not TYPE_CHECKING:  # (a module __getattr__ would hide every misspelt name from mypy)
+
+    def __getattr__(name: str) -> NoReturn:
+        moved_name(__name__, name)
 
 
 __all__ = [

@@ -14,7 +14,7 @@ def test_an_outage_is_logged_once_and_its_retries_back_off(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     outage = Outage("loop", initial=1.0, factor=2.0, ceiling=8.0)
-    with caplog.at_level(logging.INFO, logger="statesaga.runtime.outage"):
+    with caplog.at_level(logging.INFO, logger="statesaga.outage"):
         pauses = [outage.failed(ConnectionError("refused")) for _ in range(6)]
         assert outage.down
         outage.ok()

@@ -60,9 +60,7 @@ def main(ctx: click.Context, log_level: str | None, log_format: LogFormat) -> No
         except StatesagaError as exc:
             fail(str(exc))
         if done:
-            logging.getLogger("statesaga.observability.otel").info(
-                "OpenTelemetry: %s", "; ".join(done)
-            )
+            logging.getLogger("statesaga.otel").info("OpenTelemetry: %s", "; ".join(done))
 
 
 #: Commands that run or move workflows: they export traces and metrics when OTEL_* says so.

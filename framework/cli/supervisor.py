@@ -29,7 +29,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-log = logging.getLogger("statesaga.cli.supervisor")
+# The name it logged under before the tree's split: operators filter and alert on it.
+log = logging.getLogger("statesaga.supervisor")
 
 #: A child that lived at least this long was healthy: its next restart is immediate.
 HEALTHY_AFTER = 10.0

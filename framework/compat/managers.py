@@ -50,7 +50,8 @@ from ..vocabulary import (
     WORKFLOW_ROLLED_BACK,
 )
 
-log = logging.getLogger("statesaga.compat.managers")
+# The name it logged under before the tree's split: operators filter and alert on it.
+log = logging.getLogger("statesaga.managers")
 
 #: Workflows a lost agent session can pick up again: started, not finished.
 RECOVERABLE = WORKFLOW_RECOVERABLE

@@ -29,7 +29,8 @@ from opentelemetry import metrics, trace
 
 from ..errors import StatesagaError
 
-log = logging.getLogger("statesaga.observability.otel")
+# The name it logged under before the tree's split: operators filter and alert on it.
+log = logging.getLogger("statesaga.otel")
 
 _INSTALL = "pip install 'statesaga[otel]'"
 

@@ -50,7 +50,8 @@ if TYPE_CHECKING:
     from opentelemetry.trace import Span, Tracer
 
 SCOPE = "statesaga"
-log = logging.getLogger("statesaga.observability.telemetry")
+# The name it logged under before the tree's split: operators filter and alert on it.
+log = logging.getLogger("statesaga.telemetry")
 #: A workflow's span is emitted when it reaches one of these (FAILED halts: the span ends;
 #: a restart starts a new run, with a span of its own).
 _ENDED = frozenset(s.value for s in WORKFLOW_ENDED)

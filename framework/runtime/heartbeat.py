@@ -10,7 +10,8 @@ from datetime import datetime, timedelta
 
 from ..ports import Clock
 
-log = logging.getLogger("statesaga.runtime.heartbeat")
+# The name it logged under before the tree's split: operators filter and alert on it.
+log = logging.getLogger("statesaga.heartbeat")
 
 
 class Heartbeats:

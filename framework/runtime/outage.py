@@ -14,7 +14,8 @@ import logging
 import random
 import time
 
-log = logging.getLogger("statesaga.runtime.outage")
+# The name it logged under before the tree's split: operators filter and alert on it.
+log = logging.getLogger("statesaga.outage")
 
 
 class Outage:

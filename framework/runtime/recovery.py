@@ -23,7 +23,8 @@ from ..ports import Clock, Store, SystemClock
 from ..vocabulary import STEP_BUSY, WORKFLOW_IN_FLIGHT, WORKFLOW_PAUSED
 from .heartbeat import heartbeat_cutoff
 
-log = logging.getLogger("statesaga.runtime.recovery")
+# The name it logged under before the tree's split: operators filter and alert on it.
+log = logging.getLogger("statesaga.recovery")
 
 #: Open states whose progress depends on a live worker (their heartbeat is what tells).
 STALE_STATES = WORKFLOW_IN_FLIGHT
