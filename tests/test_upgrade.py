@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 from statesaga._moved import MOVED
-from statesaga.examples import trip_handlers
 
 
 @pytest.mark.parametrize("old", sorted(MOVED))
@@ -68,27 +67,41 @@ def test_a_public_name_that_moved_says_where_it_is(module: str, name: str, now: 
 UPGRADE = Path(__file__).parent / "upgrade"
 
 
-def test_a_document_and_a_queued_job_of_the_previous_release_run_to_the_end() -> None:
+def test_a_document_and_a_queued_job_of_the_previous_release_run_to_the_end(
+    redis_url: str, tmp_path: Path
+) -> None:
     """Saved by d7f3d36's `statesaga run examples/trip.yaml --queue rq://...` before any worker
     took its first step: the document (RUNNING, reserve_flight QUEUED) and the RQ job's
-    serialized call, as Redis held them. The new worker's `run_job` takes that call."""
-    from statesaga import Engine
-    from statesaga.adapters.inline import InlineQueue
-    from statesaga.adapters.memory import MemoryStore
+    serialized call, as Redis held them. Both go back where they were (a SQLite store, an RQ
+    queue on a real Redis) and today's `statesaga worker` runs the saga to the end."""
+    from redis import Redis
+    from rq import Queue
+    from rq.serializers import JSONSerializer
+    from statesaga.adapters.sqlite import SQLiteStore
     from statesaga.models import WorkflowState, WorkflowStatus
-    from statesaga.worker import JOB_FUNCTION, run_job, serving
+    from statesaga.worker import JOB_FUNCTION
 
     doc = WorkflowState.model_validate_json((UPGRADE / "d7f3d36_trip_running.json").read_text())
     function, _, args, kwargs = json.loads((UPGRADE / "d7f3d36_rq_job.json").read_text())
     assert function == JOB_FUNCTION and not kwargs
-    store = MemoryStore()
+    db = tmp_path / "old.db"
+    store = SQLiteStore(db)
     store.create(doc)
-    engine = Engine(store, InlineQueue(), handlers=[trip_handlers])
-    with serving(engine.run_job):
-        run_job(*args)
+    name = f"upgrade-{doc.id}"
+    connection = Redis.from_url(redis_url)
+    Queue(name, connection=connection, serializer=JSONSerializer).enqueue_call(function, args=args)
+    queue_url = redis_url.replace("redis://", "rq://", 1) + f"?queue={name}"
+    res = subprocess.run(
+        [sys.executable, "-m", "statesaga.cli", "worker", "--burst", "--queue", queue_url,
+         "--store", f"sqlite:///{db}", "--handlers", "statesaga.examples.trip_handlers"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
     done = store.get(doc.id)
     assert done.status is WorkflowStatus.COMPLETED, done.status
     assert set(done.results) == {s.name for s in done.steps}
+    connection.close()
+    store.close()
 
 
 def test_a_step_lifecycle_copied_from_the_previous_release_is_refused_before_anything_runs(
