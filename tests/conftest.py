@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -52,15 +49,6 @@ def free_port() -> int:
     return _free_port()
 
 
-def _redis_answers(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
-            s.sendall(b"PING\r\n")
-            return s.recv(16).startswith((b"+PONG", b"-NOAUTH"))  # up (with a password or not)
-    except OSError:
-        return False
-
-
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`STATESAGA_TEST_REDIS_URL` if set (a server with persistence on: the Redis store
@@ -85,49 +73,18 @@ def redis_password_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tup
 @contextlib.contextmanager
 def _redis_server(workdir: Path, *extra: str) -> Iterator[int]:
     """A redis-server on a free port for as long as the block runs; yields the port."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail(
-            "redis-server is not on PATH: install it (apt-get install -y redis-server) "
-            "or set STATESAGA_TEST_REDIS_URL=redis://host:port/db"
-        )
-    port = _free_port()
+    from ops_redis import RedisServer
+
     # Persistence on (AOF in the session's tmp dir), as on a production server: the Redis
     # store refuses a server that would lose every workflow on a restart.
-    proc = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "everysec",
-            "--dir",
-            str(workdir),
-            *extra,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
+    server = RedisServer(
+        workdir, "--save", "", "--appendonly", "yes", "--appendfsync", "everysec", *extra
     )
+    server.start()
     try:
-        deadline = time.monotonic() + 10
-        while not _redis_answers(port):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"redis-server did not start on port {port} (exit code {proc.poll()})")
-            time.sleep(0.05)
-        yield port
+        yield server.port
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        server.stop(kill=False)
 
 
 @pytest.fixture

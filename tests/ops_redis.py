@@ -18,7 +18,10 @@ class RedisServer:
     def __init__(self, workdir: Path, *args: str) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
-            pytest.fail("redis-server is not on PATH (apt-get install -y redis-server)")
+            pytest.fail(
+                "redis-server is not on PATH: install it (apt-get install -y redis-server) "
+                "or set STATESAGA_TEST_REDIS_URL=redis://host:port/db"
+            )
         self.binary = binary
         self.workdir = workdir
         self.args = list(args)
@@ -67,7 +70,8 @@ class RedisServer:
             with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
                 s.sendall(b"PING\r\n")
                 reply = s.recv(64)
-                # A server loading its AOF answers -LOADING: up, not ready.
-                return reply.startswith(b"+PONG")
+                # A server loading its AOF answers -LOADING: up, not ready. One that wants a
+                # password answers -NOAUTH: up and ready.
+                return reply.startswith((b"+PONG", b"-NOAUTH"))
         except OSError:
             return False

@@ -17,16 +17,15 @@ import json
 import os
 import pickle
 import shutil
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from ops_redis import RedisServer  # registered by conftest.py
 from security_helpers import EXAMPLES, TRIP_INPUT, statesaga  # registered by conftest.py
 from statesaga import plugins
 from statesaga.definition import load_definition
@@ -432,49 +431,17 @@ PASSWORD = "Sup3r-s3cret-PW"
 
 @pytest.fixture(scope="module")
 def secret_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("redis-server is not on PATH (apt-get install -y redis-server)")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--requirepass",
-            PASSWORD,
-            "--dir",
-            str(tmp_path_factory.mktemp("secret-redis")),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )
-    import redis as redis_py
-
-    client = redis_py.Redis(port=port, password=PASSWORD)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-            break
-        except redis_py.exceptions.ConnectionError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail("the password-protected redis-server did not start")
-            time.sleep(0.05)
+    """A password-protected server that keeps nothing on disk (the store accepts it only when
+    told so)."""
+    server = RedisServer(
+        tmp_path_factory.mktemp("secret-redis"),
+        "--save", "", "--appendonly", "no", "--requirepass", PASSWORD,
+    )  # fmt: skip
+    server.start()
     try:
-        yield "127.0.0.1", port
+        yield "127.0.0.1", server.port
     finally:
-        client.close()
-        proc.terminate()
-        proc.wait(timeout=10)
+        server.stop(kill=False)
 
 
 def test_no_password_in_anything_printed(secret_redis: tuple[str, int], tmp_path: Path) -> None:
