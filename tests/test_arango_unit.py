@@ -515,6 +515,30 @@ def test_create_of_an_existing_id_is_a_conflict() -> None:
     assert wf.revision == 0
 
 
+def test_create_that_meets_a_concurrent_write_runs_again() -> None:
+    # Error 1200 aborts the insert; run again, it finds the id taken (1210) and reads back.
+    wf = make_workflow()
+    rec = Recorder(
+        doc_answers=[
+            server_error(DocumentInsertError, 409, 1200, "write-write conflict"),
+            server_error(DocumentInsertError, 409, 1210, "unique constraint violated"),
+            stored(another_writers(wf), revision=1),
+        ]
+    )
+    with pytest.raises(ConflictError):
+        store_with(rec).create(wf)
+    assert [e[0] for e in rec.log] == ["insert", "insert", "get"]
+
+
+def test_a_create_without_an_answer_that_is_not_stored_is_unknown() -> None:
+    wf = make_workflow()
+    rec = Recorder(doc_answers=[real_read_timeout(), None])
+    with pytest.raises(AdapterError) as caught:
+        store_with(rec).create(wf)
+    assert "got no answer within 5 s, so its outcome is unknown" in str(caught.value)
+    assert is_outage(caught.value) and wf.revision == 0
+
+
 def test_create_refuses_an_id_arango_cannot_key() -> None:
     rec = Recorder()
     wf = make_workflow()
@@ -642,14 +666,14 @@ def test_a_write_that_keeps_meeting_1200_says_so() -> None:
 
 # -- a save whose answer never came: re-read to decide ----------------------------------------
 # python-arango lets requests' ReadTimeout through (Connection.process_request catches only
-# ConnectionError), which is what the recorder raises here.
+# ConnectionError), which is what the recorder raises here: a real one, cause chain included.
 
 
 def test_a_timed_out_save_that_committed_is_a_success() -> None:
     wf = make_workflow()
     wf.revision = 2
     ours = {"_key": wf.id, **ArangoStore.to_document(wf, 3)}
-    rec = Recorder(aql_answers=[ReadTimeout("read timed out")], doc_answers=[ours])
+    rec = Recorder(aql_answers=[real_read_timeout()], doc_answers=[ours])
     store_with(rec).save(wf)
     assert wf.revision == 3
     assert [e[0] for e in rec.log] == ["aql", "get"]
@@ -659,7 +683,7 @@ def test_a_timed_out_save_overtaken_by_another_writer_is_a_conflict() -> None:
     wf = make_workflow()
     wf.revision = 2
     rec = Recorder(
-        aql_answers=[ReadTimeout("read timed out")],
+        aql_answers=[real_read_timeout()],
         doc_answers=[stored(another_writers(wf), revision=3)],
     )
     with pytest.raises(ConflictError) as caught:
@@ -671,9 +695,7 @@ def test_a_timed_out_save_overtaken_by_another_writer_is_a_conflict() -> None:
 def test_a_timed_out_save_not_applied_yet_is_unknown_not_failed() -> None:
     wf = make_workflow()
     wf.revision = 2
-    rec = Recorder(
-        aql_answers=[ReadTimeout("read timed out")], doc_answers=[stored(wf, revision=2)]
-    )
+    rec = Recorder(aql_answers=[real_read_timeout()], doc_answers=[stored(wf, revision=2)])
     with pytest.raises(AdapterError) as caught:
         store_with(rec).save(wf)
     text = str(caught.value)
@@ -686,9 +708,7 @@ def test_a_timed_out_save_not_applied_yet_is_unknown_not_failed() -> None:
 def test_a_timed_out_save_whose_read_back_fails_is_unknown() -> None:
     wf = make_workflow()
     wf.revision = 2
-    rec = Recorder(
-        aql_answers=[ReadTimeout("read timed out")], doc_answers=[ReadTimeout("read timed out")]
-    )
+    rec = Recorder(aql_answers=[real_read_timeout()], doc_answers=[real_read_timeout()])
     with pytest.raises(AdapterError, match="outcome is unknown; reading it back failed too"):
         store_with(rec).save(wf)
 

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 import arango.errno as arango_errno
 from arango.exceptions import ArangoError, DocumentInsertError
@@ -50,6 +50,7 @@ _STORED_FIELDS = frozenset(
 # the longest pause between two runs (doubled from 1 ms, with jitter).
 _WRITE_TRIES = 8
 _WRITE_PAUSE_MAX = 0.05
+_T = TypeVar("_T")
 
 
 class ArangoStore(DocumentStore):
@@ -183,23 +184,30 @@ class ArangoStore(DocumentStore):
         return rows
 
     def _write(self, query: str, bind_vars: dict[str, Any], op: str, wid: str) -> list[Any]:
-        """Run a one-document write statement; again when it meets a concurrent write.
+        """Run a one-document write statement (see _retried). `max_runtime` has the server
+        stop a statement that outlives the client's wait, so a timed-out write does not apply
+        much later."""
+        db = self._database()
+
+        def run() -> list[Any]:
+            cursor = db.aql.execute(query, bind_vars=bind_vars, max_runtime=self.settings.timeout)
+            return list(cursor)
+
+        return self._retried(op, wid, run)
+
+    def _retried(self, op: str, wid: str, write: Callable[[], _T]) -> _T:
+        """Run a one-document write; again when it meets a concurrent write.
 
         Error 1200 means the document changed after the statement's snapshot (see QUERIES
-        ["save"]); the statement was aborted, so running it again is safe, and its FILTER
+        ["save"]); the write was aborted, so running it again is safe, and a save's FILTER
         decides again on a new snapshot. Pauses double from 1 ms, with jitter, so two writers
-        that keep meeting fall out of step. `max_runtime` has the server stop a statement
-        that outlives the client's wait, so a timed-out write does not apply much later.
-        Raises OutcomeUnknown when no answer (or an answer that cannot tell) came.
+        that keep meeting fall out of step. Raises OutcomeUnknown when no answer (or an
+        answer that cannot tell) came.
         """
-        db = self._database()
         for attempt in range(_WRITE_TRIES):
             try:
                 with self._errors(op, wid, write=True):
-                    cursor = db.aql.execute(
-                        query, bind_vars=bind_vars, max_runtime=self.settings.timeout
-                    )
-                    return list(cursor)
+                    return write()
             except Busy:
                 pause = min(_WRITE_PAUSE_MAX, 0.001 * 2**attempt)
                 time.sleep(random.uniform(pause / 2, pause))
@@ -215,16 +223,21 @@ class ArangoStore(DocumentStore):
                 "(letters, digits and _-:.@()+,=;$!*' only, at most 254)"
             )
         doc = {"_key": record.id, **_document(record)}
-        db = self._database()
+        coll = self._database().collection(self.settings.collection)
+
+        def insert() -> bool:
+            try:
+                coll.insert(doc, silent=True, sync=True)
+                return True
+            except DocumentInsertError as exc:
+                if exc.error_code != arango_errno.UNIQUE_CONSTRAINT_VIOLATED:
+                    raise
+                return False
+
         unknown: OutcomeUnknown | None = None
         try:
-            with self._errors("create", record.id, write=True):
-                try:
-                    db.collection(self.settings.collection).insert(doc, silent=True, sync=True)
-                    return WRITTEN
-                except DocumentInsertError as exc:
-                    if exc.error_code != arango_errno.UNIQUE_CONSTRAINT_VIOLATED:
-                        raise
+            if self._retried("create", record.id, insert):
+                return WRITTEN
         except OutcomeUnknown as exc:
             unknown = exc
         stored = self._read_back("create", record.id, unknown)
