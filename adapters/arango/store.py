@@ -113,9 +113,6 @@ class ArangoStore(DocumentStore):
 
     # -- mapping ----------------------------------------------------------------------------
 
-    def _source(self, key: str) -> str:
-        return f"arango:{self.settings.database}/{self.settings.collection}/{key}"
-
     @staticmethod
     def to_document(wf: WorkflowState, revision: int) -> dict[str, Any]:
         """The stored form of `wf` at `revision` (without `_key`; see the module docstring)."""
@@ -126,30 +123,7 @@ class ArangoStore(DocumentStore):
         return self._load(self._stored(doc))
 
     def _stored(self, doc: Mapping[str, Any]) -> Stored:
-        """A document as the store algorithm reads it, with what is wrong with its top-level
-        attributes (raised when it is loaded). They are authoritative: a heartbeat updates
-        only heartbeat_at_us, and the revision is what the save's check compared."""
-        key = str(doc.get("_key", "?"))
-        source = self._source(key)
-        unknown = sorted(set(doc) - _SYSTEM_FIELDS - _STORED_FIELDS)
-        problems = [Problem("unknown attribute", source, None, name) for name in unknown]
-        state, revision, heartbeat = (
-            doc.get("state"),
-            doc.get("revision"),
-            doc.get("heartbeat_at_us"),
-        )
-        if not isinstance(state, str):
-            problems.append(Problem("must be the workflow's JSON text", source, None, "state"))
-        if not isinstance(revision, int) or isinstance(revision, bool):
-            problems.append(Problem("must be an integer", source, None, "revision"))
-        if heartbeat is not None and (
-            not isinstance(heartbeat, int) or isinstance(heartbeat, bool)
-        ):
-            problems.append(Problem("must be an integer or null", source, None, "heartbeat_at_us"))
-        if problems:
-            return Stored(key, "", problems=tuple(problems))
-        assert isinstance(state, str) and isinstance(revision, int)  # checked just above
-        return Stored(key, state, heartbeat, revision)
+        return _stored(doc, f"arango:{self.settings.database}/{self.settings.collection}")
 
     # -- the Store protocol -----------------------------------------------------------------
 
@@ -370,6 +344,27 @@ class ArangoStore(DocumentStore):
         conformance tests `explain` on a real server)."""
         state = None if status is None else WorkflowStatus(status).value
         return list_query(self.settings.collection, session_id, state, limit)
+
+
+def _stored(doc: Mapping[str, Any], where: str) -> Stored:
+    """A document as the store algorithm reads it, with what is wrong with its top-level
+    attributes (raised when it is loaded). They are authoritative: a heartbeat updates only
+    heartbeat_at_us, and the revision is what the save's check compared."""
+    key = str(doc.get("_key", "?"))
+    source = f"{where}/{key}"
+    unknown = sorted(set(doc) - _SYSTEM_FIELDS - _STORED_FIELDS)
+    problems = [Problem("unknown attribute", source, None, name) for name in unknown]
+    state, revision, heartbeat = doc.get("state"), doc.get("revision"), doc.get("heartbeat_at_us")
+    if not isinstance(state, str):
+        problems.append(Problem("must be the workflow's JSON text", source, None, "state"))
+    if not isinstance(revision, int) or isinstance(revision, bool):
+        problems.append(Problem("must be an integer", source, None, "revision"))
+    if heartbeat is not None and (not isinstance(heartbeat, int) or isinstance(heartbeat, bool)):
+        problems.append(Problem("must be an integer or null", source, None, "heartbeat_at_us"))
+    if problems:
+        return Stored(key, "", problems=tuple(problems))
+    assert isinstance(state, str) and isinstance(revision, int)  # checked just above
+    return Stored(key, state, heartbeat, revision)
 
 
 def _document(record: Record) -> dict[str, Any]:
