@@ -155,7 +155,7 @@ def system_db() -> Iterator[Any]:
     admin = ArangoStore.from_url(os.environ["STATESAGA_ARANGO_URL"])
     admin._database(schema=False)
     s = admin.settings
-    yield admin._client.db("_system", username=s.username, password=s.password)
+    yield admin._conn.client.db("_system", username=s.username, password=s.password)
     admin.close()
 
 

@@ -317,6 +317,19 @@ def stored(wf: WorkflowState, revision: int = 1, **extra: Any) -> dict[str, Any]
     return doc
 
 
+def test_the_stand_ins_have_only_python_arangos_methods() -> None:
+    # Each stand-in method binds its arguments to python-arango's method of the same name
+    # (`bound`); none may exist that python-arango's classes do not have.
+    helpers = {"called", "queries", "timeout_probe"}
+    for fake, real in (
+        (Recorder, {*dir(StandardDatabase), *dir(AQL)}),
+        (RecordingCollection, set(dir(StandardCollection))),
+        (RecordingClient, set(dir(ArangoClient))),
+    ):
+        own = {n for n, v in vars(fake).items() if callable(v) and not n.startswith("_")}
+        assert own - helpers <= real, fake
+
+
 # -- URL parsing ------------------------------------------------------------------------------
 
 
