@@ -1603,6 +1603,28 @@ def test_a_create_without_an_answer_is_read_back(scripted: Any) -> None:
     store.close()
 
 
+def test_a_save_whose_connection_broke_twice_is_read_back(scripted: Any) -> None:
+    # Sent, the connection broke; sent again, it broke again: either send may have applied.
+    # The stored document decides (here: ours, so saved), not "cannot reach".
+    wf = make_workflow()
+    wf.revision = 1
+    ours = {"_key": wf.id, "_id": f"{COLL}/{wf.id}", "_rev": "_x", **ArangoStore.to_document(wf, 2)}
+    server = scripted(answer(200, COLLECTIONS), ("drop",), ("drop",), answer(200, ours))
+    store = open_store(server)
+    store.save(wf)
+    assert wf.revision == 2
+    assert [m for _, m, _ in server.seen] == ["GET", "POST", "POST", "GET"]
+    store.close()
+
+
+def test_a_heartbeat_whose_connection_broke_is_an_outage(scripted: Any) -> None:
+    server = scripted(answer(200, COLLECTIONS), ("drop",), ("drop",))
+    with pytest.raises(AdapterError) as caught:
+        open_store(server).heartbeat(WID, T0)
+    assert "heartbeat of WF-20260208-5b193f0d got no answer (" in str(caught.value)
+    assert is_outage(caught.value)
+
+
 # -- finding 3: a listing never silently loses a batch -----------------------------------------
 
 DOCS = [stored(make_workflow(created_at=T0 + timedelta(seconds=i))) for i in range(3)]

@@ -62,8 +62,9 @@ class ArangoUnavailable(ConnectionError):
 
 class OutcomeUnknown(Exception):
     """A write was sent and nothing says whether it applied: no answer came within its
-    timeout, or the server answered that it could not tell (1457: the coordinator stopped
-    waiting for the DB server, which may still apply it). `why` says which, for messages."""
+    timeout, its connection broke, or the server answered that it could not tell (1457: the
+    coordinator stopped waiting for the DB server, which may still apply it; an answer that
+    means "not now" is read back the same way, which costs one read). `why` says which."""
 
     def __init__(self, why: str) -> None:
         super().__init__(why)
@@ -253,7 +254,12 @@ class ErrorTranslator:
         except (RequestException, OSError) as exc:
             # After connecting, python-arango lets these through: ConnectionAbortedError when
             # its host tries are used up (a refused connection included).
-            self.unreachable(op, f"{type(exc).__name__}: {self.scrub(str(exc))}")
+            detail = f"{type(exc).__name__}: {self.scrub(str(exc))}"
+            if write:
+                # The connection may have broken after the write was sent (twice: it is sent
+                # once more), and the server may have applied it.
+                raise OutcomeUnknown(f"got no answer ({detail})") from None
+            self.unreachable(op, detail)
 
     def unreachable(self, op: str, detail: str) -> NoReturn:
         s = self.settings
