@@ -77,13 +77,27 @@ def _stale_query(n_statuses: int) -> str:
     # "IS NULL" and "<" in one WHERE, SQLite uses the index for the status only and reads
     # every row of those statuses.
     return (
-        "SELECT id, doc, heartbeat_at, created_at FROM workflows"
+        f"SELECT {_DOCUMENT}, created_at FROM workflows"
         f" WHERE status IN ({marks}) AND heartbeat_at IS NULL"
         " UNION ALL"
-        " SELECT id, doc, heartbeat_at, created_at FROM workflows"
+        f" SELECT {_DOCUMENT}, created_at FROM workflows"
         f" WHERE status IN ({marks}) AND heartbeat_at < ?"
-        " ORDER BY created_at, id"
+        " ORDER BY created_at, raw_id"
     )
+
+
+#: The columns a document is read from (see `_stored`). As bytes, not text: the sqlite3
+#: module decodes a TEXT value while it fetches the rows, so one that is not UTF-8 would
+#: fail the whole query (and its error quotes the document); decoded by the store algorithm,
+#: it is one unreadable document.
+_DOCUMENT = "CAST(id AS BLOB) AS raw_id, CAST(doc AS BLOB) AS raw_doc, heartbeat_at, revision"
+
+
+def _stored(row: tuple[object, ...]) -> Stored:
+    raw_id, doc, heartbeat, revision = row[:4]
+    # An id that is not UTF-8 is still named, with its odd bytes escaped.
+    wid = raw_id.decode("utf-8", "backslashreplace") if isinstance(raw_id, bytes) else str(raw_id)
+    return Stored(wid, doc if isinstance(doc, bytes) else str(doc), heartbeat, revision)
 
 
 class SQLiteStore(DocumentStore):
@@ -303,10 +317,10 @@ class SQLiteStore(DocumentStore):
     def _read(self, workflow_id: str) -> Stored | None:
         row = (
             self._conn()
-            .execute("SELECT doc, heartbeat_at FROM workflows WHERE id = ?", (workflow_id,))
+            .execute(f"SELECT {_DOCUMENT} FROM workflows WHERE id = ?", (workflow_id,))
             .fetchone()
         )
-        return None if row is None else Stored(workflow_id, row[0], row[1])
+        return None if row is None else _stored(row)
 
     def _beat(self, workflow_id: str, at_us: int) -> bool:
         found = True
@@ -328,7 +342,7 @@ class SQLiteStore(DocumentStore):
         self, session_id: str | None, status: str | None, limit: int | None
     ) -> Iterable[Stored]:
         where, params = self._where(session_id, status, None)
-        sql = "SELECT id, doc, heartbeat_at FROM workflows"
+        sql = f"SELECT {_DOCUMENT} FROM workflows"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY created_at, id"
@@ -339,10 +353,10 @@ class SQLiteStore(DocumentStore):
 
     def _select_stale(self, statuses: builtins.list[str], before_us: int) -> Iterable[Stored]:
         rows = self._conn().execute(_stale_query(len(statuses)), [*statuses, *statuses, before_us])
-        return (Stored(wid, doc, heartbeat) for wid, doc, heartbeat, _ in rows.fetchall())
+        return [_stored(row) for row in rows.fetchall()]
 
     def _rows(self, sql: str, params: builtins.list[object]) -> builtins.list[Stored]:
-        return [Stored(*row) for row in self._conn().execute(sql, params).fetchall()]
+        return [_stored(row) for row in self._conn().execute(sql, params).fetchall()]
 
     @staticmethod
     def _where(
@@ -379,7 +393,7 @@ class SQLiteStore(DocumentStore):
         if before is not None:
             where.append("(created_at, id) < (?, ?)")
             params += [micros(before[0]), before[1]]
-        sql = "SELECT id, doc, heartbeat_at FROM workflows"
+        sql = f"SELECT {_DOCUMENT} FROM workflows"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
