@@ -25,6 +25,7 @@ returned document.
 from __future__ import annotations
 
 import builtins
+import re
 import sqlite3
 import threading
 import time
@@ -67,6 +68,9 @@ CREATE INDEX IF NOT EXISTS workflows_created ON workflows (created_at, id);
 CREATE INDEX IF NOT EXISTS workflows_name
     ON workflows (json_extract(doc, '$.name'), created_at, id, status);
 """
+
+#: The table and indexes _SCHEMA makes: when all are there, opening the store writes nothing.
+_SCHEMA_NAMES = frozenset(re.findall(r"CREATE (?:TABLE|INDEX) IF NOT EXISTS (\w+)", _SCHEMA))
 
 _SYNCHRONOUS = {"full": "FULL", "normal": "NORMAL"}
 
@@ -235,14 +239,32 @@ class SQLiteStore(DocumentStore):
 
     def initialize(self) -> None:
         """Create the table and indexes if missing (also done on first use)."""
+        conn = self._thread_conn()
+        if self._schema_is_there(conn):
+            # No write at all: even an empty write transaction changes the file's header
+            # (its change counter), and a command that is refused must leave the file as it
+            # found it.
+            self._initialized = True
+            return
         # Statement by statement: executescript() would COMMIT the transaction that makes
         # two processes creating the schema at once wait for each other.
-        with self._transaction(self._thread_conn()) as conn:
+        with self._transaction(conn) as conn:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         self._initialized = True
+
+    @staticmethod
+    def _schema_is_there(conn: sqlite3.Connection) -> bool:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        names = {
+            name
+            for (name,) in conn.execute(
+                "SELECT name FROM sqlite_master WHERE tbl_name = 'workflows'"
+            ).fetchall()
+        }
+        return version == SCHEMA_VERSION and _SCHEMA_NAMES <= names
 
     def close(self) -> None:
         with self._lock:
