@@ -300,9 +300,12 @@ def recover(
         return
     _require_recovery_handlers(engine, recovery, session)
     report = _recover_once(engine, recovery, session)
-    if not report.handled and not report.errors:
+    unreadable = getattr(engine.store, "unreadable", {})
+    if not report.handled and not report.errors and not unreadable:
         click.echo("nothing to recover")
     _exit_on_failed(engine, report.resumed + report.cancelled)
+    if unreadable:  # named by _recover_once; the others were recovered all the same
+        sys.exit(1)
 
 
 def _require_recovery_handlers(engine: Any, recovery: Any, session: str | None) -> None:
