@@ -256,8 +256,14 @@ def _field_problems(stored: Stored, source: str) -> builtins.list[Problem]:
     problems = []
     if stored.revision is not None and not (_whole(stored.revision) and stored.revision >= 1):
         problems.append(Problem("must be a whole number from 1", source, None, "revision"))
-    if stored.heartbeat_us is not None and not _whole(stored.heartbeat_us):
+    beat = stored.heartbeat_us
+    if beat is not None and not (_whole(beat) and _FIRST_US <= beat <= _LAST_US):
         problems.append(
-            Problem("must be a whole number of microseconds", source, None, "heartbeat")
+            Problem("must be a whole number of microseconds since 1970", source, None, "heartbeat")
         )
     return problems
+
+
+#: The heartbeats a datetime can hold (beyond them, reading one would overflow).
+_FIRST_US = micros(datetime(1, 1, 2, tzinfo=UTC))
+_LAST_US = micros(datetime(9999, 12, 30, tzinfo=UTC))
