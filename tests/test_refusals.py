@@ -16,13 +16,16 @@ import warnings
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from security_helpers import EXAMPLES, TRIP_INPUT, statesaga
 from statesaga.models import WorkflowStatus
 from statesaga.plugins import open_store
 from statesaga.testing.store_suite import T0, make_workflow
+
+if TYPE_CHECKING:
+    from starlette.testclient import TestClient
 
 SECRET = "s3cret-api-key-in-the-input"
 EXPENSE_INPUT = {"employee": "bob", "amount": 120}
@@ -132,13 +135,6 @@ def test_list_recover_and_status_go_on_past_a_damaged_document_and_name_it(
 
 
 # -- the dashboard, and what no cache may keep ----------------------------------------------
-pytest.importorskip("starlette", reason="the dashboard needs the ui extra")
-pytest.importorskip("httpx", reason="starlette's TestClient needs httpx")
-with warnings.catch_warnings():  # starlette 1.x would rather have httpx2; httpx works
-    warnings.simplefilter("ignore")
-    from starlette.testclient import TestClient
-from statesaga.web import ServeSettings, create_app  # noqa: E402
-
 TOKEN = "t0ken-for-the-refusal-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -146,6 +142,13 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[TestClient, str]]:
     """The dashboard over an SQLite store, with the expense example startable."""
+    pytest.importorskip("starlette", reason="the dashboard needs the ui extra")
+    pytest.importorskip("httpx", reason="starlette's TestClient needs httpx")
+    with warnings.catch_warnings():  # starlette 1.x would rather have httpx2; httpx works
+        warnings.simplefilter("ignore")
+        from starlette.testclient import TestClient
+    from statesaga.web import ServeSettings, create_app
+
     url = f"sqlite:///{tmp_path / 'web.db'}"
     definitions = tmp_path / "definitions"
     definitions.mkdir()
