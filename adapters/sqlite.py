@@ -25,6 +25,7 @@ returned document.
 from __future__ import annotations
 
 import builtins
+import re
 import sqlite3
 import threading
 import time
@@ -68,6 +69,9 @@ CREATE INDEX IF NOT EXISTS workflows_name
     ON workflows (json_extract(doc, '$.name'), created_at, id, status);
 """
 
+#: The table and indexes _SCHEMA makes: when all are there, opening the store writes nothing.
+_SCHEMA_NAMES = frozenset(re.findall(r"CREATE (?:TABLE|INDEX) IF NOT EXISTS (\w+)", _SCHEMA))
+
 _SYNCHRONOUS = {"full": "FULL", "normal": "NORMAL"}
 
 
@@ -77,13 +81,27 @@ def _stale_query(n_statuses: int) -> str:
     # "IS NULL" and "<" in one WHERE, SQLite uses the index for the status only and reads
     # every row of those statuses.
     return (
-        "SELECT id, doc, heartbeat_at, created_at FROM workflows"
+        f"SELECT {_DOCUMENT}, created_at FROM workflows"
         f" WHERE status IN ({marks}) AND heartbeat_at IS NULL"
         " UNION ALL"
-        " SELECT id, doc, heartbeat_at, created_at FROM workflows"
+        f" SELECT {_DOCUMENT}, created_at FROM workflows"
         f" WHERE status IN ({marks}) AND heartbeat_at < ?"
-        " ORDER BY created_at, id"
+        " ORDER BY created_at, raw_id"
     )
+
+
+#: The columns a document is read from (see `_stored`). As bytes, not text: the sqlite3
+#: module decodes a TEXT value while it fetches the rows, so one that is not UTF-8 would
+#: fail the whole query (and its error quotes the document); decoded by the store algorithm,
+#: it is one unreadable document.
+_DOCUMENT = "CAST(id AS BLOB) AS raw_id, CAST(doc AS BLOB) AS raw_doc, heartbeat_at, revision"
+
+
+def _stored(row: tuple[object, ...]) -> Stored:
+    raw_id, doc, heartbeat, revision = row[:4]
+    # An id that is not UTF-8 is still named, with its odd bytes escaped.
+    wid = raw_id.decode("utf-8", "backslashreplace") if isinstance(raw_id, bytes) else str(raw_id)
+    return Stored(wid, doc if isinstance(doc, bytes) else str(doc), heartbeat, revision)
 
 
 class SQLiteStore(DocumentStore):
@@ -221,14 +239,32 @@ class SQLiteStore(DocumentStore):
 
     def initialize(self) -> None:
         """Create the table and indexes if missing (also done on first use)."""
+        conn = self._thread_conn()
+        if self._schema_is_there(conn):
+            # No write at all: even an empty write transaction changes the file's header
+            # (its change counter), and a command that is refused must leave the file as it
+            # found it.
+            self._initialized = True
+            return
         # Statement by statement: executescript() would COMMIT the transaction that makes
         # two processes creating the schema at once wait for each other.
-        with self._transaction(self._thread_conn()) as conn:
+        with self._transaction(conn) as conn:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         self._initialized = True
+
+    @staticmethod
+    def _schema_is_there(conn: sqlite3.Connection) -> bool:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        names = {
+            name
+            for (name,) in conn.execute(
+                "SELECT name FROM sqlite_master WHERE tbl_name = 'workflows'"
+            ).fetchall()
+        }
+        return version == SCHEMA_VERSION and _SCHEMA_NAMES <= names
 
     def close(self) -> None:
         with self._lock:
@@ -303,10 +339,10 @@ class SQLiteStore(DocumentStore):
     def _read(self, workflow_id: str) -> Stored | None:
         row = (
             self._conn()
-            .execute("SELECT doc, heartbeat_at FROM workflows WHERE id = ?", (workflow_id,))
+            .execute(f"SELECT {_DOCUMENT} FROM workflows WHERE id = ?", (workflow_id,))
             .fetchone()
         )
-        return None if row is None else Stored(workflow_id, row[0], row[1])
+        return None if row is None else _stored(row)
 
     def _beat(self, workflow_id: str, at_us: int) -> bool:
         found = True
@@ -328,7 +364,7 @@ class SQLiteStore(DocumentStore):
         self, session_id: str | None, status: str | None, limit: int | None
     ) -> Iterable[Stored]:
         where, params = self._where(session_id, status, None)
-        sql = "SELECT id, doc, heartbeat_at FROM workflows"
+        sql = f"SELECT {_DOCUMENT} FROM workflows"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY created_at, id"
@@ -339,10 +375,10 @@ class SQLiteStore(DocumentStore):
 
     def _select_stale(self, statuses: builtins.list[str], before_us: int) -> Iterable[Stored]:
         rows = self._conn().execute(_stale_query(len(statuses)), [*statuses, *statuses, before_us])
-        return (Stored(wid, doc, heartbeat) for wid, doc, heartbeat, _ in rows.fetchall())
+        return [_stored(row) for row in rows.fetchall()]
 
     def _rows(self, sql: str, params: builtins.list[object]) -> builtins.list[Stored]:
-        return [Stored(*row) for row in self._conn().execute(sql, params).fetchall()]
+        return [_stored(row) for row in self._conn().execute(sql, params).fetchall()]
 
     @staticmethod
     def _where(
@@ -379,7 +415,7 @@ class SQLiteStore(DocumentStore):
         if before is not None:
             where.append("(created_at, id) < (?, ?)")
             params += [micros(before[0]), before[1]]
-        sql = "SELECT id, doc, heartbeat_at FROM workflows"
+        sql = f"SELECT {_DOCUMENT} FROM workflows"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY created_at DESC, id DESC LIMIT ?"

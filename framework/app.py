@@ -142,12 +142,13 @@ class EngineOptions(RedactedRepr):
 
 
 def check_reachable(engine: Engine) -> None:
-    """Before a workflow is stored: the store answers (it is created if new) and the queue
-    does, so an unreachable queue does not leave a RUNNING workflow whose job never left."""
-    engine.store.initialize()
+    """Before a workflow is stored: the queue answers, so an unreachable queue does not leave a
+    RUNNING workflow whose job never left, and then the store does (it is created if new:
+    last, so a refused command leaves no store behind)."""
     check = getattr(engine.queue, "check", None)
     if check is not None:
         check()
+    engine.store.initialize()
 
 
 __all__ = [

@@ -219,6 +219,23 @@ def _recovery_engine(store: str | None, queue: str | None, handlers: tuple[str, 
     return EngineOptions(store, queue, handlers=handlers, allow="operator").build()
 
 
+def _acting_on(
+    store: str | None, queue: str | None, handlers: tuple[str, ...], workflow_id: str
+) -> tuple[Any, Any]:
+    """The engine and the stored workflow a command acts on. A store that is not there yet
+    holds no workflow: it is refused, not created (a refused command writes nothing)."""
+    from ..errors import StatesagaError
+    from ..ports import store_exists
+
+    engine = _recovery_engine(store, queue, handlers)
+    if not store_exists(engine.store):
+        where = getattr(engine.store, "path", "that URL")
+        raise StatesagaError(
+            f"workflow {workflow_id} not found: no store at {where} (nothing is stored there yet)"
+        )
+    return engine, engine.get(workflow_id)
+
+
 def _run_inline(engine: Any, ids: list[str], timeout: float | None) -> None:
     """With an in-process queue the re-enqueued jobs run here, until those workflows end."""
     from ..vocabulary import WORKFLOW_IN_FLIGHT
@@ -262,6 +279,7 @@ def recover(
 ) -> None:
     """Find workflows whose worker was lost (stale heartbeat, or SUSPENDED) and resume or
     cancel them; their lost jobs are re-enqueued from what the store says is in flight."""
+    from ..ports import store_exists
     from ..runtime.recovery import Recovery, RecoveryAction, recover_every
 
     engine = _recovery_engine(store, queue, handlers)
@@ -269,6 +287,9 @@ def recover(
         engine, timeout=timeout, action=RecoveryAction.RESUME if resume else RecoveryAction.CANCEL
     )
     interval = 0.0 if every is True else float(every)
+    if interval == 0 and not store_exists(engine.store):
+        click.echo("nothing to recover")  # and no store made: nothing was ever stored there
+        return
     if interval > 0:
 
         def scan_once() -> None:
@@ -279,9 +300,12 @@ def recover(
         return
     _require_recovery_handlers(engine, recovery, session)
     report = _recover_once(engine, recovery, session)
-    if not report.handled and not report.errors:
+    unreadable = getattr(engine.store, "unreadable", {})
+    if not report.handled and not report.errors and not unreadable:
         click.echo("nothing to recover")
     _exit_on_failed(engine, report.resumed + report.cancelled)
+    if unreadable:  # named by _recover_once; the others were recovered all the same
+        sys.exit(1)
 
 
 def _require_recovery_handlers(engine: Any, recovery: Any, session: str | None) -> None:
@@ -335,8 +359,7 @@ def cancel(
     compensated in reverse. A finished workflow cannot be cancelled (exit 1)."""
     from ..errors import StateError, TransitionError
 
-    engine = _recovery_engine(store, queue, handlers)
-    current = engine.get(workflow_id)
+    engine, current = _acting_on(store, queue, handlers, workflow_id)
     if not engine.has_ended(current.status.value):  # an ended one: cancel() says why
         _require_handlers(engine, current)
     try:
@@ -500,8 +523,7 @@ def signal(
     import getpass
 
     data = _payload(payload)
-    engine = _recovery_engine(store, queue, handlers)
-    current = engine.get(workflow_id)
+    engine, current = _acting_on(store, queue, handlers, workflow_id)
     if not engine.has_ended(current.status.value):  # an ended one: signal() says why
         _require_handlers(engine, current)
     sender = by or (data.get("by") if isinstance(data, dict) else None) or getpass.getuser()
@@ -562,8 +584,7 @@ def restart(
 
     from ..models import WorkflowStatus
 
-    engine = _recovery_engine(store, queue, handlers)
-    current = engine.get(workflow_id)
+    engine, current = _acting_on(store, queue, handlers, workflow_id)
     if current.status is WorkflowStatus.FAILED:  # anything else: restart() says why not
         _require_handlers(engine, current)
     wf = engine.restart(workflow_id, from_step, reason=reason, by=by or getpass.getuser())
@@ -621,7 +642,7 @@ def check_upgrade_command(definition: str, store: str | None, as_json: bool) -> 
     help="the directory of workflow definitions that may be started from the server",
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="address to bind")
-@click.option("--port", type=int, default=8080, show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
 @click.option(
     "--token",
     default=None,

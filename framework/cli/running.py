@@ -56,6 +56,9 @@ def run(
         near=[Path(definition).parent],
         definition=d,
     ).build()
+    # Everything that can refuse the run does before anything is created: its handlers
+    # (known, allowed, importable), then the queue, and only then the store (made if new).
+    engine.load(d)
     check_reachable(engine)
     console = Console(stderr=as_json, quiet=as_json)
     try:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from ..errors import NotFoundError
 from ..models import SagaStep, StepStatus, WorkflowState, WorkflowStatus
 from ..ports import Job
 from ..vocabulary import STEP_GAVE_UP, StepTrigger, sources
@@ -81,7 +82,22 @@ class Jobs:
         self.undoable = where(StepTrigger.COMPENSATED, StepTrigger.COMPENSATION_FAILED)
 
     def run(self, job: Job) -> None:
-        """Run one step, compensation or timer job; stale and duplicate jobs are ignored."""
+        """Run one step, compensation or timer job; stale and duplicate jobs are ignored, and
+        so is a job for a workflow the store does not hold (a forged job, another store's,
+        one whose workflow was removed): it touches nothing, so one WARNING line, not a
+        failure with a traceback."""
+        try:
+            self._run(job)
+        except NotFoundError as exc:
+            if exc.workflow_id != job.workflow_id:
+                raise
+            log.warning(
+                "%s job for workflow %r ignored: the store holds no such workflow",
+                job.kind,
+                job.workflow_id,
+            )
+
+    def _run(self, job: Job) -> None:
         telemetry = self.engine.telemetry
         if job.kind == "step":
             self.run_step(job)

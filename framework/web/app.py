@@ -19,7 +19,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 import jinja2
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import FormData
+from starlette.datastructures import FormData, MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
@@ -42,6 +42,7 @@ from ..errors import (
 )
 from ..models import StepStatus, WorkflowState, WorkflowStatus
 from ..resources import __version__
+from ..security.limits import strict_json_loads
 from ..security.redact import MASK, redact
 from .actions import Catalog, Operations, ServeSettings, UnknownDefinition
 from .auth import (
@@ -426,7 +427,8 @@ class Dashboard:
           - {name: before, in: query, schema: {type: string}, description: next_cursor}
           - {name: limit, in: query, schema: {type: integer, default: 50, maximum: 500}}
         responses:
-          200: {description: "{workflows: [...], next_cursor, counts: {STATUS: n}}"}
+          200: {description: "{workflows: [...], next_cursor, counts: {STATUS: n},
+            unreadable: {ID: why} when stored documents were left out (they cannot be read)}"}
           400: {description: an unknown status or a bad cursor}
         """
         try:
@@ -437,13 +439,14 @@ class Dashboard:
             )
         except Exception as exc:
             return self.api_error(exc, request.url.path)
-        return JSONResponse(
-            {
-                "workflows": [summary(wf) for wf in page.workflows],
-                "next_cursor": page.next_cursor,
-                "counts": page.counts,
-            }
-        )
+        answer: dict[str, Any] = {
+            "workflows": [summary(wf) for wf in page.workflows],
+            "next_cursor": page.next_cursor,
+            "counts": page.counts,
+        }
+        if page.unreadable:
+            answer["unreadable"] = page.unreadable
+        return JSONResponse(answer)
 
     async def api_get(self, request: Request) -> Response:
         """
@@ -701,21 +704,14 @@ def _local_value(target: str) -> str:
     return target if target[:1] == "/" and target[1:2] not in ("/", "\\") else "/"
 
 
-def _not_a_number(name: str) -> Any:
-    # Python's json reads NaN and Infinity; JSON has no such numbers, and a store would keep
-    # them as something else (null), so the input would change on the way in.
-    raise BadRequest(f"{name} is not a JSON number")
-
-
 def _json(text: str, what: str) -> Any:
-    """Strict JSON, as every body, payload and input of the server is read."""
+    """Strict JSON, as every body, payload and input of the server is read (and the CLI's:
+    statesaga.security.limits.strict_json_loads)."""
     try:
-        return json.loads(text, parse_constant=_not_a_number)
-    except json.JSONDecodeError as exc:
-        raise BadRequest(f"{what} is not JSON: {exc}") from None
+        return strict_json_loads(text)
     except RecursionError:
         raise BadRequest(f"{what} is nested too deeply") from None
-    except BadRequest as exc:
+    except ValueError as exc:  # JSONDecodeError, or a number JSON cannot carry
         raise BadRequest(f"{what} is not JSON: {exc}") from None
 
 
@@ -760,6 +756,28 @@ class BodyLimit:
             return message
 
         await self.app(scope, counted, send)
+
+
+class NoStore:
+    """`Cache-Control: no-store` on every answer but the static files: pages and API answers
+    show workflows (inputs, results, who did what) and, once logged in, the session's forms,
+    which no browser or proxy cache may keep for the next user of the machine."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith("/static/"):
+            await self.app(scope, receive, send)
+            return
+
+        async def no_store(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers.setdefault("Cache-Control", "no-store")
+            await send(message)
+
+        await self.app(scope, receive, no_store)
 
 
 _SCHEMAS = SchemaGenerator(
@@ -814,7 +832,7 @@ def create_app(settings: ServeSettings) -> Starlette:
         Route("/metrics", metrics, methods=["GET"]),
         Mount("/static", StaticFiles(packages=[("statesaga.web", "static")]), name="static"),
     ]
-    middleware = [Middleware(BodyLimit)]
+    middleware = [Middleware(NoStore), Middleware(BodyLimit)]
     if settings.allowed_hosts:
         # A page on another site cannot read this one through DNS rebinding: its requests
         # carry that site's name in Host.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol, runtime_checkable
 
@@ -68,6 +68,8 @@ class Page:
     #: The cursor of the next (older) page, or None on the last page.
     next_cursor: str | None
     counts: dict[str, int]
+    #: Stored documents the store's listings left out because they cannot be read: id -> why.
+    unreadable: dict[str, str] = field(default_factory=dict)
 
 
 def encode_cursor(wf: WorkflowState) -> str:
@@ -139,4 +141,5 @@ def browse(
     counts = count(store, filters)
     more = len(rows) > limit
     rows = rows[:limit]
-    return Page(rows, encode_cursor(rows[-1]) if more else None, counts)
+    unreadable = dict(getattr(store, "unreadable", {}))
+    return Page(rows, encode_cursor(rows[-1]) if more else None, counts, unreadable)
