@@ -12,7 +12,9 @@ not JSON or does not fit the definition."""
 
 from __future__ import annotations
 
+import functools
 import logging
+from typing import Any
 
 import click
 
@@ -52,23 +54,38 @@ def main(ctx: click.Context, log_level: str | None, log_format: LogFormat) -> No
     # A worker says what it serves (and each job's outcome) at INFO; a server, each request.
     default = "INFO" if ctx.invoked_subcommand in ("worker", "serve") else "WARNING"
     configure_logging(log_level or default, log_format)
-    if ctx.invoked_subcommand in _OBSERVED:
-        from ..observability.otel import configure_from_env
-
-        try:
-            done = configure_from_env(prometheus=ctx.invoked_subcommand == "serve")
-        except StatesagaError as exc:
-            fail(str(exc))
-        if done:
-            logging.getLogger("statesaga.otel").info("OpenTelemetry: %s", "; ".join(done))
 
 
 #: Commands that run or move workflows: they export traces and metrics when OTEL_* says so.
 _OBSERVED = frozenset({"run", "worker", "recover", "serve", "cancel", "signal", "restart"})
 
 
+def _observed(command: click.Command) -> None:
+    """Set up OpenTelemetry when the command itself runs: after its options are parsed, so
+    `--help` or a usage error prints nothing before click's own text."""
+    callback = command.callback
+    assert callback is not None
+    name = command.name
+
+    @functools.wraps(callback)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        from ..observability.otel import configure_from_env
+
+        try:
+            done = configure_from_env(prometheus=name == "serve")
+        except StatesagaError as exc:
+            fail(str(exc))
+        if done:
+            logging.getLogger("statesaga.otel").info("OpenTelemetry: %s", "; ".join(done))
+        return callback(*args, **kwargs)
+
+    command.callback = run
+
+
 for _room in (authoring, running, operating):
     for _command in _room.COMMANDS:
+        if _command.name in _OBSERVED:
+            _observed(_command)
         main.add_command(_command)
 
 __all__ = ["check_handler_hints", "main", "validate_file"]

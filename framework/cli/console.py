@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import json
 import shlex
+import shutil
+import sys
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -21,6 +24,19 @@ from ..engine import Engine
 from ..models import HistoryEntry, StepStatus, WorkflowState, WorkflowStatus, halt_reason
 from ..security.redact import redact
 from ..vocabulary import WORKFLOW_OPEN
+
+
+def prog() -> str:
+    """`statesaga` as a hint should spell it: the name when the shell finds this very script
+    by it, else the path it was started by (a virtual environment that is not activated, where
+    `statesaga ...` would say "command not found")."""
+    argv0 = sys.argv[0] if sys.argv else ""
+    if Path(argv0).name != "statesaga":  # python -m statesaga.cli, or a test runner
+        return "statesaga"
+    found = shutil.which("statesaga")
+    if found is not None and Path(found).resolve() == Path(argv0).resolve():
+        return "statesaga"
+    return shlex.quote(argv0)
 
 COLOURS: Mapping[str, str] = {
     StepStatus.PENDING: "dim",
@@ -97,7 +113,7 @@ def restart_hint(wf: WorkflowState, store: str) -> str | None:
     step = stuck.name if stuck is not None else "STEP"
     handlers = "".join(f" --handlers {m}" for m in wf.handlers)
     return (
-        f"halted; once the cause is fixed: statesaga restart {wf.id} --from {step} "
+        f"halted; once the cause is fixed: {prog()} restart {wf.id} --from {step} "
         f'--reason "WHAT WAS FIXED" --store {shlex.quote(shown_url(store))}{handlers}'
     )
 
@@ -155,11 +171,11 @@ class Progress:
 _WAITING_ON = WORKFLOW_OPEN
 
 
-def _in(at: datetime | None) -> str:
+def _in(at: datetime | None, word: str = "at") -> str:
     if at is None:
         return ""
     left = (at - datetime.now(UTC)).total_seconds()
-    return f" at {at:%H:%M:%S} UTC (in {left:.0f}s)" if left > 0 else " (due now)"
+    return f" {word} {at:%H:%M:%S} UTC (in {left:.0f}s)" if left > 0 else " (due now)"
 
 
 def waiting_on(wf: WorkflowState, queue: Any = None) -> list[str]:
@@ -173,7 +189,7 @@ def waiting_on(wf: WorkflowState, queue: Any = None) -> list[str]:
                 f"step {s.name} failed attempt {s.attempts}, retries{_in(s.next_attempt_at)}"
             )
         elif s.status is StepStatus.WAITING and s.kind == "sleep":
-            out.append(f"step {s.name} sleeps until{_in(s.next_attempt_at)}")
+            out.append(f"step {s.name} sleeps{_in(s.next_attempt_at, 'until')}")
         elif s.status is StepStatus.WAITING:
             out.append(f"step {s.name} waits for the signal {s.signal!r}")
         elif s.status is StepStatus.EXECUTING:
@@ -181,14 +197,15 @@ def waiting_on(wf: WorkflowState, queue: Any = None) -> list[str]:
         elif s.status is StepStatus.COMPENSATING:
             out.append(f"step {s.name} is being compensated")
     if wf.status is WorkflowStatus.SUSPENDED:
-        out.append("the workflow is SUSPENDED (its worker was lost): run `statesaga recover`")
+        out.append(f"the workflow is SUSPENDED (its worker was lost): run `{prog()} recover`")
     count = getattr(queue, "worker_count", None)
     if callable(count) and count() == 0:
-        out.append(f"no worker listens on queue {getattr(queue, 'name', '?')!r}: {WORKER_HINT}")
+        out.append(f"no worker listens on queue {getattr(queue, 'name', '?')!r}: {worker_hint()}")
     return out or [f"the workflow is {wf.status.value}"]
 
 
-WORKER_HINT = "start one with `statesaga worker --queue URL --store URL --handlers MODULE`"
+def worker_hint() -> str:
+    return f"start one with `{prog()} worker --queue URL --store URL --handlers MODULE`"
 
 
 def shown_url(url: str) -> str:
@@ -203,9 +220,9 @@ def follow_up(wf: WorkflowState, store: str, queue: str | None = None) -> list[s
     where = f" --store {shlex.quote(shown_url(store))}"
     also = f" --queue {shlex.quote(shown_url(queue))}" if queue else ""
     return [
-        f"watch:  statesaga status {wf.id}{where} --history",
-        f"draw:   statesaga diagram --instance {wf.id}{where}",
-        f"cancel: statesaga cancel {wf.id}{where}{also}",
+        f"watch:  {prog()} status {wf.id}{where} --history",
+        f"draw:   {prog()} diagram --instance {wf.id}{where}",
+        f"cancel: {prog()} cancel {wf.id}{where}{also}",
     ]
 
 
@@ -227,7 +244,9 @@ def run_with_progress(
         if started and wf.id == started[0] and wf.history_dropped + len(wf.history) > progress.seen:
             progress(wf)
 
-    engine.listeners.append(saved)
+    # First among the listeners: a transition is shown before what other listeners log about
+    # it (a failed step's WARNING comes after the line saying it failed, not before).
+    engine.listeners.insert(0, saved)
     try:
         wf = engine.start(definition, input, session_id=session_id)
         console.print(f"[bold]{definition.name}[/] v{definition.version}  {wf.id}")
@@ -283,7 +302,13 @@ def demo(store: str | None = None, console: Console | None = None) -> int:
     where = shlex.quote(shown_url(store or DEMO_STORE))
     console.print(f"\n{ok.id}: {ok.status.value}    {undone.id}: {undone.status.value}")
     console.print(f"the demo keeps its workflows in {where}; look at one with:", soft_wrap=True)
-    console.print(f"  statesaga status {undone.id} --store {where} --history", soft_wrap=True)
-    console.print(f"  statesaga diagram --instance {undone.id} --store {where}", soft_wrap=True)
+    console.print(f"  {prog()} status {undone.id} --store {where} --history", soft_wrap=True)
+    console.print(f"  {prog()} diagram --instance {undone.id} --store {where}", soft_wrap=True)
+    if prog() != "statesaga":
+        console.print(
+            "(or activate the environment first, `. .venv/bin/activate` in its folder, and "
+            "type `statesaga ...`)",
+            soft_wrap=True,
+        )
     good = ok.status is WorkflowStatus.COMPLETED and undone.status is WorkflowStatus.COMPENSATED
     return 0 if good else 1

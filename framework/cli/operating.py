@@ -16,6 +16,7 @@ import click
 from ..app import EngineOptions, queue_url, store_url
 from ..models import WorkflowStatus
 from ..observability.logs import LOG_LEVELS, set_level
+from ..wording import counted
 from .options import (
     SECONDS,
     fail,
@@ -208,7 +209,7 @@ def plugins(groups: tuple[str, ...], as_json: bool, strict: bool) -> None:
     if broken:
         # A broken third-party plugin must not hide the others: report it and go on.
         names = ", ".join(f"{p.group}:{p.name}" for p in broken)
-        click.echo(f"{len(broken)} plugin(s) failed to load: {names}", err=True)
+        click.echo(f"{counted(len(broken), 'plugin')} failed to load: {names}", err=True)
     sys.exit(1 if broken and strict else 0)
 
 
@@ -379,7 +380,7 @@ def cancel(
 
 def _why_not_cancelled(wf: Any, store: str | None) -> str:
     """A refused cancel in the operator's words (not the chart's trigger names)."""
-    from .console import follow_up, restart_hint
+    from .console import follow_up, prog, restart_hint
 
     watch = follow_up(wf, store_url(store))[0].split(":", 1)[1].strip()
     if wf.status is WorkflowStatus.COMPENSATING:
@@ -390,7 +391,7 @@ def _why_not_cancelled(wf: Any, store: str | None) -> str:
     if wf.status is WorkflowStatus.CANCELLING:
         return (
             f"{wf.id} is already being cancelled (CANCELLING): the step in flight finishes, "
-            f"then the saga unwinds; `statesaga cancel {wf.id} --force` compensates at once"
+            f"then the saga unwinds; `{prog()} cancel {wf.id} --force` compensates at once"
         )
     if wf.status is WorkflowStatus.FAILED:
         return (
@@ -624,7 +625,7 @@ def check_upgrade_command(definition: str, store: str | None, as_json: bool) -> 
             click.echo(f"    {p}")
     if not as_json:
         click.echo(
-            f"{len(checks)} in-flight instance(s) of {new.name} on other versions; "
+            f"{counted(len(checks), 'in-flight instance')} of {new.name} on other versions; "
             f"{len(blocked)} cannot continue under v{new.version}"
         )
     sys.exit(1 if blocked or unreadable else 0)

@@ -83,11 +83,11 @@ def run(
 def _echo_left_running(wf: Any, store: str | None, queue: str | None, why: str) -> None:
     """`run` stopped waiting (a timeout, Ctrl+C) but the workflow goes on: say which one,
     what it waits for, and how to follow or cancel it."""
-    from .console import follow_up, waiting_on
+    from .console import follow_up, prog, waiting_on
 
     in_process = queue_url(queue).startswith("inline:")
     left = (
-        "stopped here: it resumes when `statesaga recover` finds it"
+        f"stopped here: it resumes when `{prog()} recover` finds it"
         if in_process
         else "still runs on the workers"
     )
@@ -218,6 +218,7 @@ def demo(store: str | None) -> None:
 def echo_waiting(wf: Any, err: bool = False) -> None:
     """Say which signals the workflow waits for, and the command that sends each."""
     from ..models import StepStatus
+    from .console import prog
 
     for s in wf.steps:
         if s.status is StepStatus.WAITING and s.kind == "wait":
@@ -225,7 +226,7 @@ def echo_waiting(wf: Any, err: bool = False) -> None:
             due = f" (timeout at {at:%Y-%m-%d %H:%M:%S} UTC)" if at is not None else ""
             click.echo(
                 f"{wf.id} step {s.name} waits for the signal {s.signal!r}{due}:\n"
-                f'  statesaga signal {wf.id} {s.signal} --payload \'{{"by": "NAME"}}\''
+                f'  {prog()} signal {wf.id} {s.signal} --payload \'{{"by": "NAME"}}\''
                 + "".join(f" --handlers {m}" for m in wf.handlers),
                 err=err,
             )

@@ -49,6 +49,7 @@ from ..vocabulary import (
     WORKFLOW_RECOVERABLE,
     WORKFLOW_ROLLED_BACK,
 )
+from ..wording import counted
 
 # The name it logged under before the tree's split: operators filter and alert on it.
 log = logging.getLogger("statesaga.managers")
@@ -71,7 +72,7 @@ class StepExecutionError(StatesagaError):
         why = f"{step.error.type}: {step.error.message}" if step.error else "no error recorded"
         super().__init__(
             f"{workflow.id} step {step.name} is {step.status.value} "
-            f"after {step.attempts} attempt(s) ({why})"
+            f"after {counted(step.attempts, 'attempt')} ({why})"
         )
 
 

@@ -29,6 +29,7 @@ from ..vocabulary import (
     StepTrigger,
     WorkflowTrigger,
 )
+from ..wording import counted
 
 View = Literal["steps", "workflow", "step"]
 _SVG_START = re.compile(r"<svg\b")
@@ -229,7 +230,7 @@ def story(wf: WorkflowState) -> Story:
     lines: list[str] = []
     for s in failed:
         why = f"{s.error.type}: {s.error.message}" if s.error else "no detail"
-        lines.append(f"Step {s.name} failed after {s.attempts} attempt(s) — {why}")
+        lines.append(f"Step {s.name} failed after {counted(s.attempts, 'attempt')} — {why}")
     lines.extend(_timed_out(wf))
     if undone:
         lines.append(f"Undone, in this order: {' → '.join(undone)}")
@@ -255,20 +256,20 @@ def story(wf: WorkflowState) -> Story:
         )
         return Story(
             f"{status.title()} — {how} by {cancels[-1].by or 'someone'}, "
-            f"so {len(undone)} completed step(s) were undone",
+            f"so {_undone(undone)}",
             tuple(lines),
             "compensated" if undone else "skipped",
         )
     if status == "COMPENSATED":
         first = failed[0].name if failed else "a step"
         return Story(
-            f"Compensated — {first} failed, so {len(undone)} completed step(s) were undone",
+            f"Compensated — {first} failed, so {_undone(undone)}",
             tuple(lines),
             "compensated",
         )
     if status == "CANCELLED":
         return Story(
-            f"Cancelled — {len(undone)} completed step(s) were undone", tuple(lines), "skipped"
+            f"Cancelled — {_undone(undone)}", tuple(lines), "skipped"
         )
     if status == "FAILED":
         cause = (
@@ -304,3 +305,8 @@ def story(wf: WorkflowState) -> Story:
 def gist(wf: WorkflowState) -> str:
     """The story's headline without the status, for a row of the list."""
     return story(wf).headline.split(" — ", 1)[-1]
+
+
+def _undone(undone: list[str]) -> str:
+    verb = "was" if len(undone) == 1 else "were"
+    return f"{counted(len(undone), 'completed step')} {verb} undone"
