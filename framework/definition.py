@@ -395,7 +395,11 @@ class WorkflowDefinition:
                         _lookup(rest, input)
                     except KeyError:
                         missing.setdefault(rest, []).append(f"{step.name!r} {where}")
+        # A value the schema already reports as missing is said once, not twice.
+        said = {p.field for p in problems}
         for path, users in missing.items():
+            if path in said:
+                continue
             problems.append(
                 Problem(
                     f"missing: ${{input.{path}}} is referenced by {', '.join(users)}",

@@ -98,10 +98,12 @@ def test_regenerate_entry_point_check_mode(copy: Path, capsys: pytest.CaptureFix
     assert f"stale: {copy / 'workflow.md'}" in capsys.readouterr().out
 
 
-def test_readme_step_lifecycle_block_is_fresh() -> None:
+def test_the_manuals_step_lifecycle_block_is_fresh() -> None:
     from statesaga.charts.lifecycles import lifecycle
     from statesaga.diagram import from_chart, get_renderer
 
-    readme = (COMMITTED.parent / "README.md").read_text(encoding="utf-8")
+    page = COMMITTED.parent / "docs" / "concepts" / "diagrams.md"
     block = f"```mermaid\n{get_renderer('mermaid').render(from_chart(lifecycle('step')))}```"
-    assert block in readme, "README.md's step lifecycle block is stale: paste diagrams/step.md's"
+    assert block in page.read_text(encoding="utf-8"), (
+        f"{page}'s step lifecycle block is stale: paste diagrams/step.md's"
+    )

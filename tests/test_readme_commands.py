@@ -1,9 +1,12 @@
-"""Every command in README.md and diagrams/README.md runs as written (issue 17).
+"""Every command in README.md, diagrams/README.md and the manual's pages (docs/, in the order
+of mkdocs.yml's nav) runs as written (issues 17 and 32).
 
-The fenced ```bash blocks are extracted and each runs as one bash script, in README order, in
+The fenced ```bash blocks are extracted and each runs as one bash script, in document order, in
 a copy of the repository (so relative paths work and nothing is written into the work tree),
 with this test environment's `statesaga` and `python` first on PATH. ```console blocks run
-their `$ ` lines and check the output shown under each (`...` stands for more lines).
+their `$ ` lines and check the output shown under each (`...` stands for more lines). A block
+titled with a file name (```python title="order_handlers.py"), as the tutorial shows the files
+it has the reader write, is written to that file in the copy, so the commands after it find it.
 
 Adapting. Only what cannot be run as written is changed, by the table ADAPT below, each entry
 with its reason: example workflow ids become real ones, the placeholders URL / WF-ID / `...`
@@ -33,8 +36,35 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = [ROOT / "README.md", ROOT / "diagrams" / "README.md"]
-FENCE = re.compile(r"^```(?P<lang>[\w-]*)[^\n]*\n(?P<body>.*?)^```[ \t]*$", re.S | re.M)
+
+
+def _site_pages() -> list[Path]:
+    """The manual's pages in the order of its nav (what a reader follows), then any other."""
+    import yaml
+
+    config = yaml.safe_load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"))
+
+    def walk(node: object) -> Iterator[str]:
+        if isinstance(node, str):
+            yield node
+        elif isinstance(node, list):
+            for item in node:
+                yield from walk(item)
+        elif isinstance(node, dict):
+            for value in node.values():
+                yield from walk(value)
+
+    docs = ROOT / config.get("docs_dir", "docs")
+    ordered = [docs / p for p in walk(config["nav"]) if (docs / p).is_file()]
+    rest = sorted(p for p in docs.rglob("*.md") if p not in ordered and "_hooks" not in p.parts)
+    return ordered + rest
+
+
+DOCS = [ROOT / "README.md", ROOT / "diagrams" / "README.md", *_site_pages()]
+FENCE = re.compile(
+    r"^```(?P<lang>[\w-]*)(?P<attrs>[^\n]*)\n(?P<body>.*?)^```[ \t]*$", re.S | re.M
+)
+TITLE = re.compile(r'\btitle="(?P<path>[^"]+)"')
 MARK = re.compile(r"<!--\s*readme-test:\s*skip\s*:?\s*(?P<why>.*?)\s*-->")
 WF_ID = re.compile(r"\bWF-\d{8}-[0-9a-f]{8}\b")
 TRIP_INPUT = json.dumps(
@@ -87,6 +117,7 @@ class Block:
     lang: str
     body: str
     skip: str | None
+    path: str | None = None  # a titled block: the file it shows
 
     @property
     def id(self) -> str:
@@ -97,13 +128,15 @@ def blocks(doc: Path) -> list[Block]:
     text = doc.read_text(encoding="utf-8")
     out = []
     for m in FENCE.finditer(text):
-        if m.group("lang") not in ("bash", "sh", "console"):
+        title = TITLE.search(m.group("attrs"))
+        if m.group("lang") not in ("bash", "sh", "console") and title is None:
             continue
         before = text[: m.start()].rstrip().rsplit("\n", 1)[-1]
         mark = MARK.search(before)
         line = text.count("\n", 0, m.start()) + 1
         why = (mark.group("why") or "no reason given") if mark else None
-        out.append(Block(doc, line, m.group("lang"), m.group("body"), why))
+        path = title.group("path") if title else None
+        out.append(Block(doc, line, m.group("lang"), m.group("body"), why, path))
     return out
 
 
@@ -224,6 +257,12 @@ def test_readme_block_runs_as_written(
 ) -> None:
     if block.skip is not None:
         pytest.skip(f"{block.id}: {block.skip}")
+    if block.path is not None:
+        target = workspace / block.path
+        assert workspace in target.resolve().parents, f"{block.id}: {block.path} is outside"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(block.body, encoding="utf-8")
+        return
     if block.lang == "console":
         _run_console(block, workspace)
         return
