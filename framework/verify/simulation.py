@@ -198,8 +198,14 @@ def simulated_definition(definition: WorkflowDefinition) -> WorkflowDefinition:
             "timeout": None,
         }
     )
+    # No input schema: the stand-ins resolve no params, and every seed starts with no input.
     new = spec.model_copy(
-        update={"handlers": (), "steps": tuple(step(s) for s in spec.steps), "defaults": defaults}
+        update={
+            "handlers": (),
+            "steps": tuple(step(s) for s in spec.steps),
+            "defaults": defaults,
+            "input": None,
+        }
     )
     return WorkflowDefinition(new, definition.file, definition.lines)
 
