@@ -312,14 +312,39 @@ def test_definitions_and_openapi(client: TestClient) -> None:
         "/api/workflows/{id}/signal/{name}",
         "/api/workflows/{id}/cancel",
         "/api/workflows/{id}/restart",
+        "/api/workflows/{id}/health",
         "/api/definitions",
         "/api/definitions/schema",
+        "/api/workers",
+        "/api/queues",
+        "/api/jobs/{job}/requeue",
         "/metrics",
     }
     schema = client.get("/api/definitions/schema").json()
     assert schema["title"] == "statesaga workflow definition" and "steps" in schema["properties"]
     assert spec["paths"]["/api/workflows"]["post"]["security"] == [{"bearer": []}]
     assert client.get("/api/nothing").status_code == 404
+
+
+def test_the_openapi_document_validates_and_the_docs_page_shows_it(client: TestClient) -> None:
+    validator = pytest.importorskip("openapi_spec_validator")
+    spec = client.get("/api/openapi.json").json()
+    validator.validate(spec)  # raises on any malformed operation (a docstring's YAML)
+    for path, item in spec["paths"].items():
+        for method, op in item.items():
+            assert op["summary"] and op["responses"], (method, path)
+            for code, answer in op["responses"].items():
+                assert set(answer) == {"description"}, (method, path, code, answer)
+    page = client.get("/api/docs")
+    assert page.status_code == 200
+    text = page.text
+    # Nothing from elsewhere: every script and style is the package's own.
+    assert 'src="http' not in text and 'href="http' not in text and "//cdn" not in text
+    for path, item in spec["paths"].items():
+        for method, op in item.items():
+            assert f'id="{method}-{path.strip("/").replace("/", "-")}"' in text, path
+            assert op["summary"].replace("'", "&#39;") in text
+    assert "wrong token, or a read-only server" in text
 
 
 def test_pages_need_a_session_and_the_csrf_value(client: TestClient) -> None:
@@ -520,6 +545,18 @@ def test_serve_command_refusals(tmp_path: Path) -> None:
         [str(script), "serve", "--token", "short"], capture_output=True, text=True, check=False
     )
     assert short.returncode == 1 and "at least 12 characters" in short.stderr
+    typo = tmp_path / "typo.db"
+    absent = subprocess.run(
+        [str(script), "serve", "--store", f"sqlite:///{typo}", "--queue", "inline://"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert absent.returncode == 1, absent.stderr
+    errors = [line for line in absent.stderr.splitlines() if line.startswith("error")]
+    assert len(errors) == 1 and "nothing has been stored" in errors[0]
+    assert "Traceback" not in absent.stderr and not typo.exists()  # refused, not made
     assert "short" not in short.stderr.replace("--token must", "")
     missing = subprocess.run(
         [
@@ -721,7 +758,7 @@ def serving(port: int, tmp_path: Path, defs: Path, *options: str) -> Iterator[Se
     env.update(PYTHONPATH=str(TESTS), STATESAGA_TOKEN=TOKEN)
     cmd = [str(Path(sys.executable).with_name("statesaga")), *options, "serve",
            "--port", str(port), "--store", f"sqlite:///{tmp_path / 'm.db'}",
-           "--queue", "inline://", "--handlers", "web_handlers",
+           "--queue", "inline://", "--handlers", "web_handlers", "--create",
            "--definitions", str(defs)]  # fmt: skip
     server = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
     served = Served(f"http://127.0.0.1:{port}")
@@ -903,7 +940,7 @@ def test_the_stored_gauge_of_an_unreachable_store_is_one_warning() -> None:
 def test_only_a_store_or_queue_out_of_reach_is_a_503() -> None:
     import sqlite3
 
-    from statesaga.web.app import _status_of
+    from statesaga.web.http import status_of as _status_of
 
     assert _status_of(ConnectionRefusedError(111, "refused")) == 503
     assert _status_of(TimeoutError()) == 503

@@ -630,6 +630,12 @@ def check_upgrade_command(definition: str, store: str | None, as_json: bool) -> 
     help="allow changes for whoever presents it (default: read-only); prefer the env var, "
     "which `ps` does not show",
 )
+@click.option(
+    "--create",
+    is_flag=True,
+    help="make the store if it does not exist yet (else a store that is not there is refused, "
+    "as `status` and `list` refuse it: a typo in its path must not show an empty dashboard)",
+)
 @guard
 def serve(
     store: str | None,
@@ -639,6 +645,7 @@ def serve(
     host: str,
     port: int,
     token: str | None,
+    create: bool,
 ) -> None:
     """Serve the dashboard and JSON API: every stored workflow, live diagrams, and (with a
     token) signal, cancel, restart and start, each recorded in the history with who did it."""
@@ -646,10 +653,15 @@ def serve(
     try:
         from ..web import ServeSettings
         from ..web import serve as run_server
+        from ..web.app import create_app  # noqa: F401  (what needs the extra)
     except ImportError as exc:
         fail(f"the dashboard needs its extra: pip install 'statesaga[ui]' ({exc.name} missing)")
     if token is not None and len(token) < 12:
         fail("--token must be at least 12 characters")
+    if not create:
+        from ..plugins import open_existing_store
+
+        open_existing_store(store_url(store)).close()  # NoStoreError: one line, exit 1
     settings = ServeSettings(
         store=store_url(store),
         queue=queue_url(queue),
