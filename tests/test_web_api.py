@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -946,3 +947,94 @@ def test_only_a_store_or_queue_out_of_reach_is_a_503() -> None:
     assert _status_of(TimeoutError()) == 503
     assert _status_of(sqlite3.OperationalError("database is locked")) == 503
     assert _status_of(FileNotFoundError("definitions/x.yaml")) == 500  # the server's own
+
+
+# -- the operator's view: a saga's timeline, times and reasons; the list; workers on inline://
+
+
+def _login_csrf(client: TestClient) -> None:
+    client.post("/login", data={"user": "olga", "token": TOKEN}, follow_redirects=False)
+
+
+def _rows(html: str, table: str) -> list[dict[str, str]]:
+    body = html.split(f'id="{table}"', 1)[1].split("</table>", 1)[0]
+    return [
+        dict(re.findall(r'data-(\w+)="([^"]*)"', tr)) for tr in re.findall(r"<tr data-[^>]*>", body)
+    ]
+
+
+def test_the_timeline_of_a_compensated_saga_shows_every_attempt_and_undo_in_order(
+    client: TestClient,
+) -> None:
+    doc = start(client, "web_order", {"fail_at": "charge", "card_token": "tok_live_123"})
+    final = wait_for(client, doc["id"], "COMPENSATED")
+    page = client.get(f"/workflows/{final['id']}").text
+    phases = [(r["step"], r["phase"], r["ended"]) for r in _rows(page, "timeline")]
+    work = [p for p in phases if p[1] not in ("queued",)]
+    # charge fails for good (OrderError is never retried): pack, then reserve, are undone.
+    assert work == [
+        ("reserve", "attempt 1", "succeed"),
+        ("pack", "attempt 1", "succeed"),
+        ("charge", "attempt 1", "fail"),
+        ("pack", "undo", "compensated"),
+        ("reserve", "undo", "compensated"),
+    ]
+    history = [h for h in final["history"] if h["step"]]
+    claims = [h["step"] for h in history if h["trigger"] == "dispatch"]
+    assert [p[0] for p in work[:3]] == claims  # the same order the history holds
+    assert 'id="timeline-chart"' in page and page.count('class="ph ph-') >= len(work)
+    # times, masked input, reasons in words beside the diagrams
+    assert 'id="ended"' in page and "not yet" not in page.split('id="ended"', 1)[1][:40]
+    assert "tok_live_123" not in page and '"card_token": "***"' in page
+    reasons = page.split('id="reasons"', 1)[1].split("</aside>", 1)[0]
+    assert "charge" in reasons and "OrderError: charge: the warehouse refused the order" in reasons
+    assert "⏸" not in page and "⏱" not in page
+
+
+def test_the_list_refreshes_itself_and_a_bulk_cancel_says_what_it_will_do(
+    client: TestClient,
+) -> None:
+    waiting = [start(client, "expense_claim", {"employee": f"e{i}", "amount": 5}) for i in range(2)]
+    done = start(client, "web_order", {})
+    for d in waiting:
+        wait_for(client, d["id"], "RUNNING", waiting=True)
+    wait_for(client, done["id"], "COMPLETED")
+    fragment = client.get("/", params={"fragment": "rows"}).json()
+    assert [r["id"] for r in _rows("<x id=\"w\">" + fragment["rows"] + "</table>", "w")] == [
+        done["id"], waiting[1]["id"], waiting[0]["id"]
+    ]  # fmt: skip
+    assert "RUNNING" in fragment["counts"]
+
+    _login_csrf(client)
+    ids = [waiting[0]["id"], done["id"]]
+    confirm = client.get("/bulk", params=[("action", "cancel"), *[("id", i) for i in ids]])
+    assert confirm.status_code == 200
+    csrf = confirm.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+    plan = {r["id"]: r for r in _rows(confirm.text, "plan")}
+    assert "Cancel 1 of 2 selected workflows?" in confirm.text
+    assert "left alone:" in confirm.text and "has ended (COMPLETED)" in confirm.text
+    assert set(plan) == set(ids)
+    # nothing happened yet: a confirmation page changes nothing
+    assert client.get(f"/api/workflows/{waiting[0]['id']}").json()["status"] == "RUNNING"
+    unconfirmed = client.post("/bulk", data={"csrf": csrf, "action": "cancel", "id": ids})
+    assert unconfirmed.status_code == 400
+    result = client.post(
+        "/bulk", data={"csrf": csrf, "action": "cancel", "id": ids, "confirm": "yes"}
+    )
+    assert result.status_code == 200 and "cancel requested" in result.text
+    wait_for(client, waiting[0]["id"], "CANCELLED", "COMPENSATED")
+    assert client.get(f"/api/workflows/{waiting[1]['id']}").json()["status"] == "RUNNING"
+    cancelled = client.get(f"/api/workflows/{waiting[0]['id']}").json()
+    assert any(h["by"] == "web:olga" and h["trigger"] == "cancel" for h in cancelled["history"])
+
+
+def test_the_workers_page_of_an_inline_server_says_what_applies(client: TestClient) -> None:
+    page = client.get("/workers")
+    assert page.status_code == 200 and "runs the jobs itself (inline://)" in page.text
+    assert client.get("/api/workers").json() == {
+        "kind": "inline",
+        "note": client.get("/api/queues").json()["note"],
+        "workers": [],
+    }
+    refused = client.post("/api/jobs/ss-1/requeue", headers=AUTH)
+    assert refused.status_code == 409 and "no failed jobs" in refused.json()["error"]
