@@ -166,7 +166,8 @@ def facts(wf: WorkflowState, now: datetime | None = None) -> Facts:
         ended = next((h.at for h in reversed(wf.history) if h.step is None), wf.updated_at)
     begin = started or wf.created_at
     took = duration_text((ended or now) - begin)
-    age = duration_text(now - wf.heartbeat_at) if wf.heartbeat_at else ""
+    # How long ago a worker last reported: news while it runs, noise once it has ended.
+    age = duration_text(now - wf.heartbeat_at) if wf.heartbeat_at and not ended else ""
     return Facts(
         created=wf.created_at,
         started=started,

@@ -11,6 +11,24 @@
     return active && active.form && root.contains(active.form) && active.tagName !== "BUTTON" &&
       active.type !== "checkbox";
   }
+  // A diagram is drawn no smaller than its own size (its text stays legible); one wider than
+  // the page scrolls, to where the saga is now (the node drawn as current).
+  function fit(root) {
+    root.querySelectorAll(".svg").forEach(function (box) {
+      var svg = box.querySelector("svg");
+      if (!svg || !svg.viewBox || !svg.viewBox.baseVal || !svg.viewBox.baseVal.width) { return; }
+      var w = svg.viewBox.baseVal.width, h = svg.viewBox.baseVal.height;
+      var scale = Math.max(Math.min(4 / 3, box.clientWidth / w), 1);
+      svg.style.width = (w * scale) + "px";
+      svg.style.height = (h * scale) + "px";
+      var current = svg.querySelector("g.current");
+      if (current) {
+        var r = current.getBoundingClientRect(), b = box.getBoundingClientRect();
+        box.scrollLeft += (r.left + r.width / 2) - (b.left + box.clientWidth / 2);
+      }
+    });
+  }
+  fit(document);
   var live = document.getElementById("live");
   if (live) {
     var busy = false, ticks = 0;
@@ -29,6 +47,7 @@
           if (data) {
             live.innerHTML = data.html;
             live.dataset.rev = String(data.revision);
+            fit(live);
           }
         })
         .catch(function () { /* the server may be restarting: try again at the next tick */ })
