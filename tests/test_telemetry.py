@@ -105,17 +105,33 @@ def delta(
 
 
 def tree(spans: list[ReadableSpan]) -> tuple[ReadableSpan, list[ReadableSpan]]:
-    """The root span and its children, checking there is exactly one root."""
+    """The root span and its attempts' spans, checking there is exactly one root (the
+    workflow's start and the operations asked of it are children too: see `moments`)."""
     roots = [s for s in spans if s.parent is None]
     assert len(roots) == 1, [s.name for s in roots]
     root = roots[0]
     children = [
-        s for s in spans if s.parent is not None and s.parent.span_id == root.context.span_id
+        s
+        for s in spans
+        if s.parent is not None
+        and s.parent.span_id == root.context.span_id
+        and s.name.startswith(("step ", "compensate "))
     ]
     for child in children:  # the workflow span covers its attempts
         assert (root.start_time or 0) <= (child.start_time or 0), child.name
         assert (child.end_time or 0) <= (root.end_time or 0), child.name
     return root, sorted(children, key=lambda s: s.start_time or 0)
+
+
+def moments(spans: list[ReadableSpan], root: ReadableSpan) -> list[str]:
+    """The workflow's start and the operations asked of it, children of its span, in order."""
+    return [
+        s.name
+        for s in sorted(spans, key=lambda s: s.start_time or 0)
+        if s.parent is not None
+        and s.parent.span_id == root.context.span_id
+        and s.name.startswith("workflow ")
+    ]
 
 
 def history_count(wf: WorkflowState, **match: str) -> Counter[str]:
@@ -200,15 +216,26 @@ def test_a_saga_that_retries_is_one_trace_with_a_span_per_attempt_and_handler_sp
     assert first["statesaga.idempotency_key"] == f"{wf.id}:fetch"
     assert first["statesaga.session.id"] == "S-1"
     assert children[0].status.status_code is StatusCode.ERROR
-    assert [e.name for e in children[0].events] == ["retry"]
+    assert [e.name for e in children[0].events] == ["exception", "retry"]
+    failure = dict(children[0].events[0].attributes or {})
+    assert failure["exception.type"] == "ConnectionError"
+    assert failure["exception.message"] == "the quote service timed out"
     assert second["statesaga.outcome"] == store["statesaga.outcome"] == "completed"
+    # every span statesaga made names the workflow it belongs to
+    for span in spans:
+        if span.instrumentation_scope and span.instrumentation_scope.name == "statesaga":
+            attrs = dict(span.attributes or {})
+            assert attrs.get("statesaga.workflow.name") == "quote_retry", (span.name, attrs)
+            assert attrs["statesaga.workflow.id"] == wf.id, span.name
+    # its start was exported as soon as it was saved, a child of the workflow span
+    assert moments(spans, root) == ["workflow quote_retry start"]
     # The handler's own spans nest under its attempt's span.
     calls = [s for s in spans if s.name == "GET https://api.example/quote"]
     assert [c.parent.span_id for c in calls if c.parent] == [
         children[0].context.span_id,
         children[1].context.span_id,
     ]
-    assert len(spans) == 1 + 3 + 2  # nothing else, nothing twice
+    assert len(spans) == 1 + 1 + 3 + 2  # nothing else, nothing twice
     # Every log record of a step names the workflow, the step, the attempt and the trace.
     assert [(r.workflow_id, r.step, r.attempt) for r in records.records] == [  # type: ignore[attr-defined]
         (wf.id, "fetch", 1),
@@ -252,7 +279,8 @@ def test_a_saga_that_unwinds_has_its_compensations_under_the_workflow_span(
 
     root, children = tree(otel.trace_of(wf))
     assert root.name == "workflow trip_booking"
-    assert root.status.status_code is StatusCode.ERROR
+    # A compensated saga did what a saga is for: not an error (its failed step's span is).
+    assert root.status.status_code is not StatusCode.ERROR
     assert dict(root.attributes or {})["statesaga.state"] == "COMPENSATED"
     assert dict(root.attributes or {})["statesaga.error.type"] == "BookingError"
     names = [s.name for s in children]
@@ -313,8 +341,9 @@ def test_recovery_closes_the_span_of_an_attempt_whose_worker_died(
     wf = doomed.start(definition, {})
     with pytest.raises(WorkerDied):
         doomed.wait(wf.id, timeout=10)
-    # Dead before saving the outcome: only the handler's own span got out, not the attempt's.
-    assert [s.name for s in otel.trace_of(wf)] == ["POST /charges"]
+    # Dead before saving the outcome: only the handler's own span got out, not the attempt's
+    # (and the start, exported as soon as it was saved: the saga showed while it ran).
+    assert [s.name for s in otel.trace_of(wf)] == ["workflow lost_worker start", "POST /charges"]
 
     rescuer = Engine(store, InlineQueue(), reg, heartbeat_interval=0, worker="w2")
     report = Recovery(rescuer, timeout=0).run_once()
@@ -328,6 +357,8 @@ def test_recovery_closes_the_span_of_an_attempt_whose_worker_died(
         ("step charge", 1),
         ("step charge", 2),
     ]
+    # recovery is an operation of its own in the trace, after the start
+    assert moments(spans, root) == ["workflow lost_worker start", "workflow lost_worker resume"]
     lost = dict(children[0].attributes or {})
     assert lost["statesaga.outcome"] == "lost"
     assert lost["statesaga.closed_by"] == "recovery"
@@ -491,7 +522,45 @@ def test_statesaga_run_prints_the_trace_with_the_console_exporter(tmp_path: Path
     names = Counter(s["name"] for s in spans)
     assert names["workflow trip_booking"] == 1
     assert names["step reserve_car"] == 2
-    assert sum(names.values()) == 1 + 6
+    # the command's own span, the workflow's under it, its start (exported at once), 6 attempts
+    assert names["statesaga run"] == names["workflow trip_booking start"] == 1
+    assert sum(names.values()) == 1 + 1 + 1 + 6
+    command = next(s for s in spans if s["name"] == "statesaga run")
+    workflow = next(s for s in spans if s["name"] == "workflow trip_booking")
+    assert command["parent_id"] is None and workflow["parent_id"] == command["context"]["span_id"]
+    assert command["attributes"]["statesaga.workflow.id"] == wf.id
+    for span in spans:  # every span names its workflow
+        assert span["attributes"]["statesaga.workflow.name"] == "trip_booking", span["name"]
+
+
+def test_a_signal_from_the_cli_is_a_span_of_its_own_linked_from_the_workflow_trace(
+    tmp_path: Path,
+) -> None:
+    expense = str(files("statesaga.examples") / "expense.yaml")
+    db = f"sqlite:///{tmp_path / 's.db'}"
+    env = {"OTEL_TRACES_EXPORTER": "console"}
+    started = _run_cli("run", expense, "--input", '{"employee": "bob", "amount": 120}',
+                       "--store", db, env=env, cwd=tmp_path)  # fmt: skip
+    wf = SQLiteStore(tmp_path / "s.db").get("WF-" + started.stdout.split("WF-", 1)[1][:17])
+    assert wf.status is WorkflowStatus.RUNNING, started.stderr[-1500:]
+    # its start is out while it waits: a person looking at the trace sees it
+    early = parse_console_spans("\n" + started.stderr)
+    assert "workflow expense_claim start" in [s["name"] for s in early]
+    assert "workflow expense_claim" not in [s["name"] for s in early]
+
+    handlers = "statesaga.examples.expense_handlers"
+    sent = _run_cli("signal", wf.id, "approve", "--payload", '{"by": "ann"}', "--store", db,
+                    "--handlers", handlers, env=env, cwd=tmp_path)  # fmt: skip
+    assert sent.returncode == 0, sent.stderr[-2000:]
+    spans = {s["name"]: s for s in parse_console_spans("\n" + sent.stderr)}
+    command, signal = spans["statesaga signal"], spans["workflow expense_claim signal"]
+    trace_id = "0x" + wf.trace["traceparent"].split("-")[1]
+    assert signal["context"]["trace_id"] == trace_id  # in the workflow's trace
+    assert [link["context"]["span_id"] for link in signal["links"]] == [
+        command["context"]["span_id"]
+    ]
+    assert command["attributes"]["statesaga.workflow.id"] == wf.id
+    assert spans["workflow expense_claim"]["status"]["status_code"] == "UNSET"  # COMPLETED
 
 
 def test_tracing_off_stores_no_trace_and_prints_no_span(tmp_path: Path) -> None:

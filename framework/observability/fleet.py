@@ -8,10 +8,12 @@ its `/api/workers` and `/api/queues`, and the worker's metrics read the same `Fl
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
 from ..errors import StateError
+from ..models import StepStatus, WorkflowStatus
+from ..ports import Store
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,26 @@ IN_PROCESS_NOTE = (
 )
 
 
+def attention(store: Store, stuck_after: float = 30.0) -> dict[str, int]:
+    """How many workflows need someone: `stuck` (in flight, no heartbeat for `stuck_after`
+    seconds: `statesaga recover` would take them as lost) and `waiting_for_signal`. Reads
+    the stale ones through the store's heartbeat index and the RUNNING ones in full."""
+    from ..runtime.recovery import STALE_STATES, looks_lost
+
+    now = datetime.now(UTC)
+    stuck = sum(
+        1
+        for wf in store.list_stale(now - timedelta(seconds=stuck_after), STALE_STATES)
+        if looks_lost(wf, now, stuck_after)
+    )
+    waiting = sum(
+        1
+        for wf in store.list(status=WorkflowStatus.RUNNING)
+        if any(s.status is StepStatus.WAITING and s.kind == "wait" for s in wf.steps)
+    )
+    return {"stuck": stuck, "waiting_for_signal": waiting}
+
+
 def fleet_of_queue(queue: object, failed_limit: int = 50) -> Fleet:
     """The fleet behind a queue: what it says of itself, or what applies to it."""
     if isinstance(queue, Inspectable):
@@ -136,5 +158,6 @@ __all__ = [
     "QueueInfo",
     "RequeueRefused",
     "WorkerInfo",
+    "attention",
     "fleet_of_queue",
 ]

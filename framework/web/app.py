@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, Response
 
 from ..resources import __version__
 from .actions import ServeSettings
-from .http import BodyLimit
+from .http import ActionSpans, BodyLimit
 from .query import Filters, count
 from .routes import routes
 from .server import Server
@@ -45,7 +45,7 @@ def create_app(settings: ServeSettings) -> Starlette:
         code = exc.status_code if isinstance(exc, HTTPException) else 500
         return server.page(request, "error.html", code, message="no such page", code=code)
 
-    middleware = [Middleware(BodyLimit)]
+    middleware = [Middleware(ActionSpans), Middleware(BodyLimit)]
     if settings.allowed_hosts:
         # A page on another site cannot read this one through DNS rebinding: its requests
         # carry that site's name in Host.

@@ -4,6 +4,7 @@ strict JSON bodies read up to a limit, local redirects, and the secrets no answe
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -147,6 +148,41 @@ async def json_body(request: Request) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise BadRequest("the request body must be a JSON object")
     return data
+
+
+_ID = re.compile(r"/WF-[^/]+")
+
+
+class ActionSpans:
+    """Each action (a request that is not a read) is a span of its own: the workflow it starts
+    is its child, a signal or cancel it sends is linked to it (statesaga.observability.tracing).
+    Reads are left to an HTTP instrumentation the operator may add."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method = scope.get("method", "GET")
+        if scope["type"] != "http" or method in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        from ..observability.tracing import operation
+
+        path = str(scope.get("path", ""))
+        route = _ID.sub("/{id}", path)  # one span name per endpoint, not per workflow
+        attributes = {"http.request.method": method, "url.path": path, "http.route": route}
+        with operation(f"{method} {route}", attributes) as span:
+
+            async def sent(message: Message) -> None:
+                if span is not None and message["type"] == "http.response.start":
+                    span.set_attribute("http.response.status_code", message["status"])
+                    if message["status"] >= 500:
+                        from opentelemetry.trace import Status, StatusCode
+
+                        span.set_status(Status(StatusCode.ERROR))
+                await send(message)
+
+            await self.app(scope, receive, sent)
 
 
 class BodyLimit:
