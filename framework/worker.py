@@ -88,6 +88,9 @@ class WorkerSettings(RedactedRepr):
     #: Run the step a settle claims in this process at once (Engine.eager); False sends every
     #: step through the queue, so queued workflows take turns step by step.
     eager: bool = True
+    #: Serve this worker's metrics (and the fleet's gauges) for Prometheus on this port.
+    metrics_port: int | None = None
+    metrics_host: str | None = None
 
 
 def worker_name() -> str:
@@ -138,6 +141,8 @@ def run_worker(settings: WorkerSettings) -> bool:
         redact(settings.store_url),
         ", ".join(engine.registry.handler_names) or "none",
     )
+    if settings.metrics_port is not None:
+        _serve_metrics(settings, engine)
     options = ServeOptions(
         name=name,
         burst=settings.burst,
@@ -150,6 +155,19 @@ def run_worker(settings: WorkerSettings) -> bool:
     finally:
         engine.store.close()
         engine.queue.close()
+
+
+def _serve_metrics(settings: WorkerSettings, engine: Engine) -> None:
+    """The worker's metrics on a port of its own, with the fleet's gauges: the queue's depth,
+    the live workers, the workflows stuck or waiting for a signal (read at each scrape)."""
+    from .observability.fleet import attention, fleet_of_queue
+    from .observability.metrics import watch_fleet
+    from .observability.otel import serve_prometheus
+
+    queue, store = engine.queue, engine.store
+    watch_fleet(lambda: fleet_of_queue(queue), lambda: attention(store))
+    url = serve_prometheus(settings.metrics_port, settings.metrics_host)
+    log.info("metrics for Prometheus at %s", url)
 
 
 if not TYPE_CHECKING:  # (a module __getattr__ would hide every misspelt name from mypy)

@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -494,6 +496,83 @@ def test_two_rq_workers_add_their_spans_to_the_one_trace_of_each_workflow(
         "trace=" + flaky.trace["traceparent"].split("-")[1] in line for line in tagged
     )
     assert "worker otel-0" in text or "worker otel-1" in text  # the start-up line
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+def test_a_prometheus_scrape_of_a_worker_returns_the_queue_depth_redis_holds(
+    shared: Shared, free_port: int
+) -> None:
+    import urllib.request
+
+    tests = str(Path(__file__).parent)
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    environ["PYTHONPATH"] = os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")]))
+    cmd = [*_statesaga(), "worker", "--queue", shared.queue_url, "--store", shared.store_url,
+           "--handlers", "web_handlers", "--metrics-port", str(free_port)]  # fmt: skip
+    log = (shared.dir / "metrics-port.log").open("wb")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=environ)
+    reg = Registry()  # the name only: the worker runs the real one
+    reg.register_handler("order_step", lambda ctx: {})
+    engine = Engine(shared.store, shared.queue, reg)
+    # web_handlers' order_step sleeps `delay` seconds; only the worker imports it.
+    order = load_definition(
+        {"workflow": "web_order", "steps": [
+            {"name": n, "action": "order_step"} for n in ("reserve", "pack", "charge", "notify")
+        ]}
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{free_port}/metrics"
+
+    def scrape() -> dict[str, float]:
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            text = answer.read().decode()
+        out = {}
+        for line in text.splitlines():
+            if line.startswith("statesaga_") and " " in line:
+                key, value = line.rsplit(" ", 1)
+                # the SDK adds its scope's labels to every series; the test reads its own
+                out[re.sub(r'otel_scope_\w+="[^"]*",?', "", key)] = float(value)
+        return out
+
+    try:
+        deadline = time.monotonic() + 60
+        points: dict[str, float] = {}
+        queue = shared.queue.name
+        idle = f'statesaga_workers{{statesaga_queue="{queue}",statesaga_worker_state="idle"}}'
+        while points.get(idle) != 1.0:  # the port opens before the worker has registered
+            assert time.monotonic() < deadline, (points, shared.log("metrics-port")[-2000:])
+            try:
+                points = scrape()
+            except OSError:
+                assert proc.poll() is None, shared.log("metrics-port")
+            time.sleep(0.2)
+        # One slow saga keeps the worker busy; the next two wait in the queue.
+        ids = [engine.start(order, {"delay": 1.5}).id for _ in range(3)]
+        depth_key = f'statesaga_queue_depth{{statesaga_queue="{queue}"}}'
+        busy = f'statesaga_workers{{statesaga_queue="{queue}",statesaga_worker_state="busy"}}'
+        seen = None
+        while time.monotonic() < deadline:
+            points = scrape()
+            depth = shared.queue.connection.llen(f"rq:queue:{queue}")
+            if points.get(busy) == 1.0 and points.get(depth_key) == depth == 2:
+                seen = points
+                break
+            time.sleep(0.2)
+        assert seen is not None, (points, shared.log("metrics-port")[-2000:])
+        assert seen['statesaga_workflows_attention{statesaga_workflow_state="stuck"}'] == 0
+        for wf_id in ids:
+            engine.wait(wf_id, timeout=60)
+        final = scrape()
+        assert final[depth_key] == 0 and shared.queue.connection.llen(f"rq:queue:{queue}") == 0
+        done = (
+            'statesaga_steps_completed_total{statesaga_step="notify",'
+            'statesaga_workflow_name="web_order"}'
+        )
+        assert final[done] == 3.0  # this worker's own counters are on the same page
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
 
 
 # -- the CLI ---

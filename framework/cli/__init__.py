@@ -52,7 +52,8 @@ def main(ctx: click.Context, log_level: str | None, log_format: LogFormat) -> No
     # A worker says what it serves (and each job's outcome) at INFO; a server, each request.
     default = "INFO" if ctx.invoked_subcommand in ("worker", "serve") else "WARNING"
     configure_logging(log_level or default, log_format)
-    if ctx.invoked_subcommand in _OBSERVED:
+    # A worker configures its own (it may serve metrics on a port: see `worker`).
+    if ctx.invoked_subcommand in _OBSERVED and ctx.invoked_subcommand != "worker":
         from ..observability.otel import configure_from_env
 
         try:
