@@ -19,6 +19,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
@@ -92,7 +93,19 @@ class Fleet:
 
 @pytest.fixture(scope="module")
 def fleet(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    tmp = tmp_path_factory.mktemp("fleet")
+    with running_fleet(redis_url, tmp_path_factory.mktemp("fleet"), 2) as f:
+        yield f
+
+
+@pytest.fixture
+def doomed_fleet(redis_url: str, tmp_path: Path) -> Iterator[Fleet]:
+    """A fleet of its own, for a test that kills its worker."""
+    with running_fleet(redis_url, tmp_path, 1) as f:
+        yield f
+
+
+@contextmanager
+def running_fleet(redis_url: str, tmp: Path, count: int) -> Iterator[Fleet]:
     defs = tmp / "definitions"
     defs.mkdir()
     shutil.copy(TESTS / "web_order.yaml", defs)
@@ -105,7 +118,7 @@ def fleet(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])),
         "STATESAGA_TOKEN": TOKEN,
     }
-    logs = [open(tmp / f"p{i}.log", "wb") for i in range(3)]  # noqa: SIM115
+    logs = [open(tmp / f"p{i}.log", "wb") for i in range(count + 1)]  # noqa: SIM115
     workers = [
         subprocess.Popen(
             [
@@ -121,25 +134,25 @@ def fleet(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
                 "--heartbeat",
                 "1",
                 "--name",
-                f"fleet-worker-{i}",
+                f"{queue}-worker-{i}",  # a worker's name is unique on its Redis
             ],
             stdout=logs[i],
             stderr=subprocess.STDOUT,
             env=env,
         )  # fmt: skip
-        for i in range(2)
+        for i in range(count)
     ]
     port = _free_port()
     server = subprocess.Popen(
         [*statesaga_command(), "serve", "--store", store_url, "--queue", queue_url,
          "--definitions", str(defs), "--port", str(port), "--handlers", "web_handlers",
          "--create"],
-        stdout=logs[2], stderr=subprocess.STDOUT, env=env,
+        stdout=logs[count], stderr=subprocess.STDOUT, env=env,
     )  # fmt: skip
     f = Fleet(f"http://127.0.0.1:{port}", redis_url, queue, workers)
     try:
         f.until(lambda: _answers(f.base), "statesaga serve")
-        f.until(lambda: len(f.api("GET", "/api/workers")["workers"]) == 2, "two live workers")
+        f.until(lambda: len(f.api("GET", "/api/workers")["workers"]) == count, "live workers")
         yield f
     finally:
         for p in [*workers, server]:
@@ -240,7 +253,7 @@ def test_the_workers_page_shows_two_live_workers_and_the_queue_depth_redis_holds
         shown == conn.llen(key) or abs(shown - conn.llen(key)) <= 1
     )  # a job may move between reads
     rows = cells(browser, "workers", "worker")
-    assert set(rows) == {"fleet-worker-0", "fleet-worker-1"}
+    assert set(rows) == {f"{fleet.queue}-worker-0", f"{fleet.queue}-worker-1"}
     assert all("busy" in text and "reserve" in text for text in rows.values())
     screenshot(browser, "workers")
     for wf_id in ids:
@@ -250,8 +263,9 @@ def test_the_workers_page_shows_two_live_workers_and_the_queue_depth_redis_holds
 
 
 def test_a_saga_whose_worker_was_killed_shows_stuck_with_its_heartbeat_age(
-    fleet: Fleet, browser: WebDriver
+    doomed_fleet: Fleet, browser: WebDriver
 ) -> None:
+    fleet = doomed_fleet
     wf_id = fleet.start("web_order", {"delay": 120})
 
     def runner() -> dict[str, Any] | None:
@@ -311,3 +325,43 @@ def test_the_timeline_of_a_compensated_saga_in_chromium(fleet: Fleet, browser: W
     )
     assert sizes and min(sizes) >= 9, sizes
     screenshot(browser, "timeline")
+
+
+def test_failed_jobs_are_listed_and_only_a_statesaga_job_is_requeued(fleet: Fleet) -> None:
+    from statesaga.adapters.rq_queue import RQQueue
+    from statesaga.ports import Job
+
+    queue = RQQueue.from_url(
+        fleet.redis_url.replace("redis://", "rq://", 1) + f"?queue={fleet.queue}"
+    )
+    # a statesaga job whose workflow is not in the store fails in the worker; a job that is
+    # not statesaga's is refused unrun
+    queue.enqueue(Job("step", "WF-20990101-deadbeef", "reserve", 1))
+    foreign = queue.rq_queue.enqueue("os.getcwd").id
+
+    def failed() -> dict[str, dict[str, Any]]:
+        listed = fleet.api("GET", "/api/queues")["failed"]
+        return {j["id"]: j for j in listed} if len(listed) >= 2 else {}
+
+    jobs = fleet.until(failed, "both jobs failed")
+    mine = next(j for j in jobs.values() if j["workflow_id"] == "WF-20990101-deadbeef")
+    assert mine["requeueable"] and "NotFoundError" in mine["reason"]
+    assert not jobs[foreign]["requeueable"] and "refused by statesaga" in jobs[foreign]["reason"]
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        fleet.api("POST", f"/api/jobs/{foreign}/requeue", {"by": "olga"})
+    assert refused.value.code == 409
+    assert "not a statesaga job" in json.loads(refused.value.read())["error"]
+    anonymous = urllib.request.Request(
+        fleet.base + f"/api/jobs/{mine['id']}/requeue", method="POST"
+    )
+    with pytest.raises(urllib.error.HTTPError) as nobody:
+        urllib.request.urlopen(anonymous, timeout=10)
+    assert nobody.value.code == 401
+    assert fleet.api("POST", f"/api/jobs/{mine['id']}/requeue", {"by": "olga"}) == {
+        "requeued": mine["id"]
+    }
+    # it ran again (and failed again: its workflow still is not there)
+    fleet.until(
+        lambda: (again := failed().get(mine["id"])) and again["failed_at"] > mine["failed_at"],
+        "the requeued job run again",
+    )
