@@ -853,3 +853,51 @@ def test_waits_signals_and_cancels_are_events_of_the_workflow_span(
     cancel = [dict(e.attributes or {}) for e in root.events if e.name == "cancel"]
     assert [c["statesaga.by"] for c in cancel] == ["bob"]
     assert [s.name for s in children] == ["step book", "compensate book"]
+
+
+def test_an_action_of_the_dashboard_is_a_span_the_workflow_hangs_under(
+    otel: Telemetry, tmp_path: Path
+) -> None:
+    pytest.importorskip("starlette")
+    pytest.importorskip("httpx")
+    import shutil
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from starlette.testclient import TestClient
+    from statesaga.web import ServeSettings, create_app
+
+    defs = tmp_path / "defs"
+    defs.mkdir()
+    shutil.copy(str(TRIP), defs)
+    token = "a-token-for-spans-1234"
+    settings = ServeSettings(
+        store=f"sqlite:///{tmp_path / 'w.db'}",
+        queue="inline://",
+        handlers=("statesaga.examples.trip_handlers",),
+        definitions=defs,
+        token=token,
+    )
+    with TestClient(create_app(settings)) as client:
+        auth = {"Authorization": f"Bearer {token}"}
+        body = {"definition": "trip_booking", "input": {**BASE, "fail_at": "charge_payment"}}
+        doc = client.post("/api/workflows", json=body, headers=auth).json()
+        deadline = time.monotonic() + 30
+        while client.get(f"/api/workflows/{doc['id']}").json()["status"] != "COMPENSATED":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        cancel = client.post(f"/api/workflows/{doc['id']}/cancel", headers=auth)
+        assert cancel.status_code == 409  # it has ended: the span says so
+    wf = SQLiteStore(tmp_path / "w.db").get(doc["id"])
+    spans = otel.spans.get_finished_spans()
+    post = next(s for s in spans if s.name == "POST /api/workflows")
+    attrs = dict(post.attributes or {})
+    assert attrs["http.response.status_code"] == 201
+    assert attrs["statesaga.workflow.id"] == wf.id
+    assert attrs["statesaga.workflow.name"] == "trip_booking"
+    workflow = next(s for s in otel.trace_of(wf) if s.name == "workflow trip_booking")
+    assert workflow.parent is not None and workflow.parent.span_id == post.context.span_id
+    refused = next(s for s in spans if s.name == "POST /api/workflows/{id}/cancel")
+    assert dict(refused.attributes or {})["http.response.status_code"] == 409
+    assert not [s for s in spans if s.name.startswith("GET ")]  # reads are not actions
