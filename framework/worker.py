@@ -141,8 +141,7 @@ def run_worker(settings: WorkerSettings) -> bool:
         redact(settings.store_url),
         ", ".join(engine.registry.handler_names) or "none",
     )
-    if settings.metrics_port is not None:
-        _serve_metrics(settings, engine)
+    _watch_metrics(settings, engine)
     options = ServeOptions(
         name=name,
         burst=settings.burst,
@@ -157,17 +156,29 @@ def run_worker(settings: WorkerSettings) -> bool:
         engine.queue.close()
 
 
-def _serve_metrics(settings: WorkerSettings, engine: Engine) -> None:
-    """The worker's metrics on a port of its own, with the fleet's gauges: the queue's depth,
-    the live workers, the workflows stuck or waiting for a signal (read at each scrape)."""
+def _watch_metrics(settings: WorkerSettings, engine: Engine) -> None:
+    """With metrics on (any exporter: OTLP, Prometheus, console), the fleet's gauges too: the
+    queue's depth, the live workers, the workflows stuck or waiting for a signal, read at each
+    collection; and with a metrics port, the Prometheus page on it."""
+    from .observability.metrics import metrics_on
+
+    if not metrics_on():
+        if settings.metrics_port is not None:
+            raise StatesagaError(
+                "--metrics-port needs the OpenTelemetry SDK and its Prometheus reader: "
+                "pip install 'statesaga[otel]'"
+            )
+        return
     from .observability.fleet import attention, fleet_of_queue
     from .observability.metrics import watch_fleet
-    from .observability.otel import serve_prometheus
 
     queue, store = engine.queue, engine.store
     watch_fleet(lambda: fleet_of_queue(queue), lambda: attention(store))
-    url = serve_prometheus(settings.metrics_port, settings.metrics_host)
-    log.info("metrics for Prometheus at %s", url)
+    if settings.metrics_port is not None:
+        from .observability.otel import serve_prometheus
+
+        url = serve_prometheus(settings.metrics_port, settings.metrics_host)
+        log.info("metrics for Prometheus at %s", url)
 
 
 if not TYPE_CHECKING:  # (a module __getattr__ would hide every misspelt name from mypy)

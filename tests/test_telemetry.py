@@ -901,3 +901,33 @@ def test_an_action_of_the_dashboard_is_a_span_the_workflow_hangs_under(
     refused = next(s for s in spans if s.name == "POST /api/workflows/{id}/cancel")
     assert dict(refused.attributes or {})["http.response.status_code"] == 409
     assert not [s for s in spans if s.name.startswith("GET ")]  # reads are not actions
+
+
+@pytest.mark.redis
+def test_a_worker_exports_the_fleet_gauges_through_any_metrics_exporter(shared: Shared) -> None:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    environ.update(OTEL_METRICS_EXPORTER="console", OTEL_METRIC_EXPORT_INTERVAL="300")
+    cmd = [*_statesaga(), "worker", "--queue", shared.queue_url, "--store", shared.store_url,
+           "--handlers", "statesaga.examples.trip_handlers", "--burst"]  # fmt: skip
+    done = subprocess.run(cmd, env=environ, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    exported = set(re.findall(r'"name": "(statesaga\.[a-z_.]+)"', done.stderr))
+    assert {
+        "statesaga.queue.depth",
+        "statesaga.workers",
+        "statesaga.workflows.attention",
+    } <= exported
+
+
+def test_a_metrics_port_without_the_sdk_is_one_clear_line(tmp_path: Path) -> None:
+    script = (
+        "import sys; sys.modules['opentelemetry.sdk'] = None\n"
+        "from statesaga.cli import main\n"
+        "main(['worker', '--queue', 'rq://127.0.0.1:1/0', '--store', "
+        f"'sqlite:///{tmp_path / 'x.db'}', '--metrics-port', '9999'])"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-1500:]
+    assert "pip install 'statesaga[otel]'" in done.stderr
