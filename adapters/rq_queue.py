@@ -40,6 +40,7 @@ from statesaga.worker import JOB_FUNCTION
 if TYPE_CHECKING:
     import redis
     import rq
+    from statesaga.observability.fleet import Fleet
 
 DEFAULT_QUEUE = "statesaga"
 #: Seconds added to a step's timeout for the RQ job timeout: the claim and the settle are two
@@ -197,6 +198,18 @@ class RQQueue:
         return len(Worker.all(queue=self.rq_queue))
 
     # -- what tests and operators look at --------------------------------------------------
+    def inspect(self, failed_limit: int = 50) -> Fleet:
+        """Its workers and queue, as the dashboard and the metrics show them."""
+        from statesaga.adapters.rq_fleet import inspect
+
+        return inspect(self.rq_queue, failed_limit)
+
+    def requeue_failed(self, job_id: str) -> None:
+        """Put a failed statesaga job back on the queue (refused for any other job)."""
+        from statesaga.adapters.rq_fleet import requeue_failed
+
+        requeue_failed(self.rq_queue, job_id)
+
     def scheduled_job_ids(self) -> list[str]:
         """Ids of jobs waiting in RQ's ScheduledJobRegistry for their due time."""
         ids: list[str] = self.rq_queue.scheduled_job_registry.get_job_ids()

@@ -88,6 +88,9 @@ class WorkerSettings(RedactedRepr):
     #: Run the step a settle claims in this process at once (Engine.eager); False sends every
     #: step through the queue, so queued workflows take turns step by step.
     eager: bool = True
+    #: Serve this worker's metrics (and the fleet's gauges) for Prometheus on this port.
+    metrics_port: int | None = None
+    metrics_host: str | None = None
 
 
 def worker_name() -> str:
@@ -138,6 +141,7 @@ def run_worker(settings: WorkerSettings) -> bool:
         redact(settings.store_url),
         ", ".join(engine.registry.handler_names) or "none",
     )
+    _watch_metrics(settings, engine)
     options = ServeOptions(
         name=name,
         burst=settings.burst,
@@ -150,6 +154,31 @@ def run_worker(settings: WorkerSettings) -> bool:
     finally:
         engine.store.close()
         engine.queue.close()
+
+
+def _watch_metrics(settings: WorkerSettings, engine: Engine) -> None:
+    """With metrics on (any exporter: OTLP, Prometheus, console), the fleet's gauges too: the
+    queue's depth, the live workers, the workflows stuck or waiting for a signal, read at each
+    collection; and with a metrics port, the Prometheus page on it."""
+    from .observability.metrics import metrics_on
+
+    if not metrics_on():
+        if settings.metrics_port is not None:
+            raise StatesagaError(
+                "--metrics-port needs the OpenTelemetry SDK and its Prometheus reader: "
+                "pip install 'statesaga[otel]'"
+            )
+        return
+    from .observability.fleet import attention, fleet_of_queue
+    from .observability.metrics import watch_fleet
+
+    queue, store = engine.queue, engine.store
+    watch_fleet(lambda: fleet_of_queue(queue), lambda: attention(store))
+    if settings.metrics_port is not None:
+        from .observability.otel import serve_prometheus
+
+        url = serve_prometheus(settings.metrics_port, settings.metrics_host)
+        log.info("metrics for Prometheus at %s", url)
 
 
 if not TYPE_CHECKING:  # (a module __getattr__ would hide every misspelt name from mypy)

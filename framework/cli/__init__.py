@@ -52,7 +52,8 @@ def main(ctx: click.Context, log_level: str | None, log_format: LogFormat) -> No
     # A worker says what it serves (and each job's outcome) at INFO; a server, each request.
     default = "INFO" if ctx.invoked_subcommand in ("worker", "serve") else "WARNING"
     configure_logging(log_level or default, log_format)
-    if ctx.invoked_subcommand in _OBSERVED:
+    # A worker configures its own (it may serve metrics on a port: see `worker`).
+    if ctx.invoked_subcommand in _OBSERVED and ctx.invoked_subcommand != "worker":
         from ..observability.otel import configure_from_env
 
         try:
@@ -61,10 +62,17 @@ def main(ctx: click.Context, log_level: str | None, log_format: LogFormat) -> No
             fail(str(exc))
         if done:
             logging.getLogger("statesaga.otel").info("OpenTelemetry: %s", "; ".join(done))
+    if ctx.invoked_subcommand in _OPERATIONS:
+        from ..observability.tracing import operation
+
+        # Ended when the command ends (the group's context closes after it, exit or not).
+        ctx.with_resource(operation(f"statesaga {ctx.invoked_subcommand}"))
 
 
 #: Commands that run or move workflows: they export traces and metrics when OTEL_* says so.
 _OBSERVED = frozenset({"run", "worker", "recover", "serve", "cancel", "signal", "restart"})
+#: Commands that are one operation: a span of their own, linked to the workflow's trace.
+_OPERATIONS = frozenset({"run", "cancel", "signal", "restart"})
 
 
 for _room in (authoring, running, operating):

@@ -162,19 +162,37 @@ def get_workflow(store: str | None, workflow_id: str) -> Any:
     type=click.Choice([s.value for s in WorkflowStatus], case_sensitive=False),
     help="only workflows in this status",
 )
-@click.option("--limit", type=click.IntRange(min=1), default=None, help="at most N workflows")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=None,
+    help="at most N workflows (the first N shown)",
+)
+@click.option("--oldest", is_flag=True, help="oldest first (default: newest first)")
 @store_option
 @click.option("--json", "as_json", is_flag=True, help="one JSON summary per line")
 @guard
 def list_(
-    session: str | None, status_: str | None, limit: int | None, store: str | None, as_json: bool
+    session: str | None,
+    status_: str | None,
+    limit: int | None,
+    oldest: bool,
+    store: str | None,
+    as_json: bool,
 ) -> None:
-    """List workflows, oldest first, filtered by session and/or status."""
+    """List workflows, newest first (--oldest: oldest first), filtered by session and/or
+    status; --limit N keeps the first N in that order."""
     from ..plugins import open_existing_store
+    from ..web.query import Filters, newest
 
     wanted = WorkflowStatus(status_.upper()) if status_ else None
     opened = open_existing_store(store_url(store))
-    for wf in opened.list(session_id=session, status=wanted, limit=limit):
+    rows = (
+        opened.list(session_id=session, status=wanted, limit=limit)
+        if oldest
+        else newest(opened, Filters(wanted, session), limit)
+    )
+    for wf in rows:
         if as_json:
             click.echo(
                 json.dumps(

@@ -74,6 +74,16 @@ def _only_waiting(wf: WorkflowState, now: datetime) -> bool:
     return all(s.next_attempt_at is None or s.next_attempt_at > now for s in waiting)
 
 
+def looks_lost(wf: WorkflowState, now: datetime, timeout: float) -> bool:
+    """Would a scan with this timeout take the workflow as lost? In flight, its heartbeat
+    older than `timeout` seconds (or missing), and not merely waiting for a signal or time."""
+    if wf.status not in STALE_STATES:
+        return False
+    beat = wf.heartbeat_at
+    stale = beat is None or (now - beat).total_seconds() > timeout
+    return stale and not _only_waiting(wf, now)
+
+
 @dataclass
 class RecoveryReport:
     """What one scan did: ids resumed or cancelled, and the ids that could not be handled."""
@@ -186,6 +196,7 @@ __all__ = [
     "RecoveryAction",
     "RecoveryReport",
     "get_recoverable_workflows",
+    "looks_lost",
     "recover_all",
     "recover_every",
 ]
