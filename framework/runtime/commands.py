@@ -11,8 +11,8 @@ import json
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..definition import WorkflowDefinition
-from ..errors import StateError, TransitionError
+from ..definition import WorkflowDefinition, payload_problems
+from ..errors import InputError, StateError, TransitionError
 from ..models import StepStatus, WorkflowState
 from ..vocabulary import STEP_SIGNALLABLE, WorkflowTrigger
 from .transaction import Txn, full_state, label
@@ -141,6 +141,11 @@ class Commands:
                     + (f"; {kept} already kept" if kept else "")
                     + ")"
                 )
+            schema = open_[kept].payload  # the step that will take this payload
+            if schema is not None:
+                problems = payload_problems(schema, payload, name)
+                if problems:
+                    raise InputError(problems)
             wf.signals.setdefault(name, []).append(payload)
             engine.kernel.fire(txn, None, WorkflowTrigger.SIGNAL, f"{name} {summary}")
             return True

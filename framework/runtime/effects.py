@@ -357,7 +357,7 @@ def fresh_step(step: SagaStep, now: datetime) -> SagaStep:
         )
     keep = {
         "id", "name", "action_type", "params", "depends_on", "retry", "timeout", "pivot",
-        "todo_id", "kind", "signal", "on_timeout", "default", "sleep", "until",
+        "todo_id", "kind", "signal", "on_timeout", "default", "sleep", "until", "payload",
     }  # fmt: skip
     spec = step.model_dump(include=keep)
     return SagaStep.model_validate({**spec, "compensation": comp})

@@ -1,0 +1,317 @@
+"""The planning room of the CLI: commands for agents' plans (statesaga.plans): `tools` (the
+tools an agent's model may be given, as JSON Schema tool definitions), `plan run | check |
+revise | show`, and `approve` / `reject` (a person's answer to an approval request, bound to the
+hash of the item's exact arguments). Tools come only from the operator's allow-list:
+`--tools MODULE` is `--handlers MODULE` under the name an agent builder looks for."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import sys
+from typing import Any
+
+import click
+
+from ..app import EngineOptions, check_reachable, queue_url
+from .options import SECONDS, guard, queue_option, store_option
+
+tools_option = click.option(
+    "--tools",
+    "--handlers",
+    "tools",
+    multiple=True,
+    metavar="MODULE",
+    help="allow this tools (handler) module; repeat it, or separate with commas (default: "
+    "$STATESAGA_HANDLERS). Nothing else is imported.",
+)
+
+
+def _engine(store: str | None, queue: str | None, tools: tuple[str, ...]) -> Any:
+    return EngineOptions(store, queue, handlers=tools, allow="operator").build()
+
+
+def _settle(engine: Any, workflow_id: str, timeout: float | None = None) -> Any:
+    """With an in-process queue, run what a command set going until the plan ends or waits
+    for a person; with workers elsewhere, the stored document as it is."""
+    if getattr(engine.queue, "in_process", False):
+        return engine.wait(workflow_id, timeout)
+    return engine.get(workflow_id)
+
+
+def _show(wf: Any, as_json: bool) -> None:
+    from ..plans import items, open_requests
+
+    if as_json:
+        assert wf.plan is not None
+        click.echo(
+            json.dumps(
+                {
+                    "id": wf.id,
+                    "plan": wf.name,
+                    "status": wf.status.value,
+                    "session_id": wf.session_id,
+                    "version": wf.plan.current.number,
+                    "items": [i.as_dict() for i in items(wf)],
+                    "approvals": [r.as_dict() for r in open_requests(wf)],
+                    "versions": [
+                        {
+                            "number": v.number,
+                            "at": v.at.isoformat(),
+                            "by": v.by,
+                            "changes": v.changes,
+                        }
+                        for v in wf.plan.versions
+                    ],
+                },
+                indent=2,
+                default=str,
+            )
+        )
+        return
+    assert wf.plan is not None
+    click.echo(f"{wf.id} {wf.name}: {wf.status.value}, plan version {wf.plan.current.number}")
+    for v in wf.plan.versions[1:]:
+        click.echo(f"  v{v.number} by {v.by or '-'}: {', '.join(v.changes)}")
+    for i in items(wf):
+        extra = f"  ({i.approval})" if i.approval else ""
+        error = f"  {i.error}" if i.error else ""
+        click.echo(f"  {i.id:<16} {i.status:<22} todo {i.todo:<12} {i.tool}{extra}{error}")
+    for r in open_requests(wf):
+        click.echo(
+            f"{wf.id} item {r.item} waits for approval of {r.tool} "
+            f"{json.dumps(r.args, sort_keys=True)}:\n"
+            f"  statesaga approve {wf.id} {r.item} --hash {r.hash} --by NAME"
+        )
+
+
+@click.command()
+@tools_option
+@click.option("--json", "as_json", is_flag=True, help="print JSON (the default is a table)")
+@click.option(
+    "--format",
+    "shape",
+    type=click.Choice(["openai", "anthropic", "mcp", "statesaga"]),
+    default="openai",
+    show_default=True,
+    help="openai: {type: function, function: {name, description, parameters}}; anthropic: "
+    "{name, description, input_schema}; mcp: inputSchema; statesaga: with reversibility",
+)
+@guard
+def tools(tools: tuple[str, ...], as_json: bool, shape: str) -> None:
+    """List the tools the allowed modules define, as an agent's model would be given them."""
+    from ..app import operator_handlers
+    from ..plans import tools_in
+
+    _, registry = operator_handlers(tools)
+    found = tools_in(registry)
+    if as_json:
+        listed = [t.definition(shape) for t in found.values()]  # type: ignore[arg-type]
+        click.echo(json.dumps(listed, indent=2))
+        return
+    if not found:
+        click.echo("no tools: give a tools module with --tools MODULE", err=True)
+        sys.exit(1)
+    for t in found.values():
+        undo = f" (undo: {t.undo})" if t.undo else ""
+        gate = ", needs approval" if t.approval else ""
+        click.echo(f"{t.name:<20} {t.reversibility.value}{undo}{gate}  {t.description}")
+
+
+@click.group()
+def plan() -> None:
+    """Run, revise and show agents' plans (tool calls made into a durable saga)."""
+
+
+@plan.command("check")
+@click.argument("plan_file", type=click.Path(exists=True, dir_okay=False))
+@tools_option
+@guard
+def plan_check(plan_file: str, tools: tuple[str, ...]) -> None:
+    """Check a plan against the allowed tools, as `plan run` would, without running it."""
+    from ..app import operator_handlers
+    from ..plans import compile_plan, load_plan, tools_in
+
+    _, registry = operator_handlers(tools)
+    spec, lines = load_plan(plan_file)
+    compiled = compile_plan(spec, tools_in(registry), lines)
+    for w in compiled.warnings:
+        click.echo(f"warning: {w}", err=True)
+    click.echo(f"ok {plan_file}: {len(spec.items)} items, {len(compiled.definition.steps)} steps")
+
+
+@plan.command("run")
+@click.argument("plan_file", type=click.Path(exists=True, dir_okay=False))
+@tools_option
+@click.option("--session", default=None, help="the agent's session (`list --session S`)")
+@click.option("--by", default=None, help="who starts it (default: the current user)")
+@store_option
+@queue_option
+@click.option("--json", "as_json", is_flag=True, help="print the plan's state as JSON")
+@click.option("--timeout", type=SECONDS, default=None, help="give up waiting after S seconds")
+@guard
+def plan_run(
+    plan_file: str,
+    tools: tuple[str, ...],
+    session: str | None,
+    by: str | None,
+    store: str | None,
+    queue: str | None,
+    as_json: bool,
+    timeout: float | None,
+) -> None:
+    """Start a plan (YAML or JSON items: id, tool, args, depends_on, title). With the
+    in-process queue it runs here until it ends or waits for an approval. Exit 0 when it
+    completed or waits for a person, 1 otherwise."""
+    from ..models import WorkflowStatus
+    from ..plans import compile_plan, load_plan, start_plan, tools_in
+
+    engine = _engine(store, queue, tools)
+    spec, lines = load_plan(plan_file)
+    compiled = compile_plan(spec, tools_in(engine.registry), lines)  # before the store opens
+    for w in compiled.warnings:
+        click.echo(f"warning: {w}", err=True)
+    check_reachable(engine)
+    wf, _ = start_plan(engine, spec, session_id=session, by=by or getpass.getuser())
+    click.echo(f"{wf.id} started ({spec.plan}, {len(spec.items)} items)", err=as_json)
+    final = _settle(engine, wf.id, timeout)
+    _show(final, as_json)
+    waiting = any(s.status.value == "WAITING" for s in final.steps)
+    done = final.status is WorkflowStatus.COMPLETED
+    elsewhere = not queue_url(queue).startswith("inline:") and not engine.has_ended(
+        final.status.value
+    )
+    sys.exit(0 if done or waiting or elsewhere else 1)
+
+
+@plan.command("revise")
+@click.argument("workflow_id")
+@click.argument("patch_file", type=click.Path(exists=True, dir_okay=False))
+@tools_option
+@click.option("--by", default=None, help="who revises it (default: the current user)")
+@store_option
+@queue_option
+@click.option("--json", "as_json", is_flag=True, help="print the plan's state as JSON")
+@guard
+def plan_revise(
+    workflow_id: str,
+    patch_file: str,
+    tools: tuple[str, ...],
+    by: str | None,
+    store: str | None,
+    queue: str | None,
+    as_json: bool,
+) -> None:
+    """Apply a patch (add: [items], replace: [items], remove: [ids], base_version: N) to a
+    running plan. Only items that have not started may change; exit 1 naming the item and
+    its state otherwise, with nothing saved."""
+    from ..plans import load_patch, revise_plan
+
+    patch, _ = load_patch(patch_file)
+    engine = _engine(store, queue, tools)
+    wf = revise_plan(engine, workflow_id, patch, by=by or getpass.getuser())
+    assert wf.plan is not None
+    click.echo(
+        f"{wf.id} plan version {wf.plan.current.number}: {', '.join(wf.plan.current.changes)}",
+        err=as_json,
+    )
+    _show(_settle(engine, wf.id), as_json)
+
+
+@plan.command("show")
+@click.argument("workflow_id")
+@store_option
+@click.option("--json", "as_json", is_flag=True, help="print the plan's state as JSON")
+@click.option("--version", "version", type=click.IntRange(min=1), default=None,
+              help="print this version of the plan document instead")  # fmt: skip
+@guard
+def plan_show(workflow_id: str, store: str | None, as_json: bool, version: int | None) -> None:
+    """Show a plan: each item's state, its todo status and approval, its versions."""
+    from ..plans.runs import require_plan
+    from .running import get_workflow
+
+    wf = get_workflow(store, workflow_id)
+    require_plan(wf)
+    if version is not None:
+        found = [v for v in wf.plan.versions if v.number == version]
+        if not found:
+            raise click.UsageError(
+                f"{wf.id} has plan versions 1 to {wf.plan.current.number}, not {version}"
+            )
+        click.echo(json.dumps(found[0].spec, indent=2))
+        return
+    _show(wf, as_json)
+
+
+def _answer(
+    command: str,
+    workflow_id: str,
+    item: str,
+    by: str,
+    store: str | None,
+    queue: str | None,
+    tools: tuple[str, ...],
+    **kw: Any,
+) -> None:
+    from ..plans import approve, reject
+
+    engine = _engine(store, queue, tools)
+    if command == "approve":
+        wf = approve(engine, workflow_id, item, kw["hash"], by=by, note=kw.get("note"))
+    else:
+        wf = reject(engine, workflow_id, item, by=by, reason=kw.get("reason") or "")
+    click.echo(f"{wf.id} item {item} {command}d by {by}")
+    final = _settle(engine, workflow_id)
+    click.echo(f"{final.id} {final.status.value}")
+    if not engine.has_ended(final.status.value):
+        _show(final, False)
+
+
+@click.command()
+@click.argument("workflow_id")
+@click.argument("item")
+@click.option("--hash", "hash_", required=True, help="the request's hash (`plan show`)")
+@click.option("--by", required=True, help="who approves (kept in the history)")
+@click.option("--note", default=None, help="a note kept with the approval")
+@tools_option
+@store_option
+@queue_option
+@guard
+def approve(
+    workflow_id: str,
+    item: str,
+    hash_: str,
+    by: str,
+    note: str | None,
+    tools: tuple[str, ...],
+    store: str | None,
+    queue: str | None,
+) -> None:
+    """Approve ITEM's exact call: refused unless HASH is the one of its current arguments and
+    the request is open; an approval is taken once."""
+    _answer("approve", workflow_id, item, by, store, queue, tools, hash=hash_, note=note)
+
+
+@click.command()
+@click.argument("workflow_id")
+@click.argument("item")
+@click.option("--by", required=True, help="who rejects (kept in the history)")
+@click.option("--reason", default="", help="why (kept in the history)")
+@tools_option
+@store_option
+@queue_option
+@guard
+def reject(
+    workflow_id: str,
+    item: str,
+    by: str,
+    reason: str,
+    tools: tuple[str, ...],
+    store: str | None,
+    queue: str | None,
+) -> None:
+    """Reject ITEM's call: the plan unwinds, undoing every item that ran."""
+    _answer("reject", workflow_id, item, by, store, queue, tools, reason=reason)
+
+
+COMMANDS: tuple[click.Command, ...] = (tools, plan, approve, reject)
