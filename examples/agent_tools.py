@@ -6,12 +6,14 @@ irreversible and so waits for a person's approval of its exact amount.
 An undo is a plain handler (not a tool an agent may call): it gets the item's arguments and,
 in `ctx.result`, what the tool returned. Each effect and undo is appended, with the call's
 idempotency key, to the JSON-lines file $STATESAGA_TOOLS_LEDGER when it is set (tests read it
-to check what ran, and how often)."""
+to check what ran, and how often); $STATESAGA_TOOLS_DELAY makes each call take that many
+seconds, to watch a plan run (or kill a worker in the middle of a call)."""
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -25,6 +27,7 @@ class SoldOut(Exception):
 
 
 def _ledger(event: str, ctx: StepContext, **data: Any) -> None:
+    time.sleep(float(os.environ.get("STATESAGA_TOOLS_DELAY", "0")))
     path = os.environ.get("STATESAGA_TOOLS_LEDGER")
     if not path:
         return

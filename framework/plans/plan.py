@@ -264,6 +264,14 @@ def _args_problems(item: PlanItem, t: Tool, lines: LineMap, at: Loc) -> list[Pro
     the tool's handler checks them all when it is called."""
     referenced = {k for k, v in item.args.items() if references(v)}
     given = {k: v for k, v in item.args.items() if k not in referenced}
+    extra = [
+        lines.problem(
+            (*at, k), f"item {item.id!r}: {t.name} args.{k}: not an argument of this tool"
+        )
+        for k in t.unknown(item.args)
+    ]
+    if extra:
+        return extra
     try:
         t.check(given)
     except ValidationError as exc:

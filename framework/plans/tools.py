@@ -70,7 +70,19 @@ class Tool:
         """The JSON Schema of the arguments, as LLM APIs take it."""
         schema = self.args.model_json_schema()
         schema.pop("title", None)
+        if self.args.model_config.get("extra") != "allow":
+            schema["additionalProperties"] = False  # see `unknown`
         return schema
+
+    def unknown(self, args: Mapping[str, Any]) -> list[str]:
+        """Arguments the model does not declare. Refused (unless the model allows extra
+        keys): pydantic would drop them silently, and a misspelt argument of a payment must
+        not quietly become its default."""
+        if self.args.model_config.get("extra") == "allow":
+            return []
+        fields = set(self.args.model_fields)
+        fields |= {f.alias for f in self.args.model_fields.values() if f.alias}
+        return sorted(k for k in args if k not in fields)
 
     def summary(self) -> str:
         """The description with what an agent must know of its effect."""
@@ -164,6 +176,9 @@ def tool(
         )
 
         def parsed(ctx: StepContext) -> BaseModel:
+            extra = spec.unknown(ctx.params)
+            if extra:
+                raise ToolArgumentsError(f"{tool_name}: not its arguments: {', '.join(extra)}")
             try:
                 return model.model_validate(dict(ctx.params))
             except ValidationError as exc:

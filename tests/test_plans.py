@@ -1,0 +1,394 @@
+"""Plans: an agent's tool calls compiled into a saga stored with its workflow, checked before
+anything is stored, and revised while they run (items not started only, numbered versions,
+the store's revision check deciding a race with a worker). Real SQLite files, the in-process
+queue, the CLI as a user runs it, and RQ workers on a real Redis."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from statesaga.app import EngineOptions
+from statesaga.engine import Engine
+from statesaga.errors import DefinitionError, StateError
+from statesaga.models import StepStatus, WorkflowStatus
+from statesaga.plans import (
+    PlanConflict,
+    approve,
+    compile_for,
+    items,
+    open_requests,
+    revise_plan,
+    start_plan,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+TRIP = ROOT / "examples" / "plans" / "trip.yaml"
+TOOLS = "statesaga.examples.agent_tools"
+
+
+def cli(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "statesaga.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+def started(run: subprocess.CompletedProcess[str]) -> str:
+    found = re.search(r"^(WF-\S+) started", run.stdout + run.stderr, re.M)
+    assert found, run.stdout + run.stderr
+    return found.group(1)
+
+
+def ledger(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+@pytest.fixture
+def tools_ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "tools.jsonl"
+    monkeypatch.setenv("STATESAGA_TOOLS_LEDGER", str(path))
+    return path
+
+
+@pytest.fixture
+def engine(sqlite_url: str) -> Engine:
+    return EngineOptions(sqlite_url, "inline://", handlers=[TOOLS], allow="listed").build()
+
+
+def trip(**changes: Any) -> dict[str, Any]:
+    """The example plan as a dict, with items replaced by id (None: removed)."""
+    import yaml
+
+    data = yaml.safe_load(TRIP.read_text(encoding="utf-8"))
+    out = []
+    for item in data["items"]:
+        if item["id"] in changes:
+            if changes[item["id"]] is not None:
+                out.append({**item, **changes[item["id"]]})
+        else:
+            out.append(item)
+    data["items"] = out
+    return data
+
+
+# -- checked before anything is stored ----------------------------------------------------------
+def test_unknown_tool_and_bad_args_name_the_item_and_field(tmp_path: Path, sqlite_url: str) -> None:
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(
+        "plan: p\n"
+        "items:\n"
+        "  - id: a\n"
+        "    tool: book_hotel\n"
+        "    args: {hotel: Plaza, nights: 0}\n"
+        "  - id: b\n"
+        "    tool: teleport\n"
+        "  - id: c\n"
+        "    tool: pay\n"
+        "    args: {amount: 5, currency: EUR, reference: r, tip: 1}\n",
+        encoding="utf-8",
+    )
+    out = cli("plan", "run", "plan.yaml", "--tools", TOOLS, "--store", sqlite_url, cwd=tmp_path)
+    assert out.returncode == 1, out.stdout
+    lines = out.stderr.splitlines()
+    assert lines[0].startswith(
+        "plan.yaml:5: [items.0.args.nights] item 'a': book_hotel args.nights"
+    )
+    assert "greater than or equal to 1" in lines[0]
+    assert lines[1].startswith("plan.yaml:7: [items.1.tool] item 'b': unknown tool 'teleport'")
+    assert lines[2] == (
+        "plan.yaml:10: [items.2.args.tip] item 'c': pay args.tip: not an argument of this tool"
+    )
+    assert "Traceback" not in out.stderr
+    assert (
+        not (tmp_path / "statesaga.db").exists()
+        or "WF-" not in cli("list", "--store", sqlite_url, cwd=tmp_path).stdout
+    )
+
+
+def test_the_saga_rules_are_reported_on_the_items(engine: Engine) -> None:
+    cyclic = trip(search={"depends_on": ["itinerary"]})
+    with pytest.raises(DefinitionError) as info:
+        compile_for(engine, cyclic)
+    assert "[items.1.depends_on] dependency cycle: search -> itinerary" in str(info.value)
+    unknown = trip(car={"depends_on": ["boat"]})
+    with pytest.raises(DefinitionError, match=r"items.3.depends_on.0.*unknown step 'boat'"):
+        compile_for(engine, unknown)
+
+
+def test_approval_needs_literal_args_and_one_point_of_no_return(engine: Engine) -> None:
+    ref = trip(payment={"args": {"amount": "${steps.search.total}", "currency": "EUR",
+                                 "reference": "x"}})  # fmt: skip
+    with pytest.raises(DefinitionError, match="needs approval, so its args must be values"):
+        compile_for(engine, ref)
+    parallel = trip(confirm={"depends_on": ["search"]})
+    with pytest.raises(DefinitionError, match="irreversible items .* may run in either order"):
+        compile_for(engine, parallel)
+
+
+def test_the_compiled_saga_gates_the_irreversible_item(engine: Engine) -> None:
+    compiled = compile_for(engine, TRIP)
+    d = compiled.definition
+    names = [s.name for s in d.steps]
+    assert names.index("payment.approval") == names.index("payment") - 1
+    gate = d.steps[names.index("payment.approval")]
+    assert gate.kind == "wait" and gate.signal == "approve:payment"
+    assert d.dependencies["payment.approval"] == ("flight", "hotel", "car", "note")
+    assert d.pivot == "payment"
+    step = {s.name: s for s in d.steps}
+    assert step["flight"].compensation is not None
+    assert step["flight"].compensation.action == "cancel_flight"
+    assert step["search"].compensation is None  # read-only: nothing to undo
+    # Reversible after the point of no return: flagged, and never undone.
+    assert step["itinerary"].compensation is None
+    assert [w.field for w in compiled.warnings] == ["items.7.tool"]
+
+
+# -- running, on a real SQLite file -------------------------------------------------------------
+def test_a_plan_runs_to_its_approval_then_to_the_end(engine: Engine, tools_ledger: Path) -> None:
+    wf, _ = start_plan(engine, TRIP, session_id="alice", by="agent")
+    wf = engine.wait(wf.id)
+    assert wf.status is WorkflowStatus.RUNNING
+    view = {i.id: i for i in items(wf)}
+    assert view["payment"].status == "WAITING for approval"
+    assert view["flight"].todo == "completed" and view["confirm"].todo == "pending"
+    [request] = open_requests(wf)
+    assert request.args == {"amount": 98000, "currency": "EUR", "reference": "trip-alice"}
+    assert not [e for e in ledger(tools_ledger) if e["step"] == "payment"]  # not before approval
+    approve(engine, wf.id, "payment", request.hash, by="bob")
+    wf = engine.wait(wf.id)
+    assert wf.status is WorkflowStatus.COMPLETED
+    applied = Counter(e["step"] for e in ledger(tools_ledger) if e["event"] == "apply")
+    assert applied == {
+        "flight": 1,
+        "car": 1,
+        "note": 1,
+        "payment": 1,
+        "confirm": 1,
+        "itinerary": 1,
+    }  # fmt: skip  (the Grand is full: nothing applied)
+    assert [w.id for w in engine.store.list(session_id="alice")] == [wf.id]
+    assert {i.todo for i in items(wf)} == {"completed"}
+
+
+def test_a_revision_changes_only_items_not_started(engine: Engine, tools_ledger: Path) -> None:
+    wf, _ = start_plan(engine, TRIP, session_id="alice", by="agent")
+    wf = engine.wait(wf.id)
+    hotel = next(i for i in items(wf) if i.id == "hotel")
+    assert hotel.result == {"booked": False, "hotel": "Grand", "reason": "no rooms left"}
+    before = wf.revision
+    with pytest.raises(StateError, match=r"replace 'hotel': the item is COMPLETED; only items"):
+        revise_plan(engine, wf.id, {"replace": [{"id": "hotel", "tool": "book_hotel",
+                                                 "args": {"hotel": "Plaza", "nights": 3}}]})  # fmt: skip
+    assert engine.get(wf.id).revision == before  # refused: nothing saved
+    # The agent books another hotel, and pays the new total; the email is dropped.
+    patch = {
+        "base_version": 1,
+        "add": [{"id": "hotel2", "tool": "book_hotel", "args": {"hotel": "Plaza", "nights": 3},
+                 "depends_on": ["search"], "title": "book the Plaza"}],
+        "replace": [{"id": "payment", "tool": "pay", "depends_on": ["flight", "hotel2", "car", "note"],
+                     "args": {"amount": 91000, "currency": "EUR", "reference": "trip-alice"}}],
+        "remove": ["confirm"],
+    }  # fmt: skip
+    replace_itinerary = {"id": "itinerary", "tool": "write_note", "depends_on": ["payment"],
+                         "args": {"title": "Lisbon", "text": "Plaza"}}  # fmt: skip
+    wf = revise_plan(engine, wf.id, {**patch, "replace": [*patch["replace"], replace_itinerary]},
+                     by="agent")  # fmt: skip
+    wf = engine.wait(wf.id)
+    assert wf.plan is not None and wf.plan.current.number == 2
+    assert wf.plan.current.changes == [
+        "added hotel2", "replaced payment", "replaced itinerary", "removed confirm",
+    ]  # fmt: skip
+    assert any(h.chart == "plan" and h.dest == "v2" and h.by == "agent" for h in wf.history)
+    assert wf.step("hotel2").status is StepStatus.COMPLETED  # ready at once: it ran
+    with pytest.raises(PlanConflict, match="written against plan version 1"):
+        revise_plan(engine, wf.id, {"base_version": 1, "remove": ["note"]})
+    [request] = open_requests(wf)
+    assert request.args["amount"] == 91000 and request.plan_version == 2
+    approve(engine, wf.id, "payment", request.hash, by="bob")
+    wf = engine.wait(wf.id)
+    assert wf.status is WorkflowStatus.COMPLETED
+    ran = [e for e in ledger(tools_ledger) if e["event"] == "apply"]
+    assert "confirm" not in {e["step"] for e in ran}  # a removed item never runs
+    [paid] = [e for e in ran if e["step"] == "payment"]
+    assert paid["args"]["amount"] == 91000  # the args of the version it ran under
+    assert [e["args"]["text"] for e in ran if e["step"] == "itinerary"] == ["Plaza"]
+
+
+def test_a_revision_racing_a_worker_loses_to_the_claim(engine: Engine, sqlite_url: str) -> None:
+    """The store's revision check decides: the worker's claim saves first, the revision is
+    evaluated again on the new document and refused, naming the item and its state."""
+    plan = trip(payment=None, confirm=None, itinerary=None)
+    wf, _ = start_plan(engine, plan, by="agent")  # inline: runs nothing until drained
+    stored = engine.get(wf.id)
+    assert stored.step("search").status is StepStatus.QUEUED
+    other = EngineOptions(sqlite_url, "inline://", handlers=[TOOLS], allow="listed").build()
+    real_save = engine.store.save
+    raced = []
+
+    def save_after_the_claim(doc: Any) -> None:
+        if not raced:
+            raced.append(True)
+            other.queue.enqueue(other.step_job(stored, stored.step("search")))
+            other.queue.drain(lambda: other.get(wf.id).step("search").status
+                              is not StepStatus.QUEUED, 5)  # fmt: skip
+        real_save(doc)
+
+    assert stored.step("flight").status is StepStatus.PENDING  # revisable when it was read
+    engine.store.save = save_after_the_claim  # type: ignore[method-assign]
+    with pytest.raises(StateError, match=r"remove 'flight': the item is (QUEUED|COMPLETED)"):
+        revise_plan(engine, wf.id, {"remove": ["flight"]})
+    assert raced and engine.get(wf.id).plan.current.number == 1  # type: ignore[union-attr]
+
+
+def test_removing_every_item_left_completes_the_plan(engine: Engine) -> None:
+    wf, _ = start_plan(engine, trip(), by="agent")
+    wf = engine.wait(wf.id)
+    wf = revise_plan(engine, wf.id, {"remove": ["itinerary", "confirm", "payment"]})
+    assert engine.wait(wf.id).status is WorkflowStatus.COMPLETED
+
+
+# -- the CLI, as a user runs it ------------------------------------------------------------------
+def test_plan_run_revise_show_approve_from_the_command_line(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    env = {"STATESAGA_TOOLS_LEDGER": str(tmp_path / "l.jsonl")}
+    run = cli("plan", "run", str(TRIP), "--tools", TOOLS, "--store", sqlite_url,
+              "--session", "alice", cwd=tmp_path, env=env)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "warning:" in run.stderr and "delete_note would never run" in run.stderr
+    wf_id = started(run)
+    assert "payment          WAITING for approval" in run.stdout
+    assert f"statesaga approve {wf_id} payment --hash " in run.stdout
+    listed = cli("list", "--session", "alice", "--store", sqlite_url, cwd=tmp_path)
+    assert wf_id in listed.stdout
+    patch = tmp_path / "patch.yaml"
+    patch.write_text(
+        "replace:\n"
+        "  - id: payment\n    tool: pay\n    depends_on: [flight, hotel, car, note]\n"
+        "    args: {amount: 500, currency: EUR, reference: r}\n",
+        encoding="utf-8",
+    )
+    revised = cli("plan", "revise", wf_id, str(patch), "--tools", TOOLS, "--store", sqlite_url,
+                  "--by", "agent", cwd=tmp_path, env=env)  # fmt: skip
+    assert revised.returncode == 0, revised.stderr
+    assert "plan version 2: replaced payment" in revised.stdout
+    shown = json.loads(cli("plan", "show", wf_id, "--store", sqlite_url, "--json",
+                           cwd=tmp_path).stdout)  # fmt: skip
+    assert shown["version"] == 2 and shown["approvals"][0]["args"]["amount"] == 500
+    v1 = json.loads(cli("plan", "show", wf_id, "--version", "1", "--store", sqlite_url,
+                        cwd=tmp_path).stdout)  # fmt: skip
+    assert [i for i in v1["items"] if i["id"] == "payment"][0]["args"]["amount"] == 98000
+    again = cli("plan", "revise", wf_id, str(tmp_path / "missing.yaml"), "--store", sqlite_url,
+                cwd=tmp_path)  # fmt: skip
+    assert again.returncode == 2 and "Traceback" not in again.stderr
+    ok = cli("approve", wf_id, "payment", "--hash", shown["approvals"][0]["hash"], "--by",
+             "bob", "--tools", TOOLS, "--store", sqlite_url, cwd=tmp_path, env=env)  # fmt: skip
+    assert ok.returncode == 0, ok.stderr
+    assert f"{wf_id} COMPLETED" in ok.stdout
+
+
+# -- RQ workers on a real Redis, one SIGKILLed mid-call ------------------------------------------
+@pytest.mark.redis
+def test_a_plan_on_rq_with_a_worker_killed_revised_and_approved(tmp_path: Path) -> None:
+    from ops_redis import RedisServer
+
+    redis = RedisServer(tmp_path, "--save", "", "--appendonly", "yes")
+    redis.start()
+    env = {
+        "STATESAGA_QUEUE": f"rq://127.0.0.1:{redis.port}/0?queue=plans",
+        "STATESAGA_STORE": f"sqlite:///{tmp_path / 'plans.db'}",
+        "STATESAGA_TOOLS_LEDGER": str(tmp_path / "l.jsonl"),
+        "STATESAGA_TOOLS_DELAY": "0.4",
+        "STATESAGA_HANDLERS": TOOLS,
+    }
+    full_env = {**os.environ, **env}
+    log = (tmp_path / "workers.log").open("ab")
+
+    def spawn(*args: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-m", "statesaga.cli", *args], env=full_env,
+                                stdout=log, stderr=log, cwd=tmp_path)  # fmt: skip
+
+    workers = [spawn("worker", "--with-scheduler", "--heartbeat", "0.5") for _ in range(2)]
+    recovery = spawn("recover", "--every", "1", "--timeout", "3")
+    try:
+        run = cli("plan", "run", str(TRIP), "--session", "alice", cwd=tmp_path, env=env)
+        assert run.returncode == 0, run.stderr
+        wf_id = started(run)
+        store = EngineOptions(env["STATESAGA_STORE"], "inline://").build().store
+        # Kill a worker while the parallel bookings run (each call takes 0.4 s).
+        deadline = time.monotonic() + 60
+        while not any(s.status is StepStatus.EXECUTING for s in store.get(wf_id).steps):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        workers[0].kill()
+        workers[0].wait()
+        workers.append(spawn("worker", "--with-scheduler", "--heartbeat", "0.5"))
+
+        def wait_for(cond: Any, what: str, within: float = 90) -> Any:
+            end = time.monotonic() + within
+            while time.monotonic() < end:
+                wf = store.get(wf_id)
+                if cond(wf):
+                    return wf
+                time.sleep(0.1)
+            pytest.fail(f"{what}: {store.get(wf_id).model_dump_json(indent=1)[:3000]}")
+
+        wf = wait_for(lambda w: open_requests(w), "no approval request")
+        patch = tmp_path / "patch.yaml"
+        patch.write_text(
+            "base_version: 1\nreplace:\n  - id: payment\n    tool: pay\n"
+            "    depends_on: [flight, hotel, car, note]\n"
+            "    args: {amount: 91000, currency: EUR, reference: trip-alice}\n",
+            encoding="utf-8",
+        )
+        revised = cli("plan", "revise", wf_id, str(patch), "--by", "agent", cwd=tmp_path, env=env)
+        assert revised.returncode == 0, revised.stderr
+        old_hash = open_requests(wf)[0].hash
+        stale = cli("approve", wf_id, "payment", "--hash", old_hash, "--by", "bob", cwd=tmp_path,
+                    env=env)  # fmt: skip
+        assert stale.returncode == 1 and "does not match" in stale.stderr
+        new_hash = open_requests(store.get(wf_id))[0].hash
+        ok = cli("approve", wf_id, "payment", "--hash", new_hash, "--by", "bob", cwd=tmp_path,
+                 env=env)  # fmt: skip
+        assert ok.returncode == 0, ok.stderr
+        dup = cli("approve", wf_id, "payment", "--hash", new_hash, "--by", "eve", cwd=tmp_path,
+                  env=env)  # fmt: skip
+        assert dup.returncode == 1 and "already approved by bob" in dup.stderr
+        wf = wait_for(lambda w: w.status is WorkflowStatus.COMPLETED, "did not complete")
+    finally:
+        for p in [*workers, recovery]:
+            if p.poll() is None:
+                p.terminate()
+        for p in [*workers, recovery]:
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        log.close()
+        redis.stop()
+    entries = ledger(tmp_path / "l.jsonl")
+    applied = Counter((e["step"], e["key"]) for e in entries if e["event"] == "apply")
+    # At least once per key (a killed call may be repeated, with the same idempotency key)...
+    assert {s for s, _ in applied} == {"flight", "car", "note", "payment", "confirm", "itinerary"}
+    # ... and the approved, irreversible call ran once, with the args it was approved for.
+    paid = [e for e in entries if e["step"] == "payment"]
+    assert len(paid) == 1 and paid[0]["args"]["amount"] == 91000
+    assert not [e for e in entries if e["event"] == "undo"]
