@@ -195,15 +195,16 @@ def test_a_revision_changes_only_items_not_started(engine: Engine, tools_ledger:
     assert hotel.result == {"booked": False, "hotel": "Grand", "reason": "no rooms left"}
     before = wf.revision
     with pytest.raises(StateError, match=r"replace 'hotel': the item is COMPLETED; only items"):
-        revise_plan(engine, wf.id, {"replace": [{"id": "hotel", "tool": "book_hotel",
-                                                 "args": {"hotel": "Plaza", "nights": 3}}]})  # fmt: skip
+        plaza = {"id": "hotel", "tool": "book_hotel", "args": {"hotel": "Plaza", "nights": 3}}
+        revise_plan(engine, wf.id, {"replace": [plaza]})
     assert engine.get(wf.id).revision == before  # refused: nothing saved
     # The agent books another hotel, and pays the new total; the email is dropped.
     patch = {
         "base_version": 1,
         "add": [{"id": "hotel2", "tool": "book_hotel", "args": {"hotel": "Plaza", "nights": 3},
                  "depends_on": ["search"], "title": "book the Plaza"}],
-        "replace": [{"id": "payment", "tool": "pay", "depends_on": ["flight", "hotel2", "car", "note"],
+        "replace": [{"id": "payment", "tool": "pay",
+                     "depends_on": ["flight", "hotel2", "car", "note"],
                      "args": {"amount": 91000, "currency": "EUR", "reference": "trip-alice"}}],
         "remove": ["confirm"],
     }  # fmt: skip
