@@ -393,3 +393,67 @@ def test_a_plan_on_rq_with_a_worker_killed_revised_and_approved(tmp_path: Path) 
     paid = [e for e in entries if e["step"] == "payment"]
     assert len(paid) == 1 and paid[0]["args"]["amount"] == 91000
     assert not [e for e in entries if e["event"] == "undo"]
+
+
+# -- the HTTP API ---------------------------------------------------------------------------
+def test_plans_over_the_http_api(tmp_path: Path, sqlite_url: str, tools_ledger: Path) -> None:
+    pytest.importorskip("starlette", reason="the API needs the ui extra")
+    import warnings
+
+    import yaml
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from starlette.testclient import TestClient
+    from statesaga.web import ServeSettings, create_app
+
+    token = "plan-token-5512"
+    auth = {"Authorization": f"Bearer {token}"}
+    settings = ServeSettings(store=sqlite_url, queue="inline://", handlers=(TOOLS,), token=token)
+    plan = yaml.safe_load(TRIP.read_text(encoding="utf-8"))
+    with TestClient(create_app(settings)) as c:
+        listed = c.get("/api/tools?format=anthropic").json()
+        assert "pay" in {t["name"] for t in listed} and "input_schema" in listed[0]
+        assert c.post("/api/plans", json={"plan": plan, "by": "agent"}).status_code == 401
+        bad = {**plan, "items": [{**plan["items"][0], "tool": "teleport"}]}
+        refused = c.post("/api/plans", json={"plan": bad, "by": "agent"}, headers=auth)
+        assert refused.status_code == 400
+        assert "[items.0.tool] item 'search': unknown tool 'teleport'" in refused.json()["error"]
+        started = c.post(
+            "/api/plans", json={"plan": plan, "by": "agent", "session_id": "alice"}, headers=auth
+        )
+        assert started.status_code == 201, started.text
+        wf_id = started.json()["id"]
+
+        def poll(cond: Any) -> dict[str, Any]:
+            end = time.monotonic() + 30
+            while time.monotonic() < end:
+                view = c.get(f"/api/plans/{wf_id}").json()
+                if cond(view):
+                    return view
+                time.sleep(0.05)
+            pytest.fail(f"timed out: {view}")
+
+        view = poll(lambda v: v["approvals"])
+        old = view["approvals"][0]["hash"]
+        payment = {
+            "id": "payment",
+            "tool": "pay",
+            "depends_on": ["flight", "hotel", "car", "note"],
+            "args": {"amount": 700, "currency": "EUR", "reference": "r"},
+        }
+        patch = {"replace": [payment]}
+        revised = c.post(f"/api/plans/{wf_id}/revise", json={"patch": patch, "by": "agent"},
+                         headers=auth)  # fmt: skip
+        assert revised.status_code == 202 and revised.json()["version"] == 2
+        stale = c.post(f"/api/plans/{wf_id}/approve/payment", json={"hash": old, "by": "bob"},
+                       headers=auth)  # fmt: skip
+        assert stale.status_code == 409 and "does not match" in stale.json()["error"]
+        new = revised.json()["approvals"][0]["hash"]
+        ok = c.post(f"/api/plans/{wf_id}/approve/payment", json={"hash": new, "by": "bob"},
+                    headers=auth)  # fmt: skip
+        assert ok.status_code == 202, ok.text
+        done = poll(lambda v: v["status"] == "COMPLETED")
+        assert [v["changes"] for v in done["versions"]] == [[], ["replaced payment"]]
+    paid = [e for e in ledger(tools_ledger) if e["step"] == "payment"]
+    assert [e["args"]["amount"] for e in paid] == [700]

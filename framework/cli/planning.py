@@ -40,34 +40,10 @@ def _settle(engine: Any, workflow_id: str, timeout: float | None = None) -> Any:
 
 
 def _show(wf: Any, as_json: bool) -> None:
-    from ..plans import items, open_requests
+    from ..plans import items, open_requests, plan_view
 
     if as_json:
-        assert wf.plan is not None
-        click.echo(
-            json.dumps(
-                {
-                    "id": wf.id,
-                    "plan": wf.name,
-                    "status": wf.status.value,
-                    "session_id": wf.session_id,
-                    "version": wf.plan.current.number,
-                    "items": [i.as_dict() for i in items(wf)],
-                    "approvals": [r.as_dict() for r in open_requests(wf)],
-                    "versions": [
-                        {
-                            "number": v.number,
-                            "at": v.at.isoformat(),
-                            "by": v.by,
-                            "changes": v.changes,
-                        }
-                        for v in wf.plan.versions
-                    ],
-                },
-                indent=2,
-                default=str,
-            )
-        )
+        click.echo(json.dumps(plan_view(wf), indent=2, default=str))
         return
     assert wf.plan is not None
     click.echo(f"{wf.id} {wf.name}: {wf.status.value}, plan version {wf.plan.current.number}")

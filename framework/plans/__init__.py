@@ -7,6 +7,7 @@ from .plan import CompiledPlan, PlanItem, PlanSpec, compile_plan, load_plan
 from .revise import PlanConflict, PlanPatch, load_patch, revise_plan
 from .runs import ItemView, compile_for, items, start_plan
 from .tools import Reversibility, Tool, ToolArgumentsError, args_hash, tool, tool_of, tools_in
+from .view import plan_view
 
 __all__ = [
     "ApprovalRequest",
@@ -27,6 +28,7 @@ __all__ = [
     "load_patch",
     "load_plan",
     "open_requests",
+    "plan_view",
     "reject",
     "request_of",
     "revise_plan",

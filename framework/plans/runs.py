@@ -149,4 +149,11 @@ def _approval_state(gate: SagaStep | None) -> str | None:
     }.get(gate.status, gate.status.value)
 
 
-__all__ = ["ItemView", "compile_for", "items", "require_plan", "start_plan", "state_of"]
+__all__ = [
+    "ItemView",
+    "compile_for",
+    "items",
+    "require_plan",
+    "start_plan",
+    "state_of",
+]

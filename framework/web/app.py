@@ -53,6 +53,7 @@ from .auth import (
     Session,
     valid_name,
 )
+from .plans import plan_routes
 from .query import MAX_PAGE_SIZE, PAGE_SIZE, BadCursor, Filters, browse, count
 from .views import (
     Pictures,
@@ -810,6 +811,7 @@ def create_app(settings: ServeSettings) -> Starlette:
         Route("/api/workflows/{id}/restart", d.api_restart, methods=["POST"]),
         Route("/api/definitions", d.api_definitions, methods=["GET"]),
         Route("/api/definitions/schema", d.api_definition_schema, methods=["GET"]),
+        *plan_routes(d, _json_body),
         Route("/api/openapi.json", openapi, include_in_schema=False),
         Route("/metrics", metrics, methods=["GET"]),
         Mount("/static", StaticFiles(packages=[("statesaga.web", "static")]), name="static"),
