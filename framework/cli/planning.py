@@ -290,4 +290,39 @@ def reject(
     _answer("reject", workflow_id, item, by, store, queue, tools, reason=reason)
 
 
-COMMANDS: tuple[click.Command, ...] = (tools, plan, approve, reject)
+@click.command()
+@tools_option
+@store_option
+@queue_option
+@click.option("--http", "http", is_flag=True, help="serve Streamable HTTP instead of stdio")
+@click.option("--host", default="127.0.0.1", show_default=True, help="--http: the address")
+@click.option("--port", type=click.IntRange(1, 65535), default=8765, show_default=True)
+@click.option(
+    "--approvals",
+    is_flag=True,
+    help="also serve approve and reject (for a person's MCP client, not an agent's)",
+)
+@guard
+def mcp(
+    tools: tuple[str, ...],
+    store: str | None,
+    queue: str | None,
+    http: bool,
+    host: str,
+    port: int,
+    approvals: bool,
+) -> None:
+    """Serve agents' plans to MCP clients: list_tools, start_plan, revise_plan, plan_status
+    (and approve, reject with --approvals), over stdio (default) or Streamable HTTP."""
+    from ..plans.mcp_server import build_server
+
+    engine = _engine(store, queue, tools)
+    check_reachable(engine)
+    server = build_server(engine, approvals=approvals)
+    if http:
+        server.run("streamable-http", host=host, port=port)
+    else:
+        server.run("stdio")
+
+
+COMMANDS: tuple[click.Command, ...] = (tools, plan, approve, reject, mcp)
