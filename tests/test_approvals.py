@@ -18,7 +18,14 @@ from statesaga.app import EngineOptions
 from statesaga.engine import Engine
 from statesaga.errors import InputError, StateError
 from statesaga.models import StepStatus, WorkflowStatus
-from statesaga.plans import approve, open_requests, reject, request_of, start_plan
+from statesaga.plans import (
+    approve,
+    open_requests,
+    reject,
+    request_of,
+    revise_plan,
+    start_plan,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOLS = "statesaga.examples.agent_tools"
@@ -182,3 +189,23 @@ def test_signal_checks_a_wait_steps_payload_schema_before_storing(
                "--handlers", "statesaga.examples.expense_handlers", cwd=tmp_path)  # fmt: skip
     assert good.returncode == 0, good.stderr
     assert f"{wf_id} COMPLETED" in good.stdout
+
+
+def test_a_revision_that_adds_a_dependency_closes_the_request_until_it_ran(
+    engine: Engine, tools_ledger: Path
+) -> None:
+    wf_id = waiting(engine)
+    patch = {
+        "add": [{"id": "c", "tool": "write_note", "args": {"title": "t"}, "depends_on": ["b"]}],
+        "replace": [{**CHAIN["items"][2], "depends_on": ["c"]}],
+    }
+    revise_plan(engine, wf_id, patch, by="agent")
+    wf = engine.get(wf_id)
+    assert wf.step("pay.approval").status is StepStatus.PENDING  # `c` has not run yet
+    with pytest.raises(StateError, match="has no approval request open yet"):
+        approve(engine, wf_id, "pay", request_of(wf, "pay").hash, by="bob")
+    wf = engine.wait(wf_id)
+    approve(engine, wf_id, "pay", request_of(wf, "pay").hash, by="bob")
+    assert engine.wait(wf_id).status is WorkflowStatus.COMPLETED
+    order = [e["step"] for e in ledger(tools_ledger) if e["event"] == "apply"]
+    assert order.index("c") < order.index("pay")

@@ -457,3 +457,36 @@ def test_plans_over_the_http_api(tmp_path: Path, sqlite_url: str, tools_ledger: 
         assert [v["changes"] for v in done["versions"]] == [[], ["replaced payment"]]
     paid = [e for e in ledger(tools_ledger) if e["step"] == "payment"]
     assert [e["args"]["amount"] for e in paid] == [700]
+
+
+def test_the_scripted_agent_example_plans_revises_and_finishes(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "statesaga.examples.agent_planner", "--db", str(tmp_path / "a.db")],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "the Grand is full: revising the rest of the plan" in out.stdout
+    assert re.search(r"approval needed: pay \{\"amount\": 91000", out.stdout)
+    assert re.search(r"WF-\S+: COMPLETED after 2 plan versions", out.stdout)
+
+
+def test_plan_diagrams_of_a_version_and_of_the_running_plan(tmp_path: Path) -> None:
+    db = tmp_path / "a.db"
+    subprocess.run([sys.executable, "-m", "statesaga.examples.agent_planner", "--db", str(db)],
+                   capture_output=True, timeout=120, cwd=tmp_path, check=True)  # fmt: skip
+    url = f"sqlite:///{db}"
+    wf_id = cli("list", "--store", url, cwd=tmp_path).stdout.split()[0]
+    v1 = cli("plan", "diagram", wf_id, "--version", "1", "--tools", TOOLS, "--store", url,
+             "--format", "dot", cwd=tmp_path)  # fmt: skip
+    now = cli("plan", "diagram", wf_id, "--tools", TOOLS, "--store", url, "--format", "dot",
+              cwd=tmp_path)  # fmt: skip
+    assert v1.returncode == 0 and now.returncode == 0, v1.stderr + now.stderr
+    assert "(plan v1)" in v1.stdout and "hotel2" not in v1.stdout
+    assert "(plan v2)" in now.stdout and "added in v2" in now.stdout
+    assert "replaced in v2" in now.stdout
+    # The approval of the payment waits for the new hotel, not the full one.
+    assert re.search(r'"hotel2" -> "payment.approval"', now.stdout)
+    assert not re.search(r'"hotel" -> "payment.approval"', now.stdout)
+    svg = subprocess.run(["dot", "-Tsvg"], input=now.stdout, capture_output=True, text=True,
+                         check=True)  # fmt: skip
+    assert svg.stdout.lstrip().startswith(("<?xml", "<svg"))

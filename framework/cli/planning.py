@@ -219,6 +219,35 @@ def plan_show(workflow_id: str, store: str | None, as_json: bool, version: int |
     _show(wf, as_json)
 
 
+@plan.command("diagram")
+@click.argument("workflow_id")
+@tools_option
+@store_option
+@click.option("--version", "version", type=click.IntRange(min=1), default=None,
+              help="draw this version of the plan (default: the running plan, live)")  # fmt: skip
+@click.option("--format", "fmt", default="mermaid", show_default=True,
+              help="a renderer: mermaid, dot, svg, ...")  # fmt: skip
+@guard
+def plan_diagram(
+    workflow_id: str, tools: tuple[str, ...], store: str | None, version: int | None, fmt: str
+) -> None:
+    """Draw a plan as its saga, each item coloured by its status (or one version of it),
+    noting what the version changed."""
+    from ..app import operator_handlers
+    from ..diagram import get_renderer
+    from ..plans import tools_in
+    from ..plans.diagram import plan_diagram as draw
+    from .running import get_workflow
+
+    wf = get_workflow(store, workflow_id)
+    _, registry = operator_handlers(tools)
+    content = get_renderer(fmt).render(draw(wf, tools_in(registry), version))
+    if isinstance(content, bytes):
+        sys.stdout.buffer.write(content)
+    else:
+        click.echo(content, nl=not content.endswith("\n"))
+
+
 def _answer(
     command: str,
     workflow_id: str,

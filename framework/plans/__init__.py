@@ -3,7 +3,14 @@ into saga definitions at run time (`start_plan`), revised while they run (`revis
 approvals bound to one item's exact arguments (`approve`, `reject`)."""
 
 from .approvals import ApprovalRequest, approve, open_requests, reject, request_of
-from .plan import CompiledPlan, PlanItem, PlanSpec, compile_plan, load_plan
+from .plan import (
+    CompiledPlan,
+    PlanItem,
+    PlanSpec,
+    compile_plan,
+    items_from_tool_calls,
+    load_plan,
+)
 from .revise import PlanConflict, PlanPatch, load_patch, revise_plan
 from .runs import ItemView, compile_for, items, start_plan
 from .tools import Reversibility, Tool, ToolArgumentsError, args_hash, tool, tool_of, tools_in
@@ -25,6 +32,7 @@ __all__ = [
     "compile_for",
     "compile_plan",
     "items",
+    "items_from_tool_calls",
     "load_patch",
     "load_plan",
     "open_requests",

@@ -20,6 +20,8 @@ The compiled steps are stored in the workflow document with every version of the
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -395,6 +397,31 @@ def approval_payload(tool_name: str, args: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def items_from_tool_calls(
+    calls: Sequence[Mapping[str, Any]], depends_on: Sequence[str] = ()
+) -> list[dict[str, Any]]:
+    """A model's tool calls as plan items: OpenAI's Chat Completions `message.tool_calls`
+    (`{id, type: function, function: {name, arguments}}`) or Responses API `function_call`
+    items (`{call_id, name, arguments}`), `arguments` a JSON text or an object. Calls made in
+    one turn do not wait for each other (each depends on `depends_on`); the call id is the
+    item id, so a later patch can name it. Nothing runs until the plan passes its checks."""
+    out = []
+    for call in calls:
+        fn = call.get("function", call)
+        raw = fn.get("arguments", {})
+        args = json.loads(raw) if isinstance(raw, str) else dict(raw)
+        item_id = str(call.get("id") or call.get("call_id") or fn.get("name"))
+        out.append(
+            {
+                "id": re.sub(r"[^A-Za-z0-9_-]", "_", item_id),
+                "tool": fn["name"],
+                "args": args,
+                "depends_on": list(depends_on),
+            }
+        )
+    return out
+
+
 def instantiate(compiled: CompiledPlan, session_id: str | None, by: str | None) -> WorkflowState:
     """A new PENDING workflow for a plan: its steps, version 1 of the plan, and each item
     linked to its todo (`SESSION` is the agent's session)."""
@@ -422,6 +449,7 @@ __all__ = [
     "compile_plan",
     "instantiate",
     "item_of",
+    "items_from_tool_calls",
     "load_plan",
     "needs_approval",
     "plan_from_data",

@@ -180,7 +180,8 @@ def revise_plan(
 def _merge(wf: WorkflowState, fresh: list[SagaStep], changed: set[str]) -> list[SagaStep]:
     """The new plan's steps: a step that has started is kept as it is; one that has not takes
     the new plan's spec. A waiting approval of a changed item stays waiting (its timer and
-    attempt stand) with the new request, so an approval of the old arguments no longer fits."""
+    attempt stand) with the new request, so an approval of the old arguments no longer fits;
+    if the item now depends on other items, its request closes until they have run."""
     old = {s.name: s for s in wf.steps}
     out = []
     for step in fresh:
@@ -189,9 +190,14 @@ def _merge(wf: WorkflowState, fresh: list[SagaStep], changed: set[str]) -> list[
         if before is None or before.status is StepStatus.PENDING:
             out.append(step)
         elif before.status is StepStatus.WAITING and item_of(step.name) in changed:
-            before.params = step.params
-            before.payload = step.payload
-            out.append(before)
+            if before.depends_on == step.depends_on:
+                before.params = step.params
+                before.payload = step.payload
+                out.append(before)
+            else:
+                # It now waits for other items: the request closes until they have run (a
+                # fresh step; its old timer finds a later due time and puts itself back).
+                out.append(step)
         else:
             out.append(before)
     return out
