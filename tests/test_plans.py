@@ -490,3 +490,33 @@ def test_plan_diagrams_of_a_version_and_of_the_running_plan(tmp_path: Path) -> N
     svg = subprocess.run(["dot", "-Tsvg"], input=now.stdout, capture_output=True, text=True,
                          check=True)  # fmt: skip
     assert svg.stdout.lstrip().startswith(("<?xml", "<svg"))
+
+
+# -- the simulation -----------------------------------------------------------------------------
+def test_the_plan_simulation_holds_its_invariants() -> None:
+    from statesaga.verify.plansim import run_plan_seeds
+
+    summary = run_plan_seeds(range(40))
+    assert summary.ok, summary.failed[0].report()
+    assert summary.revisions > 0 and summary.approvals > 0
+    assert {"COMPLETED", "COMPENSATED"} <= set(summary.outcomes)
+
+
+def test_the_plan_simulation_catches_a_revision_of_a_started_item(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A defect planted in the revision rule (started items may change) is found."""
+    from statesaga.plans import revise as revise_module
+    from statesaga.verify.plansim import run_plan_seeds
+
+    monkeypatch.setattr(revise_module, "revisable", lambda wf, item: None)
+    summary = run_plan_seeds(range(60))
+    assert not summary.ok
+    assert "VIOLATION" in summary.failed[0].report()
+
+
+def test_plan_simulate_replays_a_seed(tmp_path: Path) -> None:
+    a = cli("plan", "simulate", "--seed", "7", cwd=tmp_path)
+    b = cli("plan", "simulate", "--seed", "7", cwd=tmp_path)
+    assert a.returncode == 0, a.stdout[-2000:]
+    assert a.stdout == b.stdout and "every invariant held" in a.stdout

@@ -248,6 +248,32 @@ def plan_diagram(
         click.echo(content, nl=not content.endswith("\n"))
 
 
+@plan.command("simulate")
+@click.option("--seeds", type=click.IntRange(min=1), default=200, show_default=True)
+@click.option("--seed", type=int, default=None, help="replay this one seed and print its trace")
+@guard
+def plan_simulate(seeds: int, seed: int | None) -> None:
+    """Explore plans under simulated faults, revisions at random points (racing workers),
+    approvals (late, duplicated, for changed args) and rejections; check the invariants after
+    every event. Prints the first failing trace and exits 1 if any seed breaks one."""
+    import logging
+
+    from ..verify.plansim import run_plan_seeds, simulate_plan
+
+    if click.get_current_context().find_root().params.get("log_level") is None:
+        logging.getLogger("statesaga").setLevel(logging.ERROR)
+    if seed is not None:
+        result = simulate_plan(seed)
+        click.echo(result.report())
+        sys.exit(0 if result.ok else 1)
+    summary = run_plan_seeds(range(seeds))
+    if summary.failed:
+        click.echo(summary.failed[0].report())
+        click.echo(f"replay it: statesaga plan simulate --seed {summary.failed[0].seed}")
+    click.echo(summary.line())
+    sys.exit(0 if summary.ok else 1)
+
+
 def _answer(
     command: str,
     workflow_id: str,
