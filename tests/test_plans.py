@@ -306,9 +306,17 @@ def test_plan_run_revise_show_approve_from_the_command_line(
     assert f"{wf_id} COMPLETED" in ok.stdout
 
 
-# -- RQ workers on a real Redis, one SIGKILLed mid-call ------------------------------------------
+# -- RQ workers on a real Redis, SIGKILLed while the plans are revised and approved -----------
 @pytest.mark.redis
-def test_a_plan_on_rq_with_a_worker_killed_revised_and_approved(tmp_path: Path) -> None:
+def test_plans_on_rq_with_workers_killed_while_revised_and_approved(tmp_path: Path) -> None:
+    """Two 8-item plans on three `statesaga worker` processes (one SIGKILLed every 1-2 s and
+    replaced) and `statesaga recover --every 1`: one is revised and approved mid-flight and
+    completes, the other is rejected and unwinds. Every call of an item carries its one
+    idempotency key; the payment runs only with the args it was approved for; nothing of the
+    rejected plan is left applied, undone in reverse dependency order."""
+    import random
+    import threading
+
     from ops_redis import RedisServer
 
     redis = RedisServer(tmp_path, "--save", "", "--appendonly", "yes")
@@ -317,82 +325,131 @@ def test_a_plan_on_rq_with_a_worker_killed_revised_and_approved(tmp_path: Path) 
         "STATESAGA_QUEUE": f"rq://127.0.0.1:{redis.port}/0?queue=plans",
         "STATESAGA_STORE": f"sqlite:///{tmp_path / 'plans.db'}",
         "STATESAGA_TOOLS_LEDGER": str(tmp_path / "l.jsonl"),
-        "STATESAGA_TOOLS_DELAY": "0.4",
+        "STATESAGA_TOOLS_DELAY": "0.3",
         "STATESAGA_HANDLERS": TOOLS,
     }
     full_env = {**os.environ, **env}
     log = (tmp_path / "workers.log").open("ab")
+    rng = random.Random(27)
 
     def spawn(*args: str) -> subprocess.Popen[bytes]:
         return subprocess.Popen([sys.executable, "-m", "statesaga.cli", *args], env=full_env,
                                 stdout=log, stderr=log, cwd=tmp_path)  # fmt: skip
 
-    workers = [spawn("worker", "--with-scheduler", "--heartbeat", "0.5") for _ in range(2)]
+    def worker() -> subprocess.Popen[bytes]:
+        return spawn("worker", "--with-scheduler", "--heartbeat", "0.5", "--log-level", "WARNING")
+
+    workers = [worker() for _ in range(3)]
+    lock = threading.Lock()
+    stop = threading.Event()
+    kills = []
+
+    def killer() -> None:
+        while not stop.wait(rng.uniform(1.0, 2.0)):
+            with lock:
+                victim = rng.choice(workers)
+                victim.kill()
+                victim.wait()
+                workers.remove(victim)
+                workers.append(worker())
+                kills.append(victim.pid)
+
     recovery = spawn("recover", "--every", "1", "--timeout", "3")
+    chaos = threading.Thread(target=killer, daemon=True)
+    store = EngineOptions(env["STATESAGA_STORE"], "inline://").build().store
+
+    def wait_for(wf_id: str, cond: Any, what: str, within: float = 120) -> Any:
+        end = time.monotonic() + within
+        while time.monotonic() < end:
+            wf = store.get(wf_id)
+            if cond(wf):
+                return wf
+            time.sleep(0.1)
+        pytest.fail(f"{what}: {store.get(wf_id).model_dump_json(indent=1)[:3000]}")
+
     try:
-        run = cli("plan", "run", str(TRIP), "--session", "alice", cwd=tmp_path, env=env)
-        assert run.returncode == 0, run.stderr
-        wf_id = started(run)
-        store = EngineOptions(env["STATESAGA_STORE"], "inline://").build().store
-        # Kill a worker while the parallel bookings run (each call takes 0.4 s).
-        deadline = time.monotonic() + 60
-        while not any(s.status is StepStatus.EXECUTING for s in store.get(wf_id).steps):
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        workers[0].kill()
-        workers[0].wait()
-        workers.append(spawn("worker", "--with-scheduler", "--heartbeat", "0.5"))
-
-        def wait_for(cond: Any, what: str, within: float = 90) -> Any:
-            end = time.monotonic() + within
-            while time.monotonic() < end:
-                wf = store.get(wf_id)
-                if cond(wf):
-                    return wf
-                time.sleep(0.1)
-            pytest.fail(f"{what}: {store.get(wf_id).model_dump_json(indent=1)[:3000]}")
-
-        wf = wait_for(lambda w: open_requests(w), "no approval request")
+        chaos.start()
+        ids = []
+        for session in ("alice", "bob"):
+            run = cli("plan", "run", str(TRIP), "--session", session, cwd=tmp_path, env=env)
+            assert run.returncode == 0, run.stderr
+            ids.append(started(run))
+        kept, rejected = ids
+        wf = wait_for(kept, lambda w: open_requests(w), "no approval request")
         patch = tmp_path / "patch.yaml"
         patch.write_text(
             "base_version: 1\nreplace:\n  - id: payment\n    tool: pay\n"
             "    depends_on: [flight, hotel, car, note]\n"
-            "    args: {amount: 91000, currency: EUR, reference: trip-alice}\n",
+            "    args: {amount: 91000, currency: EUR, reference: trip-alice}\n"
+            "remove: [note]\n"
+            "add:\n  - id: itinerary2\n    tool: write_note\n    depends_on: [payment]\n"
+            "    args: {title: Lisbon, text: Plaza}\n",
             encoding="utf-8",
         )
-        revised = cli("plan", "revise", wf_id, str(patch), "--by", "agent", cwd=tmp_path, env=env)
+        # `note` has run: refused, naming it and its state; nothing changes.
+        refused = cli("plan", "revise", kept, str(patch), "--by", "agent", cwd=tmp_path, env=env)
+        assert refused.returncode == 1, refused.stdout
+        assert "remove 'note': the item is COMPLETED" in refused.stderr
+        patch.write_text(
+            patch.read_text(encoding="utf-8").replace("remove: [note]", "remove: [confirm]"),
+            encoding="utf-8",
+        )
+        revised = cli("plan", "revise", kept, str(patch), "--by", "agent", cwd=tmp_path, env=env)
         assert revised.returncode == 0, revised.stderr
         old_hash = open_requests(wf)[0].hash
-        stale = cli("approve", wf_id, "payment", "--hash", old_hash, "--by", "bob", cwd=tmp_path,
+        stale = cli("approve", kept, "payment", "--hash", old_hash, "--by", "bob", cwd=tmp_path,
                     env=env)  # fmt: skip
         assert stale.returncode == 1 and "does not match" in stale.stderr
-        new_hash = open_requests(store.get(wf_id))[0].hash
-        ok = cli("approve", wf_id, "payment", "--hash", new_hash, "--by", "bob", cwd=tmp_path,
+        new_hash = open_requests(store.get(kept))[0].hash
+        ok = cli("approve", kept, "payment", "--hash", new_hash, "--by", "bob", cwd=tmp_path,
                  env=env)  # fmt: skip
         assert ok.returncode == 0, ok.stderr
-        dup = cli("approve", wf_id, "payment", "--hash", new_hash, "--by", "eve", cwd=tmp_path,
+        dup = cli("approve", kept, "payment", "--hash", new_hash, "--by", "eve", cwd=tmp_path,
                   env=env)  # fmt: skip
         assert dup.returncode == 1 and "already approved by bob" in dup.stderr
-        wf = wait_for(lambda w: w.status is WorkflowStatus.COMPLETED, "did not complete")
+        wait_for(rejected, lambda w: open_requests(w), "no approval request (rejected plan)")
+        no = cli("reject", rejected, "payment", "--by", "carol", cwd=tmp_path, env=env)
+        assert no.returncode == 0, no.stderr
+        done = wait_for(kept, lambda w: w.status is WorkflowStatus.COMPLETED, "did not complete")
+        undone = wait_for(rejected, lambda w: w.status is WorkflowStatus.COMPENSATED,
+                          "did not unwind")  # fmt: skip
     finally:
-        for p in [*workers, recovery]:
+        stop.set()
+        chaos.join(10)
+        with lock:
+            procs = [*workers, recovery]
+        for p in procs:
             if p.poll() is None:
                 p.terminate()
-        for p in [*workers, recovery]:
+        for p in procs:
             try:
                 p.wait(20)
             except subprocess.TimeoutExpired:
                 p.kill()
         log.close()
         redis.stop()
+    assert kills, "no worker was killed"
+    print(f"{len(kills)} workers SIGKILLed; plan v{done.plan.current.number if done.plan else 0}")
     entries = ledger(tmp_path / "l.jsonl")
-    applied = Counter((e["step"], e["key"]) for e in entries if e["event"] == "apply")
-    # At least once per key (a killed call may be repeated, with the same idempotency key)...
-    assert {s for s, _ in applied} == {"flight", "car", "note", "payment", "confirm", "itinerary"}
-    # ... and the approved, irreversible call ran once, with the args it was approved for.
-    paid = [e for e in entries if e["step"] == "payment"]
-    assert len(paid) == 1 and paid[0]["args"]["amount"] == 91000
-    assert not [e for e in entries if e["event"] == "undo"]
+    mine = [e for e in entries if e["workflow"] == kept]
+    # Each item's calls (repeated when a worker died mid-call) carry its one key.
+    keys: dict[str, set[str]] = {}
+    for e in mine:
+        keys.setdefault(e["step"], set()).add(e["key"])
+    assert all(len(k) == 1 for k in keys.values()), keys
+    applied = {e["step"] for e in mine if e["event"] == "apply"}
+    assert applied == {"flight", "car", "note", "payment", "itinerary", "itinerary2"}
+    assert "confirm" not in {e["step"] for e in mine}  # removed: never ran
+    assert {e["args"]["amount"] for e in mine if e["step"] == "payment"} == {91000}
+    assert not [e for e in mine if e["event"] == "undo"]
+    assert done.plan is not None and done.plan.current.number == 2
+    # The rejected plan: nothing paid, every booking undone after what depended on it.
+    theirs = [e for e in entries if e["workflow"] == rejected]
+    assert not [e for e in theirs if e["step"] in ("payment", "confirm", "itinerary")]
+    live = {e["step"] for e in theirs if e["event"] == "apply"}
+    gone = {e["step"] for e in theirs if e["event"] == "undo"}
+    assert live == gone == {"flight", "car", "note"}
+    assert undone.step("payment.approval").error.type == "ApprovalRejected"  # type: ignore[union-attr]
 
 
 # -- the HTTP API ---------------------------------------------------------------------------
