@@ -507,9 +507,18 @@ def test_plans_over_the_http_api(tmp_path: Path, sqlite_url: str, tools_ledger: 
                        headers=auth)  # fmt: skip
         assert stale.status_code == 409 and "does not match" in stale.json()["error"]
         new = revised.json()["approvals"][0]["hash"]
-        ok = c.post(f"/api/plans/{wf_id}/approve/payment", json={"hash": new, "by": "bob"},
-                    headers=auth)  # fmt: skip
-        assert ok.status_code == 202, ok.text
+        # The dashboard's approval card shows the exact call and approves that hash.
+        assert c.post("/login", data={"user": "bob", "token": token}).status_code in (200, 303)
+        page = c.get(f"/workflows/{wf_id}").text
+        assert 'id="approve-payment"' in page and '"amount": 700' in page
+        assert f'name="hash" value="{new}"' in page
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
+        ok = c.post(
+            f"/workflows/{wf_id}/approve/payment",
+            data={"csrf": csrf, "hash": new, "answer": "approve"},
+            follow_redirects=False,
+        )
+        assert ok.status_code == 303, ok.text
         done = poll(lambda v: v["status"] == "COMPLETED")
         assert [v["changes"] for v in done["versions"]] == [[], ["replaced payment"]]
     paid = [e for e in ledger(tools_ledger) if e["step"] == "payment"]

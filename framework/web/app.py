@@ -41,6 +41,7 @@ from ..errors import (
     TransitionError,
 )
 from ..models import StepStatus, WorkflowState, WorkflowStatus
+from ..plans import open_requests
 from ..resources import __version__
 from ..security.redact import MASK, redact
 from .actions import Catalog, Operations, ServeSettings, UnknownDefinition
@@ -256,6 +257,7 @@ class Dashboard:
             "chosen": chosen if chosen in names else None,
             "ended": self.ops.engine(definition).has_ended(wf.status.value),
             "signals": sorted({s.signal for s in wf.steps if s.kind == "wait" and s.signal}),
+            "approvals": open_requests(wf),  # a plan's: statesaga.web.plans
             # The newest entries; a saga that ran for months keeps its page light (the
             # JSON has them all).
             "history": list(enumerate(wf.history, 1))[-HISTORY_SHOWN:],

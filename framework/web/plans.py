@@ -186,7 +186,21 @@ def plan_routes(d: Dashboard, read_json: ReadJson) -> list[Route]:
 
         return await change(request, act)
 
+    async def answer_form(request: Request) -> Response:
+        """The dashboard's approval card: approve (with the hash it showed) or reject."""
+        wf_id, item = request.path_params["id"], request.path_params["item"]
+
+        def act(form: Any, by: str) -> Any:
+            if form.get("answer") == "reject":
+                return reject(ops.engine(), wf_id, item, by=by, reason=str(form.get("reason", "")))
+            wf = approve(ops.engine(), wf_id, item, str(form.get("hash", "")), by=by)
+            ops._kick(ops.engine())
+            return wf
+
+        return await d._form_action(request, act, "signal")
+
     return [
+        Route("/workflows/{id}/approve/{item}", answer_form, methods=["POST"]),
         Route("/api/tools", tools, methods=["GET"]),
         Route("/api/plans", start, methods=["POST"]),
         Route("/api/plans/{id}", show, methods=["GET"]),
