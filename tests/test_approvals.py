@@ -209,3 +209,29 @@ def test_a_revision_that_adds_a_dependency_closes_the_request_until_it_ran(
     assert engine.wait(wf_id).status is WorkflowStatus.COMPLETED
     order = [e["step"] for e in ledger(tools_ledger) if e["event"] == "apply"]
     assert order.index("c") < order.index("pay")
+
+
+def test_approve_on_the_inline_queue_needs_the_tools_first(tmp_path: Path, sqlite_url: str) -> None:
+    """Without the tools module, approving would run the payment here and fail every attempt:
+    refused before anything changes, naming what to pass."""
+    (tmp_path / "my_tools.py").write_text(
+        (ROOT / "examples" / "agent_tools.py").read_text(encoding="utf-8"), encoding="utf-8"
+    )
+    plan = tmp_path / "chain.json"
+    plan.write_text(json.dumps(CHAIN), encoding="utf-8")
+    run = cli("plan", "run", "chain.json", "--tools", "my_tools", "--store", sqlite_url,
+              cwd=tmp_path)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    wf_id = re.search(r"(WF-\S+) started", run.stderr + run.stdout).group(1)  # type: ignore[union-attr]
+    shown = json.loads(cli("plan", "show", wf_id, "--json", "--store", sqlite_url,
+                           cwd=tmp_path).stdout)  # fmt: skip
+    hash_ = shown["approvals"][0]["hash"]
+    bare = cli("approve", wf_id, "pay", "--hash", hash_, "--by", "bob", "--store", sqlite_url,
+               cwd=tmp_path)  # fmt: skip
+    assert bare.returncode == 2 and "--handlers my_tools" in bare.stderr, bare.stderr
+    again = json.loads(cli("plan", "show", wf_id, "--json", "--store", sqlite_url,
+                           cwd=tmp_path).stdout)  # fmt: skip
+    assert again["approvals"] and again["status"] == "RUNNING"
+    ok = cli("approve", wf_id, "pay", "--hash", hash_, "--by", "bob", "--tools", "my_tools",
+             "--store", sqlite_url, cwd=tmp_path)  # fmt: skip
+    assert ok.returncode == 0 and f"{wf_id} COMPLETED" in ok.stdout, ok.stderr

@@ -31,6 +31,21 @@ def _engine(store: str | None, queue: str | None, tools: tuple[str, ...]) -> Any
     return EngineOptions(store, queue, handlers=tools, allow="operator").build()
 
 
+def _engine_for(
+    store: str | None, queue: str | None, tools: tuple[str, ...], workflow_id: str
+) -> Any:
+    """An engine for a command that sets a plan going again: with the in-process queue its
+    tools run here, so they must be allowed (refused before anything changes, as `signal`
+    refuses: a missing tool would fail every attempt and unwind the plan)."""
+    from .operating import _require_handlers
+
+    engine = _engine(store, queue, tools)
+    current = engine.get(workflow_id)
+    if not engine.has_ended(current.status.value):
+        _require_handlers(engine, current)
+    return engine
+
+
 def _settle(engine: Any, workflow_id: str, timeout: float | None = None) -> Any:
     """With an in-process queue, run what a command set going until the plan ends or waits
     for a person; with workers elsewhere, the stored document as it is."""
@@ -184,7 +199,7 @@ def plan_revise(
     from ..plans import load_patch, revise_plan
 
     patch, _ = load_patch(patch_file)
-    engine = _engine(store, queue, tools)
+    engine = _engine_for(store, queue, tools, workflow_id)
     wf = revise_plan(engine, workflow_id, patch, by=by or getpass.getuser())
     assert wf.plan is not None
     click.echo(
@@ -286,7 +301,7 @@ def _answer(
 ) -> None:
     from ..plans import approve, reject
 
-    engine = _engine(store, queue, tools)
+    engine = _engine_for(store, queue, tools, workflow_id)
     if command == "approve":
         wf = approve(engine, workflow_id, item, kw["hash"], by=by, note=kw.get("note"))
     else:
