@@ -308,6 +308,7 @@ def test_plan_run_revise_show_approve_from_the_command_line(
 
 # -- RQ workers on a real Redis, SIGKILLed while the plans are revised and approved -----------
 @pytest.mark.redis
+@pytest.mark.slow
 def test_plans_on_rq_with_workers_killed_while_revised_and_approved(tmp_path: Path) -> None:
     """Two 8-item plans on three `statesaga worker` processes (one SIGKILLed every 1-2 s and
     replaced) and `statesaga recover --every 1`: one is revised and approved mid-flight and
