@@ -587,3 +587,34 @@ def test_plan_simulate_replays_a_seed(tmp_path: Path) -> None:
     b = cli("plan", "simulate", "--seed", "7", cwd=tmp_path)
     assert a.returncode == 0, a.stdout[-2000:]
     assert a.stdout == b.stdout and "every invariant held" in a.stdout
+
+
+def test_model_tool_calls_become_plan_items(engine: Engine) -> None:
+    """OpenAI Chat Completions, Responses API and Pydantic AI shapes: the same items."""
+    from dataclasses import dataclass as _dc
+
+    from statesaga.plans import items_from_tool_calls
+
+    @_dc
+    class ToolCallPart:  # the fields Pydantic AI's part has
+        tool_name: str
+        args: Any
+        tool_call_id: str
+
+    args = {"hotel": "Plaza", "nights": 2}
+    shapes = [
+        {"id": "call_1", "type": "function",
+         "function": {"name": "book_hotel", "arguments": json.dumps(args)}},
+        {"type": "function_call", "call_id": "call_1", "name": "book_hotel",
+         "arguments": json.dumps(args)},
+        {"tool_name": "book_hotel", "args": args, "tool_call_id": "call_1"},
+        ToolCallPart("book_hotel", json.dumps(args), "call_1"),
+    ]  # fmt: skip
+    for shape in shapes:
+        assert items_from_tool_calls([shape], depends_on=["search"]) == [
+            {"id": "call_1", "tool": "book_hotel", "args": args, "depends_on": ["search"]}
+        ]
+    bad = items_from_tool_calls([{"tool_name": "book_hotel", "args": {"hotel": "X"},
+                                  "tool_call_id": "c.2"}])  # fmt: skip
+    with pytest.raises(DefinitionError, match=r"items.0.args.nights\] item 'c_2'"):
+        compile_for(engine, {"plan": "p", "items": bad})

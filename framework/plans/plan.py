@@ -149,7 +149,11 @@ def plan_from_data(data: Any, lines: LineMap) -> PlanSpec:
     try:
         return PlanSpec.model_validate(data)
     except ValidationError as exc:
-        raise DefinitionError(pydantic_problems(exc, lines)) from None
+        problems = pydantic_problems(exc, lines)
+        # An invalid item also leaves `items` short of one: the item's own error says it.
+        if any((p.field or "").startswith("items.") for p in problems):
+            problems = [p for p in problems if p.field != "items"]
+        raise DefinitionError(problems) from None
 
 
 class _ItemLines(LineMap):
@@ -182,7 +186,14 @@ def compile_plan(
     DefinitionError listing every problem, each naming the item and field."""
     lines = lines or LineMap(None)
     items = spec.items
+    seen: set[str] = set()
     problems: list[Problem] = []
+    for i, item in enumerate(items):
+        if item.id in seen:
+            problems.append(lines.problem(("items", i, "id"), f"duplicate item id {item.id!r}"))
+        seen.add(item.id)
+    if problems:
+        raise DefinitionError(problems)
     used: dict[str, Tool] = {}
     for i, item in enumerate(items):
         found = tools.get(item.tool)
@@ -398,28 +409,37 @@ def approval_payload(tool_name: str, args: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def items_from_tool_calls(
-    calls: Sequence[Mapping[str, Any]], depends_on: Sequence[str] = ()
+    calls: Sequence[Any], depends_on: Sequence[str] = ()
 ) -> list[dict[str, Any]]:
     """A model's tool calls as plan items: OpenAI's Chat Completions `message.tool_calls`
-    (`{id, type: function, function: {name, arguments}}`) or Responses API `function_call`
-    items (`{call_id, name, arguments}`), `arguments` a JSON text or an object. Calls made in
-    one turn do not wait for each other (each depends on `depends_on`); the call id is the
-    item id, so a later patch can name it. Nothing runs until the plan passes its checks."""
+    (`{id, type: function, function: {name, arguments}}`), Responses API `function_call`
+    items (`{call_id, name, arguments}`), or Pydantic AI's `ToolCallPart` (or its dict:
+    `{tool_name, args, tool_call_id}`); arguments a JSON text or an object. Calls made in one
+    turn do not wait for each other (each depends on `depends_on`); the call id is the item
+    id, so a later patch can name it. Nothing runs until the plan passes its checks."""
     out = []
     for call in calls:
-        fn = call.get("function", call)
-        raw = fn.get("arguments", {})
-        args = json.loads(raw) if isinstance(raw, str) else dict(raw)
-        item_id = str(call.get("id") or call.get("call_id") or fn.get("name"))
+        name, call_id, raw = _tool_call(call)
+        args = json.loads(raw) if isinstance(raw, str) else dict(raw or {})
         out.append(
             {
-                "id": re.sub(r"[^A-Za-z0-9_-]", "_", item_id),
-                "tool": fn["name"],
+                "id": re.sub(r"[^A-Za-z0-9_-]", "_", str(call_id or name)),
+                "tool": name,
                 "args": args,
                 "depends_on": list(depends_on),
             }
         )
     return out
+
+
+def _tool_call(call: Any) -> tuple[str, str | None, Any]:
+    """(tool name, call id, arguments) of one tool call in any of the shapes above."""
+    if not isinstance(call, Mapping):  # a Pydantic AI ToolCallPart
+        return str(call.tool_name), getattr(call, "tool_call_id", None), call.args
+    if "tool_name" in call:
+        return str(call["tool_name"]), call.get("tool_call_id"), call.get("args")
+    fn = call.get("function", call)
+    return str(fn["name"]), call.get("id") or call.get("call_id"), fn.get("arguments", {})
 
 
 def instantiate(compiled: CompiledPlan, session_id: str | None, by: str | None) -> WorkflowState:
