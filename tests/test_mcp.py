@@ -155,3 +155,72 @@ def test_mcp_over_http_and_no_approvals_unless_asked(tmp_path: Path) -> None:
             assert "approve" not in names and "start_plan" in names
 
     anyio.run(agent)
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+def test_an_8_item_plan_through_mcp_on_rq_with_workers_killed(tmp_path: Path) -> None:
+    """The issue's plan through `statesaga mcp` (stdio, the SDK's client) with RQ workers,
+    one SIGKILLed every 1-2 s: revised and approved mid-flight, it completes; each item's calls
+    carry one idempotency key, and the payment ran only with the args it was approved for."""
+    from plan_cluster import PlanCluster, one_key_per_item
+
+    c = PlanCluster(tmp_path)
+    params = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "statesaga.cli", "mcp", "--tools", TOOLS, "--approvals"],
+        env=c.env,
+        cwd=str(tmp_path),
+    )
+
+    async def status(client: Client, wf_id: str, cond: Any, what: str) -> dict[str, Any]:
+        for _ in range(1200):
+            view = structured(await client.call_tool("plan_status", {"workflow_id": wf_id}))
+            if cond(view):
+                return view
+            await anyio.sleep(0.1)
+        pytest.fail(f"{what}: {view}")
+
+    async def main() -> str:
+        async with Client(params) as client:
+            view = structured(await client.call_tool("start_plan", {"plan": PLAN}))
+            wf_id = view["id"]
+            assert len(view["items"]) == 8
+            view = await status(client, wf_id, lambda v: v["approvals"], "no approval request")
+            old = view["approvals"][0]["hash"]
+            payment = {
+                "id": "payment",
+                "tool": "pay",
+                "depends_on": ["flight", "hotel", "car", "note"],
+                "args": {"amount": 91000, "currency": "EUR", "reference": "trip-alice"},
+            }
+            patch = {"base_version": 1, "replace": [payment], "remove": ["confirm"]}
+            view = structured(
+                await client.call_tool("revise_plan", {"workflow_id": wf_id, "patch": patch})
+            )
+            stale = await client.call_tool(
+                "approve", {"workflow_id": wf_id, "item": "payment", "hash": old, "by": "bob"}
+            )
+            assert "does not match" in error_text(stale)
+            new = view["approvals"][0]["hash"]
+            await client.call_tool(
+                "approve", {"workflow_id": wf_id, "item": "payment", "hash": new, "by": "bob"}
+            )
+            again = await client.call_tool(
+                "approve", {"workflow_id": wf_id, "item": "payment", "hash": new, "by": "eve"}
+            )
+            assert "already approved by bob" in error_text(again)
+            done = await status(client, wf_id, lambda v: v["status"] == "COMPLETED", "not done")
+            assert [v["number"] for v in done["versions"]] == [1, 2]
+            return str(wf_id)
+
+    try:
+        wf_id = anyio.run(main)
+    finally:
+        c.close()
+    assert c.kills
+    mine = [e for e in c.ledger() if e["workflow"] == wf_id]
+    assert all(len(k) == 1 for k in one_key_per_item(mine).values())
+    assert "confirm" not in {e["step"] for e in mine}
+    assert {e["args"]["amount"] for e in mine if e["step"] == "payment"} == {91000}
+    assert not [e for e in mine if e["event"] == "undo"]

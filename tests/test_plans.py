@@ -314,69 +314,19 @@ def test_plans_on_rq_with_workers_killed_while_revised_and_approved(tmp_path: Pa
     replaced) and `statesaga recover --every 1`: one is revised and approved mid-flight and
     completes, the other is rejected and unwinds. Every call of an item carries its one
     idempotency key; the payment runs only with the args it was approved for; nothing of the
-    rejected plan is left applied, undone in reverse dependency order."""
-    import random
-    import threading
+    rejected plan is left applied."""
+    from plan_cluster import PlanCluster, one_key_per_item
 
-    from ops_redis import RedisServer
-
-    redis = RedisServer(tmp_path, "--save", "", "--appendonly", "yes")
-    redis.start()
-    env = {
-        "STATESAGA_QUEUE": f"rq://127.0.0.1:{redis.port}/0?queue=plans",
-        "STATESAGA_STORE": f"sqlite:///{tmp_path / 'plans.db'}",
-        "STATESAGA_TOOLS_LEDGER": str(tmp_path / "l.jsonl"),
-        "STATESAGA_TOOLS_DELAY": "0.3",
-        "STATESAGA_HANDLERS": TOOLS,
-    }
-    full_env = {**os.environ, **env}
-    log = (tmp_path / "workers.log").open("ab")
-    rng = random.Random(27)
-
-    def spawn(*args: str) -> subprocess.Popen[bytes]:
-        return subprocess.Popen([sys.executable, "-m", "statesaga.cli", *args], env=full_env,
-                                stdout=log, stderr=log, cwd=tmp_path)  # fmt: skip
-
-    def worker() -> subprocess.Popen[bytes]:
-        return spawn("worker", "--with-scheduler", "--heartbeat", "0.5", "--log-level", "WARNING")
-
-    workers = [worker() for _ in range(3)]
-    lock = threading.Lock()
-    stop = threading.Event()
-    kills = []
-
-    def killer() -> None:
-        while not stop.wait(rng.uniform(1.0, 2.0)):
-            with lock:
-                victim = rng.choice(workers)
-                victim.kill()
-                victim.wait()
-                workers.remove(victim)
-                workers.append(worker())
-                kills.append(victim.pid)
-
-    recovery = spawn("recover", "--every", "1", "--timeout", "3")
-    chaos = threading.Thread(target=killer, daemon=True)
-    store = EngineOptions(env["STATESAGA_STORE"], "inline://").build().store
-
-    def wait_for(wf_id: str, cond: Any, what: str, within: float = 120) -> Any:
-        end = time.monotonic() + within
-        while time.monotonic() < end:
-            wf = store.get(wf_id)
-            if cond(wf):
-                return wf
-            time.sleep(0.1)
-        pytest.fail(f"{what}: {store.get(wf_id).model_dump_json(indent=1)[:3000]}")
-
+    c = PlanCluster(tmp_path)
+    env = {k: v for k, v in c.env.items() if k.startswith("STATESAGA_")}
     try:
-        chaos.start()
         ids = []
         for session in ("alice", "bob"):
             run = cli("plan", "run", str(TRIP), "--session", session, cwd=tmp_path, env=env)
             assert run.returncode == 0, run.stderr
             ids.append(started(run))
         kept, rejected = ids
-        wf = wait_for(kept, lambda w: open_requests(w), "no approval request")
+        wf = c.wait_for(kept, lambda w: open_requests(w), "no approval request")
         patch = tmp_path / "patch.yaml"
         patch.write_text(
             "base_version: 1\nreplace:\n  - id: payment\n    tool: pay\n"
@@ -401,42 +351,26 @@ def test_plans_on_rq_with_workers_killed_while_revised_and_approved(tmp_path: Pa
         stale = cli("approve", kept, "payment", "--hash", old_hash, "--by", "bob", cwd=tmp_path,
                     env=env)  # fmt: skip
         assert stale.returncode == 1 and "does not match" in stale.stderr
-        new_hash = open_requests(store.get(kept))[0].hash
+        new_hash = open_requests(c.store.get(kept))[0].hash
         ok = cli("approve", kept, "payment", "--hash", new_hash, "--by", "bob", cwd=tmp_path,
                  env=env)  # fmt: skip
         assert ok.returncode == 0, ok.stderr
         dup = cli("approve", kept, "payment", "--hash", new_hash, "--by", "eve", cwd=tmp_path,
                   env=env)  # fmt: skip
         assert dup.returncode == 1 and "already approved by bob" in dup.stderr
-        wait_for(rejected, lambda w: open_requests(w), "no approval request (rejected plan)")
+        c.wait_for(rejected, lambda w: open_requests(w), "no approval request (rejected plan)")
         no = cli("reject", rejected, "payment", "--by", "carol", cwd=tmp_path, env=env)
         assert no.returncode == 0, no.stderr
-        done = wait_for(kept, lambda w: w.status is WorkflowStatus.COMPLETED, "did not complete")
-        undone = wait_for(rejected, lambda w: w.status is WorkflowStatus.COMPENSATED,
-                          "did not unwind")  # fmt: skip
+        done = c.wait_for(kept, lambda w: w.status is WorkflowStatus.COMPLETED, "not completed")
+        undone = c.wait_for(rejected, lambda w: w.status is WorkflowStatus.COMPENSATED,
+                            "did not unwind")  # fmt: skip
     finally:
-        stop.set()
-        chaos.join(10)
-        with lock:
-            procs = [*workers, recovery]
-        for p in procs:
-            if p.poll() is None:
-                p.terminate()
-        for p in procs:
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        log.close()
-        redis.stop()
-    assert kills, "no worker was killed"
-    print(f"{len(kills)} workers SIGKILLed; plan v{done.plan.current.number if done.plan else 0}")
-    entries = ledger(tmp_path / "l.jsonl")
+        c.close()
+    assert c.kills, "no worker was killed"
+    print(f"{c.kills} workers SIGKILLed")
+    entries = c.ledger()
     mine = [e for e in entries if e["workflow"] == kept]
-    # Each item's calls (repeated when a worker died mid-call) carry its one key.
-    keys: dict[str, set[str]] = {}
-    for e in mine:
-        keys.setdefault(e["step"], set()).add(e["key"])
+    keys = one_key_per_item(mine)
     assert all(len(k) == 1 for k in keys.values()), keys
     applied = {e["step"] for e in mine if e["event"] == "apply"}
     assert applied == {"flight", "car", "note", "payment", "itinerary", "itinerary2"}
@@ -444,7 +378,7 @@ def test_plans_on_rq_with_workers_killed_while_revised_and_approved(tmp_path: Pa
     assert {e["args"]["amount"] for e in mine if e["step"] == "payment"} == {91000}
     assert not [e for e in mine if e["event"] == "undo"]
     assert done.plan is not None and done.plan.current.number == 2
-    # The rejected plan: nothing paid, every booking undone after what depended on it.
+    # The rejected plan: nothing paid, every booking undone.
     theirs = [e for e in entries if e["workflow"] == rejected]
     assert not [e for e in theirs if e["step"] in ("payment", "confirm", "itinerary")]
     live = {e["step"] for e in theirs if e["event"] == "apply"}
