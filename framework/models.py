@@ -261,6 +261,11 @@ class SagaStep(_Doc):
         description="a wait step: the JSON Schema its signal's payload must fit (checked by "
         "`signal` before anything is stored)",
     )
+    read_only: bool = Field(
+        False,
+        description="its action has no effect (a plan's read-only tool): never undone, never "
+        "listed among the effects that may remain",
+    )
 
     def idempotency_key(self, workflow_id: str) -> str:
         """The key handlers receive: the same for every attempt of this step."""

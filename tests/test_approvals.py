@@ -235,3 +235,26 @@ def test_approve_on_the_inline_queue_needs_the_tools_first(tmp_path: Path, sqlit
     ok = cli("approve", wf_id, "pay", "--hash", hash_, "--by", "bob", "--tools", "my_tools",
              "--store", sqlite_url, cwd=tmp_path)  # fmt: skip
     assert ok.returncode == 0 and f"{wf_id} COMPLETED" in ok.stdout, ok.stderr
+
+
+def test_past_the_approved_payment_a_failure_halts_and_names_only_real_effects(
+    engine: Engine,
+) -> None:
+    """A read-only item has no effect: never listed among the effects that may remain."""
+    plan = {
+        "plan": "halts",
+        "retry": {"max_attempts": 1},
+        "items": [
+            {"id": "look", "tool": "search_flights",
+             "args": {"origin": "BER", "destination": "LIS", "date": "2026-05-01"}},
+            CHAIN["items"][0],
+            CHAIN["items"][2],
+            {"id": "car", "tool": "rent_car", "args": {"city": "X", "days": 1, "fail": True}},
+        ],
+    }  # fmt: skip
+    wf_id = waiting(engine, plan)
+    approve(engine, wf_id, "pay", request_of(engine.get(wf_id), "pay").hash, by="bob")
+    wf = engine.wait(wf_id)
+    assert wf.status is WorkflowStatus.FAILED
+    assert wf.reason is not None and "effects that may remain: a, pay." in wf.reason
+    assert "look" not in wf.reason

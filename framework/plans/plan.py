@@ -447,15 +447,18 @@ def instantiate(compiled: CompiledPlan, session_id: str | None, by: str | None) 
     linked to its todo (`SESSION` is the agent's session)."""
     wf = compiled.definition.instantiate({}, session_id)
     wf.plan = PlanRecord(versions=[compiled.record(by)])
-    link_todos(wf)
+    link_todos(wf, {t.name: t for t in compiled.tools.values()})
     return wf
 
 
-def link_todos(wf: WorkflowState) -> None:
-    """Each item's step carries the id of the agent's todo it carries out."""
+def link_todos(wf: WorkflowState, tools: Mapping[str, Tool] | None = None) -> None:
+    """Each item's step carries the id of the agent's todo it carries out (and, given the
+    tools, whether its call has no effect)."""
     for step in wf.steps:
         if step.kind == "action":
             step.todo_id = f"{wf.id}:{step.name}"
+            if tools is not None and step.action_type in tools:
+                step.read_only = tools[step.action_type].reversibility is Reversibility.READ_ONLY
 
 
 __all__ = [

@@ -155,7 +155,7 @@ def revise_plan(
         wf.steps = _merge(wf, fresh.steps, changed)
         for item_id in changed:
             wf.signals.pop(APPROVE + item_id, None)  # kept for the old args: void
-        link_todos(wf)
+        link_todos(wf, tools)
         wf.handlers = sorted(set(wf.handlers) | set(compiled.definition.spec.handlers))
         wf.plan.versions.append(compiled.record(txn.by, changes, number))
         wf.record(
