@@ -320,6 +320,13 @@ def test_definitions_and_openapi(client: TestClient) -> None:
         "/api/queues",
         "/api/jobs/{job}/requeue",
         "/metrics",
+        # agents' plans (statesaga.web.plans)
+        "/api/tools",
+        "/api/plans",
+        "/api/plans/{id}",
+        "/api/plans/{id}/revise",
+        "/api/plans/{id}/approve/{item}",
+        "/api/plans/{id}/reject/{item}",
     }
     schema = client.get("/api/definitions/schema").json()
     assert schema["title"] == "statesaga workflow definition" and "steps" in schema["properties"]

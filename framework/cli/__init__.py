@@ -2,7 +2,8 @@
 live in three rooms by who uses them: statesaga.cli.authoring (writing tables: validate,
 schema, diagram), statesaga.cli.running (running and watching workflows: run, status, list,
 demo, simulate) and statesaga.cli.operating (keeping them going: worker, recover, cancel,
-signal, restart, serve, ...); the options and error handling they share are
+signal, restart, serve, ...) and statesaga.cli.planning (agents' plans: tools, plan, approve,
+reject); the options and error handling they share are
 statesaga.cli.options. Wiring lives elsewhere: engines are built by statesaga.app, the recovery
 loop is statesaga.runtime.recovery's.
 
@@ -19,7 +20,7 @@ import click
 from ..errors import StatesagaError
 from ..observability.logs import LOG_FORMATS, LOG_LEVELS, LogFormat, configure_logging
 from ..resources import __version__
-from . import authoring, operating, running
+from . import authoring, operating, planning, running
 from .authoring import check_handler_hints, validate_file
 from .options import fail
 
@@ -75,7 +76,7 @@ _OBSERVED = frozenset({"run", "worker", "recover", "serve", "cancel", "signal", 
 _OPERATIONS = frozenset({"run", "cancel", "signal", "restart"})
 
 
-for _room in (authoring, running, operating):
+for _room in (authoring, running, operating, planning):
     for _command in _room.COMMANDS:
         main.add_command(_command)
 

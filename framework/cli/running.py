@@ -243,10 +243,27 @@ def echo_waiting(wf: Any, err: bool = False) -> None:
             due = f" (timeout at {at:%Y-%m-%d %H:%M:%S} UTC)" if at is not None else ""
             click.echo(
                 f"{wf.id} step {s.name} waits for the signal {s.signal!r}{due}:\n"
-                f'  statesaga signal {wf.id} {s.signal} --payload \'{{"by": "NAME"}}\''
+                f"  statesaga signal {wf.id} {s.signal} --payload '{_example_payload(s.payload)}'"
                 + "".join(f" --handlers {m}" for m in wf.handlers),
                 err=err,
             )
+
+
+def _example_payload(schema: dict[str, Any] | None) -> str:
+    """A payload the wait's `payload:` schema accepts, for the hint: its required values (a
+    value the schema allows alone, such as an approval's hash, written out)."""
+    if not schema:
+        return json.dumps({"by": "NAME"})
+    props = schema.get("properties", {})
+    out: dict[str, Any] = {}
+    for name in schema.get("required") or ["by"]:
+        prop = props.get(name, {})
+        enum = prop.get("enum")
+        if enum and len(enum) == 1:
+            out[name] = enum[0]
+        else:
+            out[name] = "NAME" if name == "by" else f"<{prop.get('type') or 'value'}>"
+    return json.dumps(out)
 
 
 # -- statesaga simulate (issue 15: deterministic simulation) ------------------------------------

@@ -296,7 +296,7 @@ class Simulation:
     def run(self) -> SeedResult:
         problems: list[str] = []
         try:
-            wf = self.engine.start(self.definition, self.input)
+            wf = self._start()
             self.wf_id = wf.id
             left_out = ", ".join(sorted(set(EVENTS) - set(self.kinds))) or "none"
             doomed = self.doomed or "none"
@@ -324,6 +324,10 @@ class Simulation:
         wf = self._wf()
         reason = (wf.reason or "").replace(self.wf_id, "WF") or None
         return SeedResult(self.seed, wf.status.value, problems, self.trace, self.events, reason)
+
+    def _start(self) -> WorkflowState:
+        """The workflow of this run (statesaga.verify.plansim starts a plan instead)."""
+        return self.engine.start(self.definition, self.input)
 
     def _heal(self) -> None:
         scans = 0

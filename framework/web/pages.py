@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ..models import StepStatus, WorkflowState, WorkflowStatus, halt_reason
+from ..plans import open_requests
 from .fleet import fleet_of
 from .http import with_param
 from .query import browse
@@ -96,6 +97,7 @@ class Pages:
             "chosen": chosen if chosen in names else None,
             "ended": s.ops.engine(definition).has_ended(wf.status.value),
             "signals": sorted({st.signal for st in wf.steps if st.kind == "wait" and st.signal}),
+            "approvals": open_requests(wf),  # a plan's: statesaga.web.plans
             # The newest entries; a saga that ran for months keeps its page light (the
             # JSON has them all).
             "history": list(enumerate(wf.history, 1))[-HISTORY_SHOWN:],

@@ -10,8 +10,10 @@ from starlette.staticfiles import StaticFiles
 from .api import Api
 from .api_fleet import FleetApi, metrics
 from .forms import Forms
+from .http import json_body
 from .openapi import Docs
 from .pages import Pages
+from .plans import plan_routes
 from .server import Server
 
 
@@ -49,6 +51,7 @@ def routes(server: Server) -> list[BaseRoute]:
         Route("/api/workers", fleet.workers, methods=["GET"]),
         Route("/api/queues", fleet.queues, methods=["GET"]),
         Route("/api/jobs/{job}/requeue", fleet.requeue, methods=["POST"]),
+        *plan_routes(server, forms, json_body),
         Route("/metrics", metrics, methods=["GET"]),
         Mount("/static", StaticFiles(packages=[("statesaga.web", "static")]), name="static"),
     ]
