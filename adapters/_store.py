@@ -139,6 +139,10 @@ class DocumentStore(ABC):
         """The port's default: a store on a server is there (a file store says otherwise)."""
         return True
 
+    def server_time(self) -> datetime | None:
+        """The port's default: no clock of its own (a server store with one says its time)."""
+        return None
+
     # -- the primitives a backend writes -----------------------------------------------------
     @abstractmethod
     def _insert(self, record: Record) -> Outcome: ...

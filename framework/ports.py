@@ -113,6 +113,13 @@ class Store(Protocol):
         file says whether its file exists."""
         return True
 
+    def server_time(self) -> datetime | None:
+        """The time by the store's own clock, which every process of the store shares
+        (heartbeats, leases and due times are judged on it: statesaga.runtime.clock); None for
+        a store with no clock of its own, such as a file on one host, whose processes share
+        the host's clock. This default is None."""
+        return None
+
     def create(self, wf: WorkflowState) -> None: ...
 
     def get(self, workflow_id: str) -> WorkflowState: ...

@@ -31,6 +31,7 @@ _register_sibling("diagram_helpers")
 _register_sibling("security_helpers")
 _register_sibling("ops_redis")
 _register_sibling("ops_handlers")
+_register_sibling("skew_handlers")
 
 if TYPE_CHECKING:
     import redis
