@@ -14,6 +14,8 @@ import logging
 import random
 import time
 
+from ..errors import StoreFullError
+
 # The name it logged under before the tree's split: operators filter and alert on it.
 log = logging.getLogger("statesaga.outage")
 
@@ -87,7 +89,8 @@ def is_outage(exc: BaseException) -> bool:
 
 
 def _unreachable(exc: BaseException) -> bool:
-    if isinstance(exc, ConnectionError | TimeoutError):
+    # A full disk passes like an outage: nothing was written, and writes resume with space.
+    if isinstance(exc, ConnectionError | TimeoutError | StoreFullError):
         return True
     try:
         import redis
