@@ -22,6 +22,7 @@ from ..charts.machine import State, below_top, top
 from ..errors import ConflictError, StateError, TransitionError
 from ..models import HistoryEntry, SagaStep, StepStatus, WorkflowState, WorkflowStatus
 from ..ports import Job
+from .outage import is_pause, ride_out
 
 if TYPE_CHECKING:
     from ..engine import Engine
@@ -122,7 +123,8 @@ class Kernel:
         that nothing was saved since)."""
         engine = self.engine
         for _ in range(_CONFLICT_RETRIES):
-            wf = first if first is not None else engine.store.get(workflow_id)
+            # A pause of the store's server (seconds) is waited out, not an error.
+            wf = first if first is not None else ride_out(read(engine, workflow_id), workflow_id)
             first = None
             txn = Txn(wf, by=by)
             if not apply(txn):
@@ -137,6 +139,13 @@ class Kernel:
             except ConflictError:
                 log.debug("revision conflict on %s, re-evaluating", workflow_id)
                 continue
+            except Exception as exc:
+                if not is_pause(exc):
+                    raise
+                if not self.landed(wf):
+                    log.info("save of %s cut off by a pause, re-evaluating", workflow_id)
+                    continue
+                # Else the server ran the save after the client stopped waiting (a pause).
             if (
                 engine.probe is not None
                 and job is not None
@@ -146,6 +155,16 @@ class Kernel:
             self.after_commit(txn)
             return wf
         raise ConflictError(workflow_id, None, None)
+
+    def landed(self, wf: WorkflowState) -> bool:
+        """After a save cut off by a pause: whether the store applied it anyway, as a server
+        does with commands sent before it paused. Waits for the store (`ride_out`); False when
+        it did not, and the event is to be re-evaluated on the stored document."""
+        stored = ride_out(read(self.engine, wf.id), wf.id)
+        if stored.revision == wf.revision + 1 and stored.updated_at == wf.updated_at:
+            wf.revision = stored.revision  # the microsecond of this save: no other writer's
+            return True
+        return False
 
     def update(self, workflow_id: str, mutate: Callable[[WorkflowState], bool]) -> WorkflowState:
         """A change no trigger makes (e.g. attaching a compensation through the origin API):
@@ -244,6 +263,11 @@ class Kernel:
                 entry.dest,
             )
         engine.observer.notify(txn.wf, txn.entries)
+
+
+def read(engine: Engine, workflow_id: str) -> Callable[[], WorkflowState]:
+    """The read of a workflow from the engine's store, as `ride_out` calls it."""
+    return lambda: engine.store.get(workflow_id)
 
 
 def full_state(status: str, substate: list[str]) -> State:
