@@ -75,3 +75,11 @@ def test_the_engine_keeps_time_by_the_redis_servers_clock(redis_url: str) -> Non
 
 def test_an_sqlite_store_has_no_clock_of_its_own(sqlite_url: str) -> None:
     assert server_time(open_store(sqlite_url)) is None
+
+
+def test_a_store_that_refuses_its_clock_leaves_the_hosts() -> None:
+    def refused() -> datetime:
+        raise PermissionError("TIME is disabled on this server")
+
+    clock = StoreClock(refused)
+    assert abs((clock.now() - datetime.now(UTC)).total_seconds()) < 0.5

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from ..ports import Clock, Store
+from .outage import is_outage
 
 log = logging.getLogger("statesaga.clock")
 
@@ -84,6 +85,11 @@ class StoreClock:
             try:
                 got = self._read()
             except Exception as exc:
+                if not is_outage(exc):
+                    # Refused (a server with TIME renamed away): the host's clock it is.
+                    log.warning("the store's clock cannot be read (%s); using this host's", exc)
+                    self._own = False
+                    return
                 if self._base is None:
                     raise  # no time to give: the caller's store call would fail the same way
                 log.debug("the store's clock could not be read (%s); the last reading holds", exc)
