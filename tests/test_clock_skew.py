@@ -10,6 +10,7 @@ monotonic clock faked as well, every `threading.Event.wait(timeout)` hangs inste
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -201,3 +202,24 @@ def test_workers_and_recovery_loops_two_minutes_apart_share_the_stores_clock(
     assert check_ledger(Ledger(tmp_path / "ledger.jsonl").records(), finals) == []
     for name in ("recover-ahead", "recover-behind"):
         assert "resume" not in procs.log(name), procs.log(name)
+
+
+@pytest.mark.parametrize("skew", [SKEW, -SKEW], ids=["ahead", "behind"])
+def test_run_timeout_is_seconds_of_real_time_on_a_skewed_host(
+    server: RedisServer, tmp_path: Path, skew: int
+) -> None:
+    """`run --timeout` waits on the monotonic clock: with no worker, it gives up after its
+    seconds of real time, however far the host's wall clock is off."""
+    faketime = _faketime()
+    trip = TESTS.parent / "examples" / "trip.yaml"
+    given = {"origin": "TPE", "destination": "NRT", "nights": 1, "amount": 1, "email": "a@b.c"}
+    began = time.monotonic()
+    done = subprocess.run(
+        [faketime, "-f", f"{skew:+d}s", sys.executable, "-m", "statesaga.cli", "run", str(trip),
+         "--store", server.url, "--queue", f"rq://127.0.0.1:{server.port}/0?queue=nobody",
+         "--timeout", "4", "--input", json.dumps(given)],
+        capture_output=True, text=True, check=False, timeout=WAIT,
+    )  # fmt: skip
+    took = time.monotonic() - began
+    assert done.returncode == 1 and "--timeout 4s reached" in done.stderr, done.stderr
+    assert 4 <= took < 30, f"gave up after {took:.1f}s"
