@@ -16,10 +16,11 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from ..charts.machine import State, below_top, top
-from ..errors import ConflictError, StateError, TransitionError
+from ..errors import ConflictError, NotFoundError, StateError, TransitionError
 from ..models import HistoryEntry, SagaStep, StepStatus, WorkflowState, WorkflowStatus
 from ..ports import Job
 from .outage import is_pause, ride_out
@@ -96,7 +97,11 @@ class Kernel:
         apply(txn)
         self.followups(txn)
         wf.updated_at = self.engine.clock.now()
-        self.engine.store.create(wf)
+        try:
+            self.engine.store.create(wf)
+        except Exception as exc:
+            if not is_pause(exc) or not self.created(wf):
+                raise
         self.after_commit(txn)
 
     def command(
@@ -163,6 +168,19 @@ class Kernel:
         stored = ride_out(read(self.engine, wf.id), wf.id)
         if stored.revision == wf.revision + 1 and stored.updated_at == wf.updated_at:
             wf.revision = stored.revision  # the microsecond of this save: no other writer's
+            return True
+        return False
+
+    def created(self, wf: WorkflowState) -> bool:
+        """After a create cut off by a pause: whether it landed (as `landed`), else create it
+        now; False when another document holds the id."""
+        try:
+            stored = ride_out(read(self.engine, wf.id), wf.id)
+        except NotFoundError:
+            ride_out(lambda: self.engine.store.create(wf), wf.id)
+            return True
+        if stored.updated_at == wf.updated_at:
+            wf.revision = stored.revision
             return True
         return False
 
@@ -250,7 +268,9 @@ class Kernel:
         engine = self.engine
         engine.observer.saved(txn.wf)
         for queued, delay in txn.jobs:
-            engine.queue.enqueue(engine.telemetry.stamp(queued, delay, txn.wf), delay)
+            stamped = engine.telemetry.stamp(queued, delay, txn.wf)
+            # Sent again after a pause: a job that went out twice runs once (its token).
+            ride_out(partial(engine.queue.enqueue, stamped, delay), txn.wf.id)
         for action in txn.deferred:
             action()
         for entry in txn.emitted:
