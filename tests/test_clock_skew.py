@@ -31,7 +31,7 @@ from statesaga.plugins import open_queue, open_store
 from statesaga.security.allowlist import AllowList
 from statesaga.verify.crashcheck import LEDGER_ENV, Ledger, check_ledger
 
-pytestmark = pytest.mark.redis
+pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
 TESTS = Path(__file__).parent
 WAIT = 40.0  # a safety net for slow machines; a retry two minutes late still exceeds it

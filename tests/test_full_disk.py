@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from disk_handlers import fill
 
+pytestmark = pytest.mark.slow
+
 TESTS = Path(__file__).parent
 EXAMPLES = TESTS.parent / "examples"
 TRIP = {"origin": "TPE", "destination": "NRT", "nights": 3, "amount": 1250, "email": "a@b.c"}

@@ -21,7 +21,7 @@ from statesaga.models import WorkflowStatus
 from statesaga.plugins import open_store
 from statesaga.verify.crashcheck import LEDGER_ENV, Ledger, check_ledger
 
-pytestmark = pytest.mark.redis
+pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
 TESTS = Path(__file__).parent
 WAIT = 120.0

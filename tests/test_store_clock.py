@@ -63,6 +63,7 @@ def test_a_store_without_a_clock_leaves_the_hosts(tmp_path: object) -> None:
     assert len(calls) == 1
 
 
+@pytest.mark.redis
 def test_the_engine_keeps_time_by_the_redis_servers_clock(redis_url: str) -> None:
     store = open_store(redis_url + "?durability=none")
     seconds, micro = store.client.time()  # type: ignore[attr-defined]
