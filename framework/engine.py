@@ -22,10 +22,11 @@ from .definition import WorkflowDefinition
 from .models import SagaStep, WorkflowState
 from .observability.telemetry import Telemetry
 from .plugins import ChartSource, lifecycle_chart, load_registry_plugins
-from .ports import Clock, Job, Queue, Store, SystemClock
+from .ports import Clock, Job, Queue, Store
 from .registry import Registry
 from .runtime import jobs as _jobs
 from .runtime.admission import Admission
+from .runtime.clock import store_clock
 from .runtime.commands import Commands
 from .runtime.effects import install_builtins
 from .runtime.heartbeat import Heartbeats
@@ -76,7 +77,8 @@ class Engine:
         # Plugins first: the built-ins only fill names nobody registered.
         load_registry_plugins(self.registry)
         install_builtins(self.registry)
-        self.clock: Clock = clock or SystemClock()
+        # The store's clock unless told otherwise: leases and due times on one clock.
+        self.clock: Clock = clock or store_clock(store)
         self.worker = worker
         self.heartbeat_interval = heartbeat_interval
         self.probe = probe

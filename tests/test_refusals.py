@@ -117,7 +117,8 @@ def test_list_recover_and_status_go_on_past_a_damaged_document_and_name_it(
 
     listed = statesaga("list", "--store", url, cwd=tmp_path)
     assert listed.returncode == 1
-    assert [line.split()[0] for line in listed.stdout.splitlines()] == [first, last]
+    # newest first (statesaga list)
+    assert [line.split()[0] for line in listed.stdout.splitlines()] == [last, first]
     line = one_line(listed.stderr)
     assert line.startswith(f"error: stored workflow {bad} cannot be read: ")
     assert SECRET not in line and "{" not in line  # what is wrong, not the document

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 #: Repository folders served as they are, and the kinds of file taken from each.
 MIRRORED = {
     "diagrams": (".md", ".svg", ".dot", ".png"),
-    "examples": (".yaml", ".py", ".service", ".env"),
+    "examples": (".yaml", ".yml", ".json", ".py", ".service", ".env"),
     "statecharts": (".yaml", ".json"),
 }
 

@@ -89,6 +89,22 @@ from .running import echo_waiting, report_unreadable
     show_default=True,
     help="run the step a settle claims here at once (--no-eager: every step through the queue)",
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    envvar="STATESAGA_METRICS_PORT",
+    show_envvar=True,
+    help="serve metrics for Prometheus on this port: this worker's steps and the fleet's "
+    "queue depth, workers, stuck workflows (OTEL_METRICS_EXPORTER=prometheus alone: "
+    "OTEL_EXPORTER_PROMETHEUS_PORT, default 9464)",
+)
+@click.option(
+    "--metrics-host",
+    default=None,
+    help="the address the metrics port binds (default: OTEL_EXPORTER_PROMETHEUS_HOST, "
+    "else localhost)",
+)
 @guard
 def worker(
     queue: str | None,
@@ -103,11 +119,26 @@ def worker(
     processes: int,
     recover_every: float | None,
     eager: bool,
+    metrics_port: int | None,
+    metrics_host: str | None,
 ) -> None:
     """Run step and compensation jobs from an RQ queue (SIGTERM: finish the step, then exit)."""
     import os
 
+    from ..observability.otel import configure_from_env, prometheus_wanted
+
     log_level = _worker_log_level(log_level)
+    if metrics_port is not None and processes > 1:
+        raise click.UsageError(
+            "--metrics-port serves one process's metrics: with --processes N, start N workers "
+            "each with a port of its own"
+        )
+    prometheus = metrics_port is not None or prometheus_wanted()
+    done = configure_from_env(prometheus=prometheus)
+    if done:
+        logging.getLogger("statesaga.otel").info("OpenTelemetry: %s", "; ".join(done))
+    if prometheus and metrics_port is None and processes == 1:
+        metrics_port = int(os.environ.get("OTEL_EXPORTER_PROMETHEUS_PORT") or 9464)
 
     from ..security.allowlist import AllowList
     from ..worker import DEFAULT_WORKER_QUEUE, WorkerSettings, run_worker
@@ -125,6 +156,8 @@ def worker(
         log_level=log_level.upper(),
         step_chart=step_chart,
         eager=eager,
+        metrics_port=metrics_port if processes == 1 else None,
+        metrics_host=metrics_host,
     )
     if processes > 1 or recover_every is not None:
         sys.exit(_supervise_workers(settings, processes, recover_every))
@@ -652,6 +685,12 @@ def check_upgrade_command(definition: str, store: str | None, as_json: bool) -> 
     help="allow changes for whoever presents it (default: read-only); prefer the env var, "
     "which `ps` does not show",
 )
+@click.option(
+    "--create",
+    is_flag=True,
+    help="make the store if it does not exist yet (else a store that is not there is refused, "
+    "as `status` and `list` refuse it: a typo in its path must not show an empty dashboard)",
+)
 @guard
 def serve(
     store: str | None,
@@ -661,6 +700,7 @@ def serve(
     host: str,
     port: int,
     token: str | None,
+    create: bool,
 ) -> None:
     """Serve the dashboard and JSON API: every stored workflow, live diagrams, and (with a
     token) signal, cancel, restart and start, each recorded in the history with who did it."""
@@ -668,10 +708,15 @@ def serve(
     try:
         from ..web import ServeSettings
         from ..web import serve as run_server
+        from ..web.app import create_app  # noqa: F401  (what needs the extra)
     except ImportError as exc:
         fail(f"the dashboard needs its extra: pip install 'statesaga[ui]' ({exc.name} missing)")
     if token is not None and len(token) < 12:
         fail("--token must be at least 12 characters")
+    if not create:
+        from ..plugins import open_existing_store
+
+        open_existing_store(store_url(store)).close()  # NoStoreError: one line, exit 1
     settings = ServeSettings(
         store=store_url(store),
         queue=queue_url(queue),

@@ -44,9 +44,10 @@ _TAG_STYLES = ("failure", "rolled_back", "success")  # first match wins
 # Whose error a step shows: a display choice (IN_DOUBT's is said by the halt's reason), not a
 # group the tables state.
 _STOPPED = frozenset({StepStatus.FAILED, StepStatus.COMPENSATION_FAILED, StepStatus.RETRYING})
-#: The glyphs that mark a step that waits: for a signal (a person, another system), for time.
-WAIT_MARK = "\u23f8"  # ⏸
-SLEEP_MARK = "\u23f1"  # ⏱
+#: The words that mark a step that waits: for a signal (a person, another system), for time.
+#: Words, not glyphs: ⏸ and ⏱ need an emoji font, which a server or a browser may not have.
+WAIT_MARK = "wait:"
+SLEEP_MARK = "sleep:"
 
 
 def _seconds(value: float) -> str:
@@ -64,8 +65,8 @@ def wait_text(
     duration: float | None,
     until: object | None,
 ) -> str | None:
-    """What a wait or sleep step waits for, as drawn: `⏸ signal approve, timeout 3d: fail`
-    or `⏱ 5s`; None for an action step."""
+    """What a wait or sleep step waits for, as drawn: `wait: signal approve, timeout 3d: fail`
+    or `sleep: 5s`; None for an action step."""
     if kind == "wait":
         text = f"{WAIT_MARK} signal {signal}"
         if timeout is not None:
@@ -175,12 +176,14 @@ def _dag(
     undoable = [n for n in names if n != pivot and not (pivot and after_pivot(n))]
     for name, desc, depends_on, is_pivot, _comp, waits in steps:
         tags: tuple[str, ...] = ("pivot",) if is_pivot else ()
+        mark = ""
         if waits:
-            tags = ("sleep",) if waits.startswith(SLEEP_MARK) else ("wait",)
+            mark = SLEEP_MARK if waits.startswith(SLEEP_MARK) else WAIT_MARK
+            tags = ("sleep",) if mark == SLEEP_MARK else ("wait",)
         nodes.append(
             DiagramNode(
                 id=name,
-                label=f"{waits[0]} {name}" if waits else name,
+                label=f"{mark} {name}" if waits else name,
                 kind="initial" if not depends_on else "normal",
                 description=desc,
                 tags=tags,

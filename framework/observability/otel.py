@@ -9,7 +9,8 @@ application's, see statesaga.observability.telemetry). It needs `pip install 'st
   needs opentelemetry-exporter-otlp-proto-grpc), `none`, or the name of an installed
   exporter plugin (entry-point group `opentelemetry_traces_exporter`). Several, comma-separated.
 - `OTEL_METRICS_EXPORTER`: `console`, `otlp`, `prometheus` (served by `prometheus_text`,
-  which the dashboard's `/metrics` returns), `none`.
+  which the dashboard's `/metrics` returns, and by a worker on its own port: see
+  `serve_prometheus`), `none`.
 - `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER`,
   `OTEL_METRIC_EXPORT_INTERVAL`, `OTEL_SDK_DISABLED` as the SDK reads them.
 
@@ -225,6 +226,41 @@ def _meter_provider(readers: list[Any], resource: Any) -> Any:
     return MeterProvider(metric_readers=readers, resource=resource)
 
 
+def prometheus_wanted(environ: Mapping[str, str] | None = None) -> bool:
+    """`OTEL_METRICS_EXPORTER` names prometheus."""
+    env = os.environ if environ is None else environ
+    return "prometheus" in _names(env.get("OTEL_METRICS_EXPORTER"))
+
+
+def serve_prometheus(
+    port: int | None = None, host: str | None = None, environ: Mapping[str, str] | None = None
+) -> str:
+    """Serve this process's metrics for Prometheus at http://HOST:PORT/metrics, on a thread
+    of its own: `port` and `host`, else OTEL_EXPORTER_PROMETHEUS_PORT and _HOST, else the
+    specification's defaults (9464, localhost). A port that is taken is one clear line.
+    Returns the URL."""
+    env = os.environ if environ is None else environ
+    try:
+        from prometheus_client import start_http_server
+    except ImportError:
+        raise StatesagaError(f"a metrics port needs prometheus_client: {_INSTALL}") from None
+    where = host or env.get("OTEL_EXPORTER_PROMETHEUS_HOST") or "localhost"
+    raw = port if port is not None else env.get("OTEL_EXPORTER_PROMETHEUS_PORT", "9464")
+    try:
+        number = int(raw)
+    except ValueError:
+        raise StatesagaError(
+            f"OTEL_EXPORTER_PROMETHEUS_PORT must be a port number, not {raw!r}"
+        ) from None
+    try:
+        start_http_server(number, addr=where)
+    except OSError as exc:
+        raise StatesagaError(
+            f"cannot serve metrics on {where}:{number}: {exc.strerror or exc}"
+        ) from None
+    return f"http://{where}:{number}/metrics"
+
+
 def prometheus_text() -> tuple[bytes, str]:
     """The body and content type of a Prometheus `/metrics` page: the metrics of this process,
     read when `configure_from_env(prometheus=True)` (or the application) installed a
@@ -236,4 +272,4 @@ def prometheus_text() -> tuple[bytes, str]:
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
 
 
-__all__ = ["configure_from_env", "prometheus_text"]
+__all__ = ["configure_from_env", "prometheus_text", "prometheus_wanted", "serve_prometheus"]

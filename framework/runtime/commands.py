@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..definition import WorkflowDefinition
+from ..definition import WorkflowDefinition, payload_problems
 from ..errors import InputError, Problem, StateError, TransitionError
 from ..models import StepStatus, WorkflowState
 from ..security.limits import json_problems, json_size, max_input_bytes
@@ -150,6 +150,11 @@ class Commands:
                     + (f"; {kept} already kept" if kept else "")
                     + ")"
                 )
+            schema = open_[kept].payload  # the step that will take this payload
+            if schema is not None:
+                problems = payload_problems(schema, payload, name)
+                if problems:
+                    raise InputError(problems)
             wf.signals.setdefault(name, []).append(payload)
             engine.kernel.fire(txn, None, WorkflowTrigger.SIGNAL, f"{name} {summary}")
             return True

@@ -187,7 +187,7 @@ def explain_halt(ctx: TransitionContext, cancelled: bool = False) -> Deferred:
         state = {StepStatus.COMPLETED: "it applied", StepStatus.EXECUTING: "it is running"}.get(
             pivot.status, "its outcome is unknown"
         )
-        left = [s.name for s in wf.steps if s.status in STEP_MAY_REMAIN]
+        left = [s.name for s in wf.steps if s.status in STEP_MAY_REMAIN and not s.read_only]
         why = "cancelled" if cancelled else "a step failed"
         wf.reason = (
             f"{why} once the pivot {pivot.name} may have applied ({state}), so nothing is "
@@ -357,7 +357,8 @@ def fresh_step(step: SagaStep, now: datetime) -> SagaStep:
         )
     keep = {
         "id", "name", "action_type", "params", "depends_on", "retry", "timeout", "pivot",
-        "todo_id", "kind", "signal", "on_timeout", "default", "sleep", "until",
+        "todo_id", "kind", "signal", "on_timeout", "default", "sleep", "until", "payload",
+        "read_only",
     }  # fmt: skip
     spec = step.model_dump(include=keep)
     return SagaStep.model_validate({**spec, "compensation": comp})

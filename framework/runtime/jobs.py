@@ -116,7 +116,9 @@ class Jobs:
         kernel = engine.kernel
 
         def claim(txn: Txn) -> bool:
-            step = txn.wf.step(job.step)
+            step = _step_of(txn.wf, job)
+            if step is None:
+                return False
             if (
                 txn.wf.status is not WorkflowStatus.RUNNING
                 or step.status not in self.dispatchable
@@ -224,7 +226,9 @@ class Jobs:
         kernel = engine.kernel
 
         def fire(txn: Txn) -> bool:
-            step = txn.wf.step(job.step)
+            step = _step_of(txn.wf, job)
+            if step is None:
+                return False
             due = step.next_attempt_at
             if (
                 txn.wf.status is not WorkflowStatus.RUNNING
@@ -254,7 +258,9 @@ class Jobs:
         kernel = engine.kernel
 
         def claim(txn: Txn) -> bool:
-            step = txn.wf.step(job.step)
+            step = _step_of(txn.wf, job)
+            if step is None:
+                return False
             comp = step.compensation
             if step.status not in self.undoable or comp is None or job.attempt != comp.attempts + 1:
                 log.info("stale compensation job %s ignored", _jobname(job))
@@ -295,6 +301,15 @@ class Jobs:
             return True
 
         kernel.transact(job.workflow_id, settle, by=engine.worker, job=job, first=claimed)
+
+
+def _step_of(wf: WorkflowState, job: Job) -> SagaStep | None:
+    """The job's step, or None when a plan's revision removed it (its job is stale)."""
+    try:
+        return wf.step(job.step)
+    except KeyError:
+        log.info("stale job %s ignored (the plan no longer has that step)", _jobname(job))
+        return None
 
 
 def _jobname(job: Job) -> str:
