@@ -613,7 +613,7 @@ CASES: list[Case] = [
         1,
         files={"def.yaml": BASE},
         setup="corrupt",
-        stdout="0 in-flight instance(s)",
+        stdout="0 in-flight instances",
     ),
     Case(
         "list-corrupt-redis",

@@ -241,7 +241,7 @@ def test_plugins_command_lists_builtins_and_the_plugin_and_reports_a_broken_one(
     broken = rows[("statesaga.effects", "explode")]
     assert broken[2:4] == ["statesaga_broken_missing:explode", "0.0.1"]
     assert "ModuleNotFoundError" in " ".join(broken[4:])
-    assert "2 plugin(s) failed to load" in out.stderr
+    assert "2 plugins failed to load" in out.stderr
 
     as_json = _cli("plugins", "--json", "--group", "statesaga.stores", env=plugin.env(broken=True))
     stores = {p["name"]: p for p in map(json.loads, as_json.stdout.splitlines())}

@@ -94,7 +94,7 @@ def test_check_upgrade_command_exits_1_when_an_instance_cannot_continue(tmp_path
     assert result.exit_code == 1, result.output
     assert f"{ids['v1_waiting']} v1 RUNNING at approval: CANNOT continue" in result.output
     assert "compensation 'withdraw_claim' became 'archive_claim'" in result.output
-    assert "2 in-flight instance(s) of expense_claim on other versions; 2 cannot" in result.output
+    assert "2 in-flight instances of expense_claim on other versions; 2 cannot" in result.output
 
     same = tmp_path / "expense-v3-ok.yaml"
     same.write_text(yaml.safe_dump(version(3)), encoding="utf-8")

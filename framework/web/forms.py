@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from ..models import StepStatus, WorkflowState
+from ..wording import counted
 from .auth import COOKIE, SESSION_SECONDS, AuthRefused
 from .fleet import requeue
 from .http import BadRequest, BodyTooLarge, local_target, local_value, strict_json
@@ -230,7 +231,8 @@ def _plan(action: str, wf: WorkflowState, engine: Any) -> Plan:
         step = next((st.name for st in wf.steps if st.status is not StepStatus.COMPLETED), None)
         if step is None:
             return Plan(wf, False, "every step has completed; nothing to re-run")
-        return Plan(wf, True, f"re-run from {step} ({len(done)} completed step(s) kept)", step)
+        kept = counted(len(done), "completed step")
+        return Plan(wf, True, f"re-run from {step} ({kept} kept)", step)
     if engine.has_ended(status):
         return Plan(wf, False, f"it has ended ({status}); nothing to cancel")
     undo = ", ".join(reversed(done)) or "nothing yet"
