@@ -251,6 +251,9 @@ class SagaStep(_Doc):
         description="the active sub-state(s) under status, for a step lifecycle with compound "
         "states (e.g. ['CALLING_MODEL'] while EXECUTING)",
     )
+    read_only: bool = Field(
+        False, description="the step only reads: it has no effect to undo or to leave behind"
+    )
     in_doubt: bool = Field(
         False,
         description="an attempt's outcome is unknown (its worker was lost, or it timed out), so "

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from ..models import CompensationStrategy, SagaStep, StepStatus, WorkflowStatus
+from ..models import CompensationStrategy, SagaStep, StepStatus, WorkflowState, WorkflowStatus
 from ..vocabulary import (
     STEP_APPLYING,
     STEP_MAY_REMAIN,
@@ -56,6 +56,25 @@ def may_have_applied(step: SagaStep) -> bool:
     return step.status in STEP_MAY_REMAIN or (
         step.in_doubt and step.status in (StepStatus.QUEUED, StepStatus.RETRYING)
     )
+
+
+def has_effect(step: SagaStep) -> bool:
+    """The step's handler may change something outside: an action not declared read_only
+    (waits and sleeps run no handler)."""
+    return step.kind == "action" and not step.read_only
+
+
+def doubt_is_harmless(wf: WorkflowState, step: SagaStep) -> bool:
+    """A lost attempt of this step costs at most a retry: its compensation undoes it by its
+    key, or it has no effect. Not so for the pivot (never undone: a pivot in doubt halts the
+    saga), a step with an effect and no compensation, or any step under forward_retry
+    (nothing is undone). For those the engine saves the claim right before the handler's
+    call, so a claimed attempt is never mistaken for a started one (Jobs.claim_eagerly)."""
+    if not has_effect(step):
+        return True
+    if step.pivot or step.compensation is None:
+        return False
+    return wf.strategy is not CompensationStrategy.FORWARD_RETRY
 
 
 def pivot_passed(ctx: TransitionContext) -> bool:
@@ -149,4 +168,11 @@ GUARDS: dict[str, Callable[..., bool]] = {
 }
 
 
-__all__ = ["GUARDS", "HOLDS_DEPENDENCIES", "may_have_applied", "step_of"]
+__all__ = [
+    "GUARDS",
+    "HOLDS_DEPENDENCIES",
+    "doubt_is_harmless",
+    "has_effect",
+    "may_have_applied",
+    "step_of",
+]
