@@ -496,8 +496,11 @@ def signal(
 ) -> None:
     """Send the signal NAME to a workflow (e.g. `approve`); the step waiting for it completes
     with the payload as its result. A signal sent before the step waits is kept for it; one
-    to a finished workflow, or that no step waits for, is an error (exit 1)."""
+    to a finished workflow, or that no step waits for, is an error (exit 1). Exit 0 when the
+    workflow then completes (or waits again, or runs on workers elsewhere), 1 otherwise."""
     import getpass
+
+    from ..models import halt_reason
 
     data = _payload(payload)
     engine = _recovery_engine(store, queue, handlers)
@@ -511,6 +514,10 @@ def signal(
     echo_waiting(final)
     if final.revision != wf.revision:
         click.echo(f"{final.id} {final.status.value}")
+    if final.status is WorkflowStatus.FAILED:
+        click.echo(f"{final.id} halted: {halt_reason(final)}", err=True)
+    # As `run` and `restart`: 0 while it goes on (waits, or runs on workers) or completed.
+    sys.exit(0 if final.status in (WorkflowStatus.COMPLETED, WorkflowStatus.RUNNING) else 1)
 
 
 def _require_handlers(engine: Any, wf: Any) -> None:
