@@ -64,17 +64,27 @@ def has_effect(step: SagaStep) -> bool:
     return step.kind == "action" and not step.read_only
 
 
+def past_the_pivot(wf: WorkflowState) -> set[str]:
+    """The pivot and every step that depends on it: past the point of no return."""
+    past = {s.name for s in wf.steps if s.pivot}
+    for s in wf.steps:  # table order lists dependencies first
+        if any(d in past for d in s.depends_on):
+            past.add(s.name)
+    return past
+
+
 def doubt_is_harmless(wf: WorkflowState, step: SagaStep) -> bool:
-    """A lost attempt of this step costs at most a retry: its compensation undoes it by its
-    key, or it has no effect. Not so for the pivot (never undone: a pivot in doubt halts the
-    saga), a step with an effect and no compensation, or any step under forward_retry
-    (nothing is undone). For those the engine saves the claim right before the handler's
-    call, so a claimed attempt is never mistaken for a started one (Jobs.claim_eagerly)."""
+    """A lost attempt of this step costs at most a retry: if the saga unwinds, its
+    compensation undoes it by its key (or it declares nothing to undo). Not so at or past the
+    pivot, where nothing is undone and a step in doubt halts the saga once its retries run
+    out, nor under forward_retry (nothing is ever undone); a read_only step has no effect to
+    be in doubt about. For the others the engine saves the claim right before the handler's
+    call, so a claimed attempt is never taken for a started one (Jobs.claim_eagerly)."""
     if not has_effect(step):
         return True
-    if step.pivot or step.compensation is None:
+    if wf.strategy is CompensationStrategy.FORWARD_RETRY:
         return False
-    return wf.strategy is not CompensationStrategy.FORWARD_RETRY
+    return step.name not in past_the_pivot(wf)
 
 
 def pivot_passed(ctx: TransitionContext) -> bool:
@@ -174,5 +184,6 @@ __all__ = [
     "doubt_is_harmless",
     "has_effect",
     "may_have_applied",
+    "past_the_pivot",
     "step_of",
 ]

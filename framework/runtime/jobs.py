@@ -203,11 +203,12 @@ class Jobs:
         saves runs it (Temporal's eager activity execution). The other ready steps still go
         to the queue for other workers.
 
-        Claimed is not started: a step whose lost attempt costs at most a retry (it has a
-        compensation, or no effect) is claimed in this very save, which is then all the
-        engine knows of its call. Any other step (the pivot, a step without compensation) is
-        held QUEUED and claimed by its own save right before the call (one more write), so a
-        process dying in between leaves it QUEUED, re-run by recovery, never in doubt."""
+        Claimed is not started: a step whose lost attempt costs at most a retry (the saga can
+        still undo it, or it has no effect) is claimed in this very save, which is then all
+        the engine knows of its call. A step at or past the pivot (or under forward_retry),
+        whose doubt would halt the saga, is held QUEUED and claimed by its own save right
+        before the call (one more write), so a process dying in between leaves it QUEUED:
+        recovery runs it again with the attempt unspent, or the saga unwinds past it."""
         if txn.wf.status is not WorkflowStatus.RUNNING:
             return None
         for i, (queued, delay) in enumerate(txn.jobs):
