@@ -19,6 +19,7 @@ machine that loses power does. It runs `python -m statesaga.verify.crashcheck SP
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -208,13 +209,13 @@ def _send_signals(
         if step.name not in signals:
             continue
         at = Job(kind="step", workflow_id=wf.id, step=step.name, attempt=step.attempts)
-        with _boundary_before_enqueue(engine, lambda at=at: probe("after_save", at)):
+        with BoundaryBeforeEnqueue(engine, functools.partial(probe, "after_save", at)):
             engine.signal(wf.id, step.signal, signals[step.name], by="check-crashes")
         sent = True
     return sent
 
 
-class _boundary_before_enqueue:  # noqa: N801 - used as a `with` block, like contextlib's
+class BoundaryBeforeEnqueue:
     """Call `boundary` between the save of an operator's command (a signal) and the first job
     it enqueues, or after the command when it enqueues none: the point `after_save` marks for
     a job. The engine probes only jobs' saves; a command's outward actions run after its save
