@@ -263,3 +263,19 @@ def test_an_approval_saga_with_its_signal_on_rq_with_real_redis(
     assert all(r.ok for r in results), table
     assert {r.status for r in results} == {"COMPLETED"}
     assert any(r.event and r.event.label == "approval#1" for r in results), table
+
+
+def test_expected_ends_are_stated_per_input_and_a_wrong_one_is_one_line(tmp_path: Path) -> None:
+    trip = trip_scenarios()[0]
+    either = Scenario("either", trip.definition, TRIP, expect="COMPENSATED, FAILED")
+    assert either.expected == {"COMPENSATED", "FAILED"}
+    assert Scenario("set", trip.definition, expect={"COMPLETED"}).expected == {"COMPLETED"}
+    out = _cli(
+        "check-crashes", str(EXAMPLES / "trip.yaml"), "--input", json.dumps(TRIP),
+        "--input", json.dumps(TRIP), "--expect", "COMPLETED", "--expect", "COMPLETED,RUNNING",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert out.returncode == 2 and out.stdout == "", out.stdout
+    [error] = [line for line in out.stderr.splitlines() if line.startswith("Error:")]
+    assert error.startswith("Error: scenario 'trip-2': cannot expect RUNNING; expect one or")
+    assert "Traceback" not in out.stderr
