@@ -134,6 +134,7 @@ def _cell(
         "handlers": list(scenario.handlers),
         "deadline": settings.deadline,
         "signals": dict(scenario.signals),
+        "saga": scenario.definition,
         "clock": str(celldir / "clock"),
     }
     record = celldir / "events.jsonl"

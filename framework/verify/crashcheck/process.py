@@ -129,6 +129,8 @@ def worker_main(spec: dict[str, Any]) -> int:
     record = Path(spec["record"]) if spec.get("record") else None
     clock = SkippingClock(Path(spec["clock"])) if spec.get("clock") else None
     probe = make_probe(kill_at, record)
+    # The saga's own step lifecycle (`step_lifecycle:`), in every process of the cell.
+    saga = load_definition(spec["saga"]) if spec.get("saga") else None
     engine = EngineOptions(
         store=spec["store"],
         queue=spec["queue"],
@@ -138,6 +140,7 @@ def worker_main(spec: dict[str, Any]) -> int:
         worker=f"crash-worker-{os.getpid()}",
         probe=probe,
         clock=clock,
+        definition=saga,
     ).build()
     store = engine.store
     if spec.get("recover"):
