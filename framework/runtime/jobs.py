@@ -5,8 +5,9 @@ waiting step. Each is claimed by a transaction that checks the job's attempt tok
 the stored step (a stale or duplicate job changes nothing), and a step's or compensation's
 outcome is settled by a second one. Which states a claim accepts is asked of the step
 lifecycle (the sources of `dispatch`, of `wake`/`wait_timeout`, of `compensated`), not
-listed here. With eager dispatch the settle of a step also claims the next ready step, which
-this process then runs at once. The builders of the jobs the effects enqueue live here too.
+listed here. With eager dispatch the settle of a step also claims the next ready step (or,
+where a lost attempt could halt the saga, holds it for its own claim right before the call),
+which this process then runs at once. The builders of the jobs the effects enqueue live here too.
 """
 
 from __future__ import annotations
