@@ -86,7 +86,9 @@ class Engine:
         # and this process runs it at once, one store write per step instead of two and no
         # trip through the queue. Other ready steps (parallel branches) still go to the queue.
         # A claimed step is EXECUTING from that save on; if this process dies before it ends,
-        # it is a lost attempt like any other (stale heartbeat, recovery).
+        # it is a lost attempt like any other (stale heartbeat, recovery). A step whose lost
+        # attempt could halt the saga (at or past the pivot) is held instead and claimed by
+        # its own save right before its call (runtime.jobs: claimed is not started).
         self.eager: bool = bool(eager)
         # A user's copy of a shipped lifecycle (e.g. with a plugin's effect on a transition).
         self.workflow_chart = _compiled("workflow", workflow_chart, self.registry)

@@ -95,7 +95,8 @@ def test_reads_work_and_writes_fail_in_one_line_on_a_full_disk(
 
     listed = cli("list", "--store", store)
     assert listed.returncode == 0, listed.stderr
-    assert [line.split()[0] for line in listed.stdout.splitlines()] == ids
+    # newest first (statesaga list)
+    assert [line.split()[0] for line in listed.stdout.splitlines()] == ids[::-1]
     for wf_id in ids:
         shown = cli("status", wf_id, "--store", store, "--json")
         assert shown.returncode == 0, shown.stderr

@@ -590,6 +590,10 @@ class Simulation:
 
     # -- faults at the engine's boundaries ---------------------------------------------------
     def _probe(self, boundary: str, job: Job) -> None:
+        if boundary == "before_action":
+            # Its claim was the last write before the call: from here the handler may have
+            # been called (a death here and one inside it look the same to the engine).
+            self.service.reached.add((job.step, job.attempt))
         if self.healing:
             return
         r = self.rng.random()

@@ -61,6 +61,8 @@ class Service:
 
     `dependents[s]` lists every step that depends on s (transitively); `after_pivot` holds
     the pivot and the steps that depend on it; `undoable` the steps with a compensation.
+    `reached` holds the (step, attempt) pairs whose handler may have been called: those that
+    passed their claim, the last write before the call (the simulation's probe notes them).
     """
 
     dependents: Mapping[str, frozenset[str]]
@@ -71,6 +73,7 @@ class Service:
     live: dict[str, str] = field(default_factory=dict)
     undone: set[str] = field(default_factory=set)
     violations: list[str] = field(default_factory=list)
+    reached: set[tuple[str, int]] = field(default_factory=set)
     _refs: int = 0
 
     @classmethod
