@@ -178,6 +178,27 @@ def http_api_page() -> str:
                 out += [op["summary"], ""]
             if op.get("description"):
                 out += [op["description"], ""]
+            params = op.get("parameters", [])
+            if params:
+                out += ["| parameter | in | type | description |", "| --- | --- | --- | --- |"]
+                out += [
+                    f"| `{q.get('name')}` | {q.get('in', '')} | {_type(q.get('schema', {}), {})} "
+                    f"| {_cell(q.get('description', ''))} |"
+                    for q in params
+                ]
+                out.append("")
+            body = op.get("requestBody", {}).get("content", {}).get("application/json", {})
+            fields = body.get("schema", {}).get("properties", {})
+            if fields:
+                needed = set(body["schema"].get("required", ()))
+                out += ["| body field | type | required | description |"]
+                out += ["| --- | --- | --- | --- |"]
+                out += [
+                    f"| `{name}` | {_type(f, {})} | {'yes' if name in needed else ''} "
+                    f"| {_cell(f.get('description', ''))} |"
+                    for name, f in fields.items()
+                ]
+                out.append("")
             responses = op.get("responses", {})
             if responses:
                 out += ["| answer | meaning |", "| --- | --- |"]
