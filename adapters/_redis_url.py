@@ -4,7 +4,9 @@ from inside redis-py at the first command, or being silently ignored (`/notadb` 
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from statesaga.errors import AdapterError
@@ -36,6 +38,33 @@ _REDIS_OPTIONS = frozenset(
         "username",
     }
 )
+
+
+#: The socket options of every Redis client statesaga builds, unless its URL gives its own:
+#: the same on every redis-py version. redis-py 8 changed its defaults (a 5 s read timeout
+#: and TCP keepalive, where 5 to 7 waited forever), and RQ's idle worker, whose blocking wait
+#: for a job outlasted 5 s, logged an error and backed off for up to a minute.
+#: statesaga.adapters.rq_jobguard keeps that wait under the read timeout, whatever it is.
+CLIENT_DEFAULTS: dict[str, Any] = {
+    "socket_connect_timeout": 5.0,
+    "socket_timeout": 10.0,
+    "socket_keepalive": True,
+}
+
+
+def read_timeout(client: Any) -> float | None:
+    """The read timeout (`socket_timeout`) of `client`'s connections: the one given to its
+    pool, else its connection class's default (None, waiting forever, before redis-py 8)."""
+    pool = client.connection_pool
+    if "socket_timeout" in pool.connection_kwargs:
+        given = pool.connection_kwargs["socket_timeout"]
+        return None if given is None else float(given)
+    for cls in pool.connection_class.__mro__:
+        init = cls.__dict__.get("__init__")
+        param = inspect.signature(init).parameters.get("socket_timeout") if init else None
+        if param is not None and param.default is not inspect.Parameter.empty:
+            return None if param.default is None else float(param.default)
+    return None
 
 
 def check_redis_url(url: str, kind: str, own: Iterable[str] = ()) -> None:

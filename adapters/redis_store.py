@@ -40,7 +40,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
-from statesaga.adapters._redis_url import check_redis_url
+from statesaga.adapters._redis_url import CLIENT_DEFAULTS, check_redis_url
 from statesaga.errors import AdapterError
 
 from ._store import (  # noqa: TID251 (relative, so mypy reads the base class)
@@ -163,7 +163,7 @@ class RedisStore(DocumentStore):
         durability = query.pop("durability", ["checked"])[-1]
         rest = urlunsplit(parts._replace(query=urlencode(query, doseq=True)))
         try:
-            client = redis.Redis.from_url(rest, decode_responses=True)
+            client = redis.Redis.from_url(rest, decode_responses=True, **CLIENT_DEFAULTS)
         except ValueError as exc:
             raise AdapterError(f"bad redis store URL: {exc}") from None
         return cls(client, prefix, durability)
