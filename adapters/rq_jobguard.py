@@ -25,8 +25,10 @@ callbacks are always none, so even a path that skips the check cannot import a f
 from __future__ import annotations
 
 import logging
+import os
+import signal
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from rq import Queue, SimpleWorker
 from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
@@ -124,6 +126,16 @@ def blocking_wait(read: float | None, rq_default: int) -> int:
     return max(1, min(rq_default, int(read // 2)))
 
 
+def die_by(signum: int) -> NoReturn:
+    """End this process by `signum`'s default action (its exit status says which signal),
+    after writing out the logs; nothing else runs: no cleanup that a SIGKILL would skip."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+    os._exit(128 + signum)  # a signal whose default action is not to end the process
+
+
 class GuardedWorker(SimpleWorker):
     """An RQ SimpleWorker that runs only statesaga's job (see the module docstring), whose
     idle waits and stops fit the Redis client's read timeout, on every redis-py version."""
@@ -143,6 +155,17 @@ class GuardedWorker(SimpleWorker):
     @property
     def dequeue_timeout(self) -> int:
         return blocking_wait(self._read_timeout, super().dequeue_timeout)
+
+    def request_force_stop(self, signum: int, frame: Any) -> None:
+        # RQ ignores a second signal within 1 s of the first (a duplicate its own worker pool
+        # may send), then raises SystemExit wherever the main thread is: inside a job, RQ
+        # logs it as the job's failure, traceback and all. Nothing here sends duplicates, so
+        # a second signal means "now": the process ends as a killed worker would, by that
+        # signal, and the step in flight is left to recovery (its heartbeat goes stale).
+        self.log.warning(
+            "Worker %s: cold shut down: the step in flight is left to recovery", self.name
+        )
+        die_by(signum)
 
     def subscribe(self) -> None:
         # RQ's, with a listener that looks at its stop flag every PUBSUB_POLL seconds.

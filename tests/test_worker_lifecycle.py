@@ -115,12 +115,17 @@ def test_an_idle_worker_logs_nothing_and_starts_the_next_job_within_a_second(
         "plain": f"rq://127.0.0.1:{server.port}/0?queue=plain",
     }
     logs = {name: tmp_path / f"{name}.log" for name in queues}
+    common = ["--store", store, "--handlers", "ops_handlers", "--log-level", "info"]
     workers = {
         name: statesaga(
-            "worker", "--queue", url, "--store", store, "--handlers", "ops_handlers",
-            *(["--with-scheduler"] if name == "sched" else []), "--log-level", "info",
-            env=env, log=logs[name],
-        )  # fmt: skip
+            "worker",
+            "--queue",
+            url,
+            *common,
+            *(["--with-scheduler"] if name == "sched" else []),
+            env=env,
+            log=logs[name],
+        )
         for name, url in queues.items()
     }
     try:
@@ -146,3 +151,101 @@ def test_an_idle_worker_logs_nothing_and_starts_the_next_job_within_a_second(
         text = log.read_text()
         assert not [line for line in text.splitlines() if LOUD.search(line)], text
         assert workers[name].returncode == 0, text
+
+
+def step_states(engine: Engine, wf_id: str) -> dict[str, StepStatus]:
+    return {s.name: s.status for s in engine.get(wf_id).steps}
+
+
+def executing(engine: Engine, wf_id: str) -> str | None:
+    names = [n for n, s in step_states(engine, wf_id).items() if s is StepStatus.EXECUTING]
+    return names[0] if names else None
+
+
+def test_sigterm_finishes_the_job_in_hand_takes_no_other_and_exits_soon_after(
+    server: RedisServer, tmp_path: Path
+) -> None:
+    env = env_for(tmp_path, work=1.5)
+    queue, store = f"rq://127.0.0.1:{server.port}/0?queue=term", f"{server.url}?durability=none"
+    log = tmp_path / "worker.log"
+    proc = statesaga(
+        "worker", "--queue", queue, "--store", store, "--handlers", "ops_handlers",
+        "--with-scheduler", env=env, log=log,
+    )  # fmt: skip
+    try:
+        engine = engine_on(queue, store)
+        # Two steps are queued at once (fetch_rates, hold_inventory): the worker takes one.
+        wf_id = engine.start(load_definition(chaos_saga()), {}).id
+        in_hand = eventually(lambda: executing(engine, wf_id), "a step to run")
+        proc.send_signal(signal.SIGTERM)
+        eventually(
+            lambda: step_states(engine, wf_id)[in_hand] is StepStatus.COMPLETED,
+            "the step in hand to complete",
+        )
+        done = time.monotonic()
+        proc.wait(WAIT)
+        assert time.monotonic() - done < 2.0
+    finally:
+        stop(proc)
+    text = log.read_text()
+    assert proc.returncode == 0, text
+    assert "Traceback" not in text, text
+    states = step_states(engine, wf_id)
+    started = [n for n, s in states.items() if s not in (StepStatus.PENDING, StepStatus.QUEUED)]
+    assert started == [in_hand], states  # nothing claimed after the signal
+
+
+def test_a_second_signal_stops_at_once_and_leaves_the_step_to_recovery(
+    server: RedisServer, tmp_path: Path
+) -> None:
+    env = env_for(tmp_path, work=20)
+    queue, store = f"rq://127.0.0.1:{server.port}/0?queue=cold", f"{server.url}?durability=none"
+    log = tmp_path / "worker.log"
+    proc = statesaga(
+        "worker", "--queue", queue, "--store", store, "--handlers", "ops_handlers",
+        env=env, log=log,
+    )  # fmt: skip
+    try:
+        engine = engine_on(queue, store)
+        wf_id = engine.start(load_definition(chaos_saga()), {}).id
+        in_hand = eventually(lambda: executing(engine, wf_id), "a step to run")
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        assert proc.poll() is None  # the first signal waits for the step
+        proc.send_signal(signal.SIGINT)  # Ctrl+C as the second
+        second = time.monotonic()
+        proc.wait(WAIT)
+        assert time.monotonic() - second < 2.0, log.read_text()
+    finally:
+        stop(proc)
+    text = log.read_text()
+    assert "Traceback" not in text, text
+    assert proc.returncode == -signal.SIGINT  # ended as a killed worker, by the signal
+    assert step_states(engine, wf_id)[in_hand] is StepStatus.EXECUTING  # recovery's now
+
+
+def test_a_pool_that_ran_jobs_stops_within_seconds_of_sigterm(
+    server: RedisServer, tmp_path: Path
+) -> None:
+    env = env_for(tmp_path)
+    queue, store = f"rq://127.0.0.1:{server.port}/0?queue=pool", f"{server.url}?durability=none"
+    log = tmp_path / "pool.log"
+    pool = statesaga(
+        "worker", "--queue", queue, "--store", store, "--handlers", "ops_handlers",
+        "--with-scheduler", "--processes", "2", env=env, log=log,
+    )  # fmt: skip
+    try:
+        engine = engine_on(queue, store)
+        ids = [engine.start(load_definition(chaos_saga(0.2)), {"flaky": ["charge"]}).id]
+        ids += [engine.start(load_definition(chaos_saga(0.2)), {}).id for _ in range(3)]
+        finals = [engine.wait(wf_id, WAIT) for wf_id in ids]
+        assert {wf.status for wf in finals} == {WorkflowStatus.COMPLETED}
+        pool.send_signal(signal.SIGTERM)
+        asked = time.monotonic()
+        pool.wait(WAIT)
+        assert time.monotonic() - asked < 3.0
+    finally:
+        stop(pool)
+    text = log.read_text()
+    assert pool.returncode == 0, text
+    assert "Traceback" not in text and "cold shut down" not in text, text
