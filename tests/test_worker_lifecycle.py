@@ -249,3 +249,70 @@ def test_a_pool_that_ran_jobs_stops_within_seconds_of_sigterm(
     text = log.read_text()
     assert pool.returncode == 0, text
     assert "Traceback" not in text and "cold shut down" not in text, text
+
+
+SUPERVISE = """
+import logging, sys
+from statesaga.cli.supervisor import Child, Supervisor
+logging.basicConfig(level=logging.INFO, format="%(created).3f %(message)s")
+py = sys.executable
+slots = {
+    "sleeper": [py, "-c", "import time; time.sleep(600)"],
+    "quitter": [py, "-c", "import sys; sys.exit(3)"],
+    "quitter2": [py, "-c", "import sys; sys.exit(4)"],
+}
+Supervisor([Child(n, slots[n]) for n in sys.argv[1:]], {}, poll=0.05, stop_timeout=5).run()
+"""
+
+
+def supervise(tmp_path: Path, *slots: str) -> tuple[subprocess.Popen[bytes], Path]:
+    log = tmp_path / "supervisor.log"
+    out = log.open("ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SUPERVISE, *slots], stdout=out, stderr=out, env=dict(os.environ)
+    )
+    return proc, log
+
+
+def pids_of(log: Path, label: str) -> list[int]:
+    return [int(p) for p in re.findall(rf"{label} started \(pid (\d+)\)", log.read_text())]
+
+
+def test_a_child_killed_from_outside_is_restarted_at_once_however_often(tmp_path: Path) -> None:
+    proc, log = supervise(tmp_path, "sleeper", "quitter")
+    try:
+        for kill in range(1, 4):
+            pid = eventually(lambda k=kill: len(pids_of(log, "sleeper")) == k, "a start")
+            os.kill(pids_of(log, "sleeper")[-1], signal.SIGKILL)
+            killed = time.monotonic()
+            eventually(lambda k=kill: len(pids_of(log, "sleeper")) == k + 1, "the restart")
+            assert time.monotonic() - killed < 1.0, pid
+        eventually(lambda: log.read_text().count("quitter exited with code 3") >= 3, "3 exits")
+    finally:
+        stop(proc)
+    text = log.read_text()
+    assert text.count("sleeper was killed by SIGKILL") == 3, text
+    assert "restarting it in" not in "".join(
+        line for line in text.splitlines() if "sleeper" in line
+    )
+    # The slot that keeps exiting by itself waits longer each time, one line a time.
+    pauses = [float(p) for p in re.findall(r"quitter exited .* restarting it in ([\d.]+) s", text)]
+    assert pauses[:3] == [1.0, 2.0, 4.0], text
+    assert proc.returncode == 0 and "Traceback" not in text
+
+
+def test_never_are_all_worker_slots_paused_at_once(tmp_path: Path) -> None:
+    proc, log = supervise(tmp_path, "quitter", "quitter2")
+    try:
+        time.sleep(8)
+    finally:
+        stop(proc)
+    text = log.read_text()
+    starts = sorted(
+        float(line.split()[0]) for line in text.splitlines() if " started (pid " in line
+    )
+    # One slot or the other starts again LAST_SLOT_PAUSE (1 s) after it exited (the child
+    # lives ~0.3 s); with both backing off, the gaps would grow to 4 and 8 s.
+    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    assert len(starts) >= 5 and max(gaps) < 2.5, (gaps, text)
+    assert "every other worker slot is paused" in text
