@@ -27,7 +27,9 @@ from __future__ import annotations
 import logging
 import os
 import signal
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, NoReturn
 
 from rq import Queue, SimpleWorker
@@ -126,6 +128,20 @@ def blocking_wait(read: float | None, rq_default: int) -> int:
     return max(1, min(rq_default, int(read // 2)))
 
 
+@contextmanager
+def _own_signal_handlers() -> Iterator[None]:
+    """Put back the SIGTERM / SIGINT handlers RQ's work loop installs and leaves behind, so
+    a process that served a queue (a test, an application embedding a worker) is not left
+    with a finished worker's, which raises SystemExit from whatever runs next."""
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
 def die_by(signum: int) -> NoReturn:
     """End this process by `signum`'s default action (its exit status says which signal),
     after writing out the logs; nothing else runs: no cleanup that a SIGKILL would skip."""
@@ -155,6 +171,11 @@ class GuardedWorker(SimpleWorker):
     @property
     def dequeue_timeout(self) -> int:
         return blocking_wait(self._read_timeout, super().dequeue_timeout)
+
+    def work(self, *args: Any, **kwargs: Any) -> bool:
+        with _own_signal_handlers():
+            worked: bool = super().work(*args, **kwargs)
+        return worked
 
     def request_force_stop(self, signum: int, frame: Any) -> None:
         # RQ ignores a second signal within 1 s of the first (a duplicate its own worker pool

@@ -316,3 +316,35 @@ def test_never_are_all_worker_slots_paused_at_once(tmp_path: Path) -> None:
     gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
     assert len(starts) >= 5 and max(gaps) < 2.5, (gaps, text)
     assert "every other worker slot is paused" in text
+
+
+def test_ctrl_c_during_run_returns_at_once_with_the_resume_hint_while_a_handler_runs(
+    tmp_path: Path,
+) -> None:
+    import yaml
+
+    definition = tmp_path / "chaos.yaml"
+    definition.write_text(yaml.safe_dump(chaos_saga()))  # each step has `timeout: 20`
+    store = f"sqlite:///{tmp_path / 'run.db'}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "statesaga.cli", "run", str(definition), "--store", store,
+         "--handlers", "ops_handlers"],
+        env=env_for(tmp_path, work=30), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        start_new_session=True,  # a terminal of its own: Ctrl+C goes to its process group
+    )  # fmt: skip
+    try:
+        engine = Engine(open_store(store), open_queue("inline://"))
+        wf_id = eventually(lambda: [w.id for w in engine.store.list()], "the workflow")[0]
+        eventually(lambda: executing(engine, wf_id), "its first step to run")
+        os.killpg(proc.pid, signal.SIGINT)
+        pressed = time.monotonic()
+        out, _ = proc.communicate(timeout=WAIT)
+        assert time.monotonic() - pressed < 1.0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    text = out.decode()
+    assert proc.returncode == 130, text
+    assert f"interrupted: {wf_id} is RUNNING" in text and "statesaga recover" in text, text
+    assert "Traceback" not in text and "Exception ignored" not in text, text
