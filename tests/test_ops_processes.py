@@ -26,7 +26,7 @@ from statesaga.plugins import open_queue, open_store
 from statesaga.security.allowlist import AllowList
 from statesaga.verify.crashcheck import LEDGER_ENV, Ledger, check_ledger
 
-pytestmark = pytest.mark.redis
+pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
 WAIT = 60.0  # a safety net for slow CI machines, not a measurement
 TESTS = Path(__file__).parent
