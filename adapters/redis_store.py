@@ -40,7 +40,12 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
-from statesaga.adapters._redis_url import CLIENT_DEFAULTS, check_redis_url
+from statesaga.adapters._redis_url import (
+    CLIENT_DEFAULTS,
+    check_redis_url,
+    is_sentinel,
+    sentinel_client,
+)
 from statesaga.errors import AdapterError
 
 from ._store import (  # noqa: TID251 (relative, so mypy reads the base class)
@@ -155,7 +160,7 @@ class RedisStore(DocumentStore):
                 "the redis store needs redis-py; install it with: pip install 'statesaga[rq]'"
             ) from None
         parts = urlsplit(url)
-        if parts.scheme not in ("redis", "rediss", "unix"):
+        if parts.scheme not in ("redis", "rediss", "unix", "redis+sentinel"):
             raise AdapterError(f"not a redis store URL: {url!r} (expected redis://host:port/db)")
         check_redis_url(url, "redis store", own=("prefix", "durability"))
         query = parse_qs(parts.query, keep_blank_values=True)
@@ -163,7 +168,12 @@ class RedisStore(DocumentStore):
         durability = query.pop("durability", ["checked"])[-1]
         rest = urlunsplit(parts._replace(query=urlencode(query, doseq=True)))
         try:
-            client = redis.Redis.from_url(rest, decode_responses=True, **CLIENT_DEFAULTS)
+            if is_sentinel(rest):
+                client = sentinel_client(
+                    rest, "redis store", decode_responses=True, **CLIENT_DEFAULTS
+                )
+            else:
+                client = redis.Redis.from_url(rest, decode_responses=True, **CLIENT_DEFAULTS)
         except ValueError as exc:
             raise AdapterError(f"bad redis store URL: {exc}") from None
         return cls(client, prefix, durability)
@@ -358,6 +368,9 @@ class RedisStore(DocumentStore):
 def location(client: redis.Redis) -> str:
     """Where a redis-py client connects, as a URL whose password (if any) is masked."""
     kw = client.connection_pool.connection_kwargs
+    service = getattr(client.connection_pool, "service_name", None)
+    if service is not None:  # a primary that Sentinels name (redis+sentinel://)
+        return f"redis+sentinel://{service}/{kw.get('db', 0)}"
     scheme = "rediss" if "SSL" in client.connection_pool.connection_class.__name__ else "redis"
     auth = f"{kw.get('username') or ''}:***@" if kw.get("password") else ""
     if kw.get("path"):
