@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import NamedTuple
+from typing import NamedTuple, TypeGuard
 
 from statesaga.errors import ConflictError, DefinitionError, NotFoundError, Problem
 from statesaga.models import WorkflowState, WorkflowStatus, readable_documents
@@ -77,18 +77,21 @@ class Record:
 
 @dataclass(frozen=True)
 class Stored:
-    """A document as a backend read it, not parsed yet (a listing parses each one apart, so
-    one that cannot be read is left out alone).
+    """A document as a backend read it, not decoded nor parsed yet: every check of what a
+    disk, a hand edit or another program may have damaged is `DocumentStore._load`'s, so
+    that a listing parses each document apart and leaves out one that cannot be read alone.
 
-    `heartbeat_us` is the store's heartbeat field (a heartbeat writes only that);
-    `revision` the revision field when the store keeps it apart from the text and it is
-    authoritative (ArangoDB); `problems` what the backend already found wrong with the
-    stored fields around the text."""
+    `text` is the JSON text, as bytes when the backend reads raw bytes (they are decoded
+    here, so bytes that are not UTF-8 damage one document, not the read of every row);
+    `heartbeat_us` the store's heartbeat field (a heartbeat writes only that); `revision`
+    the revision field the store's revision check compares, when it keeps one apart from
+    the text (it is authoritative). Both are given as stored, unchecked. `problems`: what
+    the backend already found wrong with the stored fields around the text."""
 
     id: str
-    text: str
-    heartbeat_us: int | None = None
-    revision: int | None = None
+    text: str | bytes
+    heartbeat_us: object = None
+    revision: object = None
     problems: tuple[Problem, ...] = ()
 
 
@@ -138,6 +141,14 @@ class DocumentStore(ABC):
     def exists(self) -> bool:
         """The port's default: a store on a server is there (a file store says otherwise)."""
         return True
+
+    def read_only(self) -> None:
+        """The port's default: reads write nothing (a file store says otherwise)."""
+        return None
+
+    def server_time(self) -> datetime | None:
+        """The port's default: no clock of its own (a server store with one says its time)."""
+        return None
 
     # -- the primitives a backend writes -----------------------------------------------------
     @abstractmethod
@@ -213,13 +224,27 @@ class DocumentStore(ABC):
         return f"stored {workflow_id}"
 
     def _load(self, stored: Stored) -> WorkflowState:
-        """Parse a stored document; what cannot be read raises DefinitionError."""
-        if stored.problems:
-            raise DefinitionError(stored.problems)
-        wf = WorkflowState.from_json(stored.text, self._source(stored.id))
-        if stored.revision is not None:
+        """Decode and parse a stored document. Whatever is damaged (bytes that are not UTF-8,
+        text that is not JSON, JSON that is not a workflow, a revision or heartbeat field
+        that is not a whole number) raises DefinitionError naming the document and the
+        field, never quoting the document (it may hold anything, secrets included)."""
+        source = self._source(stored.id)
+        problems = [*stored.problems, *_field_problems(stored, source)]
+        if problems:
+            raise DefinitionError(problems)
+        text = stored.text
+        if isinstance(text, bytes):
+            try:
+                text = text.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DefinitionError(
+                    [Problem(f"not UTF-8 text (byte {exc.start} of {len(text)})", source)]
+                ) from None
+        wf = WorkflowState.from_json(text, source)
+        if isinstance(stored.revision, int):
             wf.revision = stored.revision
-        return fold_heartbeat(wf, stored.heartbeat_us)
+        heartbeat = stored.heartbeat_us
+        return fold_heartbeat(wf, heartbeat if isinstance(heartbeat, int) else None)
 
     def _readable(self, rows: Iterable[Stored]) -> builtins.list[WorkflowState]:
         """A listing leaves out a document that cannot be read (named in `unreadable`)."""
@@ -227,3 +252,26 @@ class DocumentStore(ABC):
             ((s.id, partial(self._load, s)) for s in rows), self.unreadable
         )
         return docs
+
+
+def _whole(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _field_problems(stored: Stored, source: str) -> builtins.list[Problem]:
+    """The stored fields around the text that the store's own checks compare: a revision the
+    revision check could never match, a heartbeat the stale scan could not order."""
+    problems = []
+    if stored.revision is not None and not (_whole(stored.revision) and stored.revision >= 1):
+        problems.append(Problem("must be a whole number from 1", source, None, "revision"))
+    beat = stored.heartbeat_us
+    if beat is not None and not (_whole(beat) and _FIRST_US <= beat <= _LAST_US):
+        problems.append(
+            Problem("must be a whole number of microseconds since 1970", source, None, "heartbeat")
+        )
+    return problems
+
+
+#: The heartbeats a datetime can hold (beyond them, reading one would overflow).
+_FIRST_US = micros(datetime(1, 1, 2, tzinfo=UTC))
+_LAST_US = micros(datetime(9999, 12, 30, tzinfo=UTC))

@@ -24,7 +24,7 @@ from ._store import (  # noqa: TID251 (relative, so mypy reads the base class)
 
 
 def _stored(record: Record) -> Stored:
-    return Stored(record.id, record.text, record.heartbeat_us)
+    return Stored(record.id, record.text, record.heartbeat_us, record.revision)
 
 
 def _later(a: int | None, b: int | None) -> int | None:

@@ -42,7 +42,8 @@ from __future__ import annotations
 
 import builtins
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
@@ -61,11 +62,15 @@ from ._store import (  # noqa: TID251 (relative, so mypy reads the base class)
     Outcome,
     Record,
     Stored,
+    from_micros,
     taken,
 )
 
 if TYPE_CHECKING:
     import redis
+
+#: redis-py's option (redis.client.NEVER_DECODE) for a reply left as bytes.
+NEVER_DECODE = "NEVER_DECODE"
 
 log = logging.getLogger("statesaga.redis_store")
 
@@ -91,11 +96,12 @@ return 0
 """
 
 # KEYS[1] = the document hash. ARGV: prefix, id, doc, expected revision, status, has_session,
-# session, created, heartbeat. Returns {code, revision}: 1 saved, 0 conflict, -1 not found.
+# session, created, heartbeat. Returns {code, revision}: 1 saved, 0 conflict (with the stored
+# `rev` as it is, which may be damaged), -1 not found.
 _SAVE = """
 local cur = redis.call('HMGET', KEYS[1], 'rev', 'status', 'session', 'created')
 if not cur[1] then return {-1, 0} end
-if tonumber(cur[1]) ~= tonumber(ARGV[4]) then return {0, tonumber(cur[1])} end
+if tonumber(cur[1]) ~= tonumber(ARGV[4]) then return {0, cur[1]} end
 local p, id, status, created = ARGV[1], ARGV[2], ARGV[5], ARGV[8]
 local new = tonumber(ARGV[4]) + 1
 redis.call('HSET', KEYS[1], 'doc', ARGV[3], 'rev', new, 'status', status, 'created', created)
@@ -295,6 +301,13 @@ class RedisStore(DocumentStore):
     def close(self) -> None:
         self.client.close()
 
+    def server_time(self) -> datetime:
+        """Redis's `TIME`: the one clock of every worker and recovery loop on this server,
+        so a host whose clock runs ahead or behind cannot misjudge a heartbeat."""
+        got: Any = self.client.time()
+        seconds, micro = got
+        return from_micros(int(seconds) * 1_000_000 + int(micro))
+
     # -- the primitives of the store algorithm (statesaga.adapters._store) -----------------
     def _insert(self, record: Record) -> Outcome:
         self._ensure_durable()
@@ -327,7 +340,11 @@ class RedisStore(DocumentStore):
         )
         if int(code) == -1:
             return MISSING
-        return WRITTEN if int(code) == 1 else taken(int(stored))
+        if int(code) == 1:
+            return WRITTEN
+        # A `rev` that is not a number never matches: a conflict whose re-read reports it.
+        revision = _revision(str(stored).encode())
+        return taken(revision if isinstance(revision, int) else None)
 
     def _replicated(self, script: Any, keys: list[str], args: list[Any]) -> Any:
         """Run a writing script; with `wait_replicas`, then WAIT on the same connection (a
@@ -407,16 +424,27 @@ class RedisStore(DocumentStore):
         if not ids:
             return []
         pipe = self.client.pipeline(transaction=False)
+        command: Callable[..., Any] = pipe.execute_command  # (untyped in redis-py)
         for wid in ids:
-            pipe.hmget(self._doc_key(wid), "doc", "status")
+            # Raw bytes, not decoded by redis-py: a document that is not UTF-8 would fail the
+            # whole pipeline (and leave its connection mid-reply); the store algorithm
+            # decodes each document apart.
+            command("HMGET", self._doc_key(wid), "doc", "status", "rev", **{NEVER_DECODE: True})
         pipe.zmscore(self._heartbeat_key, ids)
         *docs, beats = pipe.execute()
         return [
             None
-            if text is None or (status is not None and stored_status != status)
-            else Stored(wid, text, None if beat is None else int(beat))
-            for wid, (text, stored_status), beat in zip(ids, docs, beats, strict=True)
+            if text is None or (status is not None and stored_status != status.encode())
+            else Stored(wid, text, None if beat is None else int(beat), _revision(rev))
+            for wid, (text, stored_status, rev), beat in zip(ids, docs, beats, strict=True)
         ]
+
+
+def _revision(raw: bytes | None) -> object:
+    """The `rev` field as the revision check reads it (Lua's tonumber): a whole number, or
+    what is there, which the store algorithm reports as damaged."""
+    text = (raw or b"").decode("utf-8", "backslashreplace")
+    return int(text) if text.isascii() and text.isdigit() else text
 
 
 def location(client: redis.Redis) -> str:

@@ -10,11 +10,13 @@ any number of `statesaga worker` processes on any number of hosts.
   engine's own timeout fires first and is recorded as a step failure; RQ's is the backstop.
 - A delayed job (a retry's backoff) is put in RQ's ScheduledJobRegistry with `enqueue_at`
   and moved to the queue by the scheduler of a worker started with `--with-scheduler`; no
-  worker sleeps on it. RQ scores scheduled jobs in whole seconds and enqueues every job whose
-  second has begun, so the due time is rounded *up* to the next second: a job never runs
-  before its delay, and at most about two seconds after (the rounding plus the scheduler's
-  one-second poll). Job ids start with the due time in milliseconds, so jobs falling due in
-  the same second are enqueued in the order they fall due.
+  worker sleeps on it. Its due time is reckoned and compared on Redis's clock (`TIME`), not
+  on the clocks of the hosts that schedule and promote it. RQ scores scheduled jobs in whole
+  seconds and enqueues every job whose second has begun, so the due time is rounded *up* to
+  the next second: a job never runs before its delay, and at most about two seconds after
+  (the rounding plus the scheduler's one-second poll). Job ids start with the due time in
+  milliseconds, so jobs falling due in the same second are enqueued in the order they fall
+  due.
 - `bind()` does nothing: workers build their own engine. `drain()` waits, polling the
   condition, while workers elsewhere do the work; `serve()` is the worker's side
   (statesaga.adapters.rq_worker).
@@ -45,6 +47,7 @@ from statesaga.worker import JOB_FUNCTION
 if TYPE_CHECKING:
     import redis
     import rq
+    from statesaga.observability.fleet import Fleet
 
 DEFAULT_QUEUE = "statesaga"
 #: Seconds added to a step's timeout for the RQ job timeout: the claim and the settle are two
@@ -154,7 +157,10 @@ class RQQueue:
         """Nothing to do: jobs run in worker processes, each with its own engine."""
 
     def enqueue(self, job: Job, delay: float = 0.0) -> None:
-        now = time.time()
+        # A delayed job is due by Redis's clock, the clock the scheduler compares it with
+        # (statesaga.adapters.rq_jobguard.ServerClockRegistry): a host whose clock is off
+        # neither delays nor hastens it. One TIME round trip, for delayed jobs only.
+        now = self.server_seconds() if delay > 0 else time.time()
         due = now + max(delay, 0.0)
         options: dict[str, Any] = {
             "args": (job.to_dict(),),
@@ -169,6 +175,12 @@ class RQQueue:
         # with the next whole second so it can never run early.
         at = datetime.fromtimestamp(math.ceil(due), UTC)
         self.rq_queue.enqueue_at(at, JOB_FUNCTION, **options)
+
+    def server_seconds(self) -> float:
+        """Redis's `TIME`, in epoch seconds."""
+        got: Any = self.connection.time()
+        seconds, micro = got
+        return int(seconds) + int(micro) / 1_000_000
 
     def renew(self, job: Job) -> None:
         """Give a step that the worker runs right after the last one (eager dispatch, inside
@@ -215,6 +227,18 @@ class RQQueue:
         return len(Worker.all(queue=self.rq_queue))
 
     # -- what tests and operators look at --------------------------------------------------
+    def inspect(self, failed_limit: int = 50) -> Fleet:
+        """Its workers and queue, as the dashboard and the metrics show them."""
+        from statesaga.adapters.rq_fleet import inspect
+
+        return inspect(self.rq_queue, failed_limit)
+
+    def requeue_failed(self, job_id: str) -> None:
+        """Put a failed statesaga job back on the queue (refused for any other job)."""
+        from statesaga.adapters.rq_fleet import requeue_failed
+
+        requeue_failed(self.rq_queue, job_id)
+
     def scheduled_job_ids(self) -> list[str]:
         """Ids of jobs waiting in RQ's ScheduledJobRegistry for their due time."""
         ids: list[str] = self.rq_queue.scheduled_job_registry.get_job_ids()

@@ -25,6 +25,7 @@ returned document.
 from __future__ import annotations
 
 import builtins
+import re
 import sqlite3
 import threading
 import time
@@ -34,7 +35,7 @@ from datetime import datetime
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from statesaga.errors import AdapterError
+from statesaga.errors import AdapterError, StoreFullError
 from statesaga.models import WorkflowState, WorkflowStatus
 
 from ._store import (  # noqa: TID251 (relative, so mypy reads the base class)
@@ -68,6 +69,9 @@ CREATE INDEX IF NOT EXISTS workflows_name
     ON workflows (json_extract(doc, '$.name'), created_at, id, status);
 """
 
+#: The table and indexes _SCHEMA makes: when all are there, opening the store writes nothing.
+_SCHEMA_NAMES = frozenset(re.findall(r"CREATE (?:TABLE|INDEX) IF NOT EXISTS (\w+)", _SCHEMA))
+
 _SYNCHRONOUS = {"full": "FULL", "normal": "NORMAL"}
 
 
@@ -77,13 +81,27 @@ def _stale_query(n_statuses: int) -> str:
     # "IS NULL" and "<" in one WHERE, SQLite uses the index for the status only and reads
     # every row of those statuses.
     return (
-        "SELECT id, doc, heartbeat_at, created_at FROM workflows"
+        f"SELECT {_DOCUMENT}, created_at FROM workflows"
         f" WHERE status IN ({marks}) AND heartbeat_at IS NULL"
         " UNION ALL"
-        " SELECT id, doc, heartbeat_at, created_at FROM workflows"
+        f" SELECT {_DOCUMENT}, created_at FROM workflows"
         f" WHERE status IN ({marks}) AND heartbeat_at < ?"
-        " ORDER BY created_at, id"
+        " ORDER BY created_at, raw_id"
     )
+
+
+#: The columns a document is read from (see `_stored`). As bytes, not text: the sqlite3
+#: module decodes a TEXT value while it fetches the rows, so one that is not UTF-8 would
+#: fail the whole query (and its error quotes the document); decoded by the store algorithm,
+#: it is one unreadable document.
+_DOCUMENT = "CAST(id AS BLOB) AS raw_id, CAST(doc AS BLOB) AS raw_doc, heartbeat_at, revision"
+
+
+def _stored(row: tuple[object, ...]) -> Stored:
+    raw_id, doc, heartbeat, revision = row[:4]
+    # An id that is not UTF-8 is still named, with its odd bytes escaped.
+    wid = raw_id.decode("utf-8", "backslashreplace") if isinstance(raw_id, bytes) else str(raw_id)
+    return Stored(wid, doc if isinstance(doc, bytes) else str(doc), heartbeat, revision)
 
 
 class SQLiteStore(DocumentStore):
@@ -109,6 +127,7 @@ class SQLiteStore(DocumentStore):
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._initialized = False
+        self._read_only = False
         #: Saves of this process's threads share transactions (see GroupCommit).
         self.group_commit = GroupCommit()
 
@@ -143,6 +162,12 @@ class SQLiteStore(DocumentStore):
         """Whether the database file is there: read-only commands must not create it."""
         return self.path.is_file()
 
+    def read_only(self) -> None:
+        """Open the file for reading only (`mode=ro`): no schema check, no journal-mode switch,
+        no write at all, so a command that only looks works on a full disk. Call before first
+        use; a write then fails with one line."""
+        self._read_only = True
+
     # -- connections ---------------------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
@@ -153,6 +178,8 @@ class SQLiteStore(DocumentStore):
             raise AdapterError(f"sqlite store {self.path} cannot be opened: {why}") from None
 
     def _open(self) -> sqlite3.Connection:
+        if self._read_only:
+            return self._open_read_only()
         if self.path.parent != Path("."):
             self.path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: the module must not open transactions behind our back; writes
@@ -174,6 +201,31 @@ class SQLiteStore(DocumentStore):
         conn.execute(f"PRAGMA synchronous = {self.synchronous}")
         with self._lock:
             self._connections.append(conn)
+        return conn
+
+    def _open_read_only(self) -> sqlite3.Connection:
+        conn = self._connect_uri("mode=ro")
+        try:
+            conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+        except sqlite3.OperationalError:
+            # A WAL reader needs the -shm index, which cannot be made on a full disk. With no
+            # WAL content left (every writer closed, so all is in the main file) the file is
+            # read as it is: `immutable` takes no lock and makes no -shm.
+            conn.close()
+            wal = self.path.with_name(self.path.name + "-wal")
+            if wal.is_file() and wal.stat().st_size > 0:
+                raise
+            conn = self._connect_uri("immutable=1")
+        with self._lock:
+            self._connections.append(conn)
+        return conn
+
+    def _connect_uri(self, query: str) -> sqlite3.Connection:
+        uri = f"{self.path.absolute().as_uri()}?{query}"
+        conn = sqlite3.connect(
+            uri, uri=True, timeout=self.timeout, isolation_level=None, check_same_thread=False
+        )
+        conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
         return conn
 
     def _wal(self, conn: sqlite3.Connection) -> str:
@@ -204,9 +256,18 @@ class SQLiteStore(DocumentStore):
 
     def _conn(self) -> sqlite3.Connection:
         conn = self._thread_conn()
-        if not self._initialized:
+        if not self._initialized and not self._read_only:
             self.initialize()
         return conn
+
+    def _write(self, apply: Callable[[sqlite3.Connection], None]) -> None:
+        """Run one write in a group commit; a full disk or a read-only store is one line."""
+        if self._read_only:
+            raise AdapterError(f"sqlite store {self.path} was opened read-only")
+        try:
+            self.group_commit.run(apply, self._conn)
+        except sqlite3.OperationalError as exc:
+            raise _full(exc, self.path) or exc from None
 
     @contextmanager
     def _transaction(self, conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
@@ -221,14 +282,37 @@ class SQLiteStore(DocumentStore):
 
     def initialize(self) -> None:
         """Create the table and indexes if missing (also done on first use)."""
+        if self._read_only:
+            return
+        conn = self._thread_conn()
+        if self._schema_is_there(conn):
+            # No write at all: even an empty write transaction changes the file's header
+            # (its change counter), and a command that is refused must leave the file as it
+            # found it.
+            self._initialized = True
+            return
         # Statement by statement: executescript() would COMMIT the transaction that makes
         # two processes creating the schema at once wait for each other.
-        with self._transaction(self._thread_conn()) as conn:
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        try:
+            with self._transaction(conn) as conn:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except sqlite3.OperationalError as exc:
+            raise _full(exc, self.path) or exc from None
         self._initialized = True
+
+    @staticmethod
+    def _schema_is_there(conn: sqlite3.Connection) -> bool:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        names = {
+            name
+            for (name,) in conn.execute(
+                "SELECT name FROM sqlite_master WHERE tbl_name = 'workflows'"
+            ).fetchall()
+        }
+        return version == SCHEMA_VERSION and _SCHEMA_NAMES <= names
 
     def close(self) -> None:
         with self._lock:
@@ -264,7 +348,7 @@ class SQLiteStore(DocumentStore):
                 ),
             )
 
-        self.group_commit.run(write, self._conn)
+        self._write(write)
         return outcome
 
     def _replace(self, record: Record, expected: int) -> Outcome:
@@ -297,16 +381,16 @@ class SQLiteStore(DocumentStore):
                 ).fetchone()
                 outcome = MISSING if row is None else taken(row[0])
 
-        self.group_commit.run(write, self._conn)
+        self._write(write)
         return outcome
 
     def _read(self, workflow_id: str) -> Stored | None:
         row = (
             self._conn()
-            .execute("SELECT doc, heartbeat_at FROM workflows WHERE id = ?", (workflow_id,))
+            .execute(f"SELECT {_DOCUMENT} FROM workflows WHERE id = ?", (workflow_id,))
             .fetchone()
         )
-        return None if row is None else Stored(workflow_id, row[0], row[1])
+        return None if row is None else _stored(row)
 
     def _beat(self, workflow_id: str, at_us: int) -> bool:
         found = True
@@ -321,14 +405,14 @@ class SQLiteStore(DocumentStore):
             )
             found = cursor.rowcount > 0
 
-        self.group_commit.run(write, self._conn)
+        self._write(write)
         return found
 
     def _select(
         self, session_id: str | None, status: str | None, limit: int | None
     ) -> Iterable[Stored]:
         where, params = self._where(session_id, status, None)
-        sql = "SELECT id, doc, heartbeat_at FROM workflows"
+        sql = f"SELECT {_DOCUMENT} FROM workflows"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY created_at, id"
@@ -339,10 +423,10 @@ class SQLiteStore(DocumentStore):
 
     def _select_stale(self, statuses: builtins.list[str], before_us: int) -> Iterable[Stored]:
         rows = self._conn().execute(_stale_query(len(statuses)), [*statuses, *statuses, before_us])
-        return (Stored(wid, doc, heartbeat) for wid, doc, heartbeat, _ in rows.fetchall())
+        return [_stored(row) for row in rows.fetchall()]
 
     def _rows(self, sql: str, params: builtins.list[object]) -> builtins.list[Stored]:
-        return [Stored(*row) for row in self._conn().execute(sql, params).fetchall()]
+        return [_stored(row) for row in self._conn().execute(sql, params).fetchall()]
 
     @staticmethod
     def _where(
@@ -379,7 +463,7 @@ class SQLiteStore(DocumentStore):
         if before is not None:
             where.append("(created_at, id) < (?, ?)")
             params += [micros(before[0]), before[1]]
-        sql = "SELECT id, doc, heartbeat_at FROM workflows"
+        sql = f"SELECT {_DOCUMENT} FROM workflows"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
@@ -395,6 +479,16 @@ class SQLiteStore(DocumentStore):
             sql += " WHERE " + " AND ".join(where)
         sql += " GROUP BY status"
         return {status: n for status, n in self._conn().execute(sql, params).fetchall()}
+
+
+def _full(exc: sqlite3.OperationalError, path: Path) -> StoreFullError | None:
+    """The one line for a write refused because the disk is full (SQLITE_FULL), else None."""
+    if getattr(exc, "sqlite_errorcode", 0) & 0xFF != sqlite3.SQLITE_FULL:
+        return None
+    return StoreFullError(
+        f"sqlite store {path}: the disk is full ({exc}); nothing was written. Reads still "
+        "work; free space (at least the size of the -wal file next to it) and writes resume"
+    )
 
 
 class _Write:

@@ -142,12 +142,16 @@ class EngineOptions(RedactedRepr):
 
 
 def check_reachable(engine: Engine) -> None:
-    """Before a workflow is stored: the store answers (it is created if new) and the queue
-    does, so an unreachable queue does not leave a RUNNING workflow whose job never left."""
-    engine.store.initialize()
+    """Before a workflow is stored: the queue answers, so an unreachable queue does not leave a
+    RUNNING workflow whose job never left, and then the store does (it is created if new:
+    last, so a refused command leaves no store behind)."""
+    from .runtime.outage import ride_out
+
+    # A server's pause of a few seconds is waited out; one that is down is said at once.
     check = getattr(engine.queue, "check", None)
     if check is not None:
-        check()
+        ride_out(check, "the queue")
+    ride_out(engine.store.initialize, "the store")
 
 
 __all__ = [

@@ -90,6 +90,12 @@ class StepSpec(_Strict):
         "with `default` as its result",
     )
     default: Any = Field(None, description="a wait step's result when it continues on timeout")
+    payload: InputSchema | None = Field(
+        None,
+        description="a wait step: what its signal's payload must be (JSON Schema: type, "
+        "properties, required, additionalProperties), checked by `signal` before anything "
+        "is stored",
+    )
     duration: Seconds | None = Field(None, description="a sleep step: seconds")
     until: datetime | None = Field(None, description="a sleep step: the time to wake up")
     description: str = Field("", description="what the step does (diagram notes)")
@@ -114,6 +120,12 @@ class StepSpec(_Strict):
     )
     depends_on: tuple[str, ...] | None = Field(
         None, description="absent: the previous step; [] : none (starts at once)"
+    )
+    read_only: bool = Field(
+        False,
+        strict=True,
+        description="the step only reads (a lookup, a quote): it has no effect to undo or to "
+        "leave behind, so a lost attempt of it is no effect that may remain",
     )
 
     @model_validator(mode="before")
@@ -140,6 +152,11 @@ class StepSpec(_Strict):
                     f"step {self.name!r} needs an `action` (or `kind: wait` with a `signal`, "
                     "or `kind: sleep` with a `duration`)"
                 )
+            if self.read_only and (self.compensation is not None or self.pivot):
+                what = "be the pivot" if self.pivot else "have a compensation"
+                raise ValueError(
+                    f"step {self.name!r} is read_only (it has no effect), so it cannot {what}"
+                )
             return self
         if self.action is not None:
             raise ValueError(f"a {kind} step runs no action; remove `action` from {self.name!r}")
@@ -147,6 +164,10 @@ class StepSpec(_Strict):
             raise ValueError(f"a {kind} step has nothing to undo; remove its compensation")
         if self.pivot:
             raise ValueError(f"a {kind} step cannot be the pivot")
+        if self.payload is not None and kind != "wait":
+            raise ValueError(f"a {kind} step takes no signal, so no `payload` schema")
+        if self.read_only:
+            raise ValueError(f"a {kind} step runs no action; remove `read_only` from {self.name!r}")
         if kind == "wait":
             if self.signal is None:
                 raise ValueError(f"wait step {self.name!r} needs a `signal` to wait for")
@@ -244,6 +265,9 @@ class InputSchema(_Strict):
             for k, v in self.properties.items()
         }
         return out
+
+
+StepSpec.model_rebuild()  # its `payload` is an InputSchema, defined after it
 
 
 class DefinitionSpec(_Strict):
@@ -450,6 +474,7 @@ class WorkflowDefinition:
                     # The default timeout is for actions; a wait (for a person) has its own.
                     timeout=s.timeout if waits else s.timeout or d.timeout,
                     pivot=s.pivot,
+                    read_only=s.read_only,
                     compensation=comp,
                     kind=s.kind,
                     signal=s.signal,
@@ -457,6 +482,9 @@ class WorkflowDefinition:
                     default=s.default,
                     sleep=s.duration,
                     until=s.until,
+                    payload=None
+                    if s.payload is None
+                    else s.payload.model_dump(by_alias=True, exclude_defaults=True),
                 )
             )
         return WorkflowState(
@@ -515,9 +543,20 @@ def _is_type(value: Any, name: str) -> bool:
     return isinstance(value, _JSON_TYPES[name])
 
 
-def _schema_problems(schema: InputSchema, input: Mapping[str, Any]) -> list[Problem]:
+def payload_problems(schema: Mapping[str, Any], payload: Any, signal: str) -> list[Problem]:
+    """What is wrong with a signal's payload for a wait step whose `payload:` is `schema` (as
+    stored on the step), each located as `signal NAME` and the field; [] when it fits."""
+    where = f"signal {signal}"
+    if not isinstance(payload, Mapping):
+        return [Problem("the payload must be a JSON object", where)]
+    return _schema_problems(InputSchema.model_validate(schema), payload, where)
+
+
+def _schema_problems(
+    schema: InputSchema, input: Mapping[str, Any], where: str = "input"
+) -> list[Problem]:
     problems = [
-        Problem("missing required value", "input", None, name)
+        Problem("missing required value", where, None, name)
         for name in schema.required
         if name not in input
     ]
@@ -527,31 +566,31 @@ def _schema_problems(schema: InputSchema, input: Mapping[str, Any]) -> list[Prob
             if not schema.additional_properties:
                 known = ", ".join(schema.properties) or "none"
                 problems.append(
-                    Problem(f"not a declared input (declared: {known})", "input", None, name)
+                    Problem(f"not a declared input (declared: {known})", where, None, name)
                 )
             continue
         types = (prop.type,) if isinstance(prop.type, str) else prop.type
         if types and not any(_is_type(value, t) for t in types):
             problems.append(
-                Problem(f"must be {' or '.join(types)}, not {value!r:.60}", "input", None, name)
+                Problem(f"must be {' or '.join(types)}, not {value!r:.60}", where, None, name)
             )
             continue
         if prop.enum is not None and value not in prop.enum:
             allowed = ", ".join(repr(v) for v in prop.enum)
-            problems.append(Problem(f"must be one of {allowed}", "input", None, name))
+            problems.append(Problem(f"must be one of {allowed}", where, None, name))
         number = isinstance(value, int | float) and not isinstance(value, bool)
         if number and prop.minimum is not None and value < prop.minimum:
-            problems.append(Problem(f"must be at least {prop.minimum:g}", "input", None, name))
+            problems.append(Problem(f"must be at least {prop.minimum:g}", where, None, name))
         if number and prop.maximum is not None and value > prop.maximum:
-            problems.append(Problem(f"must be at most {prop.maximum:g}", "input", None, name))
+            problems.append(Problem(f"must be at most {prop.maximum:g}", where, None, name))
         if isinstance(value, str):
             if prop.min_length is not None and len(value) < prop.min_length:
                 problems.append(
-                    Problem(f"must be at least {prop.min_length} characters", "input", None, name)
+                    Problem(f"must be at least {prop.min_length} characters", where, None, name)
                 )
             if prop.max_length is not None and len(value) > prop.max_length:
                 problems.append(
-                    Problem(f"must be at most {prop.max_length} characters", "input", None, name)
+                    Problem(f"must be at most {prop.max_length} characters", where, None, name)
                 )
     return problems
 

@@ -22,10 +22,11 @@ from .definition import WorkflowDefinition
 from .models import SagaStep, WorkflowState
 from .observability.telemetry import Telemetry
 from .plugins import ChartSource, lifecycle_chart, load_registry_plugins
-from .ports import Clock, Job, Queue, Store, SystemClock
+from .ports import Clock, Job, Queue, Store
 from .registry import Registry
 from .runtime import jobs as _jobs
 from .runtime.admission import Admission
+from .runtime.clock import store_clock
 from .runtime.commands import Commands
 from .runtime.effects import install_builtins
 from .runtime.heartbeat import Heartbeats
@@ -76,7 +77,8 @@ class Engine:
         # Plugins first: the built-ins only fill names nobody registered.
         load_registry_plugins(self.registry)
         install_builtins(self.registry)
-        self.clock: Clock = clock or SystemClock()
+        # The store's clock unless told otherwise: leases and due times on one clock.
+        self.clock: Clock = clock or store_clock(store)
         self.worker = worker
         self.heartbeat_interval = heartbeat_interval
         self.probe = probe
@@ -84,7 +86,9 @@ class Engine:
         # and this process runs it at once, one store write per step instead of two and no
         # trip through the queue. Other ready steps (parallel branches) still go to the queue.
         # A claimed step is EXECUTING from that save on; if this process dies before it ends,
-        # it is a lost attempt like any other (stale heartbeat, recovery).
+        # it is a lost attempt like any other (stale heartbeat, recovery). A step whose lost
+        # attempt could halt the saga (at or past the pivot) is held instead and claimed by
+        # its own save right before its call (runtime.jobs: claimed is not started).
         self.eager: bool = bool(eager)
         # A user's copy of a shipped lifecycle (e.g. with a plugin's effect on a transition).
         self.workflow_chart = _compiled("workflow", workflow_chart, self.registry)

@@ -251,10 +251,20 @@ class SagaStep(_Doc):
         description="the active sub-state(s) under status, for a step lifecycle with compound "
         "states (e.g. ['CALLING_MODEL'] while EXECUTING)",
     )
+    read_only: bool = Field(
+        False,
+        description="the step only reads (a YAML step's `read_only`, a plan's read-only tool): "
+        "it has no effect to undo or to leave behind",
+    )
     in_doubt: bool = Field(
         False,
         description="an attempt's outcome is unknown (its worker was lost, or it timed out), so "
         "its effect may have applied; only a later successful attempt settles it",
+    )
+    payload: dict[str, Any] | None = Field(
+        None,
+        description="a wait step: the JSON Schema its signal's payload must fit (checked by "
+        "`signal` before anything is stored)",
     )
 
     def idempotency_key(self, workflow_id: str) -> str:
@@ -282,6 +292,27 @@ def compact_history(history: list[HistoryEntry], limit: int) -> list[HistoryEntr
             kept.append(h)
         seen.add(key)
     return kept
+
+
+class PlanVersion(_Doc):
+    """One version of an agent's plan (statesaga.plans): the plan as it stood, and what this
+    version changed from the one before."""
+
+    number: int
+    at: datetime
+    by: str | None = None
+    spec: dict[str, Any] = Field(description="the plan document (its items and settings)")
+    changes: list[str] = Field(default_factory=list, description="added, removed, replaced")
+
+
+class PlanRecord(_Doc):
+    """The plan a workflow was made from, every version of it, oldest first."""
+
+    versions: list[PlanVersion] = Field(default_factory=list)
+
+    @property
+    def current(self) -> PlanVersion:
+        return self.versions[-1]
 
 
 class WorkflowState(_Doc):
@@ -316,6 +347,9 @@ class WorkflowState(_Doc):
     )
     history_dropped: int = Field(
         0, description="history entries folded away (repeats of a transition kept once)"
+    )
+    plan: PlanRecord | None = Field(
+        None, description="an agent's plan (statesaga.plans): its numbered versions"
     )
 
     def record(self, entry: HistoryEntry) -> None:

@@ -94,14 +94,25 @@ def open_store(url: str) -> Store:
     return store
 
 
+def only_read(store: Store) -> Store:
+    """`store.read_only()`, before its first use (a plugin store written before read_only()
+    joined the port has none: it is used as it is)."""
+    read_only = getattr(store, "read_only", None)
+    if read_only is not None:
+        read_only()
+    return store
+
+
 class NoStoreError(AdapterError):
     """Raised when a read-only command names a store that does not exist yet."""
 
 
 def open_existing_store(url: str) -> Store:
-    """Open a store for a command that only reads: a store that is not there yet
-    (`Store.exists()`, false for an SQLite file not made yet) is refused instead of created."""
+    """Open a store for a command that only reads, read-only (`Store.read_only()`: it works
+    on a full disk): a store that is not there yet (`Store.exists()`, false for an SQLite
+    file not made yet) is refused instead of created."""
     store = open_store(url)
+    only_read(store)
     if not store_exists(store):
         where = getattr(store, "path", "that URL")
         raise NoStoreError(f"no {scheme(url)} store at {where}: nothing has been stored there yet")

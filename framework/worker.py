@@ -55,7 +55,25 @@ def run_job(payload: dict[str, Any]) -> None:
             "statesaga.worker.run_job was called outside a statesaga worker: "
             "start workers with `statesaga worker`, not `rq worker`"
         )
-    runner(Job.from_dict(payload))
+    job = Job.from_dict(payload)
+    try:
+        runner(job)
+    except Exception as exc:
+        from .runtime.outage import is_outage
+
+        if not is_outage(exc):
+            raise
+        # The store or the queue is gone for longer than a pause, or its disk is full: the
+        # step's heartbeat goes stale and recovery resumes it. One line, not a traceback.
+        log.warning(
+            "%s job %s %s attempt %s cut off (%s: %s); recovery resumes it",
+            job.kind,
+            job.workflow_id,
+            job.step,
+            job.attempt,
+            type(exc).__name__,
+            exc,
+        )
 
 
 @contextmanager
@@ -88,6 +106,9 @@ class WorkerSettings(RedactedRepr):
     #: Run the step a settle claims in this process at once (Engine.eager); False sends every
     #: step through the queue, so queued workflows take turns step by step.
     eager: bool = True
+    #: Serve this worker's metrics (and the fleet's gauges) for Prometheus on this port.
+    metrics_port: int | None = None
+    metrics_host: str | None = None
 
 
 def worker_name() -> str:
@@ -138,6 +159,7 @@ def run_worker(settings: WorkerSettings) -> bool:
         redact(settings.store_url),
         ", ".join(engine.registry.handler_names) or "none",
     )
+    _watch_metrics(settings, engine)
     options = ServeOptions(
         name=name,
         burst=settings.burst,
@@ -150,6 +172,31 @@ def run_worker(settings: WorkerSettings) -> bool:
     finally:
         engine.store.close()
         engine.queue.close()
+
+
+def _watch_metrics(settings: WorkerSettings, engine: Engine) -> None:
+    """With metrics on (any exporter: OTLP, Prometheus, console), the fleet's gauges too: the
+    queue's depth, the live workers, the workflows stuck or waiting for a signal, read at each
+    collection; and with a metrics port, the Prometheus page on it."""
+    from .observability.metrics import metrics_on
+
+    if not metrics_on():
+        if settings.metrics_port is not None:
+            raise StatesagaError(
+                "--metrics-port needs the OpenTelemetry SDK and its Prometheus reader: "
+                "pip install 'statesaga[otel]'"
+            )
+        return
+    from .observability.fleet import attention, fleet_of_queue
+    from .observability.metrics import watch_fleet
+
+    queue, store = engine.queue, engine.store
+    watch_fleet(lambda: fleet_of_queue(queue), lambda: attention(store))
+    if settings.metrics_port is not None:
+        from .observability.otel import serve_prometheus
+
+        url = serve_prometheus(settings.metrics_port, settings.metrics_host)
+        log.info("metrics for Prometheus at %s", url)
 
 
 if not TYPE_CHECKING:  # (a module __getattr__ would hide every misspelt name from mypy)

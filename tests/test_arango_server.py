@@ -155,7 +155,7 @@ def system_db() -> Iterator[Any]:
     admin = ArangoStore.from_url(os.environ["STATESAGA_ARANGO_URL"])
     admin._database(schema=False)
     s = admin.settings
-    yield admin._client.db("_system", username=s.username, password=s.password)
+    yield admin._conn.client.db("_system", username=s.username, password=s.password)
     admin.close()
 
 
@@ -189,3 +189,176 @@ def test_a_user_without_a_grant_sees_no_access_not_a_missing_database(system_db:
         store.close()
     finally:
         system_db.delete_user(user, ignore_missing=True)
+
+
+# -- issue 30: saves that reach the disk, outages ridden out, no lost batch -------------------
+
+
+def test_the_collection_syncs_every_write_even_one_made_before(store: Any) -> None:
+    coll = store._database().collection(store.settings.collection)
+    assert coll.properties()["sync"] is True
+    # A collection made without sync (as python-arango makes one by default, or an older
+    # version of this store did) is given it by initialize().
+    coll.configure(sync=False)
+    store.close()
+    store.initialize()
+    assert store._database().collection(store.settings.collection).properties()["sync"] is True
+
+
+class _HTTPProxy:
+    """A TCP relay between the store and the real server, one HTTP/1.1 request at a time
+    (Content-Length framing, as arangod answers). It can cut the link (`down`: new and kept
+    connections are closed without an answer) and drop the answer to the first request whose
+    path matches `drop_answer_to`, after the server has handled it. The server behind it is
+    the real one; the relay only loses bytes, as a network does."""
+
+    def __init__(self, host: str, port: int) -> None:
+        import socket
+
+        self.upstream = (host, port)
+        self.down = threading.Event()
+        self.drop_answer_to: str | None = None
+        self.dropped: list[str] = []
+        self.paths: list[str] = []
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port: int = self.sock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._relay, args=(conn,), daemon=True).start()
+
+    @staticmethod
+    def _message(reader: Any) -> bytes | None:
+        head = b""
+        length = 0
+        while True:
+            line = reader.readline()
+            if not line:
+                return None
+            head += line
+            if line in (b"\r\n", b"\n"):
+                break
+            name, _, value = line.decode("latin-1").partition(":")
+            if name.strip().lower() == "content-length":
+                length = int(value)
+        return head + reader.read(length)
+
+    def _relay(self, conn: Any) -> None:
+        import re
+        import socket
+
+        with conn, socket.create_connection(self.upstream) as up:
+            client, server = conn.makefile("rb"), up.makefile("rb")
+            while True:
+                request = self._message(client)
+                if request is None or self.down.is_set():
+                    return
+                path = request.split(b" ", 2)[1].decode()
+                self.paths.append(path)
+                up.sendall(request)
+                response = self._message(server)
+                if response is None:
+                    return
+                pattern = self.drop_answer_to
+                if pattern and not self.dropped and re.search(pattern, path):
+                    self.dropped.append(path)
+                    return  # the server moved on; the client never hears of it
+                conn.sendall(response)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def proxied(store: Any) -> Iterator[tuple[Any, _HTTPProxy]]:
+    """A second store on the same collection, reaching the server through a _HTTPProxy."""
+    from dataclasses import replace
+
+    from statesaga.adapters.arango import ArangoStore
+
+    s = store.settings
+    proxy = _HTTPProxy(s.host, s.port)
+    other = ArangoStore(replace(s, host="127.0.0.1", port=proxy.port, tls=False))
+    if s.tls:
+        proxy.close()
+        pytest.skip("the relay speaks plain HTTP; the URL asks for TLS")
+    yield other, proxy
+    other.close()
+    proxy.close()
+
+
+def test_a_dropped_cursor_batch_is_fetched_again_not_lost(proxied: Any) -> None:
+    # ArangoDB 3.11+: the answer to a batch fetch is lost after the server sent it; the
+    # store's retryable cursor asks for that same batch again and lists every workflow.
+    other, proxy = proxied
+    for i in range(7):
+        other.create(make_workflow(created_at=T0 + timedelta(seconds=i)))
+    other.batch_size = 2
+    proxy.drop_answer_to = r"/_api/cursor/[^/]+/\d+$"
+    assert len(other.list()) == 7
+    assert len(proxy.dropped) == 1, proxy.paths
+    dropped = proxy.dropped[0]
+    assert proxy.paths.count(dropped) == 2, "the same batch is asked for again"
+
+
+def test_recover_every_rides_out_a_lost_link(proxied: Any) -> None:
+    # The link to the server goes away for a while (a restart, a failover, a partition look
+    # the same from here): the recovery loop waits and goes on; it does not exit.
+    from statesaga.adapters.inline import InlineQueue
+    from statesaga.engine import Engine
+    from statesaga.runtime.recovery import Recovery, recover_every
+
+    other, proxy = proxied
+    recovery = Recovery(Engine(other, InlineQueue()), timeout=0.05)
+    stop, scans = threading.Event(), []
+
+    def scan_once() -> None:
+        scans.append(recovery.run_once())
+        if len(scans) == 1:
+            proxy.down.set()
+            threading.Timer(1.5, proxy.down.clear).start()
+        if len(scans) == 3:
+            stop.set()
+
+    recover_every(recovery, scan_once, 0.05, stop=stop)
+    assert len(scans) == 3
+
+
+@pytest.mark.skipif(
+    not os.environ.get("STATESAGA_ARANGO_RESTART"),
+    reason="STATESAGA_ARANGO_RESTART (a command that restarts the server) not set",
+)
+def test_recover_every_rides_out_a_server_restart(store: Any) -> None:
+    # A real restart (e.g. STATESAGA_ARANGO_RESTART='docker restart statesaga-arangodb'):
+    # arangod answers 503/30 while it shuts down, then refuses connections, then answers.
+    import shlex
+    import subprocess
+
+    from statesaga.adapters.inline import InlineQueue
+    from statesaga.engine import Engine
+    from statesaga.runtime.recovery import Recovery, recover_every
+
+    recovery = Recovery(Engine(store, InlineQueue()), timeout=0.05)
+    stop, scans = threading.Event(), []
+    restart = shlex.split(os.environ["STATESAGA_ARANGO_RESTART"])
+
+    def scan_once() -> None:
+        scans.append(recovery.run_once())
+        if len(scans) == 1:
+            subprocess.Popen(restart)
+            time.sleep(0.5)  # into the shutdown
+        if len(scans) == 3:
+            stop.set()
+
+    timer = threading.Timer(180, stop.set)
+    timer.start()
+    recover_every(recovery, scan_once, 0.5, stop=stop)
+    timer.cancel()
+    assert len(scans) == 3, "the loop did not come back within 180 s"

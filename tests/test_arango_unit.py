@@ -11,6 +11,7 @@ with a real python-arango client against a real closed port.
 
 from __future__ import annotations
 
+import inspect
 import json
 import socket
 import subprocess
@@ -22,8 +23,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
+import requests
+from arango.aql import AQL
+from arango.client import ArangoClient
+from arango.collection import StandardCollection
+from arango.cursor import Cursor
+from arango.database import StandardDatabase
 from arango.exceptions import (
     AQLQueryExecuteError,
     ArangoClientError,
@@ -44,8 +52,10 @@ from statesaga.adapters.arango import (
     ArangoSettings,
     ArangoStore,
 )
+from statesaga.adapters.arango.client import ArangoUnavailable
 from statesaga.errors import AdapterError, ConflictError, DefinitionError, NotFoundError
 from statesaga.models import WorkflowState, WorkflowStatus
+from statesaga.runtime.outage import is_outage
 from statesaga.testing import make_workflow, rich_workflow
 
 SECRET = "s3cr:t/p@ss%word"
@@ -89,6 +99,59 @@ def server_error(
 # -- the recording stand-in for python-arango's database object --------------------------------
 
 
+def bound(real: Any, *args: Any, **kw: Any) -> dict[str, Any]:
+    """The arguments as python-arango's own method `real` receives them, its defaults filled
+    in: a misspelled or missing argument raises TypeError here as it would there (what
+    mock.create_autospec checks), and a default the store leaves alone is seen (such as
+    create_collection's `sync=False`, sent to the server as an explicit "waitForSync": false)."""
+    call = inspect.signature(real).bind(None, *args, **kw)
+    call.apply_defaults()
+    arguments = dict(call.arguments)
+    arguments.pop("self")
+    return arguments
+
+
+class ScriptedConnection:
+    """Where a real python-arango Cursor sends its later requests: each batch fetch (POST
+    /_api/cursor/<id>[/<batch>]) is answered with the next scripted batch, as arangod's body,
+    and the close (DELETE) with 202. Records each (method, endpoint)."""
+
+    def __init__(self, batches: list[list[Any]], retryable: bool) -> None:
+        self.batches = deque(batches)
+        self.retryable = retryable
+        self.sent: list[tuple[str, str]] = []
+        self.number = 1
+
+    def first(self) -> dict[str, Any]:
+        return self._body(201)
+
+    def _body(self, code: int) -> dict[str, Any]:
+        rows = self.batches.popleft() if self.batches else []
+        body: dict[str, Any] = {"error": False, "code": code, "result": rows, "cached": False}
+        body["hasMore"] = bool(self.batches)
+        if self.batches or self.number > 1:
+            body["id"] = "4711"
+        if self.batches and self.retryable:
+            self.number += 1
+            body["nextBatchId"] = str(self.number)
+        return body
+
+    def send_request(self, request: Request) -> Response:
+        self.sent.append((request.method, request.endpoint))
+        code = 202 if request.method == "delete" else 200
+        body = {"error": False, "code": 202, "id": "4711"} if code == 202 else self._body(200)
+        resp = Response(request.method, "http://scripted", {}, code, "OK", json.dumps(body))
+        resp.body, resp.is_success = body, True
+        return resp
+
+
+@dataclass
+class Batches:
+    """An AQL answer paged in several batches (each a list of rows)."""
+
+    rows: list[list[Any]]
+
+
 @dataclass
 class RecordingCollection:
     name: str
@@ -102,30 +165,47 @@ class RecordingCollection:
             raise answer
         return answer
 
-    def insert(self, document: dict[str, Any], **kw: Any) -> Any:
+    def insert(self, document: dict[str, Any], *args: Any, **kw: Any) -> Any:
+        call = bound(StandardCollection.insert, document, *args, **kw)
         self.log.append(("insert", self.name, document, kw))
+        self.recorder.calls.append(("insert", call))
         return self._answer()
 
-    def get(self, key: str, **kw: Any) -> Any:
+    def get(self, key: str, *args: Any, **kw: Any) -> Any:
+        bound(StandardCollection.get, key, *args, **kw)
         self.log.append(("get", self.name, key))
         return self._answer()
 
-    def update(self, document: dict[str, Any], **kw: Any) -> Any:
+    def update(self, document: dict[str, Any], *args: Any, **kw: Any) -> Any:
+        bound(StandardCollection.update, document, *args, **kw)
         self.log.append(("update", self.name, document, kw))
         return self._answer()
 
-    def add_index(self, data: dict[str, Any], **kw: Any) -> Any:
+    def add_index(self, data: dict[str, Any], *args: Any, **kw: Any) -> Any:
+        bound(StandardCollection.add_index, data, *args, **kw)
         self.log.append(("add_index", self.name, data))
         self.recorder.options.append((kw, self.recorder.timeout_probe()))
         return {"isNewlyCreated": True}
+
+    def properties(self) -> dict[str, Any]:
+        bound(StandardCollection.properties)
+        self.log.append(("properties", self.name))
+        return dict(self.recorder.properties)
+
+    def configure(self, *args: Any, **kw: Any) -> dict[str, Any]:
+        bound(StandardCollection.configure, *args, **kw)
+        self.log.append(("configure", self.name, kw))
+        return {}
 
 
 @dataclass
 class Recorder:
     """Stands where python-arango's StandardDatabase goes; records calls, replays answers.
 
-    `aql_answers` are what successive AQL queries return (a list of rows, or an exception to
-    raise); `doc_answers` are what successive collection calls (insert/get/update) return.
+    Each method takes exactly the arguments python-arango's own takes (`bound`). `aql_answers`
+    are what successive AQL queries return: rows (one batch), `Batches` (paged by a real
+    python-arango Cursor over a ScriptedConnection), or an exception to raise; `doc_answers`
+    are what successive collection calls (insert/get/update) return.
     """
 
     aql_answers: list[Any] = field(default_factory=list)
@@ -137,51 +217,81 @@ class Recorder:
     timeout_probe: Any = lambda: None
     # What has_database() sees on _system: the names, or the error it raises.
     databases: set[str] | Exception = field(default_factory=set)
+    # What the collection's properties() returns (python-arango's formatted names).
+    properties: dict[str, Any] = field(default_factory=lambda: {"sync": True})
+    # Every call with all its arguments, defaults included: (method, arguments).
+    calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    cursors: list[ScriptedConnection] = field(default_factory=list)
+    # What create_database raises, if anything.
+    refuse_create: Exception | None = None
 
     def __post_init__(self) -> None:
         self._aql = deque(self.aql_answers)
         self._docs = deque(self.doc_answers)
         self.aql = self  # db.aql.execute(...) lands on self.execute
 
-    def execute(self, query: str, bind_vars: dict[str, Any] | None = None, **kw: Any) -> Any:
-        self.log.append(("aql", query, bind_vars))
-        self.options.append((kw, self.timeout_probe()))
+    def execute(self, query: str, *args: Any, **kw: Any) -> Cursor:
+        call = bound(AQL.execute, query, *args, **kw)
+        self.calls.append(("execute", call))
+        self.log.append(("aql", query, call["bind_vars"]))
+        options = {k: v for k, v in kw.items() if k not in ("bind_vars", "allow_retry")}
+        options = {k: v for k, v in options.items() if v is not None}
+        self.options.append((options, self.timeout_probe()))
         answer = self._aql.popleft()
         if isinstance(answer, Exception):
             raise answer
-        return iter(answer)
+        pages = answer.rows if isinstance(answer, Batches) else [answer]
+        conn = ScriptedConnection(pages, retryable=call["allow_retry"])
+        self.cursors.append(conn)
+        return Cursor(conn, conn.first(), allow_retry=call["allow_retry"])  # type: ignore[arg-type]
 
     def collection(self, name: str) -> RecordingCollection:
+        bound(StandardDatabase.collection, name)
         return RecordingCollection(name, self.log, self._docs, self)
 
     def has_collection(self, name: str) -> bool:
+        bound(StandardDatabase.has_collection, name)
         self.log.append(("has_collection", name))
         return name in self.collections
 
-    def create_collection(self, name: str, **kw: Any) -> Any:
+    def create_collection(self, name: str, *args: Any, **kw: Any) -> Any:
+        call = bound(StandardDatabase.create_collection, name, *args, **kw)
+        self.calls.append(("create_collection", call))
         self.log.append(("create_collection", name))
         if name in self.collections:
             raise server_error(CollectionCreateError, 409, 1207, "duplicate name")
         self.collections.add(name)
+        # What the server then reports (python-arango's names; a single server leaves out
+        # the cluster's two).
+        self.properties["sync"] = call["sync"]
         return self.collection(name)
 
     def has_database(self, name: str) -> bool:
+        bound(StandardDatabase.has_database, name)
         self.log.append(("has_database", name))
         if isinstance(self.databases, Exception):
             raise self.databases
         return name in self.databases
 
-    def create_database(self, name: str, **kw: Any) -> bool:
+    def create_database(self, name: str, *args: Any, **kw: Any) -> bool:
+        call = bound(StandardDatabase.create_database, name, *args, **kw)
+        self.calls.append(("create_database", call))
         self.log.append(("create_database", name))
+        if self.refuse_create is not None:
+            raise self.refuse_create
         return True
 
-    def delete_collection(self, name: str, ignore_missing: bool = False) -> bool:
-        self.log.append(("delete_collection", name, ignore_missing))
+    def delete_collection(self, name: str, *args: Any, **kw: Any) -> bool:
+        call = bound(StandardDatabase.delete_collection, name, *args, **kw)
+        self.log.append(("delete_collection", name, call["ignore_missing"]))
         return True
 
     @property
     def queries(self) -> list[tuple[str, dict[str, Any]]]:
         return [(q, b) for kind, q, b in (e for e in self.log if e[0] == "aql")]
+
+    def called(self, method: str) -> list[dict[str, Any]]:
+        return [arguments for name, arguments in self.calls if name == method]
 
 
 def store_with(
@@ -205,6 +315,19 @@ def stored(wf: WorkflowState, revision: int = 1, **extra: Any) -> dict[str, Any]
     }
     doc.update(extra)
     return doc
+
+
+def test_the_stand_ins_have_only_python_arangos_methods() -> None:
+    # Each stand-in method binds its arguments to python-arango's method of the same name
+    # (`bound`); none may exist that python-arango's classes do not have.
+    helpers = {"called", "queries", "timeout_probe"}
+    for fake, real in (
+        (Recorder, {*dir(StandardDatabase), *dir(AQL)}),
+        (RecordingCollection, set(dir(StandardCollection))),
+        (RecordingClient, set(dir(ArangoClient))),
+    ):
+        own = {n for n, v in vars(fake).items() if callable(v) and not n.startswith("_")}
+        assert own - helpers <= real, fake
 
 
 # -- URL parsing ------------------------------------------------------------------------------
@@ -390,7 +513,7 @@ def test_create_inserts_the_document_under_the_workflow_id() -> None:
         "insert",
         COLL,
         {"_key": wf.id, **ArangoStore.to_document(wf, 1)},
-        {"silent": True},
+        {"silent": True, "sync": True},
     )
 
 
@@ -403,6 +526,30 @@ def test_create_of_an_existing_id_is_a_conflict() -> None:
         store.create(wf)
     assert (caught.value.workflow_id, caught.value.actual) == (wf.id, 3)
     assert wf.revision == 0
+
+
+def test_create_that_meets_a_concurrent_write_runs_again() -> None:
+    # Error 1200 aborts the insert; run again, it finds the id taken (1210) and reads back.
+    wf = make_workflow()
+    rec = Recorder(
+        doc_answers=[
+            server_error(DocumentInsertError, 409, 1200, "write-write conflict"),
+            server_error(DocumentInsertError, 409, 1210, "unique constraint violated"),
+            stored(another_writers(wf), revision=1),
+        ]
+    )
+    with pytest.raises(ConflictError):
+        store_with(rec).create(wf)
+    assert [e[0] for e in rec.log] == ["insert", "insert", "get"]
+
+
+def test_a_create_without_an_answer_that_is_not_stored_is_unknown() -> None:
+    wf = make_workflow()
+    rec = Recorder(doc_answers=[real_read_timeout(), None])
+    with pytest.raises(AdapterError) as caught:
+        store_with(rec).create(wf)
+    assert "got no answer within 5 s, so its outcome is unknown" in str(caught.value)
+    assert is_outage(caught.value) and wf.revision == 0
 
 
 def test_create_refuses_an_id_arango_cannot_key() -> None:
@@ -438,7 +585,7 @@ def test_save_is_one_conditional_replace() -> None:
         "FOR d IN @@coll FILTER d._key == @key AND d.revision == @revision "
         "REPLACE d WITH MERGE(@doc, "
         "{heartbeat_at_us: MAX([d.heartbeat_at_us, @doc.heartbeat_at_us])}) "
-        "IN @@coll OPTIONS {ignoreRevs: false} RETURN NEW.revision"
+        "IN @@coll OPTIONS {ignoreRevs: false, waitForSync: true} RETURN NEW.revision"
     )
     assert binds == {
         "@coll": COLL,
@@ -532,14 +679,14 @@ def test_a_write_that_keeps_meeting_1200_says_so() -> None:
 
 # -- a save whose answer never came: re-read to decide ----------------------------------------
 # python-arango lets requests' ReadTimeout through (Connection.process_request catches only
-# ConnectionError), which is what the recorder raises here.
+# ConnectionError), which is what the recorder raises here: a real one, cause chain included.
 
 
 def test_a_timed_out_save_that_committed_is_a_success() -> None:
     wf = make_workflow()
     wf.revision = 2
     ours = {"_key": wf.id, **ArangoStore.to_document(wf, 3)}
-    rec = Recorder(aql_answers=[ReadTimeout("read timed out")], doc_answers=[ours])
+    rec = Recorder(aql_answers=[real_read_timeout()], doc_answers=[ours])
     store_with(rec).save(wf)
     assert wf.revision == 3
     assert [e[0] for e in rec.log] == ["aql", "get"]
@@ -549,7 +696,7 @@ def test_a_timed_out_save_overtaken_by_another_writer_is_a_conflict() -> None:
     wf = make_workflow()
     wf.revision = 2
     rec = Recorder(
-        aql_answers=[ReadTimeout("read timed out")],
+        aql_answers=[real_read_timeout()],
         doc_answers=[stored(another_writers(wf), revision=3)],
     )
     with pytest.raises(ConflictError) as caught:
@@ -561,9 +708,7 @@ def test_a_timed_out_save_overtaken_by_another_writer_is_a_conflict() -> None:
 def test_a_timed_out_save_not_applied_yet_is_unknown_not_failed() -> None:
     wf = make_workflow()
     wf.revision = 2
-    rec = Recorder(
-        aql_answers=[ReadTimeout("read timed out")], doc_answers=[stored(wf, revision=2)]
-    )
+    rec = Recorder(aql_answers=[real_read_timeout()], doc_answers=[stored(wf, revision=2)])
     with pytest.raises(AdapterError) as caught:
         store_with(rec).save(wf)
     text = str(caught.value)
@@ -576,9 +721,7 @@ def test_a_timed_out_save_not_applied_yet_is_unknown_not_failed() -> None:
 def test_a_timed_out_save_whose_read_back_fails_is_unknown() -> None:
     wf = make_workflow()
     wf.revision = 2
-    rec = Recorder(
-        aql_answers=[ReadTimeout("read timed out")], doc_answers=[ReadTimeout("read timed out")]
-    )
+    rec = Recorder(aql_answers=[real_read_timeout()], doc_answers=[real_read_timeout()])
     with pytest.raises(AdapterError, match="outcome is unknown; reading it back failed too"):
         store_with(rec).save(wf)
 
@@ -590,7 +733,7 @@ def test_heartbeat_updates_one_attribute_and_only_forwards() -> None:
     assert query == (
         "FOR d IN @@coll FILTER d._key == @key "
         "UPDATE d WITH {heartbeat_at_us: MAX([d.heartbeat_at_us, @at])} IN @@coll "
-        "RETURN NEW._key"
+        "OPTIONS {ignoreRevs: false, waitForSync: true} RETURN NEW._key"
     )
     assert binds == {"@coll": COLL, "key": WID, "at": T0_US}
     assert "revision" not in query
@@ -699,7 +842,7 @@ def test_write_raw_replaces_the_json_text_only() -> None:
             "update",
             COLL,
             {"_key": WID, "state": '{"id": "x"}'},
-            {"check_rev": False, "silent": True},
+            {"check_rev": False, "silent": True, "sync": True},
         )
     ]
 
@@ -708,7 +851,7 @@ def test_write_raw_replaces_the_json_text_only() -> None:
 
 
 def test_initialize_creates_the_collection_and_indexes() -> None:
-    rec = Recorder()
+    rec = Recorder(properties={})
     store = ArangoStore(ArangoSettings.from_url("arango://root@h/statesaga"), database=rec)
     rec.timeout_probe = lambda: store._http.read_timeout.get(None)
     store.initialize()
@@ -718,6 +861,7 @@ def test_initialize_creates_the_collection_and_indexes() -> None:
     assert rec.log == [
         ("has_collection", COLL),
         ("create_collection", COLL),
+        ("properties", COLL),
         *[
             ("add_index", COLL, {"type": "persistent", "fields": fields, "inBackground": True})
             for fields in (
@@ -730,12 +874,50 @@ def test_initialize_creates_the_collection_and_indexes() -> None:
     ]
 
 
+def test_a_new_collection_syncs_every_write_to_disk() -> None:
+    # python-arango's create_collection sends "waitForSync": false unless told otherwise,
+    # which overrides the server's --database.wait-for-sync (issue 30, finding 1).
+    rec = Recorder(properties={})
+    ArangoStore(ArangoSettings.from_url("arango://root@h/statesaga"), database=rec).initialize()
+    (call,) = rec.called("create_collection")
+    assert call["sync"] is True
+    assert (call["replication_factor"], call["write_concern"]) == (None, None)
+    assert [e for e in rec.log if e[0] == "configure"] == []
+
+
+def test_an_existing_collection_is_made_to_sync_and_a_cluster_gets_its_copies() -> None:
+    # A collection created by an older version (waitForSync false, one copy per shard).
+    rec = Recorder(
+        collections={COLL},
+        properties={"sync": False, "replication_factor": 1, "write_concern": 1},
+    )
+    url = "arango://root@h/statesaga?replication_factor=3&write_concern=2"
+    ArangoStore(ArangoSettings.from_url(url), database=rec).initialize()
+    assert ("configure", COLL, {"sync": True, "replication_factor": 3, "write_concern": 2}) in (
+        rec.log
+    )
+    # A single server reports neither setting: only sync is changed there.
+    rec = Recorder(collections={COLL}, properties={"sync": False})
+    ArangoStore(ArangoSettings.from_url(url), database=rec).initialize()
+    assert [e for e in rec.log if e[0] == "configure"] == [("configure", COLL, {"sync": True})]
+
+
+def test_a_cluster_collection_is_created_with_the_urls_copies() -> None:
+    rec = Recorder(properties={})
+    url = "arango://root@h/statesaga?replication_factor=3&write_concern=2"
+    ArangoStore(ArangoSettings.from_url(url), database=rec).initialize()
+    (call,) = rec.called("create_collection")
+    assert (call["sync"], call["replication_factor"], call["write_concern"]) == (True, 3, 2)
+
+
 def test_first_use_initializes_when_allowed() -> None:
     wf = make_workflow()
     rec = Recorder(collections={COLL}, doc_answers=[stored(wf)])
     store = ArangoStore(ArangoSettings.from_url("arango://root@h/statesaga"), database=rec)
     store.get(wf.id)
-    assert [e[0] for e in rec.log] == ["has_collection"] + ["add_index"] * len(INDEXES) + ["get"]
+    assert [e[0] for e in rec.log] == (
+        ["has_collection", "properties"] + ["add_index"] * len(INDEXES) + ["get"]
+    )
 
 
 def test_initialize_off_only_checks() -> None:
@@ -762,12 +944,30 @@ def failing_get(exc: Exception) -> BaseException:
         store.get(WID)
     text = str(caught.value)
     assert SECRET not in text and SECRET_URL not in text
-    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+    # python-arango's exceptions (their requests hold the Authorization header) are not shown
+    # in a traceback: the shown cause is none, or an ArangoUnavailable, which holds a message.
+    cause = caught.value.__cause__
+    assert cause is None or (type(cause) is ArangoUnavailable and not vars(cause))
+    assert caught.value.__suppress_context__
     return caught.value
 
 
+def real_read_timeout() -> ReadTimeout:
+    """requests' ReadTimeout as the real stack raises it, cause chain included (urllib3's
+    ReadTimeoutError, then the socket's TimeoutError): a request to a listener that accepts
+    and never answers."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        try:
+            requests.get(f"http://127.0.0.1:{listener.getsockname()[1]}/", timeout=(1, 0.05))
+        except ReadTimeout as exc:
+            return exc
+    raise AssertionError("the request was answered")
+
+
 @pytest.mark.parametrize(
-    ("exc", "kind", "fragment"),
+    ("exc", "kind", "fragment", "outage"),
     [
         (
             # arangod answers a wrong password, and a database the user has no grant on,
@@ -777,54 +977,80 @@ def failing_get(exc: Exception) -> BaseException:
             ),
             AdapterError,
             "authentication failed or no access to database 'orders' for user 'alice'",
+            False,
         ),
         (
             server_error(DocumentGetError, 403, 11, "forbidden", "get"),
             AdapterError,
             "user 'alice' is not allowed to get",
+            False,
         ),
         (
             server_error(DocumentGetError, 404, 1228, "database not found", "get"),
             AdapterError,
             "the database does not exist",
+            False,
         ),
         (
             server_error(DocumentGetError, 404, 1203, "collection or view not found", "get"),
             AdapterError,
             "collection 'statesaga_workflows' does not exist",
-        ),
-        (
-            server_error(DocumentGetError, 404, 1202, "document not found", "get"),
-            NotFoundError,
-            WID,
-        ),
-        (
-            # arangod's answer while it shuts down (CommTask::prepareExecution, step 1).
-            server_error(DocumentGetError, 503, 30, "shutdown in progress", "get"),
-            AdapterError,
-            "get failed: [HTTP 503][ERR 30] shutdown in progress",
+            False,
         ),
         (
             # No server echoes the password today; _scrub keeps it so if one ever does.
             server_error(DocumentGetError, 500, 4, f"internal error near {SECRET}", "get"),
             AdapterError,
             "get failed: [HTTP 500][ERR 4] internal error near ***",
+            False,
         ),
-        (ArangoClientError("bad connection: refused"), AdapterError, "cannot reach"),
+        (
+            # python-arango's ping wraps what the connection raised; raised as it raises it.
+            "client.db(verify=True) of a closed port",
+            AdapterError,
+            "cannot reach",
+            True,
+        ),
         (
             ConnectionAbortedError("Can't connect to host(s) within limit (1)"),
             AdapterError,
             "cannot reach",
+            True,
         ),
-        (ReadTimeout("read timed out"), AdapterError, "no answer to get within 5 s"),
+        ("a real ReadTimeout", AdapterError, "no answer to get within 5 s", True),
     ],
 )
-def test_errors_are_translated(exc: Exception, kind: type[Exception], fragment: str) -> None:
+def test_errors_are_translated(
+    exc: Exception | str, kind: type[Exception], fragment: str, outage: bool
+) -> None:
+    if exc == "a real ReadTimeout":
+        exc = real_read_timeout()
+    elif isinstance(exc, str):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        client = ArangoClient(hosts=f"http://127.0.0.1:{port}", resolver_max_tries=1)
+        client._http._retry_attempts = 0  # type: ignore[attr-defined]
+        try:
+            client.db("orders", verify=True)
+        except ArangoClientError as raised:
+            exc = raised
+        client.close()
+    assert isinstance(exc, Exception)
     err = failing_get(exc)
     assert type(err) is kind
     assert fragment in str(err)
     if kind is AdapterError:
         assert "ArangoDB at db.example:8529 (database 'orders')" in str(err)
+    # Only what says "not reachable now" is an outage a loop waits out.
+    assert is_outage(err) is outage
+
+
+def test_a_missing_document_is_none_from_python_arango_and_not_found_here() -> None:
+    # python-arango's StandardCollection.get answers 1202 with None (never raises it).
+    rec = Recorder(doc_answers=[None])
+    with pytest.raises(NotFoundError):
+        store_with(rec).get(WID)
 
 
 # -- connecting: a missing database, no grant, a wrong password ------------------------------
@@ -843,6 +1069,7 @@ class RecordingClient:
     def db(
         self, name: str, username: str = "root", password: str = "", verify: bool = False
     ) -> Any:
+        bound(ArangoClient.db, name, username, password, verify)
         self.log.append(("db", name, verify))
         answer = self.answers[name][0] if not verify else self.answers[name].pop(0)
         if isinstance(answer, Exception):
@@ -872,7 +1099,7 @@ SYSTEM_DENIED = server_error(
 
 def connecting_store(client: RecordingClient, query: str = "") -> ArangoStore:
     store = ArangoStore.from_url(f"arango://alice:{SECRET_URL}@db.example:8529/orders{query}")
-    store._client_for = lambda: client  # type: ignore[method-assign]
+    store._conn.client_for = lambda: client  # type: ignore[method-assign]
     return store
 
 
@@ -940,6 +1167,43 @@ def test_drop_does_not_create_a_missing_database() -> None:
     assert client.log[-1] == ("close",)
 
 
+def test_a_1228_is_certain_even_when_system_cannot_be_read() -> None:
+    # 404 with 1228 names a missing database; a user who may not read _system cannot have
+    # that confirmed, and needs no confirmation (issue 30, finding 4).
+    client = RecordingClient(
+        {"orders": [NOT_FOUND_DB], "_system": [Recorder(databases=SYSTEM_DENIED)]}
+    )
+    with pytest.raises(AdapterError) as caught:
+        connecting_store(client, "?initialize=0").initialize()
+    assert str(caught.value).endswith(
+        "the database does not exist (create it, or allow it with initialize=1)"
+    )
+
+
+def test_drop_of_a_missing_database_does_not_raise_whoever_asks() -> None:
+    client = RecordingClient(
+        {"orders": [NOT_FOUND_DB], "_system": [Recorder(databases=SYSTEM_DENIED)]}
+    )
+    connecting_store(client).drop()
+    assert client.log[-1] == ("close",)
+
+
+def test_a_missing_database_the_user_may_not_create_is_named() -> None:
+    system = Recorder(databases=SYSTEM_DENIED, refuse_create=SYSTEM_DENIED)
+    client = RecordingClient({"orders": [NOT_FOUND_DB], "_system": [system]})
+    with pytest.raises(AdapterError) as caught:
+        connecting_store(client).initialize()
+    assert "the database does not exist, and user 'alice' may not create it" in str(caught.value)
+
+
+def test_a_new_database_gets_the_urls_copies() -> None:
+    system, orders = Recorder(databases={"_system"}), Recorder(properties={})
+    client = RecordingClient({"orders": [NOT_FOUND_DB, orders], "_system": [system]})
+    connecting_store(client, "?replication_factor=3&write_concern=2").initialize()
+    (call,) = system.called("create_database")
+    assert (call["replication_factor"], call["write_concern"]) == (3, 2)
+
+
 # -- the HTTP layer over real sockets ---------------------------------------------------------
 
 
@@ -950,8 +1214,11 @@ class ScriptedHTTP:
     the connection without answering. It is not ArangoDB and decides nothing; it speaks just
     enough HTTP/1.1 (keep-alive, Content-Length) for requests' connection pool."""
 
-    def __init__(self, script: list[tuple[Any, ...]]) -> None:
+    def __init__(self, script: list[tuple[Any, ...]], respond: Any = None) -> None:
+        """`respond(method, path, body)` answers once `script` is used up (as arangod would
+        answer that request), for servers that answer any number of requests."""
         self.script = deque(script)
+        self.respond = respond
         self.seen: list[tuple[int, str, str]] = []  # (connection number, method, path)
         self.bodies: list[bytes] = []
         self.sock = socket.socket()
@@ -963,7 +1230,7 @@ class ScriptedHTTP:
 
     def _serve(self) -> None:
         number = 0
-        while self.script:
+        while self.script or self.respond:
             try:
                 conn, _ = self.sock.accept()
             except OSError:
@@ -984,9 +1251,13 @@ class ScriptedHTTP:
                     name, _, value = header.decode().partition(":")
                     if name.lower() == "content-length":
                         length = int(value)
-                self.bodies.append(reader.read(length))
+                body = reader.read(length)
+                self.bodies.append(body)
                 self.seen.append((number, method, path))
-                action = self.script.popleft()
+                if self.script:
+                    action = self.script.popleft()
+                else:
+                    action = self.respond(method, path, json.loads(body) if body else None)
                 if action[0] == "drop":
                     return  # closed with the request read and no answer
                 _, status, body, delay = action
@@ -1014,8 +1285,8 @@ COLLECTIONS = {"error": False, "code": 200, "result": [{"name": COLL, "type": 2,
 def scripted() -> Iterator[Any]:
     servers: list[ScriptedHTTP] = []
 
-    def start(*script: tuple[Any, ...]) -> ScriptedHTTP:
-        servers.append(ScriptedHTTP(list(script)))
+    def start(*script: tuple[Any, ...], respond: Any = None) -> ScriptedHTTP:
+        servers.append(ScriptedHTTP(list(script), respond))
         return servers[-1]
 
     yield start
@@ -1029,7 +1300,12 @@ def scripted() -> Iterator[Any]:
         # arangod's answer while it shuts down (CommTask::prepareExecution, step 1).
         # python-arango's own client retries a 5xx to a GET and then raises requests'
         # RetryError, which read as "cannot reach"; this store's client hands it over, once.
-        (30, "shutdown in progress", "connect failed: [HTTP 503][ERR 30] shutdown in progress"),
+        (
+            30,
+            "shutdown in progress",
+            "the server answered connect with [HTTP 503][ERR 30] shutdown in progress "
+            "(unavailable for now: restarting, failing over or overloaded; try again later)",
+        ),
         # While it starts, arangod answers basic-auth requests 503 with errorNum 503 (same
         # function). python-arango takes exactly that pair for a host to fail over from
         # (BaseConnection.prep_response) and raises its own "Can't connect to host(s)"; the
@@ -1054,6 +1330,7 @@ def test_a_server_answer_is_never_reported_as_unreachable(
         str(caught.value) == f"ArangoDB at 127.0.0.1:{server.port} (database 'orders'): {expected}"
     )
     assert server.seen == [(1, "GET", "/_db/orders/_api/collection")]
+    assert is_outage(caught.value), "a loop such as recover --every must wait it out"
 
 
 def test_a_dropped_keep_alive_connection_is_retried_once(scripted: Any) -> None:
@@ -1122,6 +1399,307 @@ def test_a_save_over_the_wire_runs_again_after_1200(scripted: Any) -> None:
     store.close()
 
 
+def cursor_body(rows: list[Any], **extra: Any) -> dict[str, Any]:
+    """POST /_api/cursor's answer as arangod writes it (docs: HTTP API, AQL queries)."""
+    return {"error": False, "code": 201, "result": rows, "hasMore": False, "cached": False, **extra}
+
+
+def error_body(status: int, errno: int, message: str) -> dict[str, Any]:
+    return {"error": True, "code": status, "errorNum": errno, "errorMessage": message}
+
+
+def sent_queries(server: ScriptedHTTP) -> list[dict[str, Any]]:
+    return [
+        json.loads(body)
+        for (_, method, path), body in zip(server.seen, server.bodies, strict=True)
+        if (method, path) == ("POST", "/_db/orders/_api/cursor")
+    ]
+
+
+def open_store(server: ScriptedHTTP, query: str = "") -> ArangoStore:
+    return ArangoStore.from_url(f"arango://root@127.0.0.1:{server.port}/orders?initialize=0{query}")
+
+
+# -- finding 1: every write waits for the disk -------------------------------------------------
+
+
+def test_every_write_asks_the_server_to_sync(scripted: Any) -> None:
+    # Over the wire, through python-arango: the insert's query string, the save's and the
+    # heartbeat's AQL options. A server-wide --database.wait-for-sync is not enough: a
+    # collection created by python-arango says "waitForSync": false.
+    wf = make_workflow()
+    server = scripted(
+        answer(200, COLLECTIONS),
+        answer(202, {"error": False, "_key": wf.id}),
+        answer(201, cursor_body([2])),
+        answer(201, cursor_body([wf.id])),
+    )
+    store = open_store(server)
+    store.create(wf)
+    store.save(wf)
+    store.heartbeat(wf.id, T0)
+    insert = [p for _, m, p in server.seen if m == "POST" and "/_api/document/" in p]
+    (path,) = insert
+    assert dict(parse_qsl(urlsplit(path).query))["waitForSync"] in ("1", "true")
+    save, beat = sent_queries(server)
+    for statement in (save, beat):
+        assert "waitForSync: true" in statement["query"]
+    store.close()
+
+
+def test_initialize_creates_a_synced_collection_over_the_wire(scripted: Any) -> None:
+    # python-arango's create_collection sends an explicit "waitForSync": false by default.
+    props = {"error": False, "code": 200, "name": COLL, "waitForSync": True, "type": 2}
+
+    def respond(method: str, path: str, body: Any) -> tuple[Any, ...]:
+        if (method, path) == ("GET", "/_db/orders/_api/collection"):
+            return answer(200, {"error": False, "code": 200, "result": []})
+        if (method, path) == ("POST", "/_db/orders/_api/collection"):
+            return answer(200, props)
+        if path.endswith("/properties"):
+            return answer(200, props)
+        return answer(201, {"error": False, "code": 201, "id": "1", "isNewlyCreated": True})
+
+    server = scripted(respond=respond)
+    url = f"arango://root@127.0.0.1:{server.port}/orders?replication_factor=3&write_concern=2"
+    store = ArangoStore.from_url(url)
+    store.initialize()
+    (created,) = [
+        json.loads(body)
+        for (_, method, path), body in zip(server.seen, server.bodies, strict=True)
+        if (method, path) == ("POST", "/_db/orders/_api/collection")
+    ]
+    assert created["waitForSync"] is True
+    assert (created["replicationFactor"], created["writeConcern"]) == (3, 2)
+    store.close()
+
+
+# -- finding 2: outages are ridden out, an answer that cannot tell is read back ---------------
+
+OUTAGE_ANSWERS = [
+    # A gateway or load balancer in front of the server (their bodies are not arangod's).
+    (502, "<html>502 Bad Gateway</html>"),
+    (503, "<html>503 Service Unavailable</html>"),
+    (504, "<html>504 Gateway Time-out</html>"),
+    # arangod while it shuts down (CommTask::prepareExecution).
+    (503, error_body(503, 30, "shutdown in progress")),
+    # A cluster in trouble: the errno decides, whatever the status (500, the least telling).
+    (500, error_body(500, 1457, "timeout in cluster operation")),
+    (
+        500,
+        error_body(
+            500, 1478, "A cluster backend which was required for the operation could not be reached"
+        ),
+    ),
+    (500, error_body(500, 1495, "leadership challenge is ongoing")),
+    (500, error_body(500, 1496, "not a leader")),
+]
+
+
+@pytest.mark.parametrize(("status", "body"), OUTAGE_ANSWERS)
+def test_an_unavailable_server_is_an_outage(scripted: Any, status: int, body: Any) -> None:
+    server = scripted(answer(200, COLLECTIONS), answer(status, body))
+    store = open_store(server)
+    with pytest.raises(AdapterError) as caught:
+        store.get(WID)
+    assert "unavailable for now" in str(caught.value) and f"[HTTP {status}]" in str(caught.value)
+    assert is_outage(caught.value)
+    store.close()
+
+
+def test_a_plain_refusal_is_not_an_outage(scripted: Any) -> None:
+    server = scripted(answer(200, COLLECTIONS), answer(400, error_body(400, 1501, "syntax")))
+    with pytest.raises(AdapterError) as caught:
+        open_store(server).list()
+    assert not is_outage(caught.value)
+
+
+def test_recover_every_rides_out_a_server_restart(scripted: Any) -> None:
+    # While arangod restarts it answers 503 with errorNum 30; a cluster failing over answers
+    # 1496. The recovery loop must wait both out, not exit (issue 30, finding 2).
+    from statesaga.adapters.inline import InlineQueue
+    from statesaga.engine import Engine
+    from statesaga.runtime.recovery import Recovery, recover_every
+
+    down = deque(
+        [
+            answer(503, error_body(503, 30, "shutdown in progress")),
+            answer(503, error_body(503, 1496, "not a leader")),
+        ]
+    )
+
+    def respond(method: str, path: str, body: Any) -> tuple[Any, ...]:
+        if path == "/_db/orders/_api/collection":
+            return answer(200, COLLECTIONS)
+        return down.popleft() if down else answer(201, cursor_body([]))
+
+    server = scripted(respond=respond)
+    store = open_store(server)
+    recovery = Recovery(Engine(store, InlineQueue()), timeout=0.01)
+    stop, scans = threading.Event(), []
+
+    def scan_once() -> None:
+        scans.append(recovery.run_once())
+        if len(scans) == 2:
+            stop.set()
+
+    recover_every(recovery, scan_once, 0.01, stop=stop)
+    assert len(scans) == 2 and not down
+    store.close()
+
+
+def test_a_save_answered_1457_is_read_back(scripted: Any) -> None:
+    # 1457: the coordinator stopped waiting for the DB server, which may still apply the
+    # save. Reading back decides: our document is there, so the save succeeded.
+    wf = make_workflow()
+    wf.revision = 1
+    ours = {"_key": wf.id, "_id": f"{COLL}/{wf.id}", "_rev": "_x", **ArangoStore.to_document(wf, 2)}
+    server = scripted(
+        answer(200, COLLECTIONS),
+        answer(500, error_body(500, 1457, "timeout in cluster operation")),
+        answer(200, ours),
+    )
+    store = open_store(server)
+    store.save(wf)
+    assert wf.revision == 2
+    assert [(m, p.split("?")[0]) for _, m, p in server.seen][1:] == [
+        ("POST", "/_db/orders/_api/cursor"),
+        ("GET", f"/_db/orders/_api/document/{COLL}/{wf.id}"),
+    ]
+    store.close()
+
+
+def test_a_save_answered_1457_and_not_there_yet_is_unknown_and_an_outage(scripted: Any) -> None:
+    wf = make_workflow()
+    wf.revision = 1
+    old = {"_key": wf.id, "_rev": "_x", **ArangoStore.to_document(another_writers(wf), 1)}
+    server = scripted(
+        answer(200, COLLECTIONS),
+        answer(500, error_body(500, 1457, "timeout in cluster operation")),
+        answer(200, old),
+    )
+    store = open_store(server)
+    with pytest.raises(AdapterError) as caught:
+        store.save(wf)
+    text = str(caught.value)
+    assert "was answered [HTTP 500][ERR 1457]" in text and "outcome is unknown" in text
+    assert "still has revision 1" in text and wf.revision == 1
+    assert is_outage(caught.value)
+    store.close()
+
+
+def test_a_create_without_an_answer_is_read_back(scripted: Any) -> None:
+    # The insert's answer never comes (timeout 0.3 s); its document is found: created.
+    wf = make_workflow()
+    ours = {"_key": wf.id, "_rev": "_x", **ArangoStore.to_document(wf, 1)}
+    server = scripted(
+        answer(200, COLLECTIONS),
+        answer(202, {"error": False, "_key": wf.id}, delay=0.6),
+        answer(200, ours),
+    )
+    store = open_store(server, "&timeout=0.3")
+    store.create(wf)
+    assert wf.revision == 1
+    store.close()
+
+
+def test_a_save_whose_connection_broke_twice_is_read_back(scripted: Any) -> None:
+    # Sent, the connection broke; sent again, it broke again: either send may have applied.
+    # The stored document decides (here: ours, so saved), not "cannot reach".
+    wf = make_workflow()
+    wf.revision = 1
+    ours = {"_key": wf.id, "_id": f"{COLL}/{wf.id}", "_rev": "_x", **ArangoStore.to_document(wf, 2)}
+    server = scripted(answer(200, COLLECTIONS), ("drop",), ("drop",), answer(200, ours))
+    store = open_store(server)
+    store.save(wf)
+    assert wf.revision == 2
+    assert [m for _, m, _ in server.seen] == ["GET", "POST", "POST", "GET"]
+    store.close()
+
+
+def test_a_heartbeat_whose_connection_broke_is_an_outage(scripted: Any) -> None:
+    server = scripted(answer(200, COLLECTIONS), ("drop",), ("drop",))
+    with pytest.raises(AdapterError) as caught:
+        open_store(server).heartbeat(WID, T0)
+    assert "heartbeat of WF-20260208-5b193f0d got no answer (" in str(caught.value)
+    assert is_outage(caught.value)
+
+
+# -- finding 3: a listing never silently loses a batch -----------------------------------------
+
+DOCS = [stored(make_workflow(created_at=T0 + timedelta(seconds=i))) for i in range(3)]
+
+
+def test_a_listing_asks_for_a_retryable_cursor_and_refetches_a_lost_batch(scripted: Any) -> None:
+    # ArangoDB 3.11+: with allowRetry each answer names the next batch; a fetch whose
+    # connection broke is sent again for that same batch, then the cursor is deleted (the
+    # server keeps a retryable cursor's last batch until then).
+    server = scripted(
+        answer(200, COLLECTIONS),
+        answer(201, cursor_body(DOCS[:1], hasMore=True, id="77", nextBatchId="2")),
+        ("drop",),
+        answer(200, cursor_body(DOCS[1:2], hasMore=True, id="77", nextBatchId="3")),
+        answer(200, cursor_body(DOCS[2:], id="77")),
+        answer(202, {"error": False, "code": 202, "id": "77"}),
+    )
+    store = open_store(server)
+    assert [w.id for w in store.list()] == [d["_key"] for d in DOCS]
+    assert sent_queries(server)[0]["options"]["allowRetry"] is True
+    assert [(m, p) for _, m, p in server.seen][2:] == [
+        ("POST", "/_db/orders/_api/cursor/77/2"),
+        ("POST", "/_db/orders/_api/cursor/77/2"),
+        ("POST", "/_db/orders/_api/cursor/77/3"),
+        ("DELETE", "/_db/orders/_api/cursor/77"),
+    ]
+    store.close()
+
+
+def test_a_lost_batch_without_batch_ids_is_an_error_not_a_short_list(scripted: Any) -> None:
+    # A server before 3.11 ignores allowRetry and names no batches: the fetch moves the
+    # cursor on. Its connection breaks after the server sent batch 2, so sending it again
+    # would get batch 3 and list 2 of 3 workflows with no error. It is not sent again.
+    server = scripted(
+        answer(200, COLLECTIONS),
+        answer(201, cursor_body(DOCS[:1], hasMore=True, id="77")),
+        ("drop",),
+        answer(200, cursor_body(DOCS[2:], id="77")),  # what a second send would get
+    )
+    store = open_store(server)
+    with pytest.raises(AdapterError) as caught:
+        store.list()
+    assert "connection broke while fetching the next batch of a list" in str(caught.value)
+    assert is_outage(caught.value)
+    assert [(m, p) for _, m, p in server.seen][1:] == [
+        ("POST", "/_db/orders/_api/cursor"),
+        ("POST", "/_db/orders/_api/cursor/77"),
+    ]
+    store.close()
+
+
+def test_later_batches_are_paged_by_a_real_cursor() -> None:
+    rec = Recorder(aql_answers=[Batches([DOCS[:2], DOCS[2:]])])
+    got = store_with(rec).list()
+    assert [w.id for w in got] == [d["_key"] for d in DOCS]
+    (conn,) = rec.cursors
+    assert conn.sent == [("post", "/_api/cursor/4711/2"), ("delete", "/_api/cursor/4711")]
+    assert rec.called("execute")[0]["allow_retry"] is True
+
+
+# -- finding 5: a heartbeat never writes over a newer one --------------------------------------
+
+
+def test_the_heartbeat_writes_only_over_the_version_it_read(scripted: Any) -> None:
+    # MAX() is computed from the version the statement read; ignoreRevs:false makes the
+    # UPDATE fail with 1200 (and run again) if another heartbeat wrote a newer one meanwhile.
+    server = scripted(answer(200, COLLECTIONS), answer(201, cursor_body([WID])))
+    store = open_store(server)
+    store.heartbeat(WID, T0)
+    (statement,) = sent_queries(server)
+    assert "UPDATE d WITH" in statement["query"]
+    assert "ignoreRevs: false" in statement["query"]
+    store.close()
+
+
 # -- TLS and the client's settings -----------------------------------------------------------
 
 
@@ -1134,6 +1712,9 @@ def test_a_save_over_the_wire_runs_again_after_1200(scripted: Any) -> None:
         ("tls=1&tls_ca={ca}.missing", "tls_ca '{ca}.missing' does not exist"),
         ("long_timeout=0", "long_timeout must be more than 0"),
         ("long_timeout=soon", "long_timeout must be a number"),
+        ("replication_factor=0", "replication_factor must be at least 1"),
+        ("write_concern=two", "write_concern must be a number"),
+        ("replication_factor=2&write_concern=3", "write_concern (3) cannot be more than"),
     ],
 )
 def test_contradictory_settings_are_refused(query: str, fragment: str, tmp_path: Any) -> None:
@@ -1144,17 +1725,58 @@ def test_contradictory_settings_are_refused(query: str, fragment: str, tmp_path:
     assert fragment.format(ca=ca) in str(caught.value)
 
 
-def test_tls_settings_reach_the_sessions(tmp_path: Any) -> None:
+def test_tls_settings_reach_the_sessions(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     ca = tmp_path / "ca.pem"
     ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
     for query, verify in (
         ("tls=1", True),
         ("tls=1&tls_verify=0", False),
         (f"tls=1&tls_ca={ca}", str(ca)),
     ):
-        client = ArangoStore.from_url(f"arango://root@h/db?{query}")._client_for()
+        client = ArangoStore.from_url(f"arango://root@h/db?{query}")._conn.client_for()
         assert [session.verify for session in client._sessions] == [verify]
         client.close()
+
+
+def test_the_environment_replaces_neither_the_ca_nor_tls_verify(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # requests merges REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE over a session's `verify` in every
+    # request (Session.merge_environment_settings) unless the session does not trust the
+    # environment: asked here exactly as Session.request asks it (issue 30, finding 6).
+    ca, other = tmp_path / "ca.pem", tmp_path / "system.pem"
+    for path in (ca, other):
+        path.write_text("-----BEGIN CERTIFICATE-----\n")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(other))
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+    url = "https://db.example:8529/_db/statesaga/_api/collection"
+    for query, verify in (
+        (f"tls=1&tls_ca={ca}", str(ca)),
+        ("tls=1&tls_verify=0", False),
+        ("tls=1", str(other)),  # no choice in the URL: requests' convention stands
+    ):
+        client = ArangoStore.from_url(f"arango://root@db.example/statesaga?{query}")._conn
+        (session,) = client.client_for()._sessions
+        merged = session.merge_environment_settings(url, {}, None, None, None)
+        assert merged["verify"] == verify, query
+        assert merged["proxies"] == {}, "an environment proxy was applied"
+
+
+def test_an_environment_proxy_is_not_used(scripted: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A real request through the real client: with HTTP_PROXY pointing at a closed port, it
+    # still reaches the server directly.
+    server = scripted(answer(200, COLLECTIONS), answer(200, COLLECTIONS))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{closed}")
+    monkeypatch.setenv("NO_PROXY", "")
+    store = ArangoStore.from_url(f"arango://root@127.0.0.1:{server.port}/orders?initialize=0")
+    store.initialize()
+    assert server.seen == [(1, "GET", "/_db/orders/_api/collection")] * 2
+    store.close()
 
 
 # -- a real client against a real closed port -------------------------------------------------
@@ -1185,7 +1807,7 @@ def test_a_server_that_is_down_fails_fast_with_a_clear_message(closed_port: int)
 def test_connect_retries_and_backoff_reach_the_http_client(closed_port: int) -> None:
     url = f"arango://root@127.0.0.1:{closed_port}/orders?connect_retries=3&backoff=0.2&timeout=1"
     store = ArangoStore.from_url(url)
-    client = store._client_for()
+    client = store._conn.client_for()
     try:
         assert client._host_resolver.max_tries == 1
         # The store's own HTTP client carries the timeout (ArangoClient ignores its

@@ -173,7 +173,11 @@ def test_dot_draws_clusters_and_clips_edges_at_them() -> None:
         "cluster_SYNCING.UPLOAD",
         "cluster_SYNCING.INDEX",
     }
-    nodes = {g.findtext(f"{SVG}title") for g in root.iter(f"{SVG}g") if g.get("class") == "node"}
+    nodes = {
+        g.findtext(f"{SVG}title")
+        for g in root.iter(f"{SVG}g")
+        if "node" in (g.get("class") or "").split()
+    }
     assert "WORKING" not in nodes and "WORKING.PLANNING" in nodes
 
 

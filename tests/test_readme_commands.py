@@ -65,17 +65,17 @@ trap 'for p in $(jobs -p); do kill "$p" 2>/dev/null || true; done; wait || true'
 TRIP='{TRIP_INPUT}'
 last_wf() {{
   local id
-  id=$(statesaga list "$@" | tail -n 1 | cut -d' ' -f1)
+  id=$(statesaga list "$@" --limit 1 | cut -d' ' -f1)
   if [ -z "$id" ]; then
     statesaga run examples/trip.yaml --input "$TRIP" "$@" >/dev/null 2>&1 || true
-    id=$(statesaga list "$@" | tail -n 1 | cut -d' ' -f1)
+    id=$(statesaga list "$@" --limit 1 | cut -d' ' -f1)
   fi
   echo "$id"
 }}
 mkdir -p "$HOME/.config/fish/completions"  # a fish user has it; HOME is a scratch folder
 running_wf() {{
   statesaga run examples/trip.yaml --input "$TRIP" --timeout 0 >/dev/null 2>&1 || true
-  statesaga list --status running | tail -n 1 | cut -d' ' -f1
+  statesaga list --status running --limit 1 | cut -d' ' -f1
 }}
 """
 

@@ -391,7 +391,8 @@ def test_a_planted_redis_or_rq_module_never_shadows_the_library(
     ok("restart", wf_id, "--from", "send_confirmation", "--reason", "r", "--store", store, code=1)
     waiting = ok("run", "defs/expense.yaml", "--store", store, "--input", claim)
     waiting_id = next(w for w in waiting.split() if w.startswith("WF-"))
-    ok("signal", waiting_id, "approve", "--store", store)
+    # With an approver the claim is paid and `signal` exits 0 (without, it unwinds: exit 1).
+    ok("signal", waiting_id, "approve", "--payload", '{"by": "alice"}', "--store", store)
     submitted = ok(
         "run",
         "defs/trip.yaml",

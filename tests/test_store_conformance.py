@@ -10,7 +10,7 @@ import os
 import sqlite3
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
@@ -18,6 +18,7 @@ from statesaga.adapters.memory import MemoryStore
 from statesaga.adapters.sqlite import SQLiteStore
 from statesaga.ports import Store
 from statesaga.testing import StoreConformance
+from statesaga.testing.store_suite import SECRET
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,8 @@ class Backend:
 
     open: Callable[[pytest.FixtureRequest], Store]
     write_raw: Callable[[Any, str, str], None] | None = None
+    #: Damages a stored workflow (see StoreConformance.damage); None: write_raw's kinds only.
+    damage: Callable[[Any, str, str], None] | None = None
     discard: Callable[[Any], None] | None = None  # runs before close(), e.g. drop a collection
     marks: tuple[pytest.MarkDecorator, ...] = ()
 
@@ -38,6 +41,19 @@ def _memory_raw(store: MemoryStore, workflow_id: str, text: str) -> None:
     store.write_raw(workflow_id, text)
 
 
+def _memory_damage(store: MemoryStore, workflow_id: str, kind: str) -> None:
+    if kind != "revision":  # bytes: a process's memory holds text, never undecodable bytes
+        raise NotImplementedError
+    with store._lock:
+        record = store._records[workflow_id]
+        store._records[workflow_id] = replace(record, revision="7x")  # type: ignore[arg-type]
+
+
+def _not_utf8(text: str) -> bytes:
+    """The document with a byte that cannot start a UTF-8 character, and the secret."""
+    return text.encode().replace(b'"name":"', b'"name":"\xff' + SECRET.encode(), 1)
+
+
 def _sqlite(request: pytest.FixtureRequest) -> Store:
     url: str = request.getfixturevalue("sqlite_url")
     return SQLiteStore.from_url(url)
@@ -47,6 +63,25 @@ def _sqlite_raw(store: SQLiteStore, workflow_id: str, text: str) -> None:
     # A separate connection, as another program (or an older statesaga) writing the file would.
     with sqlite3.connect(store.path) as conn:
         conn.execute("UPDATE workflows SET doc = ? WHERE id = ?", (text, workflow_id))
+
+
+def _sqlite_damage(store: SQLiteStore, workflow_id: str, kind: str) -> None:
+    with sqlite3.connect(store.path) as conn:
+        if kind == "bytes":
+            conn.text_factory = bytes
+            (doc,) = conn.execute(
+                "SELECT doc FROM workflows WHERE id = ?", (workflow_id,)
+            ).fetchone()
+            conn.execute(
+                "UPDATE workflows SET doc = CAST(? AS TEXT) WHERE id = ?",
+                (_not_utf8(doc.decode()), workflow_id),
+            )
+        elif kind == "revision":
+            conn.execute("UPDATE workflows SET revision = '7x' WHERE id = ?", (workflow_id,))
+        elif kind == "json":
+            pytest.skip("sqlite refuses text that is not JSON: the workflows_name index reads it")
+        else:
+            raise NotImplementedError
 
 
 def _arango(request: pytest.FixtureRequest) -> Store:
@@ -85,14 +120,24 @@ def _redis_raw(store: Any, workflow_id: str, text: str) -> None:
     store.client.hset(f"{store.prefix}wf:{workflow_id}", "doc", text)
 
 
+def _redis_damage(store: Any, workflow_id: str, kind: str) -> None:
+    key = f"{store.prefix}wf:{workflow_id}"
+    if kind == "bytes":
+        store.client.hset(key, "doc", _not_utf8(store.client.hget(key, "doc")))
+    elif kind == "revision":
+        store.client.hset(key, "rev", "7x")
+    else:
+        raise NotImplementedError
+
+
 _NO_ARANGO = pytest.mark.skipif(
     not os.environ.get("STATESAGA_ARANGO_URL"), reason="STATESAGA_ARANGO_URL not set"
 )
 
 BACKENDS: dict[str, Backend] = {
-    "memory": Backend(_memory, _memory_raw),
-    "sqlite": Backend(_sqlite, _sqlite_raw),
-    "redis": Backend(_redis, _redis_raw, marks=(pytest.mark.redis,)),
+    "memory": Backend(_memory, _memory_raw, _memory_damage),
+    "sqlite": Backend(_sqlite, _sqlite_raw, _sqlite_damage),
+    "redis": Backend(_redis, _redis_raw, _redis_damage, marks=(pytest.mark.redis,)),
     "arango": Backend(
         _arango, _arango_raw, discard=_arango_drop, marks=(pytest.mark.arango, _NO_ARANGO)
     ),
@@ -120,3 +165,11 @@ class TestStoreConformance(StoreConformance):
         if self._backend.write_raw is None:
             raise NotImplementedError
         self._backend.write_raw(store, workflow_id, text)
+
+    def damage(self, store: Store, workflow_id: str, kind: str) -> None:
+        try:
+            if self._backend.damage is None:
+                raise NotImplementedError
+            self._backend.damage(store, workflow_id, kind)
+        except NotImplementedError:
+            super().damage(store, workflow_id, kind)  # json, schema: through write_raw

@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -312,14 +313,46 @@ def test_definitions_and_openapi(client: TestClient) -> None:
         "/api/workflows/{id}/signal/{name}",
         "/api/workflows/{id}/cancel",
         "/api/workflows/{id}/restart",
+        "/api/workflows/{id}/health",
         "/api/definitions",
         "/api/definitions/schema",
+        "/api/workers",
+        "/api/queues",
+        "/api/jobs/{job}/requeue",
         "/metrics",
+        # agents' plans (statesaga.web.plans)
+        "/api/tools",
+        "/api/plans",
+        "/api/plans/{id}",
+        "/api/plans/{id}/revise",
+        "/api/plans/{id}/approve/{item}",
+        "/api/plans/{id}/reject/{item}",
     }
     schema = client.get("/api/definitions/schema").json()
     assert schema["title"] == "statesaga workflow definition" and "steps" in schema["properties"]
     assert spec["paths"]["/api/workflows"]["post"]["security"] == [{"bearer": []}]
     assert client.get("/api/nothing").status_code == 404
+
+
+def test_the_openapi_document_validates_and_the_docs_page_shows_it(client: TestClient) -> None:
+    validator = pytest.importorskip("openapi_spec_validator")
+    spec = client.get("/api/openapi.json").json()
+    validator.validate(spec)  # raises on any malformed operation (a docstring's YAML)
+    for path, item in spec["paths"].items():
+        for method, op in item.items():
+            assert op["summary"] and op["responses"], (method, path)
+            for code, answer in op["responses"].items():
+                assert set(answer) == {"description"}, (method, path, code, answer)
+    page = client.get("/api/docs")
+    assert page.status_code == 200
+    text = page.text
+    # Nothing from elsewhere: every script and style is the package's own.
+    assert 'src="http' not in text and 'href="http' not in text and "//cdn" not in text
+    for path, item in spec["paths"].items():
+        for method, op in item.items():
+            assert f'id="{method}-{path.strip("/").replace("/", "-")}"' in text, path
+            assert op["summary"].replace("'", "&#39;") in text
+    assert "wrong token, or a read-only server" in text
 
 
 def test_pages_need_a_session_and_the_csrf_value(client: TestClient) -> None:
@@ -521,6 +554,18 @@ def test_serve_command_refusals(tmp_path: Path) -> None:
         [str(script), "serve", "--token", "short"], capture_output=True, text=True, check=False
     )
     assert short.returncode == 1 and "at least 12 characters" in short.stderr
+    typo = tmp_path / "typo.db"
+    absent = subprocess.run(
+        [str(script), "serve", "--store", f"sqlite:///{typo}", "--queue", "inline://"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert absent.returncode == 1, absent.stderr
+    errors = [line for line in absent.stderr.splitlines() if line.startswith("error")]
+    assert len(errors) == 1 and "nothing has been stored" in errors[0]
+    assert "Traceback" not in absent.stderr and not typo.exists()  # refused, not made
     assert "short" not in short.stderr.replace("--token must", "")
     missing = subprocess.run(
         [
@@ -633,8 +678,8 @@ def test_a_saga_on_a_nested_step_lifecycle_shows_its_sub_states(
 @pytest.mark.parametrize(
     "body, says",
     [
-        (b'{"definition": "web_order", "input": {"n": NaN}}', "NaN is not a JSON number"),
-        (b'{"definition": "web_order", "input": {"n": -Infinity}}', "-Infinity is not a JSON"),
+        (b'{"definition": "web_order", "input": {"n": NaN}}', "NaN is not JSON"),
+        (b'{"definition": "web_order", "input": {"n": -Infinity}}', "-Infinity is not JSON"),
         (
             b'{"definition": "web_order", "input": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
             "nested too deeply",
@@ -663,7 +708,7 @@ def test_a_form_payload_is_held_to_the_same_json(client: TestClient) -> None:
         f"/workflows/{doc['id']}/signal",
         data={"csrf": csrf, "name": "approve", "payload": '{"by": NaN}'},
     )
-    assert r.status_code == 400 and "NaN is not a JSON number" in r.text
+    assert r.status_code == 400 and "NaN is not JSON" in r.text
     assert client.get(f"/api/workflows/{doc['id']}").json()["status"] == "RUNNING"
 
 
@@ -723,7 +768,7 @@ def serving(port: int, tmp_path: Path, defs: Path, *options: str) -> Iterator[Se
     env.update(PYTHONPATH=str(TESTS), STATESAGA_TOKEN=TOKEN)
     cmd = [str(Path(sys.executable).with_name("statesaga")), *options, "serve",
            "--port", str(port), "--store", f"sqlite:///{tmp_path / 'm.db'}",
-           "--queue", "inline://", "--handlers", "web_handlers",
+           "--queue", "inline://", "--handlers", "web_handlers", "--create",
            "--definitions", str(defs)]  # fmt: skip
     server = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
     served = Served(f"http://127.0.0.1:{port}")
@@ -907,9 +952,100 @@ def test_the_stored_gauge_of_an_unreachable_store_is_one_warning() -> None:
 def test_only_a_store_or_queue_out_of_reach_is_a_503() -> None:
     import sqlite3
 
-    from statesaga.web.app import _status_of
+    from statesaga.web.http import status_of as _status_of
 
     assert _status_of(ConnectionRefusedError(111, "refused")) == 503
     assert _status_of(TimeoutError()) == 503
     assert _status_of(sqlite3.OperationalError("database is locked")) == 503
     assert _status_of(FileNotFoundError("definitions/x.yaml")) == 500  # the server's own
+
+
+# -- the operator's view: a saga's timeline, times and reasons; the list; workers on inline://
+
+
+def _login_csrf(client: TestClient) -> None:
+    client.post("/login", data={"user": "olga", "token": TOKEN}, follow_redirects=False)
+
+
+def _rows(html: str, table: str) -> list[dict[str, str]]:
+    body = html.split(f'id="{table}"', 1)[1].split("</table>", 1)[0]
+    return [
+        dict(re.findall(r'data-(\w+)="([^"]*)"', tr)) for tr in re.findall(r"<tr data-[^>]*>", body)
+    ]
+
+
+def test_the_timeline_of_a_compensated_saga_shows_every_attempt_and_undo_in_order(
+    client: TestClient,
+) -> None:
+    doc = start(client, "web_order", {"fail_at": "charge", "card_token": "tok_live_123"})
+    final = wait_for(client, doc["id"], "COMPENSATED")
+    page = client.get(f"/workflows/{final['id']}").text
+    phases = [(r["step"], r["phase"], r["ended"]) for r in _rows(page, "timeline")]
+    work = [p for p in phases if p[1] not in ("queued",)]
+    # charge fails for good (OrderError is never retried): pack, then reserve, are undone.
+    assert work == [
+        ("reserve", "attempt 1", "succeed"),
+        ("pack", "attempt 1", "succeed"),
+        ("charge", "attempt 1", "fail"),
+        ("pack", "undo", "compensated"),
+        ("reserve", "undo", "compensated"),
+    ]
+    history = [h for h in final["history"] if h["step"]]
+    claims = [h["step"] for h in history if h["trigger"] == "dispatch"]
+    assert [p[0] for p in work[:3]] == claims  # the same order the history holds
+    assert 'id="timeline-chart"' in page and page.count('class="ph ph-') >= len(work)
+    # times, masked input, reasons in words beside the diagrams
+    assert 'id="ended"' in page and "not yet" not in page.split('id="ended"', 1)[1][:40]
+    assert "tok_live_123" not in page and '"card_token": "***"' in page
+    reasons = page.split('id="reasons"', 1)[1].split("</aside>", 1)[0]
+    assert "charge" in reasons and "OrderError: charge: the warehouse refused the order" in reasons
+    assert "⏸" not in page and "⏱" not in page
+
+
+def test_the_list_refreshes_itself_and_a_bulk_cancel_says_what_it_will_do(
+    client: TestClient,
+) -> None:
+    waiting = [start(client, "expense_claim", {"employee": f"e{i}", "amount": 5}) for i in range(2)]
+    done = start(client, "web_order", {})
+    for d in waiting:
+        wait_for(client, d["id"], "RUNNING", waiting=True)
+    wait_for(client, done["id"], "COMPLETED")
+    fragment = client.get("/", params={"fragment": "rows"}).json()
+    assert [r["id"] for r in _rows("<x id=\"w\">" + fragment["rows"] + "</table>", "w")] == [
+        done["id"], waiting[1]["id"], waiting[0]["id"]
+    ]  # fmt: skip
+    assert "RUNNING" in fragment["counts"]
+
+    _login_csrf(client)
+    ids = [waiting[0]["id"], done["id"]]
+    confirm = client.get("/bulk", params=[("action", "cancel"), *[("id", i) for i in ids]])
+    assert confirm.status_code == 200
+    csrf = confirm.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+    plan = {r["id"]: r for r in _rows(confirm.text, "plan")}
+    assert "Cancel 1 of 2 selected workflows?" in confirm.text
+    assert "left alone:" in confirm.text and "has ended (COMPLETED)" in confirm.text
+    assert set(plan) == set(ids)
+    # nothing happened yet: a confirmation page changes nothing
+    assert client.get(f"/api/workflows/{waiting[0]['id']}").json()["status"] == "RUNNING"
+    unconfirmed = client.post("/bulk", data={"csrf": csrf, "action": "cancel", "id": ids})
+    assert unconfirmed.status_code == 400
+    result = client.post(
+        "/bulk", data={"csrf": csrf, "action": "cancel", "id": ids, "confirm": "yes"}
+    )
+    assert result.status_code == 200 and "cancel requested" in result.text
+    wait_for(client, waiting[0]["id"], "CANCELLED", "COMPENSATED")
+    assert client.get(f"/api/workflows/{waiting[1]['id']}").json()["status"] == "RUNNING"
+    cancelled = client.get(f"/api/workflows/{waiting[0]['id']}").json()
+    assert any(h["by"] == "web:olga" and h["trigger"] == "cancel" for h in cancelled["history"])
+
+
+def test_the_workers_page_of_an_inline_server_says_what_applies(client: TestClient) -> None:
+    page = client.get("/workers")
+    assert page.status_code == 200 and "runs the jobs itself (inline://)" in page.text
+    assert client.get("/api/workers").json() == {
+        "kind": "inline",
+        "note": client.get("/api/queues").json()["note"],
+        "workers": [],
+    }
+    refused = client.post("/api/jobs/ss-1/requeue", headers=AUTH)
+    assert refused.status_code == 409 and "no failed jobs" in refused.json()["error"]

@@ -161,6 +161,7 @@ def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
                 str(port),
                 "--handlers",
                 "web_handlers",
+                "--create",  # the workers may not have made the store yet
             ],
             stdout=logs["server"],
             stderr=subprocess.STDOUT,

@@ -2,7 +2,8 @@
 live in three rooms by who uses them: statesaga.cli.authoring (writing tables: validate,
 schema, diagram), statesaga.cli.running (running and watching workflows: run, status, list,
 demo, simulate) and statesaga.cli.operating (keeping them going: worker, recover, cancel,
-signal, restart, serve, ...); the options and error handling they share are
+signal, restart, serve, ...) and statesaga.cli.planning (agents' plans: tools, plan, approve,
+reject); the options and error handling they share are
 statesaga.cli.options. Wiring lives elsewhere: engines are built by statesaga.app, the recovery
 loop is statesaga.runtime.recovery's.
 
@@ -19,7 +20,7 @@ import click
 from ..errors import StatesagaError
 from ..observability.logs import LOG_FORMATS, LOG_LEVELS, LogFormat, configure_logging
 from ..resources import __version__
-from . import authoring, operating, running
+from . import authoring, operating, planning, running
 from .authoring import check_handler_hints, validate_file
 from .options import fail
 
@@ -52,7 +53,8 @@ def main(ctx: click.Context, log_level: str | None, log_format: LogFormat) -> No
     # A worker says what it serves (and each job's outcome) at INFO; a server, each request.
     default = "INFO" if ctx.invoked_subcommand in ("worker", "serve") else "WARNING"
     configure_logging(log_level or default, log_format)
-    if ctx.invoked_subcommand in _OBSERVED:
+    # A worker configures its own (it may serve metrics on a port: see `worker`).
+    if ctx.invoked_subcommand in _OBSERVED and ctx.invoked_subcommand != "worker":
         from ..observability.otel import configure_from_env
 
         try:
@@ -61,13 +63,20 @@ def main(ctx: click.Context, log_level: str | None, log_format: LogFormat) -> No
             fail(str(exc))
         if done:
             logging.getLogger("statesaga.otel").info("OpenTelemetry: %s", "; ".join(done))
+    if ctx.invoked_subcommand in _OPERATIONS:
+        from ..observability.tracing import operation
+
+        # Ended when the command ends (the group's context closes after it, exit or not).
+        ctx.with_resource(operation(f"statesaga {ctx.invoked_subcommand}"))
 
 
 #: Commands that run or move workflows: they export traces and metrics when OTEL_* says so.
 _OBSERVED = frozenset({"run", "worker", "recover", "serve", "cancel", "signal", "restart"})
+#: Commands that are one operation: a span of their own, linked to the workflow's trace.
+_OPERATIONS = frozenset({"run", "cancel", "signal", "restart"})
 
 
-for _room in (authoring, running, operating):
+for _room in (authoring, running, operating, planning):
     for _command in _room.COMMANDS:
         main.add_command(_command)
 

@@ -88,6 +88,22 @@ from .running import echo_waiting, report_unreadable
     show_default=True,
     help="run the step a settle claims here at once (--no-eager: every step through the queue)",
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    envvar="STATESAGA_METRICS_PORT",
+    show_envvar=True,
+    help="serve metrics for Prometheus on this port: this worker's steps and the fleet's "
+    "queue depth, workers, stuck workflows (OTEL_METRICS_EXPORTER=prometheus alone: "
+    "OTEL_EXPORTER_PROMETHEUS_PORT, default 9464)",
+)
+@click.option(
+    "--metrics-host",
+    default=None,
+    help="the address the metrics port binds (default: OTEL_EXPORTER_PROMETHEUS_HOST, "
+    "else localhost)",
+)
 @guard
 def worker(
     queue: str | None,
@@ -102,11 +118,26 @@ def worker(
     processes: int,
     recover_every: float | None,
     eager: bool,
+    metrics_port: int | None,
+    metrics_host: str | None,
 ) -> None:
     """Run step and compensation jobs from an RQ queue (SIGTERM: finish the step, then exit)."""
     import os
 
+    from ..observability.otel import configure_from_env, prometheus_wanted
+
     log_level = _worker_log_level(log_level)
+    if metrics_port is not None and processes > 1:
+        raise click.UsageError(
+            "--metrics-port serves one process's metrics: with --processes N, start N workers "
+            "each with a port of its own"
+        )
+    prometheus = metrics_port is not None or prometheus_wanted()
+    done = configure_from_env(prometheus=prometheus)
+    if done:
+        logging.getLogger("statesaga.otel").info("OpenTelemetry: %s", "; ".join(done))
+    if prometheus and metrics_port is None and processes == 1:
+        metrics_port = int(os.environ.get("OTEL_EXPORTER_PROMETHEUS_PORT") or 9464)
 
     from ..security.allowlist import AllowList
     from ..worker import DEFAULT_WORKER_QUEUE, WorkerSettings, run_worker
@@ -124,6 +155,8 @@ def worker(
         log_level=log_level.upper(),
         step_chart=step_chart,
         eager=eager,
+        metrics_port=metrics_port if processes == 1 else None,
+        metrics_host=metrics_host,
     )
     if processes > 1 or recover_every is not None:
         sys.exit(_supervise_workers(settings, processes, recover_every))
@@ -219,6 +252,23 @@ def _recovery_engine(store: str | None, queue: str | None, handlers: tuple[str, 
     return EngineOptions(store, queue, handlers=handlers, allow="operator").build()
 
 
+def _acting_on(
+    store: str | None, queue: str | None, handlers: tuple[str, ...], workflow_id: str
+) -> tuple[Any, Any]:
+    """The engine and the stored workflow a command acts on. A store that is not there yet
+    holds no workflow: it is refused, not created (a refused command writes nothing)."""
+    from ..errors import StatesagaError
+    from ..ports import store_exists
+
+    engine = _recovery_engine(store, queue, handlers)
+    if not store_exists(engine.store):
+        where = getattr(engine.store, "path", "that URL")
+        raise StatesagaError(
+            f"workflow {workflow_id} not found: no store at {where} (nothing is stored there yet)"
+        )
+    return engine, engine.get(workflow_id)
+
+
 def _run_inline(engine: Any, ids: list[str], timeout: float | None) -> None:
     """With an in-process queue the re-enqueued jobs run here, until those workflows end."""
     from ..vocabulary import WORKFLOW_IN_FLIGHT
@@ -262,6 +312,7 @@ def recover(
 ) -> None:
     """Find workflows whose worker was lost (stale heartbeat, or SUSPENDED) and resume or
     cancel them; their lost jobs are re-enqueued from what the store says is in flight."""
+    from ..ports import store_exists
     from ..runtime.recovery import Recovery, RecoveryAction, recover_every
 
     engine = _recovery_engine(store, queue, handlers)
@@ -269,6 +320,9 @@ def recover(
         engine, timeout=timeout, action=RecoveryAction.RESUME if resume else RecoveryAction.CANCEL
     )
     interval = 0.0 if every is True else float(every)
+    if interval == 0 and not store_exists(engine.store):
+        click.echo("nothing to recover")  # and no store made: nothing was ever stored there
+        return
     if interval > 0:
 
         def scan_once() -> None:
@@ -279,9 +333,12 @@ def recover(
         return
     _require_recovery_handlers(engine, recovery, session)
     report = _recover_once(engine, recovery, session)
-    if not report.handled and not report.errors:
+    unreadable = getattr(engine.store, "unreadable", {})
+    if not report.handled and not report.errors and not unreadable:
         click.echo("nothing to recover")
     _exit_on_failed(engine, report.resumed + report.cancelled)
+    if unreadable:  # named by _recover_once; the others were recovered all the same
+        sys.exit(1)
 
 
 def _require_recovery_handlers(engine: Any, recovery: Any, session: str | None) -> None:
@@ -335,8 +392,7 @@ def cancel(
     compensated in reverse. A finished workflow cannot be cancelled (exit 1)."""
     from ..errors import StateError, TransitionError
 
-    engine = _recovery_engine(store, queue, handlers)
-    current = engine.get(workflow_id)
+    engine, current = _acting_on(store, queue, handlers, workflow_id)
     if not engine.has_ended(current.status.value):  # an ended one: cancel() says why
         _require_handlers(engine, current)
     try:
@@ -405,15 +461,24 @@ def _why_not_cancelled(wf: Any, store: str | None) -> str:
     "--expect",
     "expects",
     multiple=True,
-    type=click.Choice(["COMPLETED", "COMPENSATED", "FAILED"]),
-    help="the correct outcome, one per --input in order (or one for all), e.g. FAILED for a "
+    help="the correct outcome(s) of an input: COMPLETED, COMPENSATED, FAILED or several "
+    "joined by commas; one per --input in order (or one for all), e.g. FAILED for a "
     "failure after the pivot",
+)
+@click.option(
+    "--signal",
+    "signals",
+    multiple=True,
+    metavar="[N:]STEP=PAYLOAD",
+    help="send PAYLOAD (JSON, or @file.json) to the wait step STEP whenever it waits; "
+    "repeatable; N: only for the Nth --input",
 )
 @guard
 def check_crashes_command(
     definition: str,
     inputs: tuple[str, ...],
     expects: tuple[str, ...],
+    signals: tuple[str, ...],
     queue: str,
     store: str | None,
     handlers: tuple[str, ...],
@@ -422,7 +487,8 @@ def check_crashes_command(
     keep: bool,
 ) -> None:
     """Run a saga with its worker process SIGKILLed at every job boundary in turn, recover,
-    and check it converges with each side effect applied at most once; print the table."""
+    and check it converges with each side effect applied at most once; print the table.
+    Timers (a wait's timeout, a sleep) are fast-forwarded; a wait gets the --signal given."""
     from ..verify.crashcheck import BOUNDARIES, Scenario, check_crashes, format_table
 
     name = Path(definition).stem
@@ -438,26 +504,53 @@ def check_crashes_command(
     wanted: list[str | None] = [None] * len(runs)
     if expects:
         wanted = [*expects] * len(runs) if len(expects) == 1 else [*expects]
-    scenarios = [
-        Scenario(
-            f"{name}-{i}" if len(inputs) > 1 else name,
-            str(Path(definition).resolve()),
-            load_input(value),
-            modules,
-            expect,
+    sends = _signals_per_input(signals, len(runs))
+    try:
+        scenarios = [
+            Scenario(
+                f"{name}-{i}" if len(inputs) > 1 else name,
+                str(Path(definition).resolve()),
+                load_input(value),
+                modules,
+                expect,
+                sends[i - 1],
+            )
+            for i, (value, expect) in enumerate(zip(runs, wanted, strict=True), 1)
+        ]
+        results = check_crashes(
+            scenarios,
+            queue=queue,
+            store=store,
+            boundaries=boundaries or BOUNDARIES,
+            parallel=parallel,
+            keep=keep,
         )
-        for i, (value, expect) in enumerate(zip(runs, wanted, strict=True), 1)
-    ]
-    results = check_crashes(
-        scenarios,
-        queue=queue,
-        store=store,
-        boundaries=boundaries or BOUNDARIES,
-        parallel=parallel,
-        keep=keep,
-    )
+    except ValueError as exc:  # a bad --expect, --signal or --boundary: one line, exit 2
+        raise click.UsageError(str(exc)) from None
     click.echo(format_table(results))
     sys.exit(0 if all(r.ok for r in results) else 1)
+
+
+def _signals_per_input(signals: tuple[str, ...], inputs: int) -> list[dict[str, Any]]:
+    """`--signal [N:]STEP=PAYLOAD` options as one {step: payload} per input."""
+    per: list[dict[str, Any]] = [{} for _ in range(inputs)]
+    for option in signals:
+        target, sep, payload = option.partition("=")
+        index, colon, step = target.rpartition(":")
+        if not sep or not step:
+            raise click.BadParameter(f"{option!r} is not STEP=PAYLOAD", param_hint="--signal")
+        which = range(inputs)
+        if colon:
+            if not index.isdigit() or not 1 <= int(index) <= inputs:
+                raise click.BadParameter(
+                    f"{option!r}: {index!r} is not an --input number (1 to {inputs})",
+                    param_hint="--signal",
+                )
+            which = range(int(index) - 1, int(index))
+        value = json_arg(payload, "--signal")
+        for i in which:
+            per[i][step] = value
+    return per
 
 
 # -- statesaga signal / restart / check-upgrade (issue 11: people and time in the loop) ----------
@@ -496,12 +589,14 @@ def signal(
 ) -> None:
     """Send the signal NAME to a workflow (e.g. `approve`); the step waiting for it completes
     with the payload as its result. A signal sent before the step waits is kept for it; one
-    to a finished workflow, or that no step waits for, is an error (exit 1)."""
+    to a finished workflow, or that no step waits for, is an error (exit 1). Exit 0 when the
+    workflow then completes (or waits again, or runs on workers elsewhere), 1 otherwise."""
     import getpass
 
+    from ..models import halt_reason
+
     data = _payload(payload)
-    engine = _recovery_engine(store, queue, handlers)
-    current = engine.get(workflow_id)
+    engine, current = _acting_on(store, queue, handlers, workflow_id)
     if not engine.has_ended(current.status.value):  # an ended one: signal() says why
         _require_handlers(engine, current)
     sender = by or (data.get("by") if isinstance(data, dict) else None) or getpass.getuser()
@@ -511,6 +606,10 @@ def signal(
     echo_waiting(final)
     if final.revision != wf.revision:
         click.echo(f"{final.id} {final.status.value}")
+    if final.status is WorkflowStatus.FAILED:
+        click.echo(f"{final.id} halted: {halt_reason(final)}", err=True)
+    # As `run` and `restart`: 0 while it goes on (waits, or runs on workers) or completed.
+    sys.exit(0 if final.status in (WorkflowStatus.COMPLETED, WorkflowStatus.RUNNING) else 1)
 
 
 def _require_handlers(engine: Any, wf: Any) -> None:
@@ -562,8 +661,7 @@ def restart(
 
     from ..models import WorkflowStatus
 
-    engine = _recovery_engine(store, queue, handlers)
-    current = engine.get(workflow_id)
+    engine, current = _acting_on(store, queue, handlers, workflow_id)
     if current.status is WorkflowStatus.FAILED:  # anything else: restart() says why not
         _require_handlers(engine, current)
     wf = engine.restart(workflow_id, from_step, reason=reason, by=by or getpass.getuser())
@@ -621,7 +719,7 @@ def check_upgrade_command(definition: str, store: str | None, as_json: bool) -> 
     help="the directory of workflow definitions that may be started from the server",
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="address to bind")
-@click.option("--port", type=int, default=8080, show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
 @click.option(
     "--token",
     default=None,
@@ -629,6 +727,12 @@ def check_upgrade_command(definition: str, store: str | None, as_json: bool) -> 
     show_envvar=True,
     help="allow changes for whoever presents it (default: read-only); prefer the env var, "
     "which `ps` does not show",
+)
+@click.option(
+    "--create",
+    is_flag=True,
+    help="make the store if it does not exist yet (else a store that is not there is refused, "
+    "as `status` and `list` refuse it: a typo in its path must not show an empty dashboard)",
 )
 @guard
 def serve(
@@ -639,6 +743,7 @@ def serve(
     host: str,
     port: int,
     token: str | None,
+    create: bool,
 ) -> None:
     """Serve the dashboard and JSON API: every stored workflow, live diagrams, and (with a
     token) signal, cancel, restart and start, each recorded in the history with who did it."""
@@ -646,10 +751,15 @@ def serve(
     try:
         from ..web import ServeSettings
         from ..web import serve as run_server
+        from ..web.app import create_app  # noqa: F401  (what needs the extra)
     except ImportError as exc:
         fail(f"the dashboard needs its extra: pip install 'statesaga[ui]' ({exc.name} missing)")
     if token is not None and len(token) < 12:
         fail("--token must be at least 12 characters")
+    if not create:
+        from ..plugins import open_existing_store
+
+        open_existing_store(store_url(store)).close()  # NoStoreError: one line, exit 1
     settings = ServeSettings(
         store=store_url(store),
         queue=queue_url(queue),

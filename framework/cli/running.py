@@ -56,6 +56,9 @@ def run(
         near=[Path(definition).parent],
         definition=d,
     ).build()
+    # Everything that can refuse the run does before anything is created: its handlers
+    # (known, allowed, importable), then the queue, and only then the store (made if new).
+    engine.load(d)
     check_reachable(engine)
     console = Console(stderr=as_json, quiet=as_json)
     try:
@@ -159,19 +162,37 @@ def get_workflow(store: str | None, workflow_id: str) -> Any:
     type=click.Choice([s.value for s in WorkflowStatus], case_sensitive=False),
     help="only workflows in this status",
 )
-@click.option("--limit", type=click.IntRange(min=1), default=None, help="at most N workflows")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=None,
+    help="at most N workflows (the first N shown)",
+)
+@click.option("--oldest", is_flag=True, help="oldest first (default: newest first)")
 @store_option
 @click.option("--json", "as_json", is_flag=True, help="one JSON summary per line")
 @guard
 def list_(
-    session: str | None, status_: str | None, limit: int | None, store: str | None, as_json: bool
+    session: str | None,
+    status_: str | None,
+    limit: int | None,
+    oldest: bool,
+    store: str | None,
+    as_json: bool,
 ) -> None:
-    """List workflows, oldest first, filtered by session and/or status."""
+    """List workflows, newest first (--oldest: oldest first), filtered by session and/or
+    status; --limit N keeps the first N in that order."""
     from ..plugins import open_existing_store
+    from ..web.query import Filters, newest
 
     wanted = WorkflowStatus(status_.upper()) if status_ else None
     opened = open_existing_store(store_url(store))
-    for wf in opened.list(session_id=session, status=wanted, limit=limit):
+    rows = (
+        opened.list(session_id=session, status=wanted, limit=limit)
+        if oldest
+        else newest(opened, Filters(wanted, session), limit)
+    )
+    for wf in rows:
         if as_json:
             click.echo(
                 json.dumps(
@@ -222,10 +243,27 @@ def echo_waiting(wf: Any, err: bool = False) -> None:
             due = f" (timeout at {at:%Y-%m-%d %H:%M:%S} UTC)" if at is not None else ""
             click.echo(
                 f"{wf.id} step {s.name} waits for the signal {s.signal!r}{due}:\n"
-                f'  statesaga signal {wf.id} {s.signal} --payload \'{{"by": "NAME"}}\''
+                f"  statesaga signal {wf.id} {s.signal} --payload '{_example_payload(s.payload)}'"
                 + "".join(f" --handlers {m}" for m in wf.handlers),
                 err=err,
             )
+
+
+def _example_payload(schema: dict[str, Any] | None) -> str:
+    """A payload the wait's `payload:` schema accepts, for the hint: its required values (a
+    value the schema allows alone, such as an approval's hash, written out)."""
+    if not schema:
+        return json.dumps({"by": "NAME"})
+    props = schema.get("properties", {})
+    out: dict[str, Any] = {}
+    for name in schema.get("required") or ["by"]:
+        prop = props.get(name, {})
+        enum = prop.get("enum")
+        if enum and len(enum) == 1:
+            out[name] = enum[0]
+        else:
+            out[name] = "NAME" if name == "by" else f"<{prop.get('type') or 'value'}>"
+    return json.dumps(out)
 
 
 # -- statesaga simulate (issue 15: deterministic simulation) ------------------------------------

@@ -6,6 +6,7 @@ of a renderer is deterministic and a diff of a regenerated picture follows a dif
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import replace
 from pathlib import Path
 from typing import Literal
@@ -44,9 +45,10 @@ _TAG_STYLES = ("failure", "rolled_back", "success")  # first match wins
 # Whose error a step shows: a display choice (IN_DOUBT's is said by the halt's reason), not a
 # group the tables state.
 _STOPPED = frozenset({StepStatus.FAILED, StepStatus.COMPENSATION_FAILED, StepStatus.RETRYING})
-#: The glyphs that mark a step that waits: for a signal (a person, another system), for time.
-WAIT_MARK = "\u23f8"  # ⏸
-SLEEP_MARK = "\u23f1"  # ⏱
+#: The words that mark a step that waits: for a signal (a person, another system), for time.
+#: Words, not glyphs: ⏸ and ⏱ need an emoji font, which a server or a browser may not have.
+WAIT_MARK = "wait:"
+SLEEP_MARK = "sleep:"
 
 
 def _seconds(value: float) -> str:
@@ -64,8 +66,8 @@ def wait_text(
     duration: float | None,
     until: object | None,
 ) -> str | None:
-    """What a wait or sleep step waits for, as drawn: `⏸ signal approve, timeout 3d: fail`
-    or `⏱ 5s`; None for an action step."""
+    """What a wait or sleep step waits for, as drawn: `wait: signal approve, timeout 3d: fail`
+    or `sleep: 5s`; None for an action step."""
     if kind == "wait":
         text = f"{WAIT_MARK} signal {signal}"
         if timeout is not None:
@@ -175,12 +177,14 @@ def _dag(
     undoable = [n for n in names if n != pivot and not (pivot and after_pivot(n))]
     for name, desc, depends_on, is_pivot, _comp, waits in steps:
         tags: tuple[str, ...] = ("pivot",) if is_pivot else ()
+        mark = ""
         if waits:
-            tags = ("sleep",) if waits.startswith(SLEEP_MARK) else ("wait",)
+            mark = SLEEP_MARK if waits.startswith(SLEEP_MARK) else WAIT_MARK
+            tags = ("sleep",) if mark == SLEEP_MARK else ("wait",)
         nodes.append(
             DiagramNode(
                 id=name,
-                label=f"{waits[0]} {name}" if waits else name,
+                label=f"{mark} {name}" if waits else name,
                 kind="initial" if not depends_on else "normal",
                 description=desc,
                 tags=tags,
@@ -377,7 +381,7 @@ def _live_steps(
             # its last compensation, already counted).
             events.append([i for i in into.get(reached, []) if edges[i].kind == "forward"])
             continue
-        if dest == StepStatus.EXECUTING.value and source != dest and h.step not in started:
+        if dest in _STARTED and source != dest and h.step not in started:
             started.add(h.step)
             events.append([i for i in into.get(h.step, []) if edges[i].kind == "forward"])
         elif (
@@ -429,13 +433,15 @@ def _live_steps(
         if s.error is not None and s.status is not StepStatus.COMPLETED:
             text = f"{s.error.type}: {s.error.message}"
             if text not in reason:
-                notes.append(DiagramNote(s.name, text))
+                notes.append(DiagramNote(s.name, wrapped(text)))
         if s.compensation is not None and s.compensation.error is not None:
             err = s.compensation.error
             if f"{err.type}: {err.message}" not in reason:
-                notes.append(DiagramNote(s.name, f"undo failed: {err.type}: {err.message}"))
+                notes.append(
+                    DiagramNote(s.name, wrapped(f"undo failed: {err.type}: {err.message}"))
+                )
     if reason:
-        notes.append(DiagramNote(HALTED, reason))
+        notes.append(DiagramNote(HALTED, wrapped(reason)))
     return Diagram(
         title=title,
         nodes=tuple(live_nodes),
@@ -443,6 +449,21 @@ def _live_steps(
         notes=tuple(notes),
         kind="instance",
         direction="LR",
+    )
+
+
+#: Where a step starts on the path taken: its first attempt, or its first wait (a wait or a
+#: sleep never runs a handler).
+_STARTED = frozenset({StepStatus.EXECUTING.value, StepStatus.WAITING.value})
+#: Characters per line of a live note: a halt's reason runs to hundreds of characters.
+NOTE_WIDTH = 60
+
+
+def wrapped(text: str) -> str:
+    """A note's text in lines of at most NOTE_WIDTH characters (a long word stays whole)."""
+    return "\n".join(
+        textwrap.fill(line, NOTE_WIDTH, break_long_words=False, break_on_hyphens=False)
+        for line in text.splitlines() or [""]
     )
 
 
@@ -519,7 +540,7 @@ def _live_chart(
         for s in base.nodes
     )
     edges = tuple(replace(e, taken=tuple(taken.get(i, ()))) for i, e in enumerate(base.edges))
-    notes = (DiagramNote(current[0], reason),) if reason and current else ()
+    notes = (DiagramNote(current[0], wrapped(reason)),) if reason and current else ()
     return Diagram(
         title=title,
         nodes=nodes,

@@ -9,12 +9,15 @@ application's, see statesaga.observability.telemetry). It needs `pip install 'st
   needs opentelemetry-exporter-otlp-proto-grpc), `none`, or the name of an installed
   exporter plugin (entry-point group `opentelemetry_traces_exporter`). Several, comma-separated.
 - `OTEL_METRICS_EXPORTER`: `console`, `otlp`, `prometheus` (served by `prometheus_text`,
-  which the dashboard's `/metrics` returns), `none`.
+  which the dashboard's `/metrics` returns, and by a worker on its own port: see
+  `serve_prometheus`), `none`.
 - `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER`,
   `OTEL_METRIC_EXPORT_INTERVAL`, `OTEL_SDK_DISABLED` as the SDK reads them.
 
 Unlike the zero-code distro, nothing is exported unless an exporter variable is set: a plain
-`statesaga run` must not try to reach a collector that is not there.
+`statesaga run` must not try to reach a collector that is not there. A setting that cannot be
+used (an unknown exporter, one whose package is missing, `OTEL_LOGS_EXPORTER=bogus`) is one
+WARNING line and is ignored, as the specification says: telemetry never stops the work.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from opentelemetry import metrics, trace
@@ -104,77 +107,158 @@ def configure_from_env(
         and _importable("opentelemetry.sdk", "opentelemetry.exporter.prometheus")
     ):
         meters.append("prometheus")  # asked for, not required: /metrics says what is missing
+    _check_logs_exporter(env)
     if not traces and not meters:
         return []
     if not _importable("opentelemetry.sdk"):
-        raise StatesagaError(
-            f"OTEL_*_EXPORTER is set but the OpenTelemetry SDK is not installed: {_INSTALL}"
-        ) from None
+        _ignored(
+            StatesagaError(
+                f"OTEL_*_EXPORTER is set but the OpenTelemetry SDK is not installed: {_INSTALL}"
+            )
+        )
+        return []
     done: list[str] = []
     resource = _resource(service, env)
     if traces and isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
-        trace.set_tracer_provider(_tracer_provider(traces, resource, env))
-        done.append(f"traces: {', '.join(traces)}")
+        processors = _usable(traces, lambda name: _span_processor(name, env))
+        if processors:
+            trace.set_tracer_provider(_tracer_provider(list(processors.values()), resource))
+            done.append(f"traces: {', '.join(processors)}")
     if meters and type(metrics.get_meter_provider()).__name__ == "_ProxyMeterProvider":
-        metrics.set_meter_provider(_meter_provider(meters, resource, env))
-        done.append(f"metrics: {', '.join(meters)}")
+        readers = _usable(meters, lambda name: _metric_reader(name, env))
+        if readers:
+            metrics.set_meter_provider(_meter_provider(list(readers.values()), resource))
+            done.append(f"metrics: {', '.join(readers)}")
     return done
 
 
-def _tracer_provider(names: list[str], resource: Any, env: Mapping[str, str]) -> Any:
-    from opentelemetry.sdk.trace import TracerProvider
+def _ignored(exc: StatesagaError) -> None:
+    # The OpenTelemetry specification: a setting that cannot be used is warned about and
+    # ignored, so a typo in telemetry settings never stops the work.
+    log.warning("%s; ignored (telemetry goes on without it)", exc)
+
+
+def _usable(names: list[str], build: Callable[[str], Any]) -> dict[str, Any]:
+    """Each exporter named that can be made, by name; the others are warned about."""
+    made: dict[str, Any] = {}
+    for name in names:
+        try:
+            made[name] = build(name)
+        except StatesagaError as exc:
+            _ignored(exc)
+        except Exception as exc:  # an installed exporter plugin that fails as it is made
+            _ignored(StatesagaError(f"exporter {name!r} failed: {type(exc).__name__}: {exc}"))
+    return made
+
+
+#: The values of OTEL_LOGS_EXPORTER the specification defines. statesaga's logs go to stderr
+#: (`--log-format json` for a collector), so none of them changes anything here.
+_LOGS_EXPORTERS = ("otlp", "console", "none")
+
+
+def _check_logs_exporter(env: Mapping[str, str]) -> None:
+    for name in _names(env.get("OTEL_LOGS_EXPORTER")):
+        if name not in _LOGS_EXPORTERS:
+            known = ", ".join(_LOGS_EXPORTERS)
+            _ignored(
+                StatesagaError(f"OTEL_LOGS_EXPORTER: unknown exporter {name!r} (known: {known})")
+            )
+
+
+def _span_processor(name: str, env: Mapping[str, str]) -> Any:
     from opentelemetry.sdk.trace.export import (
         BatchSpanProcessor,
         ConsoleSpanExporter,
         SimpleSpanProcessor,
     )
 
+    if name == "console":
+        # At once, so spans show while a person watches (and are not lost on exit).
+        return SimpleSpanProcessor(ConsoleSpanExporter(out=sys.stderr))
+    if name == "otlp":
+        return BatchSpanProcessor(_otlp("traces", env))
+    exporter = _plugin(
+        "opentelemetry_traces_exporter", name, "OTEL_TRACES_EXPORTER", "console, otlp, none"
+    )
+    return BatchSpanProcessor(exporter)
+
+
+def _tracer_provider(processors: list[Any], resource: Any) -> Any:
+    from opentelemetry.sdk.trace import TracerProvider
+
     provider = TracerProvider(resource=resource)
-    for name in names:
-        if name == "console":
-            # At once, so spans show while a person watches (and are not lost on exit).
-            provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter(out=sys.stderr)))
-        elif name == "otlp":
-            provider.add_span_processor(BatchSpanProcessor(_otlp("traces", env)))
-        else:
-            exporter = _plugin(
-                "opentelemetry_traces_exporter", name, "OTEL_TRACES_EXPORTER", "console, otlp, none"
-            )
-            provider.add_span_processor(BatchSpanProcessor(exporter))
+    for processor in processors:
+        provider.add_span_processor(processor)
     return provider
 
 
-def _meter_provider(names: list[str], resource: Any, env: Mapping[str, str]) -> Any:
-    from opentelemetry.sdk.metrics import MeterProvider
+def _metric_reader(name: str, env: Mapping[str, str]) -> Any:
     from opentelemetry.sdk.metrics.export import (
         ConsoleMetricExporter,
         PeriodicExportingMetricReader,
     )
 
-    readers: list[Any] = []
-    for name in names:
-        if name == "console":
-            readers.append(PeriodicExportingMetricReader(ConsoleMetricExporter(out=sys.stderr)))
-        elif name == "otlp":
-            readers.append(PeriodicExportingMetricReader(_otlp("metrics", env)))
-        elif name == "prometheus":
-            try:
-                from opentelemetry.exporter.prometheus import PrometheusMetricReader
-            except ImportError:
-                raise StatesagaError(
-                    f"OTEL_METRICS_EXPORTER=prometheus needs opentelemetry-exporter-prometheus: "
-                    f"{_INSTALL}"
-                ) from None
-            readers.append(PrometheusMetricReader())
-        else:
-            exporter = _plugin(
-                "opentelemetry_metrics_exporter",
-                name,
-                "OTEL_METRICS_EXPORTER",
-                "console, otlp, prometheus, none",
-            )
-            readers.append(PeriodicExportingMetricReader(exporter))
+    if name == "console":
+        return PeriodicExportingMetricReader(ConsoleMetricExporter(out=sys.stderr))
+    if name == "otlp":
+        return PeriodicExportingMetricReader(_otlp("metrics", env))
+    if name == "prometheus":
+        try:
+            from opentelemetry.exporter.prometheus import PrometheusMetricReader
+        except ImportError:
+            raise StatesagaError(
+                f"OTEL_METRICS_EXPORTER=prometheus needs opentelemetry-exporter-prometheus: "
+                f"{_INSTALL}"
+            ) from None
+        return PrometheusMetricReader()
+    exporter = _plugin(
+        "opentelemetry_metrics_exporter",
+        name,
+        "OTEL_METRICS_EXPORTER",
+        "console, otlp, prometheus, none",
+    )
+    return PeriodicExportingMetricReader(exporter)
+
+
+def _meter_provider(readers: list[Any], resource: Any) -> Any:
+    from opentelemetry.sdk.metrics import MeterProvider
+
     return MeterProvider(metric_readers=readers, resource=resource)
+
+
+def prometheus_wanted(environ: Mapping[str, str] | None = None) -> bool:
+    """`OTEL_METRICS_EXPORTER` names prometheus."""
+    env = os.environ if environ is None else environ
+    return "prometheus" in _names(env.get("OTEL_METRICS_EXPORTER"))
+
+
+def serve_prometheus(
+    port: int | None = None, host: str | None = None, environ: Mapping[str, str] | None = None
+) -> str:
+    """Serve this process's metrics for Prometheus at http://HOST:PORT/metrics, on a thread
+    of its own: `port` and `host`, else OTEL_EXPORTER_PROMETHEUS_PORT and _HOST, else the
+    specification's defaults (9464, localhost). A port that is taken is one clear line.
+    Returns the URL."""
+    env = os.environ if environ is None else environ
+    try:
+        from prometheus_client import start_http_server
+    except ImportError:
+        raise StatesagaError(f"a metrics port needs prometheus_client: {_INSTALL}") from None
+    where = host or env.get("OTEL_EXPORTER_PROMETHEUS_HOST") or "localhost"
+    raw = port if port is not None else env.get("OTEL_EXPORTER_PROMETHEUS_PORT", "9464")
+    try:
+        number = int(raw)
+    except ValueError:
+        raise StatesagaError(
+            f"OTEL_EXPORTER_PROMETHEUS_PORT must be a port number, not {raw!r}"
+        ) from None
+    try:
+        start_http_server(number, addr=where)
+    except OSError as exc:
+        raise StatesagaError(
+            f"cannot serve metrics on {where}:{number}: {exc.strerror or exc}"
+        ) from None
+    return f"http://{where}:{number}/metrics"
 
 
 def prometheus_text() -> tuple[bytes, str]:
@@ -188,4 +272,4 @@ def prometheus_text() -> tuple[bytes, str]:
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
 
 
-__all__ = ["configure_from_env", "prometheus_text"]
+__all__ = ["configure_from_env", "prometheus_text", "prometheus_wanted", "serve_prometheus"]

@@ -11,9 +11,10 @@ import json
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..definition import WorkflowDefinition
-from ..errors import StateError, TransitionError
+from ..definition import WorkflowDefinition, payload_problems
+from ..errors import InputError, Problem, StateError, TransitionError
 from ..models import StepStatus, WorkflowState
+from ..security.limits import json_problems, json_size, max_input_bytes
 from ..vocabulary import STEP_SIGNALLABLE, WorkflowTrigger
 from .transaction import Txn, full_state, label
 
@@ -114,10 +115,18 @@ class Commands:
 
     def signal(self, workflow_id: str, name: str, payload: Any, by: str | None) -> WorkflowState:
         engine = self.engine
-        try:
-            summary = json.dumps(payload, sort_keys=True, default=str)
-        except (TypeError, ValueError) as exc:
-            raise StateError(f"the payload of signal {name!r} is not JSON: {exc}") from None
+        # The check every input gets (Python API, CLI and HTTP alike): plain, finite JSON
+        # within the size limit, or nothing is stored.
+        problems = [Problem(m, "payload") for m in json_problems(payload)]
+        if not problems and json_size(payload) > max_input_bytes():
+            problems.append(
+                Problem(
+                    f"larger than {max_input_bytes()} bytes (STATESAGA_MAX_INPUT_BYTES)", "payload"
+                )
+            )
+        if problems:
+            raise InputError(problems)
+        summary = json.dumps(payload, sort_keys=True)
         if len(summary) > _SUMMARY:
             summary = summary[: _SUMMARY - 1] + "…"
 
@@ -141,6 +150,11 @@ class Commands:
                     + (f"; {kept} already kept" if kept else "")
                     + ")"
                 )
+            schema = open_[kept].payload  # the step that will take this payload
+            if schema is not None:
+                problems = payload_problems(schema, payload, name)
+                if problems:
+                    raise InputError(problems)
             wf.signals.setdefault(name, []).append(payload)
             engine.kernel.fire(txn, None, WorkflowTrigger.SIGNAL, f"{name} {summary}")
             return True

@@ -5,8 +5,9 @@ waiting step. Each is claimed by a transaction that checks the job's attempt tok
 the stored step (a stale or duplicate job changes nothing), and a step's or compensation's
 outcome is settled by a second one. Which states a claim accepts is asked of the step
 lifecycle (the sources of `dispatch`, of `wake`/`wait_timeout`, of `compensated`), not
-listed here. With eager dispatch the settle of a step also claims the next ready step, which
-this process then runs at once. The builders of the jobs the effects enqueue live here too.
+listed here. With eager dispatch the settle of a step also claims the next ready step (or,
+where a lost attempt could halt the saga, holds it for its own claim right before the call),
+which this process then runs at once. The builders of the jobs the effects enqueue live here too.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from ..errors import NotFoundError
 from ..models import SagaStep, StepStatus, WorkflowState, WorkflowStatus
 from ..ports import Job
 from ..vocabulary import STEP_GAVE_UP, StepTrigger, sources
+from .guards import doubt_is_harmless
 from .handlers import call
 from .transaction import Txn
 
@@ -24,6 +27,11 @@ if TYPE_CHECKING:
     from ..engine import Engine
 
 log = logging.getLogger("statesaga.engine")
+
+#: The history's word for a step claimed in the save that settled the step before it.
+CLAIMED = "claimed by the worker that ran the last step"
+#: ... and for one held by that worker and claimed by its own save right before its call.
+HELD = "held by the worker that ran the last step, claimed right before its call"
 
 
 def step_job(wf: WorkflowState, step: SagaStep) -> Job:
@@ -81,7 +89,22 @@ class Jobs:
         self.undoable = where(StepTrigger.COMPENSATED, StepTrigger.COMPENSATION_FAILED)
 
     def run(self, job: Job) -> None:
-        """Run one step, compensation or timer job; stale and duplicate jobs are ignored."""
+        """Run one step, compensation or timer job; stale and duplicate jobs are ignored, and
+        so is a job for a workflow the store does not hold (a forged job, another store's,
+        one whose workflow was removed): it touches nothing, so one WARNING line, not a
+        failure with a traceback."""
+        try:
+            self._run(job)
+        except NotFoundError as exc:
+            if exc.workflow_id != job.workflow_id:
+                raise
+            log.warning(
+                "%s job for workflow %r ignored: the store holds no such workflow",
+                job.kind,
+                job.workflow_id,
+            )
+
+    def _run(self, job: Job) -> None:
         telemetry = self.engine.telemetry
         if job.kind == "step":
             self.run_step(job)
@@ -97,10 +120,31 @@ class Jobs:
     # -- steps -----------------------------------------------------------------------------
     def run_step(self, job: Job) -> None:
         engine = self.engine
+        with engine.telemetry.job(job):
+            claimed = self.claim(job)
+            running = None if claimed is None else self.execute(claimed, job)
+        # Eager dispatch: each step the last settle claimed (or held) runs here, as its own
+        # attempt. A held step is claimed by its own save, right before its handler's call.
+        while running is not None:
+            settled, following = running
+            with engine.telemetry.job(following, claimed=True):
+                held = settled.step(following.step).status is not StepStatus.EXECUTING
+                mine = self.claim(following, settled, HELD) if held else settled
+                running = None if mine is None else self.execute(mine, following)
+
+    def claim(
+        self, job: Job, first: WorkflowState | None = None, detail: str | None = None
+    ) -> WorkflowState | None:
+        """Claim the job's attempt (EXECUTING, the attempt token): the save right before the
+        handler's call, so from it on the handler may have been called. None when the job is
+        stale or a duplicate. `first`: the document this process just saved (no re-read)."""
+        engine = self.engine
         kernel = engine.kernel
 
         def claim(txn: Txn) -> bool:
-            step = txn.wf.step(job.step)
+            step = _step_of(txn.wf, job)
+            if step is None:
+                return False
             if (
                 txn.wf.status is not WorkflowStatus.RUNNING
                 or step.status not in self.dispatchable
@@ -114,21 +158,15 @@ class Jobs:
                     step.attempts,
                 )
                 return False
-            kernel.fire(txn, step, StepTrigger.DISPATCH)
+            kernel.fire(txn, step, StepTrigger.DISPATCH, detail)
             return True
 
-        with engine.telemetry.job(job):
-            claimed = kernel.transact(job.workflow_id, claim, by=engine.worker, job=job)
-            running = None if claimed is None else self.execute(claimed, job)
-        # Eager dispatch: each step the last settle claimed runs here, as its own attempt.
-        while running is not None:
-            with engine.telemetry.job(running[1], claimed=True):
-                running = self.execute(*running)
+        return kernel.transact(job.workflow_id, claim, by=engine.worker, job=job, first=first)
 
     def execute(self, claimed: WorkflowState, job: Job) -> tuple[WorkflowState, Job] | None:
         """Run a claimed attempt and settle its outcome on the document the claim saved (no
         second read; a lost revision check re-reads). Returns the next step when the settle
-        claimed it (eager dispatch), for this process to run at once."""
+        claimed or held it (eager dispatch), for this process to run at once."""
         engine = self.engine
         kernel = engine.kernel
         step = claimed.step(job.step)
@@ -180,9 +218,16 @@ class Jobs:
         return settled, following
 
     def claim_eagerly(self, txn: Txn) -> Job | None:
-        """Dispatch the first step this transaction would enqueue, in the same save, and take
-        its job off the list: the process that saves runs it (Temporal's eager activity
-        execution). The other ready steps still go to the queue for other workers."""
+        """Take the first step this transaction would enqueue off the list: the process that
+        saves runs it (Temporal's eager activity execution). The other ready steps still go
+        to the queue for other workers.
+
+        Claimed is not started: a step whose lost attempt costs at most a retry (the saga can
+        still undo it, or it has no effect) is claimed in this very save, which is then all
+        the engine knows of its call. A step at or past the pivot (or under forward_retry),
+        whose doubt would halt the saga, is held QUEUED and claimed by its own save right
+        before the call (one more write), so a process dying in between leaves it QUEUED:
+        recovery runs it again with the attempt unspent, or the saga unwinds past it."""
         if txn.wf.status is not WorkflowStatus.RUNNING:
             return None
         for i, (queued, delay) in enumerate(txn.jobs):
@@ -191,9 +236,8 @@ class Jobs:
                 # Only a step queued by this very event (a retry waits for its backoff).
                 if step.status is not StepStatus.QUEUED or queued.attempt != step.attempts + 1:
                     continue
-                self.engine.kernel.fire(
-                    txn, step, StepTrigger.DISPATCH, "claimed by the worker that ran the last step"
-                )
+                if doubt_is_harmless(txn.wf, step):
+                    self.engine.kernel.fire(txn, step, StepTrigger.DISPATCH, CLAIMED)
                 del txn.jobs[i]
                 txn.claimed = queued
                 return queued
@@ -208,7 +252,9 @@ class Jobs:
         kernel = engine.kernel
 
         def fire(txn: Txn) -> bool:
-            step = txn.wf.step(job.step)
+            step = _step_of(txn.wf, job)
+            if step is None:
+                return False
             due = step.next_attempt_at
             if (
                 txn.wf.status is not WorkflowStatus.RUNNING
@@ -238,7 +284,9 @@ class Jobs:
         kernel = engine.kernel
 
         def claim(txn: Txn) -> bool:
-            step = txn.wf.step(job.step)
+            step = _step_of(txn.wf, job)
+            if step is None:
+                return False
             comp = step.compensation
             if step.status not in self.undoable or comp is None or job.attempt != comp.attempts + 1:
                 log.info("stale compensation job %s ignored", _jobname(job))
@@ -279,6 +327,15 @@ class Jobs:
             return True
 
         kernel.transact(job.workflow_id, settle, by=engine.worker, job=job, first=claimed)
+
+
+def _step_of(wf: WorkflowState, job: Job) -> SagaStep | None:
+    """The job's step, or None when a plan's revision removed it (its job is stale)."""
+    try:
+        return wf.step(job.step)
+    except KeyError:
+        log.info("stale job %s ignored (the plan no longer has that step)", _jobname(job))
+        return None
 
 
 def _jobname(job: Job) -> str:

@@ -19,8 +19,9 @@ from enum import StrEnum
 from ..engine import Engine
 from ..errors import StatesagaError
 from ..models import StepStatus, WorkflowState, WorkflowStatus
-from ..ports import Clock, Store, SystemClock
+from ..ports import Clock, Store
 from ..vocabulary import STEP_BUSY, WORKFLOW_IN_FLIGHT, WORKFLOW_PAUSED
+from .clock import store_clock
 from .heartbeat import heartbeat_cutoff
 
 # The name it logged under before the tree's split: operators filter and alert on it.
@@ -46,14 +47,15 @@ def get_recoverable_workflows(
 ) -> list[WorkflowState]:
     """RUNNING / CANCELLING / COMPENSATING workflows whose heartbeat is older than `timeout`
     seconds (or missing), plus every SUSPENDED one; oldest first, each listed once."""
-    cutoff = heartbeat_cutoff(clock or SystemClock(), timeout)
+    clock = clock or store_clock(store)  # the clock the heartbeats were written by
+    cutoff = heartbeat_cutoff(clock, timeout)
     found: dict[str, WorkflowState] = {}
     for wf in store.list_stale(cutoff, STALE_STATES):
         found[wf.id] = wf
     for status in PARKED_STATES:
         for wf in store.list(session_id=session_id, status=status):
             found.setdefault(wf.id, wf)
-    now = (clock or SystemClock()).now()
+    now = clock.now()
     out = [
         wf
         for wf in found.values()
@@ -72,6 +74,16 @@ def _only_waiting(wf: WorkflowState, now: datetime) -> bool:
     if not waiting or any(s.status in STEP_BUSY for s in wf.steps):
         return False
     return all(s.next_attempt_at is None or s.next_attempt_at > now for s in waiting)
+
+
+def looks_lost(wf: WorkflowState, now: datetime, timeout: float) -> bool:
+    """Would a scan with this timeout take the workflow as lost? In flight, its heartbeat
+    older than `timeout` seconds (or missing), and not merely waiting for a signal or time."""
+    if wf.status not in STALE_STATES:
+        return False
+    beat = wf.heartbeat_at
+    stale = beat is None or (now - beat).total_seconds() > timeout
+    return stale and not _only_waiting(wf, now)
 
 
 @dataclass
@@ -186,6 +198,7 @@ __all__ = [
     "RecoveryAction",
     "RecoveryReport",
     "get_recoverable_workflows",
+    "looks_lost",
     "recover_all",
     "recover_every",
 ]

@@ -237,10 +237,34 @@ def search_path(folders: Sequence[Path], modules: Iterable[str] = ()) -> Iterato
             sys.meta_path.remove(finder)
 
 
+def _raised_at(exc: BaseException) -> str:
+    """` (line N of FILE)`: the last frame of the traceback in a file (not importlib's own),
+    which is where the operator's module failed; the traceback itself is not shown."""
+    at = ""
+    frame = exc.__traceback__
+    frame = frame.tb_next if frame is not None else None  # past import_allowed's own frame
+    while frame is not None:
+        name = frame.tb_frame.f_code.co_filename
+        importlib_own = str(frame.tb_frame.f_globals.get("__name__", "")).startswith("importlib")
+        if not (name.startswith("<") or importlib_own):
+            at = f" (line {frame.tb_lineno} of {name})"
+        frame = frame.tb_next
+    return at
+
+
 def import_allowed(registry: Registry, module: str, search: Sequence[Path] = ()) -> list[str]:
-    """Import an allowed module and register its handlers."""
+    """Import an allowed module and register its handlers. Whatever the module raises while
+    it is imported (its own bug, a setting it misses) is an ImportError naming it, so every
+    caller reports it in one line as it does a module that is missing."""
     with search_path(search, [module]):
-        mod = importlib.import_module(module)
+        try:
+            mod = importlib.import_module(module)
+        except ImportError:
+            raise
+        except Exception as exc:
+            raise ImportError(
+                f"{type(exc).__name__}: {exc}{_raised_at(exc)}", name=module
+            ) from None
     return registry.register_module(mod)
 
 

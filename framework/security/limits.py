@@ -70,6 +70,9 @@ def json_problems(value: Any, where: str = "") -> Iterator[str]:
         if depth > max_yaml_depth():
             yield f"{path or 'value'}: nested deeper than {max_yaml_depth()} levels"
             continue
+        if isinstance(v, _Refused):
+            yield f"{path or 'value'}: {v}"
+            continue
         if v is None or isinstance(v, bool | str | int):
             continue
         if isinstance(v, float):
@@ -95,14 +98,32 @@ def json_size(value: Any) -> int:
     return len(json.dumps(value, separators=(",", ":"), default=str).encode("utf-8"))
 
 
+class _Refused(str):
+    """A number as it was written that JSON or a float cannot carry, kept in place while the
+    text is parsed so that the refusal can name where it is."""
+
+
+def _number(text: str) -> Any:
+    value = float(text)
+    # 1e400 parses to inf: stored, it would come back as null (or not at all).
+    if math.isfinite(value):
+        return value
+    return _Refused(f"{text} is not a finite number (too large for a float)")
+
+
+def _constant(name: str) -> Any:
+    return _Refused(f"{name} is not JSON (use a number or null)")
+
+
 def strict_json_loads(text: str) -> Any:
-    """json.loads that refuses NaN, Infinity and -Infinity (Python's json accepts them; JSON
-    does not, and a store would keep them as null)."""
-
-    def refuse(name: str) -> Any:
-        raise ValueError(f"{name} is not JSON (use a number or null)")
-
-    return json.loads(text, parse_constant=refuse)
+    """json.loads for everything statesaga takes in (an input, a payload, a request body): it
+    refuses NaN, Infinity, -Infinity and a number too large for a float (1e400), which
+    Python's json accepts and a store would keep as null, and values nested deeper than the
+    limit. Raises ValueError naming the first field at fault."""
+    value = json.loads(text, parse_constant=_constant, parse_float=_number)
+    for problem in json_problems(value):
+        raise ValueError(problem)
+    return value
 
 
 __all__ = [

@@ -88,6 +88,19 @@ def redact(text: object) -> str:
     return _BEARER.sub(lambda m: f"{m['key']}{MASK}", out)
 
 
+def mask_secrets(value: object) -> object:
+    """JSON-like data as a page may show it: the value of every secret-looking key masked
+    (`{"card_token": "tok_1"}`), and every string redacted as text."""
+    if isinstance(value, dict):
+        return {
+            k: MASK if isinstance(k, str) and _secret_key(k) else mask_secrets(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [mask_secrets(v) for v in value]
+    return redact(value) if isinstance(value, str) else value
+
+
 class RedactedRepr:
     """For a dataclass that holds URLs (settings): its repr() masks their passwords. Declare
     it `@dataclass(repr=False)` so that the dataclass keeps this repr."""
@@ -115,4 +128,4 @@ def install_excepthook() -> None:
     threading.excepthook = thread_hook
 
 
-__all__ = ["MASK", "RedactedRepr", "install_excepthook", "redact"]
+__all__ = ["MASK", "RedactedRepr", "install_excepthook", "mask_secrets", "redact"]

@@ -21,9 +21,13 @@ fixture that yields a fresh, empty store (closed afterwards)::
             store._collection.replace(workflow_id, text)
 
 `write_raw(store, workflow_id, text)` must replace the stored JSON document of an existing
-workflow with `text`, bypassing validation. The thread test shares one store object between
-threads, as the engine does; set `concurrency_threads` / `concurrency_rounds` on the subclass
-to make it lighter or heavier.
+workflow with `text`, bypassing validation. `damage(store, workflow_id, kind)` (optional too)
+damages a stored workflow as a disk, a hand edit or another program could, for each of
+`DAMAGE`: "bytes" (a document that is not UTF-8), "revision" (the revision the store's
+check compares is not a whole number); "json" and "schema" go through `write_raw` unless
+`damage` does them. A kind a store cannot hold raises NotImplementedError (its test is
+skipped). The thread test shares one store object between threads, as the engine does; set
+`concurrency_threads` / `concurrency_rounds` on the subclass to make it lighter or heavier.
 """
 
 from __future__ import annotations
@@ -51,6 +55,11 @@ from ..models import (
 from ..ports import Store, store_exists
 
 T0 = datetime(2026, 2, 8, 9, 30, 0, 123456, tzinfo=UTC)
+
+#: The kinds of damage a stored document may suffer (see `StoreConformance.damage`).
+DAMAGE = ("bytes", "json", "schema", "revision")
+#: Written into every damaged document: no error may quote it (a document may hold secrets).
+SECRET = "s3cret-in-the-document"
 
 
 def make_workflow(
@@ -150,6 +159,16 @@ class StoreConformance:
     def write_raw(self, store: Store, workflow_id: str, text: str) -> None:
         """Replace a stored document with raw JSON text (adapter-specific; optional)."""
         raise NotImplementedError
+
+    def damage(self, store: Store, workflow_id: str, kind: str) -> None:
+        """Damage a stored workflow (see the module docstring; adapter-specific, optional).
+        The default does "json" and "schema" through `write_raw`."""
+        if kind == "json":
+            self.write_raw(store, workflow_id, '{"id": "' + workflow_id + '", "name": "' + SECRET)
+        elif kind == "schema":
+            self.write_raw(store, workflow_id, json.dumps({"id": workflow_id, "steps": SECRET}))
+        else:
+            raise NotImplementedError
 
     # -- exists --------------------------------------------------------------------------------
 
@@ -420,6 +439,44 @@ class StoreConformance:
             assert list(unreadable) == [bad.id]
         with pytest.raises(DefinitionError):
             store.get(bad.id)
+
+    @pytest.mark.parametrize("kind", DAMAGE)
+    def test_one_damaged_document_is_named_and_hides_no_other(
+        self, store: Store, kind: str
+    ) -> None:
+        """Whatever damaged one document (its bytes, its JSON, its fields, its revision), every
+        reader goes on past it: list, list by status, the stale scan and (when the store has
+        it) the dashboard's browse leave it out and name it in `store.unreadable` with what
+        is wrong; get() of it raises DefinitionError naming it. No message quotes the
+        document, and the other workflows can still be saved."""
+        first = make_workflow(status=WorkflowStatus.RUNNING)
+        bad = make_workflow(status=WorkflowStatus.RUNNING, created_at=T0 + timedelta(seconds=1))
+        last = make_workflow(status=WorkflowStatus.RUNNING, created_at=T0 + timedelta(seconds=2))
+        for wf in (first, bad, last):
+            store.create(wf)
+        good = [first.id, last.id]
+        try:
+            self.damage(store, bad.id, kind)
+        except NotImplementedError:
+            pytest.skip(f"this adapter's suite cannot damage a document's {kind}")
+        assert [wf.id for wf in store.list()] == good
+        assert [wf.id for wf in store.list(status=WorkflowStatus.RUNNING)] == good
+        stale = store.list_stale(T0 + timedelta(days=1), [WorkflowStatus.RUNNING])
+        assert [wf.id for wf in stale] == good
+        browse = getattr(store, "browse", None)
+        if browse is not None:
+            assert [wf.id for wf in browse(limit=10)] == good[::-1]
+        unreadable = getattr(store, "unreadable", None)
+        if unreadable is not None:
+            assert list(unreadable) == [bad.id]
+            assert unreadable[bad.id] and SECRET not in unreadable[bad.id]
+        with pytest.raises(DefinitionError) as caught:
+            store.get(bad.id)
+        assert bad.id in str(caught.value) and SECRET not in str(caught.value)
+        wf = store.get(last.id)
+        wf.status = WorkflowStatus.COMPLETED
+        store.save(wf)
+        assert store.get(last.id).status is WorkflowStatus.COMPLETED
 
     # -- concurrency ---------------------------------------------------------------------------
 

@@ -63,7 +63,8 @@ class JsonFileStore:
 
     def _read(self, workflow_id: str) -> WorkflowState:
         try:
-            text = self._file(workflow_id).read_text(encoding="utf-8")
+            # Bytes: one that is not UTF-8 is a DefinitionError naming the file, as any damage.
+            text = self._file(workflow_id).read_bytes()
         except FileNotFoundError:
             raise NotFoundError(workflow_id) from None
         return WorkflowState.from_json(text, source=str(self._file(workflow_id)))
