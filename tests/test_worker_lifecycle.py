@@ -243,7 +243,8 @@ def test_a_pool_that_ran_jobs_stops_within_seconds_of_sigterm(
         pool.send_signal(signal.SIGTERM)
         asked = time.monotonic()
         pool.wait(WAIT)
-        assert time.monotonic() - asked < 3.0
+        # Idle workers stop at once; 5 s is the bar, for a loaded machine.
+        assert time.monotonic() - asked < 5.0, log.read_text()
     finally:
         stop(pool)
     text = log.read_text()
