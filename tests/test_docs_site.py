@@ -58,6 +58,7 @@ class _Loads(HTMLParser):
             self.urls.append(a["data"] or "")
 
 
+@pytest.mark.slow
 def test_no_page_loads_anything_from_another_host(site: Path) -> None:
     pages = sorted(site.rglob("*.html"))
     assert len(pages) > 20
@@ -74,6 +75,7 @@ def test_no_page_loads_anything_from_another_host(site: Path) -> None:
     assert not found, "\n".join(found)
 
 
+@pytest.mark.slow
 def test_the_cli_reference_names_every_command(site: Path) -> None:
     from statesaga.cli import main
 
@@ -87,6 +89,7 @@ def test_the_cli_reference_names_every_command(site: Path) -> None:
                     assert opt in page, f"statesaga {name} {opt}"
 
 
+@pytest.mark.slow
 def test_the_http_api_reference_has_every_path_of_the_openapi_document(site: Path) -> None:
     import importlib.util
 
@@ -100,6 +103,7 @@ def test_the_http_api_reference_has_every_path_of_the_openapi_document(site: Pat
             assert f"{method.upper()} {path}" in page, f"{method.upper()} {path}"
 
 
+@pytest.mark.slow
 def test_the_schemas_reference_has_every_definition_field(site: Path) -> None:
     from statesaga.definition import definition_json_schema
 
@@ -108,12 +112,14 @@ def test_the_schemas_reference_has_every_definition_field(site: Path) -> None:
         assert f"<code>{field}</code>" in page, field
 
 
+@pytest.mark.slow
 def test_the_python_reference_documents_the_engine(site: Path) -> None:
     page = (site / "reference" / "python" / "index.html").read_text(encoding="utf-8")
     for name in ("Engine", "start", "load_definition", "StepContext", "StoreConformance"):
         assert 'id="statesaga.' in page and name in page, name
 
 
+@pytest.mark.slow
 def test_the_pictures_are_the_generated_diagrams(site: Path) -> None:
     # The home page and the README show diagrams/trip.svg, which regenerate draws from
     # examples/trip.yaml (tests/test_diagram_files.py keeps it fresh); the site serves that file.

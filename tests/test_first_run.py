@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from statesaga import Engine, load_definition, open_queue, open_store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,6 +25,7 @@ def _env(path: str) -> dict[str, str]:
     return env
 
 
+@pytest.mark.slow  # real `statesaga` processes
 def test_demo_hints_name_the_script_when_the_venv_is_not_activated(tmp_path: Path) -> None:
     # The shell cannot find `statesaga` (the venv's bin is not on PATH): a hint saying
     # `statesaga status ...` would answer "command not found", so it names the script's path.
@@ -44,6 +46,7 @@ def test_demo_hints_name_the_script_when_the_venv_is_not_activated(tmp_path: Pat
     assert status.returncode == 0 and "COMPENSATED" in status.stdout, status.stderr
 
 
+@pytest.mark.slow  # real `statesaga` processes
 def test_demo_hints_say_statesaga_when_the_shell_finds_it(tmp_path: Path) -> None:
     path = f"{SCRIPT.parent}{os.pathsep}{os.environ.get('PATH', '')}"
     res = subprocess.run(
@@ -55,6 +58,7 @@ def test_demo_hints_say_statesaga_when_the_shell_finds_it(tmp_path: Path) -> Non
     assert "activate" not in res.stdout
 
 
+@pytest.mark.slow  # real `statesaga` processes
 def test_the_failed_steps_warning_follows_the_line_showing_the_failure(tmp_path: Path) -> None:
     # stdout and stderr into one pipe, as a terminal shows them
     res = subprocess.run(
@@ -67,6 +71,7 @@ def test_the_failed_steps_warning_follows_the_line_showing_the_failure(tmp_path:
     assert fail < warning, "\n".join(lines[fail - 3 : warning + 3])
 
 
+@pytest.mark.slow  # real `statesaga` processes
 def test_help_prints_no_log_line_first(tmp_path: Path) -> None:
     # With the SDK installed and an exporter asked for, a command that sets up OpenTelemetry
     # logs what it set up, at INFO for `serve` and `worker`: never for their --help.
