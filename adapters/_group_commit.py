@@ -14,7 +14,7 @@ it back while other threads run Python costs a thread switch, up to the interpre
 interval. So a group makes as few calls as it can: a write is at most one statement that
 changes anything (`_insert`, `_replace`, `_beat` in statesaga.adapters.sqlite), which SQLite
 undoes by itself when it fails (statement rollback), so no savepoint per write; and waking is
-targeted (an event per write) instead of every waiting thread waking on each commit.
+targeted (a lock per write) instead of every waiting thread waking on each commit.
 """
 
 from __future__ import annotations
@@ -35,7 +35,10 @@ class _Write:
         #: Set by the leader before `wake`: this thread leads the next group.
         self.lead = False
         self.error: BaseException | None = None
-        self.wake = threading.Event()
+        #: Held until the write is done or leads: a bare lock is the cheapest way to block
+        #: one thread until another releases it (an Event is a Condition and two locks).
+        self.wake = threading.Lock()
+        self.wake.acquire()
 
 
 class GroupCommit:
@@ -65,7 +68,7 @@ class GroupCommit:
             mine.lead = not self._busy
             self._busy = True
         if not mine.lead:
-            mine.wake.wait()
+            mine.wake.acquire()
         if not mine.done:  # this thread leads: commit everything waiting, itself included
             with self._lock:
                 group, self._waiting = self._waiting, []
@@ -80,15 +83,15 @@ class GroupCommit:
         """Wake the writers of `group`, then give the lead to the first write waiting."""
         for write in group:
             write.done = True
-            if write.lead is False:
-                write.wake.set()
+            if not write.lead:
+                write.wake.release()
         with self._lock:
             if not self._waiting:
                 self._busy = False
                 return
             following = self._waiting[0]
             following.lead = True
-        following.wake.set()
+        following.wake.release()
 
     def _commit(self, group: list[_Write], connection: Callable[[], sqlite3.Connection]) -> None:
         try:
