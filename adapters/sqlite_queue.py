@@ -17,6 +17,9 @@ can hold the queue too: `--store sqlite:///app.db --queue sqlq:///app.db`.
   killed) are freed for the others. Such a job may run twice: its attempt token makes the
   second a no-op, and a step the dead worker left EXECUTING is brought back by
   `statesaga recover` (the workflow's heartbeat goes stale), as on RQ.
+- `?threads=N`: a worker process runs N jobs at once, each on its own thread. They share one
+  core (the GIL) but their saves share the store's group commit (one fsync for several), so
+  processes times threads is how to fill a machine: one process per core, a few threads each.
 - Connections, WAL, `synchronous` (FULL by default: an enqueue that returned is on disk) and the
   busy timeout are the SQLite store's (statesaga.adapters.sqlite); every write is BEGIN
   IMMEDIATE, so a writer waits for the lock instead of failing.
@@ -79,6 +82,7 @@ class SQLiteQueue:
         synchronous: str = "full",
         timeout: float = 30.0,
         lease: float = DEFAULT_LEASE,
+        threads: int = 1,
         poll_interval: float = 0.05,
     ) -> None:
         # The store's connections (thread-local, WAL, busy timeout, synchronous), not its table.
@@ -86,6 +90,8 @@ class SQLiteQueue:
         self.path = self._db.path
         self.name = name
         self.lease = lease
+        #: Jobs a worker process runs at once, each on its own thread (see the module docstring).
+        self.threads = threads
         self.poll_interval = poll_interval
         self._ready = False
 
@@ -101,7 +107,7 @@ class SQLiteQueue:
         if not path:
             raise AdapterError(f"sqlite queue URL names no file: {url!r}")
         query = parse_qs(parts.query, keep_blank_values=True)
-        unknown = set(query) - {"queue", "synchronous", "timeout", "lease"}
+        unknown = set(query) - {"queue", "synchronous", "timeout", "lease", "threads"}
         if unknown:
             raise AdapterError(f"unknown sqlq URL option(s) {sorted(unknown)} in {url!r}")
         name = query.get("queue", [DEFAULT_QUEUE])[-1]
@@ -111,8 +117,15 @@ class SQLiteQueue:
         lease = _seconds(url, "lease", query, DEFAULT_LEASE)
         if lease < 1:
             raise AdapterError(f"sqlq URL option lease must be at least 1 second: {url!r}")
+        threads = query.get("threads", ["1"])[-1]
+        if not threads.isdigit() or not 1 <= int(threads) <= 256:
+            raise AdapterError(
+                f"sqlq URL option threads must be a whole number from 1 to 256: {url!r}"
+            )
         synchronous = query.get("synchronous", ["full"])[-1]
-        return cls(path, name, synchronous=synchronous, timeout=timeout, lease=lease)
+        return cls(
+            path, name, synchronous=synchronous, timeout=timeout, lease=lease, threads=int(threads)
+        )
 
     # -- the database ----------------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:

@@ -1,7 +1,8 @@
 """Serving an `sqlq://` queue: the SQLite side of `statesaga worker` (SQLiteQueue.serve).
 
 The worker claims the first due job (statesaga.adapters.sqlite_queue: by its revision), runs it
-with the engine's runner in this thread, and deletes it with its next claim. A thread beats
+with the engine's runner, and deletes it with its next claim; with `?threads=N`, N loops do so
+at once, on N threads. A thread beats
 for the worker every `lease / 5` seconds and frees the jobs of workers that stopped beating.
 With nothing due, it sleeps until the next job falls due, at most `poll_interval` at first,
 backing off to half a second, so an idle worker costs a read now and then.
@@ -43,9 +44,11 @@ class QueueWorker:
         self.options = options
         self.name = options.name
         self.stop = threading.Event()
-        #: Row ids of jobs that ran, deleted with the next claim (or when the worker leaves).
+        #: Row ids of jobs that ran and were not deleted yet (a loop's, when it ended).
         self.done: list[int] = []
         self.worked = False
+        self._failed: list[BaseException] = []
+        self._lock = threading.Lock()
 
     def run(self) -> bool:
         """Serve until stopped or, with `burst`, until no job is due. True when a job ran."""
@@ -53,37 +56,62 @@ class QueueWorker:
         queue.beat(self.name)
         beating = threading.Thread(target=self._beat, name=f"{self.name}.beat", daemon=True)
         beating.start()
+        # `threads` loops: this thread runs one, daemon threads the others (a second signal
+        # ends the process without waiting for their jobs; the lease frees them).
+        others = [
+            threading.Thread(target=self._loop_here, name=f"{self.name}.{i}", daemon=True)
+            for i in range(1, queue.threads)
+        ]
         try:
             with self._signals():
+                for thread in others:
+                    thread.start()
                 self._loop()
+                for thread in others:
+                    thread.join()
         finally:
             self.stop.set()
             beating.join()
             queue.leave(self.name, self.done)
+        if self._failed:
+            raise self._failed[0]
         return self.worked
 
+    def _loop_here(self) -> None:
+        """A loop on another thread: what ends it ends the worker."""
+        try:
+            self._loop()
+        except BaseException as exc:
+            self._failed.append(exc)
+            self.stop.set()
+
     def _loop(self) -> None:
+        done: list[int] = []
         idle = self.queue.poll_interval
-        while not self.stop.is_set():
-            claimed = self.queue.claim(self.name, self.done)
-            self.done = []
-            if claimed is None:
-                if self.options.burst:
-                    return
-                self._wait(idle)
-                idle = min(idle * 1.5, _IDLE_MAX)
-                continue
-            idle = self.queue.poll_interval
-            job_id, job = claimed
-            if job is not None:
-                try:
-                    self.runner(job)
-                except Exception:
-                    # As a failed RQ job: logged, not retried here; the workflow's stale
-                    # heartbeat brings recovery to it.
-                    log.exception("job %s (%s) failed", job_id, job.description or job.kind)
-                self.worked = True
-            self.done.append(job_id)
+        try:
+            while not self.stop.is_set():
+                claimed = self.queue.claim(self.name, done)
+                done = []
+                if claimed is None:
+                    if self.options.burst:
+                        return
+                    self._wait(idle)
+                    idle = min(idle * 1.5, _IDLE_MAX)
+                    continue
+                idle = self.queue.poll_interval
+                job_id, job = claimed
+                if job is not None:
+                    try:
+                        self.runner(job)
+                    except Exception:
+                        # As a failed RQ job: logged, not retried here; the workflow's stale
+                        # heartbeat brings recovery to it.
+                        log.exception("job %s (%s) failed", job_id, job.description or job.kind)
+                    self.worked = True
+                done.append(job_id)
+        finally:
+            with self._lock:
+                self.done += done
 
     def _wait(self, longest: float) -> None:
         """Sleep until the next job falls due, `longest` at most, or a stop."""

@@ -149,7 +149,9 @@ def run(
     directory: Path | None = None,
 ) -> list[Row]:
     levels = levels or ((1, 2) if mode == "smoke" else LEVELS)
-    per_level = {"smoke": 1, "quick": 4, "full": 16}[mode]  # workflows per thread per block
+    # Workflows per block: `per_level` per workflow in flight, at least `least`.
+    per_level = {"smoke": 1, "quick": 4, "full": 16}[mode]
+    least = {"smoke": 3, "quick": 24, "full": 100}[mode]
     rounds = {"smoke": 1, "quick": 2, "full": 4}[mode]
     with_dbos = dbos and mode != "smoke" and dbos_available()
     processes = mode != "smoke"
@@ -161,7 +163,7 @@ def run(
     with tempfile.TemporaryDirectory(prefix="scaling-", dir=base) as tmp_name:
         tmp = Path(tmp_name)
         for k in levels:
-            n = max(per_level * k, 3)
+            n = max(per_level * k, least)
             sides: dict[str, Any] = {
                 "embedded": Statesaga(tmp / f"embedded-{k}.db", in_flight=k),
                 "ceiling": Ceiling(k),
@@ -197,7 +199,7 @@ def run(
                 if "rq" in rates and w not in rates["dbos"]:
                     side = Dbos(tmp / f"dbos-rq-{w}.sqlite", False, base / f"dbos-{w}.log", w)
                     try:
-                        n = max(per_level * w, 3) * rounds
+                        n = max(per_level * w, least) * rounds
                         rates["dbos"][w] = n * STEPS / side.block(n)
                     finally:
                         side.close()

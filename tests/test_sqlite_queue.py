@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -62,6 +63,8 @@ def test_the_url_is_checked() -> None:
         ("sqlq:///x.db?lease=0.5", "lease must be at least 1 second"),
         ("sqlq:///x.db?timeout=nan", "timeout must be seconds"),
         ("sqlq:///x.db?bogus=1", "unknown sqlq URL option"),
+        ("sqlq:///x.db?threads=0", "threads must be a whole number"),
+        ("sqlq:///x.db?threads=two", "threads must be a whole number"),
     ]:
         with pytest.raises(AdapterError, match=says):
             SQLiteQueue.from_url(url)
@@ -110,6 +113,23 @@ def test_a_dead_workers_jobs_are_freed_once_its_lease_runs_out(sqlq_url: str) ->
     claimed = queue.claim("alive")
     assert claimed is not None and claimed[1] == step_job(1)
     assert queue.worker_count() == 1
+    queue.close()
+
+
+def test_a_worker_with_threads_runs_jobs_at_once_each_once(sqlq_url: str) -> None:
+    queue = SQLiteQueue.from_url(sqlq_url + "?threads=4")
+    for n in range(40):
+        queue.enqueue(step_job(n))
+    ran: list[tuple[str, str]] = []
+
+    def runner(job: Job) -> None:
+        time.sleep(0.02)  # long enough that every thread finds a job
+        ran.append((job.step, threading.current_thread().name))
+
+    assert queue.serve(runner, ServeOptions(name="w", burst=True))
+    assert sorted(step for step, _ in ran) == sorted(f"s{n}" for n in range(40))
+    assert len({thread for _, thread in ran}) == 4
+    assert len(queue) == 0
     queue.close()
 
 
@@ -171,9 +191,10 @@ def _cli(env: dict[str, str], log: Path, *args: str) -> subprocess.Popen[bytes]:
 
 @pytest.mark.slow
 def test_two_worker_processes_on_one_file_survive_a_sigkill(tmp_path: Path) -> None:
-    """Two `statesaga worker` processes and `statesaga recover --every` share one SQLite file
-    (store and queue); one worker is SIGKILLed mid-run and replaced. Every saga converges, each
-    effect is applied at most once net, and nothing is left for recovery or in the queue."""
+    """Two `statesaga worker` processes of two threads each and `statesaga recover --every`
+    share one SQLite file (store and queue); one worker is SIGKILLed mid-run and replaced.
+    Every saga converges, each effect is applied at most once net, and nothing is left for
+    recovery or in the queue."""
     from ops_handlers import chaos_saga
     from statesaga.definition import load_definition
     from statesaga.engine import Engine
@@ -184,7 +205,7 @@ def test_two_worker_processes_on_one_file_survive_a_sigkill(tmp_path: Path) -> N
     from statesaga.verify.crashcheck import LEDGER_ENV, Ledger, check_ledger
 
     db = tmp_path / "app.db"
-    store_url, queue_url = f"sqlite:///{db}", f"sqlq:///{db}?lease=2"
+    store_url, queue_url = f"sqlite:///{db}", f"sqlq:///{db}?lease=2&threads=2"
     ledger = tmp_path / "ledger.jsonl"
     log = tmp_path / "processes.log"
     env = dict(
