@@ -155,6 +155,8 @@ class SQLiteQueue:
             return action(self._conn())
         except sqlite3.Error as exc:
             raise AdapterError(f"sqlite queue {self.path}: cannot {what}: {exc}") from None
+        except AdapterError as exc:  # the connection's own message names a store
+            raise AdapterError(str(exc).replace("sqlite store", "sqlite queue", 1)) from None
 
     def check(self) -> None:
         """Raise AdapterError unless the file opens (called before a workflow is stored)."""

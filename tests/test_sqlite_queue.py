@@ -70,6 +70,16 @@ def test_the_url_is_checked() -> None:
             SQLiteQueue.from_url(url)
 
 
+def test_a_file_that_cannot_be_opened_is_named_as_the_queue_before_anything_is_stored(
+    tmp_path: Path,
+) -> None:
+    blocked = tmp_path / "file"
+    blocked.write_text("not a directory")
+    queue = SQLiteQueue.from_url(f"sqlq:///{blocked / 'q.db'}")
+    with pytest.raises(AdapterError, match=r"^sqlite queue .*q\.db cannot be opened"):
+        queue.check()  # what `statesaga run` calls before it stores the workflow
+
+
 def test_it_is_found_through_its_entry_point(sqlq_url: str) -> None:
     queue = open_queue(sqlq_url + "?queue=orders&lease=5")
     assert isinstance(queue, SQLiteQueue)
