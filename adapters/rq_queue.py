@@ -34,7 +34,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 from statesaga.adapters._redis_url import check_redis_url
 from statesaga.errors import AdapterError
-from statesaga.ports import Job, JobRunner, ServeOptions
+from statesaga.ports import Job, JobRunner, ServeOptions, WorkerQueue
 from statesaga.worker import JOB_FUNCTION
 
 if TYPE_CHECKING:
@@ -82,7 +82,7 @@ def parse_url(url: str) -> tuple[str, str, dict[str, str]]:
     return redis_url, name, options
 
 
-class RQQueue:
+class RQQueue(WorkerQueue):  # type: ignore[misc]  # mypy reads statesaga.* as Any here
     """The Queue port on RQ: real RQ jobs, JSON-serialized, scheduled by RQ's scheduler."""
 
     def __init__(

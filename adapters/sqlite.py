@@ -157,6 +157,9 @@ class SQLiteStore(DocumentStore):
             raise AdapterError(f"sqlite store URL names no file: {url!r}")
         return cls(path, synchronous=synchronous, timeout=timeout)
 
+    def where(self) -> str:
+        return str(self.path)
+
     def exists(self) -> bool:
         """Whether the database file is there: read-only commands must not create it."""
         return self.path.is_file()

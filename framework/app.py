@@ -145,9 +145,7 @@ def check_reachable(engine: Engine) -> None:
     """Before a workflow is stored: the queue answers, so an unreachable queue does not leave a
     RUNNING workflow whose job never left, and then the store does (it is created if new:
     last, so a refused command leaves no store behind)."""
-    check = getattr(engine.queue, "check", None)
-    if check is not None:
-        check()
+    engine.queue.check()
     engine.store.initialize()
 
 

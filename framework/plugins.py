@@ -97,8 +97,9 @@ def open_existing_store(url: str) -> Store:
     (`Store.exists()`, false for an SQLite file not made yet) is refused instead of created."""
     store = open_store(url)
     if not store_exists(store):
-        where = getattr(store, "path", "that URL")
-        raise NoStoreError(f"no {scheme(url)} store at {where}: nothing has been stored there yet")
+        raise NoStoreError(
+            f"no {scheme(url)} store at {store.where()}: nothing has been stored there yet"
+        )
     return store
 
 

@@ -1,6 +1,6 @@
 """Observing workflows: waiting for one to end, and telling listeners about each transition.
 
-An engine remembers which workflows it saw end (or park, waiting only for a signal) when it
+A runtime remembers which workflows it saw end (or park, waiting only for a signal) when it
 saved them, so a waiter in the same process needs no read of the store to learn it; others
 (finished by workers elsewhere) are polled. Listeners (telemetry first, then displays) see
 every saved transition; a failing listener never breaks the saga.
@@ -17,7 +17,7 @@ from ..models import HistoryEntry, StepStatus, WorkflowState, WorkflowStatus
 from ..vocabulary import STEP_BUSY, WORKFLOW_OPEN
 
 if TYPE_CHECKING:
-    from ..engine import Engine
+    from .runtime import Runtime
 
 log = logging.getLogger("statesaga.engine")
 
@@ -43,16 +43,16 @@ def waiting_for_signal(wf: WorkflowState) -> bool:
 
 
 class Observer:
-    """The engine's memory of what it saved, for waiters, and its listeners."""
+    """The runtime's memory of what it saved, for waiters, and its listeners."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self._ended: dict[str, None] = {}  # ids of workflows this engine saw end, oldest first
-        # Ids of workflows this engine saw waiting only for signals (see `waiting_for_signal`).
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+        self._ended: dict[str, None] = {}  # ids of workflows this runtime saw end, oldest first
+        # Ids of workflows this runtime saw waiting only for signals (see `waiting_for_signal`).
         self._parked: set[str] = set()
 
     def saved(self, wf: WorkflowState) -> None:
-        """Note where a workflow this engine just saved stands."""
+        """Note where a workflow this runtime just saved stands."""
         if wf.status not in WORKFLOW_OPEN:
             self._ended[wf.id] = None
             while len(self._ended) > _ENDED_KEPT:  # forget the oldest; waiters re-read the store
@@ -66,7 +66,7 @@ class Observer:
 
     def notify(self, wf: WorkflowState, entries: Iterable[HistoryEntry]) -> None:
         for entry in entries:
-            for listener in self.engine.listeners:
+            for listener in self.rt.listeners:
                 try:
                     listener(wf, entry)
                 except Exception:  # a display must never break the saga
@@ -80,7 +80,7 @@ class Observer:
         until_signal: bool,
     ) -> WorkflowState:
         """See Engine.wait."""
-        engine = self.engine
+        rt = self.rt
         # Workflows this process finished are known without a read; others (finished by
         # workers elsewhere) are polled from the store, at most every _POLL seconds.
         last_read = 0.0
@@ -95,14 +95,14 @@ class Observer:
             if on_progress is None and now - last_read < _POLL:
                 return False
             last_read = now
-            wf = engine.store.get(workflow_id)
+            wf = rt.store.get(workflow_id)
             if on_progress is not None:
                 on_progress(wf)
             return wf.status not in WORKFLOW_OPEN or (until_signal and waiting_for_signal(wf))
 
-        engine.queue.drain(done, timeout)
+        rt.queue.drain(done, timeout)
         self._ended.pop(workflow_id, None)
-        wf = engine.store.get(workflow_id)
+        wf = rt.store.get(workflow_id)
         if on_progress is not None:
             on_progress(wf)
         return wf

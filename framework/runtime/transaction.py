@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any
 from ..charts.machine import State, below_top, top
 from ..errors import ConflictError, StateError, TransitionError
 from ..models import HistoryEntry, SagaStep, StepStatus, WorkflowState, WorkflowStatus
-from ..ports import Job
+from ..ports import Clock, Job, Queue, Store
 
 if TYPE_CHECKING:
-    from ..engine import Engine
+    from .runtime import Runtime
 
 log = logging.getLogger("statesaga.engine")
 #: Transitions whose table names the `emit` effect are published here after the save.
@@ -43,9 +43,9 @@ class Txn:
     persist: bool = False
     deferred: list[Callable[[], None]] = field(default_factory=list)
     #: Jobs to enqueue once saved, with their delays (kept apart from other deferred actions
-    #: so the engine can run the next step itself; see Engine.eager).
+    #: so the runtime can run the next step itself; see Runtime.eager).
     jobs: list[tuple[Job, float]] = field(default_factory=list)
-    #: The step this save also dispatched, run by this process right after it (Engine.eager).
+    #: The step this save also dispatched, run by this process right after it (Runtime.eager).
     claimed: Job | None = None
     followups: deque[str] = field(default_factory=deque)
     entries: list[HistoryEntry] = field(default_factory=list)
@@ -56,9 +56,11 @@ class Txn:
 
 @dataclass
 class TransitionContext:
-    """What guards and effects see: the engine, the working copy and the step (if any)."""
+    """What guards and effects see: the working copy (`txn`, `workflow`), the step (if any),
+    the history entry of this transition, the time, the ports, and two ways to ask for more:
+    `then` (a workflow trigger once this transition is done) and `fire_step`."""
 
-    engine: Engine
+    _kernel: Kernel
     txn: Txn
     step: SagaStep | None
     entry: HistoryEntry | None = None
@@ -69,24 +71,35 @@ class TransitionContext:
 
     @property
     def now(self) -> datetime:
-        return self.engine.clock.now()
+        return self._kernel.rt.clock.now()
+
+    @property
+    def store(self) -> Store:
+        """For reads only: the event's own changes go on `workflow` and are saved by the
+        kernel (a write here would be lost to the revision check)."""
+        return self._kernel.rt.store
+
+    @property
+    def queue(self) -> Queue:
+        return self._kernel.rt.queue
+
+    @property
+    def clock(self) -> Clock:
+        return self._kernel.rt.clock
 
     def then(self, trigger: str) -> None:
         """Fire a workflow trigger once the current transition is done."""
         self.txn.followups.append(trigger)
 
     def fire_step(self, step: SagaStep, trigger: str, detail: str | None = None) -> None:
-        self.engine.kernel.fire(self.txn, step, trigger, detail)
+        self._kernel.fire(self.txn, step, trigger, detail)
 
 
 class Kernel:
-    """Runs events as transactions on the engine's store, charts and registry.
+    """Runs events as transactions on a Runtime's store, charts and registry."""
 
-    It reads them from the engine at each call (a simulation swaps the store, queue and clock
-    of a built engine)."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
 
     def create(self, wf: WorkflowState, apply: Callable[[Txn], None], by: str | None) -> None:
         """The first save of a new workflow: `apply` fires its first triggers, then it is
@@ -94,8 +107,8 @@ class Kernel:
         txn = Txn(wf, by=by)
         apply(txn)
         self.followups(txn)
-        wf.updated_at = self.engine.clock.now()
-        self.engine.store.create(wf)
+        wf.updated_at = self.rt.clock.now()
+        self.rt.store.create(wf)
         self.after_commit(txn)
 
     def command(
@@ -120,9 +133,9 @@ class Kernel:
         document, or None when `apply` decided there was nothing to do. `first` is a document
         this process saved itself, used instead of the first read (its revision still checks
         that nothing was saved since)."""
-        engine = self.engine
+        rt = self.rt
         for _ in range(_CONFLICT_RETRIES):
-            wf = first if first is not None else engine.store.get(workflow_id)
+            wf = first if first is not None else rt.store.get(workflow_id)
             first = None
             txn = Txn(wf, by=by)
             if not apply(txn):
@@ -131,18 +144,18 @@ class Kernel:
             if not txn.persist:
                 self.after_commit(txn)
                 return wf
-            wf.updated_at = engine.clock.now()
+            wf.updated_at = rt.clock.now()
             try:
-                engine.store.save(wf)
+                rt.store.save(wf)
             except ConflictError:
                 log.debug("revision conflict on %s, re-evaluating", workflow_id)
                 continue
             if (
-                engine.probe is not None
+                rt.probe is not None
                 and job is not None
                 and (txn.deferred or txn.jobs or txn.claimed)
             ):
-                engine.probe("after_save", job)
+                rt.probe("after_save", job)
             self.after_commit(txn)
             return wf
         raise ConflictError(workflow_id, None, None)
@@ -165,19 +178,19 @@ class Kernel:
         self, txn: Txn, step: SagaStep | None, trigger: str, detail: str | None = None
     ) -> None:
         """Fire one trigger on the workflow (step None) or a step, and run its effects."""
-        engine = self.engine
+        rt = self.rt
         wf = txn.wf
-        compiled = engine.workflow_chart if step is None else engine.step_chart
+        compiled = rt.workflow_chart if step is None else rt.step_chart
         holder: WorkflowState | SagaStep = wf if step is None else step
         source = full_state(holder.status.value, holder.substate)
-        ctx = TransitionContext(engine, txn, step)
+        ctx = TransitionContext(self, txn, step)
         spec, reached = compiled.fire_to(source, trigger, ctx)
-        now = engine.clock.now()
+        now = rt.clock.now()
         dest = top(reached)
         holder.substate = below_top(reached)
         if step is None:
             wf.status = WorkflowStatus(dest)
-            if dest in engine.ended_states:
+            if dest in rt.ended_states:
                 wf.finished_at = now
         else:
             step.status = StepStatus(dest)
@@ -196,7 +209,7 @@ class Kernel:
         txn.entries.append(entry)
         ctx.entry = entry
         for ref in spec.effects:
-            deferred = engine.registry.get_effect(ref.name).func(ctx, **ref.args)
+            deferred = rt.registry.get_effect(ref.name).func(ctx, **ref.args)
             if deferred is not None:
                 txn.deferred.append(deferred)
         if step is not None:
@@ -204,7 +217,7 @@ class Kernel:
 
     def followups(self, txn: Txn) -> None:
         """Fire the workflow triggers the transitions of this event asked for, in order."""
-        chart = self.engine.workflow_chart
+        chart = self.rt.workflow_chart
         fired = 0
         while txn.followups:
             trigger = txn.followups.popleft()
@@ -228,10 +241,10 @@ class Kernel:
     def after_commit(self, txn: Txn) -> None:
         """What the saved event does outside: waiters learn of it, its jobs are enqueued, its
         deferred effects run, `emit`ted transitions are logged and listeners see each one."""
-        engine = self.engine
-        engine.observer.saved(txn.wf)
+        rt = self.rt
+        rt.observer.saved(txn.wf)
         for queued, delay in txn.jobs:
-            engine.queue.enqueue(engine.telemetry.stamp(queued, delay, txn.wf), delay)
+            rt.queue.enqueue(rt.telemetry.stamp(queued, delay, txn.wf), delay)
         for action in txn.deferred:
             action()
         for entry in txn.emitted:
@@ -243,7 +256,7 @@ class Kernel:
                 entry.source,
                 entry.dest,
             )
-        engine.observer.notify(txn.wf, txn.entries)
+        rt.observer.notify(txn.wf, txn.entries)
 
 
 def full_state(status: str, substate: list[str]) -> State:

@@ -434,9 +434,7 @@ class StoreConformance:
         assert [wf.id for wf in store.list(status=WorkflowStatus.RUNNING)] == [good.id]
         stale = store.list_stale(T0 + timedelta(days=1), [WorkflowStatus.RUNNING])
         assert [wf.id for wf in stale] == [good.id]
-        unreadable = getattr(store, "unreadable", None)
-        if unreadable is not None:
-            assert list(unreadable) == [bad.id]
+        assert list(store.unreadable) == [bad.id]
         with pytest.raises(DefinitionError):
             store.get(bad.id)
 
@@ -466,10 +464,8 @@ class StoreConformance:
         browse = getattr(store, "browse", None)
         if browse is not None:
             assert [wf.id for wf in browse(limit=10)] == good[::-1]
-        unreadable = getattr(store, "unreadable", None)
-        if unreadable is not None:
-            assert list(unreadable) == [bad.id]
-            assert unreadable[bad.id] and SECRET not in unreadable[bad.id]
+        assert list(store.unreadable) == [bad.id]
+        assert store.unreadable[bad.id] and SECRET not in store.unreadable[bad.id]
         with pytest.raises(DefinitionError) as caught:
             store.get(bad.id)
         assert bad.id in str(caught.value) and SECRET not in str(caught.value)

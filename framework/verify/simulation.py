@@ -30,13 +30,15 @@ from typing import Any
 
 from ..app import EngineOptions
 from ..definition import StepSpec, WorkflowDefinition
-from ..engine import waiting_for_signal
+from ..engine import Engine
 from ..errors import AdapterError, StatesagaError
 from ..models import RetryPolicy, StepStatus, WorkflowState, WorkflowStatus
 from ..plugins import open_store
-from ..ports import Job, JobRunner, Store
+from ..ports import Job, JobRunner, Queue, Store
 from ..registry import Registry
+from ..runtime.observe import waiting_for_signal
 from ..runtime.recovery import Recovery, RecoveryAction
+from ..runtime.runtime import Probe, Runtime
 from ..vocabulary import STEP_SIGNALLABLE
 from .invariants import ENDED, check_end, check_event
 from .standins import Faults, Service, SimCrash, pick, register_standins
@@ -70,7 +72,7 @@ class Pending:
     seq: int
 
 
-class SimQueue:
+class SimQueue(Queue):
     """The Queue port for the simulation: it only records jobs; the scheduler delivers them."""
 
     in_process = False
@@ -205,28 +207,55 @@ def simulated_definition(definition: WorkflowDefinition) -> WorkflowDefinition:
 
 
 class Rig:
-    """What every seed of a run shares: the simulated definition and one Engine, whose store,
-    queue, clock, probe and stand-ins each seed replaces (building an Engine scans the
-    installed plugins, which would cost more than a seed)."""
+    """What every seed of a run shares: the simulated definition, and the registry and
+    compiled lifecycles of one Engine built for it (building an Engine scans the installed
+    plugins, which would cost more than a seed). Each seed runs on a fresh Runtime made of
+    those and its own store, queue, clock and probe (`runtime`)."""
 
     def __init__(self, definition: WorkflowDefinition, registry: Registry | None = None) -> None:
         self.definition = simulated_definition(definition)
         # A registry given here may bring its own effects or guards (they win over the
         # built-ins), e.g. to check that the simulation catches a defective one.
-        self.engine = EngineOptions(
-            store=open_store("memory://"),
-            queue=SimQueue(SimClock()),
-            registry=registry.copy() if registry is not None else Registry(),
-            worker="sim",
-            heartbeat=0,
-            definition=self.definition,
-        ).build()
-        self._store_class: Any = type(self.engine.store)
+        self._build(registry.copy() if registry is not None else Registry())
+
+    def _build(self, registry: Registry) -> None:
+        self.base = (
+            EngineOptions(
+                store=open_store("memory://"),
+                queue=SimQueue(SimClock()),
+                registry=registry,
+                worker="sim",
+                heartbeat=0,
+                definition=self.definition,
+            )
+            .build()
+            .runtime
+        )
+        self._store_class: Any = type(self.base.store)
 
     def new_store(self) -> Store:
         """An empty store of the kind `memory://` opens, without scanning the plugins again."""
         store: Store = self._store_class.from_url("memory://")
         return store
+
+    def runtime(self, queue: SimQueue, clock: SimClock, probe: Probe, *, eager: bool) -> Runtime:
+        """A fresh Runtime for one seed: the shared registry (the seed's stand-ins go in it)
+        and lifecycles, an empty store, and the seed's queue, clock and probe."""
+        base = self.base
+        return Runtime(
+            self.new_store(),
+            queue,
+            base.registry,
+            base.workflow_chart,
+            base.step_chart,
+            clock=clock,
+            telemetry=base.telemetry,
+            worker=base.worker,
+            heartbeat_interval=base.heartbeat_interval,
+            probe=probe,
+            eager=eager,
+            allowed=base.allowed,
+        )
 
 
 class Simulation:
@@ -269,20 +298,15 @@ class Simulation:
         self.depth = 0
         self.trace: list[str] = []
         self.ended_as: WorkflowStatus | None = None
-        self.engine = engine = rig.engine
-        engine.store = rig.new_store()
-        engine.queue = self.queue
-        engine.clock = self.clock
-        engine.probe = self._probe
-        self.queue.bind(engine.run_job)
+        self.queue.in_process = eager
+        runtime = rig.runtime(self.queue, self.clock, self._probe, eager=eager)
+        self.engine = engine = Engine.over(runtime)
         register_standins(
             engine.registry,
             self.definition,
             self.service,
             Faults(self._action_fault, self._undo_fault, self._progress),
         )
-        self.queue.in_process = eager
-        self.engine.eager = eager
         self.recovery = Recovery(self.engine, timeout=RECOVERY_TIMEOUT, by="recovery")
         self.canceller = Recovery(
             self.engine, timeout=RECOVERY_TIMEOUT, action=RecoveryAction.CANCEL, by="recovery"
@@ -291,6 +315,24 @@ class Simulation:
         self.events = 0
         self._noted: list[str] = []
         self._last: WorkflowState | None = None
+        self.actions = self._actions()
+
+    def _actions(self) -> dict[str, Callable[[], None]]:
+        """What each scheduler event does (EVENTS names them, and `wait`)."""
+        return {
+            "deliver": self._do_deliver,
+            "duplicate": self._do_duplicate,
+            "lose": self._do_lose,
+            "stale": self._do_stale,
+            "wait": self._do_wait,
+            "tick": self._do_tick,
+            "recover": self._do_recover,
+            "recover_cancel": self._do_recover_cancel,
+            "cancel": self._do_cancel,
+            "force_cancel": self._do_force_cancel,
+            "suspend": self._do_suspend,
+            "signal": self._do_signal,
+        }
 
     # -- the run ---------------------------------------------------------------------------
     def run(self) -> SeedResult:
@@ -401,8 +443,7 @@ class Simulation:
 
     def _event(self, kind: str) -> None:
         self.events += 1
-        handler = getattr(self, f"_do_{kind}")
-        handler()
+        self.actions[kind]()
         self._check()
 
     # -- events ----------------------------------------------------------------------------
