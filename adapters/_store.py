@@ -143,6 +143,14 @@ class DocumentStore(Store, ABC):  # type: ignore[misc]  # mypy reads statesaga.*
         """The port's default: a store on a server is there (a file store says otherwise)."""
         return True
 
+    def read_only(self) -> None:
+        """The port's default: reads write nothing (a file store says otherwise)."""
+        return None
+
+    def server_time(self) -> datetime | None:
+        """The port's default: no clock of its own (a server store with one says its time)."""
+        return None
+
     # -- the primitives a backend writes -----------------------------------------------------
     @abstractmethod
     def _insert(self, record: Record) -> Outcome: ...

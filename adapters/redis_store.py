@@ -37,6 +37,7 @@ from __future__ import annotations
 import builtins
 import logging
 from collections.abc import Callable, Iterable
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
@@ -50,6 +51,7 @@ from ._store import (  # noqa: TID251 (relative, so mypy reads the base class)
     Outcome,
     Record,
     Stored,
+    from_micros,
     taken,
 )
 
@@ -260,6 +262,13 @@ class RedisStore(DocumentStore):
 
     def close(self) -> None:
         self.client.close()
+
+    def server_time(self) -> datetime:
+        """Redis's `TIME`: the one clock of every worker and recovery loop on this server,
+        so a host whose clock runs ahead or behind cannot misjudge a heartbeat."""
+        got: Any = self.client.time()
+        seconds, micro = got
+        return from_micros(int(seconds) * 1_000_000 + int(micro))
 
     # -- the primitives of the store algorithm (statesaga.adapters._store) -----------------
     def _insert(self, record: Record) -> Outcome:

@@ -25,7 +25,7 @@ callbacks are always none, so even a path that skips the check cannot import a f
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from rq import Queue, SimpleWorker
@@ -33,6 +33,7 @@ from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
 from rq.exceptions import DeserializationError, NoSuchJobError
 from rq.job import Job as RQJob
 from rq.job import JobStatus
+from rq.registry import ScheduledJobRegistry
 from rq.scheduler import RQScheduler
 from rq.serializers import JSONSerializer
 from rq.utils import current_timestamp
@@ -184,10 +185,41 @@ class GuardedWorker(SimpleWorker):
                 set_aside(job_id, queue, f"it cannot be read: {type(exc).__name__}: {exc}")
 
 
+class ServerClockRegistry(ScheduledJobRegistry):
+    """RQ's scheduled-job registry, whose due jobs are those due by Redis's clock.
+
+    RQ asks for the jobs due by its host's clock (`current_timestamp()`); a scheduler on a host
+    whose clock runs ahead would promote retries early, one behind would promote them late.
+    The time asked for is taken as an offset from this host's clock and applied to Redis's
+    `TIME` in the same script, the clock `RQQueue.enqueue` reckons due times by."""
+
+    _DUE = """
+    local t = redis.call('TIME')
+    local limit = tonumber(t[1]) + tonumber(ARGV[1])
+    return redis.call('ZRANGEBYSCORE', KEYS[1], 0, limit, 'LIMIT', 0, tonumber(ARGV[2]))
+    """
+
+    def get_jobs_to_schedule(
+        self, timestamp: int | None = None, chunk_size: int = 1000
+    ) -> list[str]:
+        ahead = 0 if timestamp is None else int(timestamp) - current_timestamp()
+        ids: Any = self.connection.eval(self._DUE, 1, self.key, ahead, chunk_size)
+        return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+
+
 class GuardedScheduler(RQScheduler):
     """RQ's scheduler (`--with-scheduler`), which moves due jobs from the ScheduledJobRegistry
     to the queue and stops on one whose hash it cannot read, and with it every delayed job of
-    the queue (retries, sleeps, wait timeouts): it sets such a job aside first."""
+    the queue (retries, sleeps, wait timeouts): it sets such a job aside first. Jobs fall due
+    by Redis's clock (`ServerClockRegistry`)."""
+
+    def prepare_registries(self, queue_names: Iterable[str] | None = None) -> None:
+        super().prepare_registries(queue_names)  # type: ignore[no-untyped-call]
+        make: Any = ServerClockRegistry
+        self._scheduled_job_registries = [
+            make(r.name, connection=self.connection, serializer=self.serializer)
+            for r in self._scheduled_job_registries
+        ]
 
     def enqueue_scheduled_jobs(self) -> None:
         if not self._scheduled_job_registries and self._acquired_locks:
@@ -256,6 +288,7 @@ def guarded_worker(rq_queue: Queue, name: str) -> GuardedWorker:
 __all__ = [
     "JOB_FUNCTIONS",
     "GuardedWorker",
+    "ServerClockRegistry",
     "StatesagaJob",
     "guarded_worker",
     "quarantine_key",

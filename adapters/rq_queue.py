@@ -10,11 +10,13 @@ any number of `statesaga worker` processes on any number of hosts.
   engine's own timeout fires first and is recorded as a step failure; RQ's is the backstop.
 - A delayed job (a retry's backoff) is put in RQ's ScheduledJobRegistry with `enqueue_at`
   and moved to the queue by the scheduler of a worker started with `--with-scheduler`; no
-  worker sleeps on it. RQ scores scheduled jobs in whole seconds and enqueues every job whose
-  second has begun, so the due time is rounded *up* to the next second: a job never runs
-  before its delay, and at most about two seconds after (the rounding plus the scheduler's
-  one-second poll). Job ids start with the due time in milliseconds, so jobs falling due in
-  the same second are enqueued in the order they fall due.
+  worker sleeps on it. Its due time is reckoned and compared on Redis's clock (`TIME`), not
+  on the clocks of the hosts that schedule and promote it. RQ scores scheduled jobs in whole
+  seconds and enqueues every job whose second has begun, so the due time is rounded *up* to
+  the next second: a job never runs before its delay, and at most about two seconds after
+  (the rounding plus the scheduler's one-second poll). Job ids start with the due time in
+  milliseconds, so jobs falling due in the same second are enqueued in the order they fall
+  due.
 - `bind()` does nothing: workers build their own engine. `drain()` waits, polling the
   condition, while workers elsewhere do the work; `serve()` is the worker's side
   (statesaga.adapters.rq_worker).
@@ -137,7 +139,10 @@ class RQQueue(WorkerQueue):  # type: ignore[misc]  # mypy reads statesaga.* as A
         """Nothing to do: jobs run in worker processes, each with its own engine."""
 
     def enqueue(self, job: Job, delay: float = 0.0) -> None:
-        now = time.time()
+        # A delayed job is due by Redis's clock, the clock the scheduler compares it with
+        # (statesaga.adapters.rq_jobguard.ServerClockRegistry): a host whose clock is off
+        # neither delays nor hastens it. One TIME round trip, for delayed jobs only.
+        now = self.server_seconds() if delay > 0 else time.time()
         due = now + max(delay, 0.0)
         options: dict[str, Any] = {
             "args": (job.to_dict(),),
@@ -152,6 +157,12 @@ class RQQueue(WorkerQueue):  # type: ignore[misc]  # mypy reads statesaga.* as A
         # with the next whole second so it can never run early.
         at = datetime.fromtimestamp(math.ceil(due), UTC)
         self.rq_queue.enqueue_at(at, JOB_FUNCTION, **options)
+
+    def server_seconds(self) -> float:
+        """Redis's `TIME`, in epoch seconds."""
+        got: Any = self.connection.time()
+        seconds, micro = got
+        return int(seconds) + int(micro) / 1_000_000
 
     def renew(self, job: Job) -> None:
         """Give a step that the worker runs right after the last one (eager dispatch, inside

@@ -35,7 +35,7 @@ from datetime import datetime
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from statesaga.errors import AdapterError
+from statesaga.errors import AdapterError, StoreFullError
 from statesaga.models import WorkflowState, WorkflowStatus
 
 from ._store import (  # noqa: TID251 (relative, so mypy reads the base class)
@@ -127,6 +127,7 @@ class SQLiteStore(DocumentStore):
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._initialized = False
+        self._read_only = False
         #: Saves of this process's threads share transactions (see GroupCommit).
         self.group_commit = GroupCommit()
 
@@ -157,12 +158,18 @@ class SQLiteStore(DocumentStore):
             raise AdapterError(f"sqlite store URL names no file: {url!r}")
         return cls(path, synchronous=synchronous, timeout=timeout)
 
-    def where(self) -> str:
+    def location(self) -> str:
         return str(self.path)
 
     def exists(self) -> bool:
         """Whether the database file is there: read-only commands must not create it."""
         return self.path.is_file()
+
+    def read_only(self) -> None:
+        """Open the file for reading only (`mode=ro`): no schema check, no journal-mode switch,
+        no write at all, so a command that only looks works on a full disk. Call before first
+        use; a write then fails with one line."""
+        self._read_only = True
 
     # -- connections ---------------------------------------------------------------------------
 
@@ -174,6 +181,8 @@ class SQLiteStore(DocumentStore):
             raise AdapterError(f"sqlite store {self.path} cannot be opened: {why}") from None
 
     def _open(self) -> sqlite3.Connection:
+        if self._read_only:
+            return self._open_read_only()
         if self.path.parent != Path("."):
             self.path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: the module must not open transactions behind our back; writes
@@ -195,6 +204,31 @@ class SQLiteStore(DocumentStore):
         conn.execute(f"PRAGMA synchronous = {self.synchronous}")
         with self._lock:
             self._connections.append(conn)
+        return conn
+
+    def _open_read_only(self) -> sqlite3.Connection:
+        conn = self._connect_uri("mode=ro")
+        try:
+            conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+        except sqlite3.OperationalError:
+            # A WAL reader needs the -shm index, which cannot be made on a full disk. With no
+            # WAL content left (every writer closed, so all is in the main file) the file is
+            # read as it is: `immutable` takes no lock and makes no -shm.
+            conn.close()
+            wal = self.path.with_name(self.path.name + "-wal")
+            if wal.is_file() and wal.stat().st_size > 0:
+                raise
+            conn = self._connect_uri("immutable=1")
+        with self._lock:
+            self._connections.append(conn)
+        return conn
+
+    def _connect_uri(self, query: str) -> sqlite3.Connection:
+        uri = f"{self.path.absolute().as_uri()}?{query}"
+        conn = sqlite3.connect(
+            uri, uri=True, timeout=self.timeout, isolation_level=None, check_same_thread=False
+        )
+        conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
         return conn
 
     def _wal(self, conn: sqlite3.Connection) -> str:
@@ -225,9 +259,18 @@ class SQLiteStore(DocumentStore):
 
     def _conn(self) -> sqlite3.Connection:
         conn = self._thread_conn()
-        if not self._initialized:
+        if not self._initialized and not self._read_only:
             self.initialize()
         return conn
+
+    def _write(self, apply: Callable[[sqlite3.Connection], None]) -> None:
+        """Run one write in a group commit; a full disk or a read-only store is one line."""
+        if self._read_only:
+            raise AdapterError(f"sqlite store {self.path} was opened read-only")
+        try:
+            self.group_commit.run(apply, self._conn)
+        except sqlite3.OperationalError as exc:
+            raise _full(exc, self.path) or exc from None
 
     @contextmanager
     def _transaction(self, conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
@@ -242,6 +285,8 @@ class SQLiteStore(DocumentStore):
 
     def initialize(self) -> None:
         """Create the table and indexes if missing (also done on first use)."""
+        if self._read_only:
+            return
         conn = self._thread_conn()
         if self._schema_is_there(conn):
             # No write at all: even an empty write transaction changes the file's header
@@ -251,11 +296,14 @@ class SQLiteStore(DocumentStore):
             return
         # Statement by statement: executescript() would COMMIT the transaction that makes
         # two processes creating the schema at once wait for each other.
-        with self._transaction(conn) as conn:
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        try:
+            with self._transaction(conn) as conn:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except sqlite3.OperationalError as exc:
+            raise _full(exc, self.path) or exc from None
         self._initialized = True
 
     @staticmethod
@@ -303,7 +351,7 @@ class SQLiteStore(DocumentStore):
                 ),
             )
 
-        self.group_commit.run(write, self._conn)
+        self._write(write)
         return outcome
 
     def _replace(self, record: Record, expected: int) -> Outcome:
@@ -336,7 +384,7 @@ class SQLiteStore(DocumentStore):
                 ).fetchone()
                 outcome = MISSING if row is None else taken(row[0])
 
-        self.group_commit.run(write, self._conn)
+        self._write(write)
         return outcome
 
     def _read(self, workflow_id: str) -> Stored | None:
@@ -360,7 +408,7 @@ class SQLiteStore(DocumentStore):
             )
             found = cursor.rowcount > 0
 
-        self.group_commit.run(write, self._conn)
+        self._write(write)
         return found
 
     def _select(
@@ -434,6 +482,16 @@ class SQLiteStore(DocumentStore):
             sql += " WHERE " + " AND ".join(where)
         sql += " GROUP BY status"
         return {status: n for status, n in self._conn().execute(sql, params).fetchall()}
+
+
+def _full(exc: sqlite3.OperationalError, path: Path) -> StoreFullError | None:
+    """The one line for a write refused because the disk is full (SQLITE_FULL), else None."""
+    if getattr(exc, "sqlite_errorcode", 0) & 0xFF != sqlite3.SQLITE_FULL:
+        return None
+    return StoreFullError(
+        f"sqlite store {path}: the disk is full ({exc}); nothing was written. Reads still "
+        "work; free space (at least the size of the -wal file next to it) and writes resume"
+    )
 
 
 class _Write:

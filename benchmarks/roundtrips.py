@@ -28,9 +28,10 @@ from typing import Any
 
 from statesaga.adapters.inline import InlineQueue
 from statesaga.adapters.sqlite import SQLiteStore
+from statesaga.definition import WorkflowDefinition, load_definition
 from statesaga.engine import Engine
 from statesaga.models import WorkflowState, WorkflowStatus
-from statesaga.ports import Job, JobRunner
+from statesaga.ports import Job, JobRunner, Queue, Store
 
 from ._common import STEPS, Mode, Row, noop_definition, noop_registry
 from .embedded import RESULTS
@@ -39,7 +40,7 @@ READS = ("get", "list", "list_stale")
 WRITES = ("create", "save", "heartbeat")
 
 
-class CountingStore:
+class CountingStore(Store):
     """A Store that counts each call by (where, operation) and forwards it."""
 
     def __init__(self, inner: SQLiteStore) -> None:
@@ -93,7 +94,7 @@ class CountingStore:
         self.inner.close()
 
 
-class CountingQueue:
+class CountingQueue(Queue):
     """An inline queue that counts enqueues and marks the store's calls made inside jobs."""
 
     def __init__(self, inner: InlineQueue, store: CountingStore) -> None:
@@ -128,12 +129,18 @@ class CountingQueue:
         self.inner.close()
 
 
-def count(directory: Path, workflows: int, eager: bool = True) -> dict[str, Any]:
-    name = "roundtrips.db" if eager else "roundtrips-queued.db"
+def count(
+    directory: Path,
+    workflows: int,
+    eager: bool = True,
+    definition: WorkflowDefinition | None = None,
+    name: str | None = None,
+) -> dict[str, Any]:
+    name = name or ("roundtrips.db" if eager else "roundtrips-queued.db")
     store = CountingStore(SQLiteStore(directory / name, synchronous="normal"))
     queue = CountingQueue(InlineQueue(), store)
     engine = Engine(store, queue, noop_registry(), heartbeat_interval=0, eager=eager)
-    definition = noop_definition()
+    definition = definition or noop_definition()
     for _ in range(workflows):
         store.where = "start"
         wf = engine.start(definition)
@@ -158,12 +165,62 @@ def count(directory: Path, workflows: int, eager: bool = True) -> dict[str, Any]
     }
 
 
+#: Five no-op steps of each kind, for the started-marker rows (5c): the step kind decides
+#: whether the settle of the step before claims it (no write of its own) or holds it for its
+#: own claim right before the call (claimed is not started; one write more).
+MARKER_KINDS: dict[str, dict[str, Any]] = {
+    "with a compensation": {"compensation": "undo"},
+    "without one, before any pivot": {},
+    "read_only": {"read_only": True},
+    "at or past the pivot": {},  # s0 is the pivot, the others depend on it
+    "under forward_retry": {},
+}
+
+
+def marker_definition(kind: str) -> WorkflowDefinition:
+    steps = [{"name": f"s{i}", "action": f"noop{i}", **MARKER_KINDS[kind]} for i in range(STEPS)]
+    if kind == "at or past the pivot":
+        steps[0]["pivot"] = True
+    saga: dict[str, Any] = {"workflow": "bench_marker", "steps": steps}
+    if kind == "under forward_retry":
+        saga["strategy"] = "forward_retry"
+    return load_definition(saga)
+
+
+def marker_rows(directory: Path, workflows: int) -> list[Row]:
+    """Rows 5c: the store writes per step a started-marker costs, by kind of step. Counted,
+    not timed: a step claimed by the settle of the one before costs one save (its settle); a
+    held one two (its own claim, then its settle). Steps 2 to 5 run eagerly; the first is
+    claimed by its queue job whatever its kind, so the extra is counted over those four."""
+    base = count(directory, workflows, definition=marker_definition("with a compensation"),
+                 name="marker-base.db")  # fmt: skip
+    rows = []
+    for i, kind in enumerate(MARKER_KINDS):
+        c = count(directory, workflows, definition=marker_definition(kind), name=f"marker{i}.db")
+        extra = (c["job_writes_per_step"] - base["job_writes_per_step"]) * STEPS / (STEPS - 1)
+        rows.append(
+            Row(
+                name=f"5c. started-marker: extra store writes per step, a step {kind}",
+                ours=extra,
+                baseline=0.0,
+                unit="writes/step",
+                target="0 where a lost attempt is harmless; 1 (its claim) where it could halt",
+                met=extra <= 1 + 1e-9,
+                note=f"{c['job_writes_per_step']:.2f} writes and {c['job_reads_per_step']:.2f}"
+                f" reads per step in jobs (a saga of 5 such steps, {workflows} workflows)",
+                details=c,
+            )
+        )
+    return rows
+
+
 def run(mode: Mode, directory: Path | None = None) -> list[Row]:
     workflows = {"smoke": 3, "quick": 50, "full": 200}[mode]
     base = directory or RESULTS
     base.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="roundtrips-", dir=base) as tmp:
         counts = {eager: count(Path(tmp), workflows, eager) for eager in (True, False)}
+        markers = marker_rows(Path(tmp), workflows)
     minimum = 1 + 2 + 1
     rows = []
     for eager, c in counts.items():
@@ -187,7 +244,7 @@ def run(mode: Mode, directory: Path | None = None) -> list[Row]:
                 details=c,
             )
         )
-    return rows
+    return rows + markers
 
 
 def main() -> None:

@@ -1,9 +1,11 @@
-"""The trip saga's handlers, with every booking and cancellation written to a side-effect
-ledger (`statesaga.verify.crashcheck.Ledger`, file named by $STATESAGA_LEDGER), as an external
-booking service with idempotency keys would see them. The crash matrix runs the trip saga with
-these handlers and reads the ledger to prove nothing was booked twice or left booked.
+"""The trip saga's and the expense claim's handlers, with every booking, payment and
+cancellation written to a side-effect ledger (`statesaga.verify.crashcheck.Ledger`, file named
+by $STATESAGA_LEDGER), as an external service with idempotency keys would see them. The crash
+matrix runs the examples with these handlers and reads the ledger to prove nothing was booked
+twice or left booked.
 
-Without $STATESAGA_LEDGER set they behave exactly like `statesaga.examples.trip_handlers`.
+Without $STATESAGA_LEDGER set they behave exactly like `statesaga.examples.trip_handlers` and
+`statesaga.examples.expense_handlers`.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from statesaga.context import StepContext
+from statesaga.examples import expense_handlers as expense
 from statesaga.examples import trip_handlers as trip
 from statesaga.registry import handler
 from statesaga.verify.crashcheck import Ledger
@@ -29,9 +32,9 @@ def _book(action: Action, ctx: StepContext, ref_field: str) -> dict[str, Any]:
     return result
 
 
-def _cancel(action: Action, ctx: StepContext) -> dict[str, Any]:
+def _cancel(action: Action, ctx: StepContext, ref_param: str = "booking") -> dict[str, Any]:
     ledger = Ledger.from_env()
-    booking = ctx.params.get("booking")
+    booking = ctx.params.get(ref_param)
     if booking is None and ledger is not None:
         # The action's outcome was never saved (its worker died): ask the service what it
         # booked for this step, as a real client would by its idempotency key.
@@ -86,3 +89,23 @@ def cancel_hotel(ctx: StepContext) -> dict[str, Any]:
 @handler()
 def cancel_car(ctx: StepContext) -> dict[str, Any]:
     return _cancel(trip.cancel_car, ctx)
+
+
+@handler()
+def submit_claim(ctx: StepContext) -> dict[str, Any]:
+    return _book(expense.submit_claim, ctx, "claim")
+
+
+@handler()
+def withdraw_claim(ctx: StepContext) -> dict[str, Any]:
+    return _cancel(expense.withdraw_claim, ctx, "claim")
+
+
+@handler()
+def pay_claim(ctx: StepContext) -> dict[str, Any]:
+    return _book(expense.pay_claim, ctx, "payment")
+
+
+@handler()
+def notify_employee(ctx: StepContext) -> dict[str, Any]:
+    return _book(expense.notify_employee, ctx, "sent_to")

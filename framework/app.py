@@ -145,8 +145,11 @@ def check_reachable(engine: Engine) -> None:
     """Before a workflow is stored: the queue answers, so an unreachable queue does not leave a
     RUNNING workflow whose job never left, and then the store does (it is created if new:
     last, so a refused command leaves no store behind)."""
-    engine.queue.check()
-    engine.store.initialize()
+    from .runtime.outage import ride_out
+
+    # A server's pause of a few seconds is waited out; one that is down is said at once.
+    ride_out(engine.queue.check, "the queue")
+    ride_out(engine.store.initialize, "the store")
 
 
 __all__ = [

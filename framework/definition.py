@@ -121,6 +121,12 @@ class StepSpec(_Strict):
     depends_on: tuple[str, ...] | None = Field(
         None, description="absent: the previous step; [] : none (starts at once)"
     )
+    read_only: bool = Field(
+        False,
+        strict=True,
+        description="the step only reads (a lookup, a quote): it has no effect to undo or to "
+        "leave behind, so a lost attempt of it is no effect that may remain",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -146,6 +152,11 @@ class StepSpec(_Strict):
                     f"step {self.name!r} needs an `action` (or `kind: wait` with a `signal`, "
                     "or `kind: sleep` with a `duration`)"
                 )
+            if self.read_only and (self.compensation is not None or self.pivot):
+                what = "be the pivot" if self.pivot else "have a compensation"
+                raise ValueError(
+                    f"step {self.name!r} is read_only (it has no effect), so it cannot {what}"
+                )
             return self
         if self.action is not None:
             raise ValueError(f"a {kind} step runs no action; remove `action` from {self.name!r}")
@@ -155,6 +166,8 @@ class StepSpec(_Strict):
             raise ValueError(f"a {kind} step cannot be the pivot")
         if self.payload is not None and kind != "wait":
             raise ValueError(f"a {kind} step takes no signal, so no `payload` schema")
+        if self.read_only:
+            raise ValueError(f"a {kind} step runs no action; remove `read_only` from {self.name!r}")
         if kind == "wait":
             if self.signal is None:
                 raise ValueError(f"wait step {self.name!r} needs a `signal` to wait for")
@@ -461,6 +474,7 @@ class WorkflowDefinition:
                     # The default timeout is for actions; a wait (for a person) has its own.
                     timeout=s.timeout if waits else s.timeout or d.timeout,
                     pivot=s.pivot,
+                    read_only=s.read_only,
                     compensation=comp,
                     kind=s.kind,
                     signal=s.signal,

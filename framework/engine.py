@@ -23,9 +23,10 @@ from .definition import WorkflowDefinition
 from .models import SagaStep, WorkflowState
 from .observability.telemetry import Telemetry
 from .plugins import ChartSource, lifecycle_chart, load_registry_plugins
-from .ports import Clock, Job, Queue, Store, SystemClock
+from .ports import Clock, Job, Queue, Store
 from .registry import Registry
 from .runtime import jobs as _jobs
+from .runtime.clock import store_clock
 from .runtime.commands import Commands
 from .runtime.effects import install_builtins
 from .runtime.heartbeat import Heartbeats
@@ -78,7 +79,8 @@ class Engine:
             # A user's copy of a shipped lifecycle (e.g. with a plugin's effect on a transition).
             _compiled("workflow", workflow_chart, own),
             _compiled("step", step_chart, own),
-            clock=clock or SystemClock(),
+            # The store's clock unless told otherwise: leases and due times on one clock.
+            clock=clock or store_clock(store),
             worker=worker,
             heartbeat_interval=heartbeat_interval,
             probe=probe,

@@ -102,6 +102,12 @@ class AdapterError(StatesagaError):
     """Raised when an adapter cannot be found, loaded or reached (URL, plugin, connection)."""
 
 
+class StoreFullError(AdapterError):
+    """Raised when a store cannot write for now because its disk is full: nothing was written,
+    reads still work, and long-running processes wait for space as for an outage
+    (statesaga.runtime.outage)."""
+
+
 class RegistryError(StatesagaError):
     """Raised when a handler, effect or guard name is unknown or registered twice."""
 

@@ -251,6 +251,11 @@ class SagaStep(_Doc):
         description="the active sub-state(s) under status, for a step lifecycle with compound "
         "states (e.g. ['CALLING_MODEL'] while EXECUTING)",
     )
+    read_only: bool = Field(
+        False,
+        description="the step only reads (a YAML step's `read_only`, a plan's read-only tool): "
+        "it has no effect to undo or to leave behind",
+    )
     in_doubt: bool = Field(
         False,
         description="an attempt's outcome is unknown (its worker was lost, or it timed out), so "
@@ -260,11 +265,6 @@ class SagaStep(_Doc):
         None,
         description="a wait step: the JSON Schema its signal's payload must fit (checked by "
         "`signal` before anything is stored)",
-    )
-    read_only: bool = Field(
-        False,
-        description="its action has no effect (a plan's read-only tool): never undone, never "
-        "listed among the effects that may remain",
     )
 
     def idempotency_key(self, workflow_id: str) -> str:

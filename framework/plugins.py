@@ -84,7 +84,13 @@ def scheme(url: str) -> str:
 def open_store(url: str) -> Store:
     """Open the store a URL names (`sqlite:///x.db`, `memory://`, `redis://…`, `arango://…`)."""
     name = scheme(url)
-    store: Store = _from_url(load("statesaga.stores", name), url, f"{name} store")
+    store: Store = _ported(_from_url(load("statesaga.stores", name), url, f"{name} store"), Store)
+    return store
+
+
+def only_read(store: Store) -> Store:
+    """`store.read_only()`, before its first use (the port's default does nothing)."""
+    store.read_only()
     return store
 
 
@@ -93,12 +99,14 @@ class NoStoreError(AdapterError):
 
 
 def open_existing_store(url: str) -> Store:
-    """Open a store for a command that only reads: a store that is not there yet
-    (`Store.exists()`, false for an SQLite file not made yet) is refused instead of created."""
+    """Open a store for a command that only reads, read-only (`Store.read_only()`: it works
+    on a full disk): a store that is not there yet (`Store.exists()`, false for an SQLite
+    file not made yet) is refused instead of created."""
     store = open_store(url)
+    only_read(store)
     if not store_exists(store):
         raise NoStoreError(
-            f"no {scheme(url)} store at {store.where()}: nothing has been stored there yet"
+            f"no {scheme(url)} store at {store.location()}: nothing has been stored there yet"
         )
     return store
 
@@ -106,8 +114,29 @@ def open_existing_store(url: str) -> Store:
 def open_queue(url: str) -> Queue:
     """Open the queue a URL names (`inline://`, `rq://host:6379/0?queue=statesaga`)."""
     name = scheme(url)
-    queue: Queue = _from_url(load("statesaga.queues", name), url, f"{name} queue")
+    queue: Queue = _ported(_from_url(load("statesaga.queues", name), url, f"{name} queue"), Queue)
     return queue
+
+
+def _ported(adapter: Any, port: type[Any]) -> Any:
+    """The adapter, if it offers every member of its port: the optional ones come with the
+    port's defaults to an adapter that subclasses the port (`class MyStore(Store)`), so the
+    core asks for them and never probes. One that lacks some is refused here, by name."""
+    if isinstance(adapter, port):
+        return adapter
+    members = sorted(
+        n
+        for klass in port.__mro__
+        if klass.__module__ == port.__module__
+        for n in (*vars(klass), *klass.__dict__.get("__annotations__", {}))
+        if not n.startswith("_")
+    )
+    missing = [n for n in dict.fromkeys(members) if n not in dir(adapter)]
+    raise AdapterError(
+        f"{type(adapter).__module__}.{type(adapter).__qualname__} does not implement the "
+        f"{port.__name__} port (missing: {', '.join(missing)}); subclass "
+        f"statesaga.ports.{port.__name__} to inherit the optional members' defaults"
+    )
 
 
 def _from_url(cls: Any, url: str, what: str) -> Any:

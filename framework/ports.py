@@ -112,7 +112,7 @@ class Store(Protocol):
     #: the commands and pages that list to name them. Default: a store that never skips one.
     unreadable: Mapping[str, str] = MappingProxyType({})
 
-    def where(self) -> str:
+    def location(self) -> str:
         """Where the store is, for a message (a file's path). Default: its URL said it."""
         return "that URL"
 
@@ -124,6 +124,19 @@ class Store(Protocol):
         the server answers is learnt on first use), which is this default; a store in a local
         file says whether its file exists."""
         return True
+
+    def read_only(self) -> None:
+        """From now on only read, called before first use by commands that only look (status,
+        list, a diagram of an instance, a read-only dashboard): create nothing and write
+        nothing, so they work while the store cannot write (a full disk). A store whose reads
+        write nothing needs nothing (this default)."""
+
+    def server_time(self) -> datetime | None:
+        """The time by the store's own clock, which every process of the store shares
+        (heartbeats, leases and due times are judged on it: statesaga.runtime.clock); None for
+        a store with no clock of its own, such as a file on one host, whose processes share
+        the host's clock. This default is None."""
+        return None
 
     def create(self, wf: WorkflowState) -> None: ...
 

@@ -55,7 +55,25 @@ def run_job(payload: dict[str, Any]) -> None:
             "statesaga.worker.run_job was called outside a statesaga worker: "
             "start workers with `statesaga worker`, not `rq worker`"
         )
-    runner(Job.from_dict(payload))
+    job = Job.from_dict(payload)
+    try:
+        runner(job)
+    except Exception as exc:
+        from .runtime.outage import is_outage
+
+        if not is_outage(exc):
+            raise
+        # The store or the queue is gone for longer than a pause, or its disk is full: the
+        # step's heartbeat goes stale and recovery resumes it. One line, not a traceback.
+        log.warning(
+            "%s job %s %s attempt %s cut off (%s: %s); recovery resumes it",
+            job.kind,
+            job.workflow_id,
+            job.step,
+            job.attempt,
+            type(exc).__name__,
+            exc,
+        )
 
 
 @contextmanager

@@ -32,6 +32,8 @@ _register_sibling("security_helpers")
 _register_sibling("ops_redis")
 _register_sibling("ops_handlers")
 _register_sibling("plan_cluster")
+_register_sibling("skew_handlers")
+_register_sibling("disk_handlers")
 
 if TYPE_CHECKING:
     import redis

@@ -46,4 +46,15 @@ def test_smoke_run_writes_every_row(tmp_path: Path) -> None:
     assert trips["job_reads_per_step"] == 1.0
     assert trips["job_writes_per_step"] == 2.0
     assert trips["enqueues_per_step"] == 1.0
+    # The started-marker (claimed is not started): no write where a lost attempt is harmless,
+    # one (the step's own claim, no read) where it could halt the saga.
+    marker = {r["name"].split(", a step ")[1]: r for r in data["rows"] if r["name"][:3] == "5c."}
+    assert {kind: round(row["ours"], 9) for kind, row in marker.items()} == {
+        "with a compensation": 0.0,
+        "without one, before any pivot": 0.0,
+        "read_only": 0.0,
+        "at or past the pivot": 1.0,
+        "under forward_retry": 1.0,
+    }
+    assert {row["details"]["job_reads_per_step"] for row in marker.values()} == {1 / steps}
     assert "| benchmark |" in proc.stdout

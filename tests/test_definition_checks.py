@@ -3,6 +3,7 @@ its message located in the file; references are checked only once the steps make
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -80,3 +81,29 @@ def test_the_pivot_rules_stay_silent_on_a_cycle() -> None:
     with pytest.raises(DefinitionError) as info:
         load_definition(data)
     assert [p.message for p in info.value.problems] == ["dependency cycle: a -> b -> a"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            {"compensation": "undo"},
+            "step 'look' is read_only (it has no effect), so it cannot have",
+        ),
+        ({"pivot": True}, "step 'look' is read_only (it has no effect), so it cannot be the pivot"),
+    ],
+)
+def test_a_read_only_step_has_nothing_to_undo_and_is_no_pivot(
+    tmp_path: Path, extra: dict[str, object], message: str
+) -> None:
+    import yaml
+
+    path = tmp_path / "saga.yaml"
+    step = {"name": "look", "action": "look", "read_only": True, **extra}
+    path.write_text(yaml.safe_dump({"workflow": "w", "steps": [step]}, sort_keys=False))
+    with pytest.raises(DefinitionError) as info:
+        load_definition(path)
+    [problem] = [p for p in info.value.problems if message in p.message]
+    assert problem.line == 3 and problem.field == "steps.0", problem
+    assert load_definition({"workflow": "w", "steps": [{"name": "look", "action": "look",
+                            "read_only": True}]}).steps[0].read_only  # fmt: skip

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import diagram_helpers as H  # registered by conftest.py (importlib mode)
 import pytest
 from statesaga.charts.chart import load_chart
@@ -177,7 +179,8 @@ def test_instance_halted_after_the_pivot_shows_the_failed_end_and_why() -> None:
     # Nothing was undone, so no way back is drawn; the reason is on the FAILED end, once.
     assert not any(e.kind == "compensation" for e in d.edges)
     (why,) = [n.text for n in d.notes if n.target == HALTED]
-    assert why == (
+    assert max(len(line) for line in why.splitlines()) <= 60  # wrapped, not one long line
+    assert why.replace("\n", " ") == (
         "step send_confirmation failed after the pivot charge_payment, so nothing is undone: "
         "SMTPError: mail server down"
     )
@@ -294,3 +297,36 @@ def test_third_party_renderer_plugs_in(monkeypatch: pytest.MonkeyPatch) -> None:
     out = get_renderer("plantuml").render(from_chart(lifecycle("todo")))
     assert seen == [("statesaga.renderers", "plantuml")]
     assert "pending --> dispatched" in str(out)
+
+
+def test_a_live_path_goes_through_the_waits_and_sleeps_it_took(tmp_path: Path) -> None:
+    """Issue 28: a wait or a sleep never runs a handler (no EXECUTING), and the path through
+    it was drawn faded, numbered past it. A real run: submit, the approval's signal, a sleep,
+    the payment and the notice."""
+    from statesaga.adapters.inline import InlineQueue
+    from statesaga.adapters.sqlite import SQLiteStore
+    from statesaga.engine import Engine
+    from statesaga.examples import expense_handlers
+
+    data = load_definition(example_path("expense")).spec.model_dump(mode="json", by_alias=True)
+    steps = data["steps"]
+    steps.insert(2, {"name": "cool_down", "duration": 0.01})
+    definition = load_definition(
+        {"workflow": "expense_claim", "defaults": {"timeout": 30},
+         "steps": [{k: v for k, v in s.items() if v not in (None, "", {}, ())} for s in steps]}
+    )  # fmt: skip
+    engine = Engine(
+        SQLiteStore(tmp_path / "s.db"), InlineQueue(), handlers=[expense_handlers],
+        heartbeat_interval=0,
+    )  # fmt: skip
+    wf = engine.run(definition, {"employee": "bob", "amount": 120})
+    engine.signal(wf.id, "approve", {"by": "alice"})
+    done = engine.wait(wf.id, timeout=30)
+    assert done.status is H.WorkflowStatus.COMPLETED
+    d = from_instance(done)
+    taken = {(e.src, e.dst): e.taken for e in d.edges if e.kind == "forward"}
+    assert taken[("submit", "approval")] == (1,)
+    assert taken[("approval", "cool_down")] == (2,)
+    assert taken[("cool_down", "pay")] == (3,)
+    assert taken[("pay", "notify")] == (4,)
+    assert taken[("notify", DONE)] == (5,)

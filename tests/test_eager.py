@@ -24,6 +24,7 @@ from statesaga.runtime.recovery import Recovery
 from statesaga.verify.simulation import run_seeds
 from statesaga.worker import serving
 
+HELD = "held by the worker that ran the last step, claimed right before its call"
 CLAIMED = "claimed by the worker that ran the last step"
 
 
@@ -41,23 +42,29 @@ def _registry(ran: list[str]) -> Registry:
     reg = Registry()
     for name in ("a", "b", "c", "d", "s0", "s1", "s2"):
         reg.register_handler(name, lambda ctx: ran.append(ctx.step) or {"v": ctx.step})
+    reg.register_handler("undo", lambda ctx: None)
     return reg
 
 
-def _claimed(wf: WorkflowState) -> list[str]:
-    return [h.step or "" for h in wf.history if h.trigger == "dispatch" and h.detail == CLAIMED]
+def _claimed(wf: WorkflowState, detail: str = CLAIMED) -> list[str]:
+    return [h.step or "" for h in wf.history if h.trigger == "dispatch" and h.detail == detail]
 
 
+# Steps with a compensation: a lost claimed attempt of one is undone by its key, so the settle
+# of the step before claims it in its own save (no write of its own before the call).
 DIAMOND = {
     "workflow": "diamond",
     "steps": [
-        {"name": "a", "action": "a"},
-        {"name": "b", "action": "b", "depends_on": ["a"]},
-        {"name": "c", "action": "c", "depends_on": ["a"]},
-        {"name": "d", "action": "d", "depends_on": ["b", "c"]},
+        {"name": "a", "action": "a", "compensation": "undo"},
+        {"name": "b", "action": "b", "depends_on": ["a"], "compensation": "undo"},
+        {"name": "c", "action": "c", "depends_on": ["a"], "compensation": "undo"},
+        {"name": "d", "action": "d", "depends_on": ["b", "c"], "compensation": "undo"},
     ],
 }
-THREE = {"workflow": "three", "steps": [{"name": f"s{i}", "action": f"s{i}"} for i in range(3)]}
+THREE = {
+    "workflow": "three",
+    "steps": [{"name": f"s{i}", "action": f"s{i}", "compensation": "undo"} for i in range(3)],
+}
 
 
 @pytest.mark.redis
@@ -226,7 +233,10 @@ def test_statesaga_worker_runs_a_saga_in_one_rq_job_unless_told_not_to(
     names = [s.name for s in done.steps]
     ran = queue.rq_queue.finished_job_registry.get_job_ids()
     if flag == "--eager":
-        assert _claimed(done) == names[1:] and len(ran) == 1
+        # The pivot and the step after it (no compensation) are held, each claimed by its own
+        # save right before its call: still one RQ job.
+        assert _claimed(done) == names[1:3] and len(ran) == 1
+        assert _claimed(done, HELD) == names[3:]
     else:
         assert _claimed(done) == [] and len(ran) == 5
     queue.close()
@@ -246,6 +256,7 @@ def test_the_run_display_prints_each_step_as_it_is_saved(tmp_path: Path) -> None
     for name in ("s0", "s1"):
         reg.register_handler(name, lambda ctx: None)
     reg.register_handler("s2", lambda ctx: seen_by_s2.append(out.getvalue()))
+    reg.register_handler("undo", lambda ctx: None)
     engine = Engine(SQLiteStore(tmp_path / "s.db"), InlineQueue(), reg, heartbeat_interval=0)
     console = Console(file=out, width=200, color_system=None)
     final = run_with_progress(engine, load_definition(THREE), {}, console)

@@ -193,10 +193,14 @@ def test_a_saga_completes_with_its_results_in_order_and_its_history(
     assert triggers[0] == (None, "start") and triggers[-1] == (None, "advance")
     assert wf.history[-1].dest == "COMPLETED"
     # Revisions count saves: create, then a claim and a settle per step when queued; eager
-    # dispatch claims the next step in the settle of the one before (one save per step).
-    assert wf.revision == (1 + 1 + 5 if eager else 1 + 2 * 5)
+    # dispatch claims the next step in the settle of the one before (one save per step),
+    # except the pivot and the step past it: held, each claimed by its own save right before
+    # its call (claimed is not started).
+    assert wf.revision == (1 + 1 + 5 + 2 if eager else 1 + 2 * 5)
     claimed = [h.step for h in wf.history if h.trigger == "dispatch" and h.detail]
     assert claimed == (names[1:] + ["send_confirmation"] if eager else [])
+    held = [h.step for h in wf.history if h.detail and h.detail.startswith("held by")]
+    assert held == (["charge_payment", "send_confirmation"] if eager else [])
 
 
 # -- retries and compensation ---------------------------------------------------------------------

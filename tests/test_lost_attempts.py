@@ -279,3 +279,69 @@ def test_a_step_that_settles_while_suspended_is_taken_on_resume(
         assert wf.status is WorkflowStatus.COMPENSATED and w.live() == []
     else:
         assert wf.status is WorkflowStatus.COMPLETED and w.live() == ["a", "b"]
+
+
+@pytest.mark.parametrize("action", [RecoveryAction.RESUME, RecoveryAction.CANCEL])
+def test_a_pivot_held_by_a_worker_that_died_before_its_call_is_run_again_or_compensated(
+    tmp_path: Path, action: RecoveryAction
+) -> None:
+    """Claimed is not started (issue 28): the settle of `reserve` holds the pivot for its own
+    claim, saved right before the call. A worker dying in between leaves the pivot QUEUED with
+    no attempt spent: resumed, it runs (attempt 1) and the saga completes; cancelled, the saga
+    compensates. Before, the settle claimed it, it looked maybe applied, and a failure or a
+    cancel halted the saga FAILED with the reservation left for an operator."""
+    w = pivot_saga(tmp_path)
+    wf = w.engine.start(w.definition)
+    w.kill = ("after_save", "reserve")
+    w.run()
+    lost = w.engine.get(wf.id)
+    charge = lost.step("charge")
+    assert (charge.status, charge.attempts, charge.in_doubt) == (StepStatus.QUEUED, 0, False)
+    w.recover(action)
+    wf = w.engine.get(wf.id)
+    if action is RecoveryAction.RESUME:
+        assert wf.status is WorkflowStatus.COMPLETED
+        assert [s.attempts for s in wf.steps] == [1, 1, 1]
+        assert not wf.step("charge").in_doubt
+        assert w.live() == ["charge", "reserve", "ship"]
+    else:
+        assert wf.status is WorkflowStatus.COMPENSATED, wf.reason
+        assert wf.step("charge").status is StepStatus.SKIPPED
+        assert w.undone == ["reserve"] and w.live() == []
+
+
+def test_a_step_without_compensation_held_by_a_lost_worker_costs_no_attempt(
+    tmp_path: Path,
+) -> None:
+    """`ship` (after the pivot, no compensation, one attempt) was held when the worker died:
+    it runs again with its one attempt, instead of being in doubt and halting the saga."""
+    w = pivot_saga(tmp_path)
+    wf = w.engine.start(w.definition)
+    w.kill = ("after_save", "charge")
+    w.run()
+    assert w.engine.get(wf.id).step("ship").status is StepStatus.QUEUED
+    w.recover()
+    wf = w.engine.get(wf.id)
+    assert wf.status is WorkflowStatus.COMPLETED, wf.reason
+    assert wf.step("ship").attempts == 1 and w.live() == ["charge", "reserve", "ship"]
+
+
+def test_a_lost_claimed_step_with_a_compensation_is_still_in_doubt(tmp_path: Path) -> None:
+    """A step with a compensation is claimed in the save that settled the step before it (no
+    write of its own): a worker dying there costs that attempt, undone by its key."""
+    w = World(
+        tmp_path,
+        steps(
+            {"name": "a", "action": "do_a", "compensation": "undo_a"},
+            {"name": "b", "action": "do_b", "compensation": "undo_b"},
+        ),
+    )
+    wf = w.engine.start(w.definition)
+    w.kill = ("after_save", "a")
+    w.run()
+    b = w.engine.get(wf.id).step("b")
+    assert (b.status, b.attempts) == (StepStatus.EXECUTING, 1)
+    w.recover()
+    wf = w.engine.get(wf.id)
+    assert wf.status is WorkflowStatus.COMPENSATED  # one attempt in all: the lost one was it
+    assert wf.step("b").in_doubt and w.live() == []

@@ -387,6 +387,7 @@ def test_a_planted_redis_or_rq_module_never_shadows_the_library(
     ok("restart", wf_id, "--from", "send_confirmation", "--reason", "r", "--store", store, code=1)
     waiting = ok("run", "defs/expense.yaml", "--store", store, "--input", claim)
     waiting_id = next(w for w in waiting.split() if w.startswith("WF-"))
+    # With an approver the claim is paid and `signal` exits 0 (without, it unwinds: exit 1).
     ok("signal", waiting_id, "approve", "--payload", '{"by": "alice"}', "--store", store)
     submitted = ok(
         "run",

@@ -195,3 +195,51 @@ def test_the_readme_flow_run_then_signal_on_a_sqlite_file(tmp_path: Path) -> Non
     again = _statesaga("signal", wf_id, "approve", "--store", store, cwd=tmp_path)
     assert again.returncode == 1
     assert "already COMPLETED" in again.stderr
+
+
+APPROVED_TRIP = """\
+workflow: approved_trip
+handlers: statesaga.examples.trip_handlers
+defaults: {retry: {max_attempts: 1}}
+steps:
+  - name: reserve_flight
+    action: reserve_flight
+    params: {origin: "${input.origin}", destination: "${input.destination}"}
+    compensation: {action: cancel_flight, params: {booking: "${result.booking}"}}
+  - {name: approval, await_signal: approve}
+  - name: charge_payment
+    action: charge_payment
+    pivot: true
+    params: {amount: 10}
+  - name: send_confirmation
+    action: send_confirmation
+    params: {email: a@b.c}
+"""
+
+
+@pytest.mark.parametrize(("fail_at", "code"), [(None, 0), ("send_confirmation", 1)])
+def test_signal_exits_1_when_the_workflow_it_set_going_halts(
+    tmp_path: Path, fail_at: str | None, code: int
+) -> None:
+    """Issue 28: `signal` ran the rest of the saga, which failed after the pivot and halted
+    FAILED, and exited 0; it now exits as `run` and `restart` do, saying why it halted."""
+    saga = tmp_path / "approved_trip.yaml"
+    saga.write_text(APPROVED_TRIP)
+    store = f"sqlite:///{tmp_path / 'trip.db'}"
+    data = {"origin": "TPE", "destination": "NRT"} | ({"fail_at": fail_at} if fail_at else {})
+    run = _statesaga("run", str(saga), "--input", json.dumps(data), "--store", store, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    wf_id = next(w for w in run.stdout.split() if w.startswith("WF-"))
+    sent = _statesaga(
+        "signal", wf_id, "approve", "--store", store,
+        "--handlers", "statesaga.examples.trip_handlers", cwd=tmp_path,
+    )  # fmt: skip
+    assert sent.returncode == code, sent.stdout + sent.stderr
+    status = SQLiteStore(tmp_path / "trip.db").get(wf_id).status
+    if fail_at:
+        assert status is WorkflowStatus.FAILED and f"{wf_id} FAILED" in sent.stdout
+        assert f"{wf_id} halted: " in sent.stderr
+        # Not the wait: it has no effect that could remain.
+        assert "effects that may remain: reserve_flight, charge_payment." in sent.stderr
+    else:
+        assert status is WorkflowStatus.COMPLETED

@@ -18,7 +18,9 @@ import pytest
 from statesaga import Registry
 from statesaga.definition import load_definition
 from statesaga.models import CompensationStrategy, StepStatus
-from statesaga.verify.simulation import run_seeds, simulate
+from statesaga.ports import Job
+from statesaga.verify.simulation import Rates, Simulation, run_seeds, simulate
+from statesaga.verify.standins import SimCrash
 from statesaga.vocabulary import STEP_APPLYING as _BUSY
 from statesaga.vocabulary import STEP_NOT_STARTED as _NOT_STARTED
 
@@ -121,3 +123,55 @@ def test_cli_simulate(tmp_path: Path) -> None:
     )
     assert out.returncode == 1
     assert "bad.yaml" in out.stderr and out.stdout == ""
+
+
+def test_the_simulation_catches_a_claimed_pivot_taken_for_a_started_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before issue 28 the settle of a step claimed the next one whatever it was, so a worker
+    dying right after that save left the pivot (or a step without compensation) in doubt with
+    its handler never called: the saga halted where it could have unwound."""
+    import statesaga.runtime.jobs as jobs
+
+    monkeypatch.setattr(jobs, "doubt_is_harmless", lambda wf, step: True)  # the old claim
+    summary = run_seeds(load_definition(SAGAS["trip"]), range(200), stop_at_first=False)
+    problems = {p for result in summary.failed for p in result.problems}
+    assert (
+        "charge_payment is in doubt, but no attempt of it reached its handler: "
+        "claimed is not started"
+    ) in problems
+
+
+class _DiesOnceAfterSaving(Simulation):
+    """No faults but one: the worker dies after the save that settles `step` (and holds the
+    next step for its own claim), before anything else runs."""
+
+    def __init__(self, *args: Any, step: str, **kw: Any) -> None:
+        super().__init__(*args, rates=Rates(0, 0, 0, 0, 0, 0, 0, 0), **kw)
+        self.dies_after = step
+
+    def _probe(self, boundary: str, job: Job) -> None:
+        super()._probe(boundary, job)
+        if (boundary, job.step, job.kind) == ("after_save", self.dies_after, "step"):
+            self.dies_after = ""
+            raise SimCrash("at after_save")
+
+
+@pytest.mark.parametrize(
+    ("doomed", "end"), [(None, "COMPLETED"), ("charge_payment", "COMPENSATED")]
+)
+def test_an_eager_claimed_pivot_whose_worker_died_before_the_call_completes_or_unwinds(
+    doomed: str | None, end: str
+) -> None:
+    """Issue 28: the worker dies right after the save that settles reserve_car, the step
+    before the pivot. Recovery runs the pivot again (its attempt was never spent); when the
+    pivot then fails, the saga unwinds instead of halting FAILED."""
+    saga = load_definition(SAGAS["trip"])
+    sim = _DiesOnceAfterSaving(saga, 0, step="reserve_car")
+    sim.doomed = doomed
+    result = sim.run()
+    assert result.ok, result.report()
+    assert any("worker died: at after_save" in line for line in result.trace), result.report()
+    assert result.status == end, result.report()
+    pivot = sim.engine.store.get(sim.wf_id).step("charge_payment")
+    assert not pivot.in_doubt

@@ -263,7 +263,7 @@ def _acting_on(
     engine = _recovery_engine(store, queue, handlers)
     if not store_exists(engine.store):
         raise StatesagaError(
-            f"workflow {workflow_id} not found: no store at {engine.store.where()} "
+            f"workflow {workflow_id} not found: no store at {engine.store.location()} "
             "(nothing is stored there yet)"
         )
     return engine, engine.get(workflow_id)
@@ -461,15 +461,24 @@ def _why_not_cancelled(wf: Any, store: str | None) -> str:
     "--expect",
     "expects",
     multiple=True,
-    type=click.Choice(["COMPLETED", "COMPENSATED", "FAILED"]),
-    help="the correct outcome, one per --input in order (or one for all), e.g. FAILED for a "
+    help="the correct outcome(s) of an input: COMPLETED, COMPENSATED, FAILED or several "
+    "joined by commas; one per --input in order (or one for all), e.g. FAILED for a "
     "failure after the pivot",
+)
+@click.option(
+    "--signal",
+    "signals",
+    multiple=True,
+    metavar="[N:]STEP=PAYLOAD",
+    help="send PAYLOAD (JSON, or @file.json) to the wait step STEP whenever it waits; "
+    "repeatable; N: only for the Nth --input",
 )
 @guard
 def check_crashes_command(
     definition: str,
     inputs: tuple[str, ...],
     expects: tuple[str, ...],
+    signals: tuple[str, ...],
     queue: str,
     store: str | None,
     handlers: tuple[str, ...],
@@ -478,7 +487,8 @@ def check_crashes_command(
     keep: bool,
 ) -> None:
     """Run a saga with its worker process SIGKILLed at every job boundary in turn, recover,
-    and check it converges with each side effect applied at most once; print the table."""
+    and check it converges with each side effect applied at most once; print the table.
+    Timers (a wait's timeout, a sleep) are fast-forwarded; a wait gets the --signal given."""
     from ..verify.crashcheck import BOUNDARIES, Scenario, check_crashes, format_table
 
     name = Path(definition).stem
@@ -494,26 +504,53 @@ def check_crashes_command(
     wanted: list[str | None] = [None] * len(runs)
     if expects:
         wanted = [*expects] * len(runs) if len(expects) == 1 else [*expects]
-    scenarios = [
-        Scenario(
-            f"{name}-{i}" if len(inputs) > 1 else name,
-            str(Path(definition).resolve()),
-            load_input(value),
-            modules,
-            expect,
+    sends = _signals_per_input(signals, len(runs))
+    try:
+        scenarios = [
+            Scenario(
+                f"{name}-{i}" if len(inputs) > 1 else name,
+                str(Path(definition).resolve()),
+                load_input(value),
+                modules,
+                expect,
+                sends[i - 1],
+            )
+            for i, (value, expect) in enumerate(zip(runs, wanted, strict=True), 1)
+        ]
+        results = check_crashes(
+            scenarios,
+            queue=queue,
+            store=store,
+            boundaries=boundaries or BOUNDARIES,
+            parallel=parallel,
+            keep=keep,
         )
-        for i, (value, expect) in enumerate(zip(runs, wanted, strict=True), 1)
-    ]
-    results = check_crashes(
-        scenarios,
-        queue=queue,
-        store=store,
-        boundaries=boundaries or BOUNDARIES,
-        parallel=parallel,
-        keep=keep,
-    )
+    except ValueError as exc:  # a bad --expect, --signal or --boundary: one line, exit 2
+        raise click.UsageError(str(exc)) from None
     click.echo(format_table(results))
     sys.exit(0 if all(r.ok for r in results) else 1)
+
+
+def _signals_per_input(signals: tuple[str, ...], inputs: int) -> list[dict[str, Any]]:
+    """`--signal [N:]STEP=PAYLOAD` options as one {step: payload} per input."""
+    per: list[dict[str, Any]] = [{} for _ in range(inputs)]
+    for option in signals:
+        target, sep, payload = option.partition("=")
+        index, colon, step = target.rpartition(":")
+        if not sep or not step:
+            raise click.BadParameter(f"{option!r} is not STEP=PAYLOAD", param_hint="--signal")
+        which = range(inputs)
+        if colon:
+            if not index.isdigit() or not 1 <= int(index) <= inputs:
+                raise click.BadParameter(
+                    f"{option!r}: {index!r} is not an --input number (1 to {inputs})",
+                    param_hint="--signal",
+                )
+            which = range(int(index) - 1, int(index))
+        value = json_arg(payload, "--signal")
+        for i in which:
+            per[i][step] = value
+    return per
 
 
 # -- statesaga signal / restart / check-upgrade (issue 11: people and time in the loop) ----------
@@ -552,8 +589,11 @@ def signal(
 ) -> None:
     """Send the signal NAME to a workflow (e.g. `approve`); the step waiting for it completes
     with the payload as its result. A signal sent before the step waits is kept for it; one
-    to a finished workflow, or that no step waits for, is an error (exit 1)."""
+    to a finished workflow, or that no step waits for, is an error (exit 1). Exit 0 when the
+    workflow then completes (or waits again, or runs on workers elsewhere), 1 otherwise."""
     import getpass
+
+    from ..models import halt_reason
 
     data = _payload(payload)
     engine, current = _acting_on(store, queue, handlers, workflow_id)
@@ -566,6 +606,10 @@ def signal(
     echo_waiting(final)
     if final.revision != wf.revision:
         click.echo(f"{final.id} {final.status.value}")
+    if final.status is WorkflowStatus.FAILED:
+        click.echo(f"{final.id} halted: {halt_reason(final)}", err=True)
+    # As `run` and `restart`: 0 while it goes on (waits, or runs on workers) or completed.
+    sys.exit(0 if final.status in (WorkflowStatus.COMPLETED, WorkflowStatus.RUNNING) else 1)
 
 
 def _require_handlers(engine: Any, wf: Any) -> None:

@@ -37,9 +37,10 @@ from ..models import (
     new_id,
 )
 from ..plugins import DEFAULT_QUEUE
-from ..ports import Clock, Queue, Store, SystemClock
+from ..ports import Clock, Queue, Store
 from ..registry import Registry
 from ..runtime import recovery
+from ..runtime.clock import store_clock
 from ..runtime.heartbeat import heartbeat_cutoff
 from ..vocabulary import (
     STEP_ROLLED_BACK,
@@ -104,7 +105,7 @@ class WorkflowStateManager:
 
     def __init__(self, store: Store, *, clock: Clock | None = None) -> None:
         self.store = store
-        self.clock: Clock = clock or SystemClock()
+        self.clock: Clock = clock or store_clock(store)
 
     async def initialize(self) -> None:
         """Create the store's tables or collections (idempotent)."""
@@ -269,7 +270,7 @@ class HeartbeatManager:
 
     def __init__(self, store: Store, *, clock: Clock | None = None) -> None:
         self.store = store
-        self.clock: Clock = clock or SystemClock()
+        self.clock: Clock = clock or store_clock(store)
         self._beats: dict[str, _Beat] = {}
 
     @property

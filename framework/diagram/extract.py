@@ -6,6 +6,7 @@ of a renderer is deterministic and a diff of a regenerated picture follows a dif
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import replace
 from pathlib import Path
 from typing import Literal
@@ -380,7 +381,7 @@ def _live_steps(
             # its last compensation, already counted).
             events.append([i for i in into.get(reached, []) if edges[i].kind == "forward"])
             continue
-        if dest == StepStatus.EXECUTING.value and source != dest and h.step not in started:
+        if dest in _STARTED and source != dest and h.step not in started:
             started.add(h.step)
             events.append([i for i in into.get(h.step, []) if edges[i].kind == "forward"])
         elif (
@@ -432,13 +433,15 @@ def _live_steps(
         if s.error is not None and s.status is not StepStatus.COMPLETED:
             text = f"{s.error.type}: {s.error.message}"
             if text not in reason:
-                notes.append(DiagramNote(s.name, text))
+                notes.append(DiagramNote(s.name, wrapped(text)))
         if s.compensation is not None and s.compensation.error is not None:
             err = s.compensation.error
             if f"{err.type}: {err.message}" not in reason:
-                notes.append(DiagramNote(s.name, f"undo failed: {err.type}: {err.message}"))
+                notes.append(
+                    DiagramNote(s.name, wrapped(f"undo failed: {err.type}: {err.message}"))
+                )
     if reason:
-        notes.append(DiagramNote(HALTED, reason))
+        notes.append(DiagramNote(HALTED, wrapped(reason)))
     return Diagram(
         title=title,
         nodes=tuple(live_nodes),
@@ -446,6 +449,21 @@ def _live_steps(
         notes=tuple(notes),
         kind="instance",
         direction="LR",
+    )
+
+
+#: Where a step starts on the path taken: its first attempt, or its first wait (a wait or a
+#: sleep never runs a handler).
+_STARTED = frozenset({StepStatus.EXECUTING.value, StepStatus.WAITING.value})
+#: Characters per line of a live note: a halt's reason runs to hundreds of characters.
+NOTE_WIDTH = 60
+
+
+def wrapped(text: str) -> str:
+    """A note's text in lines of at most NOTE_WIDTH characters (a long word stays whole)."""
+    return "\n".join(
+        textwrap.fill(line, NOTE_WIDTH, break_long_words=False, break_on_hyphens=False)
+        for line in text.splitlines() or [""]
     )
 
 
@@ -522,7 +540,7 @@ def _live_chart(
         for s in base.nodes
     )
     edges = tuple(replace(e, taken=tuple(taken.get(i, ()))) for i, e in enumerate(base.edges))
-    notes = (DiagramNote(current[0], reason),) if reason and current else ()
+    notes = (DiagramNote(current[0], wrapped(reason)),) if reason and current else ()
     return Diagram(
         title=title,
         nodes=nodes,

@@ -20,7 +20,6 @@ from ..models import (
 )
 from ..vocabulary import (
     STEP_GAVE_UP,
-    STEP_MAY_REMAIN,
     STEP_NOT_STARTED,
     STEP_REQUEUEABLE,
     STEP_TO_UNDO,
@@ -28,7 +27,7 @@ from ..vocabulary import (
     StepTrigger,
     WorkflowTrigger,
 )
-from .guards import GUARDS, HOLDS_DEPENDENCIES, may_have_applied
+from .guards import GUARDS, HOLDS_DEPENDENCIES, has_effect, may_have_applied
 from .guards import step_of as _step
 from .jobs import compensation_job, step_job, timer_job
 
@@ -187,7 +186,8 @@ def explain_halt(ctx: TransitionContext, cancelled: bool = False) -> Deferred:
         state = {StepStatus.COMPLETED: "it applied", StepStatus.EXECUTING: "it is running"}.get(
             pivot.status, "its outcome is unknown"
         )
-        left = [s.name for s in wf.steps if s.status in STEP_MAY_REMAIN and not s.read_only]
+        # Only steps whose effect can remain: not waits, sleeps or read-only steps.
+        left = [s.name for s in wf.steps if may_have_applied(s) and has_effect(s)]
         why = "cancelled" if cancelled else "a step failed"
         wf.reason = (
             f"{why} once the pivot {pivot.name} may have applied ({state}), so nothing is "
@@ -357,8 +357,8 @@ def fresh_step(step: SagaStep, now: datetime) -> SagaStep:
         )
     keep = {
         "id", "name", "action_type", "params", "depends_on", "retry", "timeout", "pivot",
-        "todo_id", "kind", "signal", "on_timeout", "default", "sleep", "until", "payload",
-        "read_only",
+        "read_only", "todo_id", "kind", "signal", "on_timeout", "default", "sleep", "until",
+        "payload",
     }  # fmt: skip
     spec = step.model_dump(include=keep)
     return SagaStep.model_validate({**spec, "compensation": comp})

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from ..models import CompensationStrategy, SagaStep, StepStatus, WorkflowStatus
+from ..models import CompensationStrategy, SagaStep, StepStatus, WorkflowState, WorkflowStatus
 from ..vocabulary import (
     STEP_APPLYING,
     STEP_MAY_REMAIN,
@@ -56,6 +56,35 @@ def may_have_applied(step: SagaStep) -> bool:
     return step.status in STEP_MAY_REMAIN or (
         step.in_doubt and step.status in (StepStatus.QUEUED, StepStatus.RETRYING)
     )
+
+
+def has_effect(step: SagaStep) -> bool:
+    """The step's handler may change something outside: an action not declared read_only
+    (waits and sleeps run no handler)."""
+    return step.kind == "action" and not step.read_only
+
+
+def past_the_pivot(wf: WorkflowState) -> set[str]:
+    """The pivot and every step that depends on it: past the point of no return."""
+    past = {s.name for s in wf.steps if s.pivot}
+    for s in wf.steps:  # table order lists dependencies first
+        if any(d in past for d in s.depends_on):
+            past.add(s.name)
+    return past
+
+
+def doubt_is_harmless(wf: WorkflowState, step: SagaStep) -> bool:
+    """A lost attempt of this step costs at most a retry: if the saga unwinds, its
+    compensation undoes it by its key (or it declares nothing to undo). Not so at or past the
+    pivot, where nothing is undone and a step in doubt halts the saga once its retries run
+    out, nor under forward_retry (nothing is ever undone); a read_only step has no effect to
+    be in doubt about. For the others the engine saves the claim right before the handler's
+    call, so a claimed attempt is never taken for a started one (Jobs.claim_eagerly)."""
+    if not has_effect(step):
+        return True
+    if wf.strategy is CompensationStrategy.FORWARD_RETRY:
+        return False
+    return step.name not in past_the_pivot(wf)
 
 
 def pivot_passed(ctx: TransitionContext) -> bool:
@@ -149,4 +178,12 @@ GUARDS: dict[str, Callable[..., bool]] = {
 }
 
 
-__all__ = ["GUARDS", "HOLDS_DEPENDENCIES", "may_have_applied", "step_of"]
+__all__ = [
+    "GUARDS",
+    "HOLDS_DEPENDENCIES",
+    "doubt_is_harmless",
+    "has_effect",
+    "may_have_applied",
+    "past_the_pivot",
+    "step_of",
+]

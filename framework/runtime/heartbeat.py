@@ -52,8 +52,13 @@ class Heartbeats:
             for workflow_id in ids:
                 try:
                     self._beat(workflow_id)
-                except Exception:  # a missed beat is what recovery is for; never crash a step
-                    log.warning("heartbeat for %s failed", workflow_id, exc_info=True)
+                except Exception as exc:  # a missed beat is what recovery is for
+                    # One line (a full disk or an outage fails every beat): never a traceback
+                    # in the log of a step that goes on, nor a crash of it.
+                    log.warning(
+                        "heartbeat for %s failed: %s: %s", workflow_id, type(exc).__name__, exc
+                    )
+                    log.debug("heartbeat for %s failed", workflow_id, exc_info=True)
 
 
 def heartbeat_cutoff(clock: Clock, timeout: float) -> datetime:

@@ -5,8 +5,9 @@ waiting step. Each is claimed by a transaction that checks the job's attempt tok
 the stored step (a stale or duplicate job changes nothing), and a step's or compensation's
 outcome is settled by a second one. Which states a claim accepts is asked of the step
 lifecycle (the sources of `dispatch`, of `wake`/`wait_timeout`, of `compensated`), not
-listed here. With eager dispatch the settle of a step also claims the next ready step, which
-this process then runs at once. The builders of the jobs the effects enqueue live here too.
+listed here. With eager dispatch the settle of a step also claims the next ready step (or,
+where a lost attempt could halt the saga, holds it for its own claim right before the call),
+which this process then runs at once. The builders of the jobs the effects enqueue live here too.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from ..errors import NotFoundError
 from ..models import SagaStep, StepStatus, WorkflowState, WorkflowStatus
 from ..ports import Job
 from ..vocabulary import STEP_GAVE_UP, StepTrigger, sources
+from .guards import doubt_is_harmless
 from .handlers import Progress, call
 from .transaction import Kernel, Txn
 
@@ -25,6 +27,11 @@ if TYPE_CHECKING:
     from .runtime import Runtime
 
 log = logging.getLogger("statesaga.engine")
+
+#: The history's word for a step claimed in the save that settled the step before it.
+CLAIMED = "claimed by the worker that ran the last step"
+#: ... and for one held by that worker and claimed by its own save right before its call.
+HELD = "held by the worker that ran the last step, claimed right before its call"
 
 
 def step_job(wf: WorkflowState, step: SagaStep) -> Job:
@@ -116,6 +123,25 @@ class Jobs:
     # -- steps -----------------------------------------------------------------------------
     def run_step(self, job: Job) -> None:
         rt = self.rt
+        with rt.telemetry.job(job):
+            claimed = self.claim(job)
+            running = None if claimed is None else self.execute(claimed, job)
+        # Eager dispatch: each step the last settle claimed (or held) runs here, as its own
+        # attempt. A held step is claimed by its own save, right before its handler's call.
+        while running is not None:
+            settled, following = running
+            with rt.telemetry.job(following, claimed=True):
+                held = settled.step(following.step).status is not StepStatus.EXECUTING
+                mine = self.claim(following, settled, HELD) if held else settled
+                running = None if mine is None else self.execute(mine, following)
+
+    def claim(
+        self, job: Job, first: WorkflowState | None = None, detail: str | None = None
+    ) -> WorkflowState | None:
+        """Claim the job's attempt (EXECUTING, the attempt token): the save right before the
+        handler's call, so from it on the handler may have been called. None when the job is
+        stale or a duplicate. `first`: the document this process just saved (no re-read)."""
+        rt = self.rt
         kernel = self.kernel
 
         def claim(txn: Txn) -> bool:
@@ -135,21 +161,15 @@ class Jobs:
                     step.attempts,
                 )
                 return False
-            kernel.fire(txn, step, StepTrigger.DISPATCH)
+            kernel.fire(txn, step, StepTrigger.DISPATCH, detail)
             return True
 
-        with rt.telemetry.job(job):
-            claimed = kernel.transact(job.workflow_id, claim, by=rt.worker, job=job)
-            running = None if claimed is None else self.execute(claimed, job)
-        # Eager dispatch: each step the last settle claimed runs here, as its own attempt.
-        while running is not None:
-            with rt.telemetry.job(running[1], claimed=True):
-                running = self.execute(*running)
+        return kernel.transact(job.workflow_id, claim, by=rt.worker, job=job, first=first)
 
     def execute(self, claimed: WorkflowState, job: Job) -> tuple[WorkflowState, Job] | None:
         """Run a claimed attempt and settle its outcome on the document the claim saved (no
         second read; a lost revision check re-reads). Returns the next step when the settle
-        claimed it (eager dispatch), for this process to run at once."""
+        claimed or held it (eager dispatch), for this process to run at once."""
         rt = self.rt
         kernel = self.kernel
         step = claimed.step(job.step)
@@ -199,9 +219,16 @@ class Jobs:
         return settled, following
 
     def claim_eagerly(self, txn: Txn) -> Job | None:
-        """Dispatch the first step this transaction would enqueue, in the same save, and take
-        its job off the list: the process that saves runs it (Temporal's eager activity
-        execution). The other ready steps still go to the queue for other workers."""
+        """Take the first step this transaction would enqueue off the list: the process that
+        saves runs it (Temporal's eager activity execution). The other ready steps still go
+        to the queue for other workers.
+
+        Claimed is not started: a step whose lost attempt costs at most a retry (the saga can
+        still undo it, or it has no effect) is claimed in this very save, which is then all
+        the engine knows of its call. A step at or past the pivot (or under forward_retry),
+        whose doubt would halt the saga, is held QUEUED and claimed by its own save right
+        before the call (one more write), so a process dying in between leaves it QUEUED:
+        recovery runs it again with the attempt unspent, or the saga unwinds past it."""
         if txn.wf.status is not WorkflowStatus.RUNNING:
             return None
         for i, (queued, delay) in enumerate(txn.jobs):
@@ -210,9 +237,8 @@ class Jobs:
                 # Only a step queued by this very event (a retry waits for its backoff).
                 if step.status is not StepStatus.QUEUED or queued.attempt != step.attempts + 1:
                     continue
-                self.kernel.fire(
-                    txn, step, StepTrigger.DISPATCH, "claimed by the worker that ran the last step"
-                )
+                if doubt_is_harmless(txn.wf, step):
+                    self.kernel.fire(txn, step, StepTrigger.DISPATCH, CLAIMED)
                 del txn.jobs[i]
                 txn.claimed = queued
                 return queued

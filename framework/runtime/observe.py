@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 
 from ..models import HistoryEntry, StepStatus, WorkflowState, WorkflowStatus
 from ..vocabulary import STEP_BUSY, WORKFLOW_OPEN
+from .outage import Outage, is_outage, ride_out
+from .transaction import read
 
 if TYPE_CHECKING:
     from .runtime import Runtime
@@ -82,27 +84,38 @@ class Observer:
         """See Engine.wait."""
         rt = self.rt
         # Workflows this process finished are known without a read; others (finished by
-        # workers elsewhere) are polled from the store, at most every _POLL seconds.
+        # workers elsewhere) are polled from the store, at most every _POLL seconds. A poll
+        # that cannot reach the store (a server's pause or restart) is tried again with
+        # backoff: waiting goes on, up to `timeout` as ever.
         last_read = 0.0
+        outage = Outage(f"waiting for {workflow_id}")
+        retry_at = 0.0
 
         def done() -> bool:
-            nonlocal last_read
+            nonlocal last_read, retry_at
             if workflow_id in self._ended:
                 return True
             if until_signal and workflow_id in self._parked:
                 return True
             now = time.monotonic()
-            if on_progress is None and now - last_read < _POLL:
+            if now < retry_at or (on_progress is None and now - last_read < _POLL):
                 return False
             last_read = now
-            wf = rt.store.get(workflow_id)
-            if on_progress is not None:
-                on_progress(wf)
+            try:
+                wf = rt.store.get(workflow_id)
+                if on_progress is not None:
+                    on_progress(wf)
+            except Exception as exc:
+                if not is_outage(exc, full_disk=False):
+                    raise
+                retry_at = time.monotonic() + outage.failed(exc)
+                return False
+            outage.ok()
             return wf.status not in WORKFLOW_OPEN or (until_signal and waiting_for_signal(wf))
 
         rt.queue.drain(done, timeout)
         self._ended.pop(workflow_id, None)
-        wf = rt.store.get(workflow_id)
+        wf = ride_out(read(rt.store, workflow_id), workflow_id)
         if on_progress is not None:
             on_progress(wf)
         return wf

@@ -13,6 +13,12 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from ..errors import StoreFullError
+
+T = TypeVar("T")
 
 # The name it logged under before the tree's split: operators filter and alert on it.
 log = logging.getLogger("statesaga.outage")
@@ -70,8 +76,10 @@ class Outage:
         self.failures = 0
 
 
-def is_outage(exc: BaseException) -> bool:
+def is_outage(exc: BaseException, *, full_disk: bool = True) -> bool:
     """Whether `exc` says a service is unreachable (worth waiting for), not a bug or bad input.
+    A store whose disk is full counts too (nothing was written; writes resume with space),
+    unless `full_disk` is False: a pause of a server passes in seconds, a full disk does not.
 
     The causes count too: an adapter reports a lost connection as its own one-line error
     (`AdapterError: cannot reach ...`) raised while handling the transport's.
@@ -79,7 +87,55 @@ def is_outage(exc: BaseException) -> bool:
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
-        if _unreachable(current):
+        if _unreachable(current) or (full_disk and isinstance(current, StoreFullError)):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
+#: Seconds of outage a call in flight waits out (`ride_out`) before it gives up: a pause of
+#: the server (a fork for a snapshot, `DEBUG SLEEP`, `CLIENT PAUSE`, a failover) is seconds.
+PATIENCE = 30.0
+
+
+def ride_out(call: Callable[[], T], what: str, patience: float = PATIENCE) -> T:
+    """`call()`, called again with backoff while its service does not answer in time (a
+    pause: `is_pause`), for up to `patience` seconds; then the last error is raised. A refused
+    connection (a server down) raises at once: a command says so rather than hang. The pause
+    is logged as `Outage` logs it: a warning when it starts, a line when it ends."""
+    outage = Outage(what)
+    deadline: float | None = None
+    while True:
+        try:
+            got = call()
+        except Exception as exc:
+            if not is_pause(exc):
+                raise
+            now = time.monotonic()
+            deadline = now + patience if deadline is None else deadline
+            if now >= deadline:
+                raise
+            time.sleep(min(outage.failed(exc), max(deadline - now, 0.0)))
+            continue
+        outage.ok()
+        return got
+
+
+def is_pause(exc: BaseException) -> bool:
+    """Whether `exc` (or a cause) is a service that did not answer in time: a timeout, which
+    a paused server gives (`DEBUG SLEEP`, `CLIENT PAUSE`, a fork for a snapshot), unlike one
+    that is down and refuses the connection."""
+    try:
+        import redis
+    except ImportError:
+        kinds: tuple[type[BaseException], ...] = (TimeoutError,)
+    else:
+        kinds = (TimeoutError, redis.exceptions.TimeoutError)
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, kinds):
             return True
         seen.add(id(current))
         current = current.__cause__ or current.__context__
@@ -96,4 +152,4 @@ def _unreachable(exc: BaseException) -> bool:
     return isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError)
 
 
-__all__ = ["Outage", "is_outage"]
+__all__ = ["PATIENCE", "Outage", "is_outage", "is_pause", "ride_out"]

@@ -19,8 +19,9 @@ from typing import Protocol
 
 from ..errors import StatesagaError
 from ..models import StepStatus, WorkflowState, WorkflowStatus
-from ..ports import Clock, Store, SystemClock
+from ..ports import Clock, Store
 from ..vocabulary import STEP_BUSY, WORKFLOW_IN_FLIGHT, WORKFLOW_PAUSED
+from .clock import store_clock
 from .heartbeat import heartbeat_cutoff
 
 # The name it logged under before the tree's split: operators filter and alert on it.
@@ -66,14 +67,15 @@ def get_recoverable_workflows(
 ) -> list[WorkflowState]:
     """RUNNING / CANCELLING / COMPENSATING workflows whose heartbeat is older than `timeout`
     seconds (or missing), plus every SUSPENDED one; oldest first, each listed once."""
-    cutoff = heartbeat_cutoff(clock or SystemClock(), timeout)
+    clock = clock or store_clock(store)  # the clock the heartbeats were written by
+    cutoff = heartbeat_cutoff(clock, timeout)
     found: dict[str, WorkflowState] = {}
     for wf in store.list_stale(cutoff, STALE_STATES):
         found[wf.id] = wf
     for status in PARKED_STATES:
         for wf in store.list(session_id=session_id, status=status):
             found.setdefault(wf.id, wf)
-    now = (clock or SystemClock()).now()
+    now = clock.now()
     out = [
         wf
         for wf in found.values()

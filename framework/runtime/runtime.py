@@ -38,6 +38,7 @@ class Runtime:
     #: The lifecycles this runtime fires, compiled against `registry`.
     workflow_chart: CompiledChart
     step_chart: CompiledChart
+    #: The Engine passes the store's clock (statesaga.runtime.clock); the host's by default.
     clock: Clock = field(default_factory=SystemClock)
     #: Traces and metrics (OpenTelemetry API): the first listener, and the job hooks.
     telemetry: Telemetry = field(default_factory=Telemetry)
@@ -49,7 +50,9 @@ class Runtime:
     # and this process runs it at once, one store write per step instead of two and no
     # trip through the queue. Other ready steps (parallel branches) still go to the queue.
     # A claimed step is EXECUTING from that save on; if this process dies before it ends,
-    # it is a lost attempt like any other (stale heartbeat, recovery).
+    # it is a lost attempt like any other (stale heartbeat, recovery). A step whose lost
+    # attempt could halt the saga (at or past the pivot) is held instead and claimed by
+    # its own save right before its call (runtime.jobs: claimed is not started).
     eager: bool = True
     #: The handler modules a workflow's `handlers:` hint may import; None: installed
     #: packages' (read when first needed, see `allow_list`).

@@ -16,12 +16,14 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from ..charts.machine import State, below_top, top
-from ..errors import ConflictError, StateError, TransitionError
+from ..errors import ConflictError, NotFoundError, StateError, TransitionError
 from ..models import HistoryEntry, SagaStep, StepStatus, WorkflowState, WorkflowStatus
 from ..ports import Clock, Job, Queue, Store
+from .outage import is_pause, ride_out
 
 if TYPE_CHECKING:
     from .runtime import Runtime
@@ -108,7 +110,11 @@ class Kernel:
         apply(txn)
         self.followups(txn)
         wf.updated_at = self.rt.clock.now()
-        self.rt.store.create(wf)
+        try:
+            self.rt.store.create(wf)
+        except Exception as exc:
+            if not is_pause(exc) or not self.created(wf):
+                raise
         self.after_commit(txn)
 
     def command(
@@ -135,7 +141,8 @@ class Kernel:
         that nothing was saved since)."""
         rt = self.rt
         for _ in range(_CONFLICT_RETRIES):
-            wf = first if first is not None else rt.store.get(workflow_id)
+            # A pause of the store's server (seconds) is waited out, not an error.
+            wf = first if first is not None else ride_out(read(rt.store, workflow_id), workflow_id)
             first = None
             txn = Txn(wf, by=by)
             if not apply(txn):
@@ -150,6 +157,13 @@ class Kernel:
             except ConflictError:
                 log.debug("revision conflict on %s, re-evaluating", workflow_id)
                 continue
+            except Exception as exc:
+                if not is_pause(exc):
+                    raise
+                if not self.landed(wf):
+                    log.info("save of %s cut off by a pause, re-evaluating", workflow_id)
+                    continue
+                # Else the server ran the save after the client stopped waiting (a pause).
             if (
                 rt.probe is not None
                 and job is not None
@@ -159,6 +173,29 @@ class Kernel:
             self.after_commit(txn)
             return wf
         raise ConflictError(workflow_id, None, None)
+
+    def landed(self, wf: WorkflowState) -> bool:
+        """After a save cut off by a pause: whether the store applied it anyway, as a server
+        does with commands sent before it paused. Waits for the store (`ride_out`); False when
+        it did not, and the event is to be re-evaluated on the stored document."""
+        stored = ride_out(read(self.rt.store, wf.id), wf.id)
+        if stored.revision == wf.revision + 1 and stored.updated_at == wf.updated_at:
+            wf.revision = stored.revision  # the microsecond of this save: no other writer's
+            return True
+        return False
+
+    def created(self, wf: WorkflowState) -> bool:
+        """After a create cut off by a pause: whether it landed (as `landed`), else create it
+        now; False when another document holds the id."""
+        try:
+            stored = ride_out(read(self.rt.store, wf.id), wf.id)
+        except NotFoundError:
+            ride_out(lambda: self.rt.store.create(wf), wf.id)
+            return True
+        if stored.updated_at == wf.updated_at:
+            wf.revision = stored.revision
+            return True
+        return False
 
     def update(self, workflow_id: str, mutate: Callable[[WorkflowState], bool]) -> WorkflowState:
         """A change no trigger makes (e.g. attaching a compensation through the origin API):
@@ -244,7 +281,9 @@ class Kernel:
         rt = self.rt
         rt.observer.saved(txn.wf)
         for queued, delay in txn.jobs:
-            rt.queue.enqueue(rt.telemetry.stamp(queued, delay, txn.wf), delay)
+            stamped = rt.telemetry.stamp(queued, delay, txn.wf)
+            # Sent again after a pause: a job that went out twice runs once (its token).
+            ride_out(partial(rt.queue.enqueue, stamped, delay), txn.wf.id)
         for action in txn.deferred:
             action()
         for entry in txn.emitted:
@@ -257,6 +296,11 @@ class Kernel:
                 entry.dest,
             )
         rt.observer.notify(txn.wf, txn.entries)
+
+
+def read(store: Store, workflow_id: str) -> Callable[[], WorkflowState]:
+    """The read of a workflow from a store, as `ride_out` calls it."""
+    return lambda: store.get(workflow_id)
 
 
 def full_state(status: str, substate: list[str]) -> State:

@@ -7,7 +7,11 @@ simulated service. One seed is one run:
 
 1. **Faults.** The scheduler draws events: deliver a due job (to one of many workers, in any
    order), deliver it twice, lose it, deliver a stale copy of an old job, a recovery scan
-   (resume, or `--cancel`), a graceful or forced cancel, a signal, a clock jump. At every
+   (resume, or `--cancel`), a graceful or forced cancel, a signal, a clock jump, a disk that
+   fills for a few events (every write refused, nothing written). Each event runs on one
+   process (three workers, recovery, the operator), and in half the seeds their clocks
+   disagree by up to two minutes (`ProcessClock`); the queue keeps due times on one clock, as
+   RQ's do on Redis's. At every
    boundary of a job (the engine's probe points: before and after the action, after the save
    and before the enqueue, around a compensation) the worker may die (`SimCrash`), or other
    events may run right there, as they would on other machines. Handlers fail, time out after
@@ -23,7 +27,8 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -34,14 +39,15 @@ from ..engine import Engine
 from ..errors import AdapterError, StatesagaError
 from ..models import RetryPolicy, StepStatus, WorkflowState, WorkflowStatus
 from ..plugins import open_store
-from ..ports import Job, JobRunner, Queue, Store
+from ..ports import Clock, Job, JobRunner, Queue, Store
 from ..registry import Registry
 from ..runtime.observe import waiting_for_signal
+from ..runtime.outage import is_outage
 from ..runtime.recovery import Recovery, RecoveryAction
 from ..runtime.runtime import Probe, Runtime
 from ..vocabulary import STEP_SIGNALLABLE
 from .invariants import ENDED, check_end, check_event
-from .standins import Faults, Service, SimCrash, pick, register_standins
+from .standins import Faults, RefusingStore, Service, SimCrash, pick, register_standins
 
 EPOCH = datetime(2030, 1, 1, tzinfo=UTC)
 #: Recovery's heartbeat timeout in the simulation (seconds of simulated time).
@@ -63,6 +69,23 @@ class SimClock:
     def advance_to(self, when: datetime) -> None:
         if when > self._now:
             self._now = when
+
+
+class ProcessClock:
+    """The clock of the simulated process that runs the current event: simulated time plus
+    that process's offset, as hosts whose clocks disagree (see `Simulation.on`)."""
+
+    def __init__(self, clock: SimClock) -> None:
+        self.clock = clock
+        self.offset = 0.0
+
+    def now(self) -> datetime:
+        return self.clock.now() + timedelta(seconds=self.offset)
+
+
+#: The simulated processes an event runs on.
+WORKERS = ("worker-1", "worker-2", "worker-3")
+PROCESSES = (*WORKERS, "recovery", "operator")
 
 
 @dataclass
@@ -118,6 +141,8 @@ class Rates:
     doomed: float = 0.35  # one action step fails on every attempt (the saga unwinds)
     undo_fail: float = 0.1
     progress: float = 0.5  # a step on a nested chart reports progress
+    skewed: float = 0.5  # the processes' clocks disagree (per seed)
+    skew: float = 120.0  # by up to this many seconds either way
 
 
 #: Scheduler events during the fault phase, by weight. Each seed leaves some kinds out (see
@@ -134,6 +159,7 @@ EVENTS = {
     "suspend": 1.0,
     "signal": 8.0,
     "tick": 3.0,
+    "disk_full": 1.5,
 }
 #: The chance that a seed's run includes each kind of event at all.
 OPTIONAL = {
@@ -144,6 +170,7 @@ OPTIONAL = {
     "cancel": 0.25,
     "force_cancel": 0.25,
     "suspend": 0.25,
+    "disk_full": 0.3,
 }
 
 
@@ -238,12 +265,14 @@ class Rig:
         store: Store = self._store_class.from_url("memory://")
         return store
 
-    def runtime(self, queue: SimQueue, clock: SimClock, probe: Probe, *, eager: bool) -> Runtime:
+    def runtime(
+        self, store: Store, queue: SimQueue, clock: Clock, probe: Probe, *, eager: bool
+    ) -> Runtime:
         """A fresh Runtime for one seed: the shared registry (the seed's stand-ins go in it)
-        and lifecycles, an empty store, and the seed's queue, clock and probe."""
+        and lifecycles, and the seed's store, queue, clock and probe."""
         base = self.base
         return Runtime(
-            self.new_store(),
+            store,
             queue,
             base.registry,
             base.workflow_chart,
@@ -294,12 +323,21 @@ class Simulation:
             for kind, weight in EVENTS.items()
             if self.rng.random() < OPTIONAL.get(kind, 1.0)
         }
+        skewed = self.rng.random() < self.rates.skewed
+        self.offsets = {
+            p: round(self.rng.uniform(-self.rates.skew, self.rates.skew), 1) if skewed else 0.0
+            for p in PROCESSES
+        }
+        self.process_clock = ProcessClock(self.clock)
+        #: Events left before the full disk is freed (0: writes work).
+        self.full_for = 0
         self.healing = False
         self.depth = 0
         self.trace: list[str] = []
         self.ended_as: WorkflowStatus | None = None
         self.queue.in_process = eager
-        runtime = rig.runtime(self.queue, self.clock, self._probe, eager=eager)
+        self.store = RefusingStore(rig.new_store())
+        runtime = rig.runtime(self.store, self.queue, self.process_clock, self._probe, eager=eager)
         self.engine = engine = Engine.over(runtime)
         register_standins(
             engine.registry,
@@ -332,23 +370,29 @@ class Simulation:
             "force_cancel": self._do_force_cancel,
             "suspend": self._do_suspend,
             "signal": self._do_signal,
+            "disk_full": self._do_disk_full,
         }
 
     # -- the run ---------------------------------------------------------------------------
     def run(self) -> SeedResult:
         problems: list[str] = []
         try:
-            wf = self._start()
+            with self.on("operator"):
+                wf = self._start()
             self.wf_id = wf.id
             left_out = ", ".join(sorted(set(EVENTS) - set(self.kinds))) or "none"
             doomed = self.doomed or "none"
             self._note("start", f"doomed step: {doomed}; events left out: {left_out}")
+            if any(self.offsets.values()):
+                clocks = ", ".join(f"{p} {o:+.1f}s" for p, o in self.offsets.items())
+                self._note("clocks", clocks)
             self._check()
             for _ in range(self.fault_events):
                 if self._ended() and not self.queue.pending:
                     break
                 self._event(self._choose())
             self.healing = True
+            self._free_disk()
             self._heal()
             wf = self._wf()
             problems = check_end(wf, self.service)
@@ -407,7 +451,8 @@ class Simulation:
         start = open_[0] if open_ else wf.steps[-1].name  # all done: halted by a late cancel
         self.doomed = None  # the operator fixed what failed
         self.ended_as = None
-        self.engine.restart(self.wf_id, start, reason="fixed", by="operator")
+        with self.on("operator"):
+            self.engine.restart(self.wf_id, start, reason="fixed", by="operator")
         self._note(f"restart --from {start}", "accepted")
         self._check()
         self._heal()
@@ -417,7 +462,8 @@ class Simulation:
         """Recovery scans after the end must neither pick the workflow up nor add history."""
         before = len(wf.history)
         self.clock.advance(RECOVERY_TIMEOUT + 1)
-        self.recovery.run_once()
+        with self.on("recovery"):
+            self.recovery.run_once()
         after = self._wf()
         if len(after.history) != before:
             return [
@@ -444,7 +490,28 @@ class Simulation:
     def _event(self, kind: str) -> None:
         self.events += 1
         self.actions[kind]()
+        if self.full_for > 0 and kind != "disk_full":
+            self.full_for -= 1
+            if self.full_for == 0:
+                self._free_disk()
         self._check()
+
+    @contextmanager
+    def on(self, process: str) -> Iterator[None]:
+        """Run what follows on `process`'s clock (an interleaved event may run on another's
+        meanwhile: the clock is given back after it)."""
+        before = self.process_clock.offset
+        self.process_clock.offset = self.offsets[process]
+        try:
+            yield
+        finally:
+            self.process_clock.offset = before
+
+    def _free_disk(self) -> None:
+        if self.store.refusing:
+            self.store.refusing = False
+            self.full_for = 0
+            self._note("disk", "space freed: writes work again")
 
     # -- events ----------------------------------------------------------------------------
     def _do_deliver(self, duplicate: bool = False) -> None:
@@ -474,19 +541,31 @@ class Simulation:
             self.clock.advance_to(due)
         self._note("wait", "until the next job is due")
 
+    def _do_disk_full(self) -> None:
+        self.full_for = self.rng.randint(1, 6)
+        self.store.refusing = True
+        self._note("disk full", f"every write refused for {self.full_for} events")
+
     def _do_tick(self) -> None:
         self.clock.advance(self.rng.choice([1.0, 5.0, RECOVERY_TIMEOUT + 1]))
         self._note("tick", "time passes")
 
     def _do_recover(self) -> None:
-        if self.healing or self.rng.random() < 0.7:
+        if self.healing:
+            # A heartbeat written by a clock ahead of recovery's looks younger by the gap:
+            # the lost attempt is taken that much later, never not at all.
+            spread = max(self.offsets.values()) - min(self.offsets.values())
+            self.clock.advance(RECOVERY_TIMEOUT + 1 + spread)
+        elif self.rng.random() < 0.7:
             self.clock.advance(RECOVERY_TIMEOUT + 1)
-        report = self.recovery.run_once()
+        with self.on("recovery"):
+            report = self.recovery.run_once()
         self._note("recover", f"resumed {len(report.resumed)}" + _errors(report.errors))
 
     def _do_recover_cancel(self) -> None:
         self.clock.advance(RECOVERY_TIMEOUT + 1)
-        report = self.canceller.run_once()
+        with self.on("recovery"):
+            report = self.canceller.run_once()
         self._note(
             "recover --cancel", f"cancelled {len(report.cancelled)}" + _errors(report.errors)
         )
@@ -494,7 +573,8 @@ class Simulation:
     def _do_cancel(self, force: bool = False) -> None:
         name = "cancel --force" if force else "cancel"
         try:
-            self.engine.cancel(self.wf_id, force=force, by="operator")
+            with self.on("operator"):
+                self.engine.cancel(self.wf_id, force=force, by="operator")
         except StatesagaError as exc:
             self._note(name, f"refused: {exc}")
             return
@@ -505,7 +585,8 @@ class Simulation:
 
     def _do_suspend(self) -> None:
         try:
-            self.engine.suspend(self.wf_id, by="operator", reason="simulated")
+            with self.on("operator"):
+                self.engine.suspend(self.wf_id, by="operator", reason="simulated")
         except StatesagaError as exc:
             self._note("suspend", f"refused: {exc}")
             return
@@ -518,7 +599,8 @@ class Simulation:
             return
         name = self.rng.choice(names) if not self.healing else names[0]
         try:
-            self.engine.signal(self.wf_id, name, {"by": "sim"}, by="approver")
+            with self.on("operator"):
+                self.engine.signal(self.wf_id, name, {"by": "sim"}, by="approver")
         except StatesagaError as exc:
             self._note(f"signal {name}", f"refused: {exc}")
             return
@@ -526,21 +608,30 @@ class Simulation:
 
     def _run(self, job: Job, how: str) -> None:
         self.queue.delivered.append(job)
-        label = f"{how} {_job(job)}"
+        worker = self.rng.choice(WORKERS)
+        label = f"{how} {_job(job)}" + (f" on {worker}" if self.offsets[worker] else "")
         try:
-            self.engine.run_job(job)
+            with self.on(worker):
+                self.engine.run_job(job)
         except SimCrash as crash:
             self._note(label, f"worker died: {crash}")
             return
         except _Violation:
             raise
         except Exception as exc:  # a job must never raise: workers would drop it
+            if is_outage(exc):  # as statesaga.worker.run_job: one line, left to recovery
+                self._note(label, f"cut off: {exc}")
+                return
             self._note(label, f"raised {type(exc).__name__}: {exc}")
             raise _Violation(self._where(f"run_job raised {type(exc).__name__}: {exc}")) from exc
         self._note(label, "ran")
 
     # -- faults at the engine's boundaries ---------------------------------------------------
     def _probe(self, boundary: str, job: Job) -> None:
+        if boundary == "before_action":
+            # Its claim was the last write before the call: from here the handler may have
+            # been called (a death here and one inside it look the same to the engine).
+            self.service.reached.add((job.step, job.attempt))
         if self.healing:
             return
         r = self.rng.random()
@@ -717,6 +808,7 @@ def run_seeds(
 
 __all__ = [
     "EVENTS",
+    "ProcessClock",
     "Rates",
     "SeedResult",
     "SimClock",

@@ -12,13 +12,18 @@ event that caused it, not only at the end.
 
 from __future__ import annotations
 
+import builtins
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from ..context import StepContext
 from ..definition import WorkflowDefinition
+from ..errors import StoreFullError
+from ..models import WorkflowState, WorkflowStatus
+from ..ports import Store
 from ..registry import Registry
 from ..runtime.handlers import HandlerTimeout
 
@@ -56,6 +61,8 @@ class Service:
 
     `dependents[s]` lists every step that depends on s (transitively); `after_pivot` holds
     the pivot and the steps that depend on it; `undoable` the steps with a compensation.
+    `reached` holds the (step, attempt) pairs whose handler may have been called: those that
+    passed their claim, the last write before the call (the simulation's probe notes them).
     """
 
     dependents: Mapping[str, frozenset[str]]
@@ -66,6 +73,7 @@ class Service:
     live: dict[str, str] = field(default_factory=dict)
     undone: set[str] = field(default_factory=set)
     violations: list[str] = field(default_factory=list)
+    reached: set[tuple[str, int]] = field(default_factory=set)
     _refs: int = 0
 
     @classmethod
@@ -186,6 +194,64 @@ def _undo(service: Service, faults: Faults) -> Callable[[StepContext], Any]:
     return stand_in
 
 
+class RefusingStore(Store):
+    """A store whose disk fills for a while: while `refusing`, every write (create, save,
+    heartbeat) raises StoreFullError and writes nothing, as the SQLite store does on a full
+    disk; reads answer as ever."""
+
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+        self.refusing = False
+
+    def _refuse(self) -> None:
+        if self.refusing:
+            raise StoreFullError("simulated store: the disk is full; nothing was written")
+
+    def initialize(self) -> None:
+        self.inner.initialize()
+
+    def exists(self) -> bool:
+        return self.inner.exists()
+
+    def read_only(self) -> None:
+        self.inner.read_only()
+
+    def server_time(self) -> datetime | None:
+        return self.inner.server_time()
+
+    def create(self, wf: WorkflowState) -> None:
+        self._refuse()
+        self.inner.create(wf)
+
+    def get(self, workflow_id: str) -> WorkflowState:
+        return self.inner.get(workflow_id)
+
+    def save(self, wf: WorkflowState) -> None:
+        self._refuse()
+        self.inner.save(wf)
+
+    def heartbeat(self, workflow_id: str, at: datetime) -> None:
+        self._refuse()
+        self.inner.heartbeat(workflow_id, at)
+
+    def list(
+        self,
+        *,
+        session_id: str | None = None,
+        status: WorkflowStatus | None = None,
+        limit: int | None = None,
+    ) -> builtins.list[WorkflowState]:
+        return self.inner.list(session_id=session_id, status=status, limit=limit)
+
+    def list_stale(
+        self, before: datetime, statuses: Iterable[WorkflowStatus]
+    ) -> builtins.list[WorkflowState]:
+        return self.inner.list_stale(before, statuses)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
 def pick(rng: random.Random, weights: Mapping[str, float]) -> str:
     """One name drawn by weight (names in the mapping's order, so a seed replays exactly)."""
     names = list(weights)
@@ -196,6 +262,7 @@ __all__ = [
     "Faults",
     "LedgerEntry",
     "Refused",
+    "RefusingStore",
     "Service",
     "SimCrash",
     "StandInError",

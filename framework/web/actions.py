@@ -22,8 +22,8 @@ from ..definition import WorkflowDefinition, definition_from_data, is_definition
 from ..engine import Engine
 from ..errors import DefinitionError, StateError, StatesagaError
 from ..models import WorkflowState
-from ..plugins import open_store
-from ..ports import Store
+from ..plugins import only_read, open_store
+from ..ports import Store, store_exists
 from ..security.redact import RedactedRepr
 
 log = logging.getLogger("statesaga.web")
@@ -125,6 +125,8 @@ class Operations:
         self.settings = settings
         self.catalog = catalog
         self.store: Store = open_store(settings.store)
+        if settings.token is None and store_exists(self.store):
+            only_read(self.store)  # a read-only server: it works on a full disk too
         # The operator's allow-list, as for every command that runs handlers: --handlers (else
         # $STATESAGA_HANDLERS), [tool.statesaga], installed entry points; nothing else imports.
         self.near = [settings.definitions] if settings.definitions is not None else []

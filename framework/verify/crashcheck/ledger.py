@@ -16,6 +16,7 @@ from typing import Literal
 
 from ...context import StepContext
 from ...models import StepStatus, WorkflowState, WorkflowStatus
+from ...runtime.guards import past_the_pivot
 
 #: Where handlers write their side-effect ledger (a JSON-lines file).
 LEDGER_ENV = "STATESAGA_LEDGER"
@@ -175,7 +176,7 @@ def check_ledger(records: Sequence[LedgerRecord], workflows: Iterable[WorkflowSt
         # A step without a compensation declares nothing to undo (a read, a notification),
         # unless it is at or after the pivot: those must not have applied at all.
         names = {s.name for s in wf.steps}
-        must_undo = {s.name for s in wf.steps if s.compensation is not None} | _past_pivot(wf)
+        must_undo = {s.name for s in wf.steps if s.compensation is not None} | past_the_pivot(wf)
         mine = [r for r in records if r.workflow_id == wf.id]
         for step in {r.step for r in mine}:
             rs = [r for r in mine if r.step == step]
@@ -205,14 +206,6 @@ def check_ledger(records: Sequence[LedgerRecord], workflows: Iterable[WorkflowSt
                     f" the service applied {applied[-1]}"
                 )
     return problems
-
-
-def _past_pivot(wf: WorkflowState) -> set[str]:
-    past = {s.name for s in wf.steps if s.pivot}
-    for s in wf.steps:  # table order lists dependencies first
-        if any(d in past for d in s.depends_on):
-            past.add(s.name)
-    return past
 
 
 __all__ = ["LEDGER_ENV", "LEDGER_SCOPE_ENV", "Ledger", "LedgerRecord", "check_ledger"]

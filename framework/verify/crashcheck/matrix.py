@@ -6,10 +6,14 @@ pass; then every recorded boundary is one cell: a fresh store, a worker **proces
 itself with SIGKILL when it reaches that boundary (.process), then recovery (resume,
 heartbeat timeout 0: the worker is known dead) and a fresh worker, and the checks:
 
-- the workflow converges to the outcome the scenario expects (`Scenario.expect`, e.g. FAILED
-  for a failure after the pivot), else to the one the uninterrupted run reached (COMPLETED or
-  COMPENSATED), and nothing is left open or recoverable (no workflow stuck). A different
-  outcome is correct when a lost attempt was a step's last one: it counted as an attempt;
+- the workflow converges (statesaga.verify.invariants.judge_end, the judge `simulate` and the
+  chaos tests use too) to an outcome the scenario expects (`Scenario.expect`, e.g. FAILED for
+  a failure after the pivot), else to the one the uninterrupted run reached (COMPLETED or
+  COMPENSATED), and nothing is left open or recoverable (no workflow stuck). Another outcome
+  is correct when a lost attempt was a step's last one (it counted as an attempt: the saga
+  unwinds), or was an attempt of the pivot that may have reached its handler (a failure of
+  its retry halts FAILED, as the README says); a claimed pivot never reached is no such
+  reason. Timers are fast-forwarded and the scenario's signals sent (.process);
 - the side-effect ledger (.ledger) shows every action applied at most once, undone at most
   once, never undone without having been applied; on a COMPLETED workflow every ledgered
   action is applied, on a COMPENSATED one none is left.
@@ -25,15 +29,16 @@ import shutil
 import signal
 import tempfile
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 from ...models import WorkflowState, WorkflowStatus
-from ...vocabulary import STEP_GAVE_UP, STEP_ROLLED_BACK, STEP_UNDOING
+from ...runtime.observe import waiting_for_signal
+from ..invariants import judge_end, lost_attempt_changed_the_end
 from .ledger import Ledger, check_ledger
 from .process import BOUNDARIES, FINAL, BoundaryEvent, read_events, run_worker
 
@@ -42,23 +47,36 @@ from .process import BOUNDARIES, FINAL, BoundaryEvent, read_events, run_worker
 class Scenario:
     """A saga to crash: a definition file and its input; `name` labels the table rows.
 
-    `expect` is the outcome that is correct for this input (COMPLETED, COMPENSATED or FAILED,
-    e.g. FAILED for a failure after the pivot). Without it the clean run must end COMPLETED or
-    COMPENSATED, and each crash must end as the clean run did.
+    `expect` is the outcome, or the outcomes, correct for this input (COMPLETED, COMPENSATED
+    or FAILED, e.g. FAILED for a failure after the pivot; a string, "A,B", or a collection).
+    Without it the clean run must end COMPLETED or COMPENSATED, and each crash must end as the
+    clean run did (or otherwise for a reason the saga gives, see the module's docstring).
+    `signals` gives the payload to send to each wait step (by step name) when it waits.
     """
 
     name: str
     definition: str
     input: Mapping[str, Any] = field(default_factory=dict)
     handlers: Sequence[str] = ()
-    expect: str | None = None
+    expect: str | Collection[str] | None = None
+    signals: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.expect is not None and self.expect not in _EXPECTABLE:
+        wrong = sorted(set(self.expected or ()) - _EXPECTABLE)
+        if wrong or self.expected == frozenset():
             raise ValueError(
-                f"scenario {self.name!r}: cannot expect {self.expect!r}; "
-                f"expect one of {', '.join(sorted(_EXPECTABLE))}"
+                f"scenario {self.name!r}: cannot expect {', '.join(wrong) or 'nothing'}; "
+                f"expect one or more of {', '.join(sorted(_EXPECTABLE))}"
             )
+
+    @property
+    def expected(self) -> frozenset[str] | None:
+        """The outcomes stated for this input, or None."""
+        if self.expect is None:
+            return None
+        if isinstance(self.expect, str):
+            return frozenset(e.strip() for e in self.expect.split(",") if e.strip())
+        return frozenset(self.expect)
 
 
 _EXPECTABLE = frozenset({"COMPLETED", "COMPENSATED", "FAILED"})
@@ -83,7 +101,7 @@ class CellResult:
 
     @property
     def ok(self) -> bool:
-        return not self.problems and (self.status == self.expected or self.note is not None)
+        return not self.problems
 
 
 @dataclass
@@ -115,6 +133,9 @@ def _cell(
         "queue": queue_url,
         "handlers": list(scenario.handlers),
         "deadline": settings.deadline,
+        "signals": dict(scenario.signals),
+        "saga": scenario.definition,
+        "clock": str(celldir / "clock"),
     }
     record = celldir / "events.jsonl"
     first = dict(
@@ -122,7 +143,7 @@ def _cell(
         definition=scenario.definition,
         input=dict(scenario.input),
         kill_at=[event.boundary, event.n] if event else None,
-        record=str(record) if event is None else None,
+        record=str(record),
     )
     deadline, scope = settings.deadline, settings.ledger_scope
     code = run_worker(celldir, first, "worker", deadline=deadline, ledger_scope=scope)
@@ -132,12 +153,12 @@ def _cell(
         problems.append(f"worker exited with {code} (see {celldir / 'worker.log'})")
     if event is not None and not killed:
         problems.append("the boundary was not reached (the worker was not killed)")
+    events = read_events(record)  # the killed worker's: what its lost attempts reached
     if killed:
         again = dict(base, recover=True)
         code = run_worker(celldir, again, "recovery", deadline=deadline, ledger_scope=scope)
         if code != 0:
             problems.append(f"recovery worker exited with {code} (see {celldir / 'recovery.log'})")
-    events = read_events(record)
     store = open_store(store_url)
     try:
         workflows = store.list()
@@ -149,30 +170,30 @@ def _cell(
         problems.append(f"{len(workflows)} workflows in the store, expected 1")
     if workflows:
         status = workflows[0].status.value
-    for wf in workflows:
-        if wf.status not in FINAL:
-            problems.append(f"{wf.id} stuck in {wf.status.value}")
     problems.extend(f"{wf.id} still recoverable" for wf in stuck if wf.status in FINAL)
     records = Ledger(celldir / "ledger.jsonl").records()
     problems.extend(check_ledger(records, workflows))
-    want = scenario.expect or expected or status
+    want = scenario.expected or (frozenset({expected}) if expected else None)
+    reached = {(e.step, e.attempt) for e in events if e.boundary == "before_action"}
     note = None
-    if scenario.expect is None and status not in (
-        WorkflowStatus.COMPLETED.value,
-        WorkflowStatus.COMPENSATED.value,
-    ):
+    for wf in workflows:
+        verdict = judge_end(wf, want, reached)
+        note = verdict.note
+        problems.extend(verdict.problems)
+        if waiting_for_signal(wf):
+            waits = [s.name for s in wf.steps if s.kind == "wait" and s.status.value == "WAITING"]
+            problems.append(f"it waits for a signal nobody sends: give --signal {waits[0]}=PAYLOAD")
+    if want is None and status in FINAL_STATUSES - _UNSTATED:
         problems.append(
             f"ended {status}, expected COMPLETED or COMPENSATED (if {status} is correct for "
             f"this input, say so: --expect {status})"
         )
-    elif status != want and len(workflows) == 1:
-        note = lost_attempt_cost_a_retry(workflows[0])
     result = CellResult(
         scenario=scenario.name,
         event=event,
         killed=killed,
         status=status,
-        expected=want,
+        expected="|".join(sorted(want)) if want else status,
         problems=problems,
         applies=sum(1 for r in records if r.op == "apply" and r.fresh),
         repeats=sum(1 for r in records if not r.fresh),
@@ -182,43 +203,42 @@ def _cell(
     return result, events
 
 
+#: The outcomes a clean run may reach without the user saying it should.
+_UNSTATED = frozenset({WorkflowStatus.COMPLETED.value, WorkflowStatus.COMPENSATED.value})
+FINAL_STATUSES = frozenset(s.value for s in FINAL)
+
+
 def lost_attempt_cost_a_retry(wf: WorkflowState) -> str | None:
-    """Why a crash run may correctly end otherwise than the clean run: a lost worker's attempt
-    counts as an attempt (README, "Crashes, recovery and cancel"), so a step whose last retry
-    went to a lost attempt gives up one attempt earlier. Returns the note, or None."""
-    for step in wf.steps:
-        lost = [
-            h
-            for h in wf.history
-            if h.step == step.name
-            and h.trigger == "time_out"
-            and h.detail is not None
-            and "worker lost" in h.detail
-        ]
-        gave_up = step.status in STEP_GAVE_UP or (
-            step.in_doubt and step.status in STEP_UNDOING | STEP_ROLLED_BACK
-        )
-        if lost and gave_up and step.attempts >= step.retry.max_attempts:
-            return f"a lost attempt of {step.name} cost a retry"
-    return None
+    """Why a crash run may correctly end otherwise than the clean run (see
+    statesaga.verify.invariants.lost_attempt_changed_the_end); the note, or None."""
+    return lost_attempt_changed_the_end(wf)
 
 
 def _with_handlers(scenario: Scenario) -> Scenario:
     """Workers import an explicit list of handler modules: default to the definition's
-    `handlers` hint, each of which must be on the operator's allow-list."""
-    if scenario.handlers:
-        return scenario
+    `handlers` hint, each of which must be on the operator's allow-list. The scenario's
+    signals must name wait steps of the saga."""
     from ...definition import load_definition
     from ...errors import RegistryError
     from ...security.allowlist import AllowList
 
+    saga = load_definition(scenario.definition)
+    waits = [s.name for s in saga.steps if s.kind == "wait"]
+    for name in scenario.signals:
+        if name not in waits:
+            raise ValueError(
+                f"scenario {scenario.name!r}: a signal for {name!r}, which is not a wait step "
+                f"of {saga.name} (its wait steps: {', '.join(waits) or 'none'})"
+            )
+    if scenario.handlers:
+        return scenario
     allowed = AllowList.for_operator()
-    hints = load_definition(scenario.definition).spec.handlers
+    hints = saga.spec.handlers
     refused = [hint for hint in hints if allowed.resolve(hint) is None]
     if refused:
         raise RegistryError(allowed.refusal(refused[0]))
     modules = tuple(str(allowed.resolve(hint)) for hint in hints)
-    return Scenario(scenario.name, scenario.definition, scenario.input, modules, scenario.expect)
+    return replace(scenario, handlers=modules)
 
 
 def _sqlite_store(celldir: Path) -> str:

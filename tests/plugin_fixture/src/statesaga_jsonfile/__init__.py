@@ -123,7 +123,9 @@ class JsonFileStore(Store):
             return []
         # A document no model reads is left out (and noted), not a failure of every listing.
         paths = self.directory.glob("*.json")
-        docs = readable_documents(((p.stem, partial(self._read, p.stem)) for p in paths), self.unreadable)
+        docs = readable_documents(
+            ((p.stem, partial(self._read, p.stem)) for p in paths), self.unreadable
+        )
         out = [
             d
             for d in docs
