@@ -41,6 +41,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
+import statesaga.adapters._redis_errors  # noqa: F401 (declares redis-py's errors to the core)
 from statesaga.adapters._redis_url import check_redis_url
 from statesaga.errors import AdapterError
 

@@ -28,6 +28,7 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import statesaga.adapters._redis_errors  # noqa: F401 (declares redis-py's errors to the core)
 from rq import Queue, SimpleWorker
 from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
 from rq.exceptions import DeserializationError, NoSuchJobError

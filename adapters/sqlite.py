@@ -35,7 +35,7 @@ from datetime import datetime
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from statesaga.errors import AdapterError, StoreFullError
+from statesaga.errors import AdapterError, BackendError, BackendUnavailable, StoreFullError
 from statesaga.models import WorkflowState, WorkflowStatus
 
 from ._store import (  # noqa: TID251 (relative, so mypy reads the base class)
@@ -48,6 +48,11 @@ from ._store import (  # noqa: TID251 (relative, so mypy reads the base class)
     micros,
     taken,
 )
+
+# What the core is told of sqlite3's errors (statesaga.errors.BackendError): one line each;
+# an OperationalError (a locked or unopenable file) means the store cannot serve now.
+BackendError.declare(sqlite3.Error, "sqlite")
+BackendUnavailable.declare(sqlite3.OperationalError, "sqlite")
 
 SCHEMA_VERSION = 1
 

@@ -43,6 +43,7 @@ from ..plans import (
 from ..plans.plan import approval_step, item_of
 from ..plans.tools import _TOOL, Reversibility
 from ..registry import Registry
+from . import events
 from .simulation import (
     EVENTS,
     OPTIONAL,
@@ -213,7 +214,7 @@ class PlanSimulation(Simulation):
         if open_requests(self._wf()):
             self._do_approve(healing=self.healing)
         else:
-            super()._do_signal()
+            events.signal(self)
 
     # -- invariants --------------------------------------------------------------------------
     def _refresh_service(self, wf: WorkflowState) -> None:

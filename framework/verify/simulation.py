@@ -31,12 +31,13 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from ..app import EngineOptions
 from ..definition import StepSpec, WorkflowDefinition
 from ..engine import Engine
-from ..errors import AdapterError, StatesagaError
+from ..errors import AdapterError
 from ..models import RetryPolicy, StepStatus, WorkflowState, WorkflowStatus
 from ..plugins import open_store
 from ..ports import Clock, Job, JobRunner, Queue, Store
@@ -46,12 +47,11 @@ from ..runtime.outage import is_outage
 from ..runtime.recovery import Recovery, RecoveryAction
 from ..runtime.runtime import Probe, Runtime
 from ..vocabulary import STEP_SIGNALLABLE
+from .events import ACTIONS, RECOVERY_TIMEOUT, action_fault, job_name, progress, undo_fault
 from .invariants import ENDED, check_end, check_event
 from .standins import Faults, RefusingStore, Service, SimCrash, pick, register_standins
 
 EPOCH = datetime(2030, 1, 1, tzinfo=UTC)
-#: Recovery's heartbeat timeout in the simulation (seconds of simulated time).
-RECOVERY_TIMEOUT = 30.0
 
 
 class SimClock:
@@ -343,7 +343,7 @@ class Simulation:
             engine.registry,
             self.definition,
             self.service,
-            Faults(self._action_fault, self._undo_fault, self._progress),
+            Faults(partial(action_fault, self), partial(undo_fault, self), partial(progress, self)),
         )
         self.recovery = Recovery(self.engine, timeout=RECOVERY_TIMEOUT, by="recovery")
         self.canceller = Recovery(
@@ -356,22 +356,8 @@ class Simulation:
         self.actions = self._actions()
 
     def _actions(self) -> dict[str, Callable[[], None]]:
-        """What each scheduler event does (EVENTS names them, and `wait`)."""
-        return {
-            "deliver": self._do_deliver,
-            "duplicate": self._do_duplicate,
-            "lose": self._do_lose,
-            "stale": self._do_stale,
-            "wait": self._do_wait,
-            "tick": self._do_tick,
-            "recover": self._do_recover,
-            "recover_cancel": self._do_recover_cancel,
-            "cancel": self._do_cancel,
-            "force_cancel": self._do_force_cancel,
-            "suspend": self._do_suspend,
-            "signal": self._do_signal,
-            "disk_full": self._do_disk_full,
-        }
+        """What each scheduler event does, as statesaga.verify.events' table says."""
+        return {kind: partial(action, self) for kind, action in ACTIONS.items()}
 
     # -- the run ---------------------------------------------------------------------------
     def run(self) -> SeedResult:
@@ -513,103 +499,10 @@ class Simulation:
             self.full_for = 0
             self._note("disk", "space freed: writes work again")
 
-    # -- events ----------------------------------------------------------------------------
-    def _do_deliver(self, duplicate: bool = False) -> None:
-        due = self.queue.due()
-        if not due:
-            self._note("deliver", "nothing due")
-            return
-        p = self.rng.choice(due) if not self.healing else min(due, key=lambda p: p.seq)
-        if not duplicate:
-            self.queue.pending.remove(p)
-        self._run(p.job, "duplicate" if duplicate else "deliver")
-
-    def _do_duplicate(self) -> None:
-        self._do_deliver(duplicate=True)
-
-    def _do_lose(self) -> None:
-        p = self.rng.choice(self.queue.pending)
-        self.queue.pending.remove(p)
-        self._note("lose", _job(p.job))
-
-    def _do_stale(self) -> None:
-        self._run(self.rng.choice(self.queue.delivered), "stale")
-
-    def _do_wait(self) -> None:
-        due = self.queue.next_due()
-        if due is not None:
-            self.clock.advance_to(due)
-        self._note("wait", "until the next job is due")
-
-    def _do_disk_full(self) -> None:
-        self.full_for = self.rng.randint(1, 6)
-        self.store.refusing = True
-        self._note("disk full", f"every write refused for {self.full_for} events")
-
-    def _do_tick(self) -> None:
-        self.clock.advance(self.rng.choice([1.0, 5.0, RECOVERY_TIMEOUT + 1]))
-        self._note("tick", "time passes")
-
-    def _do_recover(self) -> None:
-        if self.healing:
-            # A heartbeat written by a clock ahead of recovery's looks younger by the gap:
-            # the lost attempt is taken that much later, never not at all.
-            spread = max(self.offsets.values()) - min(self.offsets.values())
-            self.clock.advance(RECOVERY_TIMEOUT + 1 + spread)
-        elif self.rng.random() < 0.7:
-            self.clock.advance(RECOVERY_TIMEOUT + 1)
-        with self.on("recovery"):
-            report = self.recovery.run_once()
-        self._note("recover", f"resumed {len(report.resumed)}" + _errors(report.errors))
-
-    def _do_recover_cancel(self) -> None:
-        self.clock.advance(RECOVERY_TIMEOUT + 1)
-        with self.on("recovery"):
-            report = self.canceller.run_once()
-        self._note(
-            "recover --cancel", f"cancelled {len(report.cancelled)}" + _errors(report.errors)
-        )
-
-    def _do_cancel(self, force: bool = False) -> None:
-        name = "cancel --force" if force else "cancel"
-        try:
-            with self.on("operator"):
-                self.engine.cancel(self.wf_id, force=force, by="operator")
-        except StatesagaError as exc:
-            self._note(name, f"refused: {exc}")
-            return
-        self._note(name, "accepted")
-
-    def _do_force_cancel(self) -> None:
-        self._do_cancel(force=True)
-
-    def _do_suspend(self) -> None:
-        try:
-            with self.on("operator"):
-                self.engine.suspend(self.wf_id, by="operator", reason="simulated")
-        except StatesagaError as exc:
-            self._note("suspend", f"refused: {exc}")
-            return
-        self._note("suspend", "accepted")
-
-    def _do_signal(self) -> None:
-        names = self._signals()
-        if not names:
-            self._note("signal", "no wait step")
-            return
-        name = self.rng.choice(names) if not self.healing else names[0]
-        try:
-            with self.on("operator"):
-                self.engine.signal(self.wf_id, name, {"by": "sim"}, by="approver")
-        except StatesagaError as exc:
-            self._note(f"signal {name}", f"refused: {exc}")
-            return
-        self._note(f"signal {name}", "accepted")
-
     def _run(self, job: Job, how: str) -> None:
         self.queue.delivered.append(job)
         worker = self.rng.choice(WORKERS)
-        label = f"{how} {_job(job)}" + (f" on {worker}" if self.offsets[worker] else "")
+        label = f"{how} {job_name(job)}" + (f" on {worker}" if self.offsets[worker] else "")
         try:
             with self.on(worker):
                 self.engine.run_job(job)
@@ -639,50 +532,13 @@ class Simulation:
             raise SimCrash(f"at {boundary}")
         if r < self.rates.crash + self.rates.interleave and self.depth < 2:
             self.depth += 1
-            self._note(f"  at {boundary} of {_job(job)}", "meanwhile:")
+            self._note(f"  at {boundary} of {job_name(job)}", "meanwhile:")
             self._flush()
             try:
                 for _ in range(self.rng.randint(1, 2)):
                     self._event(self._choose())
             finally:
                 self.depth -= 1
-
-    def _action_fault(self, step: str, attempt: int) -> str:
-        if step == self.doomed:
-            return "fail"
-        if self.healing:
-            return "ok"
-        r = self.rates
-        return pick(
-            self.rng,
-            {
-                "ok": 1 - r.fail - r.timeout - r.die_after_effect,
-                "fail": r.fail,
-                "timeout": r.timeout,
-                "crash": r.die_after_effect,
-            },
-        )
-
-    def _undo_fault(self, step: str) -> str:
-        if self.healing:
-            return "ok"
-        r = self.rates
-        return pick(self.rng, {"ok": 1 - r.undo_fail - 0.03, "fail": r.undo_fail, "crash": 0.03})
-
-    def _progress(self, step: str) -> list[str]:
-        chart = self.engine.step_chart
-        if not chart.hierarchical or self.rng.random() >= self.rates.progress:
-            return []
-        triggers = sorted(
-            {
-                t.trigger
-                for t in chart.chart.transitions
-                if all(str(src).startswith("EXECUTING.") for src in t.source)
-            }
-        )
-        return (
-            [self.rng.choice(triggers) for _ in range(self.rng.randint(1, 3))] if triggers else []
-        )
 
     # -- helpers ---------------------------------------------------------------------------
     def _wf(self) -> WorkflowState:
@@ -749,14 +605,6 @@ _SHORT = {
 
 def _short(status: StepStatus) -> str:
     return _SHORT.get(status, status.value.lower())
-
-
-def _job(job: Job) -> str:
-    return f"{job.kind} {job.step}#{job.attempt}"
-
-
-def _errors(errors: dict[str, str]) -> str:
-    return "".join(f"; error: {e}" for e in errors.values())
 
 
 def simulate(
