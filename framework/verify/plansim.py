@@ -128,6 +128,7 @@ class PlanSimulation(Simulation):
             "revise": self._do_revise,
             "approve": self._do_approve,
             "reject": self._do_reject,
+            "signal": self._do_signal,  # a plan's signal is mostly an approval
         }
 
     # -- the start, and the plan's events ----------------------------------------------------
