@@ -30,6 +30,12 @@ services) and refuses a server that persists nothing, unless the URL says
 benchmarks, a throwaway server). RDB snapshots alone are accepted with a warning: a crash
 loses the writes since the last snapshot; AOF (`appendfsync everysec`) loses at most about
 a second.
+
+Replication: a Redis primary acknowledges a write before its replicas have it, so a failover
+(Sentinel promoting a replica) may lose the last writes. `?wait_replicas=N` makes every
+create and save wait (Redis `WAIT`, up to `wait_timeout` ms, default 1000) until N replicas
+have it, at the cost of a replica round trip per save; when fewer answer in time the save
+stands on the primary alone and a warning says so (once, until replicas keep up again).
 """
 
 from __future__ import annotations
@@ -42,7 +48,12 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import statesaga.adapters._redis_errors  # noqa: F401 (declares redis-py's errors to the core)
-from statesaga.adapters._redis_url import check_redis_url
+from statesaga.adapters._redis_url import (
+    CLIENT_DEFAULTS,
+    check_redis_url,
+    is_sentinel,
+    sentinel_client,
+)
 from statesaga.errors import AdapterError
 
 from ._store import (  # noqa: TID251 (relative, so mypy reads the base class)
@@ -131,7 +142,13 @@ class RedisStore(DocumentStore):
     """The Store port on Redis: documents as JSON, revision check and indexes in Lua."""
 
     def __init__(
-        self, client: redis.Redis, prefix: str = DEFAULT_PREFIX, durability: str = "checked"
+        self,
+        client: redis.Redis,
+        prefix: str = DEFAULT_PREFIX,
+        durability: str = "checked",
+        *,
+        wait_replicas: int = 0,
+        wait_timeout: int = 1000,
     ) -> None:
         if durability not in DURABILITY:
             raise AdapterError(
@@ -144,6 +161,9 @@ class RedisStore(DocumentStore):
         # Checked on first use rather than here, so that opening a store stays free of
         # network calls (a process may start while Redis is still coming up).
         self._durable = durability == "none"
+        self.wait_replicas = wait_replicas
+        self.wait_timeout = wait_timeout
+        self._replicas_behind = False
         self._create = client.register_script(_CREATE)
         self._save = client.register_script(_SAVE)
         self._heartbeat = client.register_script(_HEARTBEAT)
@@ -162,18 +182,33 @@ class RedisStore(DocumentStore):
                 "the redis store needs redis-py; install it with: pip install 'statesaga[rq]'"
             ) from None
         parts = urlsplit(url)
-        if parts.scheme not in ("redis", "rediss", "unix"):
+        if parts.scheme not in ("redis", "rediss", "unix", "redis+sentinel"):
             raise AdapterError(f"not a redis store URL: {url!r} (expected redis://host:port/db)")
-        check_redis_url(url, "redis store", own=("prefix", "durability"))
+        own = ("prefix", "durability", "wait_replicas", "wait_timeout")
+        check_redis_url(url, "redis store", own=own)
         query = parse_qs(parts.query, keep_blank_values=True)
         prefix = query.pop("prefix", [DEFAULT_PREFIX])[-1]
         durability = query.pop("durability", ["checked"])[-1]
+        waits: dict[str, int] = {}
+        for option in ("wait_replicas", "wait_timeout"):
+            if option in query:
+                value = query.pop(option)[-1]
+                if not value.isdigit():
+                    raise AdapterError(
+                        f"bad redis store URL: {option} must be a whole number, not {value!r}"
+                    )
+                waits[option] = int(value)
         rest = urlunsplit(parts._replace(query=urlencode(query, doseq=True)))
         try:
-            client = redis.Redis.from_url(rest, decode_responses=True)
+            if is_sentinel(rest):
+                client = sentinel_client(
+                    rest, "redis store", decode_responses=True, **CLIENT_DEFAULTS
+                )
+            else:
+                client = redis.Redis.from_url(rest, decode_responses=True, **CLIENT_DEFAULTS)
         except ValueError as exc:
             raise AdapterError(f"bad redis store URL: {exc}") from None
-        return cls(client, prefix, durability)
+        return cls(client, prefix, durability, **waits)
 
     def _ensure_durable(self) -> None:
         """Before the first read or write: check the server's persistence, once."""
@@ -226,6 +261,9 @@ class RedisStore(DocumentStore):
         kwargs = self.client.connection_pool.connection_kwargs
         if "path" in kwargs:
             return f"unix:{kwargs['path']}"
+        service = getattr(self.client.connection_pool, "service_name", None)
+        if service is not None:
+            return f"the primary of {service!r}/{kwargs.get('db', 0)}"
         return f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
 
     # -- keys ------------------------------------------------------------------------------
@@ -275,7 +313,8 @@ class RedisStore(DocumentStore):
     def _insert(self, record: Record) -> Outcome:
         self._ensure_durable()
         existing = int(
-            self._create(
+            self._replicated(
+                self._create,
                 keys=[self._doc_key(record.id)],
                 args=[self.prefix, record.id, *self._fields(record)],
             )
@@ -285,7 +324,8 @@ class RedisStore(DocumentStore):
     def _replace(self, record: Record, expected: int) -> Outcome:
         self._ensure_durable()
         doc, status, has_session, session, created, heartbeat = self._fields(record)
-        code, stored = self._save(
+        code, stored = self._replicated(
+            self._save,
             keys=[self._doc_key(record.id)],
             args=[
                 self.prefix,
@@ -306,6 +346,30 @@ class RedisStore(DocumentStore):
         # A `rev` that is not a number never matches: a conflict whose re-read reports it.
         revision = _revision(str(stored).encode())
         return taken(revision if isinstance(revision, int) else None)
+
+    def _replicated(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        """Run a writing script; with `wait_replicas`, then WAIT on the same connection (a
+        pipeline: WAIT counts the writes of the connection it is sent on)."""
+        if not self.wait_replicas:
+            return script(keys=keys, args=args)
+        with self.client.pipeline(transaction=False) as pipe:
+            script(keys=keys, args=args, client=pipe)
+            pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout)  # type: ignore[no-untyped-call]
+            result, acked = pipe.execute()
+        behind = int(acked) < self.wait_replicas
+        if behind and not self._replicas_behind:
+            log.warning(
+                "redis store at %s: a save reached %s of %s replicas within %s ms; until "
+                "they keep up, a failover may lose the latest saves",
+                self._where(),
+                acked,
+                self.wait_replicas,
+                self.wait_timeout,
+            )
+        elif not behind and self._replicas_behind:
+            log.info("redis store at %s: replicas keep up again", self._where())
+        self._replicas_behind = behind
+        return result
 
     def _read(self, workflow_id: str) -> Stored | None:
         (got,) = self._fetch([workflow_id])
@@ -387,6 +451,9 @@ def _revision(raw: bytes | None) -> object:
 def location(client: redis.Redis) -> str:
     """Where a redis-py client connects, as a URL whose password (if any) is masked."""
     kw = client.connection_pool.connection_kwargs
+    service = getattr(client.connection_pool, "service_name", None)
+    if service is not None:  # a primary that Sentinels name (redis+sentinel://)
+        return f"redis+sentinel://{service}/{kw.get('db', 0)}"
     scheme = "rediss" if "SSL" in client.connection_pool.connection_class.__name__ else "redis"
     auth = f"{kw.get('username') or ''}:***@" if kw.get("password") else ""
     if kw.get("path"):

@@ -25,8 +25,12 @@ callbacks are always none, so even a path that skips the check cannot import a f
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
-from typing import Any
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any, NoReturn
 
 import statesaga.adapters._redis_errors  # noqa: F401 (declares redis-py's errors to the core)
 from rq import Queue, SimpleWorker
@@ -38,6 +42,7 @@ from rq.registry import ScheduledJobRegistry
 from rq.scheduler import RQScheduler
 from rq.serializers import JSONSerializer
 from rq.utils import current_timestamp
+from statesaga.adapters._redis_url import read_timeout
 from statesaga.ports import Job
 from statesaga.security.redact import redact
 from statesaga.worker import JOB_FUNCTION, run_job
@@ -111,10 +116,88 @@ def refusal(job: RQJob) -> str | None:
     return None
 
 
+#: Seconds between the command listener's looks at its stop flag: what stopping it waits for
+#: (RQ 3 waits up to its 60 s here, since redis-py 8 joins the listener's thread on stop).
+PUBSUB_POLL = 1.0
+
+
+def blocking_wait(read: float | None, rq_default: int) -> int:
+    """Seconds an idle worker's blocking wait for a job lasts: RQ's own, unless the client's
+    read timeout `read` is shorter; then half of it, so the server's empty answer always
+    arrives before the client gives up on the read."""
+    if read is None:
+        return rq_default
+    return max(1, min(rq_default, int(read // 2)))
+
+
+@contextmanager
+def _own_signal_handlers() -> Iterator[None]:
+    """Put back the SIGTERM / SIGINT handlers RQ's work loop installs and leaves behind, so
+    a process that served a queue (a test, an application embedding a worker) is not left
+    with a finished worker's, which raises SystemExit from whatever runs next."""
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def die_by(signum: int) -> NoReturn:
+    """End this process by `signum`'s default action (its exit status says which signal),
+    after writing out the logs; nothing else runs: no cleanup that a SIGKILL would skip."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+    os._exit(128 + signum)  # a signal whose default action is not to end the process
+
+
 class GuardedWorker(SimpleWorker):
-    """An RQ SimpleWorker that runs only statesaga's job (see the module docstring)."""
+    """An RQ SimpleWorker that runs only statesaga's job (see the module docstring), whose
+    idle waits and stops fit the Redis client's read timeout, on every redis-py version."""
 
     job_class = StatesagaJob
+    _read_timeout: float | None = None
+
+    def _set_connection(self, connection: Any) -> Any:
+        # RQ raises the pool's read timeout above its blocking wait for a job (405 s), but for
+        # connections made from then on only: those the pool already holds (the queue's check,
+        # the scheduler's) keep theirs, 5 s by default since redis-py 8, and the wait timed out
+        # on them ("could not connect to Redis", then backoff up to 60 s). The wait is kept
+        # under the read timeout instead (dequeue_timeout), and the client is left as built.
+        self._read_timeout = read_timeout(connection)
+        return connection
+
+    @property
+    def dequeue_timeout(self) -> int:
+        return blocking_wait(self._read_timeout, super().dequeue_timeout)
+
+    def work(self, *args: Any, **kwargs: Any) -> bool:
+        with _own_signal_handlers():
+            worked: bool = super().work(*args, **kwargs)
+        return worked
+
+    def request_force_stop(self, signum: int, frame: Any) -> None:
+        # RQ ignores a second signal within 1 s of the first (a duplicate its own worker pool
+        # may send), then raises SystemExit wherever the main thread is: inside a job, RQ
+        # logs it as the job's failure, traceback and all. Nothing here sends duplicates, so
+        # a second signal means "now": the process ends as a killed worker would, by that
+        # signal, and the step in flight is left to recovery (its heartbeat goes stale).
+        self.log.warning(
+            "Worker %s: cold shut down: the step in flight is left to recovery", self.name
+        )
+        die_by(signum)
+
+    def subscribe(self) -> None:
+        # RQ's, with a listener that looks at its stop flag every PUBSUB_POLL seconds.
+        self.log.info("Worker %s: subscribing to channel %s", self.name, self.pubsub_channel_name)
+        self.pubsub = self.connection.pubsub()
+        self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
+        self.pubsub_thread = self.pubsub.run_in_thread(  # type: ignore[assignment]
+            sleep_time=PUBSUB_POLL, daemon=True, exception_handler=self._pubsub_exception_handler
+        )
 
     def execute_job(self, job: RQJob, queue: Queue) -> None:
         reason = refusal(job)

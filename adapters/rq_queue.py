@@ -35,7 +35,12 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import statesaga.adapters._redis_errors  # noqa: F401 (declares redis-py's errors to the core)
-from statesaga.adapters._redis_url import check_redis_url
+from statesaga.adapters._redis_url import (
+    CLIENT_DEFAULTS,
+    check_redis_url,
+    is_sentinel,
+    sentinel_client,
+)
 from statesaga.errors import AdapterError
 from statesaga.ports import Job, JobRunner, ServeOptions, WorkerQueue
 from statesaga.worker import JOB_FUNCTION
@@ -72,7 +77,7 @@ def parse_url(url: str) -> tuple[str, str, dict[str, str]]:
     """Split `rq://host:port/db?queue=NAME&k=v` into a redis URL, the queue name and the
     remaining statesaga options (`timeout_margin`)."""
     parts = urlsplit(url)
-    if parts.scheme not in ("rq", "rqs"):
+    if parts.scheme not in ("rq", "rqs", "rq+sentinel"):
         raise AdapterError(f"not an rq queue URL: {url!r} (expected rq://host:port/db?queue=NAME)")
     check_redis_url(url, "rq queue", own=("queue", "timeout_margin"))
     query = parse_qs(parts.query, keep_blank_values=True)
@@ -80,7 +85,17 @@ def parse_url(url: str) -> tuple[str, str, dict[str, str]]:
     if not name:
         raise AdapterError(f"rq queue URL names an empty queue: {url!r}")
     options = {k: query.pop(k)[-1] for k in ("timeout_margin",) if k in query}
-    scheme = "rediss" if parts.scheme == "rqs" else "redis"
+    read = query.get("socket_timeout", ["10"])[-1]
+    try:
+        too_short = float(read) < 2
+    except ValueError:
+        why = f"socket_timeout must be seconds, not {read!r}"
+        raise AdapterError(f"bad rq queue URL: {why}") from None
+    if too_short:
+        # A worker waits for a job half its read timeout at a time (rq_jobguard): under
+        # 2 s that wait would be as long as the timeout itself.
+        raise AdapterError("bad rq queue URL: socket_timeout must be at least 2 seconds")
+    scheme = {"rqs": "rediss", "rq+sentinel": "redis+sentinel"}.get(parts.scheme, "redis")
     redis_url = urlunsplit(parts._replace(scheme=scheme, query=urlencode(query, doseq=True)))
     return redis_url, name, options
 
@@ -121,7 +136,10 @@ class RQQueue(WorkerQueue):  # type: ignore[misc]  # mypy reads statesaga.* as A
             raise AdapterError(f"rq URL option timeout_margin must be seconds: {url!r}") from None
         try:
             # Bytes, not decoded text: RQ reads job payloads as bytes.
-            connection = redis.Redis.from_url(redis_url)
+            if is_sentinel(redis_url):
+                connection = sentinel_client(redis_url, "rq queue", **CLIENT_DEFAULTS)
+            else:
+                connection = redis.Redis.from_url(redis_url, **CLIENT_DEFAULTS)
         except ValueError as exc:
             raise AdapterError(f"bad rq queue URL: {exc}") from None
         return cls(connection, name, timeout_margin=margin)

@@ -34,7 +34,13 @@ DEFAULT_STORE = "sqlite:///statesaga.db"
 DEFAULT_QUEUE = "inline://"
 
 # What to install when a built-in adapter's dependency is missing.
-_EXTRAS = {"redis": "rq", "rq": "rq", "arango": "arango"}
+_EXTRAS = {
+    "redis": "rq",
+    "redis+sentinel": "rq",
+    "rq": "rq",
+    "rq+sentinel": "rq",
+    "arango": "arango",
+}
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +38,19 @@ _register_sibling("disk_handlers")
 
 if TYPE_CHECKING:
     import redis
+
+
+@pytest.fixture(autouse=True)
+def _signal_handlers_left_alone() -> Iterator[None]:
+    """No test leaves a SIGTERM / SIGINT handler behind (an in-process RQ worker's would turn
+    the next Ctrl+C or SIGTERM to pytest into an INTERNALERROR): put back, and fail the test."""
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    yield
+    left = {sig: h for sig, h in before.items() if signal.getsignal(sig) is not h}
+    for sig, handler in left.items():
+        found = signal.getsignal(sig)
+        signal.signal(sig, handler)
+        pytest.fail(f"the test left {signal.Signals(sig).name} handled by {found!r}")
 
 
 def _free_port() -> int:

@@ -55,6 +55,7 @@ def test_validate_lists_every_error_with_file_and_line(tmp_path: Path) -> None:
     assert any(line.startswith(f"{bad}:6:") and "'B'" in line for line in lines), lines
 
 
+@pytest.mark.slow
 def test_usage_errors_exit_2_and_help_and_version_work() -> None:
     assert cli("validate").returncode == 2
     assert cli("no-such-command").returncode == 2
@@ -71,6 +72,7 @@ def test_schema_is_json_schema_of_the_table_format() -> None:
     assert {"initial", "states", "transitions", "extends"} <= set(schema["properties"])
 
 
+@pytest.mark.slow
 def test_run_exit_codes_and_json(tmp_path: Path) -> None:
     store = f"sqlite:///{tmp_path / 'cli.db'}"
     trip = str(ROOT / "examples" / "trip.yaml")
@@ -93,6 +95,7 @@ def test_run_exit_codes_and_json(tmp_path: Path) -> None:
     assert missing.returncode == 1 and "not found" in missing.stderr
 
 
+@pytest.mark.slow
 def test_environment_variables_pick_the_store(tmp_path: Path) -> None:
     store = f"sqlite:///{tmp_path / 'env.db'}"
     res = cli("demo", "--store", store)
@@ -109,6 +112,7 @@ def test_demo_shows_one_completed_and_one_compensated_in_reverse(tmp_path: Path)
     assert (tmp_path / "statesaga-demo.db").exists()
 
 
+@pytest.mark.slow
 def test_live_diagram_of_a_stored_instance_renders_with_dot(tmp_path: Path) -> None:
     import shutil
 
@@ -135,6 +139,7 @@ def test_live_diagram_of_a_stored_instance_renders_with_dot(tmp_path: Path) -> N
     assert svg.returncode == 0 and "<svg" in svg.stdout
 
 
+@pytest.mark.slow
 def test_live_diagram_of_one_step_on_an_extended_lifecycle(tmp_path: Path) -> None:
     store = f"sqlite:///{tmp_path / 'agent.db'}"
     task = str(ROOT / "examples" / "agent_task.yaml")

@@ -58,6 +58,7 @@ def _sleeper(tmp_path: Path, seconds: float, name: str = "nap") -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_demo_prints_the_real_status_command_and_it_works(tmp_path: Path) -> None:
     store = f"sqlite:///{tmp_path / 'demo.db'}"
     demo = cli("demo", "--store", store, cwd=tmp_path)
@@ -79,6 +80,7 @@ def test_a_missing_workflow_names_the_store_looked_in(tmp_path: Path) -> None:
     assert "--store sqlite:///statesaga-demo.db" in line  # where the demo's went
 
 
+@pytest.mark.slow
 def test_run_on_a_queue_no_worker_serves_says_so_and_what_to_do(
     tmp_path: Path, redis_url: str
 ) -> None:
@@ -108,6 +110,7 @@ def test_run_on_a_queue_no_worker_serves_says_so_and_what_to_do(
     assert open_store(store).get(wf_id).status is WorkflowStatus.RUNNING
 
 
+@pytest.mark.slow
 def test_a_long_sleep_shows_progress_and_lines_are_not_cut(tmp_path: Path) -> None:
     long_name = "a_step_whose_name_is_much_longer_than_eighty_columns_of_a_terminal_" + "x" * 20
     res = cli("run", str(_sleeper(tmp_path, 7, long_name)), "--store", "memory://")
@@ -175,6 +178,7 @@ def _stored(tmp_path: Path, status: WorkflowStatus) -> tuple[str, str]:
     return store_url, wf.id
 
 
+@pytest.mark.slow
 def test_a_refused_cancel_is_said_plainly(tmp_path: Path) -> None:
     store, wf_id = _stored(tmp_path, WorkflowStatus.COMPENSATING)
     res = cli("cancel", wf_id, "--store", store)
@@ -186,6 +190,7 @@ def test_a_refused_cancel_is_said_plainly(tmp_path: Path) -> None:
     assert open_store(store).get(wf_id).status is WorkflowStatus.COMPENSATING
 
 
+@pytest.mark.slow
 def test_a_halted_workflow_says_why_and_how_to_restart(tmp_path: Path) -> None:
     store = f"sqlite:///{tmp_path / 'h.db'}"
     data = {**TRIP_INPUT, "fail_at": "send_confirmation"}

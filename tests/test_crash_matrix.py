@@ -58,6 +58,7 @@ def assert_all_green(results: list[CellResult], capsys: pytest.CaptureFixture[st
 
 
 @pytest.mark.redis
+@pytest.mark.slow
 def test_crash_matrix_on_rq_with_real_redis(
     redis_client: redis.Redis, redis_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -66,6 +67,7 @@ def test_crash_matrix_on_rq_with_real_redis(
     assert_all_green(results, capsys)
 
 
+@pytest.mark.slow
 def test_crash_matrix_on_the_embedded_default(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -103,6 +105,7 @@ def test_the_ledger_check_catches_double_and_leftover_effects() -> None:
     assert any("never applied" in p for p in check_ledger(stray, [undone]))
 
 
+@pytest.mark.slow
 def test_attempt_scoped_keys_show_a_lost_attempt_applied_twice(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -129,6 +132,7 @@ TRIP = {"origin": "CDG", "destination": "LIS", "nights": 3, "amount": 640, "emai
 TIGHT = str(Path(__file__).parent / "sagas" / "trip_tight.yaml")
 
 
+@pytest.mark.slow
 def test_an_expected_failed_outcome_passes_and_an_unstated_one_says_how_to_state_it(
     tmp_path: Path,
 ) -> None:
@@ -150,6 +154,7 @@ def test_an_expected_failed_outcome_passes_and_an_unstated_one_says_how_to_state
         Scenario("bad", trip.definition, expect="RUNNING")
 
 
+@pytest.mark.slow
 def test_a_lost_attempt_that_cost_the_last_retry_is_reported_as_correct(tmp_path: Path) -> None:
     flaky = Scenario("tight", TIGHT, dict(TRIP, flaky="reserve_hotel"), expect="COMPLETED")
     results = check_crashes([flaky], workdir=tmp_path, boundaries=("after_action",), parallel=2)

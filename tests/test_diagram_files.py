@@ -54,6 +54,7 @@ def copy(tmp_path: Path) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_check_names_a_stale_text_file(copy: Path) -> None:
     assert check(copy).ok
     (copy / "trip.dot").write_text("digraph { }\n", encoding="utf-8")
@@ -83,6 +84,7 @@ def test_check_names_a_hand_edited_svg(copy: Path) -> None:
     assert check(copy).stale == [f"{svg}: nodes or edges differ from a fresh rendering"]
 
 
+@pytest.mark.slow
 def test_generation_is_deterministic(tmp_path: Path) -> None:
     fmts = ("md", "dot", "svg") if HAVE_DOT else ("md", "dot")
     a, b = generate(tmp_path / "a", fmts), generate(tmp_path / "b", fmts)
@@ -91,6 +93,7 @@ def test_generation_is_deterministic(tmp_path: Path) -> None:
         assert pa.read_bytes() == pb.read_bytes(), pa.name
 
 
+@pytest.mark.slow
 def test_regenerate_entry_point_check_mode(copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--check", "--out", str(copy)]) == 0
     (copy / "workflow.md").write_text("# old\n", encoding="utf-8")

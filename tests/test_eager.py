@@ -195,6 +195,7 @@ def test_renew_rearms_an_armed_rq_alarm_with_the_next_steps_timeout(redis_url: s
 @pytest.mark.parametrize(
     ("saga", "seeds"), [("tests/sagas/chaos.yaml", 200), ("examples/trip.yaml", 200)]
 )
+@pytest.mark.slow
 def test_the_simulation_invariants_hold_with_every_step_through_the_queue(
     saga: str, seeds: int
 ) -> None:
@@ -208,6 +209,7 @@ def test_the_simulation_invariants_hold_with_every_step_through_the_queue(
 
 @pytest.mark.redis
 @pytest.mark.parametrize("flag", ["--eager", "--no-eager"])
+@pytest.mark.slow
 def test_statesaga_worker_runs_a_saga_in_one_rq_job_unless_told_not_to(
     flag: str, redis_url: str, redis_client: Any, tmp_path: Path
 ) -> None:

@@ -852,6 +852,7 @@ def test_input_schema_is_shown_and_a_fitting_input_runs(tmp_path: Path) -> None:
     assert _rows(tmp_path / "s.db")[0][2] == "COMPLETED"
 
 
+@pytest.mark.slow
 def test_history_is_bounded_and_keeps_what_diagrams_read(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -270,6 +270,7 @@ def test_rq_task_wrapper_runs_job_payloads_once(store: Store) -> None:
 
 
 @pytest.mark.redis
+@pytest.mark.slow
 def test_execute_step_on_the_rq_queue_with_a_worker_process(
     sqlite_url: str, redis_url: str, redis_client: Any
 ) -> None:
@@ -592,6 +593,7 @@ def test_agent_session_example_runs_on_sqlite(tmp_path: Path) -> None:
     store.close()
 
 
+@pytest.mark.slow
 def test_agent_session_example_runs_as_a_module(tmp_path: Path) -> None:
     out = subprocess.run(
         [sys.executable, "-m", "statesaga.examples.agent_session", "--db", str(tmp_path / "a.db")],

@@ -26,7 +26,7 @@ from statesaga.plugins import open_queue, open_store
 from statesaga.security.allowlist import AllowList
 from statesaga.verify.crashcheck import LEDGER_ENV, Ledger, check_ledger
 
-pytestmark = pytest.mark.redis
+pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
 WAIT = 60.0  # a safety net for slow CI machines, not a measurement
 TESTS = Path(__file__).parent
@@ -187,7 +187,7 @@ def test_processes_keeps_n_workers_and_the_recovery_loop_and_takes_them_down(
         eventually(lambda: not any(alive(k) for k in kids), "the children to exit")
     finally:
         stop(pool)
-    assert "worker-1 exited with code -9" in log.read_text()
+    assert "worker-1 was killed by SIGKILL" in log.read_text()  # and restarted at once
 
 
 def test_processes_stops_on_sigterm_and_refuses_burst(server: RedisServer, tmp_path: Path) -> None:

@@ -60,6 +60,7 @@ def test_importing_statesaga_loads_no_heavy_adapter() -> None:
     assert not modules & {"redis", "rq", "arango"}, sorted(modules & {"redis", "rq", "arango"})
 
 
+@pytest.mark.slow
 def test_validate_does_not_import_adapters(tmp_path: Path) -> None:
     code = (
         "import sys; from statesaga.cli import main\n"

@@ -156,6 +156,7 @@ def notifying_step_table(notify_file: Path) -> dict[str, Any]:
 # -- the out-of-tree plugin ------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_saga_runs_on_the_plugin_store_with_the_plugin_effect_and_guard(
     plugin: Plugin, tmp_path: Path
 ) -> None:
@@ -204,6 +205,7 @@ def test_a_saga_runs_on_the_plugin_store_with_the_plugin_effect_and_guard(
         )
 
 
+@pytest.mark.slow
 def test_the_store_conformance_suite_passes_against_the_plugin_store(plugin: Plugin) -> None:
     suite = plugin.source / "tests" / "check_store_conformance.py"
     out = subprocess.run(
@@ -218,6 +220,7 @@ def test_the_store_conformance_suite_passes_against_the_plugin_store(plugin: Plu
     assert " passed" in summary and "failed" not in summary and "skipped" not in summary, summary
 
 
+@pytest.mark.slow
 def test_plugins_command_lists_builtins_and_the_plugin_and_reports_a_broken_one(
     plugin: Plugin,
 ) -> None:

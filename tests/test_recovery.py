@@ -211,6 +211,7 @@ def crash_worker(spec: dict[str, Any], env: dict[str, str]) -> int:
     return proc.returncode
 
 
+@pytest.mark.slow
 def test_cli_recover_after_a_worker_was_killed(tmp_path: Path, trip: Any) -> None:
     definition, data = trip
     store = f"sqlite:///{tmp_path / 's.db'}"
@@ -260,6 +261,7 @@ def test_cli_recover_after_a_worker_was_killed(tmp_path: Path, trip: Any) -> Non
     assert check_ledger(Ledger(ledger_path).records(), [final]) == []
 
 
+@pytest.mark.slow
 def test_cli_recover_cancel_compensates_a_lost_workflow(tmp_path: Path, trip: Any) -> None:
     definition, data = trip
     store = f"sqlite:///{tmp_path / 's.db'}"
@@ -333,6 +335,7 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
 
 
 @pytest.mark.redis
+@pytest.mark.slow
 def test_redis_restart_mid_run_loses_no_workflow(
     tmp_path: Path, trip: Any, own_redis: RedisServer
 ) -> None:

@@ -95,6 +95,7 @@ def test_a_server_with_config_disabled_is_judged_by_info(server: RedisServer) ->
 
 @pytest.mark.parametrize("server", [NO_PERSISTENCE], indirect=True)
 @pytest.mark.parametrize("command", ["list", "recover-every", "worker"])
+@pytest.mark.slow
 def test_the_cli_refuses_in_one_line_and_exits_1(server: RedisServer, command: str) -> None:
     queue = server.url.replace("redis://", "rq://")
     args = {
@@ -138,6 +139,7 @@ def test_with_aof_the_workflows_survive_a_crash_of_the_server(server: RedisServe
     assert [w.id for w in again.list(status=WorkflowStatus.RUNNING)] == [wf.id]
 
 
+@pytest.mark.slow
 def test_a_one_shot_command_on_an_unreachable_server_says_so_in_one_line() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "statesaga.cli", "list", "--store", "redis://127.0.0.1:1/0"],

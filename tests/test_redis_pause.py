@@ -68,7 +68,9 @@ def test_run_the_job_in_flight_and_the_workers_ride_out_redis_pauses(
         )  # fmt: skip
     runs: list[subprocess.Popen[str]] = []
     try:
-        client = redis.Redis(port=server.port)
+        # This test's own client waits out the DEBUG SLEEP it sends (redis-py 8 would give
+        # up reading after its default 5 s).
+        client = redis.Redis(port=server.port, socket_timeout=30)
         deadline = time.monotonic() + WAIT
         while not client.smembers("rq:workers:pause"):
             assert time.monotonic() < deadline, "the worker did not start"

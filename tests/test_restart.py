@@ -155,6 +155,7 @@ def test_restart_needs_the_steps_before_it_completed(tmp_path: Path) -> None:
         engine.restart(wf.id, "b", reason="x", by="me")
 
 
+@pytest.mark.slow
 def test_restart_from_the_command_line_after_a_fix(tmp_path: Path) -> None:
     import json
     import os

@@ -127,6 +127,7 @@ def test_drain_returns_when_the_condition_holds_or_the_time_is_up(rq_url: str) -
     queue.close()
 
 
+@pytest.mark.slow
 def test_run_with_an_rq_queue_waits_for_workers_elsewhere(rq_url: str, tmp_path: Path) -> None:
     """The README's Redis flow: `statesaga run --queue rq://...` enqueues the saga and waits by
     polling the store while a separate `statesaga worker` process runs it."""

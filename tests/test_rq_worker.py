@@ -24,6 +24,7 @@ def test_the_job_function_name_is_where_run_job_lives() -> None:
     assert f"{run_job.__module__}.{run_job.__qualname__}" == JOB_FUNCTION
 
 
+@pytest.mark.slow
 def test_no_core_module_imports_rq_redis_arango_or_an_adapter() -> None:
     """Every module of the core (statesaga, without statesaga.adapters), imported in a fresh
     interpreter, leaves RQ, Redis, ArangoDB and the adapters unimported."""

@@ -57,6 +57,7 @@ class _Boom:
         return (exec, (f"open({str(self.marker)!r}, 'w').write('unpickled')",))
 
 
+@pytest.mark.slow
 def test_a_real_worker_refuses_forged_jobs_and_runs_only_statesagas(
     redis_url: str, redis_client: Any, tmp_path: Path
 ) -> None:
@@ -310,6 +311,7 @@ def test_the_readme_python_example_runs_as_written() -> None:
     assert AllowList.installed().resolve("trip") == "statesaga.examples.trip_handlers"
 
 
+@pytest.mark.slow
 def test_the_cli_imports_only_allowed_modules(planted: Path) -> None:
     store = f"sqlite:///{planted / 's.db'}"
     marker = planted / "imported.marker"
@@ -341,6 +343,7 @@ def test_the_cli_imports_only_allowed_modules(planted: Path) -> None:
     assert statesaga("run", "saga.yaml", "--store", store, cwd=planted).returncode == 0
 
 
+@pytest.mark.slow
 def test_signal_runs_only_allowed_handlers(planted: Path) -> None:
     (planted / "wait.yaml").write_text(
         "workflow: wait\nhandlers: sec_handlers\nsteps:\n"
@@ -362,6 +365,7 @@ def test_signal_runs_only_allowed_handlers(planted: Path) -> None:
 
 
 # -- nothing next to a definition shadows an installed package --------------------------------
+@pytest.mark.slow
 def test_a_planted_redis_or_rq_module_never_shadows_the_library(
     redis_url: str, redis_client: Any, tmp_path: Path
 ) -> None:
@@ -445,6 +449,7 @@ def secret_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str
         server.stop(kill=False)
 
 
+@pytest.mark.slow
 def test_no_password_in_anything_printed(secret_redis: tuple[str, int], tmp_path: Path) -> None:
     host, port = secret_redis
     # This test's server keeps nothing on disk: the store accepts it only when told so.
@@ -623,6 +628,7 @@ def test_a_handlers_error_is_stored_without_its_password() -> None:
     assert PASSWORD not in stored and "postgres://app:***@db:5432/app" in stored
 
 
+@pytest.mark.slow
 def test_an_installed_package_allows_its_handlers_by_entry_point(tmp_path: Path) -> None:
     """A third-party distribution (its metadata as pip leaves it) registers a handler module
     under `statesaga.handlers`: installing it is what allows it."""

@@ -56,6 +56,7 @@ def listener() -> Iterator[tuple[str, list[str]]]:
 
 
 # -- forged jobs: no request to a URL a job names, on any of RQ's paths -----------------------
+@pytest.mark.slow
 def test_a_worker_sends_no_webhook_a_forged_job_names(
     redis_url: str, redis_client: Any, tmp_path: Path, listener: tuple[str, list[str]]
 ) -> None:
@@ -116,6 +117,7 @@ def test_a_worker_sends_no_webhook_a_forged_job_names(
 
 
 # -- a definition's folder supplies the allowed module and nothing it imports -----------------
+@pytest.mark.slow
 def test_a_file_next_to_a_definition_never_stands_in_for_an_optional_import(
     tmp_path: Path,
 ) -> None:
@@ -212,6 +214,7 @@ def test_redact_reads_a_hostile_text_in_linear_time() -> None:
     assert time.perf_counter() - started < 10
 
 
+@pytest.mark.slow
 def test_no_secret_a_handler_raises_reaches_any_output(
     redis_url: str, redis_client: Any, tmp_path: Path
 ) -> None:

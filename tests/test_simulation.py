@@ -38,6 +38,7 @@ SEEDS = 500  # per saga: 3,500 in all; the file takes about 40 s on one core
 
 
 @pytest.mark.parametrize("path", list(SAGAS.values()), ids=list(SAGAS))
+@pytest.mark.slow
 def test_every_seed_converges_with_every_invariant_held(path: Path) -> None:
     summary = run_seeds(load_definition(path), range(SEEDS))
     assert summary.ok, summary.failed[0].report()
@@ -47,6 +48,7 @@ def test_every_seed_converges_with_every_invariant_held(path: Path) -> None:
     assert summary.outcomes["COMPLETED"] > SEEDS // 20, summary.line()
 
 
+@pytest.mark.slow
 def test_eager_dispatch_keeps_every_invariant() -> None:
     """The settle of a step claims the next one in the same save (Engine(eager=True))."""
     summary = run_seeds(load_definition(SAGAS["trip"]), range(SEEDS // 2), eager=True)
@@ -83,6 +85,7 @@ def _old_compensate(ctx: Any) -> None:
         ctx.then("compensated")
 
 
+@pytest.mark.slow
 def test_the_simulation_catches_the_old_compensation() -> None:
     registry = Registry()
     registry.register_effect("compensate", _old_compensate)
@@ -95,6 +98,7 @@ def test_the_simulation_catches_the_old_compensation() -> None:
     assert f"seed {summary.failed[0].seed}:" in report and "VIOLATION:" in report
 
 
+@pytest.mark.slow
 def test_cli_simulate(tmp_path: Path) -> None:
     saga = str(SAGAS["fanout (parallel strategy, diamond)"])
     out = subprocess.run(

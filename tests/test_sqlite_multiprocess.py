@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from statesaga.adapters.sqlite import SQLiteStore
 from statesaga.errors import ConflictError
 from statesaga.models import WorkflowState
@@ -54,6 +55,7 @@ def _increment(store: Store, workflow_id: str, rounds: int) -> int:
     return conflicts
 
 
+@pytest.mark.slow
 def test_two_processes_increment_one_counter(sqlite_url: str) -> None:
     store = SQLiteStore.from_url(sqlite_url)
     wf = WorkflowState(name="counter", input={"counter": 0})

@@ -302,6 +302,7 @@ def test_recovery_resumes_a_step_lost_in_a_sub_state(tmp_path: Path) -> None:
 
 
 @pytest.mark.redis
+@pytest.mark.slow
 def test_a_worker_runs_a_saga_on_an_extended_step_lifecycle(tmp_path: Path, redis_url: str) -> None:
     import subprocess
     import sys

@@ -588,6 +588,7 @@ def _run_cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.Completed
     )
 
 
+@pytest.mark.slow
 def test_statesaga_run_prints_the_trace_with_the_console_exporter(tmp_path: Path) -> None:
     inp = json.dumps({**BASE, "flaky": "reserve_car"})
     db = f"sqlite:///{tmp_path / 's.db'}"
@@ -642,6 +643,7 @@ def test_a_signal_from_the_cli_is_a_span_of_its_own_linked_from_the_workflow_tra
     assert spans["workflow expense_claim"]["status"]["status_code"] == "UNSET"  # COMPLETED
 
 
+@pytest.mark.slow
 def test_tracing_off_stores_no_trace_and_prints_no_span(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 's.db'}"
     done = _run_cli("run", str(TRIP), "--input", json.dumps(BASE), "--store", db, "--json",
@@ -672,6 +674,7 @@ def _trip_in_python(before: str, after: str, **env: str) -> subprocess.Completed
     return done
 
 
+@pytest.mark.slow
 def test_a_library_user_gets_no_provider_installed() -> None:
     _trip_in_python(
         "from opentelemetry import trace, metrics",
@@ -706,6 +709,7 @@ def test_an_unknown_exporter_is_one_warning_and_the_work_goes_on(
     )
 
 
+@pytest.mark.slow
 def test_json_logs_carry_the_step_of_each_record(tmp_path: Path) -> None:
     inp = json.dumps({**BASE, "flaky": "reserve_car"})
     done = _run_cli("--log-format", "json", "run", str(TRIP), "--input", inp,
@@ -732,6 +736,7 @@ def test_log_options_are_choices() -> None:
     assert "'xml' is not one of 'text', 'json'" in done.stderr
 
 
+@pytest.mark.slow
 def test_prometheus_text_serves_the_metrics_of_the_workflows_run_here() -> None:
     done = _trip_in_python(
         "from statesaga.observability.otel import configure_from_env, prometheus_text\n"

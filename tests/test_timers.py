@@ -97,6 +97,7 @@ def _definition_file(tmp_path: Path, duration: float) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_a_sleeping_workflow_whose_process_is_killed_wakes_after_recovery_sqlite(
     tmp_path: Path,
 ) -> None:
@@ -143,6 +144,7 @@ def test_a_sleeping_workflow_whose_process_is_killed_wakes_after_recovery_sqlite
 
 
 @pytest.mark.redis
+@pytest.mark.slow
 def test_a_timer_whose_worker_is_killed_fires_after_recovery_on_rq(
     tmp_path: Path, redis_url: str
 ) -> None:

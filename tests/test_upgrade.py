@@ -67,6 +67,7 @@ def test_a_public_name_that_moved_says_where_it_is(module: str, name: str, now: 
 UPGRADE = Path(__file__).parent / "upgrade"
 
 
+@pytest.mark.slow
 def test_a_document_and_a_queued_job_of_the_previous_release_run_to_the_end(
     redis_url: str, tmp_path: Path
 ) -> None:
@@ -104,6 +105,7 @@ def test_a_document_and_a_queued_job_of_the_previous_release_run_to_the_end(
     store.close()
 
 
+@pytest.mark.slow
 def test_a_step_lifecycle_copied_from_the_previous_release_is_refused_before_anything_runs(
     tmp_path: Path,
 ) -> None:

@@ -545,6 +545,7 @@ def test_an_unreachable_store_shows_no_password(caplog: pytest.LogCaptureFixture
     assert caplog.records and secret not in caplog.text
 
 
+@pytest.mark.slow
 def test_serve_command_refusals(tmp_path: Path) -> None:
     import subprocess
 
@@ -618,6 +619,7 @@ def test_the_wheel_ships_every_template_and_asset(tmp_path: Path) -> None:
         assert "http://" not in text and "https://" not in text, page.name  # nothing remote
 
 
+@pytest.mark.slow
 def test_importing_the_cli_loads_no_web_framework() -> None:
     import subprocess
 
@@ -871,6 +873,7 @@ class WorkerDied(BaseException):
     """Stands for a worker process dying mid-step (its outcome never saved)."""
 
 
+@pytest.mark.slow
 def test_the_page_tells_which_attempts_were_lost_with_their_worker(tmp_path: Path) -> None:
     from statesaga import Engine, load_definition
     from statesaga.adapters.inline import InlineQueue
@@ -918,6 +921,7 @@ def test_the_cancel_page_of_an_ended_saga_offers_no_cancel(client: TestClient) -
     assert 'id="confirm"' in client.get(f"/workflows/{running['id']}/cancel?force=1").text
 
 
+@pytest.mark.slow
 def test_the_stored_gauge_of_an_unreachable_store_is_one_warning() -> None:
     """In a fresh interpreter: the SDK's global meter provider is set once per process."""
     pytest.importorskip("opentelemetry.sdk", reason="the otel extra")

@@ -2,11 +2,15 @@
 recovery loop) running on one host.
 
 Each child is a fresh `statesaga worker` (or `statesaga recover --every S`) process started
-with `subprocess`, not forked from this one, so it inherits no open connection. A child that
-exits is started again, after a pause that doubles while children keep dying young (a crash
-loop must not spin) and resets once one has lived a while. SIGTERM or Ctrl+C is passed on to
-every child (their warm shutdown: the step in flight finishes and is saved), and the
-supervisor waits for them; a second signal kills them.
+with `subprocess`, not forked from this one, so it inherits no open connection. A child killed
+by a signal from outside (the OOM killer, an operator's kill -9) is started again at once: the
+pool stays full. A child that exits by itself soon after starting (a bad setting, an import
+error) waits before its next start, a pause of its own slot that doubles while it keeps doing
+so and resets once it has lived a while, so a crash loop does not spin; yet never are all
+worker slots paused at once: the last one keeps trying every second. Each restart is one log
+line saying why. SIGTERM or Ctrl+C is passed on to every child (their warm shutdown: the step
+in flight finishes and is saved), and the supervisor waits for them; a second signal kills
+them.
 
 On Linux each child asks the kernel for SIGTERM when the supervisor dies (`prctl
 PR_SET_PDEATHSIG`), so a supervisor killed with SIGKILL leaves no worker behind. URLs reach
@@ -34,8 +38,15 @@ log = logging.getLogger("statesaga.supervisor")
 
 #: A child that lived at least this long was healthy: its next restart is immediate.
 HEALTHY_AFTER = 10.0
-#: The longest pause between restarts of a child that keeps dying.
+#: The longest pause between restarts of a child that keeps exiting by itself.
 MAX_PAUSE = 30.0
+#: The pause of the last worker slot when every other one is paused.
+LAST_SLOT_PAUSE = 1.0
+#: Signals a process raises against itself when it crashes: a death by one of them is the
+#: child's own doing, like an exit; any other signal came from outside.
+_CRASH_SIGNALS = frozenset(
+    {signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS, signal.SIGFPE, signal.SIGILL}
+)
 _PR_SET_PDEATHSIG = 1
 
 
@@ -50,6 +61,8 @@ class Child:
     quick_deaths: int = 0
     start_at: float = 0.0
     restarts: int = 0
+    #: A worker slot (the pool to keep full), not the recovery loop.
+    worker: bool = True
 
 
 def _die_with_parent() -> Callable[[], None] | None:
@@ -114,19 +127,11 @@ class Supervisor:
             code = child.proc.poll()
             if code is None:
                 return
-            lived = now - child.started
-            child.quick_deaths = child.quick_deaths + 1 if lived < HEALTHY_AFTER else 0
-            pause = 0.0 if not child.quick_deaths else min(MAX_PAUSE, 2.0**child.quick_deaths / 2)
-            child.start_at = now + pause
             child.proc = None
             child.restarts += 1
-            log.warning(
-                "%s exited with code %s after %.1f s; restarting in %.1f s",
-                child.label,
-                code,
-                lived,
-                pause,
-            )
+            pause, why = self._pause_after(child, code, now - child.started, now)
+            child.start_at = now + pause
+            log.warning("%s %s; restarting it %s", child.label, why, _when(pause))
         if now < child.start_at:
             return
         # A process group of its own: Ctrl+C in a terminal reaches the supervisor alone, which
@@ -134,6 +139,26 @@ class Supervisor:
         child.proc = subprocess.Popen(child.argv, env=self.env, preexec_fn=preexec, process_group=0)
         child.started = now
         log.info("%s started (pid %d)", child.label, child.proc.pid)
+
+    def _pause_after(self, child: Child, code: int, lived: float, now: float) -> tuple[float, str]:
+        """How long `child`'s slot waits before its next start, and why, in words."""
+        if code < 0 and -code not in _CRASH_SIGNALS:
+            return 0.0, f"was killed by {_signal_name(-code)} after {lived:.1f} s"
+        how = f"crashed with {_signal_name(-code)}" if code < 0 else f"exited with code {code}"
+        if lived >= HEALTHY_AFTER:
+            child.quick_deaths = 0
+            return 0.0, f"{how} after {lived:.1f} s"
+        child.quick_deaths += 1
+        pause = min(MAX_PAUSE, 2.0 ** (child.quick_deaths - 1))
+        why = f"{how} by itself after {lived:.1f} s ({child.quick_deaths} in a row so soon)"
+        others = [c for c in self.children if c.worker and c is not child]
+        if (
+            child.worker
+            and pause > LAST_SLOT_PAUSE
+            and all(c.proc is None and c.start_at > now for c in others)
+        ):
+            return LAST_SLOT_PAUSE, f"{why}; every other worker slot is paused"
+        return pause, why
 
     def _stop_all(self) -> None:
         running = [c.proc for c in self.children if c.proc is not None and c.proc.poll() is None]
@@ -146,6 +171,17 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+def _when(pause: float) -> str:
+    return "now" if pause <= 0 else f"in {pause:.1f} s"
 
 
 def worker_children(
@@ -166,7 +202,11 @@ def worker_children(
     ]
     if recover_every is not None:
         children.append(
-            Child("recovery", [*cli, "recover", "--every", str(recover_every), *recover_args])
+            Child(
+                "recovery",
+                [*cli, "recover", "--every", str(recover_every), *recover_args],
+                worker=False,
+            )
         )
     return children
 

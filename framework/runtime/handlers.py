@@ -7,6 +7,7 @@ import asyncio
 import concurrent.futures
 import contextvars
 import copy
+import threading
 import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -40,6 +41,8 @@ def invoke(
     A sync handler that overruns cannot be killed from Python; its thread is abandoned and its
     late result discarded (the RQ worker enforces hard timeouts by killing the work horse).
     """
+    # In this caller's context: the step's span and log scope (statesaga.observability).
+    context = contextvars.copy_context()
     if is_async:
         coro = func(ctx)
         if timeout is not None:
@@ -52,22 +55,35 @@ def invoke(
             except TimeoutError:
                 raise HandlerTimeout() from None
         # Called from inside an event loop (e.g. the async managers): run on a fresh loop.
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            try:
-                return pool.submit(contextvars.copy_context().run, asyncio.run, coro).result()
-            except TimeoutError:
-                raise HandlerTimeout() from None
+        try:
+            return _in_thread(lambda: context.run(asyncio.run, coro)).result()
+        except TimeoutError:
+            raise HandlerTimeout() from None
     if timeout is None:
         return func(ctx)
-    pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="statesaga-step")
-    # In this caller's context: the step's span and log scope (statesaga.observability).
-    future = pool.submit(contextvars.copy_context().run, func, ctx)
+    future = _in_thread(lambda: context.run(func, ctx))
     try:
         return future.result(timeout=timeout)
     except concurrent.futures.TimeoutError:
         raise HandlerTimeout() from None
-    finally:
-        pool.shutdown(wait=False)
+
+
+def _in_thread(fn: Callable[[], Any]) -> concurrent.futures.Future[Any]:
+    """Run `fn` in a daemon thread. Not an executor's: Python joins those at exit, so a
+    worker stopped at once (a second SIGTERM) or a `run` interrupted with Ctrl+C would wait
+    for the handler to end; a daemon thread is abandoned, its attempt left to recovery."""
+    future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+    def run() -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(fn())
+        except BaseException as exc:  # the caller's to see, as an executor would hand it
+            future.set_exception(exc)
+
+    threading.Thread(target=run, daemon=True, name="statesaga-step").start()
+    return future
 
 
 def resolve(rt: Runtime, wf: WorkflowState, name: str) -> Handler:
