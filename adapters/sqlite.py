@@ -38,6 +38,7 @@ from urllib.parse import parse_qs, urlsplit
 from statesaga.errors import AdapterError, BackendError, BackendUnavailable, StoreFullError
 from statesaga.models import WorkflowState, WorkflowStatus
 
+from ._group_commit import GroupCommit  # noqa: TID251 (relative, as below)
 from ._store import (  # noqa: TID251 (relative, so mypy reads the base class)
     MISSING,
     WRITTEN,
@@ -510,91 +511,3 @@ def _full(exc: sqlite3.OperationalError, path: Path) -> StoreFullError | None:
         f"sqlite store {path}: the disk is full ({exc}); nothing was written. Reads still "
         "work; free space (at least the size of the -wal file next to it) and writes resume"
     )
-
-
-class _Write:
-    """One thread's write waiting for a group commit, and how it ended."""
-
-    def __init__(self, apply: Callable[[sqlite3.Connection], None]) -> None:
-        self.apply = apply
-        self.done = False
-        self.error: BaseException | None = None
-
-
-class GroupCommit:
-    """The writes of several threads of one process in one transaction: one COMMIT, one
-    fsync, for all of them (group commit, as databases do for their log).
-
-    A thread that finds no commit under way becomes the leader: it takes every write waiting
-    so far, runs each in its own savepoint inside one BEGIN IMMEDIATE ... COMMIT on its own
-    connection, and wakes the others. Writes that arrive meanwhile wait for the next leader.
-    Each write keeps its own checks (the revision check is in its UPDATE), and one that raises
-    is rolled back to its savepoint alone and raises in its own thread; a failed COMMIT fails
-    every write of the group. Nothing returns before its transaction is on disk. With one
-    thread a group is one write: the same transaction as before.
-    """
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._waiting: list[_Write] = []
-        self._busy = False
-        #: Transactions committed and writes in them (what the benchmarks report).
-        self.transactions = 0
-        self.writes = 0
-
-    @property
-    def waiting(self) -> int:
-        with self._cond:
-            return len(self._waiting)
-
-    def run(
-        self,
-        apply: Callable[[sqlite3.Connection], None],
-        connection: Callable[[], sqlite3.Connection],
-    ) -> None:
-        mine = _Write(apply)
-        with self._cond:
-            self._waiting.append(mine)
-            while self._busy and not mine.done:
-                self._cond.wait()
-            if not mine.done:
-                self._busy = True
-                group, self._waiting = self._waiting, []
-        if not mine.done:
-            try:
-                self._commit(group, connection)
-            finally:
-                with self._cond:
-                    self._busy = False
-                    self._cond.notify_all()
-        if mine.error is not None:
-            raise mine.error
-
-    def _commit(self, group: list[_Write], connection: Callable[[], sqlite3.Connection]) -> None:
-        try:
-            conn = connection()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                for write in group:
-                    conn.execute("SAVEPOINT one_write")
-                    try:
-                        write.apply(conn)
-                    except Exception as exc:
-                        conn.execute("ROLLBACK TO one_write")
-                        write.error = exc
-                    conn.execute("RELEASE one_write")
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            self.transactions += 1
-            self.writes += len(group)
-        except BaseException as exc:
-            for write in group:
-                write.error = write.error or exc
-            if not isinstance(exc, Exception):
-                raise
-        finally:
-            for write in group:
-                write.done = True

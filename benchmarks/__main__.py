@@ -21,7 +21,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import dashboard, distributed, embedded, roundtrips, scale, transition
+from . import dashboard, distributed, embedded, roundtrips, scale, scaling, transition
 from ._common import Mode, Row, machine
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -33,6 +33,7 @@ BENCHMARKS: dict[str, Callable[[Mode], Row | list[Row]]] = {
     "scale": scale.run,
     "roundtrips": roundtrips.run,
     "dashboard": dashboard.run,
+    "scaling": scaling.run,
 }
 
 

@@ -151,6 +151,7 @@ def run_worker(settings: WorkerSettings) -> bool:
     if not isinstance(queue, WorkerQueue):
         raise AdapterError(
             "statesaga worker needs an rq:// queue URL (e.g. rq://127.0.0.1:6379/0?queue=statesaga)"
+            " or an sqlq:// one (e.g. sqlq:///statesaga.db, no Redis)"
         )
     log.info(
         "worker %s: queue %s, store %s, handlers %s",

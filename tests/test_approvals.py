@@ -168,6 +168,7 @@ def test_reject_from_the_command_line(tmp_path: Path, sqlite_url: str) -> None:
     assert f"{wf_id} COMPENSATED" in out.stdout
 
 
+@pytest.mark.slow
 def test_signal_checks_a_wait_steps_payload_schema_before_storing(
     tmp_path: Path, sqlite_url: str
 ) -> None:
@@ -211,6 +212,7 @@ def test_a_revision_that_adds_a_dependency_closes_the_request_until_it_ran(
     assert order.index("c") < order.index("pay")
 
 
+@pytest.mark.slow
 def test_approve_on_the_inline_queue_needs_the_tools_first(tmp_path: Path, sqlite_url: str) -> None:
     """Without the tools module, approving would run the payment here and fail every attempt:
     refused before anything changes, naming what to pass."""

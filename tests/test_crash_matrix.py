@@ -170,6 +170,7 @@ def test_a_lost_attempt_that_cost_the_last_retry_is_reported_as_correct(tmp_path
     assert "ok (a lost attempt of reserve_hotel cost a retry)" in table
 
 
+@pytest.mark.slow
 def test_a_claimed_pivot_is_no_reason_to_halt_and_a_lost_one_halts_as_documented(
     tmp_path: Path,
 ) -> None:
@@ -208,6 +209,7 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_an_approval_saga_is_checked_with_its_signal_and_its_timeout_fast_forwarded(
     tmp_path: Path,
 ) -> None:
@@ -250,6 +252,7 @@ def test_check_crashes_refuses_a_signal_for_a_step_that_does_not_wait(tmp_path: 
 
 
 @pytest.mark.redis
+@pytest.mark.slow
 def test_an_approval_saga_with_its_signal_on_rq_with_real_redis(
     redis_client: redis.Redis, redis_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -80,3 +80,45 @@ def test_a_failed_commit_fails_every_save_of_its_group_and_stores_none(tmp_path:
     store.save(wf)  # the group is free again
     assert store.get(wf.id).revision == 2
     store.close()
+
+
+def test_a_write_that_raises_fails_alone_and_the_rest_of_its_group_is_stored(
+    tmp_path: Path,
+) -> None:
+    """No savepoint per write: SQLite undoes the failing statement alone, the transaction goes
+    on, and every thread learns how its own write ended."""
+    store = SQLiteStore(tmp_path / "g.db")
+    conn = store._thread_conn()
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
+    conn.execute("INSERT INTO t VALUES (2, 'taken')")
+    other = sqlite3.connect(tmp_path / "g.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # the group forms behind the lock
+    outcomes: dict[int, BaseException | None] = {}
+
+    def write(n: int) -> None:
+        try:
+            store.group_commit.run(
+                lambda c: c.execute("INSERT INTO t VALUES (?, ?)", (n, f"w{n}")),
+                store._thread_conn,
+            )
+            outcomes[n] = None
+        except sqlite3.Error as exc:
+            outcomes[n] = exc
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in (1, 2, 3, 4)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 10
+    while store.group_commit.waiting < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    before = store.group_commit.transactions
+    other.execute("COMMIT")
+    other.close()
+    for t in threads:
+        t.join(timeout=30)
+    assert isinstance(outcomes.pop(2), sqlite3.IntegrityError)
+    assert outcomes == {1: None, 3: None, 4: None}
+    assert store.group_commit.transactions - before == 2  # the leader, then the other three
+    rows = store._thread_conn().execute("SELECT id, v FROM t ORDER BY id").fetchall()
+    assert rows == [(1, "w1"), (2, "taken"), (3, "w3"), (4, "w4")]
+    store.close()

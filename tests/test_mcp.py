@@ -95,6 +95,7 @@ def env_for(tmp_path: Path) -> dict[str, str]:
     }
 
 
+@pytest.mark.slow  # a real `statesaga mcp` process
 def test_mcp_over_stdio(tmp_path: Path) -> None:
     env = env_for(tmp_path)
     params = StdioServerParameters(
@@ -111,6 +112,7 @@ def test_mcp_over_stdio(tmp_path: Path) -> None:
     anyio.run(main)
 
 
+@pytest.mark.slow  # a real `statesaga mcp` server
 def test_mcp_over_http_and_no_approvals_unless_asked(tmp_path: Path) -> None:
     env = env_for(tmp_path)
     with socket.socket() as s:

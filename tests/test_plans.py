@@ -267,6 +267,7 @@ def test_removing_every_item_left_completes_the_plan(engine: Engine) -> None:
 
 
 # -- the CLI, as a user runs it ------------------------------------------------------------------
+@pytest.mark.slow
 def test_plan_run_revise_show_approve_from_the_command_line(
     tmp_path: Path, sqlite_url: str
 ) -> None:
@@ -471,6 +472,7 @@ def test_the_scripted_agent_example_plans_revises_and_finishes(tmp_path: Path) -
     assert re.search(r"WF-\S+: COMPLETED after 2 plan versions", out.stdout)
 
 
+@pytest.mark.slow
 def test_plan_diagrams_of_a_version_and_of_the_running_plan(tmp_path: Path) -> None:
     db = tmp_path / "a.db"
     subprocess.run([sys.executable, "-m", "statesaga.examples.agent_planner", "--db", str(db)],
@@ -494,6 +496,7 @@ def test_plan_diagrams_of_a_version_and_of_the_running_plan(tmp_path: Path) -> N
 
 
 # -- the simulation -----------------------------------------------------------------------------
+@pytest.mark.slow
 def test_the_plan_simulation_holds_its_invariants() -> None:
     from statesaga.verify.plansim import run_plan_seeds
 
@@ -503,6 +506,7 @@ def test_the_plan_simulation_holds_its_invariants() -> None:
     assert {"COMPLETED", "COMPENSATED"} <= set(summary.outcomes)
 
 
+@pytest.mark.slow
 def test_the_plan_simulation_catches_a_revision_of_a_started_item(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

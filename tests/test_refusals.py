@@ -108,6 +108,7 @@ def damaged_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.mark.parametrize("kind", ["bytes", "schema", "revision"])
+@pytest.mark.slow
 def test_list_recover_and_status_go_on_past_a_damaged_document_and_name_it(
     damaged_store_url: str, kind: str, tmp_path: Path
 ) -> None:
@@ -265,6 +266,7 @@ def _refused_runs(trip: str) -> list[tuple[str, ...]]:
     ]
 
 
+@pytest.mark.slow
 def test_a_refused_run_makes_no_store(folder: Path) -> None:
     trip = str(EXAMPLES / "trip.yaml")
     for args in _refused_runs(trip):
@@ -288,6 +290,7 @@ def test_a_refused_run_makes_no_store(folder: Path) -> None:
         assert not (folder / "x").exists(), args
 
 
+@pytest.mark.slow
 def test_every_refused_command_leaves_the_store_byte_identical(folder: Path) -> None:
     db = folder / "s.db"
     store = ("--store", f"sqlite:///{db}")

@@ -129,6 +129,7 @@ def test_cli_simulate(tmp_path: Path) -> None:
     assert "bad.yaml" in out.stderr and out.stdout == ""
 
 
+@pytest.mark.slow
 def test_the_simulation_catches_a_claimed_pivot_taken_for_a_started_one(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

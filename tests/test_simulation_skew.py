@@ -20,6 +20,7 @@ SKEWED = Rates(skewed=1.0)
 
 
 @pytest.mark.parametrize("path", list(SAGAS.values()), ids=list(SAGAS))
+@pytest.mark.slow
 def test_skewed_clocks_and_a_full_disk_keep_every_invariant(path: Path) -> None:
     saga = load_definition(path)
     summary = run_seeds(saga, range(200), rates=SKEWED)

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -64,6 +65,7 @@ class Fleet:
     base: str
     redis_url: str
     queue: str
+    store_path: Path
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def api(self, method: str, path: str, body: Any = None) -> Any:
@@ -149,7 +151,7 @@ def running_fleet(redis_url: str, tmp: Path, count: int) -> Iterator[Fleet]:
          "--create"],
         stdout=logs[count], stderr=subprocess.STDOUT, env=env,
     )  # fmt: skip
-    f = Fleet(f"http://127.0.0.1:{port}", redis_url, queue, workers)
+    f = Fleet(f"http://127.0.0.1:{port}", redis_url, queue, tmp / "fleet.db", workers)
     try:
         f.until(lambda: _answers(f.base), "statesaga serve")
         f.until(lambda: len(f.api("GET", "/api/workers")["workers"]) == count, "live workers")
@@ -334,9 +336,15 @@ def test_failed_jobs_are_listed_and_only_a_statesaga_job_is_requeued(fleet: Flee
     queue = RQQueue.from_url(
         fleet.redis_url.replace("redis://", "rq://", 1) + f"?queue={fleet.queue}"
     )
-    # a statesaga job whose workflow is not in the store fails in the worker; a job that is
-    # not statesaga's is refused unrun
-    queue.enqueue(Job("step", "WF-20990101-deadbeef", "reserve", 1))
+    # a statesaga job whose stored workflow cannot be read fails in the worker (one whose
+    # workflow is not there is only a warning); a job that is not statesaga's is refused unrun
+    damaged = "WF-20990101-deadbeef"
+    with sqlite3.connect(fleet.store_path) as db:
+        db.execute(
+            "INSERT INTO workflows (id, revision, status, created_at, doc) VALUES (?, 1, ?, 0, ?)",
+            (damaged, "RUNNING", json.dumps({"id": damaged, "steps": "not a list"})),
+        )
+    queue.enqueue(Job("step", damaged, "reserve", 1))
     foreign = queue.rq_queue.enqueue("os.getcwd").id
 
     def failed() -> dict[str, dict[str, Any]]:
@@ -344,8 +352,8 @@ def test_failed_jobs_are_listed_and_only_a_statesaga_job_is_requeued(fleet: Flee
         return {j["id"]: j for j in listed} if len(listed) >= 2 else {}
 
     jobs = fleet.until(failed, "both jobs failed")
-    mine = next(j for j in jobs.values() if j["workflow_id"] == "WF-20990101-deadbeef")
-    assert mine["requeueable"] and "NotFoundError" in mine["reason"]
+    mine = next(j for j in jobs.values() if j["workflow_id"] == damaged)
+    assert mine["requeueable"] and f"stored {damaged}" in mine["reason"], mine
     assert not jobs[foreign]["requeueable"] and "refused by statesaga" in jobs[foreign]["reason"]
     with pytest.raises(urllib.error.HTTPError) as refused:
         fleet.api("POST", f"/api/jobs/{foreign}/requeue", {"by": "olga"})
@@ -360,7 +368,7 @@ def test_failed_jobs_are_listed_and_only_a_statesaga_job_is_requeued(fleet: Flee
     assert fleet.api("POST", f"/api/jobs/{mine['id']}/requeue", {"by": "olga"}) == {
         "requeued": mine["id"]
     }
-    # it ran again (and failed again: its workflow still is not there)
+    # it ran again (and failed again: its workflow still cannot be read)
     fleet.until(
         lambda: (again := failed().get(mine["id"])) and again["failed_at"] > mine["failed_at"],
         "the requeued job run again",

@@ -37,7 +37,7 @@ from .running import echo_waiting, report_unreadable
     default=None,
     envvar="STATESAGA_QUEUE",
     show_envvar=True,
-    help="rq:// queue URL (default: rq://127.0.0.1:6379/0?queue=statesaga)",
+    help="rq:// or sqlq:// queue URL (default: rq://127.0.0.1:6379/0?queue=statesaga)",
 )
 @click.option(
     "--store",
@@ -121,7 +121,8 @@ def worker(
     metrics_port: int | None,
     metrics_host: str | None,
 ) -> None:
-    """Run step and compensation jobs from an RQ queue (SIGTERM: finish the step, then exit)."""
+    """Run step and compensation jobs from an rq:// or sqlq:// queue (SIGTERM: finish the
+    step, then exit)."""
     import os
 
     from ..observability.otel import configure_from_env, prometheus_wanted

@@ -1,0 +1,353 @@
+"""Row 7: the scaling curve, steps/s as the number of workflows in flight grows.
+
+    python -m benchmarks.scaling [--quick] [--levels 1,2,4,8,32] [--no-dbos] [--no-rq]
+
+The saga is row 2's (five sequential no-op steps, every step's outcome on disk before the next
+starts: SQLite synchronous=FULL). At each level k of workflows in flight:
+
+- embedded: k threads of one process sharing one SQLite store (its group commit), as the
+  request threads of a web application run sagas (`benchmarks.embedded.Statesaga`).
+- ceiling: the same k threads on the memory store: no I/O, the engine's CPU alone. One
+  process runs Python on one core at a time (the GIL), so this is the most threads in one
+  process can do, whatever the store.
+- sqlq: `statesaga worker` processes sharing one SQLite file as store and queue (`sqlq://`),
+  one per core (up to k) with k in all running at once (`?threads=`), this process starting
+  the workflows: what the machine's other cores add, without Redis.
+- DBOS: k workflows at once on k threads, its SQLite system database as DBOS configures it
+  (the bench extra; without it the DBOS columns say so).
+- RQ: 1, 2 and 4 `statesaga worker` processes on RQ and Redis (the Redis store), as
+  benchmarks/rq_throughput.py runs them, against DBOS at the same concurrency.
+
+The in-process sides run interleaved, a block each in turn (fsync latency on a shared disk
+drifts by several times within minutes); each round then runs the process sides once. Worker
+processes are started and registered before the clock starts; the clock stops when the last
+workflow is COMPLETED. Every ratio is of figures from this one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from statesaga.adapters.inline import InlineQueue
+from statesaga.adapters.memory import MemoryStore
+from statesaga.adapters.sqlite import SQLiteStore
+from statesaga.adapters.sqlite_queue import SQLiteQueue
+from statesaga.definition import load_definition
+from statesaga.engine import Engine
+from statesaga.models import WorkflowStatus
+from statesaga.ports import Store
+from statesaga.security.allowlist import AllowList
+
+from ._common import STEPS, Mode, Row, noop_definition, noop_registry
+from .embedded import RESULTS, Dbos, Statesaga, dbos_available
+
+ROOT = Path(__file__).resolve().parent.parent
+HANDLERS = "benchmarks._noop_handlers"
+SAGA = {
+    "workflow": "bench_noop_workers",
+    "handlers": [HANDLERS],
+    "steps": [{"name": f"s{i}", "action": "noop"} for i in range(STEPS)],
+}
+LEVELS = (1, 2, 4, 8, 32)
+RQ_WORKERS = (1, 2, 4)
+
+
+class Ceiling(Statesaga):
+    """`Statesaga` on the memory store: the same engine and threads, no I/O."""
+
+    def __init__(self, in_flight: int) -> None:
+        self.store: Store = MemoryStore()  # type: ignore[assignment]
+        self.eager = True
+        self.in_flight = in_flight
+        self.engines = threading.local()
+        self.pool = ThreadPoolExecutor(in_flight) if in_flight > 1 else None
+        self.definition = noop_definition()
+        self.run_one(self.definition)
+
+    def engine(self) -> Engine:
+        engine: Engine | None = getattr(self.engines, "engine", None)
+        if engine is None:
+            engine = Engine(self.store, InlineQueue(), noop_registry(), heartbeat_interval=0)
+            self.engines.engine = engine
+        return engine
+
+    def commits_per_write(self) -> float:
+        return 0.0
+
+
+def shape(in_flight: int) -> tuple[int, int]:
+    """Worker processes and threads each for `in_flight` workflows at once: a process per core
+    (more would only share the cores), threads for the rest (their saves share a commit)."""
+    processes = min(in_flight, os.cpu_count() or 1)
+    return processes, -(-in_flight // processes)
+
+
+class Workers:
+    """`statesaga worker` processes on one SQLite file (store and sqlq:// queue), each running
+    `threads` jobs at once."""
+
+    def __init__(self, db: Path, processes: int, threads: int, log: Path) -> None:
+        store_url, queue_url = f"sqlite:///{db}", f"sqlq:///{db}?threads={threads}"
+        self.store = SQLiteStore(db)
+        self.queue = SQLiteQueue(db)
+        self.engine = Engine(
+            self.store, self.queue, heartbeat_interval=0, allowed=AllowList.of([HANDLERS])
+        )
+        self.definition = load_definition(SAGA)
+        self.done = 0
+        self.log = log.open("ab")
+        cmd = [sys.executable, "-m", "statesaga.cli", "worker", "--queue", queue_url,
+               "--store", store_url, "--handlers", HANDLERS, "--log-level", "WARNING"]  # fmt: skip
+        path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+        env = {**os.environ, "PYTHONPATH": path}
+        self.procs = [
+            subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=self.log, stderr=self.log)
+            for _ in range(processes)
+        ]
+        deadline = time.monotonic() + 120
+        while self.queue.worker_count() < processes:
+            if time.monotonic() > deadline or any(p.poll() is not None for p in self.procs):
+                self.close()
+                raise RuntimeError(f"sqlq workers did not start; see {log}")
+            time.sleep(0.05)
+
+    def block(self, n: int) -> float:
+        """Start n workflows here; seconds until every one is COMPLETED."""
+        t0 = time.perf_counter()
+        for _ in range(n):
+            self.engine.start(self.definition, {})
+        self.done += n
+        while self.store.count_by_status().get(WorkflowStatus.COMPLETED.value, 0) < self.done:
+            time.sleep(0.005)
+        return time.perf_counter() - t0
+
+    def close(self) -> None:
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            proc.wait(60)
+        self.log.close()
+        self.queue.close()
+        self.store.close()
+
+
+def _rq_rates(workers: tuple[int, ...], n: int, tmp: Path) -> dict[int, float]:
+    """statesaga on RQ + Redis with 1, 2, 4 worker processes (benchmarks/rq_throughput.py)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import rq_throughput
+
+    with rq_throughput.redis_server(None) as url:
+        return {w: rq_throughput.run_statesaga(url, w, n, "redis", tmp) for w in workers}
+
+
+def run(
+    mode: Mode,
+    levels: tuple[int, ...] | None = None,
+    *,
+    dbos: bool = True,
+    rq: bool = True,
+    directory: Path | None = None,
+) -> list[Row]:
+    levels = levels or ((1, 2) if mode == "smoke" else LEVELS)
+    # Workflows per block: `per_level` per workflow in flight, at least `least`.
+    per_level = {"smoke": 1, "quick": 4, "full": 16}[mode]
+    least = {"smoke": 3, "quick": 24, "full": 100}[mode]
+    rounds = {"smoke": 1, "quick": 2, "full": 4}[mode]
+    with_dbos = dbos and mode != "smoke" and dbos_available()
+    processes = mode != "smoke"
+    base = directory or RESULTS
+    base.mkdir(parents=True, exist_ok=True)
+    rates: dict[str, dict[int, float]] = {}
+    commits: dict[int, float] = {}
+    rq_why: str | None = None
+    with tempfile.TemporaryDirectory(prefix="scaling-", dir=base) as tmp_name:
+        tmp = Path(tmp_name)
+        for k in levels:
+            n = max(per_level * k, least)
+            sides: dict[str, Any] = {
+                "embedded": Statesaga(tmp / f"embedded-{k}.db", in_flight=k),
+                "ceiling": Ceiling(k),
+            }
+            if k == 1:
+                sides["normal"] = Statesaga(tmp / "normal.db", "normal")
+            if with_dbos:
+                sides["dbos"] = Dbos(tmp / f"dbos-{k}.sqlite", False, base / f"dbos-{k}.log", k)
+            # One process per core with threads, and (up to 8) one process per workflow.
+            pools: dict[str, Workers] = {}
+            try:
+                if processes:
+                    pools["sqlq"] = Workers(tmp / f"sqlq-{k}.db", *shape(k), base / "sqlq.log")
+                    if shape(k) != (k, 1) and k <= 8:
+                        pools["sqlq_processes"] = Workers(
+                            tmp / f"sqlq-p{k}.db", k, 1, base / "sqlq.log"
+                        )
+                seconds = dict.fromkeys([*sides, *pools], 0.0)
+                for _ in range(rounds):
+                    for name, side in [*sides.items(), *pools.items()]:
+                        seconds[name] += side.block(n)
+                commits[k] = sides["embedded"].commits_per_write()
+            finally:
+                for side in [*sides.values(), *pools.values()]:
+                    side.close()
+            for name, took in seconds.items():
+                rates.setdefault(name, {})[k] = rounds * n * STEPS / took
+        if rq and mode != "smoke":
+            rq_n = {"quick": 20, "full": 200}[mode]
+            try:
+                rates["rq"] = _rq_rates(RQ_WORKERS, rq_n, tmp)
+            except (ImportError, SystemExit) as exc:  # no rq, or no redis-server
+                rq_why = f"RQ not run: {type(exc).__name__}: {exc}"
+        if with_dbos:
+            for w in RQ_WORKERS:
+                if "rq" in rates and w not in rates["dbos"]:
+                    side = Dbos(tmp / f"dbos-rq-{w}.sqlite", False, base / f"dbos-{w}.log", w)
+                    try:
+                        n = max(per_level * w, least) * rounds
+                        rates["dbos"][w] = n * STEPS / side.block(n)
+                    finally:
+                        side.close()
+    dbos_why = None
+    if not with_dbos:
+        why = "not asked for" if not dbos else "smoke mode" if mode == "smoke" else None
+        dbos_why = f"DBOS not run: {why or 'pip install dbos (the bench extra)'}"
+    return _rows(rates, commits, dbos_why, rq_why)
+
+
+def _rows(
+    rates: dict[str, dict[int, float]],
+    commits: dict[int, float],
+    dbos_why: str | None,
+    rq_error: str | None,
+) -> list[Row]:
+    emb, ceiling = rates["embedded"], rates["ceiling"]
+    dbos = rates.get("dbos", {})
+    one = emb[min(emb)]
+    rows = []
+
+    def against_dbos(
+        name: str, ours: float, k: int, target: str, wanted: float | None, note: str
+    ) -> Row:
+        peer = dbos.get(k)
+        ratio = None if peer is None else ours / peer
+        return Row(
+            name=name,
+            ours=ours,
+            baseline=peer,
+            unit="steps/s",
+            ratio=ratio,
+            target=target if wanted is not None else "(informational)",
+            met=None if ratio is None or wanted is None else ratio >= wanted,
+            note=note + ("" if dbos_why is None else f"; {dbos_why}"),
+        )
+
+    for k in sorted(emb):
+        rows.append(
+            against_dbos(
+                f"7. {k} in flight, embedded (threads of one process) vs DBOS {k}",
+                emb[k],
+                k,
+                "≥ 3× DBOS" if k == 1 else "≥ 6× DBOS",
+                3.0 if k == 1 else 6.0 if k == 8 else None,
+                f"{emb[k] / one:.2f}× its one at a time; ceiling (memory store, {k} threads)"
+                f" {ceiling[k]:,.0f} steps/s, {emb[k] / ceiling[k]:.0%} of it;"
+                f" {commits[k] * 100:.0f} transactions per 100 writes",
+            )
+        )
+    for k, rate in sorted(rates.get("sqlq", {}).items()):
+        p, t = shape(k)
+        rows.append(
+            against_dbos(
+                f"7b. {k} in flight, {p} worker process(es) × {t} thread(s) on sqlq:// vs DBOS {k}",
+                rate,
+                k,
+                "≥ 6× DBOS",
+                6.0 if k == 8 else None,
+                f"{rate / one:.2f}× embedded one at a time; one SQLite file for store and"
+                " queue, workflows started by the benchmark process",
+            )
+        )
+    for w, rate in sorted(rates.get("rq", {}).items()):
+        rows.append(
+            against_dbos(
+                f"7c. {w} RQ worker(s) (Redis store) vs DBOS {w}",
+                rate,
+                w,
+                "",
+                None,
+                f"{rate / one:.2f}× embedded one at a time",
+            )
+        )
+    for k, rate in sorted(rates.get("sqlq_processes", {}).items()):
+        rows.append(
+            against_dbos(
+                f"7b. {k} in flight, {k} worker processes × 1 thread on sqlq:// vs DBOS {k}",
+                rate,
+                k,
+                "",
+                None,
+                f"{rate / one:.2f}× embedded one at a time; more processes than cores",
+            )
+        )
+    if rq_error:
+        rows.append(Row(name="7c. RQ workers", status="pending", note=rq_error))
+    best8 = max(
+        emb.get(8, 0.0), *(rates.get(s, {}).get(8, 0.0) for s in ("sqlq", "sqlq_processes"))
+    )
+    if 8 in emb:
+        rows.append(
+            Row(
+                name="7t. 8 in flight vs one at a time, same run (best of embedded, sqlq)",
+                ours=best8,
+                baseline=one,
+                unit="steps/s",
+                ratio=best8 / one,
+                target="≥ 2×",
+                met=best8 / one >= 2,
+                note=f"embedded {emb[8] / one:.2f}×"
+                + (f", sqlq {rates['sqlq'][8] / one:.2f}×" if 8 in rates.get("sqlq", {}) else ""),
+            )
+        )
+    normal = rates.get("normal", {}).get(1)
+    if normal:
+        rows.append(
+            Row(
+                name="7t. one at a time vs its own synchronous=NORMAL",
+                ours=one,
+                baseline=normal,
+                unit="steps/s",
+                ratio=one / normal,
+                target="≥ 0.75×",
+                met=one / normal >= 0.75,
+                note="NORMAL is not durable per step: the distance is what the fsyncs cost",
+            )
+        )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--levels", help="comma-separated workflows in flight (default 1,2,4,8,32)")
+    parser.add_argument("--no-dbos", action="store_true")
+    parser.add_argument("--no-rq", action="store_true")
+    args = parser.parse_args()
+    levels = tuple(int(x) for x in args.levels.split(",")) if args.levels else None
+    mode: Mode = "quick" if args.quick else "full"
+    for row in run(mode, levels, dbos=not args.no_dbos, rq=not args.no_rq):
+        ours = "–" if row.ours is None else f"{row.ours:,.0f}"
+        base = "–" if row.baseline is None else f"{row.baseline:,.0f}"
+        ratio = "–" if row.ratio is None else f"{row.ratio:.2f}×"
+        print(f"{row.name}: {ours} vs {base} ({ratio}) {row.target} {row.note}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
