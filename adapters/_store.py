@@ -33,6 +33,7 @@ from typing import NamedTuple, TypeGuard
 
 from statesaga.errors import ConflictError, DefinitionError, NotFoundError, Problem
 from statesaga.models import WorkflowState, WorkflowStatus, readable_documents
+from statesaga.ports import Store
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -125,7 +126,7 @@ def fold_heartbeat(wf: WorkflowState, heartbeat_us: int | None) -> WorkflowState
     return wf
 
 
-class DocumentStore(ABC):
+class DocumentStore(Store, ABC):  # type: ignore[misc]  # mypy reads statesaga.* as Any here
     """The Store port over a backend's primitive operations (see the module docstring)."""
 
     def __init__(self) -> None:

@@ -13,10 +13,10 @@ import time
 from collections.abc import Callable
 
 from statesaga.errors import AdapterError
-from statesaga.ports import Job, JobRunner
+from statesaga.ports import Job, JobRunner, Queue
 
 
-class InlineQueue:
+class InlineQueue(Queue):  # type: ignore[misc]  # mypy reads statesaga.* as Any here
     #: Jobs run in the process that enqueues them, in `drain` (the CLI waits here for them).
     in_process = True
 

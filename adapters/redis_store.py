@@ -47,6 +47,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
+import statesaga.adapters._redis_errors  # noqa: F401 (declares redis-py's errors to the core)
 from statesaga.adapters._redis_url import (
     CLIENT_DEFAULTS,
     check_redis_url,
@@ -219,7 +220,7 @@ class RedisStore(DocumentStore):
         """Refuse a server that would lose every workflow when it restarts (see the module
         docstring); `?durability=none` in the URL skips this check. A server that cannot be
         reached raises redis-py's ConnectionError, as any other command would."""
-        where = self._where()
+        where = _server(self.client)
         aof, save = self._persistence()
         if aof:
             return
@@ -255,15 +256,6 @@ class RedisStore(DocumentStore):
             # CONFIG renamed away or denied (managed Redis): AOF still shows in INFO.
             info = self.client.info("persistence")
             return bool(int(info.get("aof_enabled", 0))), None
-
-    def _where(self) -> str:
-        kwargs = self.client.connection_pool.connection_kwargs
-        if "path" in kwargs:
-            return f"unix:{kwargs['path']}"
-        service = getattr(self.client.connection_pool, "service_name", None)
-        if service is not None:
-            return f"the primary of {service!r}/{kwargs.get('db', 0)}"
-        return f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
 
     # -- keys ------------------------------------------------------------------------------
     def _doc_key(self, workflow_id: str) -> str:
@@ -360,13 +352,13 @@ class RedisStore(DocumentStore):
             log.warning(
                 "redis store at %s: a save reached %s of %s replicas within %s ms; until "
                 "they keep up, a failover may lose the latest saves",
-                self._where(),
+                _server(self.client),
                 acked,
                 self.wait_replicas,
                 self.wait_timeout,
             )
         elif not behind and self._replicas_behind:
-            log.info("redis store at %s: replicas keep up again", self._where())
+            log.info("redis store at %s: replicas keep up again", _server(self.client))
         self._replicas_behind = behind
         return result
 
@@ -459,6 +451,17 @@ def location(client: redis.Redis) -> str:
         return f"unix://{auth}{kw['path']}?db={kw.get('db', 0)}"
     host, port, db = kw.get("host", "localhost"), kw.get("port", 6379), kw.get("db", 0)
     return f"{scheme}://{auth}{host}:{port}/{db}"
+
+
+def _server(client: redis.Redis) -> str:
+    """The server a store's messages name: a socket, a Sentinel service's primary, host:port."""
+    kwargs = client.connection_pool.connection_kwargs
+    if "path" in kwargs:
+        return f"unix:{kwargs['path']}"
+    service = getattr(client.connection_pool, "service_name", None)
+    if service is not None:
+        return f"the primary of {service!r}/{kwargs.get('db', 0)}"
+    return f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
 
 
 __all__ = ["RedisStore", "location"]

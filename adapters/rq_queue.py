@@ -34,6 +34,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
+import statesaga.adapters._redis_errors  # noqa: F401 (declares redis-py's errors to the core)
 from statesaga.adapters._redis_url import (
     CLIENT_DEFAULTS,
     check_redis_url,
@@ -41,7 +42,7 @@ from statesaga.adapters._redis_url import (
     sentinel_client,
 )
 from statesaga.errors import AdapterError
-from statesaga.ports import Job, JobRunner, ServeOptions
+from statesaga.ports import Job, JobRunner, ServeOptions, WorkerQueue
 from statesaga.worker import JOB_FUNCTION
 
 if TYPE_CHECKING:
@@ -99,7 +100,7 @@ def parse_url(url: str) -> tuple[str, str, dict[str, str]]:
     return redis_url, name, options
 
 
-class RQQueue:
+class RQQueue(WorkerQueue):  # type: ignore[misc]  # mypy reads statesaga.* as Any here
     """The Queue port on RQ: real RQ jobs, JSON-serialized, scheduled by RQ's scheduler."""
 
     def __init__(

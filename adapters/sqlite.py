@@ -35,7 +35,7 @@ from datetime import datetime
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from statesaga.errors import AdapterError, StoreFullError
+from statesaga.errors import AdapterError, BackendError, BackendUnavailable, StoreFullError
 from statesaga.models import WorkflowState, WorkflowStatus
 
 from ._group_commit import GroupCommit  # noqa: TID251 (relative, as below)
@@ -49,6 +49,11 @@ from ._store import (  # noqa: TID251 (relative, so mypy reads the base class)
     micros,
     taken,
 )
+
+# What the core is told of sqlite3's errors (statesaga.errors.BackendError): one line each;
+# an OperationalError (a locked or unopenable file) means the store cannot serve now.
+BackendError.declare(sqlite3.Error, "sqlite")
+BackendUnavailable.declare(sqlite3.OperationalError, "sqlite")
 
 SCHEMA_VERSION = 1
 
@@ -134,30 +139,11 @@ class SQLiteStore(DocumentStore):
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteStore:
-        parts = urlsplit(url)
-        if parts.scheme != "sqlite" or parts.netloc:
-            raise AdapterError(
-                f"not a sqlite store URL: {url!r} "
-                "(expected sqlite:///relative.db or sqlite:////absolute/path.db)"
-            )
-        # urlsplit keeps the slash that separates the empty host from the path.
-        path = parts.path[1:]
-        query = parse_qs(parts.query)
-        unknown = set(query) - {"synchronous", "timeout"}
-        if unknown:
-            raise AdapterError(f"unknown sqlite URL option(s) {sorted(unknown)} in {url!r}")
-        synchronous = query.get("synchronous", ["full"])[-1]
-        try:
-            timeout = float(query.get("timeout", ["30"])[-1])
-        except ValueError:
-            timeout = -1.0
-        if not 0 <= timeout <= 86400:  # also refuses nan and inf
-            raise AdapterError(
-                f"sqlite URL option timeout must be seconds from 0 to 86400: {url!r}"
-            ) from None
-        if not path:
-            raise AdapterError(f"sqlite store URL names no file: {url!r}")
+        path, synchronous, timeout = _parse_url(url)
         return cls(path, synchronous=synchronous, timeout=timeout)
+
+    def location(self) -> str:
+        return str(self.path)
 
     def exists(self) -> bool:
         """Whether the database file is there: read-only commands must not create it."""
@@ -180,7 +166,10 @@ class SQLiteStore(DocumentStore):
 
     def _open(self) -> sqlite3.Connection:
         if self._read_only:
-            return self._open_read_only()
+            conn = _open_read_only(self.path, self.timeout)
+            with self._lock:
+                self._connections.append(conn)
+            return conn
         if self.path.parent != Path("."):
             self.path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: the module must not open transactions behind our back; writes
@@ -191,7 +180,7 @@ class SQLiteStore(DocumentStore):
         )
         conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
         try:
-            mode = self._wal(conn)
+            mode = _wal(conn, self.timeout)
         except BaseException:
             conn.close()
             raise
@@ -203,50 +192,6 @@ class SQLiteStore(DocumentStore):
         with self._lock:
             self._connections.append(conn)
         return conn
-
-    def _open_read_only(self) -> sqlite3.Connection:
-        conn = self._connect_uri("mode=ro")
-        try:
-            conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
-        except sqlite3.OperationalError:
-            # A WAL reader needs the -shm index, which cannot be made on a full disk. With no
-            # WAL content left (every writer closed, so all is in the main file) the file is
-            # read as it is: `immutable` takes no lock and makes no -shm.
-            conn.close()
-            wal = self.path.with_name(self.path.name + "-wal")
-            if wal.is_file() and wal.stat().st_size > 0:
-                raise
-            conn = self._connect_uri("immutable=1")
-        with self._lock:
-            self._connections.append(conn)
-        return conn
-
-    def _connect_uri(self, query: str) -> sqlite3.Connection:
-        uri = f"{self.path.absolute().as_uri()}?{query}"
-        conn = sqlite3.connect(
-            uri, uri=True, timeout=self.timeout, isolation_level=None, check_same_thread=False
-        )
-        conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
-        return conn
-
-    def _wal(self, conn: sqlite3.Connection) -> str:
-        # Switching a file to WAL takes an exclusive lock and SQLite does not call the busy
-        # handler for it: a second process opening the store while the first creates or
-        # writes it gets "database is locked" at once. Wait for it as busy_timeout would.
-        deadline = time.monotonic() + self.timeout
-        pause = 0.005
-        while True:
-            try:
-                mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
-                if str(mode).lower() != "wal":
-                    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-                return str(mode)
-            except sqlite3.OperationalError as exc:
-                busy = "locked" in str(exc) or "busy" in str(exc)
-                if not busy or time.monotonic() >= deadline:
-                    raise
-                time.sleep(pause)
-                pause = min(pause * 2, 0.1)
 
     def _thread_conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -286,7 +231,7 @@ class SQLiteStore(DocumentStore):
         if self._read_only:
             return
         conn = self._thread_conn()
-        if self._schema_is_there(conn):
+        if _schema_is_there(conn):
             # No write at all: even an empty write transaction changes the file's header
             # (its change counter), and a command that is refused must leave the file as it
             # found it.
@@ -303,17 +248,6 @@ class SQLiteStore(DocumentStore):
         except sqlite3.OperationalError as exc:
             raise _full(exc, self.path) or exc from None
         self._initialized = True
-
-    @staticmethod
-    def _schema_is_there(conn: sqlite3.Connection) -> bool:
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        names = {
-            name
-            for (name,) in conn.execute(
-                "SELECT name FROM sqlite_master WHERE tbl_name = 'workflows'"
-            ).fetchall()
-        }
-        return version == SCHEMA_VERSION and _SCHEMA_NAMES <= names
 
     def close(self) -> None:
         with self._lock:
@@ -412,7 +346,7 @@ class SQLiteStore(DocumentStore):
     def _select(
         self, session_id: str | None, status: str | None, limit: int | None
     ) -> Iterable[Stored]:
-        where, params = self._where(session_id, status, None)
+        where, params = _filters(session_id, status, None)
         sql = f"SELECT {_DOCUMENT} FROM workflows"
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -429,24 +363,6 @@ class SQLiteStore(DocumentStore):
     def _rows(self, sql: str, params: builtins.list[object]) -> builtins.list[Stored]:
         return [_stored(row) for row in self._conn().execute(sql, params).fetchall()]
 
-    @staticmethod
-    def _where(
-        session_id: str | None, status: str | None, name: str | None
-    ) -> tuple[builtins.list[str], builtins.list[object]]:
-        where: builtins.list[str] = []
-        params: builtins.list[object] = []
-        if session_id is not None:
-            where.append("session_id = ?")
-            params.append(session_id)
-        if status is not None:
-            where.append("status = ?")
-            params.append(WorkflowStatus(status).value)
-        if name is not None:
-            # The same expression as the workflows_name index, so the index answers it.
-            where.append("json_extract(doc, '$.name') = ?")
-            params.append(name)
-        return where, params
-
     # -- browsing (the web dashboard): newest first, keyset paging -----------------------------
 
     def browse(
@@ -460,7 +376,7 @@ class SQLiteStore(DocumentStore):
     ) -> builtins.list[WorkflowState]:
         """Newest first, strictly older than `before` (created_at, id): a keyset page, so the
         cost of page 1,000 is the cost of page 1."""
-        where, params = self._where(session_id, status, name)
+        where, params = _filters(session_id, status, name)
         if before is not None:
             where.append("(created_at, id) < (?, ?)")
             params += [micros(before[0]), before[1]]
@@ -474,12 +390,117 @@ class SQLiteStore(DocumentStore):
         self, *, session_id: str | None = None, name: str | None = None
     ) -> dict[str, int]:
         # workflows_name ends with status, so a count by definition reads no document.
-        where, params = self._where(session_id, None, name)
+        where, params = _filters(session_id, None, name)
         sql = "SELECT status, COUNT(*) FROM workflows"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " GROUP BY status"
         return {status: n for status, n in self._conn().execute(sql, params).fetchall()}
+
+
+# -- opening the file, the schema, the dashboard's filters ----------------------------------
+
+
+def _parse_url(url: str) -> tuple[str, str, float]:
+    """A sqlite store URL's file, synchronous mode and busy timeout, checked."""
+    parts = urlsplit(url)
+    if parts.scheme != "sqlite" or parts.netloc:
+        raise AdapterError(
+            f"not a sqlite store URL: {url!r} "
+            "(expected sqlite:///relative.db or sqlite:////absolute/path.db)"
+        )
+    # urlsplit keeps the slash that separates the empty host from the path.
+    path = parts.path[1:]
+    query = parse_qs(parts.query)
+    unknown = set(query) - {"synchronous", "timeout"}
+    if unknown:
+        raise AdapterError(f"unknown sqlite URL option(s) {sorted(unknown)} in {url!r}")
+    synchronous = query.get("synchronous", ["full"])[-1]
+    try:
+        timeout = float(query.get("timeout", ["30"])[-1])
+    except ValueError:
+        timeout = -1.0
+    if not 0 <= timeout <= 86400:  # also refuses nan and inf
+        raise AdapterError(
+            f"sqlite URL option timeout must be seconds from 0 to 86400: {url!r}"
+        ) from None
+    if not path:
+        raise AdapterError(f"sqlite store URL names no file: {url!r}")
+    return path, synchronous, timeout
+
+
+def _wal(conn: sqlite3.Connection, timeout: float) -> str:
+    # Switching a file to WAL takes an exclusive lock and SQLite does not call the busy
+    # handler for it: a second process opening the store while the first creates or
+    # writes it gets "database is locked" at once. Wait for it as busy_timeout would.
+    deadline = time.monotonic() + timeout
+    pause = 0.005
+    while True:
+        try:
+            mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+            if str(mode).lower() != "wal":
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            return str(mode)
+        except sqlite3.OperationalError as exc:
+            busy = "locked" in str(exc) or "busy" in str(exc)
+            if not busy or time.monotonic() >= deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.1)
+
+
+def _open_read_only(path: Path, timeout: float) -> sqlite3.Connection:
+    conn = _connect_uri(path, "mode=ro", timeout)
+    try:
+        conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+    except sqlite3.OperationalError:
+        # A WAL reader needs the -shm index, which cannot be made on a full disk. With no
+        # WAL content left (every writer closed, so all is in the main file) the file is
+        # read as it is: `immutable` takes no lock and makes no -shm.
+        conn.close()
+        wal = path.with_name(path.name + "-wal")
+        if wal.is_file() and wal.stat().st_size > 0:
+            raise
+        conn = _connect_uri(path, "immutable=1", timeout)
+    return conn
+
+
+def _connect_uri(path: Path, query: str, timeout: float) -> sqlite3.Connection:
+    uri = f"{path.absolute().as_uri()}?{query}"
+    conn = sqlite3.connect(
+        uri, uri=True, timeout=timeout, isolation_level=None, check_same_thread=False
+    )
+    conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+    return conn
+
+
+def _schema_is_there(conn: sqlite3.Connection) -> bool:
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    names = {
+        name
+        for (name,) in conn.execute(
+            "SELECT name FROM sqlite_master WHERE tbl_name = 'workflows'"
+        ).fetchall()
+    }
+    return version == SCHEMA_VERSION and _SCHEMA_NAMES <= names
+
+
+def _filters(
+    session_id: str | None, status: str | None, name: str | None
+) -> tuple[builtins.list[str], builtins.list[object]]:
+    where: builtins.list[str] = []
+    params: builtins.list[object] = []
+    if session_id is not None:
+        where.append("session_id = ?")
+        params.append(session_id)
+    if status is not None:
+        where.append("status = ?")
+        params.append(WorkflowStatus(status).value)
+    if name is not None:
+        # The same expression as the workflows_name index, so the index answers it.
+        where.append("json_extract(doc, '$.name') = ?")
+        params.append(name)
+    return where, params
 
 
 def _full(exc: sqlite3.OperationalError, path: Path) -> StoreFullError | None:

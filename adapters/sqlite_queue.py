@@ -37,7 +37,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from statesaga.errors import AdapterError
-from statesaga.ports import Job, JobRunner, ServeOptions
+from statesaga.ports import Job, JobRunner, ServeOptions, WorkerQueue
 
 from .sqlite import SQLiteStore  # noqa: TID251 (relative, so mypy reads the class)
 
@@ -68,7 +68,7 @@ DEFAULT_LEASE = 15.0
 _CANDIDATES = 8
 
 
-class SQLiteQueue:
+class SQLiteQueue(WorkerQueue):  # type: ignore[misc]  # mypy reads statesaga.* as Any here
     """The Queue port (and WorkerQueue: `statesaga worker` serves it) on one SQLite file."""
 
     #: Jobs run in worker processes (`statesaga worker`), not where they are enqueued.

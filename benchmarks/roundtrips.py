@@ -31,7 +31,7 @@ from statesaga.adapters.sqlite import SQLiteStore
 from statesaga.definition import WorkflowDefinition, load_definition
 from statesaga.engine import Engine
 from statesaga.models import WorkflowState, WorkflowStatus
-from statesaga.ports import Job, JobRunner
+from statesaga.ports import Job, JobRunner, Queue, Store
 
 from ._common import STEPS, Mode, Row, noop_definition, noop_registry
 from .embedded import RESULTS
@@ -40,7 +40,7 @@ READS = ("get", "list", "list_stale")
 WRITES = ("create", "save", "heartbeat")
 
 
-class CountingStore:
+class CountingStore(Store):
     """A Store that counts each call by (where, operation) and forwards it."""
 
     def __init__(self, inner: SQLiteStore) -> None:
@@ -94,7 +94,7 @@ class CountingStore:
         self.inner.close()
 
 
-class CountingQueue:
+class CountingQueue(Queue):
     """An inline queue that counts enqueues and marks the store's calls made inside jobs."""
 
     def __init__(self, inner: InlineQueue, store: CountingStore) -> None:

@@ -64,7 +64,7 @@ def _engine(store: str, tmp: Path, null: bool) -> Engine:
     backend = MemoryStore() if store == "memory" else SQLiteStore(tmp / f"{null}.db")
     engine = Engine(backend, InlineQueue(), reg, heartbeat_interval=0)
     if null:
-        engine.telemetry = NullTelemetry()  # type: ignore[assignment]
+        engine.runtime.telemetry = NullTelemetry()  # type: ignore[assignment]
         engine.listeners.clear()
     return engine
 

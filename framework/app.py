@@ -148,9 +148,7 @@ def check_reachable(engine: Engine) -> None:
     from .runtime.outage import ride_out
 
     # A server's pause of a few seconds is waited out; one that is down is said at once.
-    check = getattr(engine.queue, "check", None)
-    if check is not None:
-        ride_out(check, "the queue")
+    ride_out(engine.queue.check, "the queue")
     ride_out(engine.store.initialize, "the store")
 
 

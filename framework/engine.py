@@ -1,14 +1,15 @@
 """The Engine: runs sagas by reacting to one event at a time (start, a job's outcome, cancel,
 resume, a signal).
 
-The Engine is the wiring: it holds the collaborators passed in (store, queue, registry, clock)
-and the lifecycles it runs, and hands each kind of work to one small collaborator in
-statesaga.runtime: `transaction` (the kernel every event goes through: load, fire on a working
-copy, save with the revision check, then act outside), `commands` (operator commands and their
-preconditions), `jobs` (claim, call, settle; eager dispatch), `handlers` (calling a handler),
-`observe` (waiting, listeners) and `admission` (checking a definition before its first start).
-Which triggers it fires and which states it groups together come from the tables
-(statesaga.vocabulary).
+The Engine is a facade. Building one gathers what runs a saga into one
+statesaga.runtime.runtime.Runtime value (the store, queue, registry and clock passed in, the
+two compiled lifecycles, telemetry, heartbeats) and hands each kind of work to one small
+collaborator in statesaga.runtime that takes that value: `transaction` (the kernel every
+event goes through: load, fire on a working copy, save with the revision check, then act
+outside), `commands` (operator commands and their preconditions, with `admission` checking a
+definition before its first start), `jobs` (claim, call, settle; eager dispatch), `handlers`
+(calling a handler) and `observe` (waiting, listeners). Which triggers it fires and which
+states it groups together come from the tables (statesaga.vocabulary).
 """
 
 from __future__ import annotations
@@ -25,20 +26,16 @@ from .plugins import ChartSource, lifecycle_chart, load_registry_plugins
 from .ports import Clock, Job, Queue, Store
 from .registry import Registry
 from .runtime import jobs as _jobs
-from .runtime.admission import Admission
 from .runtime.clock import store_clock
 from .runtime.commands import Commands
 from .runtime.effects import install_builtins
 from .runtime.heartbeat import Heartbeats
 from .runtime.jobs import Jobs
 from .runtime.observe import Listener, Observer, waiting_for_signal
+from .runtime.runtime import Probe, Runtime
 from .runtime.transaction import Kernel, TransitionContext, Txn
 from .security.allowlist import AllowList
-from .vocabulary import check, ended
-
-#: Fault injection (statesaga.verify.crashcheck): called with a boundary name and the job at
-#: before_action, after_action, after_save, before_compensation, after_compensation.
-Probe = Callable[[str, Job], None]
+from .vocabulary import check
 
 
 class Engine:
@@ -50,7 +47,8 @@ class Engine:
     caller's registry is left as it was). `workflow_chart` / `step_chart` replace a shipped
     lifecycle with a user's copy of it (a Chart, a YAML path or a dict), checked by
     `plugins.lifecycle_chart` to keep every state and trigger the engine relies on, and by
-    `vocabulary.check` to keep the tags it reads.
+    `vocabulary.check` to keep the tags it reads. `Engine.over(runtime)` builds the facade
+    on a Runtime made elsewhere (the simulation's, with its own ports).
     """
 
     def __init__(
@@ -69,61 +67,126 @@ class Engine:
         handlers: Iterable[ModuleType | Callable[..., Any]] = (),
         allowed: AllowList | None = None,
     ) -> None:
-        self.store = store
-        self.queue = queue
-        self.registry = registry.copy() if registry is not None else Registry()
-        self.registry.register(*handlers)
-        self._allowed = allowed
+        own = registry.copy() if registry is not None else Registry()
+        own.register(*handlers)
         # Plugins first: the built-ins only fill names nobody registered.
-        load_registry_plugins(self.registry)
-        install_builtins(self.registry)
-        # The store's clock unless told otherwise: leases and due times on one clock.
-        self.clock: Clock = clock or store_clock(store)
-        self.worker = worker
-        self.heartbeat_interval = heartbeat_interval
-        self.probe = probe
-        # Eager dispatch (the default): the settle of a step also claims the next ready step
-        # and this process runs it at once, one store write per step instead of two and no
-        # trip through the queue. Other ready steps (parallel branches) still go to the queue.
-        # A claimed step is EXECUTING from that save on; if this process dies before it ends,
-        # it is a lost attempt like any other (stale heartbeat, recovery). A step whose lost
-        # attempt could halt the saga (at or past the pivot) is held instead and claimed by
-        # its own save right before its call (runtime.jobs: claimed is not started).
-        self.eager: bool = bool(eager)
-        # A user's copy of a shipped lifecycle (e.g. with a plugin's effect on a transition).
-        self.workflow_chart = _compiled("workflow", workflow_chart, self.registry)
-        self.step_chart = _compiled("step", step_chart, self.registry)
-        #: Where a workflow has ended: the final states, and those tagged `halted` (FAILED: only
-        #: an operator's restart moves it on).
-        self.ended_states = ended(self.workflow_chart.chart)
-        #: Traces and metrics (OpenTelemetry API): the first listener, and the job hooks.
-        self.telemetry = Telemetry()
-        self.listeners: list[Listener] = [self.telemetry.observe]
-        self.heartbeats = Heartbeats(
-            lambda workflow_id: self.store.heartbeat(workflow_id, self.clock.now()),
-            lambda: self.heartbeat_interval,
+        load_registry_plugins(own)
+        install_builtins(own)
+        runtime = Runtime(
+            store,
+            queue,
+            own,
+            # A user's copy of a shipped lifecycle (e.g. with a plugin's effect on a transition).
+            _compiled("workflow", workflow_chart, own),
+            _compiled("step", step_chart, own),
+            # The store's clock unless told otherwise: leases and due times on one clock.
+            clock=clock or store_clock(store),
+            worker=worker,
+            heartbeat_interval=heartbeat_interval,
+            probe=probe,
+            eager=eager,
+            allowed=allowed,
         )
-        self.kernel = Kernel(self)
-        self.observer = Observer(self)
-        self.commands = Commands(self)
-        self.jobs = Jobs(self)
-        self._admission = Admission(self)
-        queue.bind(self.run_job)
+        self._attach(runtime)
+
+    @classmethod
+    def over(cls, runtime: Runtime) -> Engine:
+        """The facade on a Runtime already built (its registry already holds the built-in
+        effects, its charts are compiled): no plugin is scanned again."""
+        engine = cls.__new__(cls)
+        engine._attach(runtime)
+        return engine
+
+    def _attach(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.kernel = Kernel(runtime)
+        self.commands = Commands(runtime, self.kernel)
+        self.jobs = Jobs(runtime, self.kernel, self.commands.progress)
+        runtime.queue.bind(self.run_job)
+
+    # -- what the runtime holds ------------------------------------------------------------
+    @property
+    def store(self) -> Store:
+        return self.runtime.store
+
+    @property
+    def queue(self) -> Queue:
+        return self.runtime.queue
+
+    @property
+    def clock(self) -> Clock:
+        return self.runtime.clock
+
+    @property
+    def registry(self) -> Registry:
+        return self.runtime.registry
+
+    @property
+    def workflow_chart(self) -> CompiledChart:
+        return self.runtime.workflow_chart
+
+    @property
+    def step_chart(self) -> CompiledChart:
+        return self.runtime.step_chart
+
+    @property
+    def telemetry(self) -> Telemetry:
+        return self.runtime.telemetry
+
+    @property
+    def listeners(self) -> list[Listener]:
+        """Called after each save, for each transition (telemetry's first); append a display."""
+        return self.runtime.listeners
+
+    @property
+    def observer(self) -> Observer:
+        return self.runtime.observer
+
+    @property
+    def heartbeats(self) -> Heartbeats:
+        return self.runtime.heartbeats
+
+    @property
+    def worker(self) -> str | None:
+        return self.runtime.worker
+
+    @property
+    def heartbeat_interval(self) -> float:
+        return self.runtime.heartbeat_interval
+
+    @property
+    def ended_states(self) -> frozenset[str]:
+        return self.runtime.ended_states
+
+    @property
+    def eager(self) -> bool:
+        """See Runtime.eager."""
+        return self.runtime.eager
+
+    @eager.setter
+    def eager(self, value: bool) -> None:
+        self.runtime.eager = bool(value)
+
+    @property
+    def probe(self) -> Probe | None:
+        return self.runtime.probe
+
+    @probe.setter
+    def probe(self, value: Probe | None) -> None:
+        self.runtime.probe = value
 
     @property
     def allowed(self) -> AllowList:
         """The handler modules a definition's `handlers:` hint may make this engine import:
         by default only installed packages' (statesaga.security.allowlist), read when first
         needed."""
-        if self._allowed is None:
-            self._allowed = AllowList.installed()
-        return self._allowed
+        return self.runtime.allow_list()
 
     # -- definitions and commands (statesaga.runtime.admission, .commands) ----------------
     def load(self, definition: WorkflowDefinition) -> None:
         """Register the handler modules a definition names and check every handler exists
         (once per definition object: `start` calls it for every new workflow)."""
-        self._admission.admit(definition)
+        self.commands.admission.admit(definition)
 
     def start(
         self,
@@ -232,7 +295,7 @@ class Engine:
 
     def has_ended(self, status: str) -> bool:
         """Final, or halted for an operator (FAILED): nothing moves it on by itself."""
-        return status in self.ended_states
+        return self.runtime.has_ended(status)
 
     # -- jobs (statesaga.runtime.jobs) -----------------------------------------------------
     def stop_eager(self) -> None:
@@ -264,6 +327,7 @@ def _compiled(name: str, source: ChartSource | None, registry: Registry) -> Comp
 
 __all__ = [
     "Engine",
+    "Runtime",
     "Listener",
     "Probe",
     "TransitionContext",

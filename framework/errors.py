@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from abc import ABC
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 from .security.redact import redact
 
@@ -106,6 +108,48 @@ class StoreFullError(AdapterError):
     """Raised when a store cannot write for now because its disk is full: nothing was written,
     reads still work, and long-running processes wait for space as for an outage
     (statesaga.runtime.outage)."""
+
+
+class BackendError(ABC):  # noqa: B024 (a marker: adapters register their client's classes)
+    """An error a store's or queue's client library raised about its backend (not a bug), as
+    the adapter declared it: the core knows these only by these classes, never the library's.
+    An adapter declares its client's classes at import (`declare`); those that mean the
+    backend cannot serve now, cannot be reached, or did not answer in time go under the
+    subclasses, which the outage handling and the HTTP status read."""
+
+    _shown: ClassVar[dict[type[BaseException], tuple[str, bool]]] = {}
+
+    @classmethod
+    def declare(cls, kind: type[BaseException], backend: str, *, show_type: bool = False) -> None:
+        """`kind` (and its subclasses) is this sort of backend error of `backend`, shown as
+        one line `backend: [Type: ]message`."""
+        cls.register(kind)
+        BackendError._shown[kind] = (backend, show_type)
+
+    @staticmethod
+    def line(exc: BaseException) -> str:
+        """The one line a command shows for it."""
+        for kind in type(exc).__mro__:
+            if kind in BackendError._shown:
+                backend, show_type = BackendError._shown[kind]
+                typed = f"{type(exc).__name__}: " if show_type else ""
+                return f"{backend}: {typed}{exc}".strip()
+        return f"{type(exc).__name__}: {exc}"
+
+
+class BackendUnavailable(BackendError):  # noqa: B024
+    """The backend cannot serve now (a locked database, a server out of reach): an HTTP
+    request is answered 503."""
+
+
+class BackendUnreachable(BackendUnavailable):  # noqa: B024
+    """The backend's server cannot be reached: an outage, which long-running processes wait
+    out (statesaga.runtime.outage)."""
+
+
+class BackendPaused(BackendUnreachable):  # noqa: B024
+    """The backend's server did not answer in time (a pause: a fork for a snapshot, `CLIENT
+    PAUSE`, a failover), unlike one that refuses the connection."""
 
 
 class RegistryError(StatesagaError):

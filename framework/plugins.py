@@ -90,16 +90,13 @@ def scheme(url: str) -> str:
 def open_store(url: str) -> Store:
     """Open the store a URL names (`sqlite:///x.db`, `memory://`, `redis://…`, `arango://…`)."""
     name = scheme(url)
-    store: Store = _from_url(load("statesaga.stores", name), url, f"{name} store")
+    store: Store = _ported(_from_url(load("statesaga.stores", name), url, f"{name} store"), Store)
     return store
 
 
 def only_read(store: Store) -> Store:
-    """`store.read_only()`, before its first use (a plugin store written before read_only()
-    joined the port has none: it is used as it is)."""
-    read_only = getattr(store, "read_only", None)
-    if read_only is not None:
-        read_only()
+    """`store.read_only()`, before its first use (the port's default does nothing)."""
+    store.read_only()
     return store
 
 
@@ -114,16 +111,38 @@ def open_existing_store(url: str) -> Store:
     store = open_store(url)
     only_read(store)
     if not store_exists(store):
-        where = getattr(store, "path", "that URL")
-        raise NoStoreError(f"no {scheme(url)} store at {where}: nothing has been stored there yet")
+        raise NoStoreError(
+            f"no {scheme(url)} store at {store.location()}: nothing has been stored there yet"
+        )
     return store
 
 
 def open_queue(url: str) -> Queue:
     """Open the queue a URL names (`inline://`, `rq://host:6379/0?queue=statesaga`)."""
     name = scheme(url)
-    queue: Queue = _from_url(load("statesaga.queues", name), url, f"{name} queue")
+    queue: Queue = _ported(_from_url(load("statesaga.queues", name), url, f"{name} queue"), Queue)
     return queue
+
+
+def _ported(adapter: Any, port: type[Any]) -> Any:
+    """The adapter, if it offers every member of its port: the optional ones come with the
+    port's defaults to an adapter that subclasses the port (`class MyStore(Store)`), so the
+    core asks for them and never probes. One that lacks some is refused here, by name."""
+    if isinstance(adapter, port):
+        return adapter
+    members = sorted(
+        n
+        for klass in port.__mro__
+        if klass.__module__ == port.__module__
+        for n in (*vars(klass), *klass.__dict__.get("__annotations__", {}))
+        if not n.startswith("_")
+    )
+    missing = [n for n in dict.fromkeys(members) if n not in dir(adapter)]
+    raise AdapterError(
+        f"{type(adapter).__module__}.{type(adapter).__qualname__} does not implement the "
+        f"{port.__name__} port (missing: {', '.join(missing)}); subclass "
+        f"statesaga.ports.{port.__name__} to inherit the optional members' defaults"
+    )
 
 
 def _from_url(cls: Any, url: str, what: str) -> Any:

@@ -4,9 +4,10 @@ imports an adapter (see plugins.py for how a URL picks one)."""
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from .models import WorkflowState, WorkflowStatus
@@ -102,7 +103,18 @@ class Store(Protocol):
     - list() filters by session and/or status, oldest first; list_stale() returns workflows in
       one of `statuses` whose heartbeat is older than `before` (or missing).
     - exists() says whether the store is already there, without creating it.
+
+    Optional features have a default here: an adapter subclasses this Protocol to inherit
+    them (`plugins.open_store` refuses a store that lacks one), and overrides what it offers.
     """
+
+    #: The documents the last listing skipped because they cannot be read (id: why), for
+    #: the commands and pages that list to name them. Default: a store that never skips one.
+    unreadable: Mapping[str, str] = MappingProxyType({})
+
+    def location(self) -> str:
+        """Where the store is, for a message (a file's path). Default: its URL said it."""
+        return "that URL"
 
     def initialize(self) -> None: ...
 
@@ -150,10 +162,8 @@ class Store(Protocol):
 
 
 def store_exists(store: Store) -> bool:
-    """`store.exists()`; a plugin store written before exists() joined the port has none and
-    is taken to be there, as the port's default says of a store on a server."""
-    exists = getattr(store, "exists", None)
-    return True if exists is None else bool(exists())
+    """`store.exists()` (kept for callers of the 0.1 helper)."""
+    return bool(store.exists())
 
 
 @runtime_checkable
@@ -162,7 +172,30 @@ class Queue(Protocol):
 
     Contract: every enqueued job is eventually given to a runner once (at least once under
     crashes), not before `delay` seconds have passed.
+
+    Optional features have a default here: an adapter subclasses this Protocol to inherit
+    them (`plugins.open_queue` refuses a queue that lacks one), and overrides what it offers.
     """
+
+    #: Its jobs run in the process that enqueues them (`inline://`): a command that sets
+    #: work going waits for it here. Default: workers elsewhere run them.
+    in_process: bool = False
+
+    def check(self) -> None:
+        """Raise AdapterError when the queue cannot be reached (checked before a workflow is
+        stored). Default: nothing to reach."""
+        return None
+
+    def renew(self, job: Job) -> None:
+        """This process is about to run `job` itself, claimed by the settle of the previous
+        step (eager dispatch): a queue that bounds a job's run time gives it its own (RQ).
+        Default: nothing to renew."""
+        return None
+
+    def worker_count(self) -> int | None:
+        """How many workers listen on this queue now, or None when that is not a question
+        (in-process queues) or cannot be told. Default: None."""
+        return None
 
     def bind(self, runner: JobRunner) -> None:
         """Give the queue the function that runs a job (used by in-process queues)."""

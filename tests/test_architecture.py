@@ -242,7 +242,8 @@ def graph() -> dict[str, Module]:
 
 
 def _where(mod: Module, line: int) -> str:
-    return f"{mod.path.relative_to(ROOT)}:{line}"
+    path = mod.path.relative_to(ROOT) if mod.path.is_relative_to(ROOT) else mod.path
+    return f"{path}:{line}"
 
 
 def test_the_graph_sees_the_whole_package(graph: dict[str, Module]) -> None:
@@ -346,6 +347,130 @@ def test_moved_module_paths_still_import() -> None:
     assert MOVED
     for old, new in MOVED.items():
         assert importlib.import_module(old) is importlib.import_module(new), old
+
+
+#: The longest a class may be: past it, a class holds more than one concept (STYLE.md).
+CLASS_LINES_MAX = 300
+#: Client libraries of the backends: only adapters/ may name their exceptions.
+BACKENDS = ("sqlite3", "redis", "rq", "arango")
+
+
+def test_runtime_never_imports_the_engine(graph: dict[str, Module]) -> None:
+    """statesaga.runtime stands on its own: the Engine is a facade built on a Runtime, so no
+    runtime module imports it, not in a function and not for the type checker, and nothing
+    a runtime module imports leads back to it."""
+    found = [
+        f"{_where(mod, line)}: {mod.name} imports {dep}"
+        for mod in graph.values()
+        if mod.name.startswith("statesaga.runtime")
+        for dep, line in {**mod.typing_only, **mod.deferred, **mod.eager}.items()
+        if dep in ("statesaga.engine", "statesaga.app") or reaches(graph, dep, "statesaga.engine")
+    ]
+    assert not found, "\n".join(found)
+
+
+def long_classes(modules: dict[str, Module], limit: int = CLASS_LINES_MAX) -> list[str]:
+    return [
+        f"{_where(mod, node.lineno)}: class {node.name} is {length} lines (at most {limit})"
+        for mod in modules.values()
+        for node in ast.walk(mod.tree)
+        if isinstance(node, ast.ClassDef)
+        for length in [(node.end_lineno or node.lineno) - node.lineno + 1]
+        if length > limit
+    ]
+
+
+def test_no_class_is_over_300_lines(graph: dict[str, Module]) -> None:
+    found = long_classes(graph)
+    assert not found, "\n".join(found)
+
+
+def port_features() -> frozenset[str]:
+    """The members of the port Protocols: what an adapter offers is asked of it directly
+    (each optional one has a default in the Protocol), never probed for."""
+    from statesaga import ports
+
+    names: set[str] = set()
+    for proto in (ports.Store, ports.Queue, ports.WorkerQueue):
+        for klass in proto.__mro__:
+            if klass.__module__ == ports.__name__:
+                names |= {n for n in vars(klass) if not n.startswith("_")}
+                names |= set(getattr(klass, "__annotations__", {}))
+    return frozenset(names)
+
+
+def feature_probes(modules: dict[str, Module], features: frozenset[str]) -> list[str]:
+    return [
+        f"{_where(mod, node.lineno)}: {node.func.id}(..., {node.args[1].value!r}) probes a "
+        "port feature; ask the port (statesaga.ports declares it, with a default)"
+        for mod in modules.values()
+        if not mod.name.startswith("statesaga.adapters")
+        for node in ast.walk(mod.tree)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+        if node.func.id in ("getattr", "hasattr") and len(node.args) >= 2
+        if isinstance(node.args[1], ast.Constant) and node.args[1].value in features
+    ]
+
+
+def test_no_port_feature_is_probed_with_getattr(graph: dict[str, Module]) -> None:
+    features = port_features()
+    assert {"in_process", "renew", "exists", "unreadable", "check"} <= features
+    found = feature_probes(graph, features)
+    assert not found, "\n".join(found)
+
+
+def backend_names(mod: Module) -> Iterator[tuple[int, str]]:
+    """Where a module names a backend's client library: an import of it (anywhere), or an
+    expression such as `sqlite3.OperationalError` or `redis.exceptions.TimeoutError`."""
+    for node in ast.walk(mod.tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] in BACKENDS:
+                    yield node.lineno, alias.name
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            if node.module.split(".")[0] in BACKENDS:
+                yield node.lineno, node.module
+
+
+def test_no_framework_module_knows_a_backends_exceptions(graph: dict[str, Module]) -> None:
+    """Adapters raise the framework's errors (statesaga.errors); above adapters/ nothing
+    catches, tests or even imports sqlite3, redis, rq or arango, in a function or not."""
+    found = [
+        f"{_where(mod, line)}: {mod.name} names {name}"
+        for mod in graph.values()
+        if not mod.name.startswith("statesaga.adapters")
+        for line, name in backend_names(mod)
+    ]
+    assert not found, "\n".join(found)
+
+
+def test_the_new_rules_fail_on_what_they_forbid(tmp_path: Path) -> None:
+    """Each rule above, on a small package that breaks it."""
+    sources = _write(
+        tmp_path,
+        {
+            "framework/__init__.py": '"""p"""\n',
+            "framework/engine.py": '"""e"""\n',
+            "framework/runtime/__init__.py": '"""r"""\n',
+            "framework/runtime/jobs.py": (
+                '"""j"""\nfrom typing import TYPE_CHECKING\nif TYPE_CHECKING:\n'
+                "    from ..engine import Engine\n"
+            ),
+            "framework/web.py": (
+                '"""w"""\ndef f(store, queue):\n    import sqlite3\n'
+                '    return getattr(queue, "in_process", False)\n'
+                "class Big:\n" + "    x = 1\n" * 300
+            ),
+            "adapters/__init__.py": "",
+        },
+    )
+    modules = build_graph(sources)
+    assert modules["statesaga.runtime.jobs"].typing_only == {"statesaga.engine": 4}
+    assert [f.split(": ", 1)[1] for f in long_classes(modules)] == [
+        "class Big is 301 lines (at most 300)"
+    ]
+    assert "'in_process'" in feature_probes(modules, frozenset({"in_process"}))[0]
+    assert list(backend_names(modules["statesaga.web"])) == [(3, "sqlite3")]
 
 
 def print_graph() -> None:

@@ -208,7 +208,7 @@ def test_the_guard_saga_unwinding_reads_the_tag() -> None:
     guard = GUARDS["saga_unwinding"]
     for status in W:
         txn = Txn(WorkflowState(name="trip", status=status, steps=[]))
-        ctx = TransitionContext(engine, txn, None)
+        ctx = TransitionContext(engine.kernel, txn, None)
         assert guard(ctx) is (status in WORKFLOW_UNWINDING), status
 
 

@@ -22,6 +22,7 @@ from ..app import EngineOptions
 from ..definition import WorkflowDefinition, load_definition
 from ..engine import Engine
 from ..models import HistoryEntry, StepStatus, WorkflowState, WorkflowStatus, halt_reason
+from ..ports import Queue, WorkerQueue
 from ..security.redact import redact
 from ..vocabulary import WORKFLOW_OPEN
 
@@ -138,7 +139,7 @@ class Progress:
     QUIET = 5.0
     REPEAT = 30.0
 
-    def __init__(self, console: Console, queue: Any = None) -> None:
+    def __init__(self, console: Console, queue: Queue | None = None) -> None:
         self.console = console
         self.queue = queue
         self.seen = 0
@@ -178,7 +179,7 @@ def _in(at: datetime | None, word: str = "at") -> str:
     return f" {word} {at:%H:%M:%S} UTC (in {left:.0f}s)" if left > 0 else " (due now)"
 
 
-def waiting_on(wf: WorkflowState, queue: Any = None) -> list[str]:
+def waiting_on(wf: WorkflowState, queue: Queue | None = None) -> list[str]:
     """What a workflow that is not moving waits for, one line per step in flight."""
     out = []
     for s in wf.steps:
@@ -198,9 +199,9 @@ def waiting_on(wf: WorkflowState, queue: Any = None) -> list[str]:
             out.append(f"step {s.name} is being compensated")
     if wf.status is WorkflowStatus.SUSPENDED:
         out.append(f"the workflow is SUSPENDED (its worker was lost): run `{prog()} recover`")
-    count = getattr(queue, "worker_count", None)
-    if callable(count) and count() == 0:
-        out.append(f"no worker listens on queue {getattr(queue, 'name', '?')!r}: {worker_hint()}")
+    if queue is not None and queue.worker_count() == 0:
+        name = queue.name if isinstance(queue, WorkerQueue) else "?"
+        out.append(f"no worker listens on queue {name!r}: {worker_hint()}")
     return out or [f"the workflow is {wf.status.value}"]
 
 
@@ -251,7 +252,7 @@ def run_with_progress(
         wf = engine.start(definition, input, session_id=session_id)
         console.print(f"[bold]{definition.name}[/] v{definition.version}  {wf.id}")
         started.append(wf.id)
-        if not getattr(engine.queue, "in_process", False):
+        if not engine.queue.in_process:
             for line in waiting_on(wf, engine.queue)[-1:]:
                 if line.startswith("no worker"):
                     console.print(f"[yellow]{line}[/]")

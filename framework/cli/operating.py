@@ -264,9 +264,9 @@ def _acting_on(
 
     engine = _recovery_engine(store, queue, handlers)
     if not store_exists(engine.store):
-        where = getattr(engine.store, "path", "that URL")
         raise StatesagaError(
-            f"workflow {workflow_id} not found: no store at {where} (nothing is stored there yet)"
+            f"workflow {workflow_id} not found: no store at {engine.store.location()} "
+            "(nothing is stored there yet)"
         )
     return engine, engine.get(workflow_id)
 
@@ -275,7 +275,7 @@ def _run_inline(engine: Any, ids: list[str], timeout: float | None) -> None:
     """With an in-process queue the re-enqueued jobs run here, until those workflows end."""
     from ..vocabulary import WORKFLOW_IN_FLIGHT
 
-    if not ids or not getattr(engine.queue, "in_process", False):
+    if not ids or not engine.queue.in_process:
         return
     engine.queue.drain(
         lambda: all(engine.store.get(i).status not in WORKFLOW_IN_FLIGHT for i in ids), timeout
@@ -335,7 +335,7 @@ def recover(
         return
     _require_recovery_handlers(engine, recovery, session)
     report = _recover_once(engine, recovery, session)
-    unreadable = getattr(engine.store, "unreadable", {})
+    unreadable = engine.store.unreadable
     if not report.handled and not report.errors and not unreadable:
         click.echo("nothing to recover")
     _exit_on_failed(engine, report.resumed + report.cancelled)
@@ -346,7 +346,7 @@ def recover(
 def _require_recovery_handlers(engine: Any, recovery: Any, session: str | None) -> None:
     """Before recovery runs lost workflows in this process (inline queue), refuse when their
     handlers are not allowed here; workers elsewhere have their own allow-list."""
-    if getattr(engine.queue, "in_process", False):
+    if engine.queue.in_process:
         for wf in recovery.scan(session):
             _require_handlers(engine, wf)
 
@@ -566,7 +566,7 @@ def _payload(value: str | None) -> Any:
 def _run_until_waiting(engine: Any, workflow_id: str) -> Any:
     """With an in-process queue the jobs a command enqueued run here, until the workflow ends
     or waits for a signal again; with workers elsewhere, the stored document as it is."""
-    if getattr(engine.queue, "in_process", False):
+    if engine.queue.in_process:
         return engine.wait(workflow_id)
     return engine.get(workflow_id)
 
@@ -618,7 +618,7 @@ def _require_handlers(engine: Any, wf: Any) -> None:
     """With an in-process queue this command runs the steps it sets going, so their handler
     modules must be on the allow-list (`--handlers`): a module is never imported because a
     stored document names it."""
-    if not getattr(engine.queue, "in_process", False):
+    if not engine.queue.in_process:
         return  # workers elsewhere run the jobs, with their own allow-list
     engine.allowed.load(engine.registry, wf.handlers)  # only what the allow-list allows
     missing = sorted(

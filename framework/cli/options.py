@@ -64,13 +64,10 @@ def _backend_error(exc: BaseException) -> str | None:
     """One line for what a store or queue backend raised (the server cannot be reached, a
     password is refused, a file cannot be opened), or None for a bug that deserves its
     traceback."""
-    import sqlite3
+    from ..errors import BackendError
 
-    module = type(exc).__module__.split(".")[0]
-    if module in ("redis", "rq"):
-        return f"{module}: {type(exc).__name__}: {exc}".strip()
-    if isinstance(exc, sqlite3.Error):
-        return f"sqlite: {exc}"
+    if isinstance(exc, BackendError):  # as its adapter declared it
+        return BackendError.line(exc)
     if isinstance(exc, OSError):
         target = f" {exc.filename}" if exc.filename else ""
         return f"{exc.strerror or exc}{':' if target else ''}{target}"

@@ -49,7 +49,7 @@ def _engine_for(
 def _settle(engine: Any, workflow_id: str, timeout: float | None = None) -> Any:
     """With an in-process queue, run what a command set going until the plan ends or waits
     for a person; with workers elsewhere, the stored document as it is."""
-    if getattr(engine.queue, "in_process", False):
+    if engine.queue.in_process:
         return engine.wait(workflow_id, timeout)
     return engine.get(workflow_id)
 

@@ -217,7 +217,7 @@ def list_(
 
 def report_unreadable(store: Any) -> bool:
     """Name each stored document the last listing skipped because it cannot be read."""
-    unreadable: dict[str, str] = getattr(store, "unreadable", {})
+    unreadable = store.unreadable
     for workflow_id, why in unreadable.items():
         click.echo(f"error: stored workflow {workflow_id} cannot be read: {why}", err=True)
     return bool(unreadable)

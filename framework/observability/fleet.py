@@ -13,7 +13,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from ..errors import StateError
 from ..models import StepStatus, WorkflowStatus
-from ..ports import Store
+from ..ports import Queue, Store
 
 
 @dataclass(frozen=True)
@@ -140,12 +140,12 @@ def attention(store: Store, stuck_after: float = 30.0) -> dict[str, int]:
     return {"stuck": stuck, "waiting_for_signal": waiting}
 
 
-def fleet_of_queue(queue: object, failed_limit: int = 50) -> Fleet:
+def fleet_of_queue(queue: Queue, failed_limit: int = 50) -> Fleet:
     """The fleet behind a queue: what it says of itself, or what applies to it."""
     if isinstance(queue, Inspectable):
         return queue.inspect(failed_limit)
     kind = type(queue).__name__
-    if getattr(queue, "in_process", False):
+    if queue.in_process:
         return Fleet("inline", note=IN_PROCESS_NOTE)
     return Fleet(kind, note=f"The queue {kind} cannot describe its workers and queues.")
 

@@ -46,7 +46,7 @@ def build_server(engine: Engine, *, approvals: bool = False) -> Any:
         "ran is undone, in reverse dependency order, if a later one fails; irreversible items "
         "wait for a person's approval of their exact arguments.",
     )
-    in_process = bool(getattr(engine.queue, "in_process", False))
+    in_process = engine.queue.in_process
 
     def settled(workflow_id: str) -> dict[str, Any]:
         wf = engine.wait(workflow_id) if in_process else engine.get(workflow_id)

@@ -35,10 +35,9 @@ RETRY = 5.0
 
 
 def server_time(store: Store) -> datetime | None:
-    """`store.server_time()`: None for a store with no clock of its own, or a plugin store
-    written before server_time() joined the port."""
-    read = getattr(store, "server_time", None)
-    return None if read is None else read()  # type: ignore[no-any-return]
+    """`store.server_time()`: None for a store with no clock of its own (the port's
+    default)."""
+    return store.server_time()
 
 
 class StoreClock:

@@ -16,25 +16,29 @@ from ..errors import InputError, Problem, StateError, TransitionError
 from ..models import StepStatus, WorkflowState
 from ..security.limits import json_problems, json_size, max_input_bytes
 from ..vocabulary import STEP_SIGNALLABLE, WorkflowTrigger
-from .transaction import Txn, full_state, label
+from .admission import Admission
+from .transaction import Kernel, Txn, full_state, label
 
 if TYPE_CHECKING:
-    from ..engine import Engine
+    from .runtime import Runtime
 
 _SUMMARY = 200  # characters of a signal's payload kept in the history
 
 
 class Commands:
-    """The engine's commands, each one transaction through its kernel."""
+    """A runtime's commands, each one transaction through its kernel; a definition is
+    admitted (`admission`) before its first start."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, runtime: Runtime, kernel: Kernel) -> None:
+        self.rt = runtime
+        self.kernel = kernel
+        self.admission = Admission(runtime)
 
     def _fire(self, trigger: str, detail: str | None = None) -> Callable[[Txn], bool]:
         """An `apply` that fires a workflow trigger unconditionally."""
 
         def apply(txn: Txn) -> bool:
-            self.engine.kernel.fire(txn, None, trigger, detail)
+            self.kernel.fire(txn, None, trigger, detail)
             return True
 
         return apply
@@ -46,50 +50,48 @@ class Commands:
         session_id: str | None,
         by: str | None,
     ) -> WorkflowState:
-        engine = self.engine
-        engine.load(definition)
+        rt, kernel = self.rt, self.kernel
+        self.admission.admit(definition)
         definition.check_input(input)  # nothing is stored for an input the saga cannot use
         wf = definition.instantiate(input, session_id)
-        engine.telemetry.begin(wf)
-        engine.kernel.create(
-            wf, lambda txn: engine.kernel.fire(txn, None, WorkflowTrigger.START), by
-        )
+        rt.telemetry.begin(wf)
+        kernel.create(wf, lambda txn: kernel.fire(txn, None, WorkflowTrigger.START), by)
         return wf
 
     def start_stored(self, workflow_id: str, by: str | None) -> WorkflowState:
-        engine = self.engine
+        rt = self.rt
 
         def apply(txn: Txn) -> bool:
-            engine.telemetry.begin(txn.wf)
-            engine.kernel.fire(txn, None, WorkflowTrigger.START)
+            rt.telemetry.begin(txn.wf)
+            self.kernel.fire(txn, None, WorkflowTrigger.START)
             return True
 
-        return engine.kernel.command(workflow_id, apply, by)
+        return self.kernel.command(workflow_id, apply, by)
 
     def cancel(self, workflow_id: str, force: bool, by: str | None) -> WorkflowState:
-        engine = self.engine
+        rt = self.rt
         trigger = WorkflowTrigger.FORCE_CANCEL if force else WorkflowTrigger.CANCEL
 
         def apply(txn: Txn) -> bool:
             status = txn.wf.status
-            if engine.has_ended(status.value):
+            if rt.has_ended(status.value):
                 raise StateError(f"{workflow_id} is already {status.value}; nothing to cancel")
-            engine.kernel.fire(txn, None, trigger)
+            self.kernel.fire(txn, None, trigger)
             return True
 
-        return engine.kernel.command(workflow_id, apply, by)
+        return self.kernel.command(workflow_id, apply, by)
 
     def resume(self, workflow_id: str, by: str | None) -> WorkflowState:
-        return self.engine.kernel.command(workflow_id, self._fire(WorkflowTrigger.RESUME), by)
+        return self.kernel.command(workflow_id, self._fire(WorkflowTrigger.RESUME), by)
 
     def suspend(self, workflow_id: str, by: str | None, reason: str | None) -> WorkflowState:
         apply = self._fire(WorkflowTrigger.SUSPEND, reason)
-        return self.engine.kernel.command(workflow_id, apply, by)
+        return self.kernel.command(workflow_id, apply, by)
 
     def progress(
         self, workflow_id: str, step: str, attempt: int, trigger: str, detail: str | None
     ) -> WorkflowState:
-        engine = self.engine
+        rt = self.rt
 
         def apply(txn: Txn) -> bool:
             s = txn.wf.step(step)
@@ -99,22 +101,22 @@ class Commands:
                     f"(it is {s.status.value}, attempt {s.attempts})"
                 )
             source = full_state(s.status.value, s.substate)
-            engine.kernel.fire(txn, s, trigger, detail)
+            self.kernel.fire(txn, s, trigger, detail)
             if StepStatus(s.status) is not StepStatus.EXECUTING:
                 raise TransitionError(
-                    engine.step_chart.name,
+                    rt.step_chart.name,
                     label(source),
                     trigger,
-                    engine.step_chart.allowed(source),
+                    rt.step_chart.allowed(source),
                     "a progress trigger must keep the step inside EXECUTING",
                 )
             txn.persist = True
             return True
 
-        return engine.kernel.command(workflow_id, apply, engine.worker)
+        return self.kernel.command(workflow_id, apply, rt.worker)
 
     def signal(self, workflow_id: str, name: str, payload: Any, by: str | None) -> WorkflowState:
-        engine = self.engine
+        rt = self.rt
         # The check every input gets (Python API, CLI and HTTP alike): plain, finite JSON
         # within the size limit, or nothing is stored.
         problems = [Problem(m, "payload") for m in json_problems(payload)]
@@ -132,7 +134,7 @@ class Commands:
 
         def apply(txn: Txn) -> bool:
             wf = txn.wf
-            if engine.has_ended(wf.status.value):
+            if rt.has_ended(wf.status.value):
                 raise StateError(f"{workflow_id} is already {wf.status.value}; it takes no signals")
             awaiting = [s for s in wf.steps if s.kind == "wait" and s.signal == name]
             if not awaiting:
@@ -156,21 +158,21 @@ class Commands:
                 if problems:
                     raise InputError(problems)
             wf.signals.setdefault(name, []).append(payload)
-            engine.kernel.fire(txn, None, WorkflowTrigger.SIGNAL, f"{name} {summary}")
+            self.kernel.fire(txn, None, WorkflowTrigger.SIGNAL, f"{name} {summary}")
             return True
 
-        return engine.kernel.command(workflow_id, apply, by)
+        return self.kernel.command(workflow_id, apply, by)
 
     def restart(
         self, workflow_id: str, from_step: str, reason: str, by: str | None
     ) -> WorkflowState:
-        engine = self.engine
+        rt = self.rt
         if not reason.strip():
             raise StateError("a restart needs a reason (it is kept in the history)")
 
         def apply(txn: Txn) -> bool:
             wf = txn.wf
-            if not engine.workflow_chart.can_fire(wf.status.value, WorkflowTrigger.RESTART):
+            if not rt.workflow_chart.can_fire(wf.status.value, WorkflowTrigger.RESTART):
                 raise StateError(
                     f"{workflow_id} is {wf.status.value}; only a FAILED workflow can be restarted"
                 )
@@ -189,10 +191,10 @@ class Commands:
                         f"so its result cannot be kept; restart from {s.name!r} or earlier"
                     )
             txn.params["from_step"] = start
-            engine.kernel.fire(txn, None, WorkflowTrigger.RESTART, f"from {start}: {reason}")
+            self.kernel.fire(txn, None, WorkflowTrigger.RESTART, f"from {start}: {reason}")
             return True
 
-        return engine.kernel.command(workflow_id, apply, by)
+        return self.kernel.command(workflow_id, apply, by)
 
 
 __all__ = ["Commands"]

@@ -20,10 +20,13 @@ from ..ports import Job
 from ..registry import Handler
 
 if TYPE_CHECKING:
-    from ..engine import Engine
+    from .runtime import Runtime
 
 #: What a call came to: ("ok", result), or ("error" | "timeout", StepError).
 Outcome = tuple[str, Any]
+#: The progress command a handler's `ctx.progress` reaches: (workflow id, step, attempt,
+#: trigger, detail).
+Progress = Callable[[str, str, int, str, "str | None"], object]
 
 
 class HandlerTimeout(Exception):
@@ -83,21 +86,27 @@ def _in_thread(fn: Callable[[], Any]) -> concurrent.futures.Future[Any]:
     return future
 
 
-def resolve(engine: Engine, wf: WorkflowState, name: str) -> Handler:
+def resolve(rt: Runtime, wf: WorkflowState, name: str) -> Handler:
     """A step's handler; one not yet registered may come from the workflow's `handlers`
     hint, only when the allow-list allows that module."""
-    if not engine.registry.has_handler(name) and wf.handlers:
-        refused = engine.allowed.load(engine.registry, wf.handlers)
-        if refused and not engine.registry.has_handler(name):
+    if not rt.registry.has_handler(name) and wf.handlers:
+        refused = rt.allow_list().load(rt.registry, wf.handlers)
+        if refused and not rt.registry.has_handler(name):
             raise RegistryError(f"no handler registered as {name!r}: {refused[0][1]}")
-    return engine.registry.get_handler(name)
+    return rt.registry.get_handler(name)
 
 
 def call(
-    engine: Engine, wf: WorkflowState, step: SagaStep, job: Job, *, compensating: bool
+    rt: Runtime,
+    wf: WorkflowState,
+    step: SagaStep,
+    job: Job,
+    progress: Progress,
+    *,
+    compensating: bool,
 ) -> Outcome:
     """Run the step's handler (or its compensation's) for a claimed job; its heartbeat beats
-    while it runs."""
+    while it runs, and its `ctx.progress` calls `progress`."""
     comp = step.compensation
     action = comp.action_type if compensating and comp is not None else step.action_type
     # Copies: the settle saves the document these come from, so what a handler does to
@@ -105,7 +114,7 @@ def call(
     given_input, given_results, given_result = _copied((wf.input, wf.results, step.result))
     scope = {"input": given_input, "steps": given_results, "result": given_result}
     try:
-        handler = resolve(engine, wf, action)
+        handler = resolve(rt, wf, action)
         raw = comp.params if compensating and comp is not None else step.params
         # An action whose outcome is unknown (its worker was lost) is undone without a
         # result: its `${result...}` references resolve to None and the compensation finds
@@ -128,18 +137,16 @@ def call(
         compensating=compensating,
         result=given_result,
         resumed_from=_last_substate(wf, step, job.attempt)
-        if engine.step_chart.hierarchical and not compensating
+        if rt.step_chart.hierarchical and not compensating
         else None,
-        _beat=lambda: engine.store.heartbeat(wf.id, engine.clock.now()),
+        _beat=lambda: rt.store.heartbeat(wf.id, rt.clock.now()),
         _progress=None
         if compensating
-        else lambda trigger, detail=None: engine.progress(
-            wf.id, step.name, job.attempt, trigger, detail
-        ),
+        else lambda trigger, detail=None: progress(wf.id, step.name, job.attempt, trigger, detail),
     )
     timeout = None if compensating else step.timeout
-    if engine.heartbeat_interval > 0:
-        engine.heartbeats.add(wf.id)
+    if rt.heartbeat_interval > 0:
+        rt.heartbeats.add(wf.id)
     try:
         return "ok", invoke(handler.func, handler.is_async, ctx, timeout)
     except HandlerTimeout:
@@ -156,7 +163,7 @@ def call(
             attempt=job.attempt,
         )
     finally:
-        engine.heartbeats.discard(wf.id)
+        rt.heartbeats.discard(wf.id)
 
 
 def _last_substate(wf: WorkflowState, step: SagaStep, attempt: int) -> str | None:

@@ -20,11 +20,11 @@ from ..models import SagaStep, StepStatus, WorkflowState, WorkflowStatus
 from ..ports import Job
 from ..vocabulary import STEP_GAVE_UP, StepTrigger, sources
 from .guards import doubt_is_harmless
-from .handlers import call
-from .transaction import Txn
+from .handlers import Progress, call
+from .transaction import Kernel, Txn
 
 if TYPE_CHECKING:
-    from ..engine import Engine
+    from .runtime import Runtime
 
 log = logging.getLogger("statesaga.engine")
 
@@ -73,11 +73,14 @@ def compensation_job(wf: WorkflowState, step: SagaStep) -> Job:
 
 
 class Jobs:
-    """Claims, runs and settles the engine's jobs."""
+    """Claims, runs and settles a runtime's jobs through its kernel. `progress` is what a
+    handler's `ctx.progress` calls (the progress command)."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        chart = engine.step_chart.chart
+    def __init__(self, runtime: Runtime, kernel: Kernel, progress: Progress) -> None:
+        self.rt = runtime
+        self.kernel = kernel
+        self.progress = progress
+        chart = runtime.step_chart.chart
 
         def where(*triggers: str) -> frozenset[StepStatus]:
             return frozenset(StepStatus(s) for s in sources(chart, *triggers))
@@ -105,7 +108,7 @@ class Jobs:
             )
 
     def _run(self, job: Job) -> None:
-        telemetry = self.engine.telemetry
+        telemetry = self.rt.telemetry
         if job.kind == "step":
             self.run_step(job)
             return
@@ -119,15 +122,15 @@ class Jobs:
 
     # -- steps -----------------------------------------------------------------------------
     def run_step(self, job: Job) -> None:
-        engine = self.engine
-        with engine.telemetry.job(job):
+        rt = self.rt
+        with rt.telemetry.job(job):
             claimed = self.claim(job)
             running = None if claimed is None else self.execute(claimed, job)
         # Eager dispatch: each step the last settle claimed (or held) runs here, as its own
         # attempt. A held step is claimed by its own save, right before its handler's call.
         while running is not None:
             settled, following = running
-            with engine.telemetry.job(following, claimed=True):
+            with rt.telemetry.job(following, claimed=True):
                 held = settled.step(following.step).status is not StepStatus.EXECUTING
                 mine = self.claim(following, settled, HELD) if held else settled
                 running = None if mine is None else self.execute(mine, following)
@@ -138,8 +141,8 @@ class Jobs:
         """Claim the job's attempt (EXECUTING, the attempt token): the save right before the
         handler's call, so from it on the handler may have been called. None when the job is
         stale or a duplicate. `first`: the document this process just saved (no re-read)."""
-        engine = self.engine
-        kernel = engine.kernel
+        rt = self.rt
+        kernel = self.kernel
 
         def claim(txn: Txn) -> bool:
             step = _step_of(txn.wf, job)
@@ -161,20 +164,20 @@ class Jobs:
             kernel.fire(txn, step, StepTrigger.DISPATCH, detail)
             return True
 
-        return kernel.transact(job.workflow_id, claim, by=engine.worker, job=job, first=first)
+        return kernel.transact(job.workflow_id, claim, by=rt.worker, job=job, first=first)
 
     def execute(self, claimed: WorkflowState, job: Job) -> tuple[WorkflowState, Job] | None:
         """Run a claimed attempt and settle its outcome on the document the claim saved (no
         second read; a lost revision check re-reads). Returns the next step when the settle
         claimed or held it (eager dispatch), for this process to run at once."""
-        engine = self.engine
-        kernel = engine.kernel
+        rt = self.rt
+        kernel = self.kernel
         step = claimed.step(job.step)
-        if engine.probe is not None:
-            engine.probe("before_action", job)
-        outcome, value = call(engine, claimed, step, job, compensating=False)
-        if engine.probe is not None:
-            engine.probe("after_action", job)
+        if rt.probe is not None:
+            rt.probe("before_action", job)
+        outcome, value = call(rt, claimed, step, job, self.progress, compensating=False)
+        if rt.probe is not None:
+            rt.probe("after_action", job)
         following: Job | None = None
 
         def settle(txn: Txn) -> bool:
@@ -189,7 +192,7 @@ class Jobs:
                     s.attempts,
                 )
                 return False
-            now = engine.clock.now()
+            now = rt.clock.now()
             if outcome == "ok":
                 s.result = value
                 s.error = None
@@ -203,18 +206,16 @@ class Jobs:
                 kernel.fire(txn, s, trigger, value.message)
                 if StepStatus(s.status) in STEP_GAVE_UP and txn.wf.error is None:
                     txn.wf.error = s.error
-            if engine.eager:
+            if rt.eager:
                 kernel.followups(txn)
                 following = self.claim_eagerly(txn)
             return True
 
-        settled = kernel.transact(job.workflow_id, settle, by=engine.worker, job=job, first=claimed)
+        settled = kernel.transact(job.workflow_id, settle, by=rt.worker, job=job, first=claimed)
         if settled is None or following is None:
             return None
-        following = engine.telemetry.stamp(following, 0.0, settled)  # its trace, as if queued
-        renew = getattr(engine.queue, "renew", None)  # e.g. RQ: the next step's own job timeout
-        if renew is not None:
-            renew(following)
+        following = rt.telemetry.stamp(following, 0.0, settled)  # its trace, as if queued
+        rt.queue.renew(following)  # e.g. RQ: the next step's own job timeout
         return settled, following
 
     def claim_eagerly(self, txn: Txn) -> Job | None:
@@ -237,7 +238,7 @@ class Jobs:
                 if step.status is not StepStatus.QUEUED or queued.attempt != step.attempts + 1:
                     continue
                 if doubt_is_harmless(txn.wf, step):
-                    self.engine.kernel.fire(txn, step, StepTrigger.DISPATCH, CLAIMED)
+                    self.kernel.fire(txn, step, StepTrigger.DISPATCH, CLAIMED)
                 del txn.jobs[i]
                 txn.claimed = queued
                 return queued
@@ -248,8 +249,8 @@ class Jobs:
         """A WAITING step's due time: a sleep wakes, a wait times out. A timer that fires
         before the persisted due time (a clock running ahead, an early scheduler) puts itself
         back for the time left."""
-        engine = self.engine
-        kernel = engine.kernel
+        rt = self.rt
+        kernel = self.kernel
 
         def fire(txn: Txn) -> bool:
             step = _step_of(txn.wf, job)
@@ -266,7 +267,7 @@ class Jobs:
                     "stale timer %s ignored (%s is %s)", _jobname(job), step.name, step.status.value
                 )
                 return False
-            if engine.clock.now() < due:
+            if rt.clock.now() < due:
                 kernel.fire(txn, step, StepTrigger.REQUEUE, "the timer fired early")
             elif step.kind == "sleep":
                 kernel.fire(txn, step, StepTrigger.WAKE)
@@ -276,12 +277,12 @@ class Jobs:
                 )
             return True
 
-        kernel.transact(job.workflow_id, fire, by=engine.worker, job=job)
+        kernel.transact(job.workflow_id, fire, by=rt.worker, job=job)
 
     # -- compensations ---------------------------------------------------------------------
     def run_compensation(self, job: Job) -> None:
-        engine = self.engine
-        kernel = engine.kernel
+        rt = self.rt
+        kernel = self.kernel
 
         def claim(txn: Txn) -> bool:
             step = _step_of(txn.wf, job)
@@ -292,19 +293,19 @@ class Jobs:
                 log.info("stale compensation job %s ignored", _jobname(job))
                 return False
             comp.attempts += 1
-            comp.started_at = engine.clock.now()
+            comp.started_at = rt.clock.now()
             txn.persist = True
             return True
 
-        claimed = kernel.transact(job.workflow_id, claim, by=engine.worker, job=job)
+        claimed = kernel.transact(job.workflow_id, claim, by=rt.worker, job=job)
         if claimed is None:
             return
         step = claimed.step(job.step)
-        if engine.probe is not None:
-            engine.probe("before_compensation", job)
-        outcome, value = call(engine, claimed, step, job, compensating=True)
-        if engine.probe is not None:
-            engine.probe("after_compensation", job)
+        if rt.probe is not None:
+            rt.probe("before_compensation", job)
+        outcome, value = call(rt, claimed, step, job, self.progress, compensating=True)
+        if rt.probe is not None:
+            rt.probe("after_compensation", job)
 
         def settle(txn: Txn) -> bool:
             s = txn.wf.step(job.step)
@@ -312,7 +313,7 @@ class Jobs:
             if s.status not in self.undoable or comp is None or comp.attempts != job.attempt:
                 log.info("late compensation result of %s ignored", _jobname(job))
                 return False
-            comp.finished_at = engine.clock.now()
+            comp.finished_at = rt.clock.now()
             if outcome == "ok":
                 comp.result = value
                 comp.error = None
@@ -326,7 +327,7 @@ class Jobs:
                     )
             return True
 
-        kernel.transact(job.workflow_id, settle, by=engine.worker, job=job, first=claimed)
+        kernel.transact(job.workflow_id, settle, by=rt.worker, job=job, first=claimed)
 
 
 def _step_of(wf: WorkflowState, job: Job) -> SagaStep | None:

@@ -1,6 +1,6 @@
 """Observing workflows: waiting for one to end, and telling listeners about each transition.
 
-An engine remembers which workflows it saw end (or park, waiting only for a signal) when it
+A runtime remembers which workflows it saw end (or park, waiting only for a signal) when it
 saved them, so a waiter in the same process needs no read of the store to learn it; others
 (finished by workers elsewhere) are polled. Listeners (telemetry first, then displays) see
 every saved transition; a failing listener never breaks the saga.
@@ -19,7 +19,7 @@ from .outage import Outage, is_outage, ride_out
 from .transaction import read
 
 if TYPE_CHECKING:
-    from ..engine import Engine
+    from .runtime import Runtime
 
 log = logging.getLogger("statesaga.engine")
 
@@ -45,16 +45,16 @@ def waiting_for_signal(wf: WorkflowState) -> bool:
 
 
 class Observer:
-    """The engine's memory of what it saved, for waiters, and its listeners."""
+    """The runtime's memory of what it saved, for waiters, and its listeners."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self._ended: dict[str, None] = {}  # ids of workflows this engine saw end, oldest first
-        # Ids of workflows this engine saw waiting only for signals (see `waiting_for_signal`).
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+        self._ended: dict[str, None] = {}  # ids of workflows this runtime saw end, oldest first
+        # Ids of workflows this runtime saw waiting only for signals (see `waiting_for_signal`).
         self._parked: set[str] = set()
 
     def saved(self, wf: WorkflowState) -> None:
-        """Note where a workflow this engine just saved stands."""
+        """Note where a workflow this runtime just saved stands."""
         if wf.status not in WORKFLOW_OPEN:
             self._ended[wf.id] = None
             while len(self._ended) > _ENDED_KEPT:  # forget the oldest; waiters re-read the store
@@ -68,7 +68,7 @@ class Observer:
 
     def notify(self, wf: WorkflowState, entries: Iterable[HistoryEntry]) -> None:
         for entry in entries:
-            for listener in self.engine.listeners:
+            for listener in self.rt.listeners:
                 try:
                     listener(wf, entry)
                 except Exception:  # a display must never break the saga
@@ -82,7 +82,7 @@ class Observer:
         until_signal: bool,
     ) -> WorkflowState:
         """See Engine.wait."""
-        engine = self.engine
+        rt = self.rt
         # Workflows this process finished are known without a read; others (finished by
         # workers elsewhere) are polled from the store, at most every _POLL seconds. A poll
         # that cannot reach the store (a server's pause or restart) is tried again with
@@ -102,7 +102,7 @@ class Observer:
                 return False
             last_read = now
             try:
-                wf = engine.store.get(workflow_id)
+                wf = rt.store.get(workflow_id)
                 if on_progress is not None:
                     on_progress(wf)
             except Exception as exc:
@@ -113,9 +113,9 @@ class Observer:
             outage.ok()
             return wf.status not in WORKFLOW_OPEN or (until_signal and waiting_for_signal(wf))
 
-        engine.queue.drain(done, timeout)
+        rt.queue.drain(done, timeout)
         self._ended.pop(workflow_id, None)
-        wf = ride_out(read(engine, workflow_id), workflow_id)
+        wf = ride_out(read(rt.store, workflow_id), workflow_id)
         if on_progress is not None:
             on_progress(wf)
         return wf

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from ..errors import StoreFullError
+from ..errors import BackendPaused, BackendUnreachable, StoreFullError
 
 T = TypeVar("T")
 
@@ -126,12 +126,7 @@ def is_pause(exc: BaseException) -> bool:
     """Whether `exc` (or a cause) is a service that did not answer in time: a timeout, which
     a paused server gives (`DEBUG SLEEP`, `CLIENT PAUSE`, a fork for a snapshot), unlike one
     that is down and refuses the connection."""
-    try:
-        import redis
-    except ImportError:
-        kinds: tuple[type[BaseException], ...] = (TimeoutError,)
-    else:
-        kinds = (TimeoutError, redis.exceptions.TimeoutError)
+    kinds = (TimeoutError, BackendPaused)
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
@@ -143,13 +138,7 @@ def is_pause(exc: BaseException) -> bool:
 
 
 def _unreachable(exc: BaseException) -> bool:
-    if isinstance(exc, ConnectionError | TimeoutError):
-        return True
-    try:
-        import redis
-    except ImportError:
-        return False
-    return isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError)
+    return isinstance(exc, ConnectionError | TimeoutError | BackendUnreachable)
 
 
 __all__ = ["PATIENCE", "Outage", "is_outage", "is_pause", "ride_out"]

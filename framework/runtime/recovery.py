@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import Protocol
 
-from ..engine import Engine
 from ..errors import StatesagaError
 from ..models import StepStatus, WorkflowState, WorkflowStatus
 from ..ports import Clock, Store
@@ -31,6 +31,26 @@ log = logging.getLogger("statesaga.recovery")
 STALE_STATES = WORKFLOW_IN_FLIGHT
 #: Parked states recovery always picks up, whatever their heartbeat.
 PARKED_STATES = WORKFLOW_PAUSED
+
+
+class Operated(Protocol):
+    """What recovery asks of an engine: its public API (statesaga.engine.Engine is one)."""
+
+    @property
+    def store(self) -> Store: ...
+
+    @property
+    def clock(self) -> Clock: ...
+
+    def get(self, workflow_id: str) -> WorkflowState: ...
+
+    def has_ended(self, status: str) -> bool: ...
+
+    def resume(self, workflow_id: str, *, by: str | None = None) -> WorkflowState: ...
+
+    def cancel(
+        self, workflow_id: str, *, force: bool = False, by: str | None = None
+    ) -> WorkflowState: ...
 
 
 class RecoveryAction(StrEnum):
@@ -110,7 +130,7 @@ class Recovery:
 
     def __init__(
         self,
-        engine: Engine,
+        engine: Operated,
         *,
         timeout: float = 30.0,
         action: RecoveryAction | str = RecoveryAction.RESUME,
@@ -172,7 +192,7 @@ class Recovery:
 
 
 def recover_all(
-    engine: Engine,
+    engine: Operated,
     ids: Iterable[str],
     action: RecoveryAction | str = RecoveryAction.RESUME,
 ) -> RecoveryReport:
@@ -193,6 +213,7 @@ def recover_all(
 
 __all__ = [
     "PARKED_STATES",
+    "Operated",
     "STALE_STATES",
     "Recovery",
     "RecoveryAction",

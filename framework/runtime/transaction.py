@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING, Any
 from ..charts.machine import State, below_top, top
 from ..errors import ConflictError, NotFoundError, StateError, TransitionError
 from ..models import HistoryEntry, SagaStep, StepStatus, WorkflowState, WorkflowStatus
-from ..ports import Job
+from ..ports import Clock, Job, Queue, Store
 from .outage import is_pause, ride_out
 
 if TYPE_CHECKING:
-    from ..engine import Engine
+    from .runtime import Runtime
 
 log = logging.getLogger("statesaga.engine")
 #: Transitions whose table names the `emit` effect are published here after the save.
@@ -45,9 +45,9 @@ class Txn:
     persist: bool = False
     deferred: list[Callable[[], None]] = field(default_factory=list)
     #: Jobs to enqueue once saved, with their delays (kept apart from other deferred actions
-    #: so the engine can run the next step itself; see Engine.eager).
+    #: so the runtime can run the next step itself; see Runtime.eager).
     jobs: list[tuple[Job, float]] = field(default_factory=list)
-    #: The step this save also dispatched, run by this process right after it (Engine.eager).
+    #: The step this save also dispatched, run by this process right after it (Runtime.eager).
     claimed: Job | None = None
     followups: deque[str] = field(default_factory=deque)
     entries: list[HistoryEntry] = field(default_factory=list)
@@ -58,9 +58,11 @@ class Txn:
 
 @dataclass
 class TransitionContext:
-    """What guards and effects see: the engine, the working copy and the step (if any)."""
+    """What guards and effects see: the working copy (`txn`, `workflow`), the step (if any),
+    the history entry of this transition, the time, the ports, and two ways to ask for more:
+    `then` (a workflow trigger once this transition is done) and `fire_step`."""
 
-    engine: Engine
+    _kernel: Kernel
     txn: Txn
     step: SagaStep | None
     entry: HistoryEntry | None = None
@@ -71,24 +73,35 @@ class TransitionContext:
 
     @property
     def now(self) -> datetime:
-        return self.engine.clock.now()
+        return self._kernel.rt.clock.now()
+
+    @property
+    def store(self) -> Store:
+        """For reads only: the event's own changes go on `workflow` and are saved by the
+        kernel (a write here would be lost to the revision check)."""
+        return self._kernel.rt.store
+
+    @property
+    def queue(self) -> Queue:
+        return self._kernel.rt.queue
+
+    @property
+    def clock(self) -> Clock:
+        return self._kernel.rt.clock
 
     def then(self, trigger: str) -> None:
         """Fire a workflow trigger once the current transition is done."""
         self.txn.followups.append(trigger)
 
     def fire_step(self, step: SagaStep, trigger: str, detail: str | None = None) -> None:
-        self.engine.kernel.fire(self.txn, step, trigger, detail)
+        self._kernel.fire(self.txn, step, trigger, detail)
 
 
 class Kernel:
-    """Runs events as transactions on the engine's store, charts and registry.
+    """Runs events as transactions on a Runtime's store, charts and registry."""
 
-    It reads them from the engine at each call (a simulation swaps the store, queue and clock
-    of a built engine)."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
 
     def create(self, wf: WorkflowState, apply: Callable[[Txn], None], by: str | None) -> None:
         """The first save of a new workflow: `apply` fires its first triggers, then it is
@@ -96,9 +109,9 @@ class Kernel:
         txn = Txn(wf, by=by)
         apply(txn)
         self.followups(txn)
-        wf.updated_at = self.engine.clock.now()
+        wf.updated_at = self.rt.clock.now()
         try:
-            self.engine.store.create(wf)
+            self.rt.store.create(wf)
         except Exception as exc:
             if not is_pause(exc) or not self.created(wf):
                 raise
@@ -126,10 +139,10 @@ class Kernel:
         document, or None when `apply` decided there was nothing to do. `first` is a document
         this process saved itself, used instead of the first read (its revision still checks
         that nothing was saved since)."""
-        engine = self.engine
+        rt = self.rt
         for _ in range(_CONFLICT_RETRIES):
             # A pause of the store's server (seconds) is waited out, not an error.
-            wf = first if first is not None else ride_out(read(engine, workflow_id), workflow_id)
+            wf = first if first is not None else ride_out(read(rt.store, workflow_id), workflow_id)
             first = None
             txn = Txn(wf, by=by)
             if not apply(txn):
@@ -138,9 +151,9 @@ class Kernel:
             if not txn.persist:
                 self.after_commit(txn)
                 return wf
-            wf.updated_at = engine.clock.now()
+            wf.updated_at = rt.clock.now()
             try:
-                engine.store.save(wf)
+                rt.store.save(wf)
             except ConflictError:
                 log.debug("revision conflict on %s, re-evaluating", workflow_id)
                 continue
@@ -152,11 +165,11 @@ class Kernel:
                     continue
                 # Else the server ran the save after the client stopped waiting (a pause).
             if (
-                engine.probe is not None
+                rt.probe is not None
                 and job is not None
                 and (txn.deferred or txn.jobs or txn.claimed)
             ):
-                engine.probe("after_save", job)
+                rt.probe("after_save", job)
             self.after_commit(txn)
             return wf
         raise ConflictError(workflow_id, None, None)
@@ -165,7 +178,7 @@ class Kernel:
         """After a save cut off by a pause: whether the store applied it anyway, as a server
         does with commands sent before it paused. Waits for the store (`ride_out`); False when
         it did not, and the event is to be re-evaluated on the stored document."""
-        stored = ride_out(read(self.engine, wf.id), wf.id)
+        stored = ride_out(read(self.rt.store, wf.id), wf.id)
         if stored.revision == wf.revision + 1 and stored.updated_at == wf.updated_at:
             wf.revision = stored.revision  # the microsecond of this save: no other writer's
             return True
@@ -175,9 +188,9 @@ class Kernel:
         """After a create cut off by a pause: whether it landed (as `landed`), else create it
         now; False when another document holds the id."""
         try:
-            stored = ride_out(read(self.engine, wf.id), wf.id)
+            stored = ride_out(read(self.rt.store, wf.id), wf.id)
         except NotFoundError:
-            ride_out(lambda: self.engine.store.create(wf), wf.id)
+            ride_out(lambda: self.rt.store.create(wf), wf.id)
             return True
         if stored.updated_at == wf.updated_at:
             wf.revision = stored.revision
@@ -202,19 +215,19 @@ class Kernel:
         self, txn: Txn, step: SagaStep | None, trigger: str, detail: str | None = None
     ) -> None:
         """Fire one trigger on the workflow (step None) or a step, and run its effects."""
-        engine = self.engine
+        rt = self.rt
         wf = txn.wf
-        compiled = engine.workflow_chart if step is None else engine.step_chart
+        compiled = rt.workflow_chart if step is None else rt.step_chart
         holder: WorkflowState | SagaStep = wf if step is None else step
         source = full_state(holder.status.value, holder.substate)
-        ctx = TransitionContext(engine, txn, step)
+        ctx = TransitionContext(self, txn, step)
         spec, reached = compiled.fire_to(source, trigger, ctx)
-        now = engine.clock.now()
+        now = rt.clock.now()
         dest = top(reached)
         holder.substate = below_top(reached)
         if step is None:
             wf.status = WorkflowStatus(dest)
-            if dest in engine.ended_states:
+            if dest in rt.ended_states:
                 wf.finished_at = now
         else:
             step.status = StepStatus(dest)
@@ -233,7 +246,7 @@ class Kernel:
         txn.entries.append(entry)
         ctx.entry = entry
         for ref in spec.effects:
-            deferred = engine.registry.get_effect(ref.name).func(ctx, **ref.args)
+            deferred = rt.registry.get_effect(ref.name).func(ctx, **ref.args)
             if deferred is not None:
                 txn.deferred.append(deferred)
         if step is not None:
@@ -241,7 +254,7 @@ class Kernel:
 
     def followups(self, txn: Txn) -> None:
         """Fire the workflow triggers the transitions of this event asked for, in order."""
-        chart = self.engine.workflow_chart
+        chart = self.rt.workflow_chart
         fired = 0
         while txn.followups:
             trigger = txn.followups.popleft()
@@ -265,12 +278,12 @@ class Kernel:
     def after_commit(self, txn: Txn) -> None:
         """What the saved event does outside: waiters learn of it, its jobs are enqueued, its
         deferred effects run, `emit`ted transitions are logged and listeners see each one."""
-        engine = self.engine
-        engine.observer.saved(txn.wf)
+        rt = self.rt
+        rt.observer.saved(txn.wf)
         for queued, delay in txn.jobs:
-            stamped = engine.telemetry.stamp(queued, delay, txn.wf)
+            stamped = rt.telemetry.stamp(queued, delay, txn.wf)
             # Sent again after a pause: a job that went out twice runs once (its token).
-            ride_out(partial(engine.queue.enqueue, stamped, delay), txn.wf.id)
+            ride_out(partial(rt.queue.enqueue, stamped, delay), txn.wf.id)
         for action in txn.deferred:
             action()
         for entry in txn.emitted:
@@ -282,12 +295,12 @@ class Kernel:
                 entry.source,
                 entry.dest,
             )
-        engine.observer.notify(txn.wf, txn.entries)
+        rt.observer.notify(txn.wf, txn.entries)
 
 
-def read(engine: Engine, workflow_id: str) -> Callable[[], WorkflowState]:
-    """The read of a workflow from the engine's store, as `ride_out` calls it."""
-    return lambda: engine.store.get(workflow_id)
+def read(store: Store, workflow_id: str) -> Callable[[], WorkflowState]:
+    """The read of a workflow from a store, as `ride_out` calls it."""
+    return lambda: store.get(workflow_id)
 
 
 def full_state(status: str, substate: list[str]) -> State:

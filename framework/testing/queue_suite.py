@@ -76,6 +76,21 @@ class QueueConformance:
         queue.bind(rec)
         yield rec
 
+    def test_the_queue_offers_every_member_of_the_port(
+        self, queue: Queue, recorder: Recorder
+    ) -> None:
+        """The core asks a queue for its optional features instead of probing for them: a
+        queue has them all (subclassing statesaga.ports.Queue gives the defaults), and
+        renewing a job this process runs itself neither runs nor enqueues it."""
+        assert isinstance(queue, Queue)
+        assert isinstance(queue.in_process, bool)
+        queue.check()  # reachable: the fixture's queue is
+        count = queue.worker_count()
+        assert count is None or (isinstance(count, int) and count >= 0)
+        queue.renew(step_job(99))
+        self.run_jobs(queue, lambda: False, 0.2)
+        assert recorder.jobs == []
+
     def test_every_enqueued_job_runs_once(self, queue: Queue, recorder: Recorder) -> None:
         jobs = [step_job(n) for n in range(20)]
         for job in jobs:

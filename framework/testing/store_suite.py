@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -150,11 +150,10 @@ def rich_workflow() -> WorkflowState:
     )
 
 
-class StoreConformance:
-    """Pytest tests for the Store contract; subclass and provide a `store` fixture."""
-
-    concurrency_threads = 8
-    concurrency_rounds = 25
+class DamagedDocuments:
+    """The Store contract's part about documents that cannot be read: no reader fails on one,
+    each names it (`Store.unreadable`). Part of StoreConformance; `write_raw` and `damage`
+    are the adapter's suite's hooks."""
 
     def write_raw(self, store: Store, workflow_id: str, text: str) -> None:
         """Replace a stored document with raw JSON text (adapter-specific; optional)."""
@@ -169,6 +168,95 @@ class StoreConformance:
             self.write_raw(store, workflow_id, json.dumps({"id": workflow_id, "steps": SECRET}))
         else:
             raise NotImplementedError
+
+    def test_a_stored_document_with_an_unknown_field_is_rejected(self, store: Store) -> None:
+        wf = make_workflow()
+        store.create(wf)
+        doc = store.get(wf.id).model_dump(mode="json")
+        doc["surprise"] = "a field this version does not know"
+        try:
+            self.write_raw(store, wf.id, json.dumps(doc))
+        except NotImplementedError:
+            pytest.skip("this adapter's suite does not implement write_raw()")
+        with pytest.raises(DefinitionError) as caught:
+            store.get(wf.id)
+        assert any(p.field == "surprise" for p in caught.value.problems)
+
+    def test_a_listing_goes_on_past_an_unreadable_document(self, store: Store) -> None:
+        """One corrupt document must not hide every other workflow from list() and from
+        recovery's list_stale(): it is left out (and named in `store.unreadable` by the
+        adapters that keep that record), while get() of it still raises."""
+        good = make_workflow(status=WorkflowStatus.RUNNING)
+        bad = make_workflow(status=WorkflowStatus.RUNNING, created_at=T0 + timedelta(seconds=1))
+        store.create(good)
+        store.create(bad)
+        try:
+            # Well-formed JSON no model reads (a store may refuse malformed JSON at write time).
+            self.write_raw(store, bad.id, '{"id": "' + bad.id + '", "steps": "none"}')
+        except NotImplementedError:
+            pytest.skip("this adapter's suite does not implement write_raw()")
+        assert [wf.id for wf in store.list()] == [good.id]
+        assert [wf.id for wf in store.list(status=WorkflowStatus.RUNNING)] == [good.id]
+        stale = store.list_stale(T0 + timedelta(days=1), [WorkflowStatus.RUNNING])
+        assert [wf.id for wf in stale] == [good.id]
+        assert list(store.unreadable) == [bad.id]
+        with pytest.raises(DefinitionError):
+            store.get(bad.id)
+
+    @pytest.mark.parametrize("kind", DAMAGE)
+    def test_one_damaged_document_is_named_and_hides_no_other(
+        self, store: Store, kind: str
+    ) -> None:
+        """Whatever damaged one document (its bytes, its JSON, its fields, its revision), every
+        reader goes on past it: list, list by status, the stale scan and (when the store has
+        it) the dashboard's browse leave it out and name it in `store.unreadable` with what
+        is wrong; get() of it raises DefinitionError naming it. No message quotes the
+        document, and the other workflows can still be saved."""
+        first = make_workflow(status=WorkflowStatus.RUNNING)
+        bad = make_workflow(status=WorkflowStatus.RUNNING, created_at=T0 + timedelta(seconds=1))
+        last = make_workflow(status=WorkflowStatus.RUNNING, created_at=T0 + timedelta(seconds=2))
+        for wf in (first, bad, last):
+            store.create(wf)
+        good = [first.id, last.id]
+        try:
+            self.damage(store, bad.id, kind)
+        except NotImplementedError:
+            pytest.skip(f"this adapter's suite cannot damage a document's {kind}")
+        assert [wf.id for wf in store.list()] == good
+        assert [wf.id for wf in store.list(status=WorkflowStatus.RUNNING)] == good
+        stale = store.list_stale(T0 + timedelta(days=1), [WorkflowStatus.RUNNING])
+        assert [wf.id for wf in stale] == good
+        browse = getattr(store, "browse", None)
+        if browse is not None:
+            assert [wf.id for wf in browse(limit=10)] == good[::-1]
+        assert list(store.unreadable) == [bad.id]
+        assert store.unreadable[bad.id] and SECRET not in store.unreadable[bad.id]
+        with pytest.raises(DefinitionError) as caught:
+            store.get(bad.id)
+        assert bad.id in str(caught.value) and SECRET not in str(caught.value)
+        wf = store.get(last.id)
+        wf.status = WorkflowStatus.COMPLETED
+        store.save(wf)
+        assert store.get(last.id).status is WorkflowStatus.COMPLETED
+
+
+class StoreConformance(DamagedDocuments):
+    """Pytest tests for the Store contract; subclass and provide a `store` fixture."""
+
+    concurrency_threads = 8
+    concurrency_rounds = 25
+
+    # -- the port's members --------------------------------------------------------------------
+
+    def test_the_store_offers_every_member_of_the_port(self, store: Store) -> None:
+        """The core asks a store for its optional features instead of probing for them: a
+        store has them all (subclassing statesaga.ports.Store gives the defaults)."""
+        assert isinstance(store, Store)
+        assert isinstance(store.location(), str) and store.location()
+        assert isinstance(store.unreadable, Mapping)
+        store.initialize()
+        now = store.server_time()
+        assert now is None or (isinstance(now, datetime) and now.tzinfo is not None)
 
     # -- exists --------------------------------------------------------------------------------
 
@@ -403,80 +491,6 @@ class StoreConformance:
         store.save(got)
         again = store.get(original.id)
         assert again.to_json() == got.to_json()
-
-    def test_a_stored_document_with_an_unknown_field_is_rejected(self, store: Store) -> None:
-        wf = make_workflow()
-        store.create(wf)
-        doc = store.get(wf.id).model_dump(mode="json")
-        doc["surprise"] = "a field this version does not know"
-        try:
-            self.write_raw(store, wf.id, json.dumps(doc))
-        except NotImplementedError:
-            pytest.skip("this adapter's suite does not implement write_raw()")
-        with pytest.raises(DefinitionError) as caught:
-            store.get(wf.id)
-        assert any(p.field == "surprise" for p in caught.value.problems)
-
-    def test_a_listing_goes_on_past_an_unreadable_document(self, store: Store) -> None:
-        """One corrupt document must not hide every other workflow from list() and from
-        recovery's list_stale(): it is left out (and named in `store.unreadable` by the
-        adapters that keep that record), while get() of it still raises."""
-        good = make_workflow(status=WorkflowStatus.RUNNING)
-        bad = make_workflow(status=WorkflowStatus.RUNNING, created_at=T0 + timedelta(seconds=1))
-        store.create(good)
-        store.create(bad)
-        try:
-            # Well-formed JSON no model reads (a store may refuse malformed JSON at write time).
-            self.write_raw(store, bad.id, '{"id": "' + bad.id + '", "steps": "none"}')
-        except NotImplementedError:
-            pytest.skip("this adapter's suite does not implement write_raw()")
-        assert [wf.id for wf in store.list()] == [good.id]
-        assert [wf.id for wf in store.list(status=WorkflowStatus.RUNNING)] == [good.id]
-        stale = store.list_stale(T0 + timedelta(days=1), [WorkflowStatus.RUNNING])
-        assert [wf.id for wf in stale] == [good.id]
-        unreadable = getattr(store, "unreadable", None)
-        if unreadable is not None:
-            assert list(unreadable) == [bad.id]
-        with pytest.raises(DefinitionError):
-            store.get(bad.id)
-
-    @pytest.mark.parametrize("kind", DAMAGE)
-    def test_one_damaged_document_is_named_and_hides_no_other(
-        self, store: Store, kind: str
-    ) -> None:
-        """Whatever damaged one document (its bytes, its JSON, its fields, its revision), every
-        reader goes on past it: list, list by status, the stale scan and (when the store has
-        it) the dashboard's browse leave it out and name it in `store.unreadable` with what
-        is wrong; get() of it raises DefinitionError naming it. No message quotes the
-        document, and the other workflows can still be saved."""
-        first = make_workflow(status=WorkflowStatus.RUNNING)
-        bad = make_workflow(status=WorkflowStatus.RUNNING, created_at=T0 + timedelta(seconds=1))
-        last = make_workflow(status=WorkflowStatus.RUNNING, created_at=T0 + timedelta(seconds=2))
-        for wf in (first, bad, last):
-            store.create(wf)
-        good = [first.id, last.id]
-        try:
-            self.damage(store, bad.id, kind)
-        except NotImplementedError:
-            pytest.skip(f"this adapter's suite cannot damage a document's {kind}")
-        assert [wf.id for wf in store.list()] == good
-        assert [wf.id for wf in store.list(status=WorkflowStatus.RUNNING)] == good
-        stale = store.list_stale(T0 + timedelta(days=1), [WorkflowStatus.RUNNING])
-        assert [wf.id for wf in stale] == good
-        browse = getattr(store, "browse", None)
-        if browse is not None:
-            assert [wf.id for wf in browse(limit=10)] == good[::-1]
-        unreadable = getattr(store, "unreadable", None)
-        if unreadable is not None:
-            assert list(unreadable) == [bad.id]
-            assert unreadable[bad.id] and SECRET not in unreadable[bad.id]
-        with pytest.raises(DefinitionError) as caught:
-            store.get(bad.id)
-        assert bad.id in str(caught.value) and SECRET not in str(caught.value)
-        wf = store.get(last.id)
-        wf.status = WorkflowStatus.COMPLETED
-        store.save(wf)
-        assert store.get(last.id).status is WorkflowStatus.COMPLETED
 
     # -- concurrency ---------------------------------------------------------------------------
 

@@ -26,7 +26,6 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from ..app import EngineOptions
 from ..context import StepContext
 from ..errors import StatesagaError
 from ..models import StepStatus, WorkflowState
@@ -43,15 +42,13 @@ from ..plans import (
 )
 from ..plans.plan import approval_step, item_of
 from ..plans.tools import _TOOL, Reversibility
-from ..plugins import open_store
 from ..registry import Registry
+from . import events
 from .simulation import (
     EVENTS,
     OPTIONAL,
     Rig,
     SeedResult,
-    SimClock,
-    SimQueue,
     Simulation,
     _Violation,
 )
@@ -124,6 +121,15 @@ class PlanSimulation(Simulation):
         self.revisions = 0
         self.stale_hashes: list[str] = []
         _register_tools(self.engine.registry, self)
+
+    def _actions(self) -> dict[str, Callable[[], None]]:
+        return {
+            **super()._actions(),
+            "revise": self._do_revise,
+            "approve": self._do_approve,
+            "reject": self._do_reject,
+            "signal": self._do_signal,  # a plan's signal is mostly an approval
+        }
 
     # -- the start, and the plan's events ----------------------------------------------------
     def _start(self) -> WorkflowState:
@@ -209,7 +215,7 @@ class PlanSimulation(Simulation):
         if open_requests(self._wf()):
             self._do_approve(healing=self.healing)
         else:
-            super()._do_signal()
+            events.signal(self)
 
     # -- invariants --------------------------------------------------------------------------
     def _refresh_service(self, wf: WorkflowState) -> None:
@@ -265,15 +271,7 @@ class PlanRig(Rig):
 
     def __init__(self) -> None:
         self.definition = compile_plan(plan_for(0), TOOLS).definition
-        self.engine = EngineOptions(
-            store=open_store("memory://"),
-            queue=SimQueue(SimClock()),
-            registry=Registry(),
-            worker="sim",
-            heartbeat=0,
-            definition=self.definition,
-        ).build()
-        self._store_class = type(self.engine.store)
+        self._build(Registry())
 
 
 def _register_tools(registry: Registry, sim: PlanSimulation) -> None:

@@ -31,25 +31,27 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from ..app import EngineOptions
 from ..definition import StepSpec, WorkflowDefinition
-from ..engine import waiting_for_signal
-from ..errors import AdapterError, StatesagaError
+from ..engine import Engine
+from ..errors import AdapterError
 from ..models import RetryPolicy, StepStatus, WorkflowState, WorkflowStatus
 from ..plugins import open_store
-from ..ports import Job, JobRunner, Store
+from ..ports import Clock, Job, JobRunner, Queue, Store
 from ..registry import Registry
+from ..runtime.observe import waiting_for_signal
 from ..runtime.outage import is_outage
 from ..runtime.recovery import Recovery, RecoveryAction
+from ..runtime.runtime import Probe, Runtime
 from ..vocabulary import STEP_SIGNALLABLE
+from .events import ACTIONS, RECOVERY_TIMEOUT, action_fault, job_name, progress, undo_fault
 from .invariants import ENDED, check_end, check_event
 from .standins import Faults, RefusingStore, Service, SimCrash, pick, register_standins
 
 EPOCH = datetime(2030, 1, 1, tzinfo=UTC)
-#: Recovery's heartbeat timeout in the simulation (seconds of simulated time).
-RECOVERY_TIMEOUT = 30.0
 
 
 class SimClock:
@@ -93,7 +95,7 @@ class Pending:
     seq: int
 
 
-class SimQueue:
+class SimQueue(Queue):
     """The Queue port for the simulation: it only records jobs; the scheduler delivers them."""
 
     in_process = False
@@ -238,28 +240,57 @@ def simulated_definition(definition: WorkflowDefinition) -> WorkflowDefinition:
 
 
 class Rig:
-    """What every seed of a run shares: the simulated definition and one Engine, whose store,
-    queue, clock, probe and stand-ins each seed replaces (building an Engine scans the
-    installed plugins, which would cost more than a seed)."""
+    """What every seed of a run shares: the simulated definition, and the registry and
+    compiled lifecycles of one Engine built for it (building an Engine scans the installed
+    plugins, which would cost more than a seed). Each seed runs on a fresh Runtime made of
+    those and its own store, queue, clock and probe (`runtime`)."""
 
     def __init__(self, definition: WorkflowDefinition, registry: Registry | None = None) -> None:
         self.definition = simulated_definition(definition)
         # A registry given here may bring its own effects or guards (they win over the
         # built-ins), e.g. to check that the simulation catches a defective one.
-        self.engine = EngineOptions(
-            store=open_store("memory://"),
-            queue=SimQueue(SimClock()),
-            registry=registry.copy() if registry is not None else Registry(),
-            worker="sim",
-            heartbeat=0,
-            definition=self.definition,
-        ).build()
-        self._store_class: Any = type(self.engine.store)
+        self._build(registry.copy() if registry is not None else Registry())
+
+    def _build(self, registry: Registry) -> None:
+        self.base = (
+            EngineOptions(
+                store=open_store("memory://"),
+                queue=SimQueue(SimClock()),
+                registry=registry,
+                worker="sim",
+                heartbeat=0,
+                definition=self.definition,
+            )
+            .build()
+            .runtime
+        )
+        self._store_class: Any = type(self.base.store)
 
     def new_store(self) -> Store:
         """An empty store of the kind `memory://` opens, without scanning the plugins again."""
         store: Store = self._store_class.from_url("memory://")
         return store
+
+    def runtime(
+        self, store: Store, queue: SimQueue, clock: Clock, probe: Probe, *, eager: bool
+    ) -> Runtime:
+        """A fresh Runtime for one seed: the shared registry (the seed's stand-ins go in it)
+        and lifecycles, and the seed's store, queue, clock and probe."""
+        base = self.base
+        return Runtime(
+            store,
+            queue,
+            base.registry,
+            base.workflow_chart,
+            base.step_chart,
+            clock=clock,
+            telemetry=base.telemetry,
+            worker=base.worker,
+            heartbeat_interval=base.heartbeat_interval,
+            probe=probe,
+            eager=eager,
+            allowed=base.allowed,
+        )
 
 
 class Simulation:
@@ -310,21 +341,16 @@ class Simulation:
         self.depth = 0
         self.trace: list[str] = []
         self.ended_as: WorkflowStatus | None = None
-        self.engine = engine = rig.engine
+        self.queue.in_process = eager
         self.store = RefusingStore(rig.new_store())
-        engine.store = self.store
-        engine.queue = self.queue
-        engine.clock = self.process_clock
-        engine.probe = self._probe
-        self.queue.bind(engine.run_job)
+        runtime = rig.runtime(self.store, self.queue, self.process_clock, self._probe, eager=eager)
+        self.engine = engine = Engine.over(runtime)
         register_standins(
             engine.registry,
             self.definition,
             self.service,
-            Faults(self._action_fault, self._undo_fault, self._progress),
+            Faults(partial(action_fault, self), partial(undo_fault, self), partial(progress, self)),
         )
-        self.queue.in_process = eager
-        self.engine.eager = eager
         self.recovery = Recovery(self.engine, timeout=RECOVERY_TIMEOUT, by="recovery")
         self.canceller = Recovery(
             self.engine, timeout=RECOVERY_TIMEOUT, action=RecoveryAction.CANCEL, by="recovery"
@@ -333,6 +359,11 @@ class Simulation:
         self.events = 0
         self._noted: list[str] = []
         self._last: WorkflowState | None = None
+        self.actions = self._actions()
+
+    def _actions(self) -> dict[str, Callable[[], None]]:
+        """What each scheduler event does, as statesaga.verify.events' table says."""
+        return {kind: partial(action, self) for kind, action in ACTIONS.items()}
 
     # -- the run ---------------------------------------------------------------------------
     def run(self) -> SeedResult:
@@ -450,8 +481,7 @@ class Simulation:
 
     def _event(self, kind: str) -> None:
         self.events += 1
-        handler = getattr(self, f"_do_{kind}")
-        handler()
+        self.actions[kind]()
         if self.full_for > 0 and kind != "disk_full":
             self.full_for -= 1
             if self.full_for == 0:
@@ -475,103 +505,10 @@ class Simulation:
             self.full_for = 0
             self._note("disk", "space freed: writes work again")
 
-    # -- events ----------------------------------------------------------------------------
-    def _do_deliver(self, duplicate: bool = False) -> None:
-        due = self.queue.due()
-        if not due:
-            self._note("deliver", "nothing due")
-            return
-        p = self.rng.choice(due) if not self.healing else min(due, key=lambda p: p.seq)
-        if not duplicate:
-            self.queue.pending.remove(p)
-        self._run(p.job, "duplicate" if duplicate else "deliver")
-
-    def _do_duplicate(self) -> None:
-        self._do_deliver(duplicate=True)
-
-    def _do_lose(self) -> None:
-        p = self.rng.choice(self.queue.pending)
-        self.queue.pending.remove(p)
-        self._note("lose", _job(p.job))
-
-    def _do_stale(self) -> None:
-        self._run(self.rng.choice(self.queue.delivered), "stale")
-
-    def _do_wait(self) -> None:
-        due = self.queue.next_due()
-        if due is not None:
-            self.clock.advance_to(due)
-        self._note("wait", "until the next job is due")
-
-    def _do_disk_full(self) -> None:
-        self.full_for = self.rng.randint(1, 6)
-        self.store.refusing = True
-        self._note("disk full", f"every write refused for {self.full_for} events")
-
-    def _do_tick(self) -> None:
-        self.clock.advance(self.rng.choice([1.0, 5.0, RECOVERY_TIMEOUT + 1]))
-        self._note("tick", "time passes")
-
-    def _do_recover(self) -> None:
-        if self.healing:
-            # A heartbeat written by a clock ahead of recovery's looks younger by the gap:
-            # the lost attempt is taken that much later, never not at all.
-            spread = max(self.offsets.values()) - min(self.offsets.values())
-            self.clock.advance(RECOVERY_TIMEOUT + 1 + spread)
-        elif self.rng.random() < 0.7:
-            self.clock.advance(RECOVERY_TIMEOUT + 1)
-        with self.on("recovery"):
-            report = self.recovery.run_once()
-        self._note("recover", f"resumed {len(report.resumed)}" + _errors(report.errors))
-
-    def _do_recover_cancel(self) -> None:
-        self.clock.advance(RECOVERY_TIMEOUT + 1)
-        with self.on("recovery"):
-            report = self.canceller.run_once()
-        self._note(
-            "recover --cancel", f"cancelled {len(report.cancelled)}" + _errors(report.errors)
-        )
-
-    def _do_cancel(self, force: bool = False) -> None:
-        name = "cancel --force" if force else "cancel"
-        try:
-            with self.on("operator"):
-                self.engine.cancel(self.wf_id, force=force, by="operator")
-        except StatesagaError as exc:
-            self._note(name, f"refused: {exc}")
-            return
-        self._note(name, "accepted")
-
-    def _do_force_cancel(self) -> None:
-        self._do_cancel(force=True)
-
-    def _do_suspend(self) -> None:
-        try:
-            with self.on("operator"):
-                self.engine.suspend(self.wf_id, by="operator", reason="simulated")
-        except StatesagaError as exc:
-            self._note("suspend", f"refused: {exc}")
-            return
-        self._note("suspend", "accepted")
-
-    def _do_signal(self) -> None:
-        names = self._signals()
-        if not names:
-            self._note("signal", "no wait step")
-            return
-        name = self.rng.choice(names) if not self.healing else names[0]
-        try:
-            with self.on("operator"):
-                self.engine.signal(self.wf_id, name, {"by": "sim"}, by="approver")
-        except StatesagaError as exc:
-            self._note(f"signal {name}", f"refused: {exc}")
-            return
-        self._note(f"signal {name}", "accepted")
-
     def _run(self, job: Job, how: str) -> None:
         self.queue.delivered.append(job)
         worker = self.rng.choice(WORKERS)
-        label = f"{how} {_job(job)}" + (f" on {worker}" if self.offsets[worker] else "")
+        label = f"{how} {job_name(job)}" + (f" on {worker}" if self.offsets[worker] else "")
         try:
             with self.on(worker):
                 self.engine.run_job(job)
@@ -601,50 +538,13 @@ class Simulation:
             raise SimCrash(f"at {boundary}")
         if r < self.rates.crash + self.rates.interleave and self.depth < 2:
             self.depth += 1
-            self._note(f"  at {boundary} of {_job(job)}", "meanwhile:")
+            self._note(f"  at {boundary} of {job_name(job)}", "meanwhile:")
             self._flush()
             try:
                 for _ in range(self.rng.randint(1, 2)):
                     self._event(self._choose())
             finally:
                 self.depth -= 1
-
-    def _action_fault(self, step: str, attempt: int) -> str:
-        if step == self.doomed:
-            return "fail"
-        if self.healing:
-            return "ok"
-        r = self.rates
-        return pick(
-            self.rng,
-            {
-                "ok": 1 - r.fail - r.timeout - r.die_after_effect,
-                "fail": r.fail,
-                "timeout": r.timeout,
-                "crash": r.die_after_effect,
-            },
-        )
-
-    def _undo_fault(self, step: str) -> str:
-        if self.healing:
-            return "ok"
-        r = self.rates
-        return pick(self.rng, {"ok": 1 - r.undo_fail - 0.03, "fail": r.undo_fail, "crash": 0.03})
-
-    def _progress(self, step: str) -> list[str]:
-        chart = self.engine.step_chart
-        if not chart.hierarchical or self.rng.random() >= self.rates.progress:
-            return []
-        triggers = sorted(
-            {
-                t.trigger
-                for t in chart.chart.transitions
-                if all(str(src).startswith("EXECUTING.") for src in t.source)
-            }
-        )
-        return (
-            [self.rng.choice(triggers) for _ in range(self.rng.randint(1, 3))] if triggers else []
-        )
 
     # -- helpers ---------------------------------------------------------------------------
     def _wf(self) -> WorkflowState:
@@ -711,14 +611,6 @@ _SHORT = {
 
 def _short(status: StepStatus) -> str:
     return _SHORT.get(status, status.value.lower())
-
-
-def _job(job: Job) -> str:
-    return f"{job.kind} {job.step}#{job.attempt}"
-
-
-def _errors(errors: dict[str, str]) -> str:
-    return "".join(f"; error: {e}" for e in errors.values())
 
 
 def simulate(

@@ -194,7 +194,7 @@ def _undo(service: Service, faults: Faults) -> Callable[[StepContext], Any]:
     return stand_in
 
 
-class RefusingStore:
+class RefusingStore(Store):
     """A store whose disk fills for a while: while `refusing`, every write (create, save,
     heartbeat) raises StoreFullError and writes nothing, as the SQLite store does on a full
     disk; reads answer as ever."""

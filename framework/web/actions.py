@@ -151,7 +151,7 @@ class Operations:
                     step_chart=chart,
                 ).build()
                 self._engines[key] = engine
-                if getattr(engine.queue, "in_process", False):
+                if engine.queue.in_process:
                     self._runners.append(_Runner(engine))
             return engine
 
@@ -170,7 +170,7 @@ class Operations:
 
     def _require_handlers(self, engine: Engine, wf: WorkflowState) -> None:
         """In-process jobs need their handlers here: refuse before anything is changed."""
-        if not getattr(engine.queue, "in_process", False):
+        if not engine.queue.in_process:
             return  # workers elsewhere run the jobs, with their own allow-list
         missing = sorted(
             {

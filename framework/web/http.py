@@ -4,7 +4,6 @@ strict JSON bodies read up to a limit, local redirects, and the secrets no answe
 from __future__ import annotations
 
 import re
-import sqlite3
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -14,6 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import (
     AdapterError,
+    BackendUnavailable,
     ConflictError,
     DefinitionError,
     NotFoundError,
@@ -40,12 +40,10 @@ class BodyTooLarge(Exception):
 
 
 def unreachable(exc: Exception) -> bool:
-    """The store or the queue cannot be reached: the adapter said so, or its client library
-    (the built-in ConnectionError and TimeoutError, and redis-py's of the same names, which
-    are not OSErrors), or SQLite is locked."""
-    if isinstance(exc, AdapterError | sqlite3.OperationalError):
-        return True
-    return any(c.__name__ in ("ConnectionError", "TimeoutError") for c in type(exc).__mro__)
+    """The store or the queue cannot serve now: the adapter said so (its own error, or its
+    client library's as it declared it: statesaga.errors.BackendUnavailable, e.g. a locked
+    SQLite file, a Redis server out of reach), or a built-in ConnectionError or TimeoutError."""
+    return isinstance(exc, AdapterError | BackendUnavailable | ConnectionError | TimeoutError)
 
 
 def status_of(exc: Exception) -> int:

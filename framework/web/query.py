@@ -265,7 +265,7 @@ def browse(
     """One page of workflows, newest first (see _browse), with the stored documents the
     store's listings left out because they cannot be read."""
     page = _browse(store, filters, cursor, limit, with_counts=with_counts)
-    return replace(page, unreadable=dict(getattr(store, "unreadable", {})))
+    return replace(page, unreadable=dict(store.unreadable))
 
 
 def _cursor_after(found: list[WorkflowState], limit: int) -> str | None:

@@ -21,11 +21,12 @@ from urllib.parse import urlsplit
 
 from statesaga.errors import AdapterError, ConflictError, NotFoundError
 from statesaga.models import WorkflowState, WorkflowStatus, readable_documents
+from statesaga.ports import Store
 
 __all__ = ["JsonFileStore", "notify", "notify_wanted"]
 
 
-class JsonFileStore:
+class JsonFileStore(Store):
     """`jsonfile:///abs/dir` (or `jsonfile://rel/dir`): one JSON document per workflow.
 
     Every write holds an exclusive lock on `.lock` in the directory (threads of this process
@@ -36,6 +37,8 @@ class JsonFileStore:
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory)
         self._mutex = threading.Lock()
+        #: Documents the last listing skipped (the port's `unreadable`), id -> why.
+        self.unreadable: dict[str, str] = {}
 
     @classmethod
     def from_url(cls, url: str) -> JsonFileStore:
@@ -120,7 +123,9 @@ class JsonFileStore:
             return []
         # A document no model reads is left out (and noted), not a failure of every listing.
         paths = self.directory.glob("*.json")
-        docs = readable_documents(((p.stem, partial(self._read, p.stem)) for p in paths), {})
+        docs = readable_documents(
+            ((p.stem, partial(self._read, p.stem)) for p in paths), self.unreadable
+        )
         out = [
             d
             for d in docs
@@ -152,7 +157,7 @@ def notify(ctx: Any, file: str) -> Any:
     action is returned as a callable; the engine calls it once the save succeeded. The line
     records what the store held at that moment, which shows it ran after the commit.
     """
-    wf, step, entry, store = ctx.workflow, ctx.step, ctx.entry, ctx.engine.store
+    wf, step, entry, store = ctx.workflow, ctx.step, ctx.entry, ctx.store
     workflow_id = wf.id
     step_name = step.name if step is not None else None
     trigger = entry.trigger if entry is not None else None
