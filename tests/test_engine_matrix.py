@@ -510,7 +510,10 @@ def test_on_rq_a_saga_completes_or_compensates(
     queue = RQQueue.from_url(url)
     engine = make_engine(queue=queue)
     # A refused booking is not retried (non_retryable), so no job waits for a delay.
-    wf = engine.start(load_definition(EXAMPLES / "trip.yaml"), {**TRIP, "fail_at": fail_at})
+    wf = engine.start(
+        load_definition(EXAMPLES / "trip.yaml"),
+        {**TRIP, **({"fail_at": fail_at} if fail_at else {})},
+    )
     with serving(engine.run_job):
         make_rq_worker(queue.rq_queue).work(burst=True, logging_level="WARNING")
     done = engine.get(wf.id)
