@@ -615,7 +615,8 @@ def _dependencies(spec: DefinitionSpec) -> dict[str, tuple[str, ...]]:
     return deps
 
 
-def _depends_on(name: str, target: str, deps: Mapping[str, tuple[str, ...]]) -> bool:
+def depends_on(name: str, target: str, deps: Mapping[str, tuple[str, ...]]) -> bool:
+    """Whether step `name` depends on `target`, directly or not (deps: name -> direct deps)."""
     seen: set[str] = set()
     todo = list(deps.get(name, ()))
     while todo:
@@ -747,7 +748,7 @@ def _check_nothing_after_the_pivot_is_compensated(g: _Steps) -> list[Problem]:
             " (remove its compensation; it is retried forward instead)",
         )
         for s in g.spec.steps
-        if s.compensation is not None and _depends_on(s.name, pivot, g.deps)
+        if s.compensation is not None and depends_on(s.name, pivot, g.deps)
     ]
 
 
@@ -783,7 +784,7 @@ def _check_references(g: _Steps) -> list[Problem]:
                         why = f"there is no step {other!r}"
                     elif other == step.name and where == "params":
                         why = f"step {other!r} has no result while it runs"
-                    elif other != step.name and not _depends_on(step.name, other, g.deps):
+                    elif other != step.name and not depends_on(step.name, other, g.deps):
                         why = (
                             f"step {other!r} does not finish before {step.name!r} starts "
                             f"(add it to depends_on)"

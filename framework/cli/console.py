@@ -39,6 +39,7 @@ def prog() -> str:
         return "statesaga"
     return shlex.quote(argv0)
 
+
 COLOURS: Mapping[str, str] = {
     StepStatus.PENDING: "dim",
     StepStatus.QUEUED: "cyan",

@@ -30,7 +30,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .._yaml import LineMap, Loc, load_yaml_file, pydantic_problems
-from ..definition import WorkflowDefinition, definition_from_data, references
+from ..definition import WorkflowDefinition, definition_from_data, depends_on, references
 from ..errors import DefinitionError, Problem
 from ..models import (
     CompensationStrategy,
@@ -227,7 +227,7 @@ def compile_plan(
     steps: list[dict[str, Any]] = []
     for i, item in enumerate(items):
         t = used[item.id]
-        after_pivot = pivot is not None and _reaches(item.id, pivot, deps)
+        after_pivot = pivot is not None and depends_on(item.id, pivot, deps)
         gated = needs_approval(item, t)
         if gated:
             steps.append(_approval_step(spec, item, t, deps[item.id], version))
@@ -315,20 +315,6 @@ def _dependencies(items: Sequence[PlanItem]) -> dict[str, tuple[str, ...]]:
     return deps
 
 
-def _reaches(name: str, target: str, deps: Mapping[str, tuple[str, ...]]) -> bool:
-    """Whether `name` depends on `target`, directly or not."""
-    seen: set[str] = set()
-    todo = list(deps.get(name, ()))
-    while todo:
-        d = todo.pop()
-        if d == target:
-            return True
-        if d not in seen:
-            seen.add(d)
-            todo.extend(deps.get(d, ()))
-    return False
-
-
 def _pivot(
     items: Sequence[PlanItem],
     used: Mapping[str, Tool],
@@ -342,7 +328,7 @@ def _pivot(
     last = [i.id for i in items if used[i.id].reversibility is Reversibility.IRREVERSIBLE]
     if not last:
         return None, []
-    firsts = [p for p in last if all(o == p or _reaches(o, p, deps) for o in last)]
+    firsts = [p for p in last if all(o == p or depends_on(o, p, deps) for o in last)]
     if firsts:
         return firsts[0], []
     a, b = (
@@ -350,7 +336,7 @@ def _pivot(
             (a, b)
             for a in last
             for b in last
-            if a != b and not _reaches(a, b, deps) and not _reaches(b, a, deps)
+            if a != b and not depends_on(a, b, deps) and not depends_on(b, a, deps)
         )
         if len(last) > 1
         else (last[0], last[0])

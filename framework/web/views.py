@@ -255,8 +255,7 @@ def story(wf: WorkflowState) -> Story:
             else "cancelled"
         )
         return Story(
-            f"{status.title()} — {how} by {cancels[-1].by or 'someone'}, "
-            f"so {_undone(undone)}",
+            f"{status.title()} — {how} by {cancels[-1].by or 'someone'}, so {_undone(undone)}",
             tuple(lines),
             "compensated" if undone else "skipped",
         )
@@ -268,9 +267,7 @@ def story(wf: WorkflowState) -> Story:
             "compensated",
         )
     if status == "CANCELLED":
-        return Story(
-            f"Cancelled — {_undone(undone)}", tuple(lines), "skipped"
-        )
+        return Story(f"Cancelled — {_undone(undone)}", tuple(lines), "skipped")
     if status == "FAILED":
         cause = (
             f"could not undo {_names(not_undone)}"
