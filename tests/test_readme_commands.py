@@ -61,9 +61,7 @@ def _site_pages() -> list[Path]:
 
 
 DOCS = [ROOT / "README.md", ROOT / "diagrams" / "README.md", *_site_pages()]
-FENCE = re.compile(
-    r"^```(?P<lang>[\w-]*)(?P<attrs>[^\n]*)\n(?P<body>.*?)^```[ \t]*$", re.S | re.M
-)
+FENCE = re.compile(r"^```(?P<lang>[\w-]*)(?P<attrs>[^\n]*)\n(?P<body>.*?)^```[ \t]*$", re.S | re.M)
 TITLE = re.compile(r'\btitle="(?P<path>[^"]+)"')
 MARK = re.compile(r"<!--\s*readme-test:\s*skip\s*:?\s*(?P<why>.*?)\s*-->")
 WF_ID = re.compile(r"\bWF-\d{8}-[0-9a-f]{8}\b")
@@ -205,11 +203,9 @@ def test_the_docs_have_commands_to_run() -> None:
     assert all(b.skip for b in ALL if b.skip is not None)  # every skip says why
 
 
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def _copy_repository(work: Path) -> Path:
     """A copy of the repository as a fresh clone would have it (no venv, no node_modules,
-    no databases), where the README's relative paths resolve."""
-    work = tmp_path_factory.mktemp("readme") / "statesaga"
+    no databases), where the documents' relative paths resolve."""
     ignore = shutil.ignore_patterns(
         ".venv",
         "node_modules",
@@ -224,7 +220,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         "out",
     )
     shutil.copytree(ROOT, work, ignore=ignore)
-    yield work
+    return work
 
 
 def _env(home: Path) -> dict[str, str]:
@@ -250,13 +246,31 @@ def _redis_hostport(url: str) -> str:
     return url.split("://", 1)[1].split("/", 1)[0]
 
 
+DOCS_WITH_BLOCKS = [doc for doc in DOCS if any(b.doc == doc for b in ALL)]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("block", ALL, ids=[b.id for b in ALL])
-def test_readme_block_runs_as_written(
-    block: Block, workspace: Path, request: pytest.FixtureRequest
+@pytest.mark.parametrize(
+    "doc", DOCS_WITH_BLOCKS, ids=[str(d.relative_to(ROOT)) for d in DOCS_WITH_BLOCKS]
+)
+def test_document_runs_as_written(
+    doc: Path, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    if block.skip is not None:
-        pytest.skip(f"{block.id}: {block.skip}")
+    """A document's blocks run in its order, in a copy of its own: a reader follows one page
+    from the top, and a block may need a file an earlier block of the page wrote. One test
+    per page keeps that order under a shuffled run (`-p randomly`, as .ci/run does)."""
+    workspace = _copy_repository(tmp_path / "statesaga")
+    skipped = []
+    for block in (b for b in ALL if b.doc == doc):
+        if block.skip is not None:
+            skipped.append(block.id)
+            continue
+        _run_block(block, workspace, request)
+    if skipped and len(skipped) == sum(1 for b in ALL if b.doc == doc):
+        pytest.skip(f"every block skipped: {', '.join(skipped)}")
+
+
+def _run_block(block: Block, workspace: Path, request: pytest.FixtureRequest) -> None:
     if block.path is not None:
         target = workspace / block.path
         assert workspace in target.resolve().parents, f"{block.id}: {block.path} is outside"

@@ -251,11 +251,14 @@ def screenshot(driver: WebDriver, name: str) -> None:
 
 
 def test_list_counts_and_filters(stack: Stack, browser: WebDriver) -> None:
-    done = [stack.start("web_order", {}, session="shop-1") for _ in range(2)]
+    # Sessions of this test's own: the module's other tests share the dashboard's store and
+    # may run before this one (`-p randomly`); the counts follow the list's filters.
+    one, two = (f"shop-{uuid.uuid4().hex[:6]}-{n}" for n in (1, 2))
+    done = [stack.start("web_order", {}, session=one) for _ in range(2)]
     trip = {"origin": "TPE", "destination": "NRT", "nights": 3, "amount": 1250, "email": "a@b.c"}
-    undone = stack.start("trip_booking", {**trip, "fail_at": "charge_payment"}, session="shop-2")
-    halted = stack.start("web_order", {"fail_at": "notify"}, session="shop-1")
-    waiting = stack.start("expense_claim", {"employee": "bob", "amount": 120}, session="shop-2")
+    undone = stack.start("trip_booking", {**trip, "fail_at": "charge_payment"}, session=two)
+    halted = stack.start("web_order", {"fail_at": "notify"}, session=one)
+    waiting = stack.start("expense_claim", {"employee": "bob", "amount": 120}, session=two)
     for wf_id in done:
         stack.wait_status(wf_id, "COMPLETED")
     stack.wait_status(undone, "COMPENSATED")
@@ -266,25 +269,34 @@ def test_list_counts_and_filters(stack: Stack, browser: WebDriver) -> None:
     rows = browser.find_elements(By.CSS_SELECTOR, "#workflows tbody tr")
     shown = [r.get_attribute("data-id") for r in rows]
     assert shown[:5] == [waiting, halted, undone, *reversed(done)]  # newest first
-    chips = {
-        c.get_attribute("data-status"): c.text
-        for c in browser.find_elements(By.CSS_SELECTOR, "#counts a[data-status]")
-    }
-    assert chips["COMPLETED"].endswith(" 2") and chips["COMPENSATED"].endswith(" 1")
-    assert chips["FAILED"].endswith(" 1") and chips["RUNNING"].endswith(" 1")
     screenshot(browser, "dashboard-list")
+
+    def chips() -> dict[str | None, str]:
+        return {
+            c.get_attribute("data-status"): c.text
+            for c in browser.find_elements(By.CSS_SELECTOR, "#counts a[data-status]")
+        }
+
+    browser.get(f"{stack.base}/?session={one}")
+    counted = chips()
+    assert counted["COMPLETED"].endswith(" 2") and counted["FAILED"].endswith(" 1")
+    assert "COMPENSATED" not in counted or counted["COMPENSATED"].endswith(" 0")
+    browser.get(f"{stack.base}/?session={two}")
+    counted = chips()
+    assert counted["COMPENSATED"].endswith(" 1") and counted["RUNNING"].endswith(" 1")
 
     Select(browser.find_element(By.ID, "f-status")).select_by_visible_text("COMPENSATED")
     browser.find_element(By.ID, "f-apply").click()
     wait_page(browser, lambda d: "status=COMPENSATED" in d.current_url, "the filtered list")
+    assert f"session={two}" in browser.current_url
     rows = browser.find_elements(By.CSS_SELECTOR, "#workflows tbody tr")
     assert [r.get_attribute("data-id") for r in rows] == [undone]
 
     browser.get(stack.base + "/")
-    browser.find_element(By.ID, "f-session").send_keys("shop-2")
+    browser.find_element(By.ID, "f-session").send_keys(two)
     browser.find_element(By.ID, "f-name").send_keys("expense_claim")
     browser.find_element(By.ID, "f-apply").click()
-    wait_page(browser, lambda d: "session=shop-2" in d.current_url, "the session filter")
+    wait_page(browser, lambda d: f"session={two}" in d.current_url, "the session filter")
     rows = browser.find_elements(By.CSS_SELECTOR, "#workflows tbody tr")
     assert [r.get_attribute("data-id") for r in rows] == [waiting]
 
@@ -322,7 +334,10 @@ def test_an_instance_page_follows_the_running_saga(stack: Stack, browser: WebDri
 def test_approve_a_waiting_expense_from_the_page(stack: Stack, browser: WebDriver) -> None:
     login(browser, stack.base)
     browser.get(stack.base + "/definitions")
-    section = browser.find_element(By.ID, "def-expense_claim")
+    body = browser.find_element(By.TAG_NAME, "body").text
+    sections = browser.find_elements(By.ID, "def-expense_claim")
+    assert sections, f"no expense_claim on {browser.current_url}:\n{body[:1500]}"
+    section = sections[0]
     area = section.find_element(By.NAME, "input")
     area.clear()
     area.send_keys('{"employee": "bob", "amount": 120}')
