@@ -160,6 +160,10 @@ class GuardedWorker(SimpleWorker):
 
     job_class = StatesagaJob
     _read_timeout: float | None = None
+    # RQ doubles its wait between dequeue retries while Redis is down, up to 60 s: a worker
+    # idle through a 16 s outage slept 15 s more with Redis back, and sagas waited for it.
+    # Capped here at the pubsub thread's own 2 s, so a worker is back within 2 s of Redis.
+    max_connection_wait_time = 2.0
 
     def _set_connection(self, connection: Any) -> Any:
         # RQ raises the pool's read timeout above its blocking wait for a job (405 s), but for

@@ -153,6 +153,46 @@ def test_a_worker_and_the_recovery_loop_ride_out_a_redis_restart(
     assert worker.returncode == 0 and recovery.returncode in (0, -signal.SIGTERM)
 
 
+def test_an_idle_worker_takes_a_job_within_seconds_of_redis_coming_back(
+    server: RedisServer, tmp_path: Path
+) -> None:
+    # RQ backs off its dequeue retries up to 60 s: after a 16 s outage its worker slept
+    # another 15 s with Redis up, and a saga started then waited for it.
+    queue, store = urls(server)
+    env = env_for(tmp_path, work=0.0)
+    worker = statesaga(
+        "worker", "--queue", queue, "--store", store, "--handlers", "ops_handlers",
+        "--with-scheduler", env=env, log=tmp_path / "worker.log",
+    )  # fmt: skip
+    try:
+        eventually(lambda: redis.Redis(port=server.port).smembers("rq:workers:ops"), "a worker")
+        server.stop(kill=True)
+        time.sleep(16)
+        server.start()
+        definition = load_definition(
+            {
+                "workflow": "one_step",
+                "version": 1,
+                "handlers": ["ops_handlers"],
+                "steps": [{"name": "fetch_rates", "action": "fetch_rates"}],
+            }
+        )
+        engine = Engine(
+            open_store(store),
+            open_queue(queue),
+            heartbeat_interval=0,
+            allowed=AllowList.of(["ops_handlers"]),
+        )
+        started = time.monotonic()
+        final = engine.wait(engine.start(definition, {}).id, WAIT)
+        took = time.monotonic() - started
+        assert final.status is WorkflowStatus.COMPLETED
+        assert took < 5.0, f"the saga waited {took:.1f} s for a worker idle through the outage"
+        assert worker.poll() is None
+    finally:
+        stop(worker)
+
+
 def test_processes_keeps_n_workers_and_the_recovery_loop_and_takes_them_down(
     server: RedisServer, tmp_path: Path
 ) -> None:
