@@ -132,6 +132,26 @@ def test_a_step_cut_off_by_a_full_disk_logs_one_line_and_recovery_finishes_it(
     assert cut_off.returncode == 0 and len(cut_off.stdout.splitlines()) == 1, cut_off.stderr
     wf_id = cut_off.stdout.split()[0]
 
+    # Recovery cannot move it on yet: `--once` says so in one line and fails (it exited 0,
+    # having done nothing); `--every` waits as for an outage, one line for the whole wait
+    # (it printed a "skipped" line per workflow on every pass).
+    refused = cli("recover", "--once", "--timeout", "0", "--store", store,
+                  "--handlers", "disk_handlers", env=env)  # fmt: skip
+    assert "disk is full" in one_line_error(refused)
+    looping = subprocess.Popen(
+        [sys.executable, "-m", "statesaga.cli", "recover", "--every", "0.2", "--timeout", "0",
+         "--store", store, "--handlers", "disk_handlers"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )  # fmt: skip
+    try:
+        out, _ = looping.communicate(timeout=6)
+    except subprocess.TimeoutExpired:
+        looping.terminate()
+        out, _ = looping.communicate()
+    assert [ln for ln in out.splitlines() if "disk is full" in ln] == out.splitlines()[:1], out
+    assert "Traceback" not in out
+    assert wf_id not in out.replace(f"skipped {wf_id}", ""), out
+
     (disk / "fill").unlink()  # space again: the step is taken for lost and runs again
     recovered = cli("recover", "--once", "--timeout", "0", "--store", store,
                     "--handlers", "disk_handlers", env=env)  # fmt: skip

@@ -17,12 +17,13 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
 
-from ..errors import StatesagaError
+from ..errors import StatesagaError, StoreFullError
 from ..models import StepStatus, WorkflowState, WorkflowStatus
 from ..ports import Clock, Store
 from ..vocabulary import STEP_BUSY, WORKFLOW_IN_FLIGHT, WORKFLOW_PAUSED
 from .clock import store_clock
 from .heartbeat import heartbeat_cutoff
+from .outage import is_outage
 
 # The name it logged under before the tree's split: operators filter and alert on it.
 log = logging.getLogger("statesaga.recovery")
@@ -165,6 +166,11 @@ class Recovery:
             try:
                 self.recover(wf.id)
             except StatesagaError as exc:
+                if is_outage(exc):
+                    # A full disk or a store gone refuses every workflow alike: the pass
+                    # ends, and `recover --every` waits for it as for an outage (one line,
+                    # backing off) where it printed a "skipped" line per workflow per pass.
+                    raise
                 # Finished or changed since the scan (a worker came back): nothing to recover.
                 log.info("recovery of %s skipped: %s", wf.id, exc)
                 report.errors[wf.id] = str(exc)
@@ -247,18 +253,22 @@ def recover_every(
 
     outage = Outage("recovery loop")
     stop = stop or threading.Event()
+    disk_full = False
     while not stop.is_set():
         try:
-            if outage.down:
+            if outage.down and not disk_full:
                 recovery.scan(session_id)  # read-only: is the store back?
                 outage.ok()
                 stop.wait(recovery.timeout)
                 continue
+            # A full disk still reads: only a pass that writes tells it has space again
+            # (a read-only probe called it back on every pass, one warning each).
             scan_once()
         except fatal:
             raise
         except Exception as exc:
             if is_outage(exc):
+                disk_full = isinstance(exc, StoreFullError)
                 stop.wait(outage.failed(exc))
                 continue
             if isinstance(exc, StatesagaError):

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ..errors import StatesagaError
+from ..errors import StatesagaError, StoreFullError
 from ..ports import Job
 from .standins import pick
 
@@ -77,15 +77,23 @@ def recover(sim: Simulation) -> None:
         sim.clock.advance(RECOVERY_TIMEOUT + 1 + spread)
     elif sim.rng.random() < 0.7:
         sim.clock.advance(RECOVERY_TIMEOUT + 1)
-    with sim.on("recovery"):
-        report = sim.recovery.run_once()
+    try:
+        with sim.on("recovery"):
+            report = sim.recovery.run_once()
+    except StoreFullError as exc:  # the pass ends; `recover --every` waits for space
+        sim._note("recover", f"refused: {exc}")
+        return
     sim._note("recover", f"resumed {len(report.resumed)}" + errors_of(report.errors))
 
 
 def recover_cancel(sim: Simulation) -> None:
     sim.clock.advance(RECOVERY_TIMEOUT + 1)
-    with sim.on("recovery"):
-        report = sim.canceller.run_once()
+    try:
+        with sim.on("recovery"):
+            report = sim.canceller.run_once()
+    except StoreFullError as exc:
+        sim._note("recover --cancel", f"refused: {exc}")
+        return
     sim._note("recover --cancel", f"cancelled {len(report.cancelled)}" + errors_of(report.errors))
 
 
