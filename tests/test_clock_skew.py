@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -113,7 +114,11 @@ class Processes:
         env = self.skewed_env if skew else self.env
         out = (self.tmp / f"{name}.log").open("ab")
         cmd = [*clock, sys.executable, "-m", "statesaga.cli", *args]
-        self.procs.append((name, subprocess.Popen(cmd, env=env, stdout=out, stderr=out)))
+        # A session of its own: `faketime` runs the command as its child and does not pass
+        # a SIGTERM on, so signals go to the whole group (a terminated wrapper left its
+        # worker and recovery loop running for good, polling a Redis long gone).
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=out, start_new_session=True)
+        self.procs.append((name, proc))
 
     def log(self, name: str) -> str:
         return (self.tmp / f"{name}.log").read_text()
@@ -121,16 +126,37 @@ class Processes:
     def alive(self) -> list[str]:
         return [name for name, p in self.procs if p.poll() is None]
 
-    def stop(self) -> None:
+    def stop(self) -> list[str]:
+        """SIGTERM every process group, wait for it to empty; the names of those that did
+        not within 30 s (then SIGKILLed)."""
         for _, p in self.procs:
-            if p.poll() is None:
-                p.terminate()
-        for _, p in self.procs:
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+            _signal_group(p.pid, signal.SIGTERM)
+        left = []
+        for name, p in self.procs:
+            deadline = time.monotonic() + 30
+            while _group_alive(p.pid) and time.monotonic() < deadline:
+                p.poll()  # reaps the wrapper once it exits
+                time.sleep(0.1)
+            if _group_alive(p.pid):
+                left.append(name)
+                _signal_group(p.pid, signal.SIGKILL)
+            p.wait()
+        return left
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def _entries(wf: WorkflowState, step: str, trigger: str) -> list[HistoryEntry]:
@@ -157,6 +183,7 @@ def test_workers_and_recovery_loops_two_minutes_apart_share_the_stores_clock(
     procs.start("worker-behind", -SKEW, *worker, "--with-scheduler")
     procs.start("recover-ahead", SKEW, *recover)
     procs.start("recover-behind", -SKEW, *recover)
+    left: list[str] = []
     try:
         engine = Engine(
             open_store(store),
@@ -178,7 +205,8 @@ def test_workers_and_recovery_loops_two_minutes_apart_share_the_stores_clock(
         took = time.monotonic() - began
         assert procs.alive() == [name for name, _ in procs.procs], "a process exited"
     finally:
-        procs.stop()
+        left = procs.stop()
+    assert left == [], f"still running 30 s after SIGTERM: {left}"
 
     assert [wf.status for wf in finals] == [WorkflowStatus.COMPLETED] * 3, [
         wf.status for wf in finals
