@@ -431,3 +431,37 @@ def test_a_workflow_only_waiting_for_a_signal_is_not_lost_until_its_timeout_is_d
 
     found = get_recoverable_workflows(engine.store, timeout=0, clock=Later())
     assert [w.id for w in found] == [wf.id]
+
+
+def test_a_full_disk_ends_a_recovery_pass_as_an_outage(
+    tmp_path: Path, trip: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A full disk refuses every workflow alike: the pass raises it, for `recover --once` to
+    fail in one line and the loops to wait, where each workflow was "skipped" on every pass
+    and `recover --once` exited 0 having done nothing."""
+    from statesaga.errors import StoreFullError
+    from statesaga.verify.standins import RefusingStore
+
+    definition, data = trip
+    lost = engine_on(tmp_path / "s.db").start(definition, data)  # its worker never ran it
+    reg = Registry()
+    reg.register_module(LEDGER_HANDLERS)
+    store = RefusingStore(SQLiteStore(tmp_path / "s.db"))
+    recovery = Recovery(Engine(store, InlineQueue(), reg, heartbeat_interval=0), timeout=0)
+    store.refusing = True
+    with pytest.raises(StoreFullError):
+        recovery.run_once()
+
+    stop = threading.Event()
+    loop = threading.Thread(target=recovery.run_forever, args=(0.05,), kwargs={"stop": stop})
+    with caplog.at_level("WARNING", logger="statesaga.recovery"):
+        loop.start()
+        stop.wait(0.3)
+        stop.set()
+        loop.join(5)
+    failures = [r for r in caplog.records if "recovery scan failed" in r.getMessage()]
+    assert failures and all(r.exc_info is None for r in failures)  # a line, no traceback
+    assert "disk is full" in failures[0].getMessage()
+
+    store.refusing = False  # space again: the next pass moves it on
+    assert recovery.run_once().resumed == [lost.id]

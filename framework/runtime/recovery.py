@@ -192,8 +192,11 @@ class Recovery:
         while not stop.is_set():
             try:
                 self.run_once(session_id)
-            except Exception:  # a store outage must not end the loop; the next scan retries
-                log.exception("recovery scan failed")
+            except Exception as exc:  # a store outage must not end the loop; the next scan retries
+                if is_outage(exc):  # unreachable, paused, a full disk: no traceback
+                    log.warning("recovery scan failed: %s: %s", type(exc).__name__, exc)
+                else:
+                    log.exception("recovery scan failed")
             stop.wait(every)
 
 
