@@ -43,7 +43,7 @@ def count_commands(url: str, n: int, store_kind: str, tmp: Path) -> dict[str, An
     from rq.serializers import JSONSerializer
     from statesaga.adapters.rq_queue import RQQueue
     from statesaga.adapters.rq_worker import make_rq_worker
-    from statesaga.definition import load_definition
+    from statesaga.definitions.load import load_definition
     from statesaga.engine import Engine
     from statesaga.models import WorkflowStatus
     from statesaga.plugins import open_store

@@ -35,7 +35,7 @@ from typing import Any
 
 from statesaga.adapters.inline import InlineQueue
 from statesaga.adapters.sqlite import SQLiteStore
-from statesaga.definition import WorkflowDefinition
+from statesaga.definitions.load import WorkflowDefinition
 from statesaga.engine import Engine
 from statesaga.models import WorkflowStatus
 

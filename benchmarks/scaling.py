@@ -41,7 +41,7 @@ from statesaga.adapters.inline import InlineQueue
 from statesaga.adapters.memory import MemoryStore
 from statesaga.adapters.sqlite import SQLiteStore
 from statesaga.adapters.sqlite_queue import SQLiteQueue
-from statesaga.definition import load_definition
+from statesaga.definitions.load import load_definition
 from statesaga.engine import Engine
 from statesaga.models import WorkflowStatus
 from statesaga.ports import Store

@@ -31,7 +31,7 @@ from typing import Any
 from statesaga.adapters.inline import InlineQueue
 from statesaga.adapters.memory import MemoryStore
 from statesaga.adapters.sqlite import SQLiteStore
-from statesaga.definition import WorkflowDefinition, load_definition
+from statesaga.definitions.load import WorkflowDefinition, load_definition
 from statesaga.engine import Engine
 from statesaga.models import WorkflowState
 from statesaga.ports import Job

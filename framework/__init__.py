@@ -7,7 +7,7 @@ from .charts.chart import Chart, load_chart
 from .charts.machine import CompiledChart
 from .charts.spec import ChartSpec
 from .context import StepContext
-from .definition import WorkflowDefinition, load_definition
+from .definitions.load import WorkflowDefinition, load_definition
 from .engine import Engine
 from .errors import (
     AdapterError,

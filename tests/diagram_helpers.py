@@ -19,7 +19,7 @@ from statesaga.charts.chart import load_chart
 from statesaga.charts.lifecycles import lifecycle
 from statesaga.cli import validate_file
 from statesaga.context import StepContext
-from statesaga.definition import load_definition
+from statesaga.definitions.load import load_definition
 from statesaga.diagram import Diagram, from_chart, from_definition, from_instance, from_loaded
 from statesaga.engine import Engine
 from statesaga.examples import DIR as EXAMPLES

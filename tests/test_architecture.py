@@ -333,7 +333,7 @@ def test_every_rule_is_a_named_check_listed_in_order(graph: dict[str, Module]) -
         if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)
         if n.target.id == "CHECKS"
     ]
-    assert {"statesaga.charts.checks", "statesaga.definition"} <= set(ruled)
+    assert {"statesaga.charts.checks", "statesaga.definitions.checks"} <= set(ruled)
     for name in ruled:
         module = importlib.import_module(name)
         written = sorted(n for n in vars(module) if n.startswith("_check_"))

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 from statesaga.cli import main
-from statesaga.definition import load_definition
+from statesaga.definitions.load import load_definition
 from statesaga.examples import path as example_path
 from statesaga.models import WorkflowStatus
 from statesaga.plugins import open_store

@@ -8,7 +8,7 @@ import diagram_helpers as H  # registered by conftest.py (importlib mode)
 import pytest
 from statesaga.charts.chart import load_chart
 from statesaga.charts.lifecycles import lifecycle
-from statesaga.definition import load_definition
+from statesaga.definitions.load import load_definition
 from statesaga.diagram import (
     Diagram,
     DiagramEdge,

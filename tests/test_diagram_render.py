@@ -14,7 +14,7 @@ from statesaga.adapters.graphviz import DOT_MISSING, dot_id, dot_label, drawn_ed
 from statesaga.adapters.mermaid import mermaid_id, mermaid_ids, mermaid_label
 from statesaga.charts.chart import load_chart
 from statesaga.charts.lifecycles import lifecycle
-from statesaga.definition import load_definition
+from statesaga.definitions.load import load_definition
 from statesaga.diagram import (
     Diagram,
     DiagramNode,

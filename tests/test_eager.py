@@ -16,7 +16,7 @@ from statesaga.adapters.rq_queue import RQQueue
 from statesaga.adapters.rq_worker import make_rq_worker
 from statesaga.adapters.sqlite import SQLiteStore
 from statesaga.context import StepContext
-from statesaga.definition import load_definition
+from statesaga.definitions.load import load_definition
 from statesaga.engine import Engine
 from statesaga.models import WorkflowState
 from statesaga.ports import Queue

@@ -28,7 +28,7 @@ from statesaga.adapters.inline import InlineQueue
 from statesaga.adapters.memory import MemoryStore
 from statesaga.adapters.sqlite import SQLiteStore
 from statesaga.context import StepContext
-from statesaga.definition import WorkflowDefinition, load_definition
+from statesaga.definitions.load import WorkflowDefinition, load_definition
 from statesaga.engine import Engine, waiting_for_signal
 from statesaga.errors import StateError, TransitionError
 from statesaga.models import WorkflowState, halt_reason

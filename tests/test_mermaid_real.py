@@ -13,7 +13,7 @@ import pytest
 import yaml
 from statesaga import Engine
 from statesaga.adapters.mermaid import UNDO_MARK
-from statesaga.definition import definition_from_data
+from statesaga.definitions.load import definition_from_data
 from statesaga.diagram import Diagram, from_instance, get_renderer
 from statesaga.diagram.regenerate import generate
 from statesaga.examples import path as example_path

@@ -16,7 +16,7 @@ from statesaga import Registry, StepStatus, WorkflowStatus
 from statesaga.adapters.inline import InlineQueue
 from statesaga.adapters.sqlite import SQLiteStore
 from statesaga.cli import main
-from statesaga.definition import load_definition
+from statesaga.definitions.load import load_definition
 from statesaga.engine import Engine
 from statesaga.security.allowlist import AllowList
 from statesaga.verify.crashcheck import LEDGER_ENV, Ledger, check_ledger

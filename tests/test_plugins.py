@@ -33,7 +33,7 @@ from statesaga import (
 )
 from statesaga.adapters.inline import InlineQueue
 from statesaga.adapters.memory import MemoryStore
-from statesaga.definition import load_definition
+from statesaga.definitions.load import load_definition
 from statesaga.engine import Engine
 from statesaga.plugins import lifecycle_chart
 
@@ -42,7 +42,7 @@ FIXTURE = Path(__file__).parent / "plugin_fixture"
 RUN_SAGAS = """
 import json, sys
 from statesaga import examples_dir
-from statesaga.definition import load_definition
+from statesaga.definitions.load import load_definition
 from statesaga.engine import Engine
 from statesaga.plugins import open_queue, open_store
 

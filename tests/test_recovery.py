@@ -21,7 +21,7 @@ from statesaga import Registry, StepStatus, WorkflowStatus
 from statesaga.adapters.inline import InlineQueue
 from statesaga.adapters.sqlite import SQLiteStore
 from statesaga.context import StepContext
-from statesaga.definition import load_definition
+from statesaga.definitions.load import load_definition
 from statesaga.engine import Engine
 from statesaga.models import utcnow
 from statesaga.plugins import open_queue

@@ -13,7 +13,7 @@ from statesaga import Registry, StepStatus, WorkflowStatus
 from statesaga.adapters.inline import InlineQueue
 from statesaga.adapters.sqlite import SQLiteStore
 from statesaga.context import StepContext
-from statesaga.definition import load_definition
+from statesaga.definitions.load import load_definition
 from statesaga.engine import Engine
 from statesaga.errors import StateError
 

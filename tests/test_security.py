@@ -28,7 +28,7 @@ import pytest
 from ops_redis import RedisServer  # registered by conftest.py
 from security_helpers import EXAMPLES, TRIP_INPUT, statesaga  # registered by conftest.py
 from statesaga import plugins
-from statesaga.definition import load_definition
+from statesaga.definitions.load import load_definition
 from statesaga.engine import Engine
 from statesaga.errors import DefinitionError
 from statesaga.models import StepStatus, WorkflowStatus

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from security_helpers import EXAMPLES, TRIP_INPUT, statesaga  # registered by conftest.py
 from statesaga import plugins
-from statesaga.definition import load_definition
+from statesaga.definitions.load import load_definition
 from statesaga.engine import Engine
 from statesaga.models import WorkflowStatus
 from statesaga.ports import Job

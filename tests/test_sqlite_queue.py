@@ -206,7 +206,7 @@ def test_two_worker_processes_on_one_file_survive_a_sigkill(tmp_path: Path) -> N
     Every saga converges, each effect is applied at most once net, and nothing is left for
     recovery or in the queue."""
     from ops_handlers import chaos_saga
-    from statesaga.definition import load_definition
+    from statesaga.definitions.load import load_definition
     from statesaga.engine import Engine
     from statesaga.models import WorkflowStatus
     from statesaga.plugins import open_store

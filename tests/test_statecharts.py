@@ -17,7 +17,7 @@ from statesaga import (
 )
 from statesaga.adapters.inline import InlineQueue
 from statesaga.adapters.sqlite import SQLiteStore
-from statesaga.definition import load_definition
+from statesaga.definitions.load import load_definition
 from statesaga.engine import Engine
 from statesaga.errors import StateError
 from statesaga.examples import path as example

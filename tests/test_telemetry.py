@@ -32,7 +32,7 @@ from opentelemetry.trace import StatusCode
 from statesaga.adapters.inline import InlineQueue
 from statesaga.adapters.sqlite import SQLiteStore
 from statesaga.context import StepContext
-from statesaga.definition import load_definition
+from statesaga.definitions.load import load_definition
 from statesaga.engine import Engine
 from statesaga.models import WorkflowState, WorkflowStatus
 from statesaga.observability.logs import StepFilter

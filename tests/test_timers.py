@@ -19,7 +19,7 @@ import yaml
 from statesaga import StepStatus, WorkflowStatus
 from statesaga.adapters.inline import InlineQueue
 from statesaga.adapters.sqlite import SQLiteStore
-from statesaga.definition import load_definition
+from statesaga.definitions.load import load_definition
 from statesaga.engine import Engine
 from statesaga.models import utcnow
 from statesaga.ports import Job

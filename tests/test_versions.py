@@ -15,7 +15,7 @@ from statesaga import StepStatus, WorkflowStatus
 from statesaga.adapters.inline import InlineQueue
 from statesaga.adapters.sqlite import SQLiteStore
 from statesaga.cli import main
-from statesaga.definition import load_definition
+from statesaga.definitions.load import load_definition
 from statesaga.engine import Engine
 from statesaga.versions import check_upgrade
 

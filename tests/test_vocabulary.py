@@ -173,7 +173,7 @@ def test_validate_refuses_a_saga_whose_step_lifecycle_drops_a_tag(tmp_path: Path
     import subprocess
     import sys
 
-    from statesaga.definition import load_definition
+    from statesaga.definitions.load import load_definition
 
     text = (statecharts_dir() / "step.yaml").read_text()
     assert "tags: [undoing]" in text
