@@ -41,8 +41,8 @@ def count_commands(url: str, n: int, store_kind: str, tmp: Path) -> dict[str, An
     import rq_throughput as rt
     from rq import Queue, SimpleWorker
     from rq.serializers import JSONSerializer
-    from statesaga.adapters.rq_queue import RQQueue
-    from statesaga.adapters.rq_worker import make_rq_worker
+    from statesaga.adapters.queues.rq.queue import RQQueue
+    from statesaga.adapters.queues.rq.worker import make_rq_worker
     from statesaga.definitions.load import load_definition
     from statesaga.engine import Engine
     from statesaga.models import WorkflowStatus

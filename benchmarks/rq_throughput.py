@@ -31,7 +31,7 @@ from typing import Any
 import redis
 from rq import Queue, Worker
 from rq.serializers import JSONSerializer
-from statesaga.adapters.rq_queue import RQQueue
+from statesaga.adapters.queues.rq.queue import RQQueue
 from statesaga.context import StepContext
 from statesaga.definitions.load import load_definition
 from statesaga.engine import Engine

@@ -35,14 +35,14 @@ MOVED: dict[str, str] = {
     "statesaga.allowlist": "statesaga.security.allowlist",
     "statesaga.redact": "statesaga.security.redact",
     "statesaga.limits": "statesaga.security.limits",
-    "statesaga.jobguard": "statesaga.adapters.rq_jobguard",
+    "statesaga.jobguard": "statesaga.adapters.queues.rq.jobguard",
 }
 
 
 #: Public names of earlier releases that left their module: (module, name) -> where it is now.
 #: Importing one fails with that place named, not with "cannot import name".
 MOVED_NAMES: dict[tuple[str, str], str] = {
-    ("statesaga.worker", "make_rq_worker"): "statesaga.adapters.rq_worker.make_rq_worker",
+    ("statesaga.worker", "make_rq_worker"): "statesaga.adapters.queues.rq.worker.make_rq_worker",
     ("statesaga.models", "ACTIVE_WORKFLOW"): "statesaga.vocabulary.WORKFLOW_IN_FLIGHT",
     ("statesaga.models", "IN_FLIGHT_STEP"): "statesaga.vocabulary.STEP_IN_FLIGHT",
 }

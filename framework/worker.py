@@ -6,7 +6,7 @@ imports a module because a stored document or a job names it, so what runs on a 
 decided by whoever starts it, not by whoever can write to the queue or the store.
 
 The queue adapter serves its jobs (the `WorkerQueue` port: RQ's is
-statesaga.adapters.rq_worker, with its job guard and its scheduler thread); this module knows
+statesaga.adapters.queues.rq.worker, with its job guard and its scheduler thread); this module knows
 no queue technology. A queue whose jobs run where they are enqueued (`inline://`) has nothing
 to serve. `statesaga worker --processes N` keeps N workers running (statesaga.cli.supervisor).
 

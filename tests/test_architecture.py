@@ -248,7 +248,7 @@ def _where(mod: Module, line: int) -> str:
 
 def test_the_graph_sees_the_whole_package(graph: dict[str, Module]) -> None:
     # Guards the checks below against passing on an empty or half-read graph.
-    assert {"statesaga", "statesaga.charts.chart", "statesaga.adapters.sqlite"} <= set(graph)
+    assert {"statesaga", "statesaga.charts.chart", "statesaga.adapters.stores.sqlite"} <= set(graph)
     assert "statesaga.charts.chart" in graph["statesaga"].eager
     assert sum(len(m.eager) for m in graph.values()) > 100
 

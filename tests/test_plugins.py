@@ -31,8 +31,8 @@ from statesaga import (
     examples_dir,
     statecharts_dir,
 )
-from statesaga.adapters.inline import InlineQueue
-from statesaga.adapters.memory import MemoryStore
+from statesaga.adapters.queues.inline import InlineQueue
+from statesaga.adapters.stores.memory import MemoryStore
 from statesaga.definitions.load import load_definition
 from statesaga.engine import Engine
 from statesaga.plugins import lifecycle_chart

@@ -47,14 +47,14 @@ def test_python_dash_m_crashcheck_runs_the_crash_worker() -> None:
 def test_the_job_guard_keeps_its_old_module_path() -> None:
     """The previous README named `statesaga.jobguard`; a deployment may name its classes."""
     old = importlib.import_module("statesaga.jobguard")
-    assert old is importlib.import_module("statesaga.adapters.rq_jobguard")
+    assert old is importlib.import_module("statesaga.adapters.queues.rq.jobguard")
     assert {"GuardedWorker", "StatesagaJob", "refusal"} <= set(vars(old))
 
 
 @pytest.mark.parametrize(
     ("module", "name", "now"),
     [
-        ("statesaga.worker", "make_rq_worker", "statesaga.adapters.rq_worker"),
+        ("statesaga.worker", "make_rq_worker", "statesaga.adapters.queues.rq.worker"),
         ("statesaga.models", "ACTIVE_WORKFLOW", "statesaga.vocabulary.WORKFLOW_IN_FLIGHT"),
         ("statesaga.models", "IN_FLIGHT_STEP", "statesaga.vocabulary.STEP_IN_FLIGHT"),
     ],
@@ -78,7 +78,7 @@ def test_a_document_and_a_queued_job_of_the_previous_release_run_to_the_end(
     from redis import Redis
     from rq import Queue
     from rq.serializers import JSONSerializer
-    from statesaga.adapters.sqlite import SQLiteStore
+    from statesaga.adapters.stores.sqlite import SQLiteStore
     from statesaga.models import WorkflowState, WorkflowStatus
     from statesaga.worker import JOB_FUNCTION
 

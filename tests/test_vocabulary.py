@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import yaml
 from statesaga import DefinitionError, Registry, StepStatus, WorkflowStatus
-from statesaga.adapters.inline import InlineQueue
-from statesaga.adapters.memory import MemoryStore
+from statesaga.adapters.queues.inline import InlineQueue
+from statesaga.adapters.stores.memory import MemoryStore
 from statesaga.charts.lifecycles import lifecycle
 from statesaga.engine import Engine
 from statesaga.models import CompensationAction, RetryPolicy, SagaStep, StepError, WorkflowState

@@ -876,7 +876,7 @@ class WorkerDied(BaseException):
 @pytest.mark.slow
 def test_the_page_tells_which_attempts_were_lost_with_their_worker(tmp_path: Path) -> None:
     from statesaga import Engine, load_definition
-    from statesaga.adapters.inline import InlineQueue
+    from statesaga.adapters.queues.inline import InlineQueue
     from statesaga.registry import Registry
     from statesaga.runtime.recovery import Recovery
 

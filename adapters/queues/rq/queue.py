@@ -19,7 +19,7 @@ any number of `statesaga worker` processes on any number of hosts.
   due.
 - `bind()` does nothing: workers build their own engine. `drain()` waits, polling the
   condition, while workers elsewhere do the work; `serve()` is the worker's side
-  (statesaga.adapters.rq_worker).
+  (statesaga.adapters.queues.rq.worker).
 """
 
 from __future__ import annotations
@@ -159,7 +159,7 @@ class RQQueue(WorkerQueue):  # type: ignore[misc]  # mypy reads statesaga.* as A
 
     def enqueue(self, job: Job, delay: float = 0.0) -> None:
         # A delayed job is due by Redis's clock, the clock the scheduler compares it with
-        # (statesaga.adapters.rq_jobguard.ServerClockRegistry): a host whose clock is off
+        # (statesaga.adapters.queues.rq.jobguard.ServerClockRegistry): a host whose clock is off
         # neither delays nor hastens it. One TIME round trip, for delayed jobs only.
         now = self.server_seconds() if delay > 0 else time.time()
         due = now + max(delay, 0.0)
@@ -194,8 +194,8 @@ class RQQueue(WorkerQueue):  # type: ignore[misc]  # mypy reads statesaga.* as A
         signal.alarm(job_timeout(job.timeout, self.timeout_margin) or RQ_DEFAULT_TIMEOUT)
 
     def serve(self, runner: JobRunner, options: ServeOptions) -> bool:
-        """The WorkerQueue port: run this queue's jobs here (statesaga.adapters.rq_worker)."""
-        from statesaga.adapters.rq_worker import serve
+        """The WorkerQueue port: run this queue's jobs here (rq.worker)."""
+        from statesaga.adapters.queues.rq.worker import serve
 
         worked: bool = serve(self.rq_queue, runner, options)
         return worked
@@ -217,7 +217,7 @@ class RQQueue(WorkerQueue):  # type: ignore[misc]  # mypy reads statesaga.* as A
         self.connection.close()
 
     def __repr__(self) -> str:
-        from statesaga.adapters.redis_store import location
+        from statesaga.adapters.stores.redis import location
 
         return f"RQQueue({location(self.connection)!r}, queue={self.name!r})"
 
@@ -230,13 +230,13 @@ class RQQueue(WorkerQueue):  # type: ignore[misc]  # mypy reads statesaga.* as A
     # -- what tests and operators look at --------------------------------------------------
     def inspect(self, failed_limit: int = 50) -> Fleet:
         """Its workers and queue, as the dashboard and the metrics show them."""
-        from statesaga.adapters.rq_fleet import inspect
+        from statesaga.adapters.queues.rq.fleet import inspect
 
         return inspect(self.rq_queue, failed_limit)
 
     def requeue_failed(self, job_id: str) -> None:
         """Put a failed statesaga job back on the queue (refused for any other job)."""
-        from statesaga.adapters.rq_fleet import requeue_failed
+        from statesaga.adapters.queues.rq.fleet import requeue_failed
 
         requeue_failed(self.rq_queue, job_id)
 
