@@ -26,9 +26,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any
 
-from ._moved import moved_name
 from .app import EngineOptions
 from .engine import Engine
 from .errors import AdapterError, StatesagaError
@@ -198,12 +197,6 @@ def _watch_metrics(settings: WorkerSettings, engine: Engine) -> None:
 
         url = serve_prometheus(settings.metrics_port, settings.metrics_host)
         log.info("metrics for Prometheus at %s", url)
-
-
-if not TYPE_CHECKING:  # (a module __getattr__ would hide every misspelt name from mypy)
-
-    def __getattr__(name: str) -> NoReturn:
-        moved_name(__name__, name)
 
 
 __all__ = [
