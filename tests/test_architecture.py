@@ -410,7 +410,7 @@ def port_features() -> frozenset[str]:
     from statesaga import ports
 
     names: set[str] = set()
-    for proto in (ports.Store, ports.Queue, ports.WorkerQueue):
+    for proto in (ports.Store, ports.Browsable, ports.Queue, ports.WorkerQueue):
         for klass in proto.__mro__:
             if klass.__module__ == ports.__name__:
                 names |= {n for n in vars(klass) if not n.startswith("_")}
@@ -433,7 +433,7 @@ def feature_probes(modules: dict[str, Module], features: frozenset[str]) -> list
 
 def test_no_port_feature_is_probed_with_getattr(graph: dict[str, Module]) -> None:
     features = port_features()
-    assert {"in_process", "renew", "exists", "unreadable", "check"} <= features
+    assert {"in_process", "renew", "exists", "unreadable", "check", "browse"} <= features
     found = feature_probes(graph, features)
     assert not found, "\n".join(found)
 

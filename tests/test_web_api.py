@@ -474,7 +474,8 @@ def test_the_indexed_and_the_scanned_browse_agree(tmp_path: Path) -> None:
     from datetime import UTC, datetime, timedelta
 
     from statesaga.models import WorkflowStatus
-    from statesaga.web.query import Browsable, Filters, browse
+    from statesaga.ports import Browsable
+    from statesaga.web.query import Filters, browse
 
     sqlite = open_store(f"sqlite:///{tmp_path / 'b.db'}")
     memory = open_store("memory://")

@@ -41,6 +41,7 @@ from statesaga.adapters._redis_url import (
     is_sentinel,
     sentinel_client,
 )
+from statesaga.adapters.queues._poll import wait_until
 from statesaga.errors import AdapterError
 from statesaga.ports import Job, JobRunner, ServeOptions, WorkerQueue
 from statesaga.worker import JOB_FUNCTION
@@ -202,16 +203,7 @@ class RQQueue(WorkerQueue):  # type: ignore[misc]  # mypy reads statesaga.* as A
 
     def drain(self, until: Callable[[], bool], timeout: float | None = None) -> None:
         """Wait for `until()` while workers elsewhere run the jobs (polls, backing off to 0.5 s)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        pause = self.poll_interval
-        while not until():
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return
-                pause = min(pause, left)
-            time.sleep(pause)
-            pause = min(pause * 1.5, 0.5)
+        wait_until(until, timeout, self.poll_interval)
 
     def close(self) -> None:
         self.connection.close()

@@ -36,6 +36,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+from statesaga.adapters.queues._poll import wait_until
 from statesaga.errors import AdapterError
 from statesaga.ports import Job, JobRunner, ServeOptions, WorkerQueue
 
@@ -181,16 +182,7 @@ class SQLiteQueue(WorkerQueue):  # type: ignore[misc]  # mypy reads statesaga.* 
 
     def drain(self, until: Callable[[], bool], timeout: float | None = None) -> None:
         """Wait for `until()` while workers elsewhere run the jobs (polls, backing off to 0.5 s)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        pause = self.poll_interval
-        while not until():
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return
-                pause = min(pause, left)
-            time.sleep(pause)
-            pause = min(pause * 1.5, 0.5)
+        wait_until(until, timeout, self.poll_interval)
 
     def serve(self, runner: JobRunner, options: ServeOptions) -> bool:
         """The WorkerQueue port: run this queue's jobs here (sqlite_queue_worker)."""
