@@ -1,6 +1,8 @@
 """Upgrading from the release before the tree's split (d7f3d36): what stored data and running
 deployments name still works (stored documents, queued RQ jobs, the command lines, logger
-names), and what moved is listed in CHANGELOG.md, old path gone and new path there."""
+names), and what moved is listed in CHANGELOG.md, old path gone and new path there.
+
+(rewrite-imports: keep: this file names old module paths on purpose.)"""
 
 from __future__ import annotations
 
