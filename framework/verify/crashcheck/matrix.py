@@ -202,7 +202,9 @@ def _cell(
     if scenario.plan is not None:
         # A plan's tools keep no ledger of their own: its effects are the recorded calls.
         calls = read_record(celldir / PLAN_RECORD)
-        per_item = Counter((r["workflow"], r["step"], r["op"]) for r in calls if r["op"] != "problem")
+        per_item = Counter(
+            (r["workflow"], r["step"], r["op"]) for r in calls if r["op"] != "problem"
+        )
         applies = sum(1 for (_, _, op) in per_item if op == "call")
         repeats = sum(n - 1 for n in per_item.values())
         undos = sum(1 for (_, _, op) in per_item if op == "undo")

@@ -202,7 +202,9 @@ class PlanDriver:
         for request in requests:
             old = _first_hash(wf, request.item)
             if old is not None and old != request.hash:
-                self._must_refuse(wf, request.item, old, "an approval of the args before the revision")
+                self._must_refuse(
+                    wf, request.item, old, "an approval of the args before the revision"
+                )
             at = Job(kind="step", workflow_id=wf.id, step=f"{request.item}.approval", attempt=1)
             with BoundaryBeforeEnqueue(self.engine, functools.partial(probe, "after_save", at)):
                 if self.run.reject:
@@ -252,7 +254,11 @@ def check_plan(records: Sequence[Mapping[str, Any]], wf: WorkflowState, run: Pla
     removed = {
         c.partition(" ")[2] for v in wf.plan.versions for c in v.changes if c.startswith("removed ")
     }
-    if run.patch is not None and wf.plan.current.number < 2 and wf.status is not WorkflowStatus.FAILED:
+    if (
+        run.patch is not None
+        and wf.plan.current.number < 2
+        and wf.status is not WorkflowStatus.FAILED
+    ):
         problems.append("the plan was never revised")
     for r in calls:
         step = r["step"]
@@ -275,11 +281,13 @@ def check_plan(records: Sequence[Mapping[str, Any]], wf: WorkflowState, run: Pla
         f"{step}: called with {len(k)} idempotency keys" for step, k in keys.items() if len(k) > 1
     )
     taken = Counter(
-        h.step for h in wf.history if h.step and h.step.endswith(".approval") and h.dest == "COMPLETED"
+        h.step
+        for h in wf.history
+        if h.step and h.step.endswith(".approval") and h.dest == "COMPLETED"
     )
     problems.extend(f"{step}: approved {n} times" for step, n in taken.items() if n > 1)
     deps = _dependencies(PlanSpec.model_validate(wf.plan.current.spec).items)
-    undone_at = {}
+    undone_at: dict[str, int] = {}
     for i, r in enumerate(mine):
         if r["op"] == "undo":
             undone_at.setdefault(r["step"], i)

@@ -175,8 +175,8 @@ def worker_main(spec: dict[str, Any]) -> int:
     while time.monotonic() < deadline:
         _run_jobs(engine, done, deadline)
         if driver is not None:
-            due = [wf for wf in store.list() if driver.revision_due(wf)]
-            if due and driver.revise(due[0], probe):
+            to_revise = [wf for wf in store.list() if driver.revision_due(wf)]
+            if to_revise and driver.revise(to_revise[0], probe):
                 continue
         waiting = [wf for wf in store.list() if wf.status not in FINAL]
         if not waiting or not all(only_waits(wf, now()) for wf in waiting):
