@@ -56,14 +56,17 @@ def _settle(engine: Any, workflow_id: str, timeout: float | None = None) -> Any:
 
 def _show(wf: Any, as_json: bool) -> None:
     from ..plans import items, open_requests, plan_view
+    from ..plans.view import versions
 
     if as_json:
         click.echo(json.dumps(plan_view(wf), indent=2, default=str))
         return
     assert wf.plan is not None
     click.echo(f"{wf.id} {wf.name}: {wf.status.value}, plan version {wf.plan.current.number}")
-    for v in wf.plan.versions[1:]:
-        click.echo(f"  v{v.number} by {v.by or '-'}: {', '.join(v.changes)}")
+    for v in versions(wf)[1:]:
+        click.echo(f"  v{v['number']} by {v['by'] or '-'}:")
+        for line in v["details"]:
+            click.echo(f"    {line}")
     for i in items(wf):
         extra = f"  ({i.approval})" if i.approval else ""
         error = f"  {i.error}" if i.error else ""

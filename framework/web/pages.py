@@ -11,7 +11,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ..models import StepStatus, WorkflowState, WorkflowStatus, halt_reason
-from ..plans import open_requests
+from ..plans import open_requests, plan_view
+from ..plans.plan import APPROVE
 from .fleet import fleet_of
 from .http import with_param
 from .query import browse
@@ -27,6 +28,8 @@ DONE = {
     "cancel": "Cancel requested.",
     "restart": "Restarted.",
     "requeue": "Job requeued.",
+    "approved": "Approved: the item runs with exactly the args shown.",
+    "rejected": "Rejected: the plan unwinds, undoing what ran.",
 }
 
 
@@ -85,7 +88,7 @@ class Pages:
         chosen = request.query_params.get("step")
         step = chosen if chosen in names else focus_step(wf)
         pictures = [
-            s.pictures.instance(wf, definition, "steps"),
+            s.pictures.plan(wf) if wf.plan else s.pictures.instance(wf, definition, "steps"),
             s.pictures.instance(wf, definition, "workflow"),
         ]
         if step is not None:
@@ -96,8 +99,18 @@ class Pages:
             "focus": step,
             "chosen": chosen if chosen in names else None,
             "ended": s.ops.engine(definition).has_ended(wf.status.value),
-            "signals": sorted({st.signal for st in wf.steps if st.kind == "wait" and st.signal}),
+            # A plan's approvals have their card (the exact call, its hash): not a raw signal.
+            "signals": sorted(
+                {
+                    st.signal
+                    for st in wf.steps
+                    if st.kind == "wait" and st.signal
+                    if not (wf.plan and st.signal.startswith(APPROVE))
+                }
+            ),
             "approvals": open_requests(wf),  # a plan's: statesaga.web.plans
+            "plan": plan_view(wf) if wf.plan else None,
+            "plan_specs": {v.number: v.spec for v in wf.plan.versions} if wf.plan else {},
             # The newest entries; a saga that ran for months keeps its page light (the
             # JSON has them all).
             "history": list(enumerate(wf.history, 1))[-HISTORY_SHOWN:],

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from ..plans import plan_view, tools_in
@@ -199,8 +200,12 @@ def plan_routes(d: Server, forms: Forms, read_json: ReadJson) -> list[Route]:
 
         def act(form: Any, by: str) -> Any:
             if form.get("answer") == "reject":
-                return ops.reject(wf_id, item, by=by, reason=str(form.get("reason", "")))
-            return ops.approve(wf_id, item, str(form.get("hash", "")), by=by)
+                ops.reject(wf_id, item, by=by, reason=str(form.get("reason", "")))
+                done = "rejected"
+            else:
+                ops.approve(wf_id, item, str(form.get("hash", "")), by=by)
+                done = "approved"
+            return RedirectResponse(f"/workflows/{wf_id}?" + urlencode({"done": done}), 303)
 
         return await forms._workflow_action(request, act, "signal")
 
