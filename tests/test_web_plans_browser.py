@@ -228,6 +228,7 @@ def test_a_revised_plan_shows_its_versions_and_approves_the_exact_call(
     # The whole plan as each version had it, one click away.
     browser.find_element(By.CSS_SELECTOR, "#plan-v1 details summary").click()
     assert '"amount": 98000' in text_of(browser, "plan-v1")
+    browser.execute_script("window.scrollTo(0, 0)")
     screenshot(browser, "plan-page")
     shoot(browser, "plan", "plan-versions")
     shoot(browser, "actions", "plan-approval")
