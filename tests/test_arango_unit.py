@@ -44,7 +44,7 @@ from arango.exceptions import (
 from arango.request import Request
 from arango.response import Response
 from requests.exceptions import ReadTimeout
-from statesaga.adapters.arango import (
+from statesaga.adapters.stores.arango import (
     ENV_PASSWORD,
     ENV_USER,
     INDEXES,
@@ -52,7 +52,7 @@ from statesaga.adapters.arango import (
     ArangoSettings,
     ArangoStore,
 )
-from statesaga.adapters.arango.client import ArangoUnavailable
+from statesaga.adapters.stores.arango.client import ArangoUnavailable
 from statesaga.errors import AdapterError, ConflictError, DefinitionError, NotFoundError
 from statesaga.models import WorkflowState, WorkflowStatus
 from statesaga.runtime.outage import is_outage
@@ -1517,7 +1517,7 @@ def test_a_plain_refusal_is_not_an_outage(scripted: Any) -> None:
 def test_recover_every_rides_out_a_server_restart(scripted: Any) -> None:
     # While arangod restarts it answers 503 with errorNum 30; a cluster failing over answers
     # 1496. The recovery loop must wait both out, not exit (issue 30, finding 2).
-    from statesaga.adapters.inline import InlineQueue
+    from statesaga.adapters.queues.inline import InlineQueue
     from statesaga.engine import Engine
     from statesaga.runtime.recovery import Recovery, recover_every
 

@@ -43,7 +43,7 @@ for histogram in (m.step_duration, m.workflow_duration, m.queue_wait):
 watch_fleet(lambda: Fleet("rq", (), (QueueInfo("q", 3, 1, 0, 2, 0, "w"),)),
             lambda: {"stuck": 1, "waiting_for_signal": 2})
 with tempfile.TemporaryDirectory() as d:
-    from statesaga.adapters.sqlite import SQLiteStore
+    from statesaga.adapters.stores.sqlite import SQLiteStore
     from statesaga.models import WorkflowState
 
     stored = SQLiteStore(f"{d}/s.db")

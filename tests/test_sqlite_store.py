@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from statesaga.adapters.sqlite import SQLiteStore, _stale_query
+from statesaga.adapters.stores.sqlite import SQLiteStore, _stale_query
 from statesaga.errors import AdapterError
 from statesaga.models import WorkflowState, WorkflowStatus
 from statesaga.plugins import NoStoreError, open_existing_store, open_store

@@ -330,7 +330,7 @@ def test_the_timeline_of_a_compensated_saga_in_chromium(fleet: Fleet, browser: W
 
 
 def test_failed_jobs_are_listed_and_only_a_statesaga_job_is_requeued(fleet: Fleet) -> None:
-    from statesaga.adapters.rq_queue import RQQueue
+    from statesaga.adapters.queues.rq.queue import RQQueue
     from statesaga.ports import Job
 
     queue = RQQueue.from_url(

@@ -747,7 +747,7 @@ def check_upgrade_command(definition: str, store: str | None, as_json: bool) -> 
     """Can the in-flight instances of an older version continue under DEFINITION? Lists each
     (its current step must still exist; its completed steps must keep their compensations);
     exit 1 if any cannot."""
-    from ..definition import load_definition
+    from ..definitions.load import load_definition
     from ..plugins import open_existing_store
     from ..versions import check_upgrade
 

@@ -30,7 +30,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .._yaml import LineMap, Loc, load_yaml_file, pydantic_problems
-from ..definition import WorkflowDefinition, definition_from_data, depends_on, references
+from ..definitions.load import WorkflowDefinition, definition_from_data
+from ..definitions.params import references
+from ..definitions.spec import depends_on
 from ..errors import DefinitionError, Problem, StateError
 from ..models import (
     CompensationStrategy,

@@ -18,7 +18,7 @@ from typing import Any
 
 from .._yaml import load_yaml_file
 from ..app import EngineOptions, operator_handlers
-from ..definition import WorkflowDefinition, definition_from_data, is_definition
+from ..definitions.load import WorkflowDefinition, definition_from_data, is_definition
 from ..engine import Engine
 from ..errors import DefinitionError, StateError, StatesagaError
 from ..models import WorkflowState

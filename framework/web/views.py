@@ -11,7 +11,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ..definition import WorkflowDefinition
+from ..definitions.load import WorkflowDefinition
 from ..diagram import Diagram, from_definition, from_instance, get_renderer
 from ..errors import AdapterError
 from ..models import (

@@ -242,7 +242,7 @@ def _with_handlers(scenario: Scenario) -> Scenario:
     """Workers import an explicit list of handler modules: default to the definition's
     `handlers` hint, each of which must be on the operator's allow-list. The scenario's
     signals must name wait steps of the saga."""
-    from ...definition import load_definition
+    from ...definitions.load import load_definition
     from ...errors import RegistryError
     from ...security.allowlist import AllowList
 

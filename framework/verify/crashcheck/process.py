@@ -122,7 +122,7 @@ def worker_main(spec: dict[str, Any]) -> int:
     (sending the scenario's signals, skipping to due timers) until every workflow of the store
     has ended, or only waits for a signal nobody sends."""
     from ...app import EngineOptions
-    from ...definition import load_definition
+    from ...definitions.load import load_definition
     from ...runtime.recovery import Recovery
 
     kill_at = tuple(spec["kill_at"]) if spec.get("kill_at") else None

@@ -39,7 +39,7 @@ from statesaga.errors import AdapterError, BackendError, BackendUnavailable, Sto
 from statesaga.models import WorkflowState, WorkflowStatus
 
 from ._group_commit import GroupCommit  # noqa: TID251 (relative, as below)
-from ._store import (  # noqa: TID251 (relative, so mypy reads the base class)
+from .document import (  # noqa: TID251 (relative, so mypy reads the base class)
     MISSING,
     WRITTEN,
     DocumentStore,
@@ -256,7 +256,7 @@ class SQLiteStore(DocumentStore):
         for conn in connections:
             conn.close()
 
-    # -- the primitives of the store algorithm (statesaga.adapters._store) ---------------------
+    # -- the primitives of the store algorithm (statesaga.adapters.stores.document) ----------------
 
     def _insert(self, record: Record) -> Outcome:
         outcome = WRITTEN
