@@ -203,6 +203,8 @@ def test_a_revised_plan_shows_its_versions_and_approves_the_exact_call(
     # The page follows the plan by itself (its live part), to version 2.
     wait_page(browser, lambda d: d.find_elements(By.ID, "plan-v2"), "version 2 on the page")
     v2 = text_of(browser, "plan-v2")
+    browser.get(f"{server.base}/workflows/{wf_id}")  # the heading is outside the live part
+    assert "trip_for_alice plan v2" in browser.find_element(By.TAG_NAME, "h1").text
     assert "by agent" in v2 and "current" in v2
     assert "replaced payment: args.amount 98000 → 91000; title " in v2
     assert 'removed confirm: send_email {"text": "Your trip to Lisbon is booked."' in v2
