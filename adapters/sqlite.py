@@ -92,6 +92,12 @@ def _stale_query(n_statuses: int) -> str:
         " UNION ALL"
         f" SELECT {_DOCUMENT}, created_at FROM workflows"
         f" WHERE status IN ({marks}) AND heartbeat_at < ?"
+        # A heartbeat that is not a number (a hand edit, another program) sorts after every
+        # number, so "<" never takes it: read it here, to be named as unreadable rather
+        # than silently never recovered.
+        " UNION ALL"
+        f" SELECT {_DOCUMENT}, created_at FROM workflows"
+        f" WHERE status IN ({marks}) AND heartbeat_at >= ''"
         " ORDER BY created_at, raw_id"
     )
 
@@ -357,7 +363,9 @@ class SQLiteStore(DocumentStore):
         return self._rows(sql, params)
 
     def _select_stale(self, statuses: builtins.list[str], before_us: int) -> Iterable[Stored]:
-        rows = self._conn().execute(_stale_query(len(statuses)), [*statuses, *statuses, before_us])
+        rows = self._conn().execute(
+            _stale_query(len(statuses)), [*statuses, *statuses, before_us, *statuses]
+        )
         return [_stored(row) for row in rows.fetchall()]
 
     def _rows(self, sql: str, params: builtins.list[object]) -> builtins.list[Stored]:

@@ -63,6 +63,10 @@ def _damage(url: str, wf_id: str, kind: str) -> None:
                 conn.execute(
                     "UPDATE workflows SET doc = CAST(? AS TEXT) WHERE id = ?", (bad, wf_id)
                 )
+            elif kind == "heartbeat":  # not a number: it sorts after every number in SQLite
+                conn.execute("UPDATE workflows SET heartbeat_at = 'soon' WHERE id = ?", (wf_id,))
+            elif kind == "json":  # the name index refuses it at the write: a disk could not
+                pytest.skip("SQLite's json_extract index refuses a document that is not JSON")
             else:
                 conn.execute("UPDATE workflows SET revision = 'x7' WHERE id = ?", (wf_id,))
         return
@@ -76,6 +80,10 @@ def _damage(url: str, wf_id: str, kind: str) -> None:
         client.hset(key, "doc", doc.replace(b'"name":"', b'"name":"\xff', 1))
     elif kind == "schema":
         client.hset(key, "doc", doc.replace(b'"steps":[]', b'"steps":"' + SECRET.encode() + b'"'))
+    elif kind == "json":  # cut short, as a partial write or a hand edit would
+        client.hset(key, "doc", doc[: len(doc) // 2] + SECRET.encode())
+    elif kind == "heartbeat":
+        client.hset(key, "doc", doc.replace(b'"heartbeat_at":"', b'"heartbeat_at":"soon', 1))
     else:
         client.hset(key, "rev", "x7")
     client.close()
@@ -90,6 +98,7 @@ def _three_running(url: str) -> list[str]:
         wf = make_workflow(
             status=WorkflowStatus.RUNNING,
             created_at=T0 + timedelta(seconds=i),
+            heartbeat_at=T0,  # long stale: a heartbeat to damage
             input={"api_key": SECRET},
         )
         store.create(wf)
@@ -107,7 +116,7 @@ def damaged_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return f"{base}?prefix=i31-{uuid.uuid4().hex[:8]}:"
 
 
-@pytest.mark.parametrize("kind", ["bytes", "schema", "revision"])
+@pytest.mark.parametrize("kind", ["bytes", "json", "schema", "revision", "heartbeat"])
 @pytest.mark.slow
 def test_list_recover_and_status_go_on_past_a_damaged_document_and_name_it(
     damaged_store_url: str, kind: str, tmp_path: Path
