@@ -6,8 +6,11 @@ claims inside the job it was given). The real fleet is in tests/test_web_fleet.p
 
 from __future__ import annotations
 
+import warnings
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import pytest
 from statesaga.adapters.memory import MemoryStore
 from statesaga.models import HistoryEntry, SagaStep, StepStatus, WorkflowState, WorkflowStatus
 from statesaga.observability.fleet import Fleet, WorkerInfo, with_saga_beats
@@ -97,3 +100,40 @@ def test_a_saga_that_cannot_be_read_leaves_the_worker_as_the_queue_says() -> Non
     w = _busy("w1", "WF-missing")
     shown = with_saga_beats(Fleet("rq", (w,)), MemoryStore(), 30.0, now=NOW).workers[0]
     assert shown == w
+
+
+def test_a_stuck_saga_whose_step_only_waits_in_the_queue_does_not_blame_a_dead_worker(
+    tmp_path: Path,
+) -> None:
+    """A backlog (every worker busy, none listening) leaves a saga's step QUEUED with a
+    stale heartbeat: `recover` would take it, but no worker died in it; the page says so."""
+    pytest.importorskip("starlette", reason="the dashboard needs the ui extra")
+    with warnings.catch_warnings():  # starlette 1.x would rather have httpx2; httpx works
+        warnings.simplefilter("ignore")
+        from starlette.testclient import TestClient
+    from statesaga.plugins import open_store
+    from statesaga.web import ServeSettings, create_app
+
+    url = f"sqlite:///{tmp_path / 'web.db'}"
+    store = open_store(url)
+    store.initialize()
+    old = datetime.now(UTC) - timedelta(minutes=4)
+    queued = WorkflowState(
+        name="order",
+        status=WorkflowStatus.RUNNING,
+        steps=[SagaStep(id="s1", name="reserve", action_type="a", status=StepStatus.QUEUED)],
+        created_at=old,
+        heartbeat_at=old,
+    )
+    running = queued.model_copy(deep=True, update={"id": "WF-running"})
+    running.steps[0].status = StepStatus.EXECUTING
+    store.create(queued)
+    store.create(running)
+    store.close()
+    with TestClient(create_app(ServeSettings(store=url, queue="inline://"))) as client:
+        waits = client.get(f"/workflows/{queued.id}").text
+        died = client.get("/workflows/WF-running").text
+    assert 'id="stuck"' in waits and 'id="stuck"' in died
+    assert "its step reserve has waited in the queue" in waits
+    assert "most likely died" not in waits
+    assert "most likely died" in died
