@@ -252,7 +252,7 @@ class SQLiteStore(DocumentStore):
                         conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except sqlite3.OperationalError as exc:
-            raise _full(exc, self.path) or exc from None
+            raise _full(exc, self.path) or _not_json(exc, conn, self.path) or exc from None
         self._initialized = True
 
     def close(self) -> None:
@@ -509,6 +509,26 @@ def _filters(
         where.append("json_extract(doc, '$.name') = ?")
         params.append(name)
     return where, params
+
+
+def _not_json(
+    exc: sqlite3.OperationalError, conn: sqlite3.Connection, path: Path
+) -> AdapterError | None:
+    """The one line for an index on the workflows' names that cannot be built because a
+    stored document is not JSON (a store made before the index existed, then damaged: the
+    index itself refuses such a document once it is there), naming the documents, else None."""
+    if "malformed JSON" not in str(exc):
+        return None
+    rows = conn.execute(
+        "SELECT CAST(id AS BLOB) FROM workflows WHERE NOT json_valid(CAST(doc AS TEXT)) LIMIT 6"
+    ).fetchall()
+    ids = [bytes(r[0]).decode("utf-8", "backslashreplace") for r in rows]
+    named = ", ".join(ids[:5]) + (", ..." if len(ids) > 5 else "")
+    return AdapterError(
+        f"sqlite store {path}: the index on workflow names cannot be built: stored workflow "
+        f"{named or '(unknown)'} is not JSON; nothing was written. Repair or delete it "
+        "(`statesaga list` names every unreadable workflow), then run the command again"
+    )
 
 
 def _full(exc: sqlite3.OperationalError, path: Path) -> StoreFullError | None:

@@ -398,3 +398,22 @@ def test_a_worker_given_a_job_for_no_stored_workflow_logs_one_warning_and_goes_o
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__]))
+
+
+def test_a_document_that_is_not_json_in_a_store_without_the_name_index_is_named(
+    tmp_path: Path,
+) -> None:
+    # A store made before the index on names existed can hold a document that is not JSON
+    # (the index refuses one once it is there). Building the index then fails on it: the
+    # writer's one line names the document, instead of "sqlite: malformed JSON".
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    first, bad, last = _three_running(url)
+    with sqlite3.connect(tmp_path / "s.db") as conn:
+        conn.execute("DROP INDEX workflows_name")
+        (doc,) = conn.execute("SELECT doc FROM workflows WHERE id = ?", (bad,)).fetchone()
+        conn.execute("UPDATE workflows SET doc = ? WHERE id = ?", (doc[:100], bad))
+    recovered = statesaga("recover", "--store", url, cwd=tmp_path)
+    assert recovered.returncode == 1
+    line = one_line(recovered.stderr)
+    assert bad in line and "is not JSON" in line and "nothing was written" in line
+    assert SECRET not in line and first not in line and last not in line
