@@ -140,6 +140,7 @@ class SQLiteStore(DocumentStore):
         self._lock = threading.Lock()
         self._initialized = False
         self._read_only = False
+        self._has_name_index = False
         #: Saves of this process's threads share transactions (see GroupCommit).
         self.group_commit = GroupCommit()
 
@@ -384,7 +385,7 @@ class SQLiteStore(DocumentStore):
     ) -> builtins.list[WorkflowState]:
         """Newest first, strictly older than `before` (created_at, id): a keyset page, so the
         cost of page 1,000 is the cost of page 1."""
-        where, params = _filters(session_id, status, name)
+        where, params = _filters(session_id, status, name, self._name_indexed())
         if before is not None:
             where.append("(created_at, id) < (?, ?)")
             params += [micros(before[0]), before[1]]
@@ -394,11 +395,24 @@ class SQLiteStore(DocumentStore):
         sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
         return self._readable(self._rows(sql, [*params, limit]))
 
+    def _name_indexed(self) -> bool:
+        """Whether the index on names is there (a store made before it may lack it, and may
+        then hold a document that is not JSON, which the index would have refused)."""
+        if self._has_name_index:
+            return True
+        found = (
+            self._conn()
+            .execute("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'workflows_name'")
+            .fetchone()
+        )
+        self._has_name_index = found is not None
+        return self._has_name_index
+
     def count_by_status(
         self, *, session_id: str | None = None, name: str | None = None
     ) -> dict[str, int]:
         # workflows_name ends with status, so a count by definition reads no document.
-        where, params = _filters(session_id, None, name)
+        where, params = _filters(session_id, None, name, self._name_indexed())
         sql = "SELECT status, COUNT(*) FROM workflows"
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -494,7 +508,7 @@ def _schema_is_there(conn: sqlite3.Connection) -> bool:
 
 
 def _filters(
-    session_id: str | None, status: str | None, name: str | None
+    session_id: str | None, status: str | None, name: str | None, name_indexed: bool = True
 ) -> tuple[builtins.list[str], builtins.list[object]]:
     where: builtins.list[str] = []
     params: builtins.list[object] = []
@@ -505,8 +519,13 @@ def _filters(
         where.append("status = ?")
         params.append(WorkflowStatus(status).value)
     if name is not None:
-        # The same expression as the workflows_name index, so the index answers it.
-        where.append("json_extract(doc, '$.name') = ?")
+        # The same expression as the workflows_name index, so the index answers it. Without
+        # the index every row is read, and json_extract on a document that is not JSON would
+        # fail the whole listing: such a document has no name to match.
+        if name_indexed:
+            where.append("json_extract(doc, '$.name') = ?")
+        else:
+            where.append("json_extract(CASE WHEN json_valid(doc) THEN doc END, '$.name') = ?")
         params.append(name)
     return where, params
 
