@@ -3,6 +3,7 @@ the workers and queues. Every change goes through forms.py."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -17,7 +18,7 @@ from .fleet import fleet_of
 from .http import with_param
 from .query import browse
 from .server import Server
-from .timeline import facts, resume_command, timeline
+from .timeline import STUCK_AFTER, facts, resume_command, timeline
 from .views import focus_step, story
 
 HISTORY_SHOWN = 500
@@ -169,7 +170,14 @@ class Pages:
         except Exception as exc:
             return s.error_page(request, exc)
         message = DONE.get(request.query_params.get("done", ""))
-        return s.page(request, "workers.html", fleet=fleet, message=message)
+        return s.page(
+            request,
+            "workers.html",
+            fleet=fleet,
+            message=message,
+            now=datetime.now(UTC),
+            stuck_after=STUCK_AFTER,
+        )
 
 
 def _errors(wf: WorkflowState) -> list[tuple[str, str]]:
