@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from statesaga.adapters.memory import MemoryStore
+from statesaga.adapters.stores.memory import MemoryStore
 from statesaga.models import HistoryEntry, SagaStep, StepStatus, WorkflowState, WorkflowStatus
 from statesaga.observability.fleet import Fleet, WorkerInfo, with_saga_beats
 
