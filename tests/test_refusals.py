@@ -297,6 +297,9 @@ def test_a_refused_run_makes_no_store(folder: Path) -> None:
         done = statesaga(*args, "--store", "sqlite:///x/made.db", cwd=folder)
         assert "Traceback" not in done.stderr, (args, done.stderr)
         assert not (folder / "x").exists(), args
+        # A path with a typo is refused, never "nothing to recover" with exit 0.
+        assert done.returncode == 1, (args, done.stdout, done.stderr)
+        assert "made.db" in one_line(done.stderr), (args, done.stderr)
 
 
 @pytest.mark.slow

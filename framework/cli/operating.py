@@ -323,7 +323,14 @@ def recover(
     )
     interval = 0.0 if every is True else float(every)
     if interval == 0 and not store_exists(engine.store):
-        click.echo("nothing to recover")  # and no store made: nothing was ever stored there
+        # Refused like `status` and `list` (a typo in the path must not read as "all is well");
+        # `--every` waits instead: beside workers that have not made the store yet, that is normal.
+        from ..errors import StatesagaError
+
+        raise StatesagaError(
+            f"no store at {engine.store.location()}: nothing has been stored there yet "
+            "(recover --every waits for one)"
+        )
         return
     if interval > 0:
 
