@@ -191,7 +191,7 @@ def _watch_metrics(settings: WorkerSettings, engine: Engine) -> None:
     from .observability.metrics import watch_fleet
 
     queue, store = engine.queue, engine.store
-    watch_fleet(lambda: fleet_of_queue(queue), lambda: attention(store))
+    watch_fleet(lambda: fleet_of_queue(queue, store=store), lambda: attention(store))
     if settings.metrics_port is not None:
         from .observability.otel import serve_prometheus
 

@@ -126,6 +126,9 @@ tests:
         values: '1 0x10'
       - series: 'statesaga_workers{{statesaga_queue="q",statesaga_worker_state="idle"}}'
         values: '0 0x10'
+      # The worker was SIGKILLed mid-step: RQ still lists it, its saga no longer beats.
+      - series: 'statesaga_workers{{statesaga_queue="q",statesaga_worker_state="silent"}}'
+        values: '0 1x10'
       - series: 'statesaga_compensations_total{{statesaga_outcome="failed",statesaga_step="pay"}}'
         values: '0 0 1 1 1 1'
     alert_rule_test:

@@ -92,6 +92,12 @@ def _stale_query(n_statuses: int) -> str:
         " UNION ALL"
         f" SELECT {_DOCUMENT}, created_at FROM workflows"
         f" WHERE status IN ({marks}) AND heartbeat_at < ?"
+        # A heartbeat that is not a number (a hand edit, another program) sorts after every
+        # number, so "<" never takes it: read it here, to be named as unreadable rather
+        # than silently never recovered.
+        " UNION ALL"
+        f" SELECT {_DOCUMENT}, created_at FROM workflows"
+        f" WHERE status IN ({marks}) AND heartbeat_at >= ''"
         " ORDER BY created_at, raw_id"
     )
 
@@ -134,6 +140,7 @@ class SQLiteStore(DocumentStore):
         self._lock = threading.Lock()
         self._initialized = False
         self._read_only = False
+        self._has_name_index = False
         #: Saves of this process's threads share transactions (see GroupCommit).
         self.group_commit = GroupCommit()
 
@@ -246,7 +253,7 @@ class SQLiteStore(DocumentStore):
                         conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except sqlite3.OperationalError as exc:
-            raise _full(exc, self.path) or exc from None
+            raise _full(exc, self.path) or _not_json(exc, conn, self.path) or exc from None
         self._initialized = True
 
     def close(self) -> None:
@@ -357,7 +364,9 @@ class SQLiteStore(DocumentStore):
         return self._rows(sql, params)
 
     def _select_stale(self, statuses: builtins.list[str], before_us: int) -> Iterable[Stored]:
-        rows = self._conn().execute(_stale_query(len(statuses)), [*statuses, *statuses, before_us])
+        rows = self._conn().execute(
+            _stale_query(len(statuses)), [*statuses, *statuses, before_us, *statuses]
+        )
         return [_stored(row) for row in rows.fetchall()]
 
     def _rows(self, sql: str, params: builtins.list[object]) -> builtins.list[Stored]:
@@ -376,7 +385,7 @@ class SQLiteStore(DocumentStore):
     ) -> builtins.list[WorkflowState]:
         """Newest first, strictly older than `before` (created_at, id): a keyset page, so the
         cost of page 1,000 is the cost of page 1."""
-        where, params = _filters(session_id, status, name)
+        where, params = _filters(session_id, status, name, self._name_indexed())
         if before is not None:
             where.append("(created_at, id) < (?, ?)")
             params += [micros(before[0]), before[1]]
@@ -386,11 +395,24 @@ class SQLiteStore(DocumentStore):
         sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
         return self._readable(self._rows(sql, [*params, limit]))
 
+    def _name_indexed(self) -> bool:
+        """Whether the index on names is there (a store made before it may lack it, and may
+        then hold a document that is not JSON, which the index would have refused)."""
+        if self._has_name_index:
+            return True
+        found = (
+            self._conn()
+            .execute("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'workflows_name'")
+            .fetchone()
+        )
+        self._has_name_index = found is not None
+        return self._has_name_index
+
     def count_by_status(
         self, *, session_id: str | None = None, name: str | None = None
     ) -> dict[str, int]:
         # workflows_name ends with status, so a count by definition reads no document.
-        where, params = _filters(session_id, None, name)
+        where, params = _filters(session_id, None, name, self._name_indexed())
         sql = "SELECT status, COUNT(*) FROM workflows"
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -486,7 +508,7 @@ def _schema_is_there(conn: sqlite3.Connection) -> bool:
 
 
 def _filters(
-    session_id: str | None, status: str | None, name: str | None
+    session_id: str | None, status: str | None, name: str | None, name_indexed: bool = True
 ) -> tuple[builtins.list[str], builtins.list[object]]:
     where: builtins.list[str] = []
     params: builtins.list[object] = []
@@ -497,10 +519,35 @@ def _filters(
         where.append("status = ?")
         params.append(WorkflowStatus(status).value)
     if name is not None:
-        # The same expression as the workflows_name index, so the index answers it.
-        where.append("json_extract(doc, '$.name') = ?")
+        # The same expression as the workflows_name index, so the index answers it. Without
+        # the index every row is read, and json_extract on a document that is not JSON would
+        # fail the whole listing: such a document has no name to match.
+        if name_indexed:
+            where.append("json_extract(doc, '$.name') = ?")
+        else:
+            where.append("json_extract(CASE WHEN json_valid(doc) THEN doc END, '$.name') = ?")
         params.append(name)
     return where, params
+
+
+def _not_json(
+    exc: sqlite3.OperationalError, conn: sqlite3.Connection, path: Path
+) -> AdapterError | None:
+    """The one line for an index on the workflows' names that cannot be built because a
+    stored document is not JSON (a store made before the index existed, then damaged: the
+    index itself refuses such a document once it is there), naming the documents, else None."""
+    if "malformed JSON" not in str(exc):
+        return None
+    rows = conn.execute(
+        "SELECT CAST(id AS BLOB) FROM workflows WHERE NOT json_valid(CAST(doc AS TEXT)) LIMIT 6"
+    ).fetchall()
+    ids = [bytes(r[0]).decode("utf-8", "backslashreplace") for r in rows]
+    named = ", ".join(ids[:5]) + (", ..." if len(ids) > 5 else "")
+    return AdapterError(
+        f"sqlite store {path}: the index on workflow names cannot be built: stored workflow "
+        f"{named or '(unknown)'} is not JSON; nothing was written. Repair or delete it "
+        "(`statesaga list` names every unreadable workflow), then run the command again"
+    )
 
 
 def _full(exc: sqlite3.OperationalError, path: Path) -> StoreFullError | None:
