@@ -331,3 +331,48 @@ def test_a_worker_runs_a_saga_on_an_extended_step_lifecycle(tmp_path: Path, redi
     final = engine.get(wf.id)
     assert final.status is WorkflowStatus.COMPLETED
     assert "EXECUTING.WAITING_FOR_TOOL" in [h.dest for h in final.history if h.step == "research"]
+
+
+@pytest.mark.parametrize("name", ["workflow", "step", "todo"])
+def test_flat_charts_fire_as_their_transitions_machine_does(name: str) -> None:
+    """A flat chart's triggers skip `transitions`' Event machinery (issue 33's profile): for
+    every state and trigger of the shipped lifecycles, and every way their guards can answer
+    (booleans, and values a guard may return that are only == True or == False, or neither),
+    the transition taken and the state reached are the Machine's, and a refusal is its refusal."""
+    import itertools
+
+    from statesaga import Registry
+    from statesaga.charts.lifecycles import lifecycle
+
+    chart = lifecycle(name)
+    assert not chart.hierarchical
+    answers: dict[str, object] = {}
+    registry = Registry()
+    for t in chart.transitions:
+        for guard in t.guard_names:
+            if not registry.has_guard(guard):
+                registry.register_guard(guard, lambda ctx, g=guard: answers[g])
+        for effect in t.effects:  # not run by fire_to: the kernel runs them
+            registry.register_effect(effect.name, lambda ctx: None, replace=True)
+    compiled = CompiledChart(chart, registry)
+
+    def outcome(fire: object, state: str, trigger: str) -> object:
+        try:
+            fired = fire(state, trigger, None)  # type: ignore[operator]
+        except TransitionError as exc:
+            return str(exc)
+        return fired.transition, fired.state
+
+    pairs = {(src, t.trigger) for t in chart.transitions for src in t.source}
+    pairs |= {(state, t.trigger) for state in chart.states for t in chart.transitions[:3]}
+    checked = 0
+    for state, trigger in sorted(pairs):
+        guards = sorted({g for t in chart.transitions_from(state, trigger) for g in t.guard_names})
+        values: list[object] = [True, False, 1, 0, None, "yes"]
+        for combo in itertools.product(values, repeat=len(guards)):
+            answers.clear()
+            answers.update(zip(guards, combo, strict=True))
+            fast = outcome(compiled.fire_to, state, trigger)
+            assert fast == outcome(compiled._fire_flat_machine, state, trigger), (state, trigger)
+            checked += 1
+    assert checked >= len(pairs)
