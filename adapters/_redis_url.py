@@ -44,7 +44,7 @@ _REDIS_OPTIONS = frozenset(
 #: the same on every redis-py version. redis-py 8 changed its defaults (a 5 s read timeout
 #: and TCP keepalive, where 5 to 7 waited forever), and RQ's idle worker, whose blocking wait
 #: for a job outlasted 5 s, logged an error and backed off for up to a minute.
-#: statesaga.adapters.rq_jobguard keeps that wait under the read timeout, whatever it is.
+#: statesaga.adapters.queues.rq.jobguard keeps that wait under the read timeout, whatever it is.
 CLIENT_DEFAULTS: dict[str, Any] = {
     "socket_connect_timeout": 5.0,
     "socket_timeout": 10.0,

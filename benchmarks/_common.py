@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from statesaga import Registry
-from statesaga.definition import WorkflowDefinition, load_definition
+from statesaga.definitions.load import WorkflowDefinition, load_definition
 
 Mode = Literal["smoke", "quick", "full"]
 STEPS = 5

@@ -41,9 +41,9 @@ def count_commands(url: str, n: int, store_kind: str, tmp: Path) -> dict[str, An
     import rq_throughput as rt
     from rq import Queue, SimpleWorker
     from rq.serializers import JSONSerializer
-    from statesaga.adapters.rq_queue import RQQueue
-    from statesaga.adapters.rq_worker import make_rq_worker
-    from statesaga.definition import load_definition
+    from statesaga.adapters.queues.rq.queue import RQQueue
+    from statesaga.adapters.queues.rq.worker import make_rq_worker
+    from statesaga.definitions.load import load_definition
     from statesaga.engine import Engine
     from statesaga.models import WorkflowStatus
     from statesaga.plugins import open_store

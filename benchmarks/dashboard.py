@@ -21,7 +21,7 @@ import warnings
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from statesaga.adapters.sqlite import SQLiteStore
+from statesaga.adapters.stores.sqlite import SQLiteStore
 from statesaga.models import HistoryEntry, WorkflowState, WorkflowStatus
 
 from ._common import Mode, Row, percentile

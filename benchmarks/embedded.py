@@ -33,9 +33,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from statesaga.adapters.inline import InlineQueue
-from statesaga.adapters.sqlite import SQLiteStore
-from statesaga.definition import WorkflowDefinition
+from statesaga.adapters.queues.inline import InlineQueue
+from statesaga.adapters.stores.sqlite import SQLiteStore
+from statesaga.definitions.load import WorkflowDefinition
 from statesaga.engine import Engine
 from statesaga.models import WorkflowStatus
 

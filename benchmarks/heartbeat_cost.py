@@ -21,8 +21,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import redis
-from statesaga.adapters.redis_store import RedisStore
-from statesaga.adapters.sqlite import SQLiteStore
+from statesaga.adapters.stores.redis import RedisStore
+from statesaga.adapters.stores.sqlite import SQLiteStore
 from statesaga.models import WorkflowState
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -31,9 +31,9 @@ from typing import Any
 import redis
 from rq import Queue, Worker
 from rq.serializers import JSONSerializer
-from statesaga.adapters.rq_queue import RQQueue
+from statesaga.adapters.queues.rq.queue import RQQueue
 from statesaga.context import StepContext
-from statesaga.definition import load_definition
+from statesaga.definitions.load import load_definition
 from statesaga.engine import Engine
 from statesaga.models import WorkflowStatus
 from statesaga.plugins import open_store

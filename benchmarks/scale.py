@@ -28,8 +28,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from statesaga.adapters.inline import InlineQueue
-from statesaga.adapters.sqlite import SQLiteStore
+from statesaga.adapters.queues.inline import InlineQueue
+from statesaga.adapters.stores.sqlite import SQLiteStore
 from statesaga.engine import Engine
 from statesaga.models import WorkflowStatus
 from statesaga.vocabulary import WORKFLOW_IN_FLIGHT as ACTIVE_WORKFLOW

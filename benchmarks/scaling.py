@@ -37,11 +37,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from statesaga.adapters.inline import InlineQueue
-from statesaga.adapters.memory import MemoryStore
-from statesaga.adapters.sqlite import SQLiteStore
-from statesaga.adapters.sqlite_queue import SQLiteQueue
-from statesaga.definition import load_definition
+from statesaga.adapters.queues.inline import InlineQueue
+from statesaga.adapters.queues.sqlite.queue import SQLiteQueue
+from statesaga.adapters.stores.memory import MemoryStore
+from statesaga.adapters.stores.sqlite import SQLiteStore
+from statesaga.definitions.load import load_definition
 from statesaga.engine import Engine
 from statesaga.models import WorkflowStatus
 from statesaga.ports import Store

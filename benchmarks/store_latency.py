@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from statesaga.adapters.sqlite import SQLiteStore
+from statesaga.adapters.stores.sqlite import SQLiteStore
 from statesaga.models import CompensationAction, SagaStep, StepStatus, WorkflowState
 
 

@@ -28,10 +28,10 @@ from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from statesaga.adapters.inline import InlineQueue
-from statesaga.adapters.memory import MemoryStore
-from statesaga.adapters.sqlite import SQLiteStore
-from statesaga.definition import WorkflowDefinition, load_definition
+from statesaga.adapters.queues.inline import InlineQueue
+from statesaga.adapters.stores.memory import MemoryStore
+from statesaga.adapters.stores.sqlite import SQLiteStore
+from statesaga.definitions.load import WorkflowDefinition, load_definition
 from statesaga.engine import Engine
 from statesaga.models import WorkflowState
 from statesaga.ports import Job

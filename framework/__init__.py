@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from . import _moved
 from .charts.chart import Chart, load_chart
 from .charts.machine import CompiledChart
 from .charts.spec import ChartSpec
 from .context import StepContext
-from .definition import WorkflowDefinition, load_definition
+from .definitions.load import WorkflowDefinition, load_definition
 from .engine import Engine
 from .errors import (
     AdapterError,
@@ -37,8 +36,6 @@ from .plugins import open_queue, open_store
 from .ports import Job, Queue, Store
 from .registry import Registry, handler
 from .resources import __version__, examples_dir, statecharts_dir
-
-_moved.install()
 
 __all__ = [
     "AdapterError",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -253,8 +254,11 @@ def load_yaml_file(path: str | Path) -> tuple[Any, LineMap]:
 _TYPE_TAG = re.compile(r"^(function-\w+|[a-z_]+\[.*\]|str|int|float|bool|none|dict|list|tuple)$")
 
 
-def pydantic_problems(exc: Any, lines: LineMap) -> list[Problem]:
-    """Translate a pydantic ValidationError into located problems."""
+def pydantic_problems(
+    exc: Any, lines: LineMap, patterns: Mapping[str, str] | None = None
+) -> list[Problem]:
+    """Translate a pydantic ValidationError into located problems; `patterns` says in words
+    what a field's pattern asks (instead of the regular expression)."""
     problems = []
     seen: set[Loc] = set()
     for err in exc.errors():
@@ -269,6 +273,10 @@ def pydantic_problems(exc: Any, lines: LineMap) -> list[Problem]:
             msg = f"unknown key {loc[-1]!r}" if loc else "unknown key"
         elif err["type"] == "missing":
             msg = f"missing required key {loc[-1]!r}" if loc else "missing required key"
+        elif err["type"] == "string_pattern_mismatch" and patterns:
+            words = patterns.get(str(err.get("ctx", {}).get("pattern")))
+            if words:
+                msg = f"{words}, not {str(err.get('input'))[:60]!r}"
         elif err["type"] == "bool_type" and err.get("input") in YAML11_BOOLS:
             msg += f" (tables are YAML 1.2: write true or false, not {err['input']})"
         problems.append(lines.problem(loc, msg))

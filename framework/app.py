@@ -27,7 +27,7 @@ from .security.allowlist import AllowList
 from .security.redact import RedactedRepr
 
 if TYPE_CHECKING:
-    from .definition import WorkflowDefinition
+    from .definitions.load import WorkflowDefinition
 
 #: Which allow-list of handler modules an engine gets (statesaga.security.allowlist):
 #: - "operator": `handlers` (else $STATESAGA_HANDLERS), the working directory's

@@ -19,7 +19,7 @@ from types import ModuleType
 from typing import Any
 
 from .charts.machine import CompiledChart
-from .definition import WorkflowDefinition
+from .definitions.load import WorkflowDefinition
 from .models import SagaStep, WorkflowState
 from .observability.telemetry import Telemetry
 from .plugins import ChartSource, lifecycle_chart, load_registry_plugins

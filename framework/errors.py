@@ -46,11 +46,22 @@ class DefinitionError(StatesagaError):
         self.problems: list[Problem] = list(problems)
         super().__init__(self._render())
 
+    #: Problems a message lists; the rest are counted (a 3000-item plan with one tool
+    #: misspelt is one mistake, not 3000 lines), and kept in `problems`.
+    SHOWN = 20
+
     def _render(self) -> str:
         if len(self.problems) == 1:
             return str(self.problems[0])
-        lines = [f"{len(self.problems)} problems:"] + [f"  {p}" for p in self.problems]
+        lines = [f"{len(self.problems)} problems:"] + [f"  {p}" for p in self.shown()[0]]
+        more = self.shown()[1]
+        if more:
+            lines.append(f"  ... and {more} more")
         return "\n".join(lines)
+
+    def shown(self) -> tuple[list[Problem], int]:
+        """The problems to print, and how many are left out."""
+        return self.problems[: self.SHOWN], max(len(self.problems) - self.SHOWN, 0)
 
 
 class TransitionError(StatesagaError):

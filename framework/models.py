@@ -13,11 +13,10 @@ import secrets
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ._moved import moved_name
 from .errors import DefinitionError, Problem
 from .security.limits import MAX_ATTEMPTS, MAX_BACKOFF_RATE, MAX_SECONDS, max_history
 from .security.redact import redact
@@ -420,9 +419,3 @@ def halt_reason(wf: WorkflowState) -> str:
     where = f" after the pivot {pivot}" if pivot else ""
     error = f": {failed.error.type}: {failed.error.message}" if failed.error else ""
     return f"step {failed.name} failed{where}, so nothing is undone{error}"
-
-
-if not TYPE_CHECKING:  # (a module __getattr__ would hide every misspelt name from mypy)
-
-    def __getattr__(name: str) -> NoReturn:
-        moved_name(__name__, name)

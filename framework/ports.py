@@ -161,6 +161,34 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
+@runtime_checkable
+class Browsable(Protocol):
+    """A store that also pages newest first and counts per status without reading documents
+    (an index on created_at; SQLite's). An optional capability beside the Store port: the
+    dashboard and `statesaga list` ask `isinstance(store, Browsable)` and otherwise browse
+    through `Store.list`; the Store conformance suite checks `browse` of a store that has it.
+
+    Contract: `browse` returns workflows newest first (created_at, then id, descending),
+    strictly older than `before` (created_at, id) when given, at most `limit`, leaving out
+    (and naming in `unreadable`) a document that cannot be read, as `list` does;
+    `count_by_status` counts under the same session and name filters, by status value.
+    """
+
+    def browse(
+        self,
+        *,
+        session_id: str | None = None,
+        status: WorkflowStatus | None = None,
+        name: str | None = None,
+        before: tuple[datetime, str] | None = None,
+        limit: int = 50,
+    ) -> builtins.list[WorkflowState]: ...
+
+    def count_by_status(
+        self, *, session_id: str | None = None, name: str | None = None
+    ) -> dict[str, int]: ...
+
+
 def store_exists(store: Store) -> bool:
     """`store.exists()` (kept for callers of the 0.1 helper)."""
     return bool(store.exists())

@@ -13,7 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from .definition import StepSpec, WorkflowDefinition
+from .definitions.load import WorkflowDefinition
+from .definitions.spec import StepSpec
 from .models import SagaStep, StepStatus, WorkflowState, WorkflowStatus
 from .ports import Store
 from .vocabulary import STEP_CURRENT, STEP_TO_UNDO, STEP_UNDOING, WORKFLOW_OPEN

@@ -6,7 +6,7 @@ imports a module because a stored document or a job names it, so what runs on a 
 decided by whoever starts it, not by whoever can write to the queue or the store.
 
 The queue adapter serves its jobs (the `WorkerQueue` port: RQ's is
-statesaga.adapters.rq_worker, with its job guard and its scheduler thread); this module knows
+statesaga.adapters.queues.rq.worker, with its job guard and its scheduler thread); this module knows
 no queue technology. A queue whose jobs run where they are enqueued (`inline://`) has nothing
 to serve. `statesaga worker --processes N` keeps N workers running (statesaga.cli.supervisor).
 
@@ -26,9 +26,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any
 
-from ._moved import moved_name
 from .app import EngineOptions
 from .engine import Engine
 from .errors import AdapterError, StatesagaError
@@ -192,18 +191,12 @@ def _watch_metrics(settings: WorkerSettings, engine: Engine) -> None:
     from .observability.metrics import watch_fleet
 
     queue, store = engine.queue, engine.store
-    watch_fleet(lambda: fleet_of_queue(queue), lambda: attention(store))
+    watch_fleet(lambda: fleet_of_queue(queue, store=store), lambda: attention(store))
     if settings.metrics_port is not None:
         from .observability.otel import serve_prometheus
 
         url = serve_prometheus(settings.metrics_port, settings.metrics_host)
         log.info("metrics for Prometheus at %s", url)
-
-
-if not TYPE_CHECKING:  # (a module __getattr__ would hide every misspelt name from mypy)
-
-    def __getattr__(name: str) -> NoReturn:
-        moved_name(__name__, name)
 
 
 __all__ = [

@@ -35,6 +35,8 @@ _register_sibling("ops_handlers")
 _register_sibling("plan_cluster")
 _register_sibling("skew_handlers")
 _register_sibling("disk_handlers")
+if __import__("importlib.util").util.find_spec("selenium") is not None:
+    _register_sibling("browser_helpers")  # imports selenium: only where the test extra is
 
 if TYPE_CHECKING:
     import redis

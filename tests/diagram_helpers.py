@@ -13,13 +13,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from statesaga.adapters.inline import InlineQueue
-from statesaga.adapters.sqlite import SQLiteStore
+from statesaga.adapters.queues.inline import InlineQueue
+from statesaga.adapters.stores.sqlite import SQLiteStore
 from statesaga.charts.chart import load_chart
 from statesaga.charts.lifecycles import lifecycle
 from statesaga.cli import validate_file
 from statesaga.context import StepContext
-from statesaga.definition import load_definition
+from statesaga.definitions.load import load_definition
 from statesaga.diagram import Diagram, from_chart, from_definition, from_instance, from_loaded
 from statesaga.engine import Engine
 from statesaga.examples import DIR as EXAMPLES

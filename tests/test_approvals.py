@@ -70,7 +70,7 @@ def waiting(engine: Engine, plan: dict[str, Any] = CHAIN) -> str:
 def test_a_hash_that_does_not_match_is_refused_and_changes_nothing(engine: Engine) -> None:
     wf_id = waiting(engine)
     before = engine.get(wf_id).revision
-    with pytest.raises(StateError, match="does not match item 'pay'"):
+    with pytest.raises(StateError, match="does not match the current call of item 'pay'"):
         approve(engine, wf_id, "pay", "0" * 64, by="bob")
     with pytest.raises(StateError, match="names who gives it"):
         approve(engine, wf_id, "pay", request_of(engine.get(wf_id), "pay").hash, by=" ")

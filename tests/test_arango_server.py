@@ -31,7 +31,7 @@ pytestmark = [
 
 @pytest.fixture
 def store() -> Iterator[Any]:
-    from statesaga.adapters.arango import ArangoStore
+    from statesaga.adapters.stores.arango import ArangoStore
 
     store = ArangoStore.from_url(
         os.environ["STATESAGA_ARANGO_URL"],
@@ -135,7 +135,7 @@ def test_each_list_query_reads_an_index_in_order(store: Any, kwargs: dict[str, A
 
 
 def test_the_stale_scan_reads_its_index(store: Any) -> None:
-    from statesaga.adapters.arango import QUERIES
+    from statesaga.adapters.stores.arango import QUERIES
 
     _populate(store)
     binds = store._bind(statuses=["COMPENSATING", "RUNNING"], before=0)
@@ -150,7 +150,7 @@ def test_the_stale_scan_reads_its_index(store: Any) -> None:
 @pytest.fixture
 def system_db() -> Iterator[Any]:
     """_system, reached with the URL's credentials, for checking what the store did."""
-    from statesaga.adapters.arango import ArangoStore
+    from statesaga.adapters.stores.arango import ArangoStore
 
     admin = ArangoStore.from_url(os.environ["STATESAGA_ARANGO_URL"])
     admin._database(schema=False)
@@ -160,7 +160,7 @@ def system_db() -> Iterator[Any]:
 
 
 def test_drop_of_a_missing_database_does_not_create_it(system_db: Any) -> None:
-    from statesaga.adapters.arango import ArangoStore
+    from statesaga.adapters.stores.arango import ArangoStore
 
     name = f"statesaga_missing_{uuid.uuid4().hex[:8]}"
     ArangoStore.from_url(os.environ["STATESAGA_ARANGO_URL"], database=name).drop()
@@ -169,7 +169,7 @@ def test_drop_of_a_missing_database_does_not_create_it(system_db: Any) -> None:
 
 def test_a_user_without_a_grant_sees_no_access_not_a_missing_database(system_db: Any) -> None:
     # arangod answers 401 (not 1228) to a user without a grant on a missing database name.
-    from statesaga.adapters.arango import ArangoStore
+    from statesaga.adapters.stores.arango import ArangoStore
 
     user, password = f"statesaga_probe_{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
     try:
@@ -281,7 +281,7 @@ def proxied(store: Any) -> Iterator[tuple[Any, _HTTPProxy]]:
     """A second store on the same collection, reaching the server through a _HTTPProxy."""
     from dataclasses import replace
 
-    from statesaga.adapters.arango import ArangoStore
+    from statesaga.adapters.stores.arango import ArangoStore
 
     s = store.settings
     proxy = _HTTPProxy(s.host, s.port)
@@ -311,7 +311,7 @@ def test_a_dropped_cursor_batch_is_fetched_again_not_lost(proxied: Any) -> None:
 def test_recover_every_rides_out_a_lost_link(proxied: Any) -> None:
     # The link to the server goes away for a while (a restart, a failover, a partition look
     # the same from here): the recovery loop waits and goes on; it does not exit.
-    from statesaga.adapters.inline import InlineQueue
+    from statesaga.adapters.queues.inline import InlineQueue
     from statesaga.engine import Engine
     from statesaga.runtime.recovery import Recovery, recover_every
 
@@ -341,7 +341,7 @@ def test_recover_every_rides_out_a_server_restart(store: Any) -> None:
     import shlex
     import subprocess
 
-    from statesaga.adapters.inline import InlineQueue
+    from statesaga.adapters.queues.inline import InlineQueue
     from statesaga.engine import Engine
     from statesaga.runtime.recovery import Recovery, recover_every
 

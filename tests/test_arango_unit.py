@@ -44,7 +44,7 @@ from arango.exceptions import (
 from arango.request import Request
 from arango.response import Response
 from requests.exceptions import ReadTimeout
-from statesaga.adapters.arango import (
+from statesaga.adapters.stores.arango import (
     ENV_PASSWORD,
     ENV_USER,
     INDEXES,
@@ -52,7 +52,7 @@ from statesaga.adapters.arango import (
     ArangoSettings,
     ArangoStore,
 )
-from statesaga.adapters.arango.client import ArangoUnavailable
+from statesaga.adapters.stores.arango.client import ArangoUnavailable
 from statesaga.errors import AdapterError, ConflictError, DefinitionError, NotFoundError
 from statesaga.models import WorkflowState, WorkflowStatus
 from statesaga.runtime.outage import is_outage
@@ -1230,7 +1230,7 @@ class ScriptedHTTP:
 
     def _serve(self) -> None:
         number = 0
-        while self.script or self.respond:
+        while True:  # until close(): a request past the script is answered, never left waiting
             try:
                 conn, _ = self.sock.accept()
             except OSError:
@@ -1256,8 +1256,12 @@ class ScriptedHTTP:
                 self.seen.append((number, method, path))
                 if self.script:
                     action = self.script.popleft()
-                else:
+                elif self.respond is not None:
                     action = self.respond(method, path, json.loads(body) if body else None)
+                else:
+                    # Past the script: a 500 at once, so a client that sends more than the
+                    # test expects fails the test now instead of waiting out its timeout.
+                    action = answer(500, error_body(500, 4, f"unscripted {method} {path}"))
                 if action[0] == "drop":
                     return  # closed with the request read and no answer
                 _, status, body, delay = action
@@ -1483,7 +1487,9 @@ OUTAGE_ANSWERS = [
     (504, "<html>504 Gateway Time-out</html>"),
     # arangod while it shuts down (CommTask::prepareExecution).
     (503, error_body(503, 30, "shutdown in progress")),
-    # A cluster in trouble: the errno decides, whatever the status (500, the least telling).
+    # A cluster in trouble: the errno decides, whatever the status (500, the least telling);
+    # a coordinator passing on a DB server that shuts down carries errno 30 the same way.
+    (500, error_body(500, 30, "shutdown in progress")),
     (500, error_body(500, 1457, "timeout in cluster operation")),
     (
         500,
@@ -1517,7 +1523,7 @@ def test_a_plain_refusal_is_not_an_outage(scripted: Any) -> None:
 def test_recover_every_rides_out_a_server_restart(scripted: Any) -> None:
     # While arangod restarts it answers 503 with errorNum 30; a cluster failing over answers
     # 1496. The recovery loop must wait both out, not exit (issue 30, finding 2).
-    from statesaga.adapters.inline import InlineQueue
+    from statesaga.adapters.queues.inline import InlineQueue
     from statesaga.engine import Engine
     from statesaga.runtime.recovery import Recovery, recover_every
 

@@ -1,6 +1,6 @@
 """The package's shape, checked: the module-level import graph of `statesaga` has no cycles, the
 core never imports its adapters or a queue/store client library, every module says what it is,
-and every old module path in `statesaga._moved` still leads to its module.
+and `import statesaga` changes nothing in the import system.
 
 The graph is read from the source with `ast`, not by importing: only imports that run when a
 module is imported count (module and class bodies, including `try`/`if` blocks), not those
@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import importlib
 import itertools
+import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -248,7 +249,7 @@ def _where(mod: Module, line: int) -> str:
 
 def test_the_graph_sees_the_whole_package(graph: dict[str, Module]) -> None:
     # Guards the checks below against passing on an empty or half-read graph.
-    assert {"statesaga", "statesaga.charts.chart", "statesaga.adapters.sqlite"} <= set(graph)
+    assert {"statesaga", "statesaga.charts.chart", "statesaga.adapters.stores.sqlite"} <= set(graph)
     assert "statesaga.charts.chart" in graph["statesaga"].eager
     assert sum(len(m.eager) for m in graph.values()) > 100
 
@@ -333,7 +334,7 @@ def test_every_rule_is_a_named_check_listed_in_order(graph: dict[str, Module]) -
         if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)
         if n.target.id == "CHECKS"
     ]
-    assert {"statesaga.charts.checks", "statesaga.definition"} <= set(ruled)
+    assert {"statesaga.charts.checks", "statesaga.definitions.checks"} <= set(ruled)
     for name in ruled:
         module = importlib.import_module(name)
         written = sorted(n for n in vars(module) if n.startswith("_check_"))
@@ -341,12 +342,30 @@ def test_every_rule_is_a_named_check_listed_in_order(graph: dict[str, Module]) -
         assert sorted(listed) == written, name
 
 
-def test_moved_module_paths_still_import() -> None:
-    from statesaga._moved import MOVED
-
-    assert MOVED
-    for old, new in MOVED.items():
-        assert importlib.import_module(old) is importlib.import_module(new), old
+def test_importing_statesaga_installs_no_import_hook() -> None:
+    """Modules that moved moved for real (CHANGELOG.md lists them): `import statesaga` adds no
+    finder, path hook or module alias that other code would then import through. In a fresh
+    interpreter, since this one has imported statesaga already. (A dependency may add its own:
+    `transitions` imports `six`, whose importer serves six.moves.)"""
+    probe = (
+        "import sys\n"
+        "def owner(hook):\n"
+        "    return hook.__module__ if isinstance(hook, type) else type(hook).__module__\n"
+        "before = [*sys.meta_path, *sys.path_hooks]\n"
+        "import statesaga\n"
+        "added = [h for h in [*sys.meta_path, *sys.path_hooks] if h not in before]\n"
+        "ours = [h for h in added if owner(h).split('.')[0] in ('statesaga', 'framework')]\n"
+        "assert not ours, ours\n"
+        "aliased = [n for n, m in sys.modules.items() if n.startswith('statesaga')"
+        " and getattr(m, '__name__', n) != n]\n"
+        "assert not aliased, aliased\n"
+        "print('ok', len(sys.meta_path))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-P", "-c", probe], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.startswith("ok ")
 
 
 #: The longest a class may be: past it, a class holds more than one concept (STYLE.md).
@@ -391,7 +410,7 @@ def port_features() -> frozenset[str]:
     from statesaga import ports
 
     names: set[str] = set()
-    for proto in (ports.Store, ports.Queue, ports.WorkerQueue):
+    for proto in (ports.Store, ports.Browsable, ports.Queue, ports.WorkerQueue):
         for klass in proto.__mro__:
             if klass.__module__ == ports.__name__:
                 names |= {n for n in vars(klass) if not n.startswith("_")}
@@ -414,7 +433,7 @@ def feature_probes(modules: dict[str, Module], features: frozenset[str]) -> list
 
 def test_no_port_feature_is_probed_with_getattr(graph: dict[str, Module]) -> None:
     features = port_features()
-    assert {"in_process", "renew", "exists", "unreadable", "check"} <= features
+    assert {"in_process", "renew", "exists", "unreadable", "check", "browse"} <= features
     found = feature_probes(graph, features)
     assert not found, "\n".join(found)
 

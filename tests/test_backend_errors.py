@@ -10,8 +10,6 @@ import sys
 
 import redis
 import rq.exceptions
-import statesaga.adapters.redis_store  # noqa: F401 (declares redis-py's errors)
-import statesaga.adapters.sqlite  # noqa: F401 (declares sqlite3's)
 from statesaga.cli.options import _backend_error
 from statesaga.errors import BackendError, BackendPaused, BackendUnavailable, BackendUnreachable
 from statesaga.runtime.outage import is_outage, is_pause

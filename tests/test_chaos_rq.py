@@ -36,7 +36,7 @@ from typing import Any
 import pytest
 from ops_handlers import chaos_saga
 from ops_redis import RedisServer
-from statesaga.definition import load_definition
+from statesaga.definitions.load import load_definition
 from statesaga.engine import Engine
 from statesaga.models import WorkflowState, WorkflowStatus
 from statesaga.plugins import open_queue, open_store

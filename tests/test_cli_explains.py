@@ -18,7 +18,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 from statesaga.cli import main
-from statesaga.definition import load_definition
+from statesaga.definitions.load import load_definition
 from statesaga.examples import path as example_path
 from statesaga.models import WorkflowStatus
 from statesaga.plugins import open_store
@@ -160,7 +160,7 @@ def test_plugins_strict_passes_when_only_an_optional_extra_is_missing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setitem(sys.modules, "arango", None)  # as if python-arango were not installed
-    monkeypatch.delitem(sys.modules, "statesaga.adapters.arango", raising=False)
+    monkeypatch.delitem(sys.modules, "statesaga.adapters.stores.arango", raising=False)
     r = CliRunner().invoke(main, ["plugins", "--strict"])
     assert r.exit_code == 0, r.output
     row = next(line for line in r.output.splitlines() if " arango " in line)

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from ops_redis import RedisServer
 from skew_handlers import skew_saga
-from statesaga.definition import load_definition
+from statesaga.definitions.load import load_definition
 from statesaga.engine import Engine
 from statesaga.models import HistoryEntry, WorkflowState, WorkflowStatus
 from statesaga.plugins import open_queue, open_store

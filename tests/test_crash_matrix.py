@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from statesaga.definition import load_definition
+from statesaga.definitions.load import load_definition
 from statesaga.models import WorkflowState, WorkflowStatus
 from statesaga.verify.crashcheck import (
     BOUNDARIES,

@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 from statesaga import DefinitionError, load_definition
-from statesaga import definition as d
 from statesaga._yaml import LineMap
+from statesaga.definitions import checks as d
+from statesaga.definitions.spec import DefinitionSpec
 
 
 def saga(*steps: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -56,13 +57,13 @@ def test_every_named_check_has_a_saga_that_breaks_it() -> None:
 @pytest.mark.parametrize("name", list(BROKEN))
 def test_each_named_check_finds_its_rule_broken(name: str) -> None:
     data, message = BROKEN[name]
-    steps = d._Steps(d.DefinitionSpec.model_validate(data), LineMap(None))
+    steps = d._Steps(DefinitionSpec.model_validate(data), LineMap(None))
     assert any(message in p.message for p in getattr(d, name)(steps))
     with pytest.raises(DefinitionError) as info:
         load_definition(data)
     assert any(message in p.message for p in info.value.problems)
     # each check judges one thing: a sound saga passes it
-    sound = d._Steps(d.DefinitionSpec.model_validate(saga(A, B)), LineMap(None))
+    sound = d._Steps(DefinitionSpec.model_validate(saga(A, B)), LineMap(None))
     assert getattr(d, name)(sound) == []
 
 

@@ -43,7 +43,7 @@ for histogram in (m.step_duration, m.workflow_duration, m.queue_wait):
 watch_fleet(lambda: Fleet("rq", (), (QueueInfo("q", 3, 1, 0, 2, 0, "w"),)),
             lambda: {"stuck": 1, "waiting_for_signal": 2})
 with tempfile.TemporaryDirectory() as d:
-    from statesaga.adapters.sqlite import SQLiteStore
+    from statesaga.adapters.stores.sqlite import SQLiteStore
     from statesaga.models import WorkflowState
 
     stored = SQLiteStore(f"{d}/s.db")
@@ -126,6 +126,9 @@ tests:
         values: '1 0x10'
       - series: 'statesaga_workers{{statesaga_queue="q",statesaga_worker_state="idle"}}'
         values: '0 0x10'
+      # The worker was SIGKILLed mid-step: RQ still lists it, its saga no longer beats.
+      - series: 'statesaga_workers{{statesaga_queue="q",statesaga_worker_state="silent"}}'
+        values: '0 1x10'
       - series: 'statesaga_compensations_total{{statesaga_outcome="failed",statesaga_step="pay"}}'
         values: '0 0 1 1 1 1'
     alert_rule_test:

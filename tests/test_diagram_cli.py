@@ -8,7 +8,7 @@ from pathlib import Path
 import diagram_helpers as H  # registered by conftest.py (importlib mode)
 import pytest
 from click.testing import CliRunner
-from statesaga.adapters.memory import MemoryStore
+from statesaga.adapters.stores.memory import MemoryStore
 from statesaga.cli import main
 from statesaga.examples import path as example_path
 from statesaga.statecharts import path as chart_path

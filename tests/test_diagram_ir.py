@@ -8,7 +8,7 @@ import diagram_helpers as H  # registered by conftest.py (importlib mode)
 import pytest
 from statesaga.charts.chart import load_chart
 from statesaga.charts.lifecycles import lifecycle
-from statesaga.definition import load_definition
+from statesaga.definitions.load import load_definition
 from statesaga.diagram import (
     Diagram,
     DiagramEdge,
@@ -303,8 +303,8 @@ def test_a_live_path_goes_through_the_waits_and_sleeps_it_took(tmp_path: Path) -
     """Issue 28: a wait or a sleep never runs a handler (no EXECUTING), and the path through
     it was drawn faded, numbered past it. A real run: submit, the approval's signal, a sleep,
     the payment and the notice."""
-    from statesaga.adapters.inline import InlineQueue
-    from statesaga.adapters.sqlite import SQLiteStore
+    from statesaga.adapters.queues.inline import InlineQueue
+    from statesaga.adapters.stores.sqlite import SQLiteStore
     from statesaga.engine import Engine
     from statesaga.examples import expense_handlers
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import diagram_helpers as H  # registered by conftest.py (importlib mode)
 import pytest
-from statesaga.adapters.graphviz import run_dot
-from statesaga.adapters.mermaid import mermaid_ids
+from statesaga.adapters.renderers.graphviz import run_dot
+from statesaga.adapters.renderers.mermaid import mermaid_ids
 from statesaga.charts.chart import load_chart
 from statesaga.cli import validate_file
 from statesaga.diagram import Diagram, from_chart, from_instance, from_loaded, get_renderer

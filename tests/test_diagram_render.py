@@ -10,11 +10,17 @@ from pathlib import Path
 
 import diagram_helpers as H  # registered by conftest.py (importlib mode)
 import pytest
-from statesaga.adapters.graphviz import DOT_MISSING, dot_id, dot_label, drawn_edges, run_dot
-from statesaga.adapters.mermaid import mermaid_id, mermaid_ids, mermaid_label
+from statesaga.adapters.renderers.graphviz import (
+    DOT_MISSING,
+    dot_id,
+    dot_label,
+    drawn_edges,
+    run_dot,
+)
+from statesaga.adapters.renderers.mermaid import mermaid_id, mermaid_ids, mermaid_label
 from statesaga.charts.chart import load_chart
 from statesaga.charts.lifecycles import lifecycle
-from statesaga.definition import load_definition
+from statesaga.definitions.load import load_definition
 from statesaga.diagram import (
     Diagram,
     DiagramNode,
@@ -166,7 +172,7 @@ def test_mermaid_ids_unique_even_when_a_name_looks_like_a_mapped_id() -> None:
 
 
 def test_svg_without_dot_is_a_clear_adapter_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("statesaga.adapters.graphviz.shutil.which", lambda name: None)
+    monkeypatch.setattr("statesaga.adapters.renderers.graphviz.shutil.which", lambda name: None)
     with pytest.raises(AdapterError) as exc:
         renderer("svg").render(from_chart(lifecycle("todo")))
     assert str(exc.value) == DOT_MISSING

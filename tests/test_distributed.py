@@ -24,8 +24,8 @@ from typing import Any
 import pytest
 from rq import Worker
 from rq.job import Job as RQJob
-from statesaga.adapters.rq_queue import RQQueue
-from statesaga.definition import load_definition
+from statesaga.adapters.queues.rq.queue import RQQueue
+from statesaga.definitions.load import load_definition
 from statesaga.engine import Engine
 from statesaga.models import StepStatus, WorkflowState, WorkflowStatus
 from statesaga.plugins import open_store

@@ -105,7 +105,7 @@ def test_the_http_api_reference_has_every_path_of_the_openapi_document(site: Pat
 
 @pytest.mark.slow
 def test_the_schemas_reference_has_every_definition_field(site: Path) -> None:
-    from statesaga.definition import definition_json_schema
+    from statesaga.definitions.spec import definition_json_schema
 
     page = (site / "reference" / "schemas" / "index.html").read_text(encoding="utf-8")
     for field in definition_json_schema()["properties"]:

@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 from statesaga import Job, Registry, StepStatus, WorkflowStatus
-from statesaga.adapters.inline import InlineQueue
-from statesaga.adapters.rq_queue import RQQueue
-from statesaga.adapters.rq_worker import make_rq_worker
-from statesaga.adapters.sqlite import SQLiteStore
+from statesaga.adapters.queues.inline import InlineQueue
+from statesaga.adapters.queues.rq.queue import RQQueue
+from statesaga.adapters.queues.rq.worker import make_rq_worker
+from statesaga.adapters.stores.sqlite import SQLiteStore
 from statesaga.context import StepContext
-from statesaga.definition import load_definition
+from statesaga.definitions.load import load_definition
 from statesaga.engine import Engine
 from statesaga.models import WorkflowState
 from statesaga.ports import Queue

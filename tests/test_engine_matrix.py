@@ -24,11 +24,11 @@ from typing import Any
 import pytest
 import yaml
 from statesaga import Job, Registry, StepStatus, WorkflowStatus
-from statesaga.adapters.inline import InlineQueue
-from statesaga.adapters.memory import MemoryStore
-from statesaga.adapters.sqlite import SQLiteStore
+from statesaga.adapters.queues.inline import InlineQueue
+from statesaga.adapters.stores.memory import MemoryStore
+from statesaga.adapters.stores.sqlite import SQLiteStore
 from statesaga.context import StepContext
-from statesaga.definition import WorkflowDefinition, load_definition
+from statesaga.definitions.load import WorkflowDefinition, load_definition
 from statesaga.engine import Engine, waiting_for_signal
 from statesaga.errors import StateError, TransitionError
 from statesaga.models import WorkflowState, halt_reason
@@ -52,7 +52,7 @@ def _sqlite(request: pytest.FixtureRequest) -> Store:
 
 
 def _redis(request: pytest.FixtureRequest) -> Store:
-    from statesaga.adapters.redis_store import RedisStore
+    from statesaga.adapters.stores.redis import RedisStore
 
     request.getfixturevalue("redis_client")  # flushes the test database before and after
     url: str = request.getfixturevalue("redis_url")
@@ -60,7 +60,7 @@ def _redis(request: pytest.FixtureRequest) -> Store:
 
 
 def _arango(request: pytest.FixtureRequest) -> Store:
-    from statesaga.adapters.arango import ArangoStore
+    from statesaga.adapters.stores.arango import ArangoStore
 
     store = ArangoStore.from_url(
         os.environ["STATESAGA_ARANGO_URL"],
@@ -502,8 +502,8 @@ def test_an_illegal_command_changes_nothing_and_names_the_allowed_triggers(
 def test_on_rq_a_saga_completes_or_compensates(
     make_engine: Callable[..., Engine], redis_url: str, fail_at: str | None
 ) -> None:
-    from statesaga.adapters.rq_queue import RQQueue
-    from statesaga.adapters.rq_worker import make_rq_worker
+    from statesaga.adapters.queues.rq.queue import RQQueue
+    from statesaga.adapters.queues.rq.worker import make_rq_worker
     from statesaga.worker import serving
 
     url = redis_url.replace("redis://", "rq://", 1) + f"?queue=matrix-{uuid.uuid4().hex[:8]}"

@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
-from statesaga.adapters.sqlite import SQLiteStore
-from statesaga.definition import load_definition
+from statesaga.adapters.stores.sqlite import SQLiteStore
+from statesaga.definitions.load import load_definition
 from statesaga.errors import ConflictError
 from statesaga.models import WorkflowState, WorkflowStatus
 

@@ -11,8 +11,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from statesaga.adapters.memory import MemoryStore
-from statesaga.adapters.sqlite import SQLiteStore
+from statesaga.adapters.stores.memory import MemoryStore
+from statesaga.adapters.stores.sqlite import SQLiteStore
 from statesaga.models import WorkflowState, WorkflowStatus
 from statesaga.ports import Store
 from statesaga.web.query import Filters, browse

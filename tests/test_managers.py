@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from statesaga.adapters.inline import InlineQueue
+from statesaga.adapters.queues.inline import InlineQueue
 from statesaga.compat.managers import (
     HeartbeatManager,
     RQTaskWrapper,

@@ -12,8 +12,8 @@ import diagram_helpers as H  # registered by conftest.py (importlib mode)
 import pytest
 import yaml
 from statesaga import Engine
-from statesaga.adapters.mermaid import UNDO_MARK
-from statesaga.definition import definition_from_data
+from statesaga.adapters.renderers.mermaid import UNDO_MARK
+from statesaga.definitions.load import definition_from_data
 from statesaga.diagram import Diagram, from_instance, get_renderer
 from statesaga.diagram.regenerate import generate
 from statesaga.examples import path as example_path

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from statesaga import DefinitionError, StepStatus, WorkflowState, WorkflowStatus
 from statesaga.charts.chart import chart_json_schema
-from statesaga.definition import load_definition
+from statesaga.definitions.load import load_definition
 from statesaga.models import HistoryEntry, RetryPolicy, StepError, utcnow
 
 ROOT = Path(__file__).resolve().parents[1]

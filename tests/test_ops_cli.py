@@ -13,10 +13,10 @@ import pytest
 import yaml
 from click.testing import CliRunner
 from statesaga import Registry, StepStatus, WorkflowStatus
-from statesaga.adapters.inline import InlineQueue
-from statesaga.adapters.sqlite import SQLiteStore
+from statesaga.adapters.queues.inline import InlineQueue
+from statesaga.adapters.stores.sqlite import SQLiteStore
 from statesaga.cli import main
-from statesaga.definition import load_definition
+from statesaga.definitions.load import load_definition
 from statesaga.engine import Engine
 from statesaga.security.allowlist import AllowList
 from statesaga.verify.crashcheck import LEDGER_ENV, Ledger, check_ledger

@@ -18,8 +18,8 @@ import pytest
 import redis
 from ops_handlers import chaos_saga
 from ops_redis import RedisServer
-from statesaga.adapters.rq_worker import SchedulerThread
-from statesaga.definition import load_definition
+from statesaga.adapters.queues.rq.worker import SchedulerThread
+from statesaga.definitions.load import load_definition
 from statesaga.engine import Engine
 from statesaga.models import WorkflowStatus
 from statesaga.plugins import open_queue, open_store

@@ -31,6 +31,10 @@ def test_an_outage_is_logged_once_and_its_retries_back_off(
 
 
 def test_what_counts_as_an_outage() -> None:
+    # Importing a Redis adapter declares redis-py's errors to the core (the core never names
+    # them), as a process that opens a redis:// store or an rq:// queue does.
+    import statesaga.adapters.stores.redis  # noqa: F401
+
     assert is_outage(redis.exceptions.ConnectionError("down"))
     assert is_outage(redis.exceptions.TimeoutError("slow"))
     assert is_outage(ConnectionRefusedError())

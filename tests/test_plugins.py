@@ -31,9 +31,9 @@ from statesaga import (
     examples_dir,
     statecharts_dir,
 )
-from statesaga.adapters.inline import InlineQueue
-from statesaga.adapters.memory import MemoryStore
-from statesaga.definition import load_definition
+from statesaga.adapters.queues.inline import InlineQueue
+from statesaga.adapters.stores.memory import MemoryStore
+from statesaga.definitions.load import load_definition
 from statesaga.engine import Engine
 from statesaga.plugins import lifecycle_chart
 
@@ -42,7 +42,7 @@ FIXTURE = Path(__file__).parent / "plugin_fixture"
 RUN_SAGAS = """
 import json, sys
 from statesaga import examples_dir
-from statesaga.definition import load_definition
+from statesaga.definitions.load import load_definition
 from statesaga.engine import Engine
 from statesaga.plugins import open_queue, open_store
 
@@ -218,6 +218,29 @@ def test_the_store_conformance_suite_passes_against_the_plugin_store(plugin: Plu
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
     summary = out.stdout.strip().splitlines()[-1]
     assert " passed" in summary and "failed" not in summary and "skipped" not in summary, summary
+
+
+def test_the_plugin_store_stands_on_the_public_base_and_imports_nothing_private() -> None:
+    """A plugin store subclasses statesaga's public store base (the shared document
+    algorithm) and, like any plugin, imports no private statesaga module."""
+    import ast
+
+    from statesaga.adapters.stores.document import DocumentStore
+
+    source = FIXTURE / "src" / "statesaga_jsonfile" / "__init__.py"
+    tree = ast.parse(source.read_text(encoding="utf-8"))
+    imported = {
+        node.module
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("statesaga")
+    }
+    assert "statesaga.adapters.stores.document" in imported
+    private = [m for m in imported if any(part.startswith("_") for part in m.split("."))]
+    assert not private, private
+    store = next(
+        n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == "JsonFileStore"
+    )
+    assert [ast.unparse(b) for b in store.bases] == [DocumentStore.__name__]
 
 
 @pytest.mark.slow

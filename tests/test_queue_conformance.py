@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import pytest
-from statesaga.adapters.inline import InlineQueue
+from statesaga.adapters.queues.inline import InlineQueue
 from statesaga.ports import Queue
 from statesaga.testing import QueueConformance
 

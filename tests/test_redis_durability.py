@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from ops_redis import RedisServer
-from statesaga.adapters.redis_store import RedisStore
+from statesaga.adapters.stores.redis import RedisStore
 from statesaga.errors import AdapterError
 from statesaga.models import WorkflowStatus
 from statesaga.plugins import open_store

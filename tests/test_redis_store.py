@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from statesaga.adapters.redis_store import RedisStore
+from statesaga.adapters.stores.redis import RedisStore
 from statesaga.errors import AdapterError
 from statesaga.models import WorkflowStatus
 from statesaga.plugins import open_store

@@ -63,6 +63,10 @@ def _damage(url: str, wf_id: str, kind: str) -> None:
                 conn.execute(
                     "UPDATE workflows SET doc = CAST(? AS TEXT) WHERE id = ?", (bad, wf_id)
                 )
+            elif kind == "heartbeat":  # not a number: it sorts after every number in SQLite
+                conn.execute("UPDATE workflows SET heartbeat_at = 'soon' WHERE id = ?", (wf_id,))
+            elif kind == "json":  # the name index refuses it at the write: a disk could not
+                pytest.skip("SQLite's json_extract index refuses a document that is not JSON")
             else:
                 conn.execute("UPDATE workflows SET revision = 'x7' WHERE id = ?", (wf_id,))
         return
@@ -76,6 +80,10 @@ def _damage(url: str, wf_id: str, kind: str) -> None:
         client.hset(key, "doc", doc.replace(b'"name":"', b'"name":"\xff', 1))
     elif kind == "schema":
         client.hset(key, "doc", doc.replace(b'"steps":[]', b'"steps":"' + SECRET.encode() + b'"'))
+    elif kind == "json":  # cut short, as a partial write or a hand edit would
+        client.hset(key, "doc", doc[: len(doc) // 2] + SECRET.encode())
+    elif kind == "heartbeat":
+        client.hset(key, "doc", doc.replace(b'"heartbeat_at":"', b'"heartbeat_at":"soon', 1))
     else:
         client.hset(key, "rev", "x7")
     client.close()
@@ -90,6 +98,7 @@ def _three_running(url: str) -> list[str]:
         wf = make_workflow(
             status=WorkflowStatus.RUNNING,
             created_at=T0 + timedelta(seconds=i),
+            heartbeat_at=T0,  # long stale: a heartbeat to damage
             input={"api_key": SECRET},
         )
         store.create(wf)
@@ -107,7 +116,7 @@ def damaged_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return f"{base}?prefix=i31-{uuid.uuid4().hex[:8]}:"
 
 
-@pytest.mark.parametrize("kind", ["bytes", "schema", "revision"])
+@pytest.mark.parametrize("kind", ["bytes", "json", "schema", "revision", "heartbeat"])
 @pytest.mark.slow
 def test_list_recover_and_status_go_on_past_a_damaged_document_and_name_it(
     damaged_store_url: str, kind: str, tmp_path: Path
@@ -288,6 +297,9 @@ def test_a_refused_run_makes_no_store(folder: Path) -> None:
         done = statesaga(*args, "--store", "sqlite:///x/made.db", cwd=folder)
         assert "Traceback" not in done.stderr, (args, done.stderr)
         assert not (folder / "x").exists(), args
+        # A path with a typo is refused, never "nothing to recover" with exit 0.
+        assert done.returncode == 1, (args, done.stdout, done.stderr)
+        assert "made.db" in one_line(done.stderr), (args, done.stderr)
 
 
 @pytest.mark.slow
@@ -389,3 +401,36 @@ def test_a_worker_given_a_job_for_no_stored_workflow_logs_one_warning_and_goes_o
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__]))
+
+
+def test_a_document_that_is_not_json_in_a_store_without_the_name_index_is_named(
+    tmp_path: Path,
+) -> None:
+    # A store made before the index on names existed can hold a document that is not JSON
+    # (the index refuses one once it is there). Building the index then fails on it: the
+    # writer's one line names the document, instead of "sqlite: malformed JSON".
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    first, bad, last = _three_running(url)
+    with sqlite3.connect(tmp_path / "s.db") as conn:
+        conn.execute("DROP INDEX workflows_name")
+        (doc,) = conn.execute("SELECT doc FROM workflows WHERE id = ?", (bad,)).fetchone()
+        conn.execute("UPDATE workflows SET doc = ? WHERE id = ?", (doc[:100], bad))
+    recovered = statesaga("recover", "--store", url, cwd=tmp_path)
+    assert recovered.returncode == 1
+    line = one_line(recovered.stderr)
+    assert bad in line and "is not JSON" in line and "nothing was written" in line
+    assert SECRET not in line and first not in line and last not in line
+    # The dashboard's listing by definition reads every row without the index: the others
+    # are listed (was a 503 "cannot be reached (OperationalError: malformed JSON)").
+    pytest.importorskip("starlette", reason="the dashboard needs the ui extra")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from starlette.testclient import TestClient
+    from statesaga.web import ServeSettings, create_app
+
+    with TestClient(create_app(ServeSettings(store=url, queue="inline://"))) as client:
+        api = client.get("/api/workflows", params={"name": "conformance"})
+        page = client.get("/", params={"name": "conformance"})
+    assert api.status_code == 200, api.text
+    assert [w["id"] for w in api.json()["workflows"]] == [last, first]
+    assert page.status_code == 200 and first in page.text and SECRET not in page.text

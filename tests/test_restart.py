@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 from statesaga import Registry, StepStatus, WorkflowStatus
-from statesaga.adapters.inline import InlineQueue
-from statesaga.adapters.sqlite import SQLiteStore
+from statesaga.adapters.queues.inline import InlineQueue
+from statesaga.adapters.stores.sqlite import SQLiteStore
 from statesaga.context import StepContext
-from statesaga.definition import load_definition
+from statesaga.definitions.load import load_definition
 from statesaga.engine import Engine
 from statesaga.errors import StateError
 
@@ -210,7 +210,7 @@ def test_restart_from_the_command_line_after_a_fix(tmp_path: Path) -> None:
         "fixme_handlers",
     )
     assert res.returncode == 0, res.stdout + res.stderr
-    from statesaga.adapters.sqlite import SQLiteStore
+    from statesaga.adapters.stores.sqlite import SQLiteStore
 
     final = SQLiteStore(tmp_path / "o.db").get(doc["id"])
     assert final.status.value == "COMPLETED"

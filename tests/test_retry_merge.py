@@ -9,7 +9,7 @@ from typing import Any
 from click.testing import CliRunner
 from statesaga import Engine
 from statesaga.cli import main
-from statesaga.definition import load_definition
+from statesaga.definitions.load import load_definition
 from statesaga.diagram import from_definition
 from statesaga.models import StepStatus, WorkflowStatus
 from statesaga.plugins import open_queue, open_store

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from rq.job import Job as RQJob
 from rq.scheduler import RQScheduler
-from statesaga.adapters.rq_queue import TIMEOUT_MARGIN, RQQueue, job_timeout, parse_url
-from statesaga.adapters.rq_worker import make_rq_worker
+from statesaga.adapters.queues.rq.queue import TIMEOUT_MARGIN, RQQueue, job_timeout, parse_url
+from statesaga.adapters.queues.rq.worker import make_rq_worker
 from statesaga.errors import AdapterError, StatesagaError
 from statesaga.ports import Job, Queue
 from statesaga.testing import QueueConformance, Recorder

@@ -1,5 +1,5 @@
-"""Serving an `rq://` queue (statesaga.adapters.rq_worker) through the WorkerQueue port, and the
-core's side of it: `statesaga worker` knows no queue technology, and no core module imports
+"""Serving an `rq://` queue (statesaga.adapters.queues.rq.worker) through the WorkerQueue port, and
+the core's side of it: `statesaga worker` knows no queue technology, and no core module imports
 RQ, Redis or an adapter."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 from rq.scheduler import RQScheduler
-from statesaga.adapters.inline import InlineQueue
-from statesaga.adapters.rq_queue import RQQueue
+from statesaga.adapters.queues.inline import InlineQueue
+from statesaga.adapters.queues.rq.queue import RQQueue
 from statesaga.errors import AdapterError
 from statesaga.ports import Job, ServeOptions, WorkerQueue
 from statesaga.worker import JOB_FUNCTION, WorkerSettings, run_job, run_worker

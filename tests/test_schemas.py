@@ -13,7 +13,8 @@ import jsonschema
 import pytest
 import yaml
 from statesaga.charts.chart import chart_json_schema
-from statesaga.definition import definition_json_schema, is_definition
+from statesaga.definitions.load import is_definition
+from statesaga.definitions.spec import definition_json_schema
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMAS = {

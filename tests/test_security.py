@@ -28,7 +28,7 @@ import pytest
 from ops_redis import RedisServer  # registered by conftest.py
 from security_helpers import EXAMPLES, TRIP_INPUT, statesaga  # registered by conftest.py
 from statesaga import plugins
-from statesaga.definition import load_definition
+from statesaga.definitions.load import load_definition
 from statesaga.engine import Engine
 from statesaga.errors import DefinitionError
 from statesaga.models import StepStatus, WorkflowStatus
@@ -66,7 +66,7 @@ def test_a_real_worker_refuses_forged_jobs_and_runs_only_statesagas(
     from rq.job import JobStatus
     from rq.registry import FailedJobRegistry
     from rq.serializers import DefaultSerializer, JSONSerializer
-    from statesaga.adapters.rq_queue import RQQueue
+    from statesaga.adapters.queues.rq.queue import RQQueue
 
     name = f"sec-{uuid.uuid4().hex[:8]}"
     queue_url = redis_url.replace("redis://", "rq://", 1) + f"?queue={name}"
@@ -142,7 +142,7 @@ def test_the_job_guard_reads_no_name_and_no_pickle() -> None:
     import redis as redis_py
     from rq import Callback
     from rq.serializers import JSONSerializer
-    from statesaga.adapters.rq_jobguard import StatesagaJob, refusal
+    from statesaga.adapters.queues.rq.jobguard import StatesagaJob, refusal
     from statesaga.worker import run_job
 
     conn = redis_py.Redis()  # never connected: nothing here touches Redis
@@ -182,8 +182,8 @@ def test_the_job_guard_reads_no_name_and_no_pickle() -> None:
 
 # -- a job payload never widens what it may do ------------------------------------------------
 def test_a_claimed_payload_cannot_run_a_running_step_again() -> None:
-    from statesaga.adapters.inline import InlineQueue
-    from statesaga.adapters.memory import MemoryStore
+    from statesaga.adapters.queues.inline import InlineQueue
+    from statesaga.adapters.stores.memory import MemoryStore
 
     calls: list[int] = []
     engine: Engine
@@ -206,8 +206,8 @@ def test_a_claimed_payload_cannot_run_a_running_step_again() -> None:
 
 
 def test_eager_dispatch_still_runs_its_own_claims() -> None:
-    from statesaga.adapters.inline import InlineQueue
-    from statesaga.adapters.memory import MemoryStore
+    from statesaga.adapters.queues.inline import InlineQueue
+    from statesaga.adapters.stores.memory import MemoryStore
 
     ran: list[str] = []
 
@@ -242,8 +242,8 @@ def planted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 
 
 def test_a_definition_cannot_make_the_engine_import_a_module(planted: Path) -> None:
-    from statesaga.adapters.inline import InlineQueue
-    from statesaga.adapters.memory import MemoryStore
+    from statesaga.adapters.queues.inline import InlineQueue
+    from statesaga.adapters.stores.memory import MemoryStore
 
     d = load_definition(planted / "saga.yaml")
     engine = Engine(MemoryStore(), InlineQueue())
@@ -270,8 +270,8 @@ def test_a_definition_cannot_make_the_engine_import_a_module(planted: Path) -> N
 
 def test_a_stored_workflow_cannot_make_a_worker_import_a_module(planted: Path) -> None:
     """A stored document's `handlers` hint is matched against the allow-list too."""
-    from statesaga.adapters.inline import InlineQueue
-    from statesaga.adapters.memory import MemoryStore
+    from statesaga.adapters.queues.inline import InlineQueue
+    from statesaga.adapters.stores.memory import MemoryStore
 
     store = MemoryStore()
     submitter = Engine(store, InlineQueue(), allowed=AllowList.of(["sec_handlers"]))
@@ -287,8 +287,8 @@ def test_a_stored_workflow_cannot_make_a_worker_import_a_module(planted: Path) -
 
 def test_the_python_api_takes_handlers_or_modules_directly() -> None:
     """The plain-script case: @handler functions are registered by giving them to the engine."""
-    from statesaga.adapters.inline import InlineQueue
-    from statesaga.adapters.memory import MemoryStore
+    from statesaga.adapters.queues.inline import InlineQueue
+    from statesaga.adapters.stores.memory import MemoryStore
 
     @handler("greet")
     def greet_someone(ctx: Any) -> dict[str, str]:
@@ -555,7 +555,7 @@ def test_store_and_queue_reprs_and_errors_hide_passwords() -> None:
 
 
 def test_rediss_is_a_registered_store_scheme() -> None:
-    from statesaga.adapters.redis_store import RedisStore
+    from statesaga.adapters.stores.redis import RedisStore
 
     store = plugins.open_store("rediss://127.0.0.1:6380/0?prefix=t:")
     assert isinstance(store, RedisStore)
@@ -613,8 +613,8 @@ def test_operator_lists_and_job_payloads_are_checked_field_by_field(tmp_path: Pa
 
 
 def test_a_handlers_error_is_stored_without_its_password() -> None:
-    from statesaga.adapters.inline import InlineQueue
-    from statesaga.adapters.memory import MemoryStore
+    from statesaga.adapters.queues.inline import InlineQueue
+    from statesaga.adapters.stores.memory import MemoryStore
 
     @handler()
     def connect(ctx: Any) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from security_helpers import EXAMPLES, TRIP_INPUT, statesaga  # registered by conftest.py
 from statesaga import plugins
-from statesaga.definition import load_definition
+from statesaga.definitions.load import load_definition
 from statesaga.engine import Engine
 from statesaga.models import WorkflowStatus
 from statesaga.ports import Job
@@ -68,7 +68,7 @@ def test_a_worker_sends_no_webhook_a_forged_job_names(
     from rq.registry import FailedJobRegistry
     from rq.serializers import JSONSerializer
     from rq.webhook import Webhook
-    from statesaga.adapters.rq_queue import RQQueue
+    from statesaga.adapters.queues.rq.queue import RQQueue
 
     url, hits = listener
     name = f"hook-{uuid.uuid4().hex[:8]}"
@@ -366,7 +366,7 @@ def test_an_unreadable_scheduled_job_does_not_stop_the_scheduler(
     from rq.job import Job as RQJob
     from rq.registry import FailedJobRegistry
     from rq.serializers import JSONSerializer
-    from statesaga.adapters.rq_queue import RQQueue
+    from statesaga.adapters.queues.rq.queue import RQQueue
 
     name = f"sched-{uuid.uuid4().hex[:8]}"
     queue_url = redis_url.replace("redis://", "rq://", 1) + f"?queue={name}"

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 from statesaga import StepStatus, WorkflowStatus
-from statesaga.adapters.inline import InlineQueue
-from statesaga.adapters.sqlite import SQLiteStore
-from statesaga.definition import WorkflowDefinition, load_definition
+from statesaga.adapters.queues.inline import InlineQueue
+from statesaga.adapters.stores.sqlite import SQLiteStore
+from statesaga.definitions.load import WorkflowDefinition, load_definition
 from statesaga.engine import Engine, waiting_for_signal
 from statesaga.errors import DefinitionError, StateError
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from statesaga import Registry
-from statesaga.definition import load_definition
+from statesaga.definitions.load import load_definition
 from statesaga.models import CompensationStrategy, StepStatus
 from statesaga.ports import Job
 from statesaga.verify.simulation import Rates, Simulation, run_seeds, simulate

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from statesaga.definition import load_definition
+from statesaga.definitions.load import load_definition
 from statesaga.verify.simulation import Rates, run_seeds, simulate
 
 ROOT = Path(__file__).resolve().parent.parent

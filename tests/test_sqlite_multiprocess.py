@@ -8,7 +8,7 @@ import sys
 import time
 
 import pytest
-from statesaga.adapters.sqlite import SQLiteStore
+from statesaga.adapters.stores.sqlite import SQLiteStore
 from statesaga.errors import ConflictError
 from statesaga.models import WorkflowState
 from statesaga.ports import Store
@@ -18,7 +18,7 @@ ROUNDS = 200
 # The child waits for "go" on stdin so both loops start together, then reports its timings.
 CHILD = """
 import json, sys, time
-from statesaga.adapters.sqlite import SQLiteStore
+from statesaga.adapters.stores.sqlite import SQLiteStore
 from statesaga.errors import ConflictError
 
 store = SQLiteStore.from_url(sys.argv[1])

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from statesaga.adapters.sqlite_queue import SQLiteQueue
+from statesaga.adapters.queues.sqlite.queue import SQLiteQueue
 from statesaga.errors import AdapterError
 from statesaga.plugins import open_queue
 from statesaga.ports import Job, Queue, ServeOptions
@@ -147,7 +147,7 @@ def test_a_worker_with_threads_runs_jobs_at_once_each_once(sqlq_url: str) -> Non
 # claimed by exactly one of them (the revision check decides the races).
 CLAIMER = """
 import json, sys
-from statesaga.adapters.sqlite_queue import SQLiteQueue
+from statesaga.adapters.queues.sqlite.queue import SQLiteQueue
 queue = SQLiteQueue.from_url(sys.argv[1])
 print("ready", flush=True)
 sys.stdin.readline()
@@ -206,7 +206,7 @@ def test_two_worker_processes_on_one_file_survive_a_sigkill(tmp_path: Path) -> N
     Every saga converges, each effect is applied at most once net, and nothing is left for
     recovery or in the queue."""
     from ops_handlers import chaos_saga
-    from statesaga.definition import load_definition
+    from statesaga.definitions.load import load_definition
     from statesaga.engine import Engine
     from statesaga.models import WorkflowStatus
     from statesaga.plugins import open_store

@@ -15,9 +15,9 @@ from statesaga import (
     WorkflowStatus,
     load_chart,
 )
-from statesaga.adapters.inline import InlineQueue
-from statesaga.adapters.sqlite import SQLiteStore
-from statesaga.definition import load_definition
+from statesaga.adapters.queues.inline import InlineQueue
+from statesaga.adapters.stores.sqlite import SQLiteStore
+from statesaga.definitions.load import load_definition
 from statesaga.engine import Engine
 from statesaga.errors import StateError
 from statesaga.examples import path as example
@@ -308,7 +308,7 @@ def test_a_worker_runs_a_saga_on_an_extended_step_lifecycle(tmp_path: Path, redi
     import sys
     import uuid
 
-    from statesaga.adapters.rq_queue import RQQueue
+    from statesaga.adapters.queues.rq.queue import RQQueue
 
     queue_url = redis_url.replace("redis://", "rq://", 1) + f"?queue=agent-{uuid.uuid4().hex[:8]}"
     db = tmp_path / "agent.db"

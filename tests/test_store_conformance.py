@@ -14,8 +14,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
-from statesaga.adapters.memory import MemoryStore
-from statesaga.adapters.sqlite import SQLiteStore
+from statesaga.adapters.stores.memory import MemoryStore
+from statesaga.adapters.stores.sqlite import SQLiteStore
 from statesaga.ports import Store
 from statesaga.testing import StoreConformance
 from statesaga.testing.store_suite import SECRET
@@ -86,7 +86,7 @@ def _sqlite_damage(store: SQLiteStore, workflow_id: str, kind: str) -> None:
 
 def _arango(request: pytest.FixtureRequest) -> Store:
     # Imported here: the adapter needs python-arango, and the row is skipped without a server.
-    from statesaga.adapters.arango import ArangoStore
+    from statesaga.adapters.stores.arango import ArangoStore
 
     # The suite needs an empty store, so each test gets its own collection in the shared
     # database, dropped afterwards.
@@ -109,7 +109,7 @@ def _arango_drop(store: Any) -> None:
 def _redis(request: pytest.FixtureRequest) -> Store:
     # Imported here: the adapter needs redis-py. redis_client flushes the test database
     # before and after the test; the prefix keeps the suite's keys apart all the same.
-    from statesaga.adapters.redis_store import RedisStore
+    from statesaga.adapters.stores.redis import RedisStore
 
     request.getfixturevalue("redis_client")
     url: str = request.getfixturevalue("redis_url")

@@ -29,10 +29,10 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
-from statesaga.adapters.inline import InlineQueue
-from statesaga.adapters.sqlite import SQLiteStore
+from statesaga.adapters.queues.inline import InlineQueue
+from statesaga.adapters.stores.sqlite import SQLiteStore
 from statesaga.context import StepContext
-from statesaga.definition import load_definition
+from statesaga.definitions.load import load_definition
 from statesaga.engine import Engine
 from statesaga.models import WorkflowState, WorkflowStatus
 from statesaga.observability.logs import StepFilter
@@ -405,7 +405,7 @@ class Shared:
     export their spans with the console exporter (stderr, into NAME.log)."""
 
     def __init__(self, tmp_path: Path, redis_url: str) -> None:
-        from statesaga.adapters.rq_queue import RQQueue
+        from statesaga.adapters.queues.rq.queue import RQQueue
 
         self.dir = tmp_path
         self.queue_url = (
@@ -659,8 +659,8 @@ def _trip_in_python(before: str, after: str, **env: str) -> subprocess.Completed
     code = (
         f"{before}\n"
         "from statesaga import Engine, load_definition\n"
-        "from statesaga.adapters.memory import MemoryStore\n"
-        "from statesaga.adapters.inline import InlineQueue\n"
+        "from statesaga.adapters.stores.memory import MemoryStore\n"
+        "from statesaga.adapters.queues.inline import InlineQueue\n"
         f"d = load_definition({str(TRIP)!r})\n"
         f"wf = Engine(MemoryStore(), InlineQueue()).run(d, {BASE!r})\n"
         f"{after}\n"

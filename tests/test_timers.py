@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 import yaml
 from statesaga import StepStatus, WorkflowStatus
-from statesaga.adapters.inline import InlineQueue
-from statesaga.adapters.sqlite import SQLiteStore
-from statesaga.definition import load_definition
+from statesaga.adapters.queues.inline import InlineQueue
+from statesaga.adapters.stores.sqlite import SQLiteStore
+from statesaga.definitions.load import load_definition
 from statesaga.engine import Engine
 from statesaga.models import utcnow
 from statesaga.ports import Job
@@ -152,7 +152,7 @@ def test_a_timer_whose_worker_is_killed_fires_after_recovery_on_rq(
     the timer is pending; recovery resumes the workflow (re-enqueueing the timer for the time
     left), and a fresh worker with the scheduler fires it, once."""
     import redis as redis_lib
-    from statesaga.adapters.rq_queue import RQQueue
+    from statesaga.adapters.queues.rq.queue import RQQueue
 
     conn = redis_lib.Redis.from_url(redis_url)
     conn.flushdb()

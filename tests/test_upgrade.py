@@ -1,67 +1,99 @@
-"""Upgrading from the release before the tree's split (d7f3d36): what a user's code, command
-lines and deployments named then still works, or fails with one line saying where it went."""
+"""Upgrading from the release before the tree's split (d7f3d36): what stored data and running
+deployments name still works (stored documents, queued RQ jobs, the command lines, logger
+names), and what moved is listed in CHANGELOG.md, old path gone and new path there.
+
+(rewrite-imports: keep: this file names old module paths on purpose.)"""
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
-import runpy
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from statesaga._moved import MOVED
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize("old", sorted(MOVED))
-def test_python_dash_m_finds_a_moved_module(old: str) -> None:
-    """`python -m statesaga.crashcheck` (a command line of the previous release) runs what
-    `python -m` of the new name runs; runpy needs the module's code, not only the module.
-    A `python -m` process has not imported the old name yet; nor has this test."""
-    sys.modules.pop(old, None)
-    runpy.run_module(old, run_name="not_main")
+def load_yaml(path: Path) -> object:
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
 
 
-@pytest.mark.parametrize("old", sorted(MOVED))
-def test_importing_an_old_name_leaves_the_module_its_own_spec(old: str) -> None:
-    """The import system stamps the spec it imported by onto the module: the old name's alias
-    spec would replace the module's own, and runpy, reload and pickling by name follow it.
-    (Not reloaded here: a reload would leave the other modules' classes behind.)"""
-    importlib.import_module(old)
-    new = importlib.import_module(MOVED[old])
-    assert new.__spec__ is not None and new.__spec__.name == MOVED[old]
+def moved_table() -> list[tuple[str, str]]:
+    """Every `| `old` | `new` |` row of CHANGELOG.md's moved tables."""
+    text = (ROOT / "CHANGELOG.md").read_text(encoding="utf-8")
+    return re.findall(r"^\| `(statesaga[\w.]*)` \| `(statesaga[\w.]*)` \|$", text, re.M)
 
 
-def test_python_dash_m_crashcheck_runs_the_crash_worker() -> None:
-    old = subprocess.run(
-        [sys.executable, "-P", "-m", "statesaga.crashcheck", "not json"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert old.returncode == 1
-    assert "JSONDecodeError" in old.stderr.splitlines()[-1]
+def resolve(path: str) -> object:
+    """The module, or the module's attribute, a dotted path names (AttributeError /
+    ModuleNotFoundError when it names nothing)."""
+    try:
+        return importlib.import_module(path)
+    except ModuleNotFoundError as exc:
+        if exc.name != path:
+            raise
+        module, _, name = path.rpartition(".")
+        return getattr(importlib.import_module(module), name)
 
 
-def test_the_job_guard_keeps_its_old_module_path() -> None:
-    """The previous README named `statesaga.jobguard`; a deployment may name its classes."""
-    old = importlib.import_module("statesaga.jobguard")
-    assert old is importlib.import_module("statesaga.adapters.rq_jobguard")
-    assert {"GuardedWorker", "StatesagaJob", "refusal"} <= set(vars(old))
+def test_the_changelog_lists_the_moves_of_the_last_releases() -> None:
+    """The 23 module paths of 0.1.0 that an import hook kept alive, the names that left their
+    module, definition.py's split and the adapters' grouping: all in the table."""
+    table = dict(moved_table())
+    assert len(table) == len(moved_table())  # an old path is listed once
+    assert {"statesaga.managers", "statesaga.crashcheck", "statesaga.jobguard"} <= set(table)
+    assert {"statesaga.definition", "statesaga.adapters.redis_store"} <= set(table)
+    assert table["statesaga.adapters._store"] == "statesaga.adapters.stores.document"
+    assert len(table) >= 23 + 3 + 15
 
 
-@pytest.mark.parametrize(
-    ("module", "name", "now"),
-    [
-        ("statesaga.worker", "make_rq_worker", "statesaga.adapters.rq_worker"),
-        ("statesaga.models", "ACTIVE_WORKFLOW", "statesaga.vocabulary.WORKFLOW_IN_FLIGHT"),
-        ("statesaga.models", "IN_FLIGHT_STEP", "statesaga.vocabulary.STEP_IN_FLIGHT"),
-    ],
-)
-def test_a_public_name_that_moved_says_where_it_is(module: str, name: str, now: str) -> None:
-    with pytest.raises(ImportError, match=now.replace(".", r"\.")):
-        exec(f"from {module} import {name}", {})
+@pytest.mark.parametrize(("old", "new"), moved_table())
+def test_a_moved_path_is_gone_and_its_new_path_is_there(old: str, new: str) -> None:
+    """Nothing keeps an old path alive (no alias that would make two names of one module):
+    it fails as any unknown module does, and the table's new path is what the old one was."""
+    assert resolve(new) is not None
+    with pytest.raises((ModuleNotFoundError, AttributeError, ImportError)):
+        resolve(old)
+
+
+def test_the_rq_job_function_keeps_its_name() -> None:
+    """Every RQ job ever enqueued calls `statesaga.worker.run_job` by name, and the job guard
+    accepts no other function: that name never moves."""
+    from statesaga import worker
+    from statesaga.worker import JOB_FUNCTION
+
+    assert JOB_FUNCTION == "statesaga.worker.run_job"
+    module, _, name = JOB_FUNCTION.rpartition(".")
+    assert importlib.import_module(module) is worker and callable(getattr(worker, name))
+    stored = json.loads((UPGRADE / "d7f3d36_rq_job.json").read_text())
+    assert stored[0] == JOB_FUNCTION
+
+
+def test_what_deployments_run_is_where_they_name_it() -> None:
+    """The shipped unit file and compose file run the `statesaga` command; the supervisor
+    starts `python -m statesaga.cli`; the example definitions name handler modules that are
+    still there. None of those paths moved."""
+    from statesaga import examples_dir
+    from statesaga.cli.supervisor import worker_children
+    from statesaga.definitions.load import is_definition, load_definition
+
+    children = worker_children(1, ["--queue", "inline://"], recover_every=5)
+    for child in children:
+        assert child.argv[1:3] == ["-m", "statesaga.cli"], child.argv
+    sagas = [p for p in sorted(examples_dir().glob("*.yaml")) if is_definition(load_yaml(p))]
+    assert len(sagas) >= 2
+    for saga in sagas:
+        for module in load_definition(saga).spec.handlers:
+            assert importlib.util.find_spec(module) is not None, (saga.name, module)
+    deploy = ROOT / "examples" / "deploy"
+    assert "/bin/statesaga worker" in (deploy / "statesaga-worker.service").read_text()
+    assert '["statesaga", "worker"' in (deploy / "compose.yaml").read_text()
 
 
 UPGRADE = Path(__file__).parent / "upgrade"
@@ -78,7 +110,7 @@ def test_a_document_and_a_queued_job_of_the_previous_release_run_to_the_end(
     from redis import Redis
     from rq import Queue
     from rq.serializers import JSONSerializer
-    from statesaga.adapters.sqlite import SQLiteStore
+    from statesaga.adapters.stores.sqlite import SQLiteStore
     from statesaga.models import WorkflowState, WorkflowStatus
     from statesaga.worker import JOB_FUNCTION
 

@@ -12,10 +12,10 @@ from typing import Any
 import yaml
 from click.testing import CliRunner
 from statesaga import StepStatus, WorkflowStatus
-from statesaga.adapters.inline import InlineQueue
-from statesaga.adapters.sqlite import SQLiteStore
+from statesaga.adapters.queues.inline import InlineQueue
+from statesaga.adapters.stores.sqlite import SQLiteStore
 from statesaga.cli import main
-from statesaga.definition import load_definition
+from statesaga.definitions.load import load_definition
 from statesaga.engine import Engine
 from statesaga.versions import check_upgrade
 

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import yaml
 from statesaga import DefinitionError, Registry, StepStatus, WorkflowStatus
-from statesaga.adapters.inline import InlineQueue
-from statesaga.adapters.memory import MemoryStore
+from statesaga.adapters.queues.inline import InlineQueue
+from statesaga.adapters.stores.memory import MemoryStore
 from statesaga.charts.lifecycles import lifecycle
 from statesaga.engine import Engine
 from statesaga.models import CompensationAction, RetryPolicy, SagaStep, StepError, WorkflowState
@@ -173,7 +173,7 @@ def test_validate_refuses_a_saga_whose_step_lifecycle_drops_a_tag(tmp_path: Path
     import subprocess
     import sys
 
-    from statesaga.definition import load_definition
+    from statesaga.definitions.load import load_definition
 
     text = (statecharts_dir() / "step.yaml").read_text()
     assert "tags: [undoing]" in text

@@ -474,7 +474,8 @@ def test_the_indexed_and_the_scanned_browse_agree(tmp_path: Path) -> None:
     from datetime import UTC, datetime, timedelta
 
     from statesaga.models import WorkflowStatus
-    from statesaga.web.query import Browsable, Filters, browse
+    from statesaga.ports import Browsable
+    from statesaga.web.query import Filters, browse
 
     sqlite = open_store(f"sqlite:///{tmp_path / 'b.db'}")
     memory = open_store("memory://")
@@ -876,7 +877,7 @@ class WorkerDied(BaseException):
 @pytest.mark.slow
 def test_the_page_tells_which_attempts_were_lost_with_their_worker(tmp_path: Path) -> None:
     from statesaga import Engine, load_definition
-    from statesaga.adapters.inline import InlineQueue
+    from statesaga.adapters.queues.inline import InlineQueue
     from statesaga.registry import Registry
     from statesaga.runtime.recovery import Recovery
 

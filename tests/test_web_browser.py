@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,31 +27,25 @@ import pytest
 pytest.importorskip("selenium", reason="the browser tests need selenium (the test extra)")
 pytest.importorskip("starlette", reason="the dashboard needs the ui extra")
 
-from selenium import webdriver  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
+from browser_helpers import (  # noqa: E402
+    LIMIT,
+    TESTS,
+    TOKEN,
+    _free_port,
+    _stop,
+    browser,
+    login,
+    screenshot,
+    statesaga_command,
+    text_of,
+    wait_page,
+)
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
-from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
+from selenium.webdriver.support.ui import Select  # noqa: E402
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
-
-TESTS = Path(__file__).parent
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
-TOKEN = "browser-test-token-5d1e"
-LIMIT = 60.0  # seconds: a safeguard against a hung test, not a measurement
-
-
-def statesaga_command() -> list[str]:
-    script = Path(sys.executable).with_name("statesaga")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "statesaga.cli"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+__all__ = ["browser"]  # the shared fixture
 
 
 @dataclass
@@ -94,18 +86,6 @@ class Stack:
 
     def wait_status(self, wf_id: str, *statuses: str) -> dict[str, Any]:
         return self.wait(wf_id, lambda d: d["status"] in statuses, "/".join(statuses))
-
-
-def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    for p in procs:
-        try:
-            p.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
 
 
 @pytest.fixture(scope="module")
@@ -188,66 +168,6 @@ def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
             sys.stderr.write(f"--- {name} ---\n{text[-3000:]}\n")
         server_log = (tmp / "server.log").read_text(errors="replace")
         assert TOKEN not in server_log  # the token never reaches a log line
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[WebDriver]:
-    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
-        message = "needs the system Chromium: apt-get install -y chromium chromium-driver"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager must never download
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--no-first-run",
-        "--window-size=1700,1000",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(30)
-    try:
-        yield driver
-    finally:
-        driver.quit()
-
-
-def wait_page(driver: WebDriver, cond: Callable[[WebDriver], Any], what: str) -> Any:
-    return WebDriverWait(driver, LIMIT, poll_frequency=0.1).until(cond, message=what)
-
-
-def text_of(driver: WebDriver, element_id: str) -> str:
-    try:
-        return str(driver.find_element(By.ID, element_id).text)
-    except Exception:  # swapped out by the live update between find and read: ask again
-        return ""
-
-
-def login(driver: WebDriver, base: str) -> None:
-    driver.get(base + "/login")
-    driver.find_element(By.ID, "login-user").send_keys("alice")
-    driver.find_element(By.ID, "login-token").send_keys(TOKEN)
-    driver.find_element(By.ID, "login-submit").click()
-    # The live update may swap the header between a find and a read: ask until it says so.
-    wait_page(driver, lambda d: text_of(d, "user") == "alice", "signed in as alice")
-
-
-def screenshot(driver: WebDriver, name: str) -> None:
-    target = os.environ.get("STATESAGA_SCREENSHOTS")
-    if not target:
-        return
-    height = int(driver.execute_script("return document.body.scrollHeight"))
-    driver.set_window_size(1700, min(height + 200, 4000))
-    Path(target).mkdir(parents=True, exist_ok=True)
-    driver.save_screenshot(str(Path(target) / f"{name}.png"))
-    driver.set_window_size(1700, 1000)
 
 
 def test_list_counts_and_filters(stack: Stack, browser: WebDriver) -> None:

@@ -290,6 +290,15 @@ def test_a_saga_whose_worker_was_killed_shows_stuck_with_its_heartbeat_age(
     assert browser.find_element(By.ID, "heartbeat-age").text.endswith(" s")
     assert TOKEN not in browser.page_source
     screenshot(browser, "stuck")
+    # RQ keeps the killed worker listed as busy until its entry's TTL runs out: the page
+    # says it is silent (its saga stopped beating), and does not count it as live.
+    listed = {w["name"]: w for w in fleet.api("GET", "/api/workers")["workers"]}
+    assert listed[worker["name"]]["state"] == "busy" and listed[worker["name"]]["silent"]
+    browser.get(fleet.base + "/workers")
+    row = browser.find_element(By.CSS_SELECTOR, f'#workers tr[data-worker="{worker["name"]}"]')
+    assert row.get_attribute("data-state") == "silent"
+    assert "no heartbeat for over 30 s" in browser.find_element(By.ID, "silent-workers").text
+    screenshot(browser, "workers-silent")
     # the page's recover command resumes it: the lost attempt is timed out, then retried
     fleet.api("POST", f"/api/workflows/{wf_id}/cancel?force=true", {"by": "olga"})
 
@@ -330,7 +339,7 @@ def test_the_timeline_of_a_compensated_saga_in_chromium(fleet: Fleet, browser: W
 
 
 def test_failed_jobs_are_listed_and_only_a_statesaga_job_is_requeued(fleet: Fleet) -> None:
-    from statesaga.adapters.rq_queue import RQQueue
+    from statesaga.adapters.queues.rq.queue import RQQueue
     from statesaga.ports import Job
 
     queue = RQQueue.from_url(

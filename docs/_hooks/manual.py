@@ -59,7 +59,7 @@ def on_files(files: Files, config: MkDocsConfig) -> Files:
 
 def schemas_page() -> str:
     from statesaga.charts.spec import chart_json_schema
-    from statesaga.definition import definition_json_schema
+    from statesaga.definitions.spec import definition_json_schema
 
     out = [
         "# JSON Schemas",

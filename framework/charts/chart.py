@@ -3,7 +3,8 @@ is made from YAML or a dict (the format checked field by field, a base it extend
 then the whole graph checked), every problem located by file and line.
 
 The format is spec.py's, the graph rules checks.py's, the merging extend.py's. The names users
-import from `statesaga.chart` (ChartSpec, chart_json_schema, ...) stay importable from here.
+imported from 0.1.0's `statesaga.chart` (ChartSpec, chart_json_schema, ...) are all importable
+from here, so CHANGELOG.md's one-line move (`statesaga.chart` -> `statesaga.charts.chart`) holds.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import click
 
 from .._yaml import load_yaml_file
 from ..charts.chart import chart_from_data, chart_json_schema
-from ..definition import definition_from_data, is_definition
+from ..definitions.load import definition_from_data, is_definition
 from ..errors import DefinitionError, StatesagaError
 from .options import guard, handlers_option
 from .running import get_workflow
@@ -30,7 +30,7 @@ def validate_file(path: str) -> Any:
 def check_handler_hints(loaded: Any, handlers: tuple[str, ...]) -> None:
     """A definition's `handlers:` must each name an allowed module that can be found; then
     its steps' handlers must be registered (only allowed modules are imported to see)."""
-    from ..definition import WorkflowDefinition
+    from ..definitions.load import WorkflowDefinition
     from ..registry import Registry
     from ..security.allowlist import AllowList
 
@@ -101,7 +101,7 @@ def schema(definition: bool, input_of: str | None) -> None:
         _input_schema(input_of)
         return
     if definition:
-        from ..definition import definition_json_schema
+        from ..definitions.spec import definition_json_schema
 
         out = definition_json_schema()
     else:
@@ -111,7 +111,7 @@ def schema(definition: bool, input_of: str | None) -> None:
 
 @guard
 def _input_schema(path: str) -> None:
-    from ..definition import load_definition
+    from ..definitions.load import load_definition
 
     d = load_definition(path)
     if d.spec.input is None:
@@ -211,7 +211,7 @@ def diagram(
     todo: list[tuple[str, Diagram]] = []
     if instance:
         wf = get_workflow(store_url, instance)
-        from ..definition import load_definition
+        from ..definitions.load import load_definition
 
         d = load_definition(definition_path) if definition_path else None
         if step_name is not None:

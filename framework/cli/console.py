@@ -19,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..app import EngineOptions
-from ..definition import WorkflowDefinition, load_definition
+from ..definitions.load import WorkflowDefinition, load_definition
 from ..engine import Engine
 from ..models import HistoryEntry, StepStatus, WorkflowState, WorkflowStatus, halt_reason
 from ..ports import Queue, WorkerQueue

@@ -323,7 +323,14 @@ def recover(
     )
     interval = 0.0 if every is True else float(every)
     if interval == 0 and not store_exists(engine.store):
-        click.echo("nothing to recover")  # and no store made: nothing was ever stored there
+        # Refused like `status` and `list` (a typo in the path must not read as "all is well");
+        # `--every` waits instead: beside workers that have not made the store yet, that is normal.
+        from ..errors import StatesagaError
+
+        raise StatesagaError(
+            f"no store at {engine.store.location()}: nothing has been stored there yet "
+            "(recover --every waits for one)"
+        )
         return
     if interval > 0:
 
@@ -436,7 +443,35 @@ def _why_not_cancelled(wf: Any, store: str | None) -> str:
 
 
 @click.command(name="check-crashes")
-@click.argument("definition", type=click.Path(exists=True, dir_okay=False))
+@click.argument("definition", type=click.Path(exists=True, dir_okay=False), required=False)
+@click.option(
+    "--plan",
+    "plan_file",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="crash an agent's plan (statesaga plan run PLAN) instead of a saga; its tools come "
+    "from --tools (--handlers)",
+)
+@click.option(
+    "--revise",
+    "patch",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="--plan: apply this patch (add/replace/remove) mid-flight in every run",
+)
+@click.option(
+    "--revise-after",
+    default=None,
+    metavar="ITEM",
+    help="--plan: apply it between two jobs once ITEM has completed (default: when the plan "
+    "first waits for an approval)",
+)
+@click.option(
+    "--reject",
+    "reject_",
+    is_flag=True,
+    help="--plan: reject the approval requests (the plan unwinds) instead of approving them",
+)
 @click.option(
     "--input",
     "inputs",
@@ -453,7 +488,15 @@ def _why_not_cancelled(wf: Any, store: str | None) -> str:
 @click.option(
     "--store", "store", default=None, help="shared store URL (default: a fresh SQLite file per run)"
 )
-@handlers_option
+@click.option(
+    "--handlers",
+    "--tools",
+    "handlers",
+    multiple=True,
+    metavar="MODULE",
+    help="allow this handler (tools) module; repeat it, or separate with commas (default: "
+    "$STATESAGA_HANDLERS). Nothing else is imported.",
+)
 @click.option(
     "--boundary", "boundaries", multiple=True, help="only these boundaries (default: all)"
 )
@@ -477,7 +520,11 @@ def _why_not_cancelled(wf: Any, store: str | None) -> str:
 )
 @guard
 def check_crashes_command(
-    definition: str,
+    definition: str | None,
+    plan_file: str | None,
+    patch: str | None,
+    revise_after: str | None,
+    reject_: bool,
     inputs: tuple[str, ...],
     expects: tuple[str, ...],
     signals: tuple[str, ...],
@@ -490,12 +537,35 @@ def check_crashes_command(
 ) -> None:
     """Run a saga with its worker process SIGKILLed at every job boundary in turn, recover,
     and check it converges with each side effect applied at most once; print the table.
-    Timers (a wait's timeout, a sleep) are fast-forwarded; a wait gets the --signal given."""
-    from ..verify.crashcheck import BOUNDARIES, Scenario, check_crashes, format_table
+    Timers (a wait's timeout, a sleep) are fast-forwarded; a wait gets the --signal given.
 
-    name = Path(definition).stem
+    With --plan, an agent's plan runs instead, revised mid-flight (--revise) and its approval
+    requests answered in every run (a stale and a duplicate approval must be refused), and
+    each run is also judged by the plan's invariants: a removed item never runs, every call
+    has its plan version's args, an approval is taken once and for those args, nothing is
+    undone before what depends on it."""
     from ..security.allowlist import AllowList
+    from ..verify.crashcheck import BOUNDARIES, Scenario, check_crashes, format_table
+    from ..verify.crashcheck.plans import PlanRun
 
+    if (definition is None) == (plan_file is None):
+        raise click.UsageError("give a saga DEFINITION or --plan PLAN (one of them)")
+    plan_only = {"--revise": patch, "--revise-after": revise_after, "--reject": reject_ or None}
+    given = [name for name, value in plan_only.items() if value is not None]
+    if plan_file is None and given:
+        raise click.UsageError(f"{given[0]} goes with --plan PLAN")
+    if plan_file is not None and (inputs or signals):
+        raise click.UsageError(
+            "a plan takes no --input or --signal: its args are in the plan, and its approval "
+            "requests are answered by the check (--reject to refuse them)"
+        )
+    if revise_after is not None and patch is None:
+        raise click.UsageError("--revise-after goes with --revise PATCH")
+    source = definition or plan_file
+    assert source is not None
+    name = Path(source).stem
+    patch = str(Path(patch).resolve()) if patch is not None else None
+    run = PlanRun(patch, revise_after, reject_) if plan_file is not None else None
     modules = AllowList.for_operator(handlers).eager
     runs = inputs or ("",)
     if len(expects) not in (0, 1, len(runs)):
@@ -511,11 +581,12 @@ def check_crashes_command(
         scenarios = [
             Scenario(
                 f"{name}-{i}" if len(inputs) > 1 else name,
-                str(Path(definition).resolve()),
+                str(Path(source).resolve()),
                 load_input(value),
                 modules,
                 expect,
                 sends[i - 1],
+                run,
             )
             for i, (value, expect) in enumerate(zip(runs, wanted, strict=True), 1)
         ]
@@ -683,7 +754,7 @@ def check_upgrade_command(definition: str, store: str | None, as_json: bool) -> 
     """Can the in-flight instances of an older version continue under DEFINITION? Lists each
     (its current step must still exist; its completed steps must keep their compensations);
     exit 1 if any cannot."""
-    from ..definition import load_definition
+    from ..definitions.load import load_definition
     from ..plugins import open_existing_store
     from ..versions import check_upgrade
 

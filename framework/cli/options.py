@@ -42,8 +42,11 @@ def guard(func: Any) -> Any:
         try:
             return func(*args, **kwargs)
         except DefinitionError as exc:
-            for p in exc.problems:
+            shown, more = exc.shown()
+            for p in shown:
                 click.echo(str(p), err=True)
+            if more:
+                click.echo(f"... and {more} more problems", err=True)
             sys.exit(2 if isinstance(exc, InputError) else 1)
         except StatesagaError as exc:
             fail(str(exc))

@@ -46,6 +46,15 @@ def _engine_for(
     return engine
 
 
+def _warn(warnings: list[Any]) -> None:
+    from ..errors import DefinitionError
+
+    for w in warnings[: DefinitionError.SHOWN]:
+        click.echo(f"warning: {w}", err=True)
+    if len(warnings) > DefinitionError.SHOWN:
+        click.echo(f"... and {len(warnings) - DefinitionError.SHOWN} more warnings", err=True)
+
+
 def _settle(engine: Any, workflow_id: str, timeout: float | None = None) -> Any:
     """With an in-process queue, run what a command set going until the plan ends or waits
     for a person; with workers elsewhere, the stored document as it is."""
@@ -56,14 +65,17 @@ def _settle(engine: Any, workflow_id: str, timeout: float | None = None) -> Any:
 
 def _show(wf: Any, as_json: bool) -> None:
     from ..plans import items, open_requests, plan_view
+    from ..plans.view import versions
 
     if as_json:
         click.echo(json.dumps(plan_view(wf), indent=2, default=str))
         return
     assert wf.plan is not None
     click.echo(f"{wf.id} {wf.name}: {wf.status.value}, plan version {wf.plan.current.number}")
-    for v in wf.plan.versions[1:]:
-        click.echo(f"  v{v.number} by {v.by or '-'}: {', '.join(v.changes)}")
+    for v in versions(wf)[1:]:
+        click.echo(f"  v{v['number']} by {v['by'] or '-'}:")
+        for line in v["details"]:
+            click.echo(f"    {line}")
     for i in items(wf):
         extra = f"  ({i.approval})" if i.approval else ""
         error = f"  {i.error}" if i.error else ""
@@ -126,8 +138,7 @@ def plan_check(plan_file: str, tools: tuple[str, ...]) -> None:
     _, registry = operator_handlers(tools)
     spec, lines = load_plan(plan_file)
     compiled = compile_plan(spec, tools_in(registry), lines)
-    for w in compiled.warnings:
-        click.echo(f"warning: {w}", err=True)
+    _warn(compiled.warnings)
     click.echo(f"ok {plan_file}: {len(spec.items)} items, {len(compiled.definition.steps)} steps")
 
 
@@ -160,8 +171,7 @@ def plan_run(
     engine = _engine(store, queue, tools)
     spec, lines = load_plan(plan_file)
     compiled = compile_plan(spec, tools_in(engine.registry), lines)  # before the store opens
-    for w in compiled.warnings:
-        click.echo(f"warning: {w}", err=True)
+    _warn(compiled.warnings)
     check_reachable(engine)
     wf, _ = start_plan(engine, spec, session_id=session, by=by or getpass.getuser())
     click.echo(f"{wf.id} started ({spec.plan}, {len(spec.items)} items)", err=as_json)

@@ -41,7 +41,7 @@ def run(
     """Run a workflow definition to its end; exit 0 when COMPLETED, 1 otherwise."""
     from rich.console import Console
 
-    from ..definition import load_definition
+    from ..definitions.load import load_definition
     from ..models import WorkflowStatus
     from .console import Interrupted, run_with_progress
 
@@ -279,7 +279,7 @@ def simulate(definition: str, seeds: int, seed: int | None, input_: str | None) 
     stale jobs, recovery scans, cancels, signals, timers), its handlers replaced by ledger
     stand-ins; check the invariants after every event. Prints the first failing trace and
     exits 1 if any seed breaks one."""
-    from ..definition import load_definition
+    from ..definitions.load import load_definition
     from ..verify.simulation import run_seeds
     from ..verify.simulation import simulate as simulate_seed
 

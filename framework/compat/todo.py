@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..charts.lifecycles import lifecycle
 from ..charts.machine import CompiledChart
-from ..definition import WorkflowDefinition, load_definition
+from ..definitions.load import WorkflowDefinition, load_definition
 from ..models import (
     CompensationStrategy,
     HistoryEntry,

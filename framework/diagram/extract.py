@@ -14,7 +14,7 @@ from typing import Literal
 from .._yaml import load_yaml_file
 from ..charts.chart import Chart, chart_from_data
 from ..charts.lifecycles import lifecycle
-from ..definition import WorkflowDefinition, definition_from_data, is_definition
+from ..definitions.load import WorkflowDefinition, definition_from_data, is_definition
 from ..models import (
     HistoryEntry,
     SagaStep,

@@ -6,11 +6,11 @@ Sources: the shipped lifecycles (statesaga.statecharts) and every examples/*.yam
 NAME.md (a Mermaid block), NAME.dot and NAME.svg, plus an index README.md.
 
 Freshness. .md, .dot and README.md must match byte for byte. An SVG's layout depends on the
-Graphviz version, so SVGs are not compared byte for byte: each SVG carries the sha256 of the
-DOT it was drawn from (see statesaga.adapters.graphviz), and it is stale when that differs from
-the fresh DOT. That check needs no Graphviz. When `dot` is installed, the committed SVG is also
-compared with a fresh one in a normalised form (the titles and texts of its nodes and edges,
-no coordinates), which catches a hand-edited SVG.
+Graphviz version, so SVGs are not compared byte for byte: each SVG carries the sha256 of the DOT
+it was drawn from (see statesaga.adapters.renderers.graphviz), and it is stale when that differs
+from the fresh DOT. That check needs no Graphviz. When `dot` is installed, the committed SVG is
+also compared with a fresh one in a normalised form (the titles and texts of its nodes and
+edges, no coordinates), which catches a hand-edited SVG.
 """
 
 from __future__ import annotations

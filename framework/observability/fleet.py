@@ -7,12 +7,12 @@ its `/api/workers` and `/api/queues`, and the worker's metrics read the same `Fl
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
 from ..errors import StateError
-from ..models import StepStatus, WorkflowStatus
+from ..models import StepStatus, WorkflowState, WorkflowStatus
 from ..ports import Queue, Store
 
 
@@ -32,6 +32,18 @@ class WorkerInfo:
     kind: str | None = None
     attempt: int | None = None
     job_id: str | None = None
+    #: The heartbeat of the saga it runs, from the store: RQ's own heartbeat does not move
+    #: while an in-process job runs, so this is what tells a busy worker from a dead one.
+    saga_beat: datetime | None = None
+    #: Listed as busy, but the saga it runs has had no heartbeat for longer than the stuck
+    #: threshold: the process has most likely died (SIGKILL, a lost host) and the queue keeps
+    #: its entry until the entry's TTL runs out.
+    silent: bool = False
+
+    def beat(self) -> datetime | None:
+        """Its latest sign of life, the queue's or its saga's."""
+        beats = [b for b in (self.last_beat, self.saga_beat) if b is not None]
+        return max(beats) if beats else None
 
 
 @dataclass(frozen=True)
@@ -77,11 +89,19 @@ class Fleet:
 
     @property
     def busy(self) -> int:
-        return sum(1 for w in self.workers if w.state == "busy")
+        return sum(1 for w in self.workers if w.state == "busy" and not w.silent)
+
+    @property
+    def silent(self) -> int:
+        return sum(1 for w in self.workers if w.silent)
+
+    @property
+    def live(self) -> int:
+        return len(self.workers) - self.silent
 
     @property
     def idle(self) -> int:
-        return len(self.workers) - self.busy
+        return self.live - self.busy
 
     def as_json(self) -> dict[str, Any]:
         data: dict[str, Any] = _jsonable(asdict(self))
@@ -140,14 +160,64 @@ def attention(store: Store, stuck_after: float = 30.0) -> dict[str, int]:
     return {"stuck": stuck, "waiting_for_signal": waiting}
 
 
-def fleet_of_queue(queue: Queue, failed_limit: int = 50) -> Fleet:
-    """The fleet behind a queue: what it says of itself, or what applies to it."""
+def fleet_of_queue(
+    queue: Queue, failed_limit: int = 50, store: Store | None = None, stuck_after: float = 30.0
+) -> Fleet:
+    """The fleet behind a queue: what it says of itself, or what applies to it. With the
+    store, each busy worker's liveness is judged by the heartbeat of the saga it runs."""
     if isinstance(queue, Inspectable):
-        return queue.inspect(failed_limit)
+        fleet = queue.inspect(failed_limit)
+        return fleet if store is None else with_saga_beats(fleet, store, stuck_after)
     kind = type(queue).__name__
     if queue.in_process:
         return Fleet("inline", note=IN_PROCESS_NOTE)
     return Fleet(kind, note=f"The queue {kind} cannot describe its workers and queues.")
+
+
+def with_saga_beats(
+    fleet: Fleet, store: Store, stuck_after: float = 30.0, now: datetime | None = None
+) -> Fleet:
+    """The fleet with each busy worker's saga heartbeat, and `silent` set on a worker whose
+    saga has not beaten for `stuck_after` seconds (the threshold that calls a saga stuck).
+    A saga that cannot be read leaves its worker as the queue describes it."""
+    from ..runtime.recovery import STALE_STATES
+
+    now = now or datetime.now(UTC)
+    workers = []
+    for w in fleet.workers:
+        if w.state != "busy" or not w.workflow_id:
+            workers.append(w)
+            continue
+        try:
+            wf = store.get(w.workflow_id)
+        except Exception:  # a damaged or missing document: the queue's word stands
+            workers.append(w)
+            continue
+        saga_beat = wf.heartbeat_at if wf.status in STALE_STATES else wf.updated_at
+        signs = [b for b in (w.last_beat, saga_beat) if b is not None]
+        silent = bool(signs) and (now - max(signs)).total_seconds() > stuck_after
+        w = replace(w, saga_beat=saga_beat, silent=silent)
+        workers.append(_in_hand(w, wf))
+    return replace(fleet, workers=tuple(workers))
+
+
+_IN_FLIGHT = {StepStatus.EXECUTING: "step", StepStatus.COMPENSATING: "compensation"}
+
+
+def _in_hand(w: WorkerInfo, wf: WorkflowState) -> WorkerInfo:
+    """What the worker runs now: its job names the step it was given, but a worker runs the
+    steps its own settle claims in the same job (eager dispatch), so the saga's history,
+    which records who claimed each step, is the truth: its latest claim still in flight."""
+    status = {st.name: st.status for st in wf.steps}
+    for entry in reversed(wf.history):
+        if entry.by != w.name or entry.step is None:
+            continue
+        state = status.get(entry.step)
+        kind = _IN_FLIGHT.get(state) if state is not None else None
+        if kind is not None:
+            return replace(w, step=entry.step, kind=kind, attempt=entry.attempt)
+        break
+    return w
 
 
 __all__ = [
@@ -160,4 +230,5 @@ __all__ = [
     "WorkerInfo",
     "attention",
     "fleet_of_queue",
+    "with_saga_beats",
 ]

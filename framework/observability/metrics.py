@@ -173,6 +173,10 @@ def watch_fleet(
         return [
             Observation(fleet.busy, {"statesaga.queue": name, "statesaga.worker.state": "busy"}),
             Observation(fleet.idle, {"statesaga.queue": name, "statesaga.worker.state": "idle"}),
+            # Listed by the queue, but their saga has stopped beating: most likely dead.
+            Observation(
+                fleet.silent, {"statesaga.queue": name, "statesaga.worker.state": "silent"}
+            ),
         ]
 
     def cached(key: str) -> Callable[[CallbackOptions], list[Observation]]:

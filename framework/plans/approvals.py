@@ -21,7 +21,7 @@ from ..errors import StateError
 from ..models import SagaStep, StepError, StepStatus, WorkflowState
 from ..runtime.transaction import Txn
 from ..vocabulary import StepTrigger
-from .plan import APPROVE, approval_step
+from .plan import APPROVE, approval_step, check_by
 from .runs import require_plan
 
 if TYPE_CHECKING:
@@ -116,6 +116,7 @@ def approve(
     """Approve an item's exact call (see the module's docstring)."""
     if not by or not by.strip():
         raise StateError("an approval names who gives it (--by NAME)")
+    check_by(by, "an approval")
     wf = engine.get(workflow_id)
     gate = _gate(wf, item)
     refused = _refusal(wf, item, gate)
@@ -124,7 +125,7 @@ def approve(
     current = gate.params["hash"]
     if hash != current:
         raise StateError(
-            f"{workflow_id}: hash {hash[:12]}… does not match item {item!r}'s current call "
+            f"{workflow_id}: hash {hash[:12]}… does not match the current call of item {item!r} "
             f"(hash {current[:12]}…, plan version {gate.params['plan_version']}): the plan was "
             "revised since; read the request again (`statesaga plan show`) and approve that"
         )
@@ -140,6 +141,7 @@ def reject(
     """Refuse an item's call: its approval step fails and the plan unwinds."""
     if not by or not by.strip():
         raise StateError("a rejection names who gives it (--by NAME)")
+    check_by(by, "a rejection")
     why = f"rejected by {by}" + (f": {reason}" if reason else "")
 
     def apply(txn: Txn) -> bool:

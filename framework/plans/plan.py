@@ -30,8 +30,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .._yaml import LineMap, Loc, load_yaml_file, pydantic_problems
-from ..definition import WorkflowDefinition, definition_from_data, depends_on, references
-from ..errors import DefinitionError, Problem
+from ..definitions.load import WorkflowDefinition, definition_from_data
+from ..definitions.params import references
+from ..definitions.spec import depends_on
+from ..errors import DefinitionError, Problem, StateError
 from ..models import (
     CompensationStrategy,
     PlanRecord,
@@ -41,12 +43,21 @@ from ..models import (
     WorkflowState,
     utcnow,
 )
+from ..security.limits import json_problems, max_plan_items
 from .tools import Reversibility, Tool, args_hash
 
 #: The suffix of an item's approval step, and the prefix of the signal it waits for.
 APPROVAL = "approval"
 APPROVE = "approve:"
 ITEM_ID = r"^[A-Za-z_][A-Za-z0-9_-]*$"
+#: Text shown to people (a plan's name, a title): printable, so that an agent cannot write
+#: terminal escape sequences or NUL bytes into `plan show`, the logs or the dashboard.
+TEXT = r"^[^\x00-\x1f\x7f]*$"
+#: What the patterns above ask, in words (a refusal names the field and the value).
+PATTERNS = {
+    ITEM_ID: "an item id is letters, digits, _ and - (starting with a letter or _)",
+    TEXT: "no control characters (newline, tab, escape, NUL)",
+}
 #: A day: how long an approval request waits for a person unless the plan says otherwise.
 DEFAULT_APPROVAL_TIMEOUT = 86400.0
 
@@ -70,7 +81,12 @@ class PlanItem(_Strict):
     depends_on: tuple[str, ...] | None = Field(
         None, description="absent: the item before it; [] : none (starts at once)"
     )
-    title: str = Field("", description="what the item does, for people (the agent's todo)")
+    title: str = Field(
+        "",
+        max_length=500,
+        pattern=TEXT,
+        description="what the item does, for people (the agent's todo)",
+    )
     approval: bool = Field(
         False,
         strict=True,
@@ -87,8 +103,13 @@ class PlanItem(_Strict):
 class PlanSpec(_Strict):
     """The plan document."""
 
-    plan: str = Field(min_length=1, description="the plan's name (the workflow's name)")
-    description: str = Field("", description="what the plan is for")
+    plan: str = Field(
+        min_length=1,
+        max_length=200,
+        pattern=TEXT,
+        description="the plan's name (the workflow's name)",
+    )
+    description: str = Field("", max_length=5000, description="what the plan is for")
     strategy: CompensationStrategy = Field(
         CompensationStrategy.BACKWARD, description="how completed items are undone"
     )
@@ -120,6 +141,17 @@ class CompiledPlan:
         )
 
 
+def check_by(by: str | None, what: str) -> None:
+    """Who acts is kept in the history and printed: a name, not control characters (an
+    agent's MCP client or a script can pass any string)."""
+    if by is None:
+        return
+    if len(by) > 100 or not re.fullmatch(TEXT, by):
+        raise StateError(
+            f"{what} names who acts with printable text up to 100 characters, not {by[:40]!r}"
+        )
+
+
 def approval_step(item_id: str) -> str:
     return f"{item_id}.{APPROVAL}"
 
@@ -137,7 +169,7 @@ def load_plan(source: str | Path | Mapping[str, Any]) -> tuple[PlanSpec, LineMap
     """Read a plan from a YAML or JSON file (or a dict); every problem is reported, located."""
     if isinstance(source, Mapping):
         data: Any = dict(source)
-        lines = LineMap(None)
+        lines = LineMap("plan")  # a refusal reads `plan: [items.2.tool] ...`
     else:
         data, lines = load_yaml_file(source)
     return plan_from_data(data, lines), lines
@@ -146,14 +178,24 @@ def load_plan(source: str | Path | Mapping[str, Any]) -> tuple[PlanSpec, LineMap
 def plan_from_data(data: Any, lines: LineMap) -> PlanSpec:
     if not isinstance(data, Mapping):
         raise DefinitionError([lines.problem((), "a plan must be a mapping with `items`")])
+    items = data.get("items")
+    if isinstance(items, list | tuple) and len(items) > max_plan_items():
+        raise DefinitionError([too_many(len(items), lines)])
     try:
         return PlanSpec.model_validate(data)
     except ValidationError as exc:
-        problems = pydantic_problems(exc, lines)
+        problems = pydantic_problems(exc, lines, PATTERNS)
         # An invalid item also leaves `items` short of one: the item's own error says it.
         if any((p.field or "").startswith("items.") for p in problems):
             problems = [p for p in problems if p.field != "items"]
         raise DefinitionError(problems) from None
+
+
+def too_many(count: int, lines: LineMap) -> Problem:
+    return lines.problem(
+        ("items",),
+        f"{count} items: a plan has at most {max_plan_items()} (STATESAGA_MAX_PLAN_ITEMS)",
+    )
 
 
 class _ItemLines(LineMap):
@@ -186,6 +228,8 @@ def compile_plan(
     DefinitionError listing every problem, each naming the item and field."""
     lines = lines or LineMap(None)
     items = spec.items
+    if len(items) > max_plan_items():
+        raise DefinitionError([too_many(len(items), lines)])
     seen: set[str] = set()
     problems: list[Problem] = []
     for i, item in enumerate(items):
@@ -207,7 +251,13 @@ def compile_plan(
             )
             continue
         used[item.id] = found
-        problems.extend(_args_problems(item, found, lines, ("items", i, "args")))
+        # Args are stored, hashed and shown as JSON: a value JSON cannot carry (NaN, a
+        # date object given from Python) is refused here, not after the plan is stored.
+        not_json = [
+            lines.problem(("items", i, "args"), f"item {item.id!r}: args.{why}")
+            for why in json_problems(item.args)
+        ]
+        problems.extend(not_json or _args_problems(item, found, lines, ("items", i, "args")))
         if needs_approval(item, found) and references(item.args):
             problems.append(
                 lines.problem(
@@ -225,9 +275,10 @@ def compile_plan(
         raise DefinitionError(order_problems)
     warnings: list[Problem] = []
     steps: list[dict[str, Any]] = []
+    past = _past(pivot, deps)
     for i, item in enumerate(items):
         t = used[item.id]
-        after_pivot = pivot is not None and depends_on(item.id, pivot, deps)
+        after_pivot = item.id in past
         gated = needs_approval(item, t)
         if gated:
             steps.append(_approval_step(spec, item, t, deps[item.id], version))
@@ -269,6 +320,25 @@ def compile_plan(
     item_lines = _ItemLines(lines, items, [s["name"] for s in steps])
     definition = definition_from_data(data, item_lines, lines.file)
     return CompiledPlan(spec, definition, warnings, used)
+
+
+def _past(pivot: str | None, deps: Mapping[str, tuple[str, ...]]) -> set[str]:
+    """The items that depend on the pivot, directly or not: one walk of the graph (asking
+    `depends_on` of each item is quadratic in a long plan)."""
+    if pivot is None:
+        return set()
+    dependents: dict[str, list[str]] = {}
+    for item, needs in deps.items():
+        for d in needs:
+            dependents.setdefault(d, []).append(item)
+    found: set[str] = set()
+    todo = list(dependents.get(pivot, ()))
+    while todo:
+        item = todo.pop()
+        if item not in found:
+            found.add(item)
+            todo.extend(dependents.get(item, ()))
+    return found
 
 
 def _args_problems(item: PlanItem, t: Tool, lines: LineMap, at: Loc) -> list[Problem]:
@@ -323,8 +393,8 @@ def _pivot(
 ) -> tuple[str | None, list[Problem]]:
     """The first irreversible item, which every other one must come after."""
     index = {item.id: i for i, item in enumerate(items)}
-    if any(d not in index for ds in deps.values() for d in ds):
-        return None, []  # unknown dependencies: the saga's own rule reports them
+    if any(d not in index for ds in deps.values() for d in ds) or _cyclic(deps):
+        return None, []  # unknown dependencies, a cycle: the saga's own rules report them
     last = [i.id for i in items if used[i.id].reversibility is Reversibility.IRREVERSIBLE]
     if not last:
         return None, []
@@ -348,6 +418,25 @@ def _pivot(
             f"of no return, so make one depend on the other",
         )
     ]
+
+
+def _cyclic(deps: Mapping[str, tuple[str, ...]]) -> bool:
+    """Whether the dependencies loop (Kahn's walk leaves an item out)."""
+    waiting = {item: len(set(needs)) for item, needs in deps.items()}
+    dependents: dict[str, list[str]] = {}
+    for item, needs in deps.items():
+        for d in set(needs):
+            dependents.setdefault(d, []).append(item)
+    ready = [item for item, n in waiting.items() if n == 0]
+    done = 0
+    while ready:
+        item = ready.pop()
+        done += 1
+        for later in dependents.get(item, ()):
+            waiting[later] -= 1
+            if waiting[later] == 0:
+                ready.append(later)
+    return done < len(deps)
 
 
 def _approval_step(

@@ -25,9 +25,11 @@ from ..runtime.transaction import Txn
 from ..vocabulary import WorkflowTrigger
 from .plan import (
     APPROVE,
+    PATTERNS,
     PlanItem,
     PlanSpec,
     approval_step,
+    check_by,
     compile_plan,
     item_of,
     link_todos,
@@ -59,7 +61,7 @@ class PlanConflict(StateError):
 def load_patch(source: str | Path | Mapping[str, Any]) -> tuple[PlanPatch, LineMap]:
     if isinstance(source, Mapping):
         data: Any = dict(source)
-        lines = LineMap(None)
+        lines = LineMap("patch")
     else:
         data, lines = load_yaml_file(source)
     if not isinstance(data, Mapping):
@@ -67,7 +69,7 @@ def load_patch(source: str | Path | Mapping[str, Any]) -> tuple[PlanPatch, LineM
     try:
         patch = PlanPatch.model_validate(data)
     except ValidationError as exc:
-        raise DefinitionError(pydantic_problems(exc, lines)) from None
+        raise DefinitionError(pydantic_problems(exc, lines, PATTERNS)) from None
     if not (patch.add or patch.replace or patch.remove):
         raise DefinitionError([lines.problem((), "the patch changes nothing (add/replace/remove)")])
     return patch, lines
@@ -128,6 +130,7 @@ def revise_plan(
     """Apply a patch to a running plan (see the module's docstring). Raises StateError (the
     item and its state), PlanConflict (a stale `base_version`) or DefinitionError (the new
     plan fails a check); nothing is saved then."""
+    check_by(by, "a revision")
     patch = source if isinstance(source, PlanPatch) else load_patch(source)[0]
     tools = tools_in(engine.registry)
 

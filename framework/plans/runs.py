@@ -22,6 +22,7 @@ from .plan import (
     CompiledPlan,
     PlanSpec,
     approval_step,
+    check_by,
     compile_plan,
     instantiate,
     load_plan,
@@ -52,6 +53,7 @@ def start_plan(
 ) -> tuple[WorkflowState, CompiledPlan]:
     """Start a plan (a file, a dict or a PlanSpec): nothing is stored unless every item is
     a known tool with arguments its model accepts and the saga passes its rules."""
+    check_by(by, "a plan")
     compiled = compile_for(engine, source)
     engine.load(compiled.definition)
     wf = instantiate(compiled, session_id, by)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import weakref
 from typing import TYPE_CHECKING
 
-from ..definition import WorkflowDefinition
+from ..definitions.load import WorkflowDefinition
 from ..errors import DefinitionError
 
 if TYPE_CHECKING:

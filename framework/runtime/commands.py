@@ -11,7 +11,8 @@ import json
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..definition import WorkflowDefinition, payload_problems
+from ..definitions.inputs import payload_problems
+from ..definitions.load import WorkflowDefinition
 from ..errors import InputError, Problem, StateError, TransitionError
 from ..models import StepStatus, WorkflowState
 from ..security.limits import json_problems, json_size, max_input_bytes

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..context import StepContext
-from ..definition import resolve_params
+from ..definitions.params import resolve_params
 from ..errors import RegistryError
 from ..models import SagaStep, StepError, StepStatus, WorkflowState
 from ..ports import Job

@@ -55,6 +55,12 @@ def max_yaml_nodes() -> int:
     return _env_int("STATESAGA_MAX_YAML_NODES", 100_000)
 
 
+def max_plan_items() -> int:
+    """Items in one agent's plan, revisions included (`STATESAGA_MAX_PLAN_ITEMS`, default
+    1,000): a plan is one document, saved whole at every step."""
+    return _env_int("STATESAGA_MAX_PLAN_ITEMS", 1000)
+
+
 def max_history() -> int:
     """History entries kept per workflow (`STATESAGA_MAX_HISTORY`, default 1,000); beyond it
     repeated transitions are folded (see `models.compact_history`)."""
@@ -134,6 +140,7 @@ __all__ = [
     "json_size",
     "max_history",
     "max_input_bytes",
+    "max_plan_items",
     "max_yaml_bytes",
     "max_yaml_depth",
     "max_yaml_nodes",

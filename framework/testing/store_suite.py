@@ -52,7 +52,7 @@ from ..models import (
     WorkflowState,
     WorkflowStatus,
 )
-from ..ports import Store, store_exists
+from ..ports import Browsable, Store, store_exists
 
 T0 = datetime(2026, 2, 8, 9, 30, 0, 123456, tzinfo=UTC)
 
@@ -226,9 +226,8 @@ class DamagedDocuments:
         assert [wf.id for wf in store.list(status=WorkflowStatus.RUNNING)] == good
         stale = store.list_stale(T0 + timedelta(days=1), [WorkflowStatus.RUNNING])
         assert [wf.id for wf in stale] == good
-        browse = getattr(store, "browse", None)
-        if browse is not None:
-            assert [wf.id for wf in browse(limit=10)] == good[::-1]
+        if isinstance(store, Browsable):
+            assert [wf.id for wf in store.browse(limit=10)] == good[::-1]
         assert list(store.unreadable) == [bad.id]
         assert store.unreadable[bad.id] and SECRET not in store.unreadable[bad.id]
         with pytest.raises(DefinitionError) as caught:

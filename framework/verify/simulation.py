@@ -35,7 +35,8 @@ from functools import partial
 from typing import Any
 
 from ..app import EngineOptions
-from ..definition import StepSpec, WorkflowDefinition
+from ..definitions.load import WorkflowDefinition
+from ..definitions.spec import StepSpec
 from ..engine import Engine
 from ..errors import AdapterError
 from ..models import RetryPolicy, StepStatus, WorkflowState, WorkflowStatus

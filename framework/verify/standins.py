@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from ..context import StepContext
-from ..definition import WorkflowDefinition
+from ..definitions.load import WorkflowDefinition
 from ..errors import StoreFullError
 from ..models import WorkflowState, WorkflowStatus
 from ..ports import Store

@@ -18,7 +18,7 @@ from typing import Any
 
 from .._yaml import load_yaml_file
 from ..app import EngineOptions, operator_handlers
-from ..definition import WorkflowDefinition, definition_from_data, is_definition
+from ..definitions.load import WorkflowDefinition, definition_from_data, is_definition
 from ..engine import Engine
 from ..errors import DefinitionError, StateError, StatesagaError
 from ..models import WorkflowState
@@ -105,7 +105,10 @@ class Catalog:
         return max(found, key=lambda d: _version_key(d.version))
 
     def for_instance(self, wf: WorkflowState) -> WorkflowDefinition | None:
-        """The definition a stored workflow was made from, when it is in the catalog."""
+        """The definition a stored workflow was made from, when it is in the catalog (never
+        for a plan: its definition is stored with it)."""
+        if wf.plan is not None:
+            return None
         for d in self.definitions():
             if d.name == wf.name and str(d.version) == str(wf.version):
                 return d
@@ -230,6 +233,54 @@ class Operations:
         log.info("%s restarted %s from %s", by, workflow_id, from_step)
         self._kick(engine)
         return wf
+
+    # -- agents' plans (statesaga.plans): the tools are those of the server's allow-list ----
+    def start_plan(
+        self, plan: Mapping[str, Any], *, session_id: str | None, by: str
+    ) -> WorkflowState:
+        from ..plans import start_plan
+
+        engine = self.engine()
+        wf, _ = start_plan(engine, plan, session_id=session_id, by=by)
+        log.info("%s started the plan %s (%s)", by, wf.id, wf.name)
+        self._kick(engine)
+        return wf
+
+    def revise_plan(self, workflow_id: str, patch: Mapping[str, Any], *, by: str) -> WorkflowState:
+        from ..plans import revise_plan
+
+        engine, _ = self._plan_engine(workflow_id)
+        wf = revise_plan(engine, workflow_id, patch, by=by)
+        assert wf.plan is not None
+        log.info("%s revised %s to plan version %d", by, workflow_id, wf.plan.current.number)
+        self._kick(engine)
+        return wf
+
+    def approve(
+        self, workflow_id: str, item: str, hash: str, *, by: str, note: str | None = None
+    ) -> WorkflowState:
+        from ..plans import approve
+
+        engine, _ = self._plan_engine(workflow_id)
+        wf = approve(engine, workflow_id, item, hash, by=by, note=note)
+        log.info("%s approved item %s of %s", by, item, workflow_id)
+        self._kick(engine)
+        return wf
+
+    def reject(self, workflow_id: str, item: str, *, by: str, reason: str = "") -> WorkflowState:
+        from ..plans import reject
+
+        engine, _ = self._plan_engine(workflow_id)
+        wf = reject(engine, workflow_id, item, by=by, reason=reason)
+        log.info("%s rejected item %s of %s", by, item, workflow_id)
+        self._kick(engine)
+        return wf
+
+    def _plan_engine(self, workflow_id: str) -> tuple[Engine, WorkflowState]:
+        engine, current = self._engine_of(workflow_id)
+        if not engine.has_ended(current.status.value):
+            self._require_handlers(engine, current)
+        return engine, current
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop the job threads, then close the store. A job still running after `timeout`

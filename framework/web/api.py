@@ -282,7 +282,7 @@ class Api:
         responses:
           "200": {description: "a JSON Schema, draft 2020-12"}
         """
-        from ..definition import DefinitionSpec
+        from ..definitions.spec import DefinitionSpec
 
         schema = DefinitionSpec.model_json_schema()
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"

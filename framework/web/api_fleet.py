@@ -26,12 +26,14 @@ class FleetApi(Api):
 
     async def workers(self, request: Request) -> Response:
         """
-        summary: "The live workers: host, pid, state, what each runs, last heartbeat"
+        summary: "The workers: host, pid, state, what each runs, last heartbeat, silent"
         responses:
           "200":
             description: >
               {kind, note, workers: [{name, host, pid, state, queues, last_beat,
-              workflow_id, step, kind, attempt}]}
+              workflow_id, step, kind, attempt, saga_beat, silent}]}; silent: listed by the
+              queue as busy, but the saga it runs has had no heartbeat for 30 s (most
+              likely dead)
           "503": {description: the queue cannot be reached}
         """
         return await self._fleet(request, "workers")

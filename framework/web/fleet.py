@@ -7,12 +7,14 @@ import logging
 
 from ..observability.fleet import Fleet, Inspectable, RequeueRefused, fleet_of_queue
 from .actions import Operations
+from .timeline import STUCK_AFTER
 
 log = logging.getLogger("statesaga.web")
 
 
 def fleet_of(ops: Operations) -> Fleet:
-    return fleet_of_queue(ops.engine().queue)
+    engine = ops.engine()
+    return fleet_of_queue(engine.queue, store=engine.store, stuck_after=STUCK_AFTER)
 
 
 def requeue(ops: Operations, job_id: str, by: str) -> None:

@@ -3,6 +3,7 @@ the workers and queues. Every change goes through forms.py."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -11,12 +12,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ..models import StepStatus, WorkflowState, WorkflowStatus, halt_reason
-from ..plans import open_requests
+from ..plans import open_requests, plan_view
+from ..plans.plan import APPROVE
 from .fleet import fleet_of
 from .http import with_param
 from .query import browse
 from .server import Server
-from .timeline import facts, resume_command, timeline
+from .timeline import STUCK_AFTER, facts, resume_command, timeline
 from .views import focus_step, story
 
 HISTORY_SHOWN = 500
@@ -27,6 +29,8 @@ DONE = {
     "cancel": "Cancel requested.",
     "restart": "Restarted.",
     "requeue": "Job requeued.",
+    "approved": "Approved: the item runs with exactly the args shown.",
+    "rejected": "Rejected: the plan unwinds, undoing what ran.",
 }
 
 
@@ -85,7 +89,7 @@ class Pages:
         chosen = request.query_params.get("step")
         step = chosen if chosen in names else focus_step(wf)
         pictures = [
-            s.pictures.instance(wf, definition, "steps"),
+            s.pictures.plan(wf) if wf.plan else s.pictures.instance(wf, definition, "steps"),
             s.pictures.instance(wf, definition, "workflow"),
         ]
         if step is not None:
@@ -96,8 +100,18 @@ class Pages:
             "focus": step,
             "chosen": chosen if chosen in names else None,
             "ended": s.ops.engine(definition).has_ended(wf.status.value),
-            "signals": sorted({st.signal for st in wf.steps if st.kind == "wait" and st.signal}),
+            # A plan's approvals have their card (the exact call, its hash): not a raw signal.
+            "signals": sorted(
+                {
+                    st.signal
+                    for st in wf.steps
+                    if st.kind == "wait" and st.signal
+                    if not (wf.plan and st.signal.startswith(APPROVE))
+                }
+            ),
             "approvals": open_requests(wf),  # a plan's: statesaga.web.plans
+            "plan": plan_view(wf) if wf.plan else None,
+            "plan_specs": {v.number: v.spec for v in wf.plan.versions} if wf.plan else {},
             # The newest entries; a saga that ran for months keeps its page light (the
             # JSON has them all).
             "history": list(enumerate(wf.history, 1))[-HISTORY_SHOWN:],
@@ -156,7 +170,14 @@ class Pages:
         except Exception as exc:
             return s.error_page(request, exc)
         message = DONE.get(request.query_params.get("done", ""))
-        return s.page(request, "workers.html", fleet=fleet, message=message)
+        return s.page(
+            request,
+            "workers.html",
+            fleet=fleet,
+            message=message,
+            now=datetime.now(UTC),
+            stuck_after=STUCK_AFTER,
+        )
 
 
 def _errors(wf: WorkflowState) -> list[tuple[str, str]]:

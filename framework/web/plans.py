@@ -6,13 +6,14 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from ..plans import approve, plan_view, reject, revise_plan, start_plan, tools_in
+from ..plans import plan_view, tools_in
 from ..plans.tools import ToolShape
 from .auth import NAME_RULE, valid_name
 
@@ -42,7 +43,6 @@ def plan_routes(d: Server, forms: Forms, read_json: ReadJson) -> list[Route]:
             if not (isinstance(by, str) and valid_name(by)):
                 raise BadPlanRequest(f"`by` must name who asks ({NAME_RULE})")
             wf = await run_in_threadpool(act, body, by)
-            ops._kick(ops.engine())
         except Exception as exc:
             return d.api_error(exc, request.url.path)
         return JSONResponse(plan_view(wf), success)
@@ -91,8 +91,7 @@ def plan_routes(d: Server, forms: Forms, read_json: ReadJson) -> list[Route]:
             session = body.get("session_id")
             if session is not None and not isinstance(session, str):
                 raise BadPlanRequest("`session_id` must be a string")
-            wf, _ = start_plan(ops.engine(), _object(body, "plan"), session_id=session, by=by)
-            return wf
+            return ops.start_plan(_object(body, "plan"), session_id=session, by=by)
 
         return await change(request, act, 201)
 
@@ -134,7 +133,7 @@ def plan_routes(d: Server, forms: Forms, read_json: ReadJson) -> list[Route]:
         wf_id = request.path_params["id"]
         return await change(
             request,
-            lambda body, by: revise_plan(ops.engine(), wf_id, _object(body, "patch"), by=by),
+            lambda body, by: ops.revise_plan(wf_id, _object(body, "patch"), by=by),
         )
 
     async def approve_item(request: Request) -> Response:
@@ -163,7 +162,7 @@ def plan_routes(d: Server, forms: Forms, read_json: ReadJson) -> list[Route]:
                 raise BadPlanRequest("give `hash`: the approval request's hash")
             if note is not None and not isinstance(note, str):
                 raise BadPlanRequest("`note` must be a string")
-            return approve(ops.engine(), wf_id, item, hash_, by=by, note=note)
+            return ops.approve(wf_id, item, hash_, by=by, note=note)
 
         return await change(request, act)
 
@@ -191,7 +190,7 @@ def plan_routes(d: Server, forms: Forms, read_json: ReadJson) -> list[Route]:
             reason = body.get("reason", "")
             if not isinstance(reason, str):
                 raise BadPlanRequest("`reason` must be a string")
-            return reject(ops.engine(), wf_id, item, by=by, reason=reason)
+            return ops.reject(wf_id, item, by=by, reason=reason)
 
         return await change(request, act)
 
@@ -201,10 +200,12 @@ def plan_routes(d: Server, forms: Forms, read_json: ReadJson) -> list[Route]:
 
         def act(form: Any, by: str) -> Any:
             if form.get("answer") == "reject":
-                return reject(ops.engine(), wf_id, item, by=by, reason=str(form.get("reason", "")))
-            wf = approve(ops.engine(), wf_id, item, str(form.get("hash", "")), by=by)
-            ops._kick(ops.engine())
-            return wf
+                ops.reject(wf_id, item, by=by, reason=str(form.get("reason", "")))
+                done = "rejected"
+            else:
+                ops.approve(wf_id, item, str(form.get("hash", "")), by=by)
+                done = "approved"
+            return RedirectResponse(f"/workflows/{wf_id}?" + urlencode({"done": done}), 303)
 
         return await forms._workflow_action(request, act, "signal")
 

@@ -2,8 +2,8 @@
 (or its beginning) and a time range on top.
 
 A store that can answer this itself (an index on created_at; SQLite does) implements
-`Browsable`; any other store is browsed through `Store.list`, which is correct but reads every
-document, so it suits small stores only.
+`statesaga.ports.Browsable`; any other store is browsed through `Store.list`, which is correct
+but reads every document, so it suits small stores only.
 """
 
 from __future__ import annotations
@@ -14,10 +14,9 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Protocol, runtime_checkable
 
 from ..models import WorkflowState, WorkflowStatus
-from ..ports import Store
+from ..ports import Browsable, Store
 
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
@@ -27,25 +26,6 @@ SEARCH_SCAN = 20_000
 _BATCH = 500
 #: An id carries its creation day (WF-20260208-5b193f0d): a prefix with the day bounds the scan.
 _DAY = re.compile(r"^[A-Za-z]+-(\d{8})")
-
-
-@runtime_checkable
-class Browsable(Protocol):
-    """A store that pages newest first and counts per status without reading documents."""
-
-    def browse(
-        self,
-        *,
-        session_id: str | None = None,
-        status: WorkflowStatus | None = None,
-        name: str | None = None,
-        before: tuple[datetime, str] | None = None,
-        limit: int = PAGE_SIZE,
-    ) -> list[WorkflowState]: ...
-
-    def count_by_status(
-        self, *, session_id: str | None = None, name: str | None = None
-    ) -> dict[str, int]: ...
 
 
 class BadCursor(ValueError):

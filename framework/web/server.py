@@ -18,7 +18,7 @@ from .auth import COOKIE, Gate, Session
 from .http import message, passwords, status_of
 from .query import Filters
 from .timeline import duration_text
-from .views import Pictures, compact, gist, outcome_text, retry_text
+from .views import Pictures, compact, gist, outcome_text, pretty_json, retry_text
 
 log = logging.getLogger("statesaga.web")
 
@@ -38,7 +38,11 @@ class Server:
             undefined=jinja2.StrictUndefined,
         )
         env.filters.update(
-            compact=compact, retry=retry_text, outcome=outcome_text, duration=duration_text
+            compact=compact,
+            retry=retry_text,
+            outcome=outcome_text,
+            duration=duration_text,
+            pretty=pretty_json,
         )
         env.globals.update(gist=gist, version=__version__)
         self.templates = Jinja2Templates(env=env)

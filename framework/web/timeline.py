@@ -156,6 +156,9 @@ class Facts:
     heartbeat_age: str
     stuck: bool
     input: Any  # masked
+    #: Its steps waiting in the queue when none runs: a stuck saga in this state was never
+    #: taken by a worker (all busy, none listening, or its job lost), no worker died in it.
+    queued: tuple[str, ...] = ()
 
 
 def facts(wf: WorkflowState, now: datetime | None = None) -> Facts:
@@ -177,7 +180,14 @@ def facts(wf: WorkflowState, now: datetime | None = None) -> Facts:
         heartbeat_age=age,
         stuck=looks_lost(wf, now, STUCK_AFTER),
         input=mask_secrets(wf.input),
+        queued=_only_queued(wf),
     )
+
+
+def _only_queued(wf: WorkflowState) -> tuple[str, ...]:
+    if any(s.status in (StepStatus.EXECUTING, StepStatus.COMPENSATING) for s in wf.steps):
+        return ()
+    return tuple(s.name for s in wf.steps if s.status is StepStatus.QUEUED)
 
 
 def resume_command(store: str, queue: str) -> str:

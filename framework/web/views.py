@@ -11,7 +11,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ..definition import WorkflowDefinition
+from ..definitions.load import WorkflowDefinition
 from ..diagram import Diagram, from_definition, from_instance, get_renderer
 from ..errors import AdapterError
 from ..models import (
@@ -88,6 +88,14 @@ class Pictures:
         diagram = from_instance(wf, definition, view, step=step)
         return self._draw(key, titles[view], diagram)
 
+    def plan(self, wf: WorkflowState) -> Picture:
+        """A running plan's saga, noting what each revision changed (statesaga.plans)."""
+        from ..plans.diagram import plan_diagram
+
+        key = (wf.id, str(wf.revision), "plan")
+        title = "The plan: each item by its status, what each revision changed noted"
+        return self._draw(key, title, plan_diagram(wf))
+
     def definition(self, d: WorkflowDefinition) -> Picture:
         key = ("definition", d.name, str(d.version), str(d.file))
         return self._draw(key, f"{d.name} v{d.version}", from_definition(d))
@@ -131,6 +139,12 @@ def outcome_text(step: SagaStep) -> str:
     elif comp is not None and comp.finished_at is not None:
         text += f"  — undone: {compact(comp.result)}"
     return text
+
+
+def pretty_json(value: Any) -> str:
+    """JSON for people (indented, keys sorted, non-ASCII as is); the page escapes it. Jinja's
+    `tojson` writes an apostrophe as \\u0027, which is no way to show an approver the call."""
+    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
 
 
 def compact(value: Any, limit: int = 300) -> str:

@@ -3,7 +3,8 @@ a job in turn, recover, and check that nothing was lost or applied twice.
 
 One module per part: `ledger` (the side effects handlers record, and their check), `process`
 (the crash worker process and its probe), `matrix` (the cells: clean run, kill, recovery,
-checks) and `report` (the table).
+checks), `plans` (an agent's plan instead of a saga: revised mid-flight, its approvals
+answered, judged by the plan's invariants) and `report` (the table).
 
 Queues: `inline://` (the embedded default: the worker process itself drains the jobs; what was
 queued dies with it, and recovery re-enqueues it from the store) or a queue served by workers
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 from .ledger import LEDGER_ENV, LEDGER_SCOPE_ENV, Ledger, LedgerRecord, check_ledger
 from .matrix import CellResult, Scenario, check_crashes, lost_attempt_cost_a_retry, trip_scenarios
+from .plans import PlanRun
 from .process import BOUNDARIES, BoundaryEvent, make_probe
 from .report import format_table
 
@@ -29,6 +31,7 @@ __all__ = [
     "CellResult",
     "Ledger",
     "LedgerRecord",
+    "PlanRun",
     "Scenario",
     "check_crashes",
     "check_ledger",

@@ -29,6 +29,7 @@ import shutil
 import signal
 import tempfile
 import uuid
+from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -40,6 +41,7 @@ from ...models import WorkflowState, WorkflowStatus
 from ...runtime.observe import waiting_for_signal
 from ..invariants import judge_end, lost_attempt_changed_the_end
 from .ledger import Ledger, check_ledger
+from .plans import PLAN_RECORD, PlanRun, check_plan, check_scenario, read_record
 from .process import BOUNDARIES, FINAL, BoundaryEvent, read_events, run_worker
 
 
@@ -52,6 +54,9 @@ class Scenario:
     Without it the clean run must end COMPLETED or COMPENSATED, and each crash must end as the
     clean run did (or otherwise for a reason the saga gives, see the module's docstring).
     `signals` gives the payload to send to each wait step (by step name) when it waits.
+    With `plan` (a PlanRun), `definition` is an agent's plan file (statesaga.plans), started
+    instead of a saga, revised and its approvals answered as `plan` says (see .plans); its
+    `handlers` are the plan's tools.
     """
 
     name: str
@@ -60,6 +65,7 @@ class Scenario:
     handlers: Sequence[str] = ()
     expect: str | Collection[str] | None = None
     signals: Mapping[str, Any] = field(default_factory=dict)
+    plan: PlanRun | None = None
 
     def __post_init__(self) -> None:
         wrong = sorted(set(self.expected or ()) - _EXPECTABLE)
@@ -134,13 +140,16 @@ def _cell(
         "handlers": list(scenario.handlers),
         "deadline": settings.deadline,
         "signals": dict(scenario.signals),
-        "saga": scenario.definition,
+        "saga": None if scenario.plan else scenario.definition,
         "clock": str(celldir / "clock"),
+        "celldir": str(celldir),
+        "plan_run": scenario.plan.as_spec() if scenario.plan else None,
     }
     record = celldir / "events.jsonl"
     first = dict(
         base,
-        definition=scenario.definition,
+        definition=None if scenario.plan else scenario.definition,
+        plan=scenario.definition if scenario.plan else None,
         input=dict(scenario.input),
         kill_at=[event.boundary, event.n] if event else None,
         record=str(record),
@@ -177,6 +186,8 @@ def _cell(
     reached = {(e.step, e.attempt) for e in events if e.boundary == "before_action"}
     note = None
     for wf in workflows:
+        if scenario.plan is not None:
+            problems.extend(check_plan(read_record(celldir / PLAN_RECORD), wf, scenario.plan))
         verdict = judge_end(wf, want, reached)
         note = verdict.note
         problems.extend(verdict.problems)
@@ -188,6 +199,19 @@ def _cell(
             f"ended {status}, expected COMPLETED or COMPENSATED (if {status} is correct for "
             f"this input, say so: --expect {status})"
         )
+    if scenario.plan is not None:
+        # A plan's tools keep no ledger of their own: its effects are the recorded calls.
+        calls = read_record(celldir / PLAN_RECORD)
+        per_item = Counter(
+            (r["workflow"], r["step"], r["op"]) for r in calls if r["op"] != "problem"
+        )
+        applies = sum(1 for (_, _, op) in per_item if op == "call")
+        repeats = sum(n - 1 for n in per_item.values())
+        undos = sum(1 for (_, _, op) in per_item if op == "undo")
+    else:
+        applies = sum(1 for r in records if r.op == "apply" and r.fresh)
+        repeats = sum(1 for r in records if not r.fresh)
+        undos = sum(1 for r in records if r.op == "undo" and r.fresh)
     result = CellResult(
         scenario=scenario.name,
         event=event,
@@ -195,9 +219,9 @@ def _cell(
         status=status,
         expected="|".join(sorted(want)) if want else status,
         problems=problems,
-        applies=sum(1 for r in records if r.op == "apply" and r.fresh),
-        repeats=sum(1 for r in records if not r.fresh),
-        undos=sum(1 for r in records if r.op == "undo" and r.fresh),
+        applies=applies,
+        repeats=repeats,
+        undos=undos,
         note=note,
     )
     return result, events
@@ -218,10 +242,18 @@ def _with_handlers(scenario: Scenario) -> Scenario:
     """Workers import an explicit list of handler modules: default to the definition's
     `handlers` hint, each of which must be on the operator's allow-list. The scenario's
     signals must name wait steps of the saga."""
-    from ...definition import load_definition
+    from ...definitions.load import load_definition
     from ...errors import RegistryError
     from ...security.allowlist import AllowList
 
+    if scenario.plan is not None:
+        if scenario.signals:
+            raise ValueError(
+                f"scenario {scenario.name!r}: a plan's approvals are answered by the matrix; "
+                "it takes no signals"
+            )
+        check_scenario(scenario.definition, scenario.plan, scenario.handlers)
+        return scenario
     saga = load_definition(scenario.definition)
     waits = [s.name for s in saga.steps if s.kind == "wait"]
     for name in scenario.signals:

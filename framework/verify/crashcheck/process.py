@@ -122,7 +122,7 @@ def worker_main(spec: dict[str, Any]) -> int:
     (sending the scenario's signals, skipping to due timers) until every workflow of the store
     has ended, or only waits for a signal nobody sends."""
     from ...app import EngineOptions
-    from ...definition import load_definition
+    from ...definitions.load import load_definition
     from ...runtime.recovery import Recovery
 
     kill_at = tuple(spec["kill_at"]) if spec.get("kill_at") else None
@@ -143,9 +143,18 @@ def worker_main(spec: dict[str, Any]) -> int:
         definition=saga,
     ).build()
     store = engine.store
+    driver = None
+    if spec.get("plan_run") is not None:
+        from .plans import PLAN_RECORD, PlanDriver
+
+        driver = PlanDriver(engine, spec["plan_run"], Path(spec["celldir"]) / PLAN_RECORD)
     if spec.get("recover"):
         Recovery(engine, timeout=0.0).run_once()
-    if spec.get("definition"):
+    if spec.get("plan"):
+        from ...plans import start_plan
+
+        start_plan(engine, spec["plan"], by="check-crashes")
+    elif spec.get("definition"):
         definition = load_definition(spec["definition"])
         if spec["handlers"]:
             definition.spec = definition.spec.model_copy(update={"handlers": spec["handlers"]})
@@ -157,11 +166,18 @@ def worker_main(spec: dict[str, Any]) -> int:
         return engine.clock.now()
 
     def done() -> bool:
-        return all(wf.status in FINAL or only_waits(wf, now()) for wf in store.list())
+        workflows = store.list()
+        if driver is not None and any(driver.revision_due(wf) for wf in workflows):
+            return True  # between two jobs: the revision races the jobs still queued
+        return all(wf.status in FINAL or only_waits(wf, now()) for wf in workflows)
 
     seen: list[int] = []
     while time.monotonic() < deadline:
         _run_jobs(engine, done, deadline)
+        if driver is not None:
+            to_revise = [wf for wf in store.list() if driver.revision_due(wf)]
+            if to_revise and driver.revise(to_revise[0], probe):
+                continue
         waiting = [wf for wf in store.list() if wf.status not in FINAL]
         if not waiting or not all(only_waits(wf, now()) for wf in waiting):
             break  # all ended, or the deadline passed with work left (the checks say so)
@@ -169,6 +185,8 @@ def worker_main(spec: dict[str, Any]) -> int:
         if revisions == seen:
             break  # the last skip moved nothing on: judged as it is
         seen = revisions
+        if driver is not None and any(driver.answer(wf, probe) for wf in waiting):
+            continue
         if any(_send_signals(engine, wf, signals, probe) for wf in waiting):
             continue
         due = min((t for wf in waiting for t in _timers(wf)), default=None)

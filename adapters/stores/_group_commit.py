@@ -12,7 +12,7 @@ transaction is on disk. With one thread a group is one write: the same transacti
 Why it is shaped so (issue 33's profile): every call into SQLite releases the GIL, and getting
 it back while other threads run Python costs a thread switch, up to the interpreter's switch
 interval. So a group makes as few calls as it can: a write is at most one statement that
-changes anything (`_insert`, `_replace`, `_beat` in statesaga.adapters.sqlite), which SQLite
+changes anything (`_insert`, `_replace`, `_beat` in statesaga.adapters.stores.sqlite), which SQLite
 undoes by itself when it fails (statement rollback), so no savepoint per write; and waking is
 targeted (a lock per write) instead of every waiting thread waking on each commit.
 """
@@ -47,7 +47,7 @@ class GroupCommit:
 
     def __init__(self, turn: Callable[[], AbstractContextManager[object]] = nullcontext) -> None:
         #: Held around each transaction: the file's writers of other processes wait there
-        #: (statesaga.adapters.sqlite.WriterTurn).
+        #: (statesaga.adapters.stores.sqlite.WriterTurn).
         self._turn = turn
         self._lock = threading.Lock()
         self._waiting: list[_Write] = []

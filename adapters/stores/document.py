@@ -1,10 +1,12 @@
-"""The one store algorithm every built-in store runs; each backend writes only its primitives.
+"""The one store algorithm every built-in store runs, and the public base of a plugin store:
+subclass `DocumentStore` and write only the backend's primitives.
 
 As dramatiq's result backends keep polling, encoding and timeouts in `ResultBackend` and let
 each backend write `_get` / `_store`, `DocumentStore` implements the `statesaga.ports.Store`
 contract once (revision check outcomes mapped to ConflictError / NotFoundError, heartbeats
 that only move forward folded into the documents read, listings that go on past an unreadable
-document) over six primitive operations a backend writes in its own terms:
+document, named in `unreadable`) over six primitive operations a backend writes in its own
+terms (underscored: they are the backend's side, called by the base, never by the engine):
 
 - `_insert(record)`: store a new record unless its id is taken.
 - `_replace(record, expected)`: replace the record if the stored revision is `expected`,
@@ -15,10 +17,17 @@ document) over six primitive operations a backend writes in its own terms:
 - `_select_stale(statuses, before_us)`: those in one of `statuses` whose heartbeat is older
   than `before_us` or missing, oldest first.
 
-The conditional writes answer with an `Outcome` instead of raising, so that what a lost
-revision check means is said here alone. Times are integer microseconds since the epoch in
-every store: exact (a float would round microseconds) and ordered, so indexes compare
-instants, not text.
+plus `initialize()`, `close()` and a `from_url(url)` classmethod (the entry point's URL). A
+write gets a `Record` (the JSON text and the fields to index); a read gives back a `Stored`
+(the text or raw bytes and the fields, unchecked: every check of a damaged document is the
+base's); a conditional write answers with an `Outcome` (`WRITTEN`, `MISSING`, `taken(rev)`)
+instead of raising, so that what a lost revision check means is said here alone. Times are
+integer microseconds since the epoch in every store (`micros`, `from_micros`): exact (a float
+would round microseconds) and ordered, so indexes compare instants, not text.
+
+A store built on it passes the Store conformance suite (statesaga.testing.StoreConformance,
+in statesaga/testing/store_suite.py) as the built-in ones do; docs/extending/plugins.md shows
+a plugin store written this way.
 """
 
 from __future__ import annotations
@@ -34,6 +43,19 @@ from typing import NamedTuple, TypeGuard
 from statesaga.errors import ConflictError, DefinitionError, NotFoundError, Problem
 from statesaga.models import WorkflowState, WorkflowStatus, readable_documents
 from statesaga.ports import Store
+
+__all__ = [
+    "MISSING",
+    "WRITTEN",
+    "DocumentStore",
+    "Outcome",
+    "Record",
+    "Stored",
+    "fold_heartbeat",
+    "from_micros",
+    "micros",
+    "taken",
+]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -130,7 +152,8 @@ def fold_heartbeat(wf: WorkflowState, heartbeat_us: int | None) -> WorkflowState
 
 
 class DocumentStore(Store, ABC):  # type: ignore[misc]  # mypy reads statesaga.* as Any here
-    """The Store port over a backend's primitive operations (see the module docstring)."""
+    """The Store port over a backend's six primitive operations (see the module docstring):
+    the public base of a store, built in or a plugin's."""
 
     def __init__(self) -> None:
         #: Documents listings found unreadable (and left out), id -> why, until read again.

@@ -47,7 +47,7 @@ from statesaga.errors import AdapterError, BackendError, BackendUnavailable, Sto
 from statesaga.models import WorkflowState, WorkflowStatus
 
 from ._group_commit import GroupCommit  # noqa: TID251 (relative, as below)
-from ._store import (  # noqa: TID251 (relative, so mypy reads the base class)
+from .document import (  # noqa: TID251 (relative, so mypy reads the base class)
     MISSING,
     WRITTEN,
     DocumentStore,
@@ -107,6 +107,12 @@ def _stale_query(n_statuses: int) -> str:
         " UNION ALL"
         f" SELECT {_DOCUMENT}, created_at FROM workflows"
         f" WHERE status IN ({marks}) AND heartbeat_at < ?"
+        # A heartbeat that is not a number (a hand edit, another program) sorts after every
+        # number, so "<" never takes it: read it here, to be named as unreadable rather
+        # than silently never recovered.
+        " UNION ALL"
+        f" SELECT {_DOCUMENT}, created_at FROM workflows"
+        f" WHERE status IN ({marks}) AND heartbeat_at >= ''"
         " ORDER BY created_at, raw_id"
     )
 
@@ -161,6 +167,20 @@ class WriterTurn:
             finally:
                 _flock(fd, _LOCK_UN)
 
+    @contextmanager
+    def transaction(self, conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+        """One write transaction in its turn, outside the group commit (the schema, the
+        sqlq:// queue's writes)."""
+        with self.held():
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
     def close(self) -> None:
         with self._mutex:
             fd, self._fd, self._opened = self._fd, None, False
@@ -192,6 +212,7 @@ class SQLiteStore(DocumentStore):
         self._lock = threading.Lock()
         self._initialized = False
         self._read_only = False
+        self._has_name_index = False
         #: Writers of the file take turns across processes (see WriterTurn).
         self.turn = WriterTurn(self.path)
         #: Saves of this process's threads share transactions (see GroupCommit).
@@ -275,19 +296,6 @@ class SQLiteStore(DocumentStore):
         except sqlite3.OperationalError as exc:
             raise _full(exc, self.path) or exc from None
 
-    @contextmanager
-    def _transaction(self, conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-        """One write transaction outside the group commit (the schema, the sqlq:// queue's)."""
-        with self.turn.held():
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-
     def initialize(self) -> None:
         """Create the table and indexes if missing (also done on first use)."""
         if self._read_only:
@@ -302,13 +310,13 @@ class SQLiteStore(DocumentStore):
         # Statement by statement: executescript() would COMMIT the transaction that makes
         # two processes creating the schema at once wait for each other.
         try:
-            with self._transaction(conn) as conn:
+            with self.turn.transaction(conn) as conn:
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except sqlite3.OperationalError as exc:
-            raise _full(exc, self.path) or exc from None
+            raise _full(exc, self.path) or _not_json(exc, conn, self.path) or exc from None
         self._initialized = True
 
     def close(self) -> None:
@@ -319,7 +327,7 @@ class SQLiteStore(DocumentStore):
             conn.close()
         self.turn.close()
 
-    # -- the primitives of the store algorithm (statesaga.adapters._store) ---------------------
+    # -- the primitives of the store algorithm (statesaga.adapters.stores.document) ----------------
 
     def _insert(self, record: Record) -> Outcome:
         outcome = WRITTEN
@@ -420,7 +428,9 @@ class SQLiteStore(DocumentStore):
         return self._rows(sql, params)
 
     def _select_stale(self, statuses: builtins.list[str], before_us: int) -> Iterable[Stored]:
-        rows = self._conn().execute(_stale_query(len(statuses)), [*statuses, *statuses, before_us])
+        rows = self._conn().execute(
+            _stale_query(len(statuses)), [*statuses, *statuses, before_us, *statuses]
+        )
         return [_stored(row) for row in rows.fetchall()]
 
     def _rows(self, sql: str, params: builtins.list[object]) -> builtins.list[Stored]:
@@ -439,7 +449,7 @@ class SQLiteStore(DocumentStore):
     ) -> builtins.list[WorkflowState]:
         """Newest first, strictly older than `before` (created_at, id): a keyset page, so the
         cost of page 1,000 is the cost of page 1."""
-        where, params = _filters(session_id, status, name)
+        where, params = _filters(session_id, status, name, self._name_indexed())
         if before is not None:
             where.append("(created_at, id) < (?, ?)")
             params += [micros(before[0]), before[1]]
@@ -449,11 +459,24 @@ class SQLiteStore(DocumentStore):
         sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
         return self._readable(self._rows(sql, [*params, limit]))
 
+    def _name_indexed(self) -> bool:
+        """Whether the index on names is there (a store made before it may lack it, and may
+        then hold a document that is not JSON, which the index would have refused)."""
+        if self._has_name_index:
+            return True
+        found = (
+            self._conn()
+            .execute("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'workflows_name'")
+            .fetchone()
+        )
+        self._has_name_index = found is not None
+        return self._has_name_index
+
     def count_by_status(
         self, *, session_id: str | None = None, name: str | None = None
     ) -> dict[str, int]:
         # workflows_name ends with status, so a count by definition reads no document.
-        where, params = _filters(session_id, None, name)
+        where, params = _filters(session_id, None, name, self._name_indexed())
         sql = "SELECT status, COUNT(*) FROM workflows"
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -549,7 +572,7 @@ def _schema_is_there(conn: sqlite3.Connection) -> bool:
 
 
 def _filters(
-    session_id: str | None, status: str | None, name: str | None
+    session_id: str | None, status: str | None, name: str | None, name_indexed: bool = True
 ) -> tuple[builtins.list[str], builtins.list[object]]:
     where: builtins.list[str] = []
     params: builtins.list[object] = []
@@ -560,10 +583,35 @@ def _filters(
         where.append("status = ?")
         params.append(WorkflowStatus(status).value)
     if name is not None:
-        # The same expression as the workflows_name index, so the index answers it.
-        where.append("json_extract(doc, '$.name') = ?")
+        # The same expression as the workflows_name index, so the index answers it. Without
+        # the index every row is read, and json_extract on a document that is not JSON would
+        # fail the whole listing: such a document has no name to match.
+        if name_indexed:
+            where.append("json_extract(doc, '$.name') = ?")
+        else:
+            where.append("json_extract(CASE WHEN json_valid(doc) THEN doc END, '$.name') = ?")
         params.append(name)
     return where, params
+
+
+def _not_json(
+    exc: sqlite3.OperationalError, conn: sqlite3.Connection, path: Path
+) -> AdapterError | None:
+    """The one line for an index on the workflows' names that cannot be built because a
+    stored document is not JSON (a store made before the index existed, then damaged: the
+    index itself refuses such a document once it is there), naming the documents, else None."""
+    if "malformed JSON" not in str(exc):
+        return None
+    rows = conn.execute(
+        "SELECT CAST(id AS BLOB) FROM workflows WHERE NOT json_valid(CAST(doc AS TEXT)) LIMIT 6"
+    ).fetchall()
+    ids = [bytes(r[0]).decode("utf-8", "backslashreplace") for r in rows]
+    named = ", ".join(ids[:5]) + (", ..." if len(ids) > 5 else "")
+    return AdapterError(
+        f"sqlite store {path}: the index on workflow names cannot be built: stored workflow "
+        f"{named or '(unknown)'} is not JSON; nothing was written. Repair or delete it "
+        "(`statesaga list` names every unreadable workflow), then run the command again"
+    )
 
 
 def _full(exc: sqlite3.OperationalError, path: Path) -> StoreFullError | None:

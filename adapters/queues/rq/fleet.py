@@ -32,7 +32,7 @@ def _aware(at: datetime | None) -> datetime | None:
 
 def _payload(job: Any) -> Job | None:
     """The statesaga job an RQ job carries, or None for any other job."""
-    from statesaga.adapters.rq_jobguard import refusal
+    from statesaga.adapters.queues.rq.jobguard import refusal
 
     if refusal(job) is not None:
         return None
@@ -41,7 +41,7 @@ def _payload(job: Any) -> Job | None:
 
 def _fetch(queue: rq.Queue, ids: list[str]) -> list[Any]:
     from rq.serializers import JSONSerializer
-    from statesaga.adapters.rq_jobguard import StatesagaJob
+    from statesaga.adapters.queues.rq.jobguard import StatesagaJob
 
     if not ids:
         return []
@@ -120,7 +120,7 @@ def _failed(queue: rq.Queue, limit: int) -> list[FailedJob]:
 def inspect(queue: rq.Queue, failed_limit: int = 50) -> Fleet:
     from rq import Worker
     from rq.scheduler import RQScheduler
-    from statesaga.adapters.rq_jobguard import quarantine_key
+    from statesaga.adapters.queues.rq.jobguard import quarantine_key
 
     conn = queue.connection
     workers = [_worker(w, queue) for w in Worker.all(queue=queue)]
@@ -148,7 +148,7 @@ def requeue_failed(queue: rq.Queue, job_id: str) -> None:
     job = found[0] if found else None
     if job is None:
         raise RequeueRefused(f"the failed job {job_id!r} has expired")
-    from statesaga.adapters.rq_jobguard import refusal
+    from statesaga.adapters.queues.rq.jobguard import refusal
 
     why = refusal(job)
     if why is not None:

@@ -1,8 +1,8 @@
 """Serving an `rq://` queue: the RQ side of `statesaga worker` (RQQueue.serve).
 
-Jobs run in RQ SimpleWorkers guarded by statesaga.adapters.rq_jobguard (JSON only, statesaga's
-job function only), each handing its job to `statesaga.worker.run_job` and so to the runner
-serving in this process.
+Jobs run in RQ SimpleWorkers guarded by statesaga.adapters.queues.rq.jobguard (JSON only,
+statesaga's job function only), each handing its job to `statesaga.worker.run_job` and so to the
+runner serving in this process.
 
 Why `rq.SimpleWorker` (jobs run in the worker process) rather than the forking `rq.Worker`:
 a fork per job costs more than a whole saga step does here (see benchmarks/rq_throughput.py),
@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from statesaga.adapters.rq_jobguard import GuardedScheduler, GuardedWorker, guarded_worker
+from statesaga.adapters.queues.rq.jobguard import GuardedScheduler, GuardedWorker, guarded_worker
 from statesaga.ports import JobRunner, ServeOptions
 from statesaga.runtime.outage import Outage
 from statesaga.worker import serving, worker_name
@@ -42,7 +42,7 @@ log = logging.getLogger("statesaga.worker")
 
 def make_rq_worker(rq_queue: rq.Queue, name: str | None = None) -> GuardedWorker:
     """An RQ SimpleWorker on `rq_queue` that reads JSON only and runs statesaga's job function
-    and nothing else (see statesaga.adapters.rq_jobguard)."""
+    and nothing else (see statesaga.adapters.queues.rq.jobguard)."""
     return guarded_worker(rq_queue, name or worker_name())
 
 

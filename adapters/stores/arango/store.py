@@ -29,7 +29,7 @@ from requests import RequestException
 from statesaga.errors import AdapterError, Problem
 from statesaga.models import WorkflowState, WorkflowStatus
 
-from .._store import (  # noqa: TID251, TID252 (relative, so mypy reads the base class)
+from ..document import (  # noqa: TID251, TID252 (relative, so mypy reads the base class)
     MISSING,
     WRITTEN,
     DocumentStore,

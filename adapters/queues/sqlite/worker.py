@@ -1,11 +1,11 @@
 """Serving an `sqlq://` queue: the SQLite side of `statesaga worker` (SQLiteQueue.serve).
 
-The worker claims the first due job (statesaga.adapters.sqlite_queue: by its revision), runs it
-with the engine's runner, and deletes it with its next claim; with `?threads=N`, N loops do so
-at once, on N threads. A thread beats
-for the worker every `lease / 5` seconds and frees the jobs of workers that stopped beating.
-With nothing due, it sleeps until the next job falls due, at most `poll_interval` at first,
-backing off to half a second, so an idle worker costs a read now and then.
+The worker claims the first due job (statesaga.adapters.queues.sqlite.queue: by its revision),
+runs it with the engine's runner, and deletes it with its next claim; with `?threads=N`, N loops
+do so at once, on N threads. A thread beats for the worker every `lease / 5` seconds and frees
+the jobs of workers that stopped beating. With nothing due, it sleeps until the next job falls
+due, at most `poll_interval` at first, backing off to half a second, so an idle worker costs a
+read now and then.
 
 SIGTERM (or Ctrl+C) is a warm shutdown, as on RQ: the job in flight finishes and is saved,
 the engine claims no next step (`ServeOptions.on_stop`), then the worker leaves; a second
@@ -27,7 +27,7 @@ from statesaga.errors import AdapterError
 from statesaga.ports import JobRunner, ServeOptions
 
 if TYPE_CHECKING:
-    from .sqlite_queue import SQLiteQueue  # noqa: TID251 (relative, so mypy reads the class)
+    from .queue import SQLiteQueue  # noqa: TID251 (relative, so mypy reads the class)
 
 log = logging.getLogger("statesaga.worker")
 

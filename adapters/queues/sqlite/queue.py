@@ -21,7 +21,7 @@ can hold the queue too: `--store sqlite:///app.db --queue sqlq:///app.db`.
   core (the GIL) but their saves share the store's group commit (one fsync for several), so
   processes times threads is how to fill a machine: one process per core, a few threads each.
 - Connections, WAL, `synchronous` (FULL by default: an enqueue that returned is on disk) and the
-  busy timeout are the SQLite store's (statesaga.adapters.sqlite); every write is BEGIN
+  busy timeout are the SQLite store's (statesaga.adapters.stores.sqlite); every write is BEGIN
   IMMEDIATE, so a writer waits for the lock instead of failing.
 """
 
@@ -36,10 +36,11 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+from statesaga.adapters.queues._poll import wait_until
 from statesaga.errors import AdapterError
 from statesaga.ports import Job, JobRunner, ServeOptions, WorkerQueue
 
-from .sqlite import SQLiteStore  # noqa: TID251 (relative, so mypy reads the class)
+from ...stores.sqlite import SQLiteStore  # noqa: TID251, TID252 (relative, so mypy reads the class)
 
 log = logging.getLogger("statesaga.worker")
 
@@ -140,7 +141,7 @@ class SQLiteQueue(WorkerQueue):  # type: ignore[misc]  # mypy reads statesaga.* 
 
     def _write(self, conn: sqlite3.Connection) -> AbstractContextManager[sqlite3.Connection]:
         """A write transaction, in its turn with the file's other writers (WriterTurn)."""
-        return self._db._transaction(conn)
+        return self._db.turn.transaction(conn)
 
     def _run(self, what: str, action: Callable[[sqlite3.Connection], object]) -> object:
         try:
@@ -173,20 +174,11 @@ class SQLiteQueue(WorkerQueue):  # type: ignore[misc]  # mypy reads statesaga.* 
 
     def drain(self, until: Callable[[], bool], timeout: float | None = None) -> None:
         """Wait for `until()` while workers elsewhere run the jobs (polls, backing off to 0.5 s)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        pause = self.poll_interval
-        while not until():
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return
-                pause = min(pause, left)
-            time.sleep(pause)
-            pause = min(pause * 1.5, 0.5)
+        wait_until(until, timeout, self.poll_interval)
 
     def serve(self, runner: JobRunner, options: ServeOptions) -> bool:
         """The WorkerQueue port: run this queue's jobs here (sqlite_queue_worker)."""
-        from .sqlite_queue_worker import QueueWorker  # noqa: TID251 (relative, as above)
+        from .worker import QueueWorker  # noqa: TID251 (relative, as above)
 
         return QueueWorker(self, runner, options).run()
 
@@ -196,7 +188,7 @@ class SQLiteQueue(WorkerQueue):  # type: ignore[misc]  # mypy reads statesaga.* 
     def __repr__(self) -> str:
         return f"SQLiteQueue({str(self.path)!r}, queue={self.name!r})"
 
-    # -- what workers do (statesaga.adapters.sqlite_queue_worker) -------------------------
+    # -- what workers do (statesaga.adapters.queues.sqlite.worker) -------------------------
     def claim(self, worker: str, done: Sequence[int] = ()) -> tuple[int, Job | None] | None:
         """Delete the jobs `worker` ran (`done`), then claim the first due free job by its
         revision. Returns (row id, job) — job None when its payload cannot be read (it is

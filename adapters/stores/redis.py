@@ -56,7 +56,7 @@ from statesaga.adapters._redis_url import (
 )
 from statesaga.errors import AdapterError
 
-from ._store import (  # noqa: TID251 (relative, so mypy reads the base class)
+from .document import (  # noqa: TID251 (relative, so mypy reads the base class)
     MISSING,
     WRITTEN,
     DocumentStore,
@@ -300,7 +300,7 @@ class RedisStore(DocumentStore):
         seconds, micro = got
         return from_micros(int(seconds) * 1_000_000 + int(micro))
 
-    # -- the primitives of the store algorithm (statesaga.adapters._store) -----------------
+    # -- the primitives of the store algorithm (statesaga.adapters.stores.document) ----------------
     def _insert(self, record: Record) -> Outcome:
         self._ensure_durable()
         existing = int(

@@ -19,7 +19,7 @@ any number of `statesaga worker` processes on any number of hosts.
   due.
 - `bind()` does nothing: workers build their own engine. `drain()` waits, polling the
   condition, while workers elsewhere do the work; `serve()` is the worker's side
-  (statesaga.adapters.rq_worker).
+  (statesaga.adapters.queues.rq.worker).
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from statesaga.adapters._redis_url import (
     is_sentinel,
     sentinel_client,
 )
+from statesaga.adapters.queues._poll import wait_until
 from statesaga.errors import AdapterError
 from statesaga.ports import Job, JobRunner, ServeOptions, WorkerQueue
 from statesaga.worker import JOB_FUNCTION
@@ -159,7 +160,7 @@ class RQQueue(WorkerQueue):  # type: ignore[misc]  # mypy reads statesaga.* as A
 
     def enqueue(self, job: Job, delay: float = 0.0) -> None:
         # A delayed job is due by Redis's clock, the clock the scheduler compares it with
-        # (statesaga.adapters.rq_jobguard.ServerClockRegistry): a host whose clock is off
+        # (statesaga.adapters.queues.rq.jobguard.ServerClockRegistry): a host whose clock is off
         # neither delays nor hastens it. One TIME round trip, for delayed jobs only.
         now = self.server_seconds() if delay > 0 else time.time()
         due = now + max(delay, 0.0)
@@ -194,30 +195,21 @@ class RQQueue(WorkerQueue):  # type: ignore[misc]  # mypy reads statesaga.* as A
         signal.alarm(job_timeout(job.timeout, self.timeout_margin) or RQ_DEFAULT_TIMEOUT)
 
     def serve(self, runner: JobRunner, options: ServeOptions) -> bool:
-        """The WorkerQueue port: run this queue's jobs here (statesaga.adapters.rq_worker)."""
-        from statesaga.adapters.rq_worker import serve
+        """The WorkerQueue port: run this queue's jobs here (rq.worker)."""
+        from statesaga.adapters.queues.rq.worker import serve
 
         worked: bool = serve(self.rq_queue, runner, options)
         return worked
 
     def drain(self, until: Callable[[], bool], timeout: float | None = None) -> None:
         """Wait for `until()` while workers elsewhere run the jobs (polls, backing off to 0.5 s)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        pause = self.poll_interval
-        while not until():
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return
-                pause = min(pause, left)
-            time.sleep(pause)
-            pause = min(pause * 1.5, 0.5)
+        wait_until(until, timeout, self.poll_interval)
 
     def close(self) -> None:
         self.connection.close()
 
     def __repr__(self) -> str:
-        from statesaga.adapters.redis_store import location
+        from statesaga.adapters.stores.redis import location
 
         return f"RQQueue({location(self.connection)!r}, queue={self.name!r})"
 
@@ -230,13 +222,13 @@ class RQQueue(WorkerQueue):  # type: ignore[misc]  # mypy reads statesaga.* as A
     # -- what tests and operators look at --------------------------------------------------
     def inspect(self, failed_limit: int = 50) -> Fleet:
         """Its workers and queue, as the dashboard and the metrics show them."""
-        from statesaga.adapters.rq_fleet import inspect
+        from statesaga.adapters.queues.rq.fleet import inspect
 
         return inspect(self.rq_queue, failed_limit)
 
     def requeue_failed(self, job_id: str) -> None:
         """Put a failed statesaga job back on the queue (refused for any other job)."""
-        from statesaga.adapters.rq_fleet import requeue_failed
+        from statesaga.adapters.queues.rq.fleet import requeue_failed
 
         requeue_failed(self.rq_queue, job_id)
 

@@ -1,7 +1,7 @@
 """`memory://`: a store in this process's memory, for tests and one-off runs.
 
 Records are kept as the other stores keep them (JSON text and the index fields, see
-`statesaga.adapters._store`), so what comes back is a copy that went through the same
+`statesaga.adapters.stores.document`), so what comes back is a copy that went through the same
 serialisation as a real store (no shared mutable objects between callers).
 """
 
@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 
-from ._store import (  # noqa: TID251 (relative, so mypy reads the base class)
+from .document import (  # noqa: TID251 (relative, so mypy reads the base class)
     MISSING,
     WRITTEN,
     DocumentStore,
