@@ -143,34 +143,3 @@ def test_store_times_are_exact_microseconds_either_side_of_the_epoch() -> None:
         datetime(9999, 12, 30, 23, 59, 59, 999999, tzinfo=UTC),
     ):
         assert from_micros(micros(at)) == at
-
-
-def test_a_write_waits_for_the_files_turn_and_goes_on_when_it_is_free(tmp_path: Path) -> None:
-    """Writers of one file in other processes take turns through `<db>-writer` (a second
-    WriterTurn has its own descriptor, so it excludes this store as another process would): a
-    save waits while the turn is held elsewhere, and completes once it is released."""
-    from statesaga.adapters.stores.sqlite import WriterTurn
-
-    store = SQLiteStore(tmp_path / "turns.db", timeout=0.2)
-    wf = WorkflowState(name="w", steps=[], input={})
-    store.create(wf)
-    other = WriterTurn(store.path)
-    saved = threading.Event()
-
-    def save() -> None:
-        store.save(wf)
-        saved.set()
-
-    try:
-        with other.held():
-            writer = threading.Thread(target=save)
-            writer.start()
-            # Longer than the busy timeout: the save waits for its turn, not for SQLite's lock.
-            assert not saved.wait(0.6)
-        assert saved.wait(10)
-        writer.join(10)
-        assert store.get(wf.id).revision == 2
-        assert (tmp_path / "turns.db-writer").exists()
-    finally:
-        other.close()
-        store.close()

@@ -22,7 +22,6 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
 
 
 class _Write:
@@ -45,10 +44,7 @@ class _Write:
 class GroupCommit:
     """See the module docstring. `apply` functions make at most one change each."""
 
-    def __init__(self, turn: Callable[[], AbstractContextManager[object]] = nullcontext) -> None:
-        #: Held around each transaction: the file's writers of other processes wait there
-        #: (statesaga.adapters.stores.sqlite.WriterTurn).
-        self._turn = turn
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         self._waiting: list[_Write] = []
         self._busy = False
@@ -100,21 +96,20 @@ class GroupCommit:
     def _commit(self, group: list[_Write], connection: Callable[[], sqlite3.Connection]) -> None:
         try:
             conn = connection()
-            with self._turn():
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    for write in group:
-                        try:
-                            write.apply(conn)
-                        except Exception as exc:
-                            if not conn.in_transaction:
-                                raise  # SQLite rolled the whole transaction back (full disk)
-                            write.error = exc  # its statement alone was undone by SQLite
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for write in group:
+                    try:
+                        write.apply(conn)
+                    except Exception as exc:
+                        if not conn.in_transaction:
+                            raise  # SQLite rolled the whole transaction back (full disk, I/O)
+                        write.error = exc  # its statement alone was undone by SQLite
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
             self.transactions += 1
             self.writes += len(group)
         except BaseException as exc:

@@ -14,13 +14,6 @@ One file, shared by every thread and process on one machine:
 - Group commit: the writes of several threads of one process share one transaction and one
   fsync (`GroupCommit`), each still revision-checked, so throughput grows with the number of
   workflows in flight instead of stopping at one fsync per save.
-- Writers take turns (`WriterTurn`): before BEGIN IMMEDIATE a write transaction takes a
-  blocking OS lock on a side file, `<db>-writer`, so the writers of other processes (sqlq://
-  workers, the process starting workflows) wait in the kernel and go on the moment the file is
-  free. Without it they wait in SQLite's busy handler, which sleeps 1, 2, 5 ... 100 ms between
-  tries whatever the lock does (issue 33: 2 worker processes x 4 threads slept 14 s in it in a
-  4.8 s run). SQLite's own lock and busy timeout stay underneath, for programs that do not take
-  turns.
 
 The document is JSON text from `WorkflowState.to_json()` and comes back through
 `WorkflowState.from_json` (never pickle). Columns duplicate what queries filter on. Heartbeats
@@ -32,7 +25,6 @@ returned document.
 from __future__ import annotations
 
 import builtins
-import os
 import re
 import sqlite3
 import threading
@@ -57,13 +49,6 @@ from .document import (  # noqa: TID251 (relative, so mypy reads the base class)
     micros,
     taken,
 )
-
-try:
-    from fcntl import LOCK_EX as _LOCK_EX
-    from fcntl import LOCK_UN as _LOCK_UN
-    from fcntl import flock as _flock
-except ImportError:  # not POSIX: writers wait in SQLite's busy handler
-    _flock = None  # type: ignore[assignment]
 
 # What the core is told of sqlite3's errors (statesaga.errors.BackendError): one line each;
 # an OperationalError (a locked or unopenable file) means the store cannot serve now.
@@ -131,63 +116,6 @@ def _stored(row: tuple[object, ...]) -> Stored:
     return Stored(wid, doc if isinstance(doc, bytes) else str(doc), heartbeat, revision)
 
 
-class WriterTurn:
-    """The turn to write one SQLite file, across processes: an exclusive `flock` on the side
-    file `<db>-writer`, and a thread lock so that the threads sharing this object (whose flock
-    is one) also take turns. A side file, not the database: SQLite's own locks are POSIX locks
-    on the database, which a process loses when it closes any descriptor of that file. Where
-    the side file cannot be opened (no `fcntl`, a read-only directory, a full disk) writers
-    wait in SQLite's busy handler as before; the lock is only ever a faster way to wait."""
-
-    def __init__(self, db: Path) -> None:
-        self.path = db.with_name(db.name + "-writer")
-        self._mutex = threading.Lock()
-        self._fd: int | None = None
-        self._opened = False
-
-    def _descriptor(self) -> int | None:
-        if not self._opened:
-            self._opened = True
-            try:
-                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            except OSError:
-                self._fd = None
-        return self._fd
-
-    @contextmanager
-    def held(self) -> Iterator[None]:
-        with self._mutex:
-            fd = self._descriptor() if _flock is not None else None
-            if fd is None or _flock is None:
-                yield
-                return
-            _flock(fd, _LOCK_EX)  # blocks without the GIL
-            try:
-                yield
-            finally:
-                _flock(fd, _LOCK_UN)
-
-    @contextmanager
-    def transaction(self, conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-        """One write transaction in its turn, outside the group commit (the schema, the
-        sqlq:// queue's writes)."""
-        with self.held():
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-
-    def close(self) -> None:
-        with self._mutex:
-            fd, self._fd, self._opened = self._fd, None, False
-        if fd is not None:
-            os.close(fd)
-
-
 class SQLiteStore(DocumentStore):
     """A `Store` in one SQLite file; safe to share between threads (one connection each)."""
 
@@ -213,10 +141,8 @@ class SQLiteStore(DocumentStore):
         self._initialized = False
         self._read_only = False
         self._has_name_index = False
-        #: Writers of the file take turns across processes (see WriterTurn).
-        self.turn = WriterTurn(self.path)
         #: Saves of this process's threads share transactions (see GroupCommit).
-        self.group_commit = GroupCommit(self.turn.held)
+        self.group_commit = GroupCommit()
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteStore:
@@ -296,6 +222,17 @@ class SQLiteStore(DocumentStore):
         except sqlite3.OperationalError as exc:
             raise _full(exc, self.path) or exc from None
 
+    @contextmanager
+    def _transaction(self, conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
     def initialize(self) -> None:
         """Create the table and indexes if missing (also done on first use)."""
         if self._read_only:
@@ -310,7 +247,7 @@ class SQLiteStore(DocumentStore):
         # Statement by statement: executescript() would COMMIT the transaction that makes
         # two processes creating the schema at once wait for each other.
         try:
-            with self.turn.transaction(conn) as conn:
+            with self._transaction(conn) as conn:
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         conn.execute(statement)
@@ -325,7 +262,6 @@ class SQLiteStore(DocumentStore):
             self._local = threading.local()
         for conn in connections:
             conn.close()
-        self.turn.close()
 
     # -- the primitives of the store algorithm (statesaga.adapters.stores.document) ----------------
 
@@ -462,14 +398,8 @@ class SQLiteStore(DocumentStore):
     def _name_indexed(self) -> bool:
         """Whether the index on names is there (a store made before it may lack it, and may
         then hold a document that is not JSON, which the index would have refused)."""
-        if self._has_name_index:
-            return True
-        found = (
-            self._conn()
-            .execute("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'workflows_name'")
-            .fetchone()
-        )
-        self._has_name_index = found is not None
+        if not self._has_name_index:
+            self._has_name_index = _has_index(self._conn(), "workflows_name")
         return self._has_name_index
 
     def count_by_status(
@@ -558,6 +488,11 @@ def _connect_uri(path: Path, query: str, timeout: float) -> sqlite3.Connection:
     )
     conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
     return conn
+
+
+def _has_index(conn: sqlite3.Connection, name: str) -> bool:
+    sql = "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?"
+    return conn.execute(sql, (name,)).fetchone() is not None
 
 
 def _schema_is_there(conn: sqlite3.Connection) -> bool:

@@ -10,21 +10,11 @@ compiled chart keeps a single cursor, sets its state, fires, and reads the resul
 Charts with compound states or parallel regions compile to `transitions`'
 HierarchicalMachine (with `.` as the path separator, since our names contain `_`); flat
 charts keep the plain Machine, which is several times faster per trigger.
-
-A flat chart's trigger is then evaluated from the same compiled tables without entering the
-Machine: for a (state, trigger) the Machine tries its transitions in the order they were
-added and takes the first whose conditions all return `True` and whose `unless` guards all
-return `False` (compared with `==`, as `transitions.Condition.check` does), and it has no
-state or machine callbacks here to run. Going through `Event.trigger` costs about 20
-microseconds per trigger in EventData, partials, state lookups and debug logging, a tenth of
-a step's CPU (issue 33's profile); `_fire_flat_machine` is the Machine's own way, kept as the
-reference the fast path is checked against (tests/test_statecharts.py).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -55,10 +45,6 @@ class _Cursor:
 
     state: State
     taken: int | None = None
-
-
-#: A flat chart's candidate transition: its index, its dest, its guards and their wanted values.
-_Candidate = tuple[int, str, tuple[tuple[Callable[..., Any], bool], ...]]
 
 
 class Fired(NamedTuple):
@@ -111,9 +97,6 @@ class CompiledChart:
             if self.hierarchical
             or sum(chart.transitions[j].dest == chart.transitions[i].dest for j in group) > 1
         }
-        #: (state, trigger) -> the candidates in the Machine's order: (index, dest, guards),
-        #: each guard a function and the value it must return (True, or False for `not`).
-        self._flat: dict[tuple[str, str], tuple[_Candidate, ...]] = {}
         self._by_dest: dict[tuple[str, str, str], int] = {}
         for (src, trig), group in self._candidates.items():
             for i in group:
@@ -134,13 +117,6 @@ class CompiledChart:
                 unless=unless,
                 after=[partial(self._record, idx)] if idx in record else [],
             )
-            # The Machine checks a transition's conditions first, then its `unless` guards.
-            checks = tuple((f, True) for f in conditions) + tuple((f, False) for f in unless)
-            for src in t.source:
-                self._flat[(src, t.trigger)] = (
-                    *self._flat.get((src, t.trigger), ()),
-                    (idx, t.dest, checks),
-                )
         self._cursor = _Cursor()
         self._machine.add_model(self._cursor, initial=chart.initial)
         self._events = self._machine.events
@@ -179,25 +155,10 @@ class CompiledChart:
         if self.hierarchical:
             return self._fire_nested(state, trigger, ctx)
         assert isinstance(state, str)
-        candidates = self._flat.get((state, trigger))
-        if candidates is None:
+        group = self._candidates.get((state, trigger))
+        if group is None:
             if state not in self.chart.states:
                 raise TransitionError(self.name, state, trigger, [], f"unknown state {state!r}")
-            raise TransitionError(self.name, state, trigger, self.allowed(state))
-        for idx, dest, checks in candidates:
-            for guard, wanted in checks:
-                if not guard(ctx) == wanted:  # noqa: SIM201 (the Machine compares with ==)
-                    break
-            else:
-                return Fired(self.chart.transitions[idx], dest)
-        raise TransitionError(
-            self.name, state, trigger, self.allowed(state), "every guard rejected it"
-        )
-
-    def _fire_flat_machine(self, state: str, trigger: str, ctx: Any = None) -> Fired:
-        """`fire_to` of a flat chart through the `transitions` Machine (see the module
-        docstring): what the fast path must agree with."""
-        if (state, trigger) not in self._candidates:
             raise TransitionError(self.name, state, trigger, self.allowed(state))
         with self._lock:
             cursor = self._cursor

@@ -31,8 +31,8 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -139,9 +139,17 @@ class SQLiteQueue(WorkerQueue):  # type: ignore[misc]  # mypy reads statesaga.* 
             self._ready = True
         return conn
 
-    def _write(self, conn: sqlite3.Connection) -> AbstractContextManager[sqlite3.Connection]:
-        """A write transaction, in its turn with the file's other writers (WriterTurn)."""
-        return self._db.turn.transaction(conn)
+    @staticmethod
+    @contextmanager
+    def _write(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
 
     def _run(self, what: str, action: Callable[[sqlite3.Connection], object]) -> object:
         try:
