@@ -124,3 +124,22 @@ def test_each_thread_has_its_own_connection_and_close_closes_them_all(sqlite_url
     # A closed store opens new connections when used again.
     assert store.get(wf.id).id == wf.id
     store.close()
+
+
+def test_store_times_are_exact_microseconds_either_side_of_the_epoch() -> None:
+    """Heartbeats and creation times are kept as integer microseconds (indexes order them):
+    exact for every instant a datetime holds, a naive one read as UTC, an offset honoured."""
+    from datetime import timedelta, timezone
+
+    from statesaga.adapters.stores.document import from_micros, micros
+
+    assert micros(datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=UTC)) == 1
+    assert micros(datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)) == -1
+    assert micros(datetime(2026, 12, 6, 19, 30)) == 1_796_585_400_000_000
+    plus_two = datetime(2026, 12, 6, 21, 30, tzinfo=timezone(timedelta(hours=2)))
+    assert micros(plus_two) == 1_796_585_400_000_000
+    for at in (
+        datetime(1, 1, 2, tzinfo=UTC),
+        datetime(9999, 12, 30, 23, 59, 59, 999999, tzinfo=UTC),
+    ):
+        assert from_micros(micros(at)) == at

@@ -398,14 +398,8 @@ class SQLiteStore(DocumentStore):
     def _name_indexed(self) -> bool:
         """Whether the index on names is there (a store made before it may lack it, and may
         then hold a document that is not JSON, which the index would have refused)."""
-        if self._has_name_index:
-            return True
-        found = (
-            self._conn()
-            .execute("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'workflows_name'")
-            .fetchone()
-        )
-        self._has_name_index = found is not None
+        if not self._has_name_index:
+            self._has_name_index = _has_index(self._conn(), "workflows_name")
         return self._has_name_index
 
     def count_by_status(
@@ -494,6 +488,11 @@ def _connect_uri(path: Path, query: str, timeout: float) -> sqlite3.Connection:
     )
     conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
     return conn
+
+
+def _has_index(conn: sqlite3.Connection, name: str) -> bool:
+    sql = "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?"
+    return conn.execute(sql, (name,)).fetchone() is not None
 
 
 def _schema_is_there(conn: sqlite3.Connection) -> bool:
