@@ -21,6 +21,17 @@ from statesaga.ports import Store
 
 TOOLS = "statesaga.examples.agent_tools"
 
+#: The retry policy the chaos runs give their plans: a worker is SIGKILLed every 1-2 s and each
+#: lost attempt counts as one, so the example's default of 3 attempts lets a plan unwind before
+#: its approval by bad luck alone (seen once in a loaded run: `search` lost three times). The
+#: runs are about revisions and approvals racing the kills, not about running out of retries.
+CHAOS_RETRY = {"max_attempts": 10, "initial_interval": 0.2, "backoff_rate": 1.5, "max_interval": 2}
+
+
+def chaos_plan(plan: dict[str, Any]) -> dict[str, Any]:
+    """`plan` with the chaos runs' retry policy for every tool call."""
+    return {**plan, "retry": CHAOS_RETRY}
+
 
 class PlanCluster:
     def __init__(self, tmp: Path, seed: int = 27) -> None:

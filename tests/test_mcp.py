@@ -165,7 +165,7 @@ def test_an_8_item_plan_through_mcp_on_rq_with_workers_killed(tmp_path: Path) ->
     """The issue's plan through `statesaga mcp` (stdio, the SDK's client) with RQ workers,
     one SIGKILLed every 1-2 s: revised and approved mid-flight, it completes; each item's calls
     carry one idempotency key, and the payment ran only with the args it was approved for."""
-    from plan_cluster import PlanCluster, one_key_per_item
+    from plan_cluster import PlanCluster, chaos_plan, one_key_per_item
 
     c = PlanCluster(tmp_path)
     params = StdioServerParameters(
@@ -185,7 +185,7 @@ def test_an_8_item_plan_through_mcp_on_rq_with_workers_killed(tmp_path: Path) ->
 
     async def main() -> str:
         async with Client(params) as client:
-            view = structured(await client.call_tool("start_plan", {"plan": PLAN}))
+            view = structured(await client.call_tool("start_plan", {"plan": chaos_plan(PLAN)}))
             wf_id = view["id"]
             assert len(view["items"]) == 8
             view = await status(client, wf_id, lambda v: v["approvals"], "no approval request")

@@ -316,14 +316,16 @@ def test_plans_on_rq_with_workers_killed_while_revised_and_approved(tmp_path: Pa
     completes, the other is rejected and unwinds. Every call of an item carries its one
     idempotency key; the payment runs only with the args it was approved for; nothing of the
     rejected plan is left applied."""
-    from plan_cluster import PlanCluster, one_key_per_item
+    from plan_cluster import PlanCluster, chaos_plan, one_key_per_item
 
     c = PlanCluster(tmp_path)
     env = {k: v for k, v in c.env.items() if k.startswith("STATESAGA_")}
+    plan = tmp_path / "trip.yaml"
+    plan.write_text(json.dumps(chaos_plan(trip())), encoding="utf-8")  # JSON is YAML
     try:
         ids = []
         for session in ("alice", "bob"):
-            run = cli("plan", "run", str(TRIP), "--session", session, cwd=tmp_path, env=env)
+            run = cli("plan", "run", str(plan), "--session", session, cwd=tmp_path, env=env)
             assert run.returncode == 0, run.stderr
             ids.append(started(run))
         kept, rejected = ids
