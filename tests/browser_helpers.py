@@ -54,6 +54,12 @@ def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[WebDriver]:
+    yield from chromium(1700)
+
+
+def chromium(width: int) -> Iterator[WebDriver]:
+    """The system Chromium, headless, `width` px wide, for one module's tests; skipped without
+    it (failed under CI, which installs it)."""
     if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
         message = "needs the system Chromium: apt-get install -y chromium chromium-driver"
         if os.environ.get("CI"):
@@ -70,7 +76,7 @@ def browser() -> Iterator[WebDriver]:
         "--disable-background-networking",
         "--disable-component-update",
         "--no-first-run",
-        "--window-size=1700,1000",
+        f"--window-size={width},1000",
     ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)

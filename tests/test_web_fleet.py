@@ -32,32 +32,16 @@ pytest.importorskip("selenium", reason="the browser tests need selenium (the tes
 pytest.importorskip("starlette", reason="the dashboard needs the ui extra")
 redis = pytest.importorskip("redis")
 
-from selenium import webdriver  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
+from browser_helpers import _free_port, _stop, chromium, statesaga_command  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
 TESTS = Path(__file__).parent
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 TOKEN = "fleet-test-token-77a1"
 LIMIT = 60.0  # seconds: a safeguard against a hung test, not a measurement
 WIDTH = 1400
-
-
-def statesaga_command() -> list[str]:
-    script = Path(sys.executable).with_name("statesaga")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "statesaga.cli"]
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -157,15 +141,7 @@ def running_fleet(redis_url: str, tmp: Path, count: int) -> Iterator[Fleet]:
         f.until(lambda: len(f.api("GET", "/api/workers")["workers"]) == count, "live workers")
         yield f
     finally:
-        for p in [*workers, server]:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in [*workers, server]:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        _stop([*workers, server])
         for i, log in enumerate(logs):
             log.close()
             sys.stderr.write(
@@ -187,24 +163,7 @@ def _answers(base: str) -> bool:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[WebDriver]:
-    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
-        message = "needs the system Chromium: apt-get install -y chromium chromium-driver"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager must never download
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--no-first-run",
-                 f"--window-size={WIDTH},1000"):  # fmt: skip
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(30)
-    try:
-        yield driver
-    finally:
-        driver.quit()
+    yield from chromium(WIDTH)
 
 
 def screenshot(driver: WebDriver, name: str) -> None:
