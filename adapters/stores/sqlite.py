@@ -222,17 +222,6 @@ class SQLiteStore(DocumentStore):
         except sqlite3.OperationalError as exc:
             raise _full(exc, self.path) or exc from None
 
-    @contextmanager
-    def _transaction(self, conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-
     def initialize(self) -> None:
         """Create the table and indexes if missing (also done on first use)."""
         if self._read_only:
@@ -247,7 +236,7 @@ class SQLiteStore(DocumentStore):
         # Statement by statement: executescript() would COMMIT the transaction that makes
         # two processes creating the schema at once wait for each other.
         try:
-            with self._transaction(conn) as conn:
+            with immediate(conn) as conn:
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         conn.execute(statement)
@@ -488,6 +477,20 @@ def _connect_uri(path: Path, query: str, timeout: float) -> sqlite3.Connection:
     )
     conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
     return conn
+
+
+@contextmanager
+def immediate(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """A write transaction taken at once (BEGIN IMMEDIATE: the file's write lock up front, so
+    it never fails half way on a lock), committed, or rolled back on any exception."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
 def _has_index(conn: sqlite3.Connection, name: str) -> bool:

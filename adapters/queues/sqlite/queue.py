@@ -31,8 +31,7 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -40,7 +39,7 @@ from statesaga.adapters.queues._poll import wait_until
 from statesaga.errors import AdapterError
 from statesaga.ports import Job, JobRunner, ServeOptions, WorkerQueue
 
-from ...stores.sqlite import SQLiteStore  # noqa: TID251, TID252 (relative, so mypy reads the class)
+from ...stores.sqlite import SQLiteStore, immediate  # noqa: TID251, TID252 (relative, so mypy reads the class)
 
 log = logging.getLogger("statesaga.worker")
 
@@ -132,24 +131,12 @@ class SQLiteQueue(WorkerQueue):  # type: ignore[misc]  # mypy reads statesaga.* 
     def _conn(self) -> sqlite3.Connection:
         conn = self._db._thread_conn()
         if not self._ready:
-            with self._write(conn):
+            with immediate(conn):
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         conn.execute(statement)
             self._ready = True
         return conn
-
-    @staticmethod
-    @contextmanager
-    def _write(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
 
     def _run(self, what: str, action: Callable[[sqlite3.Connection], object]) -> object:
         try:
@@ -172,7 +159,7 @@ class SQLiteQueue(WorkerQueue):  # type: ignore[misc]  # mypy reads statesaga.* 
         due = time.time() + max(delay, 0.0)
 
         def insert(conn: sqlite3.Connection) -> None:
-            with self._write(conn):
+            with immediate(conn):
                 conn.execute(
                     "INSERT INTO queue_jobs (queue, due, payload) VALUES (?, ?, ?)",
                     (self.name, due, payload),
@@ -213,7 +200,7 @@ class SQLiteQueue(WorkerQueue):  # type: ignore[misc]  # mypy reads statesaga.* 
                 if not rows and not ran:
                     return None
                 taken = None
-                with self._write(conn):
+                with immediate(conn):
                     conn.executemany("DELETE FROM queue_jobs WHERE id = ? AND worker = ?", ran)
                     ran = []
                     for job_id, revision, payload in rows:
@@ -250,7 +237,7 @@ class SQLiteQueue(WorkerQueue):  # type: ignore[misc]  # mypy reads statesaga.* 
         now = time.time()
 
         def write(conn: sqlite3.Connection) -> int:
-            with self._write(conn):
+            with immediate(conn):
                 conn.execute(
                     "INSERT INTO queue_workers (name, queue, beat) VALUES (?, ?, ?)"
                     " ON CONFLICT (name) DO UPDATE SET beat = excluded.beat",
@@ -273,7 +260,7 @@ class SQLiteQueue(WorkerQueue):  # type: ignore[misc]  # mypy reads statesaga.* 
         """A worker stops: delete the jobs it ran, free any it still holds, forget it."""
 
         def write(conn: sqlite3.Connection) -> None:
-            with self._write(conn):
+            with immediate(conn):
                 conn.executemany(
                     "DELETE FROM queue_jobs WHERE id = ? AND worker = ?",
                     [(job_id, worker) for job_id in done],
