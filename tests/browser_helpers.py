@@ -10,6 +10,9 @@ import signal
 import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -50,6 +53,19 @@ def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
+
+
+def wait_served(base: str, server: subprocess.Popen[bytes], limit: float = 30.0) -> None:
+    """Until `statesaga serve` at `base` answers (failing at once if it exited)."""
+    deadline = time.monotonic() + limit
+    while True:
+        try:
+            urllib.request.urlopen(base + "/api/workflows", timeout=1).close()
+            return
+        except (urllib.error.URLError, ConnectionError):
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError("statesaga serve did not answer") from None
+            time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")

@@ -37,6 +37,7 @@ from browser_helpers import (  # noqa: E402
     statesaga_command,
     text_of,
     wait_page,
+    wait_served,
 )
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
@@ -133,15 +134,7 @@ def server(tmp_path: Path) -> Iterator[Server]:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(base + "/api/workflows", timeout=1).close()
-                break
-            except (urllib.error.URLError, ConnectionError):
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError("statesaga serve did not answer") from None
-                time.sleep(0.1)
+        wait_served(base, proc)
         yield Server(base)
     finally:
         _stop([proc])

@@ -26,6 +26,7 @@ from .options import (
     load_input,
     queue_option,
     store_option,
+    tools_option,
 )
 from .running import echo_waiting, report_unreadable
 
@@ -331,7 +332,6 @@ def recover(
             f"no store at {engine.store.location()}: nothing has been stored there yet "
             "(recover --every waits for one)"
         )
-        return
     if interval > 0:
 
         def scan_once() -> None:
@@ -488,15 +488,7 @@ def _why_not_cancelled(wf: Any, store: str | None) -> str:
 @click.option(
     "--store", "store", default=None, help="shared store URL (default: a fresh SQLite file per run)"
 )
-@click.option(
-    "--handlers",
-    "--tools",
-    "handlers",
-    multiple=True,
-    metavar="MODULE",
-    help="allow this handler (tools) module; repeat it, or separate with commas (default: "
-    "$STATESAGA_HANDLERS). Nothing else is imported.",
-)
+@tools_option
 @click.option(
     "--boundary", "boundaries", multiple=True, help="only these boundaries (default: all)"
 )
@@ -530,7 +522,7 @@ def check_crashes_command(
     signals: tuple[str, ...],
     queue: str,
     store: str | None,
-    handlers: tuple[str, ...],
+    tools: tuple[str, ...],
     boundaries: tuple[str, ...],
     parallel: int | None,
     keep: bool,
@@ -566,7 +558,7 @@ def check_crashes_command(
     name = Path(source).stem
     patch = str(Path(patch).resolve()) if patch is not None else None
     run = PlanRun(patch, revise_after, reject_) if plan_file is not None else None
-    modules = AllowList.for_operator(handlers).eager
+    modules = AllowList.for_operator(tools).eager
     runs = inputs or ("",)
     if len(expects) not in (0, 1, len(runs)):
         raise click.BadParameter(

@@ -31,6 +31,18 @@ handlers_option = click.option(
 )
 
 
+#: The plans' name for the same allow-list: a plan's items name tools, which are handlers.
+tools_option = click.option(
+    "--tools",
+    "--handlers",
+    "tools",
+    multiple=True,
+    metavar="MODULE",
+    help="allow this tools (handler) module; repeat it, or separate with commas (default: "
+    "$STATESAGA_HANDLERS). Nothing else is imported.",
+)
+
+
 def guard(func: Any) -> Any:
     """Show framework errors as one clean line instead of a traceback."""
     import functools

@@ -14,17 +14,7 @@ from typing import Any
 import click
 
 from ..app import EngineOptions, check_reachable, queue_url
-from .options import SECONDS, guard, queue_option, store_option
-
-tools_option = click.option(
-    "--tools",
-    "--handlers",
-    "tools",
-    multiple=True,
-    metavar="MODULE",
-    help="allow this tools (handler) module; repeat it, or separate with commas (default: "
-    "$STATESAGA_HANDLERS). Nothing else is imported.",
-)
+from .options import SECONDS, guard, queue_option, store_option, tools_option
 
 
 def _engine(store: str | None, queue: str | None, tools: tuple[str, ...]) -> Any:

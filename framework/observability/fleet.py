@@ -14,6 +14,7 @@ from typing import Any, Protocol, runtime_checkable
 from ..errors import StateError
 from ..models import StepStatus, WorkflowState, WorkflowStatus
 from ..ports import Queue, Store
+from ..vocabulary import STEP_APPLYING, STEP_UNDOING
 
 
 @dataclass(frozen=True)
@@ -193,15 +194,11 @@ def with_saga_beats(
         except Exception:  # a damaged or missing document: the queue's word stands
             workers.append(w)
             continue
-        saga_beat = wf.heartbeat_at if wf.status in STALE_STATES else wf.updated_at
-        signs = [b for b in (w.last_beat, saga_beat) if b is not None]
-        silent = bool(signs) and (now - max(signs)).total_seconds() > stuck_after
-        w = replace(w, saga_beat=saga_beat, silent=silent)
-        workers.append(_in_hand(w, wf))
+        w = replace(w, saga_beat=wf.heartbeat_at if wf.status in STALE_STATES else wf.updated_at)
+        latest = w.beat()
+        silent = latest is not None and (now - latest).total_seconds() > stuck_after
+        workers.append(_in_hand(replace(w, silent=silent), wf))
     return replace(fleet, workers=tuple(workers))
-
-
-_IN_FLIGHT = {StepStatus.EXECUTING: "step", StepStatus.COMPENSATING: "compensation"}
 
 
 def _in_hand(w: WorkerInfo, wf: WorkflowState) -> WorkerInfo:
@@ -212,9 +209,10 @@ def _in_hand(w: WorkerInfo, wf: WorkflowState) -> WorkerInfo:
     for entry in reversed(wf.history):
         if entry.by != w.name or entry.step is None:
             continue
+        # The step table's groups, not a list here: applying = a handler may be running.
         state = status.get(entry.step)
-        kind = _IN_FLIGHT.get(state) if state is not None else None
-        if kind is not None:
+        if state in STEP_APPLYING:
+            kind = "compensation" if state in STEP_UNDOING else "step"
             return replace(w, step=entry.step, kind=kind, attempt=entry.attempt)
         break
     return w
