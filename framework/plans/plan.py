@@ -269,7 +269,7 @@ def compile_plan(
             )
     if problems:
         raise DefinitionError(problems)
-    deps = _dependencies(items)
+    deps = item_dependencies(items)
     pivot, order_problems = _pivot(items, used, deps, lines)
     if order_problems:
         raise DefinitionError(order_problems)
@@ -374,7 +374,8 @@ def _args_problems(item: PlanItem, t: Tool, lines: LineMap, at: Loc) -> list[Pro
     return []
 
 
-def _dependencies(items: Sequence[PlanItem]) -> dict[str, tuple[str, ...]]:
+def item_dependencies(items: Sequence[PlanItem]) -> dict[str, tuple[str, ...]]:
+    """What each item waits for: its `depends_on`, or the item before it when it names none."""
     deps: dict[str, tuple[str, ...]] = {}
     prev: str | None = None
     for item in items:

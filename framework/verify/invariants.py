@@ -11,7 +11,7 @@ Each check returns a list of problems (empty when all is well), one line each, n
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 from ..models import CompensationStrategy, StepStatus, WorkflowState, WorkflowStatus
@@ -40,6 +40,32 @@ class Verdict:
     @property
     def ok(self) -> bool:
         return not self.problems
+
+
+def plan_call_problems(
+    item: str,
+    args: Mapping[str, object],
+    plan_args: object,
+    removed: Collection[str],
+    gate: StepStatus | None = None,
+    approved_hash: object = None,
+    call_hash: str | None = None,
+) -> list[str]:
+    """One tool call of an agent's plan against the stored plan it ran under: a removed item
+    never runs; it runs with its plan version's args; an item that needs approval (`gate`, its
+    approval step's status, given) runs only approved, for these very args. `simulate`'s plans
+    and `check-crashes --plan` judge every call by it."""
+    problems = []
+    if item in removed:
+        problems.append(f"{item}: removed from the plan, but it ran")
+    if plan_args != args:
+        problems.append(f"{item}: ran with {dict(args)}, its plan version says {plan_args}")
+    if gate is not None:
+        if gate is not StepStatus.COMPLETED or approved_hash is None:
+            problems.append(f"{item}: ran without its approval ({gate.value})")
+        elif approved_hash != call_hash:
+            problems.append(f"{item}: ran with args its approval was not for")
+    return problems
 
 
 def judge_end(
@@ -202,4 +228,5 @@ __all__ = [
     "check_halt",
     "judge_end",
     "lost_attempt_changed_the_end",
+    "plan_call_problems",
 ]

@@ -44,6 +44,7 @@ from ..plans.plan import approval_step, item_of
 from ..plans.tools import _TOOL, Reversibility
 from ..registry import Registry
 from . import events
+from .invariants import plan_call_problems
 from .simulation import (
     EVENTS,
     OPTIONAL,
@@ -244,25 +245,21 @@ class PlanSimulation(Simulation):
         self.plan.calls += 1
         wf = self.engine.store.get(ctx.workflow_id)
         step = item_of(ctx.step)
-        if step in self.plan.removed:
-            self.plan.violations.append(f"{step}: removed from the plan, but it ran")
         assert wf.plan is not None
         args = {i["id"]: i.get("args", {}) for i in wf.plan.current.spec["items"]}
-        if args.get(step) != dict(ctx.params):
-            self.plan.violations.append(
-                f"{step}: ran with {dict(ctx.params)}, its plan version says {args.get(step)}"
-            )
+        gate = given = None
         if tool.approval:
             try:
-                gate = wf.step(approval_step(step))
+                approval = wf.step(approval_step(step))
             except KeyError:
                 self.plan.violations.append(f"{step}: needs approval but has no approval step")
                 return
-            given = gate.result.get("hash") if isinstance(gate.result, dict) else None
-            if gate.status is not StepStatus.COMPLETED or given is None:
-                self.plan.violations.append(f"{step}: ran without its approval")
-            elif given != args_hash(tool.name, ctx.params):
-                self.plan.violations.append(f"{step}: ran with args its approval was not for")
+            gate = approval.status
+            given = approval.result.get("hash") if isinstance(approval.result, dict) else None
+        self.plan.violations += plan_call_problems(
+            step, dict(ctx.params), args.get(step), self.plan.removed, gate, given,
+            args_hash(tool.name, ctx.params),
+        )  # fmt: skip
 
 
 class PlanRig(Rig):

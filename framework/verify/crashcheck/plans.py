@@ -244,7 +244,8 @@ def read_record(path: Path) -> list[dict[str, Any]]:
 
 def check_plan(records: Sequence[Mapping[str, Any]], wf: WorkflowState, run: PlanRun) -> list[str]:
     """The plan's invariants over one cell's record (see the module's docstring)."""
-    from ...plans.plan import PlanSpec, _dependencies
+    from ...plans.plan import PlanSpec, item_dependencies
+    from ..invariants import plan_call_problems
 
     problems = [r["message"] for r in records if r["op"] == "problem"]
     if wf.plan is None:
@@ -261,19 +262,11 @@ def check_plan(records: Sequence[Mapping[str, Any]], wf: WorkflowState, run: Pla
     ):
         problems.append("the plan was never revised")
     for r in calls:
-        step = r["step"]
-        if step in removed:
-            problems.append(f"{step}: removed from the plan, but it ran")
-        if r.get("plan_args") != r["args"]:
-            problems.append(
-                f"{step}: ran with {r['args']}, plan version {r.get('version')} says "
-                f"{r.get('plan_args')}"
-            )
-        if "gate" in r:
-            if r["gate"] != StepStatus.COMPLETED.value or r.get("approved_hash") is None:
-                problems.append(f"{step}: ran without its approval ({r['gate']})")
-            elif r["approved_hash"] != r["hash"]:
-                problems.append(f"{step}: ran with args its approval was not for")
+        gate = StepStatus(r["gate"]) if "gate" in r else None
+        problems += plan_call_problems(
+            r["step"], r["args"], r.get("plan_args"), removed, gate, r.get("approved_hash"),
+            r.get("hash"),
+        )  # fmt: skip
     keys: dict[str, set[str]] = {}
     for r in calls:
         keys.setdefault(r["step"], set()).add(r["key"])
@@ -286,7 +279,7 @@ def check_plan(records: Sequence[Mapping[str, Any]], wf: WorkflowState, run: Pla
         if h.step and h.step.endswith(".approval") and h.dest == "COMPLETED"
     )
     problems.extend(f"{step}: approved {n} times" for step, n in taken.items() if n > 1)
-    deps = _dependencies(PlanSpec.model_validate(wf.plan.current.spec).items)
+    deps = item_dependencies(PlanSpec.model_validate(wf.plan.current.spec).items)
     undone_at: dict[str, int] = {}
     for i, r in enumerate(mine):
         if r["op"] == "undo":
