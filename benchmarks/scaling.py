@@ -10,9 +10,13 @@ starts: SQLite synchronous=FULL). At each level k of workflows in flight:
 - ceiling: the same k threads on the memory store: no I/O, the engine's CPU alone. One
   process runs Python on one core at a time (the GIL), so this is the most threads in one
   process can do, whatever the store.
+- pinned: the embedded engine in one process per core (up to k), each on a CPU of its own
+  (statesaga.runtime.cpu) with its share of the k workflows on threads, all on one SQLite
+  file: a web server's worker processes running sagas, each process's threads kept on one
+  core so they do not pass the GIL between cores.
 - sqlq: `statesaga worker` processes sharing one SQLite file as store and queue (`sqlq://`),
-  one per core (up to k) with k in all running at once (`?threads=`), this process starting
-  the workflows: what the machine's other cores add, without Redis.
+  one per core (up to k, each `--cpu` pinned) with k in all running at once (`?threads=`),
+  this process starting the workflows: what the machine's other cores add, without Redis.
 - DBOS: k workflows at once on k threads, its SQLite system database as DBOS configures it
   (the bench extra; without it the DBOS columns say so).
 - RQ: 1, 2 and 4 `statesaga worker` processes on RQ and Redis (the Redis store), as
@@ -27,6 +31,7 @@ workflow is COMPLETED. Every ratio is of figures from this one run.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -45,6 +50,7 @@ from statesaga.definitions.load import load_definition
 from statesaga.engine import Engine
 from statesaga.models import WorkflowStatus
 from statesaga.ports import Store
+from statesaga.runtime.cpu import cpu_for
 from statesaga.security.allowlist import AllowList
 
 from ._common import STEPS, Mode, Row, noop_definition, noop_registry
@@ -109,9 +115,16 @@ class Workers:
                "--store", store_url, "--handlers", HANDLERS, "--log-level", "WARNING"]  # fmt: skip
         path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
         env = {**os.environ, "PYTHONPATH": path}
+        pin = processes <= len(os.sched_getaffinity(0))
         self.procs = [
-            subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=self.log, stderr=self.log)
-            for _ in range(processes)
+            subprocess.Popen(
+                cmd + ([f"--cpu={cpu_for(i)}"] if pin else []),
+                cwd=ROOT,
+                env=env,
+                stdout=self.log,
+                stderr=self.log,
+            )
+            for i in range(processes)
         ]
         deadline = time.monotonic() + 120
         while self.queue.worker_count() < processes:
@@ -138,6 +151,68 @@ class Workers:
         self.log.close()
         self.queue.close()
         self.store.close()
+
+
+class Pinned:
+    """Row 7p: `processes` embedded processes (benchmarks/_embedded_peer.py) on one SQLite
+    file, each pinned to a CPU of its own with `threads` workflows at once."""
+
+    def __init__(self, db: Path, processes: int, threads: int, log: Path) -> None:
+        self.log = log.open("ab")
+        path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+        self.procs = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "benchmarks._embedded_peer",
+                    "--db",
+                    str(db),
+                    "--threads",
+                    str(threads),
+                    "--cpu",
+                    str(cpu_for(i)),
+                ],  # fmt: skip
+                cwd=ROOT,
+                env={**os.environ, "PYTHONPATH": path},
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=self.log,
+                text=True,
+            )
+            for i in range(processes)
+        ]
+        for proc in self.procs:
+            self._answer(proc)  # {"ready": true} once warmed up
+
+    def _answer(self, proc: subprocess.Popen[str]) -> dict[str, Any]:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line.startswith("{"):
+            self.log.flush()
+            raise RuntimeError(f"embedded process ended ({proc.wait()}); see {self.log.name}")
+        answer: dict[str, Any] = json.loads(line)
+        return answer
+
+    def block(self, n: int) -> float:
+        """n workflows shared out between the processes; seconds until the last is done."""
+        share = [n // len(self.procs) + (i < n % len(self.procs)) for i in range(len(self.procs))]
+        t0 = time.perf_counter()
+        for proc, k in zip(self.procs, share, strict=True):
+            assert proc.stdin is not None
+            proc.stdin.write(f"{k}\n")
+            proc.stdin.flush()
+        for proc in self.procs:
+            self._answer(proc)
+        return time.perf_counter() - t0
+
+    def close(self) -> None:
+        for proc in self.procs:
+            assert proc.stdin is not None
+            proc.stdin.close()
+        for proc in self.procs:
+            proc.wait(60)
+        self.log.close()
 
 
 def _rq_rates(workers: tuple[int, ...], n: int, tmp: Path) -> dict[int, float]:
@@ -182,9 +257,10 @@ def run(
             if with_dbos:
                 sides["dbos"] = Dbos(tmp / f"dbos-{k}.sqlite", False, base / f"dbos-{k}.log", k)
             # One process per core with threads, and (up to 8) one process per workflow.
-            pools: dict[str, Workers] = {}
+            pools: dict[str, Workers | Pinned] = {}
             try:
                 if processes:
+                    pools["pinned"] = Pinned(tmp / f"pinned-{k}.db", *shape(k), base / "pinned.log")
                     pools["sqlq"] = Workers(tmp / f"sqlq-{k}.db", *shape(k), base / "sqlq.log")
                     if shape(k) != (k, 1) and k <= 8:
                         pools["sqlq_processes"] = Workers(
@@ -262,6 +338,20 @@ def _rows(
                 f" {commits[k] * 100:.0f} transactions per 100 writes",
             )
         )
+    for k, rate in sorted(rates.get("pinned", {}).items()):
+        p, t = shape(k)
+        rows.append(
+            against_dbos(
+                f"7p. {k} in flight, {p} embedded process(es) × {t} thread(s), one CPU each,"
+                f" vs DBOS {k}",
+                rate,
+                k,
+                "≥ 6× DBOS",
+                6.0 if k == 8 else None,
+                f"{rate / one:.2f}× embedded one at a time; one SQLite file, each process"
+                " pinned (statesaga.runtime.cpu)",
+            )
+        )
     for k, rate in sorted(rates.get("sqlq", {}).items()):
         p, t = shape(k)
         rows.append(
@@ -300,12 +390,13 @@ def _rows(
     if rq_error:
         rows.append(Row(name="7c. RQ workers", status="pending", note=rq_error))
     best8 = max(
-        emb.get(8, 0.0), *(rates.get(s, {}).get(8, 0.0) for s in ("sqlq", "sqlq_processes"))
+        emb.get(8, 0.0),
+        *(rates.get(s, {}).get(8, 0.0) for s in ("pinned", "sqlq", "sqlq_processes")),
     )
     if 8 in emb:
         rows.append(
             Row(
-                name="7t. 8 in flight vs one at a time, same run (best of embedded, sqlq)",
+                name="7t. 8 in flight vs one at a time, same run (best of embedded, pinned, sqlq)",
                 ours=best8,
                 baseline=one,
                 unit="steps/s",
@@ -313,6 +404,11 @@ def _rows(
                 target="≥ 2×",
                 met=best8 / one >= 2,
                 note=f"embedded {emb[8] / one:.2f}×"
+                + (
+                    f", pinned {rates['pinned'][8] / one:.2f}×"
+                    if 8 in rates.get("pinned", {})
+                    else ""
+                )
                 + (f", sqlq {rates['sqlq'][8] / one:.2f}×" if 8 in rates.get("sqlq", {}) else ""),
             )
         )

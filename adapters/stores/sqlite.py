@@ -38,7 +38,7 @@ from urllib.parse import parse_qs, urlsplit
 from statesaga.errors import AdapterError, BackendError, BackendUnavailable, StoreFullError
 from statesaga.models import WorkflowState, WorkflowStatus
 
-from ._group_commit import GroupCommit  # noqa: TID251 (relative, as below)
+from ._group_commit import GroupCommit, take_write_lock  # noqa: TID251 (relative, as below)
 from .document import (  # noqa: TID251 (relative, so mypy reads the base class)
     MISSING,
     WRITTEN,
@@ -142,7 +142,7 @@ class SQLiteStore(DocumentStore):
         self._read_only = False
         self._has_name_index = False
         #: Saves of this process's threads share transactions (see GroupCommit).
-        self.group_commit = GroupCommit()
+        self.group_commit = GroupCommit(timeout)
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteStore:
@@ -164,14 +164,14 @@ class SQLiteStore(DocumentStore):
 
     # -- connections ---------------------------------------------------------------------------
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, busy: bool = True) -> sqlite3.Connection:
         try:
-            return self._open()
+            return self._open(busy)
         except (OSError, sqlite3.Error) as exc:
             why = getattr(exc, "strerror", None) or str(exc)
             raise AdapterError(f"sqlite store {self.path} cannot be opened: {why}") from None
 
-    def _open(self) -> sqlite3.Connection:
+    def _open(self, busy: bool = True) -> sqlite3.Connection:
         if self._read_only:
             conn = _open_read_only(self.path, self.timeout)
             with self._lock:
@@ -182,10 +182,13 @@ class SQLiteStore(DocumentStore):
         # isolation_level=None: the module must not open transactions behind our back; writes
         # say BEGIN IMMEDIATE themselves. check_same_thread=False only so close() can close
         # every thread's connection; each connection is still used by its own thread alone.
+        # A writer connection (busy=False) has no busy handler: take_write_lock waits for the
+        # write lock in finer steps than SQLite's; readers keep it for WAL's rare busy reads.
+        timeout = self.timeout if busy else 0.0
         conn = sqlite3.connect(
-            self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
+            self.path, timeout=timeout, isolation_level=None, check_same_thread=False
         )
-        conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+        conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
         try:
             mode = _wal(conn, self.timeout)
         except BaseException:
@@ -207,6 +210,21 @@ class SQLiteStore(DocumentStore):
             self._local.conn = conn
         return conn
 
+    def writer(self) -> sqlite3.Connection:
+        """This thread's connection for write transactions (`immediate(conn, timeout)` or a
+        group commit): only statements inside BEGIN IMMEDIATE ... COMMIT, which in WAL mode
+        wait for nothing once the write lock is taken."""
+        conn: sqlite3.Connection | None = getattr(self._local, "writer", None)
+        if conn is None:
+            conn = self._connect(busy=False)
+            self._local.writer = conn
+        return conn
+
+    def _writer_ready(self) -> sqlite3.Connection:
+        if not self._initialized:
+            self._conn()
+        return self.writer()
+
     def _conn(self) -> sqlite3.Connection:
         conn = self._thread_conn()
         if not self._initialized and not self._read_only:
@@ -218,7 +236,7 @@ class SQLiteStore(DocumentStore):
         if self._read_only:
             raise AdapterError(f"sqlite store {self.path} was opened read-only")
         try:
-            self.group_commit.run(apply, self._conn)
+            self.group_commit.run(apply, self._writer_ready)
         except sqlite3.OperationalError as exc:
             raise _full(exc, self.path) or exc from None
 
@@ -480,10 +498,16 @@ def _connect_uri(path: Path, query: str, timeout: float) -> sqlite3.Connection:
 
 
 @contextmanager
-def immediate(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+def immediate(
+    conn: sqlite3.Connection, timeout: float | None = None
+) -> Iterator[sqlite3.Connection]:
     """A write transaction taken at once (BEGIN IMMEDIATE: the file's write lock up front, so
-    it never fails half way on a lock), committed, or rolled back on any exception."""
-    conn.execute("BEGIN IMMEDIATE")
+    it never fails half way on a lock), committed, or rolled back on any exception. With a
+    `timeout`, the lock is waited for by take_write_lock (for a `writer()` connection)."""
+    if timeout is None:
+        conn.execute("BEGIN IMMEDIATE")
+    else:
+        take_write_lock(conn, timeout)
     try:
         yield conn
         conn.execute("COMMIT")

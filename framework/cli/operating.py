@@ -78,6 +78,13 @@ from .running import echo_waiting, report_unreadable
     help="run N worker processes, each restarted when it exits (SIGTERM stops them all)",
 )
 @click.option(
+    "--cpu",
+    default=None,
+    metavar="N|each",
+    help="run on CPU N alone (each: with --processes, worker i on the i-th usable CPU in turn); "
+    "a process's threads pass the GIL between cores at a cost, so one core each is faster",
+)
+@click.option(
     "--recover-every",
     type=click.FloatRange(min=0.1),
     default=None,
@@ -118,6 +125,7 @@ def worker(
     log_level: str | None,
     step_chart: str | None,
     processes: int,
+    cpu: str | None,
     recover_every: float | None,
     eager: bool,
     metrics_port: int | None,
@@ -130,6 +138,7 @@ def worker(
     from ..observability.otel import configure_from_env, prometheus_wanted
 
     log_level = _worker_log_level(log_level)
+    cpus = _cpus(cpu, processes)
     if metrics_port is not None and processes > 1:
         raise click.UsageError(
             "--metrics-port serves one process's metrics: with --processes N, start N workers "
@@ -162,11 +171,37 @@ def worker(
         metrics_host=metrics_host,
     )
     if processes > 1 or recover_every is not None:
-        sys.exit(_supervise_workers(settings, processes, recover_every))
+        sys.exit(_supervise_workers(settings, processes, recover_every, cpus))
+    if cpus:
+        from ..runtime.cpu import pin_to_cpu
+
+        pin_to_cpu(cpus[0])
     run_worker(settings)
 
 
-def _supervise_workers(settings: Any, processes: int, recover_every: float | None) -> int:
+def _cpus(cpu: str | None, processes: int) -> list[int]:
+    """The CPU of each worker process for --cpu (none: wherever the system runs them)."""
+    from ..runtime.cpu import cpu_for, usable_cpus
+
+    if cpu is None:
+        return []
+    if cpu == "each":
+        return [cpu_for(i) for i in range(processes)]
+    if not cpu.isdigit() or int(cpu) not in usable_cpus():
+        raise click.BadParameter(
+            f"{cpu!r} is not a usable CPU (usable: {usable_cpus()}) or 'each'", param_hint="--cpu"
+        )
+    if processes > 1:
+        raise click.BadParameter(
+            "one CPU for several processes would make them take turns; use --cpu each",
+            param_hint="--cpu",
+        )
+    return [int(cpu)]
+
+
+def _supervise_workers(
+    settings: Any, processes: int, recover_every: float | None, cpus: list[int]
+) -> int:
     """`worker --processes N`: check the settings here (a bad URL or module fails once, not
     in a restart loop), then keep N `statesaga worker` children (and the recovery loop)."""
     import os
@@ -188,7 +223,7 @@ def _supervise_workers(settings: Any, processes: int, recover_every: float | Non
     # The children find allowed modules of the working directory as a single worker does
     # (statesaga.security.allowlist: after installed packages, never shadowing them).
     env = dict(os.environ, STATESAGA_STORE=settings.store_url, STATESAGA_QUEUE=settings.queue_url)
-    children = worker_children(processes, args, settings.name, recover_every)
+    children = worker_children(processes, args, settings.name, recover_every, cpus=cpus)
     return Supervisor(children, env).run()
 
 

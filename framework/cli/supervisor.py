@@ -190,13 +190,20 @@ def worker_children(
     name: str | None = None,
     recover_every: float | None = None,
     recover_args: Sequence[str] = (),
+    cpus: Sequence[int] = (),
 ) -> list[Child]:
-    """The children of `statesaga worker --processes N [--recover-every S]`."""
+    """The children of `statesaga worker --processes N [--recover-every S] [--cpu each]`."""
     cli = [sys.executable, "-m", "statesaga.cli"]
     children = [
         Child(
             f"worker-{i}",
-            [*cli, "worker", *worker_args, *(["--name", f"{name}-{i}"] if name else [])],
+            [
+                *cli,
+                "worker",
+                *worker_args,
+                *(["--name", f"{name}-{i}"] if name else []),
+                *([f"--cpu={cpus[i - 1]}"] if cpus else []),
+            ],
         )
         for i in range(1, processes + 1)
     ]

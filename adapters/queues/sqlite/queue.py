@@ -32,6 +32,7 @@ import logging
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -138,6 +139,11 @@ class SQLiteQueue(WorkerQueue):  # type: ignore[misc]  # mypy reads statesaga.* 
             self._ready = True
         return conn
 
+    def _writing(self) -> AbstractContextManager[sqlite3.Connection]:
+        """A write transaction on this thread's writer connection (the store's fine-grained
+        wait for another process's write lock)."""
+        return immediate(self._db.writer(), self._db.timeout)
+
     def _run(self, what: str, action: Callable[[sqlite3.Connection], object]) -> object:
         try:
             return action(self._conn())
@@ -158,8 +164,8 @@ class SQLiteQueue(WorkerQueue):  # type: ignore[misc]  # mypy reads statesaga.* 
         payload = json.dumps(job.to_dict(), ensure_ascii=False)
         due = time.time() + max(delay, 0.0)
 
-        def insert(conn: sqlite3.Connection) -> None:
-            with immediate(conn):
+        def insert(_: sqlite3.Connection) -> None:
+            with self._writing() as conn:
                 conn.execute(
                     "INSERT INTO queue_jobs (queue, due, payload) VALUES (?, ?, ?)",
                     (self.name, due, payload),
@@ -200,11 +206,11 @@ class SQLiteQueue(WorkerQueue):  # type: ignore[misc]  # mypy reads statesaga.* 
                 if not rows and not ran:
                     return None
                 taken = None
-                with immediate(conn):
-                    conn.executemany("DELETE FROM queue_jobs WHERE id = ? AND worker = ?", ran)
+                with self._writing() as writer:
+                    writer.executemany("DELETE FROM queue_jobs WHERE id = ? AND worker = ?", ran)
                     ran = []
                     for job_id, revision, payload in rows:
-                        cursor = conn.execute(
+                        cursor = writer.execute(
                             "UPDATE queue_jobs SET worker = ?, revision = revision + 1"
                             " WHERE id = ? AND revision = ? AND worker IS NULL",
                             (worker, job_id, revision),
@@ -236,8 +242,8 @@ class SQLiteQueue(WorkerQueue):  # type: ignore[misc]  # mypy reads statesaga.* 
         Returns how many jobs were freed."""
         now = time.time()
 
-        def write(conn: sqlite3.Connection) -> int:
-            with immediate(conn):
+        def write(_: sqlite3.Connection) -> int:
+            with self._writing() as conn:
                 conn.execute(
                     "INSERT INTO queue_workers (name, queue, beat) VALUES (?, ?, ?)"
                     " ON CONFLICT (name) DO UPDATE SET beat = excluded.beat",
@@ -259,8 +265,8 @@ class SQLiteQueue(WorkerQueue):  # type: ignore[misc]  # mypy reads statesaga.* 
     def leave(self, worker: str, done: Sequence[int]) -> None:
         """A worker stops: delete the jobs it ran, free any it still holds, forget it."""
 
-        def write(conn: sqlite3.Connection) -> None:
-            with immediate(conn):
+        def write(_: sqlite3.Connection) -> None:
+            with self._writing() as conn:
                 conn.executemany(
                     "DELETE FROM queue_jobs WHERE id = ? AND worker = ?",
                     [(job_id, worker) for job_id in done],
