@@ -211,9 +211,7 @@ class SQLiteStore(DocumentStore):
         return conn
 
     def writer(self) -> sqlite3.Connection:
-        """This thread's connection for write transactions (`immediate(conn, timeout)` or a
-        group commit): only statements inside BEGIN IMMEDIATE ... COMMIT, which in WAL mode
-        wait for nothing once the write lock is taken."""
+        """This thread's connection for write transactions alone (immediate(conn, timeout))."""
         conn: sqlite3.Connection | None = getattr(self._local, "writer", None)
         if conn is None:
             conn = self._connect(busy=False)
@@ -221,9 +219,7 @@ class SQLiteStore(DocumentStore):
         return conn
 
     def _writer_ready(self) -> sqlite3.Connection:
-        if not self._initialized:
-            self._conn()
-        return self.writer()
+        return self.writer() if self._initialized or self._conn() else self.writer()
 
     def _conn(self) -> sqlite3.Connection:
         conn = self._thread_conn()
