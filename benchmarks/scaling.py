@@ -261,6 +261,10 @@ def run(
             try:
                 if processes:
                     pools["pinned"] = Pinned(tmp / f"pinned-{k}.db", *shape(k), base / "pinned.log")
+                    if shape(k)[0] > 1:
+                        pools["pinned_one"] = Pinned(
+                            tmp / f"pinned-one-{k}.db", 1, k, base / "pinned.log"
+                        )
                     pools["sqlq"] = Workers(tmp / f"sqlq-{k}.db", *shape(k), base / "sqlq.log")
                     if shape(k) != (k, 1) and k <= 8:
                         pools["sqlq_processes"] = Workers(
@@ -352,6 +356,17 @@ def _rows(
                 " pinned (statesaga.runtime.cpu)",
             )
         )
+    for k, rate in sorted(rates.get("pinned_one", {}).items()):
+        rows.append(
+            against_dbos(
+                f"7p. {k} in flight, 1 embedded process × {k} threads on one CPU vs DBOS {k}",
+                rate,
+                k,
+                "",
+                None,
+                f"{rate / one:.2f}× embedded one at a time (row 7's threads, pinned)",
+            )
+        )
     for k, rate in sorted(rates.get("sqlq", {}).items()):
         p, t = shape(k)
         rows.append(
@@ -391,7 +406,7 @@ def _rows(
         rows.append(Row(name="7c. RQ workers", status="pending", note=rq_error))
     best8 = max(
         emb.get(8, 0.0),
-        *(rates.get(s, {}).get(8, 0.0) for s in ("pinned", "sqlq", "sqlq_processes")),
+        *(rates.get(s, {}).get(8, 0.0) for s in ("pinned", "pinned_one", "sqlq", "sqlq_processes")),
     )
     if 8 in emb:
         rows.append(
