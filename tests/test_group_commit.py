@@ -27,7 +27,8 @@ def test_saves_waiting_for_the_lock_go_in_one_transaction_each_revision_checked(
     stale = docs[3].model_copy(update={"revision": 0})
     before = store.group_commit.transactions, store.group_commit.writes
     # Another process holds the write lock, so the first save (the leader) waits in BEGIN
-    # IMMEDIATE while the other seven queue up behind it.
+    # IMMEDIATE while the other seven queue up behind it; the leader takes its group once it
+    # holds the lock, so all eight go together.
     other = sqlite3.connect(tmp_path / "g.db", isolation_level=None)
     other.execute("BEGIN IMMEDIATE")
     errors: dict[str, BaseException] = {}
@@ -43,16 +44,16 @@ def test_saves_waiting_for_the_lock_go_in_one_transaction_each_revision_checked(
     for t in threads:
         t.start()
     deadline = time.monotonic() + 10
-    while store.group_commit.waiting < 7 and time.monotonic() < deadline:
+    while store.group_commit.waiting < 8 and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert store.group_commit.waiting == 7
+    assert store.group_commit.waiting == 8
     other.execute("COMMIT")
     other.close()
     for t in threads:
         t.join(timeout=30)
     transactions = store.group_commit.transactions - before[0]
     writes = store.group_commit.writes - before[1]
-    assert (transactions, writes) == (2, 8)  # the leader alone, then the seven together
+    assert (transactions, writes) == (1, 8)  # one transaction, one fsync
     assert list(errors) == [stale.id]  # the stale save lost its revision check, alone
     fresh = SQLiteStore(tmp_path / "g.db")
     for wf in docs:
@@ -109,7 +110,7 @@ def test_a_write_that_raises_fails_alone_and_the_rest_of_its_group_is_stored(
     for t in threads:
         t.start()
     deadline = time.monotonic() + 10
-    while store.group_commit.waiting < 3 and time.monotonic() < deadline:
+    while store.group_commit.waiting < 4 and time.monotonic() < deadline:
         time.sleep(0.01)
     before = store.group_commit.transactions
     other.execute("COMMIT")
@@ -118,7 +119,7 @@ def test_a_write_that_raises_fails_alone_and_the_rest_of_its_group_is_stored(
         t.join(timeout=30)
     assert isinstance(outcomes.pop(2), sqlite3.IntegrityError)
     assert outcomes == {1: None, 3: None, 4: None}
-    assert store.group_commit.transactions - before == 2  # the leader, then the other three
+    assert store.group_commit.transactions - before == 1  # the four together
     rows = store._thread_conn().execute("SELECT id, v FROM t ORDER BY id").fetchall()
     assert rows == [(1, "w1"), (2, "taken"), (3, "w3"), (4, "w4")]
     store.close()
