@@ -6,8 +6,8 @@ A thread that finds no commit under way becomes the leader: it takes the file's 
 one transaction, COMMITs, and wakes exactly the threads whose writes it committed. Taking the
 writes after the lock matters with several processes on one file: the writes that come while
 another process holds the lock join the group (issue 33: two pinned processes × 4 threads
-2,011-2,150 steps/s taking them before, 2,212-2,763 after). Writes that arrive meanwhile wait; when the leader is
-done it hands the lead to the first of them, which takes them all. Each write keeps its own
+2,011-2,150 steps/s taking them before, 2,212-2,763 after). Writes that arrive after that
+wait; when the leader is done it hands the lead to the first of them, which takes them all. Each write keeps its own
 checks (the revision check is in its UPDATE), and one that raises fails alone, in its own
 thread; a failed COMMIT fails every write of the group. Nothing returns before its
 transaction is on disk. With one thread a group is one write: the same transaction as before.
