@@ -7,10 +7,11 @@ one transaction, COMMITs, and wakes exactly the threads whose writes it committe
 writes after the lock matters with several processes on one file: the writes that come while
 another process holds the lock join the group (issue 33: two pinned processes × 4 threads
 2,011-2,150 steps/s taking them before, 2,212-2,763 after). Writes that arrive after that
-wait; when the leader is done it hands the lead to the first of them, which takes them all. Each write keeps its own
-checks (the revision check is in its UPDATE), and one that raises fails alone, in its own
-thread; a failed COMMIT fails every write of the group. Nothing returns before its
-transaction is on disk. With one thread a group is one write: the same transaction as before.
+wait; when the leader is done it hands the lead to the first of them, which takes them all.
+Each write keeps its own checks (the revision check is in its UPDATE), and one that raises
+fails alone, in its own thread; a failed COMMIT fails every write of the group. Nothing
+returns before its transaction is on disk. With one thread a group is one write: the same
+transaction as before.
 
 Why it is shaped so (issue 33's profile): every call into SQLite releases the GIL, and getting
 it back while other threads run Python costs a thread switch, up to the interpreter's switch
