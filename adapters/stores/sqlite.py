@@ -6,8 +6,9 @@ One file, shared by every thread and process on one machine:
 - `synchronous=FULL` by default: a save that returned is on disk, because the save is the
   engine's commit point. `?synchronous=normal` trades the last transactions before a power
   loss (never consistency) for lower write latency.
-- `busy_timeout` (`?timeout=30`, seconds) makes a writer wait for the lock instead of failing
-  with "database is locked" while another process writes.
+- `?timeout=30` (seconds): how long a writer waits for another process's write lock before
+  failing with "database is locked". Writes wait on a connection of their own in 50 µs steps
+  (`take_write_lock`), finer than SQLite's busy handler, which reads keep.
 - Every write runs in `BEGIN IMMEDIATE`: it takes the write lock before reading, so the busy
   handler applies; a deferred transaction that upgrades from read to write can get SQLITE_BUSY
   at once, without waiting, when another connection wrote in between.
@@ -218,9 +219,6 @@ class SQLiteStore(DocumentStore):
             self._local.writer = conn
         return conn
 
-    def _writer_ready(self) -> sqlite3.Connection:
-        return self.writer() if self._initialized or self._conn() else self.writer()
-
     def _conn(self) -> sqlite3.Connection:
         conn = self._thread_conn()
         if not self._initialized and not self._read_only:
@@ -232,7 +230,8 @@ class SQLiteStore(DocumentStore):
         if self._read_only:
             raise AdapterError(f"sqlite store {self.path} was opened read-only")
         try:
-            self.group_commit.run(apply, self._writer_ready)
+            self._conn()  # the schema first, on the reading connection, as a read makes it
+            self.group_commit.run(apply, self.writer)
         except sqlite3.OperationalError as exc:
             raise _full(exc, self.path) or exc from None
 
