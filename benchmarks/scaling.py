@@ -50,7 +50,7 @@ from statesaga.definitions.load import load_definition
 from statesaga.engine import Engine
 from statesaga.models import WorkflowStatus
 from statesaga.ports import Store
-from statesaga.runtime.cpu import cpu_for
+from statesaga.runtime.cpu import cpu_for, usable_cpus
 from statesaga.security.allowlist import AllowList
 
 from ._common import STEPS, Mode, Row, noop_definition, noop_registry
@@ -115,7 +115,7 @@ class Workers:
                "--store", store_url, "--handlers", HANDLERS, "--log-level", "WARNING"]  # fmt: skip
         path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
         env = {**os.environ, "PYTHONPATH": path}
-        pin = processes <= len(os.sched_getaffinity(0))
+        pin = processes <= len(usable_cpus())
         self.procs = [
             subprocess.Popen(
                 cmd + ([f"--cpu={cpu_for(i)}"] if pin else []),

@@ -6,8 +6,6 @@ the `statesaga` command, stopping processes, logging in, waiting on a page, scre
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -34,25 +32,6 @@ LIMIT = 60.0  # seconds: a safeguard against a hung test, not a measurement
 def statesaga_command() -> list[str]:
     script = Path(sys.executable).with_name("statesaga")
     return [str(script)] if script.exists() else [sys.executable, "-m", "statesaga.cli"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    for p in procs:
-        try:
-            p.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
 
 
 def wait_served(base: str, server: subprocess.Popen[bytes], limit: float = 30.0) -> None:

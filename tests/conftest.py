@@ -5,11 +5,11 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import process_helpers
 import pytest
 
 
@@ -55,17 +55,10 @@ def _signal_handlers_left_alone() -> Iterator[None]:
         pytest.fail(f"the test left {signal.Signals(sig).name} handled by {found!r}")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on, for a server a test starts."""
-    return _free_port()
+    return process_helpers.free_port()
 
 
 @pytest.fixture(scope="session")

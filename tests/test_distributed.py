@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from process_helpers import stop
 from rq import Worker
 from rq.job import Job as RQJob
 from statesaga.adapters.queues.rq.queue import RQQueue
@@ -120,15 +121,7 @@ def workers(
     try:
         yield procs
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop(procs)
         for log in logs:
             log.close()
         for i in range(n):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ import pytest
 import redis
 from ops_handlers import chaos_saga
 from ops_redis import RedisServer
+from process_helpers import free_port as _free_port
 from statesaga.definitions.load import load_definition
 from statesaga.engine import Engine
 from statesaga.models import WorkflowStatus
@@ -33,13 +33,6 @@ WAIT = 120.0  # a safety net for slow CI machines, not a measurement
 TESTS = Path(__file__).parent
 SERVICE = "statesaga"
 WORKFLOWS = 12
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class Topology:

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
+from process_helpers import stop
 from statesaga import StepStatus, WorkflowStatus
 from statesaga.adapters.queues.inline import InlineQueue
 from statesaga.adapters.stores.sqlite import SQLiteStore
@@ -193,13 +194,7 @@ def test_a_timer_whose_worker_is_killed_fires_after_recovery_on_rq(
         procs.append(worker("second", "--with-scheduler"))
         done = engine.wait(wf.id, timeout=LIMIT)
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                try:
-                    p.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+        stop(procs)
         for name in ("first", "second"):
             log = tmp_path / f"{name}.log"
             if log.exists():

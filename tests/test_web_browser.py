@@ -31,8 +31,6 @@ from browser_helpers import (  # noqa: E402
     LIMIT,
     TESTS,
     TOKEN,
-    _free_port,
-    _stop,
     browser,
     login,
     screenshot,
@@ -41,6 +39,8 @@ from browser_helpers import (  # noqa: E402
     wait_page,
     wait_served,
 )
+from process_helpers import free_port as _free_port  # noqa: E402
+from process_helpers import stop as _stop  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
 from selenium.webdriver.support.ui import Select  # noqa: E402

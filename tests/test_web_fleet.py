@@ -32,7 +32,9 @@ pytest.importorskip("selenium", reason="the browser tests need selenium (the tes
 pytest.importorskip("starlette", reason="the dashboard needs the ui extra")
 redis = pytest.importorskip("redis")
 
-from browser_helpers import _free_port, _stop, chromium, statesaga_command  # noqa: E402
+from browser_helpers import chromium, statesaga_command  # noqa: E402
+from process_helpers import free_port as _free_port  # noqa: E402
+from process_helpers import stop as _stop  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
 

@@ -29,8 +29,6 @@ pytest.importorskip("starlette", reason="the dashboard needs the ui extra")
 from browser_helpers import (  # noqa: E402
     LIMIT,
     TOKEN,
-    _free_port,
-    _stop,
     browser,
     login,
     screenshot,
@@ -39,6 +37,8 @@ from browser_helpers import (  # noqa: E402
     wait_page,
     wait_served,
 )
+from process_helpers import free_port as _free_port  # noqa: E402
+from process_helpers import stop as _stop  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
 

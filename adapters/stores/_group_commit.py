@@ -39,7 +39,8 @@ _FINE_FOR = 0.005
 _LONGEST_PAUSE = 0.001
 
 
-def _busy(exc: sqlite3.OperationalError) -> bool:
+def busy(exc: sqlite3.OperationalError) -> bool:
+    """Whether SQLite refused because another connection holds a lock it needs."""
     text = str(exc)
     return "locked" in text or "busy" in text
 
@@ -52,7 +53,7 @@ def take_write_lock(conn: sqlite3.Connection, timeout: float) -> None:
         conn.execute("BEGIN IMMEDIATE")
         return
     except sqlite3.OperationalError as exc:
-        if not _busy(exc):
+        if not busy(exc):
             raise
     start = time.monotonic()
     pause = _PAUSE
@@ -64,7 +65,7 @@ def take_write_lock(conn: sqlite3.Connection, timeout: float) -> None:
             conn.execute("BEGIN IMMEDIATE")
             return
         except sqlite3.OperationalError as exc:
-            if not _busy(exc) or time.monotonic() - start >= timeout:
+            if not busy(exc) or time.monotonic() - start >= timeout:
                 raise
 
 
@@ -180,4 +181,4 @@ class GroupCommit:
                 raise
 
 
-__all__ = ["GroupCommit", "take_write_lock"]
+__all__ = ["GroupCommit", "busy", "take_write_lock"]

@@ -39,7 +39,7 @@ from urllib.parse import parse_qs, urlsplit
 from statesaga.errors import AdapterError, BackendError, BackendUnavailable, StoreFullError
 from statesaga.models import WorkflowState, WorkflowStatus
 
-from ._group_commit import GroupCommit, take_write_lock  # noqa: TID251 (relative, as below)
+from ._group_commit import GroupCommit, busy, take_write_lock  # noqa: TID251 (relative, as below)
 from .document import (  # noqa: TID251 (relative, so mypy reads the base class)
     MISSING,
     WRITTEN,
@@ -460,8 +460,7 @@ def _wal(conn: sqlite3.Connection, timeout: float) -> str:
                 mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             return str(mode)
         except sqlite3.OperationalError as exc:
-            busy = "locked" in str(exc) or "busy" in str(exc)
-            if not busy or time.monotonic() >= deadline:
+            if not busy(exc) or time.monotonic() >= deadline:
                 raise
             time.sleep(pause)
             pause = min(pause * 2, 0.1)
@@ -493,16 +492,12 @@ def _connect_uri(path: Path, query: str, timeout: float) -> sqlite3.Connection:
 
 
 @contextmanager
-def immediate(
-    conn: sqlite3.Connection, timeout: float | None = None
-) -> Iterator[sqlite3.Connection]:
+def immediate(conn: sqlite3.Connection, timeout: float = 0.0) -> Iterator[sqlite3.Connection]:
     """A write transaction taken at once (BEGIN IMMEDIATE: the file's write lock up front, so
-    it never fails half way on a lock), committed, or rolled back on any exception. With a
-    `timeout`, the lock is waited for by take_write_lock (for a `writer()` connection)."""
-    if timeout is None:
-        conn.execute("BEGIN IMMEDIATE")
-    else:
-        take_write_lock(conn, timeout)
+    it never fails half way on a lock), committed, or rolled back on any exception. The lock
+    is waited for by take_write_lock: `timeout` seconds on a `writer()` connection; on one
+    with a busy handler, SQLite's own wait comes first."""
+    take_write_lock(conn, timeout)
     try:
         yield conn
         conn.execute("COMMIT")
