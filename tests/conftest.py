@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import process_helpers
 import pytest
 
 
@@ -28,6 +27,7 @@ def _register_sibling(name: str) -> None:
     spec.loader.exec_module(module)
 
 
+_register_sibling("process_helpers")
 _register_sibling("diagram_helpers")
 _register_sibling("security_helpers")
 _register_sibling("ops_redis")
@@ -58,7 +58,9 @@ def _signal_handlers_left_alone() -> Iterator[None]:
 @pytest.fixture
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on, for a server a test starts."""
-    return process_helpers.free_port()
+    from process_helpers import free_port
+
+    return free_port()
 
 
 @pytest.fixture(scope="session")
