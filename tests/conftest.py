@@ -55,6 +55,51 @@ def _signal_handlers_left_alone() -> Iterator[None]:
         pytest.fail(f"the test left {signal.Signals(sig).name} handled by {found!r}")
 
 
+def _checkout_metadata() -> list[tuple[str, int]]:
+    root = Path(__file__).resolve().parents[1]
+    return sorted((str(p), p.stat().st_mtime_ns) for p in root.glob("*.egg-info/*"))
+
+
+_METADATA_AT_START = _checkout_metadata()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Fail the run if a test rewrote the checkout's package metadata (see source_copy)."""
+    if hasattr(session.config, "workerinput"):
+        return  # each xdist worker imports this module; the controller checks once
+    if _checkout_metadata() != _METADATA_AT_START:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        print(
+            "\nerror: a test rewrote statesaga.egg-info in the checkout: build a copy "
+            "(the source_copy fixture)"
+        )
+
+
+@pytest.fixture(scope="session")
+def source_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The project's source in a folder of its own, for tests that build or install it: a
+    build writes `statesaga.egg-info` next to the source, and the checkout's copy is what
+    every other test process finds first on sys.path (`python -m pytest` puts the working
+    directory there), so rewriting it mid-run hides the entry points from them."""
+    import shutil
+
+    root = Path(__file__).resolve().parents[1]
+    dest = tmp_path_factory.mktemp("source") / "statesaga"
+    skip = shutil.ignore_patterns(
+        ".git",
+        ".venv*",
+        "build",
+        "dist",
+        "*.egg-info",
+        "node_modules",
+        "__pycache__",
+        "*.db*",
+        ".*_cache",
+    )
+    shutil.copytree(root, dest, ignore=skip)
+    return dest
+
+
 @pytest.fixture
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on, for a server a test starts."""

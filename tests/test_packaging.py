@@ -24,11 +24,13 @@ print(json.dumps({"generic": generic, "step_states": len(lifecycle("step").state
 
 @pytest.mark.slow
 @pytest.mark.parametrize("editable", [False, True], ids=["wheel", "editable"])
-def test_install_exposes_only_statesaga(tmp_path: Path, editable: bool) -> None:
+def test_install_exposes_only_statesaga(
+    tmp_path: Path, editable: bool, source_copy: Path
+) -> None:
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)
     py = env_dir / "bin" / "python"
-    target = ["-e", str(ROOT)] if editable else [str(ROOT)]
+    target = ["-e", str(source_copy)] if editable else [str(source_copy)]
     subprocess.run(
         [py, "-m", "pip", "install", "-q", *target], check=True, cwd=tmp_path, capture_output=True
     )
@@ -86,7 +88,9 @@ engine: Engine
 
 
 @pytest.mark.slow
-def test_mypy_sees_the_types_of_the_readme_editable_install(tmp_path: Path) -> None:
+def test_mypy_sees_the_types_of_the_readme_editable_install(
+    tmp_path: Path, source_copy: Path
+) -> None:
     """The README's editable install (`--config-settings editable_mode=strict`) gives mypy a
     path it can follow; the default editable mode installs an import hook mypy cannot read."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -102,7 +106,7 @@ def test_mypy_sees_the_types_of_the_readme_editable_install(tmp_path: Path) -> N
             "install",
             "-q",
             "-e",
-            str(ROOT),
+            str(source_copy),
             "--config-settings",
             "editable_mode=strict",
         ],

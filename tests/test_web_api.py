@@ -584,12 +584,12 @@ def test_serve_command_refusals(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_the_wheel_ships_every_template_and_asset(tmp_path: Path) -> None:
+def test_the_wheel_ships_every_template_and_asset(tmp_path: Path, source_copy: Path) -> None:
     """No CDN: the pages work offline only if every file they load is in the package."""
     import subprocess
     import zipfile
 
-    root = TESTS.parent
+    root = source_copy  # never build in the checkout: see the fixture
     subprocess.run(
         [
             sys.executable,
