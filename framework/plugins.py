@@ -6,7 +6,9 @@ would be. Nothing is imported until asked for, so `import statesaga` stays light
 
 from __future__ import annotations
 
+import importlib
 import inspect
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
@@ -59,13 +61,35 @@ class PluginInfo:
     missing_extra: str | None = None
 
 
+#: The groups statesaga's own distribution registers built-in adapters in (pyproject.toml).
+_BUILT_IN_GROUPS = frozenset(
+    {"statesaga.stores", "statesaga.queues", "statesaga.handlers", "statesaga.renderers"}
+)
+#: Seconds a lookup that finds none of them waits for the metadata to be readable again.
+_METADATA_GRACE = 2.0
+
+
 def _entry_points(group: str) -> dict[str, EntryPoint]:
     return {ep.name: ep for ep in entry_points(group=group)}
 
 
+def _entry_points_settled(group: str) -> dict[str, EntryPoint]:
+    """`_entry_points`, but a group of built-ins found empty is looked up again for a moment:
+    no entry point at all means the installed metadata was read mid-change (the environment
+    being upgraded under a running worker, a build rewriting a checkout's egg-info), not that
+    statesaga has no SQLite store (a CI run once failed with "installed: none")."""
+    found = _entry_points(group)
+    deadline = time.monotonic() + _METADATA_GRACE
+    while not found and group in _BUILT_IN_GROUPS and time.monotonic() < deadline:
+        time.sleep(0.05)
+        importlib.invalidate_caches()
+        found = _entry_points(group)
+    return found
+
+
 def load(group: str, name: str) -> Any:
     """Load the object registered as `name` in `group`, with an install hint when missing."""
-    eps = _entry_points(group)
+    eps = _entry_points_settled(group)
     if name not in eps:
         known = ", ".join(sorted(eps)) or "none"
         raise AdapterError(f"no {group} plugin named {name!r} (installed: {known})")

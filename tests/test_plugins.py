@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 import yaml
 from statesaga import (
+    AdapterError,
     DefinitionError,
     Registry,
     StepStatus,
@@ -375,3 +376,35 @@ def test_an_engine_runs_a_user_lifecycle_with_an_application_effect(tmp_path: Pa
     )
     assert wf.status.value == "COMPLETED"
     assert seen == [(s.name, "COMPLETED") for s in wf.steps]
+
+
+def test_built_in_adapters_are_found_while_the_metadata_is_being_rewritten(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A lookup that finds no entry point at all in a group statesaga registers built-ins in
+    read the installed metadata mid-change (a CI run once failed with "no statesaga.stores
+    plugin named 'sqlite' (installed: none)"): it looks again for a moment. A name that is
+    simply not installed is refused at once."""
+    import time
+    import tomllib
+
+    from statesaga import plugins
+
+    declared = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert plugins._BUILT_IN_GROUPS == {
+        g for g in declared["project"]["entry-points"] if g.startswith("statesaga.")
+    }
+    real = plugins.entry_points
+    reads: list[str] = []
+
+    def mid_change(**params: str) -> Any:
+        reads.append(params["group"])
+        return [] if len(reads) <= 3 else real(**params)
+
+    monkeypatch.setattr(plugins, "entry_points", mid_change)
+    assert plugins.load("statesaga.stores", "sqlite").__name__ == "SQLiteStore"
+    assert reads == ["statesaga.stores"] * 4
+    started = time.monotonic()
+    with pytest.raises(AdapterError, match="no statesaga.stores plugin named 'nope' .*memory"):
+        plugins.load("statesaga.stores", "nope")
+    assert time.monotonic() - started < 0.5
