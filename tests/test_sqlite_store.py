@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from statesaga.adapters.stores.sqlite import SQLiteStore, _stale_query
-from statesaga.errors import AdapterError
+from statesaga.errors import AdapterError, ConflictError
 from statesaga.models import WorkflowState, WorkflowStatus
 from statesaga.plugins import NoStoreError, open_existing_store, open_store
 
@@ -143,3 +143,41 @@ def test_store_times_are_exact_microseconds_either_side_of_the_epoch() -> None:
         datetime(9999, 12, 30, 23, 59, 59, 999999, tzinfo=UTC),
     ):
         assert from_micros(micros(at)) == at
+
+
+def test_a_save_rewrites_only_the_indexes_of_the_columns_it_changes(sqlite_url: str) -> None:
+    """A save that keeps the status, session and creation time leaves their three indexes
+    alone (about half the pages of a save); one that changes any of them writes every column,
+    and a stale one writes nothing."""
+    store = SQLiteStore.from_url(sqlite_url)
+    wf = WorkflowState(name="x", status=WorkflowStatus.RUNNING, session_id="s1")
+    store.create(wf)
+    store.writer().execute("PRAGMA wal_autocheckpoint = 0")  # the WAL only grows: count it
+    wal = Path(str(store.path) + "-wal")
+
+    def save() -> int:
+        before = wal.stat().st_size
+        store.save(wf)
+        return (wal.stat().st_size - before) // (4096 + 24)  # frames: pages written
+
+    def row() -> tuple[object, ...]:
+        sql = "SELECT status, session_id, created_at, revision FROM workflows"
+        return tuple(store._conn().execute(sql).fetchone())
+
+    kept = save()
+    created = row()[2]
+    wf.status = WorkflowStatus.COMPLETED
+    changed = save()
+    assert row() == ("COMPLETED", "s1", created, 3)
+    assert 0 < kept < changed, (kept, changed)
+    wf.session_id = "s2"
+    wf.created_at = datetime(2026, 1, 2, tzinfo=UTC)
+    save()
+    assert row()[:2] == ("COMPLETED", "s2") and row()[2] != created
+    assert [w.id for w in store.list(session_id="s2")] == [wf.id]
+    assert store.list(session_id="s1") == []
+    stale = wf.model_copy(update={"revision": 2})
+    with pytest.raises(ConflictError):
+        store.save(stale)
+    assert row()[3] == 4
+    store.close()
