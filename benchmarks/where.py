@@ -72,9 +72,9 @@ def _process(db: str, threads: int, n: int, cpu: int, start: float, out: Any) ->
 
 def layout(processes: int, threads: int, n: int, directory: Path) -> dict[str, Any]:
     db = directory / f"where-{processes}x{threads}-{time.time_ns()}.db"
-    out: Any = mp.get_context("spawn").Queue()
-    start = time.time() + 5  # every process warmed up and waiting
     ctx = mp.get_context("spawn")
+    out: Any = ctx.Queue()
+    start = time.time() + 5  # every process warmed up and waiting
     procs = [
         ctx.Process(target=_process, args=(str(db), threads, n, cpu_for(i), start, out))
         for i in range(processes)

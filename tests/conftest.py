@@ -28,6 +28,7 @@ def _register_sibling(name: str) -> None:
 
 
 _register_sibling("process_helpers")
+_register_sibling("checkout_helpers")
 _register_sibling("diagram_helpers")
 _register_sibling("security_helpers")
 _register_sibling("ops_redis")
@@ -56,8 +57,9 @@ def _signal_handlers_left_alone() -> Iterator[None]:
 
 
 def _checkout_metadata() -> list[tuple[str, int]]:
-    root = Path(__file__).resolve().parents[1]
-    return sorted((str(p), p.stat().st_mtime_ns) for p in root.glob("*.egg-info/*"))
+    from checkout_helpers import ROOT
+
+    return sorted((str(p), p.stat().st_mtime_ns) for p in ROOT.glob("*.egg-info/*"))
 
 
 _METADATA_AT_START = _checkout_metadata()
@@ -77,27 +79,11 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 @pytest.fixture(scope="session")
 def source_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The project's source in a folder of its own, for tests that build or install it: a
-    build writes `statesaga.egg-info` next to the source, and the checkout's copy is what
-    every other test process finds first on sys.path (`python -m pytest` puts the working
-    directory there), so rewriting it mid-run hides the entry points from them."""
-    import shutil
+    """The project's source in a folder of its own, for tests that build or install it (see
+    checkout_helpers: a build in the checkout would rewrite what other test processes read)."""
+    from checkout_helpers import copy_checkout
 
-    root = Path(__file__).resolve().parents[1]
-    dest = tmp_path_factory.mktemp("source") / "statesaga"
-    skip = shutil.ignore_patterns(
-        ".git",
-        ".venv*",
-        "build",
-        "dist",
-        "*.egg-info",
-        "node_modules",
-        "__pycache__",
-        "*.db*",
-        ".*_cache",
-    )
-    shutil.copytree(root, dest, ignore=skip)
-    return dest
+    return copy_checkout(tmp_path_factory.mktemp("source") / "statesaga")
 
 
 @pytest.fixture

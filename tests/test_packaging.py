@@ -24,9 +24,7 @@ print(json.dumps({"generic": generic, "step_states": len(lifecycle("step").state
 
 @pytest.mark.slow
 @pytest.mark.parametrize("editable", [False, True], ids=["wheel", "editable"])
-def test_install_exposes_only_statesaga(
-    tmp_path: Path, editable: bool, source_copy: Path
-) -> None:
+def test_install_exposes_only_statesaga(tmp_path: Path, editable: bool, source_copy: Path) -> None:
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)
     py = env_dir / "bin" / "python"

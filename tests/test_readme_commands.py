@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from checkout_helpers import copy_checkout
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -203,26 +204,6 @@ def test_the_docs_have_commands_to_run() -> None:
     assert all(b.skip for b in ALL if b.skip is not None)  # every skip says why
 
 
-def _copy_repository(work: Path) -> Path:
-    """A copy of the repository as a fresh clone would have it (no venv, no node_modules,
-    no databases), where the documents' relative paths resolve."""
-    ignore = shutil.ignore_patterns(
-        ".venv",
-        "node_modules",
-        "build",
-        "*.egg-info",
-        "*.db*",
-        "__pycache__",
-        ".git",
-        ".mypy_cache",
-        ".ruff_cache",
-        ".pytest_cache",
-        "out",
-    )
-    shutil.copytree(ROOT, work, ignore=ignore)
-    return work
-
-
 def _env(home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STATESAGA_")}
     env["HOME"] = str(home)  # completion scripts and caches land here, not in a real home
@@ -259,7 +240,7 @@ def test_document_runs_as_written(
     """A document's blocks run in its order, in a copy of its own: a reader follows one page
     from the top, and a block may need a file an earlier block of the page wrote. One test
     per page keeps that order under a shuffled run (`-p randomly`, as .ci/run does)."""
-    workspace = _copy_repository(tmp_path / "statesaga")
+    workspace = copy_checkout(tmp_path / "statesaga")  # the documents' paths resolve there
     skipped = []
     for block in (b for b in ALL if b.doc == doc):
         if block.skip is not None:

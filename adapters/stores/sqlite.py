@@ -245,7 +245,8 @@ class SQLiteStore(DocumentStore):
         if self._read_only:
             raise AdapterError(f"sqlite store {self.path} was opened read-only")
         try:
-            self._conn()  # the schema first, on the reading connection, as a read makes it
+            if not self._initialized:
+                self._conn()  # the schema first, on the reading connection, as a read makes it
             self.group_commit.run(apply, self.writer)
         except sqlite3.OperationalError as exc:
             raise _full(exc, self.path) or exc from None
@@ -328,8 +329,8 @@ class SQLiteStore(DocumentStore):
             # The revision check and the write are one statement; the heartbeat column only
             # moves forward, so a save carrying an old heartbeat cannot hide a newer one.
             # Most saves keep the status: the first statement leaves the columns it does not
-            # set alone, and SQLite then rewrites none of their indexes (a third of the pages
-            # of a save); a save that changes them takes the second.
+            # set alone, and SQLite then rewrites none of their indexes (half the pages of a
+            # save); a save that changes them takes the second.
             for statement in (_KEEP_STATUS, _SET_ALL):
                 if conn.execute(statement, params).rowcount:
                     return
