@@ -60,4 +60,8 @@ def test_smoke_run_writes_every_row(tmp_path: Path) -> None:
         "under forward_retry": 1.0,
     }
     assert {row["details"]["job_reads_per_step"] for row in marker.values()} == {1 / steps}
+    # Row 7f, the floor under row 7t's NORMAL target: NORMAL's step plus the fsyncs alone,
+    # so slower than NORMAL and faster than nothing.
+    floor = next(r for r in data["rows"] if r["name"].startswith("7f. "))
+    assert 0 < floor["ours"] < floor["baseline"] and 0 < floor["ratio"] < 1
     assert "| benchmark |" in proc.stdout
