@@ -14,6 +14,7 @@ import pytest
 from rq.scheduler import RQScheduler
 from statesaga.adapters.queues.inline import InlineQueue
 from statesaga.adapters.queues.rq.queue import RQQueue
+from statesaga.adapters.queues.rq.worker import SchedulerWatch
 from statesaga.errors import AdapterError
 from statesaga.ports import Job, ServeOptions, WorkerQueue
 from statesaga.worker import JOB_FUNCTION, WorkerSettings, run_job, run_worker
@@ -114,4 +115,92 @@ def test_a_stop_request_calls_on_stop_and_ends_serving(redis_url: str, redis_cli
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     assert events == ["stop", "ran a"]
+    queue.close()
+
+
+def _overdue_job(redis_url: str, redis_client: Any, queue_name: str) -> RQQueue:
+    """A queue holding one delayed statesaga job due a minute ago by Redis's clock, as a
+    retry is once its backoff has passed with no scheduler running."""
+    queue = RQQueue.from_url(redis_url.replace("redis://", "rq://", 1) + f"?queue={queue_name}")
+    queue.enqueue(Job("step", "WF-20260208-00000001", "charge", 2), delay=3600)
+    registry = queue.rq_queue.scheduled_job_registry
+    (job_id,) = registry.get_job_ids()
+    now, _ = redis_client.time()
+    redis_client.zadd(registry.key, {job_id: now - 60})
+    return queue
+
+
+@pytest.mark.redis
+def test_the_watch_names_overdue_delayed_jobs_only_while_no_scheduler_holds_the_lock(
+    redis_url: str, redis_client: Any
+) -> None:
+    name = f"watch-{uuid.uuid4().hex[:6]}"
+    idle = RQQueue.from_url(redis_url.replace("redis://", "rq://", 1) + f"?queue={name}-idle")
+    idle.enqueue(Job("step", "WF-20260208-00000001", "later", 2), delay=3600)
+    assert SchedulerWatch(idle.rq_queue).overdue() is None  # due in an hour: nothing to say
+
+    queue = _overdue_job(redis_url, redis_client, name)
+    line = SchedulerWatch(queue.rq_queue).overdue()
+    assert line is not None
+    assert f"queue '{name}': 1 delayed job(s)" in line
+    assert "statesaga worker --with-scheduler" in line
+
+    lock = RQScheduler.get_locking_key(name)
+    redis_client.set(lock, "another.scheduler", ex=30)
+    try:
+        assert SchedulerWatch(queue.rq_queue).overdue() is None  # a scheduler will move it
+    finally:
+        redis_client.delete(lock)
+    queue.close()
+    idle.close()
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+def test_a_worker_without_the_scheduler_says_once_that_overdue_retries_wait_for_one(
+    redis_url: str, redis_client: Any, tmp_path: Any
+) -> None:
+    """Found by hand: workers started without `--with-scheduler` left failing sagas RETRYING
+    with nothing in their logs. The worker now says so, once; one with the scheduler moves
+    the job and says nothing of it."""
+    name = f"watch-{uuid.uuid4().hex[:6]}"
+    queue = _overdue_job(redis_url, redis_client, name)
+    url = redis_url.replace("redis://", "rq://", 1) + f"?queue={name}"
+    store = f"sqlite:///{tmp_path / 'store.db'}"
+
+    def worker(*extra: str) -> tuple[subprocess.Popen[str], Any]:
+        log = (tmp_path / f"worker{len(extra)}.log").open("w+")
+        cmd = [sys.executable, "-m", "statesaga.cli", "worker", "--queue", url, "--store", store]
+        proc = subprocess.Popen([*cmd, *extra], stdout=log, stderr=subprocess.STDOUT, text=True)
+        return proc, log
+
+    def said(log: Any) -> str:
+        log.seek(0)
+        return str(log.read())
+
+    proc, log = worker()
+    try:
+        deadline = time.monotonic() + 30
+        while "no worker runs the scheduler" not in said(log):
+            assert proc.poll() is None, said(log)
+            assert time.monotonic() < deadline, said(log)
+            time.sleep(0.1)
+        assert f"queue '{name}': 1 delayed job(s)" in said(log)
+        assert len(queue.rq_queue.scheduled_job_registry.get_job_ids()) == 1  # still waiting
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+    proc, log = worker("--with-scheduler")
+    try:
+        deadline = time.monotonic() + 30
+        while queue.rq_queue.scheduled_job_registry.get_job_ids():
+            assert proc.poll() is None, said(log)
+            assert time.monotonic() < deadline, said(log)
+            time.sleep(0.1)
+        time.sleep(SchedulerWatch.FIRST + 0.5)
+        assert "no worker runs the scheduler" not in said(log)
+    finally:
+        proc.terminate()
+        proc.wait(30)
     queue.close()

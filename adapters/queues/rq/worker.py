@@ -55,6 +55,9 @@ def serve(rq_queue: rq.Queue, runner: JobRunner, options: ServeOptions) -> bool:
     """Run `rq_queue`'s jobs with `runner` here, with the scheduler thread when asked for,
     until a stop is requested or, with `burst`, the queue is empty. True when a job ran."""
     scheduler = SchedulerThread(rq_queue, options.name) if options.with_scheduler else None
+    watch = None if options.with_scheduler or options.burst else SchedulerWatch(rq_queue)
+    if watch is not None:
+        watch.start()
     try:
         with serving(runner):
             if scheduler is not None and options.burst:
@@ -68,6 +71,8 @@ def serve(rq_queue: rq.Queue, runner: JobRunner, options: ServeOptions) -> bool:
     finally:
         if scheduler is not None:
             scheduler.stop()
+        if watch is not None:
+            watch.stop()
 
 
 # -- riding out Redis outages (issue 15) ---------------------------------------------------
@@ -241,4 +246,71 @@ class SchedulerThread:
             self._stop.wait(self.interval)
 
 
-__all__ = ["SchedulerThread", "make_rq_worker", "serve", "work_through_outages"]
+class SchedulerWatch:
+    """In a worker started without `--with-scheduler`: one WARNING line when delayed jobs (a
+    retry after its backoff, a timer) are overdue and no worker holds the scheduler's lock.
+    Such jobs wait, with nothing said anywhere but the dashboard's workers page, until a
+    worker is started with the scheduler; their sagas sit RETRYING or WAITING meanwhile.
+    Said again only after the queue has been fine in between."""
+
+    #: Seconds a delayed job may be overdue before it is worth a line: a scheduler promotes
+    #: every second, and one taking over from a holder that died waits out the lock's TTL.
+    GRACE = SchedulerThread.LOCK_TTL + 5
+    #: The first look comes soon (a worker started beside overdue jobs says so at once),
+    #: then one every `interval`.
+    FIRST = 2.0
+
+    def __init__(self, rq_queue: rq.Queue, interval: float = 30.0) -> None:
+        from rq.scheduler import RQScheduler
+
+        self.queue = rq_queue
+        self.interval = interval
+        self.lock_key = RQScheduler.get_locking_key(rq_queue.name)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._said = False
+
+    def overdue(self) -> str | None:
+        """The line to log, or None: no job overdue, or a scheduler runs."""
+        conn = self.queue.connection
+        if conn.exists(self.lock_key):
+            return None
+        # Scores are due times by Redis's clock (statesaga.adapters.queues.rq.queue).
+        seconds, _ = conn.time()
+        late = int(conn.zcount(self.queue.scheduled_job_registry.key, 0, seconds - self.GRACE))
+        if not late:
+            return None
+        return (
+            f"queue {self.queue.name!r}: {late} delayed job(s) (retries after their backoff,"
+            f" timers) overdue by more than {self.GRACE} s and no worker runs the scheduler:"
+            " they wait until a worker is started with `statesaga worker --with-scheduler`"
+        )
+
+    def check(self) -> None:
+        try:
+            line = self.overdue()
+        except Exception:  # Redis is down: the worker's own outage handling says so
+            return
+        if line is not None and not self._said:
+            log.warning("%s", line)
+        self._said = line is not None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(
+            target=self._loop, daemon=True, name="statesaga-scheduler-watch"
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        pause = self.FIRST
+        while not self._stop.wait(pause):
+            self.check()
+            pause = self.interval
+
+
+__all__ = ["SchedulerThread", "SchedulerWatch", "make_rq_worker", "serve", "work_through_outages"]
