@@ -521,16 +521,30 @@ def _rows(
     return rows
 
 
+def levels_arg(text: str) -> tuple[int, ...]:
+    """`--levels`: whole numbers of workflows in flight, at least 1 each."""
+    try:
+        levels = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        levels = ()
+    if not levels or min(levels) < 1:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give workflows in flight as whole numbers of 1 or more, e.g. 1,8"
+        )
+    return tuple(sorted(set(levels)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--levels", help="comma-separated workflows in flight (default 1,2,4,8,32)")
+    parser.add_argument(
+        "--levels", type=levels_arg, help="comma-separated workflows in flight (default 1,2,4,8,32)"
+    )
     parser.add_argument("--no-dbos", action="store_true")
     parser.add_argument("--no-rq", action="store_true")
     args = parser.parse_args()
-    levels = tuple(int(x) for x in args.levels.split(",")) if args.levels else None
     mode: Mode = "quick" if args.quick else "full"
-    for row in run(mode, levels, dbos=not args.no_dbos, rq=not args.no_rq):
+    for row in run(mode, args.levels, dbos=not args.no_dbos, rq=not args.no_rq):
         ours = "–" if row.ours is None else f"{row.ours:,.0f}"
         base = "–" if row.baseline is None else f"{row.baseline:,.0f}"
         ratio = "–" if row.ratio is None else f"{row.ratio:.2f}×"

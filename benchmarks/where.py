@@ -99,15 +99,37 @@ def layout(processes: int, threads: int, n: int, directory: Path) -> dict[str, A
     }
 
 
+def layouts_arg(text: str) -> list[tuple[int, int]]:
+    """`--layouts`: PxT items, P processes and T threads each, both 1 or more."""
+    try:
+        layouts = [(int(p), int(t)) for p, t in (item.split("x") for item in text.split(","))]
+    except ValueError:
+        layouts = []
+    if not layouts or min(min(pair) for pair in layouts) < 1:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give processes x threads, each 1 or more, e.g. 1x1,2x4"
+        )
+    return layouts
+
+
+def positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a whole number of 1 or more")
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workflows", type=int, default=300, help="per process")
-    parser.add_argument("--layouts", default="1x1,2x4")
+    parser.add_argument("--workflows", type=positive, default=300, help="per process")
+    parser.add_argument("--layouts", type=layouts_arg, default="1x1,2x4")
     args = parser.parse_args()
     RESULTS.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="where-", dir=RESULTS) as tmp:  # a real disk
-        for item in args.layouts.split(","):
-            p, t = (int(x) for x in item.split("x"))
+        for p, t in args.layouts:
             _show(layout(p, t, args.workflows, Path(tmp)))
 
 

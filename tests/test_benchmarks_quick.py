@@ -65,3 +65,30 @@ def test_smoke_run_writes_every_row(tmp_path: Path) -> None:
     floor = next(r for r in data["rows"] if r["name"].startswith("7f. "))
     assert 0 < floor["ours"] < floor["baseline"] and 0 < floor["ratio"] < 1
     assert "| benchmark |" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("module", "args", "named"),
+    [
+        ("benchmarks.scaling", ["--levels", "0,8"], "--levels"),
+        ("benchmarks.scaling", ["--levels", "one"], "--levels"),
+        ("benchmarks.where", ["--layouts", "2y4"], "--layouts"),
+        ("benchmarks.where", ["--layouts", "0x4"], "--layouts"),
+        ("benchmarks.where", ["--workflows", "-3"], "--workflows"),
+    ],
+)
+def test_a_benchmark_refuses_a_bad_argument_in_one_line(
+    module: str, args: list[str], named: str
+) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and named in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr
