@@ -7,10 +7,14 @@ import asyncio
 import concurrent.futures
 import contextvars
 import copy
+import json
+import math
 import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
+
+import pydantic_core
 
 from ..context import StepContext
 from ..definitions.params import resolve_params
@@ -148,7 +152,7 @@ def call(
     if rt.heartbeat_interval > 0:
         rt.heartbeats.add(wf.id)
     try:
-        return "ok", invoke(handler.func, handler.is_async, ctx, timeout)
+        return stored(invoke(handler.func, handler.is_async, ctx, timeout), job.attempt)
     except HandlerTimeout:
         return "timeout", StepError(
             type="TimeoutError",
@@ -164,6 +168,70 @@ def call(
         )
     finally:
         rt.heartbeats.discard(wf.id)
+
+
+def stored(value: Any, attempt: int) -> Outcome:
+    """A handler's result as the store will keep it, or the error it is when the store
+    cannot keep it. The settle keeps working on the document it saves (the next step run here
+    reads its results from it), so it must hold what a read of the store would give: a tuple
+    is a list, a datetime its ISO text, as the document's JSON has them. A value JSON cannot
+    carry fails the call like an exception would (the step's retry policy applies), instead of
+    failing the save and leaving the step claimed with nothing settled."""
+    if value is None or isinstance(value, bool | int | str):
+        return "ok", value
+    problem = _not_finite(value, "result")
+    if problem is None:
+        try:
+            return "ok", json.loads(pydantic_core.to_json(value, inf_nan_mode="null"))
+        except ValueError as exc:  # PydanticSerializationError, or a circular reference
+            problem = _unserializable(value, "result") or f"result: {exc}"
+    error = "ValueError" if "finite" in problem else "TypeError"
+    return "error", StepError(
+        type=error,
+        message=f"the handler returned a result the store cannot keep as JSON: {problem}",
+        attempt=attempt,
+    )
+
+
+def _not_finite(value: Any, path: str) -> str | None:
+    """Where `value` holds NaN or an infinity (JSON has neither; the document would say null)."""
+    for where, v in _leaves(value, path):
+        if isinstance(v, float) and not math.isfinite(v):
+            return f"{where}: {v} is not a finite number (JSON has no NaN/Infinity)"
+    return None
+
+
+def _unserializable(value: Any, path: str) -> str | None:
+    """Where `value` holds something the document's JSON cannot carry, and what it is."""
+    for where, v in _leaves(value, path):
+        if v is _CIRCULAR:
+            return f"{where}: refers back to itself"
+        try:
+            pydantic_core.to_json(v)
+        except ValueError:
+            return f"{where}: {type(v).__name__} is not a JSON value"
+    return None
+
+
+_CIRCULAR = object()
+
+
+def _leaves(value: Any, path: str) -> Iterator[tuple[str, Any]]:
+    """The values inside containers (dicts, lists, tuples, sets) with their paths; a container
+    met again inside itself is yielded as `_CIRCULAR` and not entered."""
+    stack: list[tuple[str, Any, frozenset[int]]] = [(path, value, frozenset())]
+    while stack:
+        where, v, inside = stack.pop()
+        if isinstance(v, dict | list | tuple | set | frozenset):
+            if id(v) in inside:
+                yield where, _CIRCULAR
+                continue
+            within = inside | {id(v)}
+            items = v.items() if isinstance(v, dict) else enumerate(v)
+            fmt = "{}.{}" if isinstance(v, dict) else "{}[{}]"
+            stack.extend((fmt.format(where, k), item, within) for k, item in items)
+        else:
+            yield where, v
 
 
 def _last_substate(wf: WorkflowState, step: SagaStep, attempt: int) -> str | None:
