@@ -117,3 +117,56 @@ def test_a_compensation_result_the_store_cannot_keep_fails_the_compensation(
     assert "result.receipt: object is not a JSON value" in comp.error.message
     # The saga halts for an operator, as for any compensation that keeps failing.
     assert wf.status is WorkflowStatus.FAILED
+
+
+class Unreadable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no message for you")
+
+
+def raising(exc: Exception) -> Any:
+    def handler(ctx: Any) -> Any:
+        raise exc
+
+    return handler
+
+
+@pytest.mark.parametrize(
+    ("exc", "error", "message"),
+    [
+        # Found by hand, each left the saga RUNNING with its step EXECUTING and raised out of
+        # `engine.run`: a message that cannot be read, and a message naming a file whose
+        # name has bytes that are not UTF-8 (Python carries them as lone surrogates, as
+        # os.listdir gives them).
+        (Unreadable(), "Unreadable", "(Unreadable whose message could not be read)"),
+        (
+            ValueError("cannot parse /data/r\udce9sum\udce9.txt"),
+            "ValueError",
+            "cannot parse /data/r\\udce9sum\\udce9.txt",
+        ),
+    ],
+)
+def test_an_exception_whose_message_the_store_cannot_keep_still_fails_the_step(
+    tmp_path: Path, exc: Exception, error: str, message: str
+) -> None:
+    eng, seen = engine(tmp_path, "fine")
+    eng.registry.register_handler("make", raising(exc), replace=True)
+    wf = eng.run(load_definition(SAGA))
+    make = wf.step("make")
+    assert wf.status is WorkflowStatus.COMPENSATED and seen == ["book", "unbook"]
+    assert make.error is not None and make.error.type == error
+    assert make.error.message == message
+    # Stored as written here: the file reads back the same text.
+    assert eng.store.get(wf.id).step("make").error == make.error
+
+
+def test_a_huge_error_message_is_kept_cut_in_the_step_and_its_history(tmp_path: Path) -> None:
+    eng, _ = engine(tmp_path, "fine")
+    eng.registry.register_handler("make", raising(ValueError("x" * 3_000_000)), replace=True)
+    wf = eng.run(load_definition(SAGA))
+    make = wf.step("make")
+    assert make.error is not None
+    assert make.error.message == "x" * 4000 + "… (2996000 more characters)"
+    details = [e.detail or "" for e in wf.history if e.step == "make"]
+    assert details and max(len(d) for d in details) < 4100
+    assert len(eng.store.get(wf.id).to_json()) < 60_000  # not megabytes per attempt

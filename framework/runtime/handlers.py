@@ -160,14 +160,39 @@ def call(
             attempt=job.attempt,
         )
     except Exception as exc:
-        return "error", StepError(
-            type=type(exc).__name__,
-            message=str(exc),
-            traceback="".join(traceback.format_exception(exc)[-3:])[-2000:],
-            attempt=job.attempt,
-        )
+        return "error", failure(exc, job.attempt)
     finally:
         rt.heartbeats.discard(wf.id)
+
+
+#: Characters of a handler's error message kept (in the step's error and its history entry):
+#: a message is read by people; a megabyte of it would be saved with every attempt.
+MESSAGE_KEPT = 4000
+
+
+def failure(exc: Exception, attempt: int) -> StepError:
+    """The StepError a handler's exception is, in text the store can keep: an exception's
+    message can be anything its author made it (a `__str__` that raises, a file name with
+    bytes that are not UTF-8, which Python carries as lone surrogates, megabytes), and a save
+    that cannot encode it would fail and leave the step claimed with nothing settled."""
+    try:
+        message = str(exc)
+    except Exception:
+        message = f"({type(exc).__name__} whose message could not be read)"
+    return StepError(
+        type=_storable(type(exc).__name__, 200),
+        message=_storable(message, MESSAGE_KEPT),
+        traceback=_storable("".join(traceback.format_exception(exc)[-3:])[-2000:], 2000),
+        attempt=attempt,
+    )
+
+
+def _storable(text: str, limit: int) -> str:
+    """`text` with lone surrogates written as escapes (\\udc80), cut to `limit` characters."""
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text) - limit} more characters)"
 
 
 def stored(value: Any, attempt: int) -> Outcome:
@@ -206,6 +231,12 @@ def _unserializable(value: Any, path: str) -> str | None:
     for where, v in _leaves(value, path):
         if v is _CIRCULAR:
             return f"{where}: refers back to itself"
+        if isinstance(v, str):
+            if _storable(v, len(v)) != v:
+                return (
+                    f"{where}: text that is not Unicode (a lone surrogate, e.g. bytes read as text)"
+                )
+            continue
         try:
             pydantic_core.to_json(v)
         except ValueError:
