@@ -22,6 +22,8 @@ from statesaga.definitions.load import load_definition
 from statesaga.engine import Engine
 from statesaga.models import StepStatus, WorkflowStatus
 
+ROOT = Path(__file__).resolve().parent.parent
+
 SAGA = {
     "workflow": "results",
     "defaults": {"retry": {"max_attempts": 2, "initial_interval": 0.01}},
@@ -170,3 +172,34 @@ def test_a_huge_error_message_is_kept_cut_in_the_step_and_its_history(tmp_path: 
     details = [e.detail or "" for e in wf.history if e.step == "make"]
     assert details and max(len(d) for d in details) < 4100
     assert len(eng.store.get(wf.id).to_json()) < 60_000  # not megabytes per attempt
+
+
+def test_a_progress_detail_is_kept_as_an_error_message_is(tmp_path: Path) -> None:
+    """`ctx.progress(trigger, detail)` puts the detail in the history: a file name with bytes
+    that are not UTF-8 made that save fail inside the handler, and a megabyte was saved."""
+    definition = load_definition(ROOT / "examples" / "agent_task.yaml")
+    eng = Engine(
+        SQLiteStore(tmp_path / "agent.db"),
+        InlineQueue(),
+        step_chart=definition.step_chart(),
+        heartbeat_interval=0,
+    )
+    eng.load(definition)
+    original = eng.registry.get_handler("research_with_tools").func
+
+    def research(ctx: Any) -> Any:
+        ctx.progress("tool_called", "open /data/r\udce9sum\udce9.txt " + "x" * 10_000)
+        ctx.progress("tool_returned")
+        return original(ctx)
+
+    eng.registry.register_handler("research_with_tools", research, replace=True)
+    wf = eng.run(definition, {"topic": "sagas"})
+    assert wf.status is WorkflowStatus.COMPLETED
+    called = [
+        e.detail or ""
+        for e in eng.store.get(wf.id).history
+        if e.trigger == "tool_called" and (e.detail or "").startswith("open ")
+    ]
+    assert len(called) == 1
+    assert called[0].startswith("open /data/r\\udce9sum\\udce9.txt xxx")
+    assert called[0].endswith("… (6032 more characters)") and len(called[0]) < 4100

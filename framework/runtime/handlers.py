@@ -146,7 +146,9 @@ def call(
         _beat=lambda: rt.store.heartbeat(wf.id, rt.clock.now()),
         _progress=None
         if compensating
-        else lambda trigger, detail=None: progress(wf.id, step.name, job.attempt, trigger, detail),
+        else lambda trigger, detail=None: progress(
+            wf.id, step.name, job.attempt, trigger, _detail(detail)
+        ),
     )
     timeout = None if compensating else step.timeout
     if rt.heartbeat_interval > 0:
@@ -185,6 +187,11 @@ def failure(exc: Exception, attempt: int) -> StepError:
         traceback=_storable("".join(traceback.format_exception(exc)[-3:])[-2000:], 2000),
         attempt=attempt,
     )
+
+
+def _detail(detail: Any) -> Any:
+    """A progress detail as the history keeps it: the same rule as an error's message."""
+    return _storable(detail, MESSAGE_KEPT) if isinstance(detail, str) else detail
 
 
 def _storable(text: str, limit: int) -> str:
