@@ -98,10 +98,9 @@ def all_diagrams() -> list[tuple[str, Diagram]]:
     return out
 
 
-def run_agent_task(tmp_path: Path) -> tuple[WorkflowState, WorkflowState, Any]:
-    """Run the agent_task example on a real SQLite store; the research handler is the
-    example's own, wrapped to take a copy of the stored workflow while its step waits for
-    the tool. Returns (mid-run snapshot, finished workflow, definition)."""
+def agent_task_engine(tmp_path: Path) -> tuple[Engine, Any, Any]:
+    """The agent_task example loaded on a real SQLite store: (engine, definition, the
+    example's own research handler, for a test to wrap and register with replace=True)."""
     definition = load_definition(example_path("agent_task"))
     engine = Engine(
         SQLiteStore(tmp_path / "agent.db"),
@@ -110,7 +109,14 @@ def run_agent_task(tmp_path: Path) -> tuple[WorkflowState, WorkflowState, Any]:
         heartbeat_interval=0,
     )
     engine.load(definition)
-    original = engine.registry.get_handler("research_with_tools").func
+    return engine, definition, engine.registry.get_handler("research_with_tools").func
+
+
+def run_agent_task(tmp_path: Path) -> tuple[WorkflowState, WorkflowState, Any]:
+    """Run the agent_task example on a real SQLite store; the research handler is the
+    example's own, wrapped to take a copy of the stored workflow while its step waits for
+    the tool. Returns (mid-run snapshot, finished workflow, definition)."""
+    engine, definition, original = agent_task_engine(tmp_path)
     snapshots: list[WorkflowState] = []
 
     def research(ctx: StepContext) -> Any:

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import diagram_helpers as H  # registered by conftest.py (importlib mode)
 import pytest
 from statesaga import Registry
 from statesaga.adapters.queues.inline import InlineQueue
@@ -21,8 +22,6 @@ from statesaga.adapters.stores.sqlite import SQLiteStore
 from statesaga.definitions.load import load_definition
 from statesaga.engine import Engine
 from statesaga.models import StepStatus, WorkflowStatus
-
-ROOT = Path(__file__).resolve().parent.parent
 
 SAGA = {
     "workflow": "results",
@@ -177,15 +176,7 @@ def test_a_huge_error_message_is_kept_cut_in_the_step_and_its_history(tmp_path: 
 def test_a_progress_detail_is_kept_as_an_error_message_is(tmp_path: Path) -> None:
     """`ctx.progress(trigger, detail)` puts the detail in the history: a file name with bytes
     that are not UTF-8 made that save fail inside the handler, and a megabyte was saved."""
-    definition = load_definition(ROOT / "examples" / "agent_task.yaml")
-    eng = Engine(
-        SQLiteStore(tmp_path / "agent.db"),
-        InlineQueue(),
-        step_chart=definition.step_chart(),
-        heartbeat_interval=0,
-    )
-    eng.load(definition)
-    original = eng.registry.get_handler("research_with_tools").func
+    eng, definition, original = H.agent_task_engine(tmp_path)
 
     def research(ctx: Any) -> Any:
         ctx.progress("tool_called", "open /data/r\udce9sum\udce9.txt " + "x" * 10_000)
