@@ -77,6 +77,7 @@ def test_the_next_step_sees_a_result_as_the_store_keeps_it(tmp_path: Path) -> No
         ([1.0, float("nan")], "ValueError", "result.value[1]: nan is not a finite number"),
         ({"deep": [{"x": float("inf")}]}, "ValueError", "result.value.deep[0].x: inf"),
         (b"\xff\xfe", "TypeError", "result.value: bytes is not a JSON value"),
+        ("r\udce9sum\udce9.txt", "TypeError", "result.value: text that is not Unicode"),
     ],
 )
 def test_a_result_the_store_cannot_keep_fails_the_step_and_the_saga_unwinds(
@@ -194,3 +195,14 @@ def test_a_progress_detail_is_kept_as_an_error_message_is(tmp_path: Path) -> Non
     assert len(called) == 1
     assert called[0].startswith("open /data/r\\udce9sum\\udce9.txt xxx")
     assert called[0].endswith("… (6032 more characters)") and len(called[0]) < 4100
+
+
+def test_a_bare_text_result_that_is_not_unicode_fails_the_step(tmp_path: Path) -> None:
+    """A whole result that is text (not inside a dict) takes the same check: a file name
+    read from disk, with bytes that are not UTF-8, would fail the save."""
+    eng, seen = engine(tmp_path, "fine")
+    eng.registry.register_handler("make", lambda ctx: "r\udce9sum\udce9.txt", replace=True)
+    wf = eng.run(load_definition(SAGA))
+    error = wf.step("make").error
+    assert wf.status is WorkflowStatus.COMPENSATED and seen == ["book", "unbook"]
+    assert error is not None and "result: text that is not Unicode" in error.message

@@ -8,7 +8,6 @@ import concurrent.futures
 import contextvars
 import copy
 import json
-import math
 import threading
 import traceback
 from collections.abc import Callable, Iterator
@@ -22,6 +21,7 @@ from ..errors import RegistryError
 from ..models import SagaStep, StepError, StepStatus, WorkflowState
 from ..ports import Job
 from ..registry import Handler
+from ..security.limits import json_problems
 
 if TYPE_CHECKING:
     from .runtime import Runtime
@@ -209,15 +209,26 @@ def stored(value: Any, attempt: int) -> Outcome:
     is a list, a datetime its ISO text, as the document's JSON has them. A value JSON cannot
     carry fails the call like an exception would (the step's retry policy applies), instead of
     failing the save and leaving the step claimed with nothing settled."""
-    if value is None or isinstance(value, bool | int | str):
+    if (
+        value is None
+        or isinstance(value, bool | int)
+        or (isinstance(value, str) and value.isascii())
+    ):
         return "ok", value
-    problem = _not_finite(value, "result")
-    if problem is None:
+    try:
+        # NaN and the infinities written as JSON has none of them, so that reading the text
+        # back finds them (the document itself would silently say null).
+        text = pydantic_core.to_json(value, inf_nan_mode="constants")
+    except ValueError as exc:  # PydanticSerializationError, or a circular reference
+        problem = _unserializable(value, "result") or f"result: {exc}"
+        error = "TypeError"
+    else:
         try:
-            return "ok", json.loads(pydantic_core.to_json(value, inf_nan_mode="null"))
-        except ValueError as exc:  # PydanticSerializationError, or a circular reference
-            problem = _unserializable(value, "result") or f"result: {exc}"
-    error = "ValueError" if "finite" in problem else "TypeError"
+            return "ok", json.loads(text, parse_constant=_refuse_constant)
+        except _NotFinite:
+            # Only now walk it, for where: json_problems names the path of a non-finite number.
+            problem = next(json_problems(json.loads(text), "result"))
+            error = "ValueError"
     return "error", StepError(
         type=error,
         message=f"the handler returned a result the store cannot keep as JSON: {problem}",
@@ -225,12 +236,12 @@ def stored(value: Any, attempt: int) -> Outcome:
     )
 
 
-def _not_finite(value: Any, path: str) -> str | None:
-    """Where `value` holds NaN or an infinity (JSON has neither; the document would say null)."""
-    for where, v in _leaves(value, path):
-        if isinstance(v, float) and not math.isfinite(v):
-            return f"{where}: {v} is not a finite number (JSON has no NaN/Infinity)"
-    return None
+class _NotFinite(Exception):
+    """NaN or an infinity met while reading a result back."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _NotFinite(name)
 
 
 def _unserializable(value: Any, path: str) -> str | None:
