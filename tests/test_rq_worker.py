@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from typing import Any
 
 import pytest
+from redis.client import PubSub
 from rq.scheduler import RQScheduler
 from statesaga.adapters.queues.inline import InlineQueue
 from statesaga.adapters.queues.rq.queue import RQQueue
-from statesaga.adapters.queues.rq.worker import SchedulerWatch
+from statesaga.adapters.queues.rq.worker import SchedulerWatch, make_rq_worker
 from statesaga.errors import AdapterError
 from statesaga.ports import Job, ServeOptions, WorkerQueue
 from statesaga.worker import JOB_FUNCTION, WorkerSettings, run_job, run_worker
@@ -204,3 +206,45 @@ def test_a_worker_without_the_scheduler_says_once_that_overdue_retries_wait_for_
         proc.terminate()
         proc.wait(30)
     queue.close()
+
+
+@pytest.mark.redis
+def test_a_worker_teardown_leaves_closing_the_command_listener_to_the_listener(
+    redis_url: str, redis_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RQ's teardown waited 1 s for the command listener, then closed its pubsub while the
+    listener, still in its last read, closed it too: on redis-py 5 the two closes raced and
+    the worker's teardown raised AttributeError (a CI run on the lowest versions). The
+    listener's last read is made to end after RQ's 1 s wait, and each close slow, so a
+    teardown that closes while the listener still runs is seen, not left to chance."""
+
+    closes: list[tuple[str, float, float, bool]] = []
+    real_reset = PubSub.reset
+    real_get_message = PubSub.get_message
+
+    def slow_reset(self: PubSub) -> None:
+        start = time.monotonic()
+        held = self.connection is not None
+        time.sleep(0.2)
+        real_reset(self)
+        closes.append((threading.current_thread().name, start, time.monotonic(), held))
+
+    def slow_get_message(self: PubSub, *args: Any, **kwargs: Any) -> Any:
+        message = real_get_message(self, *args, **kwargs)
+        if threading.current_thread() is not threading.main_thread():
+            time.sleep(1.2)  # the last read ends after RQ's 1 s wait
+        return message
+
+    monkeypatch.setattr(PubSub, "reset", slow_reset)
+    monkeypatch.setattr(PubSub, "get_message", slow_get_message)
+    queue = RQQueue.from_url(redis_url.replace("redis://", "rq://", 1) + "?queue=teardown")
+    worker = make_rq_worker(queue.rq_queue)
+    closes.clear()  # the pubsub's construction resets it too
+    assert worker.work(burst=True, logging_level="WARNING") is False
+    listener = worker.pubsub_thread
+    assert listener is not None and not listener.is_alive()
+    assert worker.pubsub.connection is None  # closed: its connection went back to the pool
+    held = [c for c in closes if c[3]]
+    assert [c[0] for c in held] == [listener.name], closes
+    for a, b in zip(closes, closes[1:], strict=False):
+        assert a[2] <= b[1], f"two closes overlapped: {closes}"

@@ -119,6 +119,9 @@ def refusal(job: RQJob) -> str | None:
 #: Seconds between the command listener's looks at its stop flag: what stopping it waits for
 #: (RQ 3 waits up to its 60 s here, since redis-py 8 joins the listener's thread on stop).
 PUBSUB_POLL = 1.0
+#: Seconds a worker's teardown waits for that listener to end (one poll, with room for the
+#: close that follows it).
+UNSUBSCRIBE_WAIT = 3 * PUBSUB_POLL
 
 
 def blocking_wait(read: float | None, rq_default: int) -> int:
@@ -202,6 +205,33 @@ class GuardedWorker(SimpleWorker):
         self.pubsub_thread = self.pubsub.run_in_thread(  # type: ignore[assignment]
             sleep_time=PUBSUB_POLL, daemon=True, exception_handler=self._pubsub_exception_handler
         )
+
+    def unsubscribe(self) -> None:
+        # RQ's waits 1 s for a listener that reads for up to PUBSUB_POLL s and closes the
+        # pubsub itself as it ends, then closes it too: on redis-py before 8.2 the two
+        # closes raced (AttributeError on None in PubSub.reset, the worker's teardown
+        # raising). The listener's own close is the one that counts; it is waited for.
+        # Closing the connection ends the subscription, so no UNSUBSCRIBE is sent from
+        # here while the listener still reads that socket.
+        thread = self.pubsub_thread
+        if thread is None:
+            return
+        self.log.info(
+            "Worker %s: unsubscribing from channel %s", self.name, self.pubsub_channel_name
+        )
+        try:
+            thread.stop(UNSUBSCRIBE_WAIT)  # redis-py 8.2 on: clears the flag, joins
+        except TypeError:
+            thread.stop()  # before 8.2: only clears the flag
+        thread.join(timeout=UNSUBSCRIBE_WAIT)
+        if thread.is_alive():
+            # A listener stuck in a read past its own timeout: it closes the pubsub when it
+            # gets out; closing it here as well is the race above. It is a daemon thread.
+            self.log.warning(
+                "Worker %s: the command listener did not stop within %.0f s; left to end",
+                self.name,
+                UNSUBSCRIBE_WAIT,
+            )
 
     def execute_job(self, job: RQJob, queue: Queue) -> None:
         reason = refusal(job)
