@@ -78,6 +78,7 @@ def test_the_next_step_sees_a_result_as_the_store_keeps_it(tmp_path: Path) -> No
         ({"deep": [{"x": float("inf")}]}, "ValueError", "result.value.deep[0].x: inf"),
         (b"\xff\xfe", "TypeError", "result.value: bytes is not a JSON value"),
         ("r\udce9sum\udce9.txt", "TypeError", "result.value: text that is not Unicode"),
+        ([2, 10**4300], "ValueError", "result.value[1]: an integer of more than 4300 digits"),
     ],
 )
 def test_a_result_the_store_cannot_keep_fails_the_step_and_the_saga_unwinds(
@@ -206,3 +207,22 @@ def test_a_bare_text_result_that_is_not_unicode_fails_the_step(tmp_path: Path) -
     error = wf.step("make").error
     assert wf.status is WorkflowStatus.COMPENSATED and seen == ["book", "unbook"]
     assert error is not None and "result: text that is not Unicode" in error.message
+
+
+def test_a_bare_integer_too_long_to_read_back_fails_the_step(tmp_path: Path) -> None:
+    """JSON has no limit on an integer, but every reader of a stored document refuses one of
+    more than 4,300 digits (Python's int/str limit): saved, the workflow could never be read
+    again. The whole result's check (not inside a dict) takes it too."""
+    eng, seen = engine(tmp_path, "fine")
+    eng.registry.register_handler("make", lambda ctx: 10**4300, replace=True)
+    wf = eng.run(load_definition(SAGA))
+    error = wf.step("make").error
+    assert wf.status is WorkflowStatus.COMPENSATED and seen == ["book", "unbook"]
+    assert error is not None and error.type == "ValueError"
+    assert "result: an integer of more than 4300 digits cannot be stored" in error.message
+    assert eng.store.get(wf.id).status is WorkflowStatus.COMPENSATED  # readable
+    # One digit fewer is an integer like any other, kept exactly.
+    eng.registry.register_handler("make", lambda ctx: {"value": 10**4299}, replace=True)
+    wf = eng.run(load_definition(SAGA))
+    assert wf.status is WorkflowStatus.COMPLETED
+    assert eng.store.get(wf.id).results["make"]["value"] == 10**4299

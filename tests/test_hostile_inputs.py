@@ -338,6 +338,11 @@ CASES: list[Case] = [
     I("input-infinity", '{"origin": Infinity}', "Infinity is not JSON"),
     I("input-minus-infinity", '{"origin": -Infinity}', "-Infinity is not JSON"),
     I("input-1e400", '{"origin": "TPE", "x": 1e400}', "x: 1e400 is not a finite number"),
+    I(
+        "input-integer-too-long-to-read-back",
+        '{"origin": "TPE", "x": [1, -' + "9" * 4301 + "]}",
+        "x[1]: an integer of more than 4300 digits cannot be stored",
+    ),
     I("input-list", '["TPE"]', "must be a JSON object"),
     I("input-string", '"TPE"', "must be a JSON object"),
     I("input-not-json", "{origin: TPE}", "not JSON"),

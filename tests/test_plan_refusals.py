@@ -218,7 +218,9 @@ def test_args_json_cannot_carry_are_refused_before_anything_is_stored(
     engine.registry.register(echo)
     revision = engine.get(wf_id).revision
     for value, why in ((float("nan"), "nan is not a finite number (JSON has no NaN/Infinity)"),
-                       (date(2026, 1, 1), "date is not a JSON value")):  # fmt: skip
+                       (date(2026, 1, 1), "date is not a JSON value"),
+                       (-(10**4300), "an integer of more than 4300 digits cannot be stored "
+                                     "(pass it as text)")):  # fmt: skip
         with pytest.raises(DefinitionError) as refused:
             start_plan(engine, plan_of({"id": "a", "tool": "echo", "args": {"value": value}}))
         assert str(refused.value) == f"plan: [items.0.args] item 'a': args.value: {why}"

@@ -244,6 +244,9 @@ def test_a_payload_json_cannot_carry_is_refused_by_the_api_naming_the_field(
                            allow="operator").build()  # fmt: skip
     with pytest.raises(InputError, match=r"payload: n: inf is not a finite number"):
         engine.signal(wf_id, "approve", {"n": float("inf")})
+    # And an integer it could write but no reader of the store could read back.
+    with pytest.raises(InputError, match=r"payload: n\[0\]: an integer of more than 4300 digits"):
+        engine.signal(wf_id, "approve", {"n": [10**4300]})
     assert store.get(wf_id).model_dump_json() == before
 
 

@@ -21,7 +21,7 @@ from ..errors import RegistryError
 from ..models import SagaStep, StepError, StepStatus, WorkflowState
 from ..ports import Job
 from ..registry import Handler
-from ..security.limits import json_problems
+from ..security.limits import json_problems, marked_json_loads
 
 if TYPE_CHECKING:
     from .runtime import Runtime
@@ -211,7 +211,8 @@ def stored(value: Any, attempt: int) -> Outcome:
     failing the save and leaving the step claimed with nothing settled."""
     if (
         value is None
-        or isinstance(value, bool | int)
+        or isinstance(value, bool)
+        or (isinstance(value, int) and value.bit_length() <= 64)
         or (isinstance(value, str) and value.isascii())
     ):
         return "ok", value
@@ -225,9 +226,10 @@ def stored(value: Any, attempt: int) -> Outcome:
     else:
         try:
             return "ok", json.loads(text, parse_constant=_refuse_constant)
-        except _NotFinite:
-            # Only now walk it, for where: json_problems names the path of a non-finite number.
-            problem = next(json_problems(json.loads(text), "result"))
+        except (_NotFinite, ValueError):
+            # NaN, an infinity or an integer too long to read back. Only now walk it, for
+            # where: json_problems names the path of what the marked read left in place.
+            problem = next(json_problems(marked_json_loads(text, as_written=False), "result"))
             error = "ValueError"
     return "error", StepError(
         type=error,

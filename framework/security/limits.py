@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -79,7 +80,11 @@ def json_problems(value: Any, where: str = "") -> Iterator[str]:
         if isinstance(v, _Refused):
             yield f"{path or 'value'}: {v}"
             continue
-        if v is None or isinstance(v, bool | str | int):
+        if v is None or isinstance(v, bool | str):
+            continue
+        if isinstance(v, int):
+            if (why := _int_problem(v)) is not None:
+                yield f"{path or 'value'}: {why}"
             continue
         if isinstance(v, float):
             if not math.isfinite(v):
@@ -104,6 +109,18 @@ def json_size(value: Any) -> int:
     return len(json.dumps(value, separators=(",", ":"), default=str).encode("utf-8"))
 
 
+def _int_problem(value: int) -> str | None:
+    """Why an integer cannot be stored, or None. JSON has no limit, but every reader of a
+    stored document (Python's json, pydantic's) refuses an integer longer than Python's
+    int/str conversion limit (4,300 digits by default): a document holding one is written
+    and then cannot be read back by anyone, its workflow lost."""
+    limit = sys.get_int_max_str_digits()
+    # 3.32 bits per digit: below 3 bits per digit of the limit, no need to compare.
+    if not limit or value.bit_length() <= 3 * limit or abs(value) < 10**limit:
+        return None
+    return f"an integer of more than {limit} digits cannot be stored (pass it as text)"
+
+
 class _Refused(str):
     """A number as it was written that JSON or a float cannot carry, kept in place while the
     text is parsed so that the refusal can name where it is."""
@@ -117,6 +134,15 @@ def _number(text: str) -> Any:
     return _Refused(f"{text} is not a finite number (too large for a float)")
 
 
+def _integer(text: str) -> Any:
+    limit = sys.get_int_max_str_digits()
+    if limit and len(text.lstrip("-")) > limit:
+        return _Refused(
+            f"an integer of more than {limit} digits cannot be stored (pass it as text)"
+        )
+    return int(text)
+
+
 def _constant(name: str) -> Any:
     return _Refused(f"{name} is not JSON (use a number or null)")
 
@@ -125,11 +151,22 @@ def strict_json_loads(text: str) -> Any:
     """json.loads for everything statesaga takes in (an input, a payload, a request body): it
     refuses NaN, Infinity, -Infinity and a number too large for a float (1e400), which
     Python's json accepts and a store would keep as null, and values nested deeper than the
-    limit. Raises ValueError naming the first field at fault."""
-    value = json.loads(text, parse_constant=_constant, parse_float=_number)
+    limit, and an integer too long to read back. Raises ValueError naming the first field
+    at fault."""
+    value = marked_json_loads(text)
     for problem in json_problems(value):
         raise ValueError(problem)
     return value
+
+
+def marked_json_loads(text: str, *, as_written: bool = True) -> Any:
+    """json.loads with what statesaga refuses (NaN, the infinities, 1e400, an integer too
+    long to read back) left in place as markers that json_problems names with their path.
+    `as_written=False` for text statesaga wrote from Python values: NaN and the infinities
+    are read as the floats they were, and named as such."""
+    if not as_written:
+        return json.loads(text, parse_int=_integer)
+    return json.loads(text, parse_constant=_constant, parse_float=_number, parse_int=_integer)
 
 
 __all__ = [
@@ -138,6 +175,7 @@ __all__ = [
     "MAX_SECONDS",
     "json_problems",
     "json_size",
+    "marked_json_loads",
     "max_history",
     "max_input_bytes",
     "max_plan_items",
