@@ -33,7 +33,7 @@ from .runtime.heartbeat import Heartbeats
 from .runtime.jobs import Jobs
 from .runtime.observe import Listener, Observer, waiting_for_signal
 from .runtime.runtime import Probe, Runtime
-from .runtime.transaction import Kernel, TransitionContext, Txn
+from .runtime.transaction import Kernel, TransitionContext, Txn, texts
 from .security.allowlist import AllowList
 from .vocabulary import check
 
@@ -291,6 +291,7 @@ class Engine:
         return self.observer.wait(workflow_id, timeout, on_progress, until_signal)
 
     def get(self, workflow_id: str) -> WorkflowState:
+        texts(workflow_id=workflow_id)  # an id no store could hold: one line, not the store's
         return self.store.get(workflow_id)
 
     def has_ended(self, status: str) -> bool:

@@ -343,6 +343,7 @@ CASES: list[Case] = [
         '{"origin": "TPE", "x": [1, -' + "9" * 4301 + "]}",
         "x[1]: an integer of more than 4300 digits cannot be stored",
     ),
+    I("input-escaped-lone-surrogate", '{"origin": "\\udcff"}', "origin: text that is not Unicode"),
     I("input-list", '["TPE"]', "must be a JSON object"),
     I("input-string", '"TPE"', "must be a JSON object"),
     I("input-not-json", "{origin: TPE}", "not JSON"),

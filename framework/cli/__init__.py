@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from pathlib import PurePath
 from typing import Any
 
 import click
@@ -22,6 +23,7 @@ import click
 from ..errors import StatesagaError
 from ..observability.logs import LOG_FORMATS, LOG_LEVELS, LogFormat, configure_logging
 from ..resources import __version__
+from ..security.limits import is_unicode
 from . import authoring, operating, planning, running
 from .authoring import check_handler_hints, validate_file
 from .options import fail
@@ -93,10 +95,39 @@ def _observed(command: click.Command) -> None:
     command.callback = run
 
 
+def _text_only(command: click.Command) -> None:
+    """Refuse an argument, option or environment value that is not UTF-8 text, for `command`
+    and the commands of a group: Python makes such bytes into lone surrogates, which no
+    store, log line or terminal can take (a traceback on the save, or on the print)."""
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _text_only(sub)
+    callback = command.callback
+    if callback is None:
+        return
+
+    @functools.wraps(callback)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        ctx = click.get_current_context()
+        for param in ctx.command.params:
+            values = kwargs.get(param.name or "")
+            for value in values if isinstance(values, list | tuple) else (values,):
+                if isinstance(value, str | PurePath) and not is_unicode(str(value)):
+                    raise click.BadParameter(
+                        "not UTF-8 text (bytes that are not UTF-8, as in some file names)",
+                        ctx=ctx,
+                        param=param,
+                    )
+        return callback(*args, **kwargs)
+
+    command.callback = run
+
+
 for _room in (authoring, running, operating, planning):
     for _command in _room.COMMANDS:
         if _command.name in _OBSERVED | _OPERATIONS:
             _observed(_command)
+        _text_only(_command)
         main.add_command(_command)
 
 __all__ = ["check_handler_hints", "main", "validate_file"]

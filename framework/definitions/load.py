@@ -22,7 +22,13 @@ from ..models import (
     utcnow,
 )
 from ..plugins import lifecycle_chart
-from ..security.limits import json_problems, json_size, max_input_bytes
+from ..security.limits import (
+    NOT_UNICODE,
+    is_unicode,
+    json_problems,
+    json_size,
+    max_input_bytes,
+)
 from .checks import definition_problems
 from .inputs import schema_problems
 from .params import lookup, param_sets, references
@@ -231,6 +237,11 @@ def definition_from_data(
     lines = lines or LineMap(file)
     if not isinstance(data, Mapping):
         raise DefinitionError([lines.problem((), "a workflow definition must be a mapping")])
+    # A definition given as a dict may hold text read from bytes that are not UTF-8: its
+    # params and names go into every document of the workflow, whose save would fail.
+    problems = [lines.problem(loc, NOT_UNICODE) for loc in not_unicode(data)]
+    if problems:
+        raise DefinitionError(problems)
     try:
         spec = DefinitionSpec.model_validate(data)
     except ValidationError as exc:
@@ -274,6 +285,33 @@ def load_definition(source: str | Path | Mapping[str, Any]) -> WorkflowDefinitio
         return definition_from_data(source)
     data, lines = load_yaml_file(source)
     return definition_from_data(data, lines, str(source))
+
+
+def not_unicode(data: Any) -> list[tuple[str | int, ...]]:
+    """Where `data` (mappings and lists) holds a key or text that is not Unicode."""
+    found: list[tuple[str | int, ...]] = []
+    stack: list[tuple[tuple[str | int, ...], Any]] = [((), data)]
+    seen: set[int] = set()  # a container met again (a dict holding itself) is not re-entered
+    while stack:
+        loc, v = stack.pop()
+        if isinstance(v, Mapping | list | tuple):
+            if id(v) in seen:
+                continue
+            seen.add(id(v))
+        if isinstance(v, str):
+            if not is_unicode(v):
+                found.append(loc)
+        elif isinstance(v, Mapping):
+            for k, item in v.items():
+                key = k if isinstance(k, str | int) else str(k)
+                if isinstance(k, str) and not is_unicode(k):
+                    # named with escapes: the report itself must print
+                    found.append((*loc, k.encode("utf-8", "backslashreplace").decode()))
+                else:
+                    stack.append(((*loc, key), item))
+        elif isinstance(v, list | tuple):
+            stack.extend(((*loc, i), item) for i, item in enumerate(v))
+    return sorted(found, key=str)
 
 
 def is_definition(data: Any) -> bool:

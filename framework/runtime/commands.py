@@ -18,7 +18,7 @@ from ..models import StepStatus, WorkflowState
 from ..security.limits import json_problems, json_size, max_input_bytes
 from ..vocabulary import STEP_SIGNALLABLE, WorkflowTrigger
 from .admission import Admission
-from .transaction import Kernel, Txn, full_state, label
+from .transaction import Kernel, Txn, full_state, label, texts
 
 if TYPE_CHECKING:
     from .runtime import Runtime
@@ -86,6 +86,7 @@ class Commands:
         return self.kernel.command(workflow_id, self._fire(WorkflowTrigger.RESUME), by)
 
     def suspend(self, workflow_id: str, by: str | None, reason: str | None) -> WorkflowState:
+        texts(reason=reason)
         apply = self._fire(WorkflowTrigger.SUSPEND, reason)
         return self.kernel.command(workflow_id, apply, by)
 

@@ -21,7 +21,7 @@ from ..errors import RegistryError
 from ..models import SagaStep, StepError, StepStatus, WorkflowState
 from ..ports import Job
 from ..registry import Handler
-from ..security.limits import json_problems, marked_json_loads
+from ..security.limits import NOT_UNICODE, json_problems, marked_json_loads
 
 if TYPE_CHECKING:
     from .runtime import Runtime
@@ -253,9 +253,7 @@ def _unserializable(value: Any, path: str) -> str | None:
             return f"{where}: refers back to itself"
         if isinstance(v, str):
             if _storable(v, len(v)) != v:
-                return (
-                    f"{where}: text that is not Unicode (a lone surrogate, e.g. bytes read as text)"
-                )
+                return f"{where}: {NOT_UNICODE}"
             continue
         try:
             pydantic_core.to_json(v)

@@ -20,9 +20,17 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from ..charts.machine import State, below_top, top
-from ..errors import ConflictError, NotFoundError, StateError, TransitionError
+from ..errors import (
+    ConflictError,
+    InputError,
+    NotFoundError,
+    Problem,
+    StateError,
+    TransitionError,
+)
 from ..models import HistoryEntry, SagaStep, StepStatus, WorkflowState, WorkflowStatus
 from ..ports import Clock, Job, Queue, Store
+from ..security.limits import NOT_UNICODE, is_unicode
 from .outage import is_pause, ride_out
 
 if TYPE_CHECKING:
@@ -106,6 +114,7 @@ class Kernel:
     def create(self, wf: WorkflowState, apply: Callable[[Txn], None], by: str | None) -> None:
         """The first save of a new workflow: `apply` fires its first triggers, then it is
         created in the store (which refuses an id already there)."""
+        texts(by=by, session_id=wf.session_id)
         txn = Txn(wf, by=by)
         apply(txn)
         self.followups(txn)
@@ -121,6 +130,7 @@ class Kernel:
         self, workflow_id: str, apply: Callable[[Txn], bool], by: str | None
     ) -> WorkflowState:
         """An operator's event: `apply` always applies or raises."""
+        texts(workflow_id=workflow_id, by=by)
         wf = self.transact(workflow_id, apply, by=by)
         assert wf is not None
         return wf
@@ -314,3 +324,17 @@ def full_state(status: str, substate: list[str]) -> State:
 def label(state: State) -> str:
     """A state as the history writes it (parallel leaves joined by commas)."""
     return state if isinstance(state, str) else ",".join(state)
+
+
+def texts(**fields: str | None) -> None:
+    """Refuse, before anything is read or written, a command's text that no store can keep
+    (a lone surrogate: Python's reading of bytes that are not UTF-8, from a file name, argv
+    or the environment). Stored, it failed the save with a serialization error; as an id,
+    the store's lookup raised."""
+    problems = [
+        Problem(NOT_UNICODE, name)
+        for name, value in fields.items()
+        if value is not None and not is_unicode(value)
+    ]
+    if problems:
+        raise InputError(problems)

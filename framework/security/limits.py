@@ -80,7 +80,11 @@ def json_problems(value: Any, where: str = "") -> Iterator[str]:
         if isinstance(v, _Refused):
             yield f"{path or 'value'}: {v}"
             continue
-        if v is None or isinstance(v, bool | str):
+        if v is None or isinstance(v, bool):
+            continue
+        if isinstance(v, str):
+            if not is_unicode(v):
+                yield f"{path or 'value'}: {NOT_UNICODE}"
             continue
         if isinstance(v, int):
             if (why := _int_problem(v)) is not None:
@@ -95,6 +99,9 @@ def json_problems(value: Any, where: str = "") -> Iterator[str]:
                 if not isinstance(k, str):
                     yield f"{path or 'value'}: key {k!r} is not a string"
                     continue
+                if not is_unicode(k):
+                    yield f"{path or 'value'}: key {k!r}: {NOT_UNICODE}"
+                    continue
                 stack.append((f"{path}.{k}" if path else k, item, depth + 1))
             continue
         if isinstance(v, list | tuple):
@@ -107,6 +114,22 @@ def json_problems(value: Any, where: str = "") -> Iterator[str]:
 def json_size(value: Any) -> int:
     """Bytes of `value` as compact JSON text (what a store keeps)."""
     return len(json.dumps(value, separators=(",", ":"), default=str).encode("utf-8"))
+
+
+#: Why a str cannot be stored: a lone surrogate has no UTF-8 (Python makes them of bytes that
+#: are not UTF-8, in file names, argv and environment variables).
+NOT_UNICODE = "text that is not Unicode (a lone surrogate, e.g. bytes read as text)"
+
+
+def is_unicode(text: str) -> bool:
+    """Whether `text` can be written as UTF-8 (has no lone surrogate)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _int_problem(value: int) -> str | None:
@@ -159,7 +182,7 @@ def strict_json_loads(text: str) -> Any:
     return value
 
 
-def marked_json_loads(text: str, *, as_written: bool = True) -> Any:
+def marked_json_loads(text: str | bytes, *, as_written: bool = True) -> Any:
     """json.loads with what statesaga refuses (NaN, the infinities, 1e400, an integer too
     long to read back) left in place as markers that json_problems names with their path.
     `as_written=False` for text statesaga wrote from Python values: NaN and the infinities
@@ -173,6 +196,8 @@ __all__ = [
     "MAX_ATTEMPTS",
     "MAX_BACKOFF_RATE",
     "MAX_SECONDS",
+    "NOT_UNICODE",
+    "is_unicode",
     "json_problems",
     "json_size",
     "marked_json_loads",
